@@ -1,0 +1,337 @@
+package llmroute
+
+import (
+	"encoding/json"
+	"strconv"
+	"strings"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"github.com/dustin/go-humanize"
+
+	"github.com/caddy-llm-route/llmroute/upstreams"
+)
+
+func init() {
+	httpcaddyfile.RegisterHandlerDirective("llm_route", parseCaddyfile)
+	httpcaddyfile.RegisterDirectiveOrder("llm_route", httpcaddyfile.Before, "reverse_proxy")
+}
+
+func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
+	m := new(Handler)
+	err := m.UnmarshalCaddyfile(h.Dispenser)
+	return m, err
+}
+
+// UnmarshalCaddyfile sets up the handler from Caddyfile tokens. Syntax:
+//
+//	llm_route [<matcher>] {
+//		model_key <gjson path>
+//		model_to_header <field>
+//		provider_header <field>
+//		enable_on_path_suffix <suffixes...> | *
+//		max_body <size>
+//		max_depth <levels>
+//		first_byte_timeout <duration>
+//		stream_idle_timeout <duration>
+//		retry_on <statuses...>        # e.g. 429 5xx
+//		max_attempts <n>
+//		cooldown <duration>
+//		fail_threshold <n>
+//
+//		provider <name> [<upstream URLs...>] {
+//			format openai|anthropic|azure
+//			api_key <placeholder>
+//			base_path <path>
+//			api_version <version>
+//			header <field> <value>
+//			forward_client_auth
+//			<any reverse_proxy subdirective>
+//		}
+//
+//		model <name> [<providers...>] {
+//			provider <names...>
+//			upstream_name <name>
+//			price <input USD/1M> <output USD/1M>
+//			quality <0..1>
+//			context <tokens>
+//			capabilities <names...>
+//		}
+//
+//		route <name> [<models...>] {
+//			target <model> [<provider>] {
+//				<body param path> <JSON value or string>
+//			}
+//			retry_on <statuses...>
+//		}
+//	}
+func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	d.Next() // consume directive name
+	if d.NextArg() {
+		return d.ArgErr()
+	}
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		switch d.Val() {
+		case "model_key", "model_to_header", "provider_header":
+			dir := d.Val()
+			var v string
+			if !d.Args(&v) {
+				return d.ArgErr()
+			}
+			switch dir {
+			case "model_key":
+				h.ModelKey = v
+			case "model_to_header":
+				h.ModelToHeader = v
+			case "provider_header":
+				h.ProviderHeader = v
+			}
+		case "enable_on_path_suffix":
+			args := d.RemainingArgs()
+			if len(args) == 0 {
+				return d.ArgErr()
+			}
+			h.EnableOnPathSuffix = append(h.EnableOnPathSuffix, args...)
+		case "max_body":
+			var v string
+			if !d.Args(&v) {
+				return d.ArgErr()
+			}
+			size, err := humanize.ParseBytes(v)
+			if err != nil || size == 0 || size > 1<<40 {
+				return d.Errf("max_body: invalid size %q", v)
+			}
+			h.MaxBody = int64(size)
+		case "max_depth", "max_attempts", "fail_threshold":
+			dir := d.Val()
+			n, err := intArg(d)
+			if err != nil {
+				return err
+			}
+			switch dir {
+			case "max_depth":
+				h.MaxDepth = n
+			case "max_attempts":
+				h.MaxAttempts = n
+			case "fail_threshold":
+				h.FailThreshold = n
+			}
+		case "first_byte_timeout", "stream_idle_timeout", "cooldown":
+			dir := d.Val()
+			dur, err := durationArg(d)
+			if err != nil {
+				return err
+			}
+			switch dir {
+			case "first_byte_timeout":
+				h.FirstByteTimeout = dur
+			case "stream_idle_timeout":
+				h.StreamIdleTimeout = dur
+			case "cooldown":
+				h.Cooldown = dur
+			}
+		case "retry_on":
+			codes, err := statusArgs(d)
+			if err != nil {
+				return err
+			}
+			h.RetryOn = codes
+		case "provider":
+			p := new(upstreams.Provider)
+			if err := p.UnmarshalCaddyfile(d); err != nil {
+				return err
+			}
+			h.Providers = append(h.Providers, p)
+		case "model":
+			m, err := parseModel(d)
+			if err != nil {
+				return err
+			}
+			h.Models = append(h.Models, m)
+		case "route":
+			r, err := parseRoute(d)
+			if err != nil {
+				return err
+			}
+			h.Routes = append(h.Routes, r)
+		default:
+			return d.Errf("unrecognized subdirective: %s", d.Val())
+		}
+	}
+	return nil
+}
+
+func parseModel(d *caddyfile.Dispenser) (*Model, error) {
+	m := new(Model)
+	if !d.NextArg() {
+		return nil, d.Errf("model needs a name")
+	}
+	m.Name = d.Val()
+	m.Providers = d.RemainingArgs()
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		switch d.Val() {
+		case "provider":
+			args := d.RemainingArgs()
+			if len(args) == 0 {
+				return nil, d.ArgErr()
+			}
+			m.Providers = append(m.Providers, args...)
+		case "upstream_name":
+			if !d.Args(&m.UpstreamName) {
+				return nil, d.ArgErr()
+			}
+		case "price":
+			var in, out string
+			if !d.Args(&in, &out) || d.NextArg() {
+				return nil, d.Errf("model %s: price needs an input and an output price (USD per 1M tokens)", m.Name)
+			}
+			var err1, err2 error
+			m.InputPrice, err1 = strconv.ParseFloat(in, 64)
+			m.OutputPrice, err2 = strconv.ParseFloat(out, 64)
+			if err1 != nil || err2 != nil || m.InputPrice < 0 || m.OutputPrice < 0 {
+				return nil, d.Errf("model %s: invalid price %s %s", m.Name, in, out)
+			}
+		case "quality":
+			var v string
+			if !d.Args(&v) || d.NextArg() {
+				return nil, d.ArgErr()
+			}
+			q, err := strconv.ParseFloat(v, 64)
+			if err != nil || q < 0 || q > 1 {
+				return nil, d.Errf("model %s: quality must be a number within 0..1, got %q", m.Name, v)
+			}
+			m.Quality = q
+		case "context":
+			n, err := intArg(d)
+			if err != nil {
+				return nil, err
+			}
+			m.Context = n
+		case "capabilities":
+			args := d.RemainingArgs()
+			if len(args) == 0 {
+				return nil, d.ArgErr()
+			}
+			m.Capabilities = append(m.Capabilities, args...)
+		default:
+			return nil, d.Errf("model %s: unrecognized subdirective: %s", m.Name, d.Val())
+		}
+	}
+	if len(m.Providers) == 0 {
+		return nil, d.Errf("model %s: no provider", m.Name)
+	}
+	return m, nil
+}
+
+func parseRoute(d *caddyfile.Dispenser) (*Route, error) {
+	r := new(Route)
+	if !d.NextArg() {
+		return nil, d.Errf("route needs a name")
+	}
+	r.Name = d.Val()
+	for _, m := range d.RemainingArgs() {
+		r.Targets = append(r.Targets, &Target{Model: m})
+	}
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		switch d.Val() {
+		case "target":
+			t := new(Target)
+			args := d.RemainingArgs()
+			switch len(args) {
+			case 1:
+				t.Model = args[0]
+			case 2:
+				t.Model, t.Provider = args[0], args[1]
+			default:
+				return nil, d.Errf("route %s: target needs a model and optionally a provider", r.Name)
+			}
+			for tn := d.Nesting(); d.NextBlock(tn); {
+				path := d.Val()
+				var v string
+				if !d.Args(&v) || d.NextArg() {
+					return nil, d.Errf("route %s: target %s: parameter %s needs exactly one value", r.Name, t.Model, path)
+				}
+				if t.Params == nil {
+					t.Params = make(map[string]json.RawMessage)
+				}
+				t.Params[path] = paramValue(v)
+			}
+			r.Targets = append(r.Targets, t)
+		case "retry_on":
+			codes, err := statusArgs(d)
+			if err != nil {
+				return nil, err
+			}
+			r.RetryOn = codes
+		default:
+			return nil, d.Errf("route %s: unrecognized subdirective: %s", r.Name, d.Val())
+		}
+	}
+	if len(r.Targets) == 0 {
+		return nil, d.Errf("route %s: no target", r.Name)
+	}
+	return r, nil
+}
+
+// paramValue reads a parameter value: JSON when it parses as JSON (a
+// number, true, false, null, an object or array, a quoted string),
+// otherwise a plain string.
+func paramValue(v string) json.RawMessage {
+	if json.Valid([]byte(v)) {
+		return json.RawMessage(v)
+	}
+	b, _ := json.Marshal(v)
+	return b
+}
+
+func intArg(d *caddyfile.Dispenser) (int, error) {
+	dir := d.Val()
+	var v string
+	if !d.Args(&v) || d.NextArg() {
+		return 0, d.ArgErr()
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 0 {
+		return 0, d.Errf("%s: want a non-negative integer, got %q", dir, v)
+	}
+	return n, nil
+}
+
+func durationArg(d *caddyfile.Dispenser) (caddy.Duration, error) {
+	dir := d.Val()
+	var v string
+	if !d.Args(&v) || d.NextArg() {
+		return 0, d.ArgErr()
+	}
+	dur, err := caddy.ParseDuration(v)
+	if err != nil || dur <= 0 {
+		return 0, d.Errf("%s: invalid duration %q", dir, v)
+	}
+	return caddy.Duration(dur), nil
+}
+
+// statusArgs reads status codes; `5xx` stands for the whole class.
+func statusArgs(d *caddyfile.Dispenser) ([]int, error) {
+	args := d.RemainingArgs()
+	if len(args) == 0 {
+		return nil, d.ArgErr()
+	}
+	var codes []int
+	for _, a := range args {
+		if len(a) == 3 && strings.HasSuffix(strings.ToLower(a), "xx") && a[0] >= '1' && a[0] <= '5' {
+			codes = append(codes, int(a[0]-'0'))
+			continue
+		}
+		n, err := strconv.Atoi(a)
+		if err != nil || n < 100 || n > 599 {
+			return nil, d.Errf("%s: invalid status %q (want e.g. 429 or 5xx)", "retry_on", a)
+		}
+		codes = append(codes, n)
+	}
+	return codes, nil
+}
+
+// Interface guards
+var _ caddyfile.Unmarshaler = (*Handler)(nil)

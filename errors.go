@@ -1,0 +1,85 @@
+package llmroute
+
+import (
+	"encoding/json"
+	"net/http"
+	"strconv"
+
+	"github.com/tidwall/gjson"
+)
+
+// errorType names the error type of a status, in the vocabulary both
+// OpenAI and Anthropic clients understand.
+func errorType(status int) string {
+	switch {
+	case status == http.StatusUnauthorized:
+		return "authentication_error"
+	case status == http.StatusForbidden:
+		return "permission_error"
+	case status == http.StatusNotFound:
+		return "not_found_error"
+	case status == http.StatusRequestEntityTooLarge:
+		return "request_too_large"
+	case status == http.StatusTooManyRequests:
+		return "rate_limit_error"
+	case status >= 500:
+		return "api_error"
+	default:
+		return "invalid_request_error"
+	}
+}
+
+// errorBody builds an error body in the client's API shape: Anthropic's
+// for the Messages API, OpenAI's otherwise. Both carry message, type and
+// code.
+func errorBody(endpoint string, status int, code, msg string) []byte {
+	type detail struct {
+		Message string `json:"message"`
+		Type    string `json:"type"`
+		Code    string `json:"code"`
+	}
+	d := detail{Message: msg, Type: errorType(status), Code: code}
+	var b []byte
+	if endpoint == "/messages" {
+		b, _ = json.Marshal(struct {
+			Type  string `json:"type"`
+			Error detail `json:"error"`
+		}{"error", d})
+	} else {
+		b, _ = json.Marshal(struct {
+			Error detail `json:"error"`
+		}{d})
+	}
+	return b
+}
+
+// writeError answers with an error body in the client's API shape.
+func writeError(w http.ResponseWriter, endpoint string, status int, code, msg string) {
+	writeJSON(w, status, errorBody(endpoint, status, code, msg))
+}
+
+func writeJSON(w http.ResponseWriter, status int, body []byte) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Content-Length", strconv.Itoa(len(body)))
+	w.WriteHeader(status)
+	_, _ = w.Write(body)
+}
+
+// upstreamErrorBody returns an upstream error body fit for the client:
+// the body itself when it is a JSON object with an "error" member, else
+// an error body in the client's shape carrying the upstream's text.
+func upstreamErrorBody(endpoint string, status int, body []byte) []byte {
+	if gjson.ValidBytes(body) {
+		if r := gjson.ParseBytes(body); r.IsObject() && r.Get("error").Exists() {
+			return body
+		}
+	}
+	msg := string(body)
+	if !json.Valid(body) && len(msg) > 0 {
+		msg = truncate(msg, 512)
+	}
+	if msg == "" {
+		msg = http.StatusText(status)
+	}
+	return errorBody(endpoint, status, "upstream_error", "upstream error: "+truncate(msg, 512))
+}

@@ -1,0 +1,434 @@
+package llmroute
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp/reverseproxy"
+	"go.uber.org/zap"
+
+	"github.com/caddy-llm-route/llmroute/upstreams"
+)
+
+// Response headers set on every routed answer.
+const (
+	HeaderModel    = "X-LLM-Model"
+	HeaderProvider = "X-LLM-Provider"
+	HeaderRoute    = "X-LLM-Route"
+	HeaderAttempts = "X-LLM-Attempts"
+)
+
+var (
+	errFirstByteTimeout = errors.New("no response before first_byte_timeout")
+	errStreamIdle       = errors.New("stream silent for longer than stream_idle_timeout")
+)
+
+// candidate is one attempt the loop may make: a model at a provider, with
+// the target's parameter overrides.
+type candidate struct {
+	model    *Model
+	provider *upstreams.Provider
+	params   map[string]json.RawMessage
+}
+
+// plan is the resolved model field: the route's name and its candidates.
+type plan struct {
+	route      string
+	candidates []candidate
+	retryOn    []int
+}
+
+// outcome of one attempt.
+type outcome int
+
+const (
+	outcomeDone   outcome = iota // the answer reached the client
+	outcomeRetry                 // failed before the first byte; try the next target
+	outcomeFinal                 // an error the client must see (not retryable)
+	outcomeBroken                // failed after the first byte; abort
+	outcomeGone                  // the client went away
+)
+
+// attemptResult is what one attempt left behind.
+type attemptResult struct {
+	outcome outcome
+	status  int         // upstream status, or the status to answer with
+	body    []byte      // upstream error body
+	header  http.Header // upstream error headers
+	err     error       // transport error or timeout
+	aw      *attemptWriter
+}
+
+// ServeHTTP implements caddyhttp.MiddlewareHandler.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
+	matched, ok := h.match(r.URL.Path)
+	if !ok || r.Method != http.MethodPost {
+		return next.ServeHTTP(w, r)
+	}
+	endpoint := endpointFor(r.URL.Path, matched)
+
+	if r.ContentLength > h.MaxBody {
+		writeError(w, endpoint, http.StatusRequestEntityTooLarge, "request_too_large", fmt.Sprintf("request body is larger than %d bytes", h.MaxBody))
+		return nil
+	}
+	body, err := io.ReadAll(io.LimitReader(r.Body, h.MaxBody+1))
+	if err != nil {
+		writeError(w, endpoint, http.StatusBadRequest, "body_read_error", "could not read the request body")
+		return nil
+	}
+	if int64(len(body)) > h.MaxBody {
+		writeError(w, endpoint, http.StatusRequestEntityTooLarge, "request_too_large", fmt.Sprintf("request body is larger than %d bytes", h.MaxBody))
+		return nil
+	}
+	req, rerr := parseRequest(body, h.ModelKey, h.MaxDepth)
+	if rerr == nil {
+		req.Endpoint = endpoint
+		var p *plan
+		if p, rerr = h.resolve(req); rerr == nil {
+			if h.ModelToHeader != "" {
+				r.Header.Set(h.ModelToHeader, req.Model)
+			}
+			return h.serve(w, r, req, p)
+		}
+	}
+	writeError(w, endpoint, rerr.status, rerr.code, rerr.msg)
+	return nil
+}
+
+// match reports whether the path ends in an enabled suffix, and which.
+func (h *Handler) match(path string) (string, bool) {
+	for _, s := range h.EnableOnPathSuffix {
+		if s == "*" || strings.HasSuffix(path, s) {
+			return s, true
+		}
+	}
+	return "", false
+}
+
+// resolve turns the model field into a plan: a route name, a registered
+// model, or provider/model.
+func (h *Handler) resolve(req *Request) (*plan, *requestError) {
+	p := &plan{route: req.Model, retryOn: h.RetryOn}
+	var targets []*Target
+	if rt, ok := h.routes[req.Model]; ok {
+		targets = rt.Targets
+		if len(rt.RetryOn) > 0 {
+			p.retryOn = rt.RetryOn
+		}
+	} else if _, ok := h.models[req.Model]; ok {
+		targets = []*Target{{Model: req.Model}}
+	} else if prov, name, ok := strings.Cut(req.Model, "/"); ok && h.providers[prov] != nil {
+		m, ok := h.models[name]
+		if !ok || !contains(m.Providers, prov) {
+			return nil, &requestError{status: http.StatusNotFound, code: "model_not_found",
+				msg: fmt.Sprintf("model %q is not served by provider %q", truncate(name, 128), prov)}
+		}
+		targets = []*Target{{Model: name, Provider: prov}}
+		p.route = name
+	} else {
+		return nil, &requestError{status: http.StatusNotFound, code: "model_not_found",
+			msg: fmt.Sprintf("model %q does not exist", truncate(req.Model, 128))}
+	}
+
+	now := time.Now()
+	var cooling []candidate
+	for _, t := range targets {
+		m := h.models[t.Model]
+		names := m.Providers
+		if t.Provider != "" {
+			names = []string{t.Provider}
+		}
+		for _, name := range names {
+			prov := h.providers[name]
+			if !prov.Serves(req.Endpoint) {
+				continue
+			}
+			c := candidate{model: m, provider: prov, params: t.Params}
+			if upstreams.Cooldowns.Until(prov.Name, m.UpstreamName).After(now) || !prov.Available() {
+				cooling = append(cooling, c)
+			} else {
+				p.candidates = append(p.candidates, c)
+			}
+		}
+	}
+	// Pairs cooling down are kept as a last resort, so at least one
+	// candidate is always tried.
+	p.candidates = append(p.candidates, cooling...)
+	if len(p.candidates) == 0 {
+		return nil, badRequest("unsupported_endpoint", "model %q is not served on %s by any provider", truncate(req.Model, 128), req.Endpoint)
+	}
+	if h.MaxAttempts > 0 && len(p.candidates) > h.MaxAttempts {
+		p.candidates = p.candidates[:h.MaxAttempts]
+	}
+	return p, nil
+}
+
+// serve runs the attempt loop.
+func (h *Handler) serve(w http.ResponseWriter, r *http.Request, req *Request, p *plan) error {
+	repl, _ := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
+	if repl == nil {
+		repl = caddy.NewReplacer()
+	}
+	if h.ProviderHeader != "" {
+		if prov, _, ok := strings.Cut(req.Model, "/"); ok && h.providers[prov] != nil {
+			r.Header.Set(h.ProviderHeader, prov)
+		}
+	}
+
+	var res attemptResult
+	var c candidate
+	attempts := 0
+loop:
+	for i := range p.candidates {
+		c = p.candidates[i]
+		attempts = i + 1
+		res = h.attempt(w, r, req, p, c, attempts, repl)
+		switch res.outcome {
+		case outcomeRetry:
+			h.recordFailure(c, res)
+			if i < len(p.candidates)-1 {
+				h.logger.Warn("attempt failed, trying the next target",
+					zap.String("route", p.route), zap.String("model", c.model.Name), zap.String("provider", c.provider.Name),
+					zap.Int("attempt", attempts), zap.Int("status", res.status), zap.Error(res.err))
+			}
+			continue
+		case outcomeBroken:
+			h.recordFailure(c, res)
+		case outcomeDone:
+			upstreams.Cooldowns.Success(c.provider.Name, c.model.UpstreamName)
+		}
+		break loop
+	}
+	h.setPlaceholders(r, repl, p, c, attempts, res.aw)
+
+	switch res.outcome {
+	case outcomeDone:
+		return nil
+	case outcomeGone:
+		return caddyhttp.Error(499, r.Context().Err())
+	case outcomeBroken:
+		h.logger.Warn("upstream broke after the response started; aborting",
+			zap.String("route", p.route), zap.String("model", c.model.Name), zap.String("provider", c.provider.Name), zap.Error(res.err))
+		panic(http.ErrAbortHandler)
+	}
+
+	// Every attempt failed, or the last one failed in a way the client
+	// must see: answer with the last upstream error.
+	hdr := w.Header()
+	hdr.Set(HeaderRoute, p.route)
+	hdr.Set(HeaderAttempts, strconv.Itoa(attempts))
+	if res.body != nil {
+		for _, name := range []string{"Retry-After", "Retry-After-Ms"} {
+			if v := res.header.Get(name); v != "" {
+				hdr.Set(name, v)
+			}
+		}
+		hdr.Set(HeaderModel, c.model.Name)
+		hdr.Set(HeaderProvider, c.provider.Name)
+		writeJSON(w, res.status, upstreamErrorBody(req.Endpoint, res.status, res.body))
+		return nil
+	}
+	code, msg := "upstream_unavailable", "all providers failed"
+	if errors.Is(res.err, errFirstByteTimeout) {
+		code = "upstream_timeout"
+	}
+	if res.err != nil {
+		msg += ": last error: " + res.err.Error()
+	}
+	writeError(w, req.Endpoint, res.status, code, msg)
+	return nil
+}
+
+// attempt sends the request to one candidate through its provider's
+// reverse proxy.
+func (h *Handler) attempt(w http.ResponseWriter, r *http.Request, req *Request, p *plan, c candidate, n int, repl *caddy.Replacer) attemptResult {
+	body, err := rewriteBody(req.Body, h.ModelKey, c.model.UpstreamName, c.params)
+	if err != nil {
+		return attemptResult{outcome: outcomeFinal, status: http.StatusBadRequest, body: errorBody(req.Endpoint, 400, "invalid_request", "could not rewrite the request body")}
+	}
+
+	ctx, cancel := context.WithCancelCause(r.Context())
+	defer cancel(nil)
+	up := r.Clone(ctx)
+	up.Body = io.NopCloser(bytes.NewReader(body))
+	up.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(body)), nil }
+	up.ContentLength = int64(len(body))
+	up.TransferEncoding = nil
+	up.Header.Del("Content-Length")
+	c.provider.PrepareRequest(up, req.Endpoint, c.model.UpstreamName, repl)
+
+	firstByte := time.AfterFunc(time.Duration(h.FirstByteTimeout), func() { cancel(errFirstByteTimeout) })
+	defer firstByte.Stop()
+	var idle *time.Timer
+	defer func() {
+		if idle != nil {
+			idle.Stop()
+		}
+	}()
+
+	aw := newAttemptWriter(w)
+	aw.onCommit = func(aw *attemptWriter) {
+		firstByte.Stop()
+		idleTimeout := time.Duration(h.StreamIdleTimeout)
+		idle = time.AfterFunc(idleTimeout, func() { cancel(errStreamIdle) })
+		aw.onWrite = func() { idle.Reset(idleTimeout) }
+		hdr := w.Header()
+		hdr.Set(HeaderModel, c.model.Name)
+		hdr.Set(HeaderProvider, c.provider.Name)
+		hdr.Set(HeaderRoute, p.route)
+		hdr.Set(HeaderAttempts, strconv.Itoa(n))
+	}
+
+	err, aborted := serveProxy(c.provider.Proxy(), aw, up)
+	res := attemptResult{aw: aw, err: err}
+
+	if aw.committed {
+		if err == nil && !aborted {
+			aw.finish()
+			if !aw.stream || aw.terminated {
+				res.outcome = outcomeDone
+				return res
+			}
+			res.err = errors.New("stream ended without its final event")
+		} else if cause := context.Cause(ctx); cause != nil && !errors.Is(cause, context.Canceled) {
+			res.err = cause
+		} else if err == nil {
+			res.err = errors.New("upstream connection broke")
+		}
+		if r.Context().Err() != nil {
+			res.outcome = outcomeGone
+			return res
+		}
+		if aw.stream {
+			writeStreamError(w, req.Endpoint, aw, res.err)
+		}
+		res.outcome = outcomeBroken
+		return res
+	}
+
+	if r.Context().Err() != nil {
+		res.outcome = outcomeGone
+		return res
+	}
+	if err == nil && !aborted && !aw.failed() {
+		// A success without a body.
+		aw.finish()
+		res.outcome = outcomeDone
+		return res
+	}
+	if aw.failed() {
+		res.status, res.body, res.header = aw.status, aw.errBody, aw.header
+		if res.body == nil {
+			res.body = []byte{}
+		}
+		res.outcome = outcomeFinal
+		if matchesStatus(aw.status, p.retryOn) {
+			res.outcome = outcomeRetry
+		}
+		return res
+	}
+	// Nothing reached the client: a connect error, a timeout, or a
+	// response that broke before its first byte.
+	res.outcome = outcomeRetry
+	res.status = http.StatusBadGateway
+	if cause := context.Cause(ctx); errors.Is(cause, errFirstByteTimeout) {
+		res.status, res.err = http.StatusGatewayTimeout, cause
+	} else if res.err == nil {
+		res.err = errors.New("upstream closed the connection before answering")
+	}
+	return res
+}
+
+// serveProxy runs a reverse proxy, turning its abort panic (a response
+// that broke while streaming) into a flag.
+func serveProxy(rp *reverseproxy.Handler, w http.ResponseWriter, r *http.Request) (err error, aborted bool) {
+	defer func() {
+		if v := recover(); v != nil {
+			if v != http.ErrAbortHandler {
+				panic(v)
+			}
+			aborted = true
+		}
+	}()
+	return rp.ServeHTTP(w, r, noNext), false
+}
+
+var noNext = caddyhttp.HandlerFunc(func(http.ResponseWriter, *http.Request) error { return nil })
+
+// writeStreamError ends a broken event stream with an explicit error
+// event in the client's format, so no client mistakes it for a finished
+// answer.
+func writeStreamError(w http.ResponseWriter, endpoint string, aw *attemptWriter, cause error) {
+	msg := "the upstream stream was interrupted"
+	if cause != nil {
+		msg += ": " + cause.Error()
+	}
+	var ev bytes.Buffer
+	ev.WriteString("\n")
+	if endpoint == "/messages" {
+		ev.WriteString("event: error\n")
+	}
+	ev.WriteString("data: ")
+	ev.Write(errorBody(endpoint, http.StatusBadGateway, "stream_interrupted", msg))
+	ev.WriteString("\n\n")
+	_, _ = w.Write(ev.Bytes())
+	_ = http.NewResponseController(w).Flush()
+	aw.terminated = true
+}
+
+// matchesStatus reports whether status is one of list, where a single
+// digit stands for its whole class.
+func matchesStatus(status int, list []int) bool {
+	for _, s := range list {
+		if caddyhttp.StatusCodeMatches(status, s) {
+			return true
+		}
+	}
+	return false
+}
+
+// recordFailure updates the pair's cooldown after a failed attempt.
+func (h *Handler) recordFailure(c candidate, res attemptResult) {
+	var retryAfter time.Duration
+	if res.status == http.StatusTooManyRequests && res.header != nil {
+		retryAfter = upstreams.RetryAfter(res.header, time.Now())
+	}
+	upstreams.Cooldowns.Failure(c.provider.Name, c.model.UpstreamName, retryAfter,
+		time.Duration(h.Cooldown), h.FailThreshold, time.Now())
+}
+
+// setPlaceholders publishes the decision and usage as placeholders
+// ({llm.*}) and access log fields.
+func (h *Handler) setPlaceholders(r *http.Request, repl *caddy.Replacer, p *plan, c candidate, attempts int, aw *attemptWriter) {
+	var u Usage
+	if aw != nil {
+		u = aw.usage
+	}
+	repl.Set("llm.route", p.route)
+	repl.Set("llm.model", c.model.Name)
+	repl.Set("llm.provider", c.provider.Name)
+	repl.Set("llm.attempts", attempts)
+	repl.Set("llm.usage.prompt_tokens", u.PromptTokens)
+	repl.Set("llm.usage.completion_tokens", u.CompletionTokens)
+	repl.Set("llm.usage.total_tokens", u.PromptTokens+u.CompletionTokens)
+	repl.Set("llm.usage.cache_read_tokens", u.CacheReadTokens)
+	repl.Set("llm.usage.cache_write_tokens", u.CacheWriteTokens)
+	if extra, ok := r.Context().Value(caddyhttp.ExtraLogFieldsCtxKey).(*caddyhttp.ExtraLogFields); ok {
+		extra.Set(zap.String("llm_route", p.route))
+		extra.Set(zap.String("llm_model", c.model.Name))
+		extra.Set(zap.String("llm_provider", c.provider.Name))
+		extra.Set(zap.Int("llm_attempts", attempts))
+		extra.Set(zap.Int64("llm_prompt_tokens", u.PromptTokens))
+		extra.Set(zap.Int64("llm_completion_tokens", u.CompletionTokens))
+	}
+}

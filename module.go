@@ -1,0 +1,349 @@
+// Package llmroute is a Caddy HTTP handler that routes LLM API requests
+// (OpenAI and Anthropic shapes) to models and providers, and falls back
+// across them before the first byte reaches the client.
+package llmroute
+
+import (
+	"encoding/json"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"go.uber.org/zap"
+
+	_ "github.com/caddy-llm-route/llmroute/mock" // the llm_mock provider
+	"github.com/caddy-llm-route/llmroute/upstreams"
+)
+
+func init() {
+	caddy.RegisterModule(Handler{})
+}
+
+// Defaults.
+const (
+	defaultMaxBody           = 8 << 20
+	defaultMaxDepth          = 64
+	defaultFirstByteTimeout  = 5 * time.Minute
+	defaultStreamIdleTimeout = 2 * time.Minute
+	defaultCooldown          = 30 * time.Second
+	defaultFailThreshold     = 3
+)
+
+// DefaultPathSuffixes are the request path suffixes llm_route acts on when
+// enable_on_path_suffix is not set: Higress model-router's list plus
+// `/responses`.
+var DefaultPathSuffixes = []string{
+	"/completions", "/embeddings", "/images/generations", "/audio/speech",
+	"/fine_tuning/jobs", "/moderations", "/image-synthesis", "/video-synthesis",
+	"/rerank", "/messages", "/responses",
+}
+
+// defaultRetryOn are the upstream statuses that move on to the next
+// target: 429 and every 5xx (Caddy's status class notation).
+var defaultRetryOn = []int{429, 5}
+
+// Handler is the `llm_route` HTTP handler. It reads an LLM API request,
+// resolves its model field to a route of targets (model + provider),
+// rewrites the body for each target and hands it to that provider's
+// reverse proxy, moving on to the next target after a connect error, a
+// timeout, a 429 or a 5xx as long as nothing reached the client yet.
+//
+// Requests on paths that do not end in one of enable_on_path_suffix pass
+// to the next handler untouched.
+type Handler struct {
+	// The gjson path of the model field in the request body. Default: `model`.
+	ModelKey string `json:"model_key,omitempty"`
+
+	// If set, the requested model (as the client sent it) is copied into
+	// this request header.
+	ModelToHeader string `json:"model_to_header,omitempty"`
+
+	// If set, a requested model of the form `provider/model` puts the
+	// provider into this request header, and the body's model field is
+	// rewritten to the bare model name.
+	ProviderHeader string `json:"provider_header,omitempty"`
+
+	// The request path suffixes to act on; `*` matches every path.
+	// Default: /completions /embeddings /images/generations /audio/speech
+	// /fine_tuning/jobs /moderations /image-synthesis /video-synthesis
+	// /rerank /messages /responses.
+	EnableOnPathSuffix []string `json:"enable_on_path_suffix,omitempty"`
+
+	// The largest request body accepted, in bytes; larger ones get 413.
+	// Default: 8 MiB.
+	MaxBody int64 `json:"max_body,omitempty"`
+
+	// The deepest JSON nesting accepted in a request body. Default: 64.
+	MaxDepth int `json:"max_depth,omitempty"`
+
+	// How long an attempt may take until the first byte of the response
+	// body arrives (for streams: the first event). Past it the attempt
+	// is abandoned and the next target is tried. Default: 5m.
+	FirstByteTimeout caddy.Duration `json:"first_byte_timeout,omitempty"`
+
+	// How long a streaming response may stay silent once it started.
+	// Past it the stream ends with an error event. Default: 2m.
+	StreamIdleTimeout caddy.Duration `json:"stream_idle_timeout,omitempty"`
+
+	// Upstream statuses that move on to the next target; a single digit
+	// means its whole class (5 = 5xx). Default: [429, 5].
+	RetryOn []int `json:"retry_on,omitempty"`
+
+	// The most targets tried for one request; 0 means all of them.
+	MaxAttempts int `json:"max_attempts,omitempty"`
+
+	// How long a provider+model pair is skipped after fail_threshold
+	// consecutive failures; it doubles for each failed probe after that,
+	// up to 10m. A 429's Retry-After (seconds, HTTP-date or
+	// retry-after-ms) sets its own cooldown. Default: 30s.
+	Cooldown caddy.Duration `json:"cooldown,omitempty"`
+
+	// Consecutive failures (connect errors, timeouts, retryable
+	// statuses) before a pair cools down. Default: 3.
+	FailThreshold int `json:"fail_threshold,omitempty"`
+
+	// The providers: named API endpoints, each with its own reverse proxy.
+	Providers []*upstreams.Provider `json:"providers,omitempty"`
+
+	// The model registry.
+	Models []*Model `json:"models,omitempty"`
+
+	// Named routes: a client sends the route's name as its model.
+	Routes []*Route `json:"routes,omitempty"`
+
+	providers map[string]*upstreams.Provider
+	models    map[string]*Model
+	routes    map[string]*Route
+	logger    *zap.Logger
+}
+
+// Model is a registry entry: a model clients can ask for by name and the
+// providers that serve it.
+type Model struct {
+	// The name clients use. Required, unique.
+	Name string `json:"name"`
+
+	// The providers serving this model, tried in this order.
+	Providers []string `json:"providers"`
+
+	// The model's name at the providers (for azure: the deployment).
+	// Default: the name.
+	UpstreamName string `json:"upstream_name,omitempty"`
+
+	// Price in USD per million input tokens.
+	InputPrice float64 `json:"input_price,omitempty"`
+
+	// Price in USD per million output tokens.
+	OutputPrice float64 `json:"output_price,omitempty"`
+
+	// A quality score between 0 and 1.
+	Quality float64 `json:"quality,omitempty"`
+
+	// The context window in tokens.
+	Context int `json:"context,omitempty"`
+
+	// Capabilities such as `tools`, `vision`, `json`.
+	Capabilities []string `json:"capabilities,omitempty"`
+}
+
+// Route is a named, ordered list of targets (Portkey's fallback).
+type Route struct {
+	// The name clients send as the model. Required, unique, and distinct
+	// from every model name.
+	Name string `json:"name"`
+
+	// The targets, tried in order.
+	Targets []*Target `json:"targets"`
+
+	// Upstream statuses that move on to the next target for this route;
+	// default: the handler's retry_on.
+	RetryOn []int `json:"retry_on,omitempty"`
+}
+
+// Target is one step of a route: a model, optionally pinned to one of its
+// providers, with body parameters to override.
+type Target struct {
+	// The registry name of the model.
+	Model string `json:"model"`
+
+	// Pin the target to this provider; default: each of the model's
+	// providers in order.
+	Provider string `json:"provider,omitempty"`
+
+	// Body parameters set for this target, by gjson/sjson path, e.g.
+	// {"temperature": 0.2, "max_tokens": 512}.
+	Params map[string]json.RawMessage `json:"params,omitempty"`
+}
+
+// CaddyModule returns the Caddy module information.
+func (Handler) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{
+		ID:  "http.handlers.llm_route",
+		New: func() caddy.Module { return new(Handler) },
+	}
+}
+
+// Provision sets up the handler: defaults, indexes and providers.
+func (h *Handler) Provision(ctx caddy.Context) error {
+	h.logger = ctx.Logger()
+	if h.ModelKey == "" {
+		h.ModelKey = "model"
+	}
+	if len(h.EnableOnPathSuffix) == 0 {
+		h.EnableOnPathSuffix = DefaultPathSuffixes
+	}
+	if h.MaxBody == 0 {
+		h.MaxBody = defaultMaxBody
+	}
+	if h.MaxDepth == 0 {
+		h.MaxDepth = defaultMaxDepth
+	}
+	if h.FirstByteTimeout == 0 {
+		h.FirstByteTimeout = caddy.Duration(defaultFirstByteTimeout)
+	}
+	if h.StreamIdleTimeout == 0 {
+		h.StreamIdleTimeout = caddy.Duration(defaultStreamIdleTimeout)
+	}
+	if len(h.RetryOn) == 0 {
+		h.RetryOn = defaultRetryOn
+	}
+	if h.Cooldown == 0 {
+		h.Cooldown = caddy.Duration(defaultCooldown)
+	}
+	if h.FailThreshold == 0 {
+		h.FailThreshold = defaultFailThreshold
+	}
+
+	h.providers = make(map[string]*upstreams.Provider, len(h.Providers))
+	for _, p := range h.Providers {
+		if p == nil {
+			return fmt.Errorf("null provider")
+		}
+		if _, dup := h.providers[p.Name]; dup {
+			return fmt.Errorf("provider %s defined twice", p.Name)
+		}
+		if err := p.Provision(ctx); err != nil {
+			return err
+		}
+		h.providers[p.Name] = p
+	}
+	h.models = make(map[string]*Model, len(h.Models))
+	for _, m := range h.Models {
+		if m == nil {
+			return fmt.Errorf("null model")
+		}
+		if m.UpstreamName == "" {
+			m.UpstreamName = m.Name
+		}
+		if _, dup := h.models[m.Name]; dup {
+			return fmt.Errorf("model %s defined twice", m.Name)
+		}
+		h.models[m.Name] = m
+	}
+	h.routes = make(map[string]*Route, len(h.Routes))
+	for _, r := range h.Routes {
+		if r == nil {
+			return fmt.Errorf("null route")
+		}
+		if _, dup := h.routes[r.Name]; dup {
+			return fmt.Errorf("route %s defined twice", r.Name)
+		}
+		h.routes[r.Name] = r
+	}
+	return nil
+}
+
+// Validate checks that every reference resolves.
+func (h *Handler) Validate() error {
+	if h.MaxBody < 0 || h.MaxDepth < 0 || h.MaxAttempts < 0 || h.FailThreshold < 0 {
+		return fmt.Errorf("max_body, max_depth, max_attempts and fail_threshold must not be negative")
+	}
+	for _, p := range h.Providers {
+		if err := p.Validate(); err != nil {
+			return err
+		}
+	}
+	for _, m := range h.Models {
+		if err := validName(m.Name); err != nil {
+			return fmt.Errorf("model %q: %v", m.Name, err)
+		}
+		if len(m.Providers) == 0 {
+			return fmt.Errorf("model %s: no provider", m.Name)
+		}
+		for _, p := range m.Providers {
+			if _, ok := h.providers[p]; !ok {
+				return fmt.Errorf("model %s: unknown provider %q", m.Name, p)
+			}
+		}
+		if m.InputPrice < 0 || m.OutputPrice < 0 || m.Quality < 0 || m.Quality > 1 || m.Context < 0 {
+			return fmt.Errorf("model %s: prices and context must not be negative, quality must be within 0..1", m.Name)
+		}
+		if strings.ContainsAny(m.UpstreamName, "/?#\\") {
+			return fmt.Errorf("model %s: upstream_name %q must not contain '/', '?', '#' or '\\'", m.Name, m.UpstreamName)
+		}
+	}
+	for _, r := range h.Routes {
+		if err := validName(r.Name); err != nil {
+			return fmt.Errorf("route %q: %v", r.Name, err)
+		}
+		if _, clash := h.models[r.Name]; clash {
+			return fmt.Errorf("route %s has the name of a model", r.Name)
+		}
+		if len(r.Targets) == 0 {
+			return fmt.Errorf("route %s: no target", r.Name)
+		}
+		for _, t := range r.Targets {
+			m, ok := h.models[t.Model]
+			if !ok {
+				return fmt.Errorf("route %s: unknown model %q", r.Name, t.Model)
+			}
+			if t.Provider != "" && !contains(m.Providers, t.Provider) {
+				return fmt.Errorf("route %s: model %s is not served by provider %q", r.Name, t.Model, t.Provider)
+			}
+			for path, v := range t.Params {
+				if path == "" || path == h.ModelKey {
+					return fmt.Errorf("route %s: target %s cannot override %q", r.Name, t.Model, path)
+				}
+				if !json.Valid(v) {
+					return fmt.Errorf("route %s: target %s: parameter %s is not valid JSON", r.Name, t.Model, path)
+				}
+			}
+		}
+	}
+	for _, s := range h.EnableOnPathSuffix {
+		if s != "*" && !strings.HasPrefix(s, "/") {
+			return fmt.Errorf("enable_on_path_suffix: %q must start with '/' or be '*'", s)
+		}
+	}
+	return nil
+}
+
+func validName(name string) error {
+	if name == "" {
+		return fmt.Errorf("empty name")
+	}
+	for _, c := range name {
+		if c <= ' ' || c == 0x7f {
+			return fmt.Errorf("name must not contain spaces or control characters")
+		}
+	}
+	return nil
+}
+
+func contains(list []string, s string) bool {
+	for _, v := range list {
+		if v == s {
+			return true
+		}
+	}
+	return false
+}
+
+// Interface guards
+var (
+	_ caddy.Provisioner           = (*Handler)(nil)
+	_ caddy.Validator             = (*Handler)(nil)
+	_ caddyhttp.MiddlewareHandler = (*Handler)(nil)
+)

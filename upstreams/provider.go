@@ -1,0 +1,427 @@
+// Package upstreams holds llm_route's providers: each one is a named
+// reverse_proxy (loaded as a Caddy guest module) plus the knowledge of
+// how that provider wants to be called (auth header, path shape).
+package upstreams
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/url"
+	"strings"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp/headers"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp/reverseproxy"
+)
+
+// Provider formats. A format decides the auth header and the path shape.
+const (
+	FormatOpenAI    = "openai"
+	FormatAnthropic = "anthropic"
+	FormatAzure     = "azure"
+)
+
+// Default protocol versions sent when the provider sets none.
+const (
+	DefaultAnthropicVersion = "2023-06-01"
+	DefaultAzureAPIVersion  = "2024-10-21"
+)
+
+// clientCredentialHeaders are the request headers that carry a client's
+// own credentials. They are removed from every upstream request unless
+// the provider sets forward_client_auth.
+var clientCredentialHeaders = []string{
+	"Authorization", "X-Api-Key", "Api-Key", "X-Goog-Api-Key", "Cookie",
+}
+
+// Provider is one LLM API endpoint: a name, a format, a credential and a
+// reverse_proxy that reaches one or more upstream addresses of it.
+type Provider struct {
+	// The name models and routes refer to. Required, unique.
+	Name string `json:"name"`
+
+	// The API format: `openai` (default; Bearer auth, `/v1/...` paths),
+	// `anthropic` (`x-api-key` and `anthropic-version` headers) or
+	// `azure` (`api-key` header, `/openai/deployments/<deployment>/...`
+	// paths and an `api-version` query parameter).
+	Format string `json:"format,omitempty"`
+
+	// The credential, normally a runtime placeholder such as
+	// `{env.OPENAI_API_KEY}` so that the key itself never appears in the
+	// config. It is added to upstream requests below the reverse proxy's
+	// request logging, so it never shows in logs.
+	APIKey string `json:"api_key,omitempty"`
+
+	// The path prefix of the API on the upstream. Defaults to `/v1` for
+	// openai and anthropic, and `/openai` for azure.
+	BasePath string `json:"base_path,omitempty"`
+
+	// The protocol version: the `anthropic-version` header for anthropic
+	// (default 2023-06-01), the `api-version` query parameter for azure
+	// (default 2024-10-21).
+	APIVersion string `json:"api_version,omitempty"`
+
+	// Extra headers set on every upstream request. Values may hold
+	// placeholders.
+	Headers http.Header `json:"headers,omitempty"`
+
+	// Send the client's own credential headers (Authorization,
+	// x-api-key, api-key, x-goog-api-key, Cookie) upstream. By default
+	// they are stripped. When the provider has an api_key, its key still
+	// replaces the client's in the format's auth header.
+	ForwardClientAuth bool `json:"forward_client_auth,omitempty"`
+
+	// The reverse_proxy handler that carries this provider's traffic:
+	// upstreams, load balancing, health checks, transport and timeouts.
+	ProxyRaw json.RawMessage `json:"proxy,omitempty" caddy:"namespace=http.handlers inline_key=handler"`
+
+	proxy *reverseproxy.Handler
+}
+
+// Provision loads the provider's reverse proxy and wraps its transport so
+// that credentials are injected at round-trip time.
+func (p *Provider) Provision(ctx caddy.Context) error {
+	if p.Format == "" {
+		p.Format = FormatOpenAI
+	}
+	if p.BasePath == "" {
+		p.BasePath = "/v1"
+		if p.Format == FormatAzure {
+			p.BasePath = "/openai"
+		}
+	}
+	p.BasePath = strings.TrimSuffix(p.BasePath, "/")
+	if p.APIVersion == "" {
+		switch p.Format {
+		case FormatAnthropic:
+			p.APIVersion = DefaultAnthropicVersion
+		case FormatAzure:
+			p.APIVersion = DefaultAzureAPIVersion
+		}
+	}
+	if p.ProxyRaw == nil {
+		return fmt.Errorf("provider %s: no proxy configured", p.Name)
+	}
+	// Active health checks must authenticate too; add the provider's auth
+	// header to them unless the user set one. The value stays a
+	// placeholder here, resolved by the health checker at check time.
+	var rp reverseproxy.Handler
+	if err := json.Unmarshal(p.ProxyRaw, &rp); err == nil && rp.HealthChecks != nil && rp.HealthChecks.Active != nil && p.APIKey != "" {
+		name, value := p.authHeader(p.APIKey)
+		if rp.HealthChecks.Active.Headers.Get(name) == "" {
+			if rp.HealthChecks.Active.Headers == nil {
+				rp.HealthChecks.Active.Headers = make(http.Header)
+			}
+			rp.HealthChecks.Active.Headers.Set(name, value)
+			if p.Format == FormatAnthropic {
+				rp.HealthChecks.Active.Headers.Set("anthropic-version", p.APIVersion)
+			}
+			p.ProxyRaw = caddyconfig.JSONModuleObject(&rp, "handler", "reverse_proxy", nil)
+		}
+	}
+	mod, err := ctx.LoadModule(p, "ProxyRaw")
+	if err != nil {
+		return fmt.Errorf("provider %s: loading proxy: %v", p.Name, err)
+	}
+	proxy, ok := mod.(*reverseproxy.Handler)
+	if !ok {
+		return fmt.Errorf("provider %s: proxy must be a reverse_proxy handler, got %T", p.Name, mod)
+	}
+	proxy.Transport = &authTransport{inner: proxy.Transport, p: p}
+	p.proxy = proxy
+	return nil
+}
+
+// Validate checks the provider's configuration.
+func (p *Provider) Validate() error {
+	if p.Name == "" {
+		return fmt.Errorf("provider without a name")
+	}
+	if strings.ContainsAny(p.Name, "/ \t") {
+		return fmt.Errorf("provider %s: name must not contain '/' or spaces", p.Name)
+	}
+	switch p.Format {
+	case FormatOpenAI, FormatAnthropic, FormatAzure:
+	default:
+		return fmt.Errorf("provider %s: unknown format %q (want openai, anthropic or azure)", p.Name, p.Format)
+	}
+	if p.BasePath != "" && !strings.HasPrefix(p.BasePath, "/") {
+		return fmt.Errorf("provider %s: base_path must start with '/'", p.Name)
+	}
+	return nil
+}
+
+// Proxy returns the provider's provisioned reverse proxy.
+func (p *Provider) Proxy() *reverseproxy.Handler { return p.proxy }
+
+// Serves reports whether the provider speaks the API an endpoint belongs
+// to: anthropic providers serve `/messages`; openai and azure providers
+// serve everything else.
+func (p *Provider) Serves(endpoint string) bool {
+	if p.Format == FormatAnthropic {
+		return endpoint == "/messages"
+	}
+	return endpoint != "/messages"
+}
+
+// Available reports whether at least one of the provider's static
+// upstreams is currently available according to reverse_proxy's own
+// health checks. Providers with dynamic upstreams are always available.
+func (p *Provider) Available() bool {
+	if p.proxy == nil || p.proxy.DynamicUpstreams != nil || len(p.proxy.Upstreams) == 0 {
+		return true
+	}
+	for _, u := range p.proxy.Upstreams {
+		if u.Available() {
+			return true
+		}
+	}
+	return false
+}
+
+// PrepareRequest shapes an upstream request for this provider: the path
+// (base path + endpoint, or the Azure deployment path), the query, the
+// format's protocol headers and the extra headers. The client's own
+// credentials are removed unless forward_client_auth is set. Credentials
+// of the provider itself are added later, by the transport.
+//
+// upstreamModel is the registry's upstream name for the model; it is
+// operator configuration, never client input.
+func (p *Provider) PrepareRequest(r *http.Request, endpoint, upstreamModel string, repl *caddy.Replacer) {
+	if !p.ForwardClientAuth {
+		for _, h := range clientCredentialHeaders {
+			r.Header.Del(h)
+		}
+	}
+	// Let the transport negotiate compression itself, so the response
+	// body can be read for usage and decompressed transparently.
+	r.Header.Del("Accept-Encoding")
+
+	switch p.Format {
+	case FormatAzure:
+		r.URL.Path = p.BasePath + "/deployments/" + url.PathEscape(upstreamModel) + endpoint
+		q := r.URL.Query()
+		q.Set("api-version", p.APIVersion)
+		r.URL.RawQuery = q.Encode()
+	case FormatAnthropic:
+		r.URL.Path = p.BasePath + endpoint
+		if r.Header.Get("anthropic-version") == "" {
+			r.Header.Set("anthropic-version", p.APIVersion)
+		}
+	default:
+		r.URL.Path = p.BasePath + endpoint
+	}
+	r.URL.RawPath = ""
+	r.RequestURI = ""
+	for name, vals := range p.Headers {
+		r.Header.Del(name)
+		for _, v := range vals {
+			r.Header.Add(name, repl.ReplaceKnown(v, ""))
+		}
+	}
+}
+
+// authHeader returns the header name and value carrying key for this
+// provider's format.
+func (p *Provider) authHeader(key string) (string, string) {
+	switch p.Format {
+	case FormatAnthropic:
+		return "X-Api-Key", key
+	case FormatAzure:
+		return "Api-Key", key
+	default:
+		return "Authorization", "Bearer " + key
+	}
+}
+
+// authTransport adds the provider's credential to a copy of the request
+// just before it leaves, below reverse_proxy's request logging, so the
+// key is never part of a logged request.
+type authTransport struct {
+	inner http.RoundTripper
+	p     *Provider
+}
+
+// RoundTrip implements http.RoundTripper.
+func (t *authTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	if t.p.APIKey == "" {
+		return t.inner.RoundTrip(req)
+	}
+	key := t.p.APIKey
+	if strings.Contains(key, "{") {
+		repl, ok := req.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
+		if !ok {
+			repl = caddy.NewReplacer()
+		}
+		key = repl.ReplaceKnown(key, "")
+	}
+	out := new(http.Request)
+	*out = *req
+	out.Header = req.Header.Clone()
+	name, value := t.p.authHeader(key)
+	if key != "" {
+		out.Header.Set(name, value)
+	}
+	return t.inner.RoundTrip(out)
+}
+
+// OverrideHealthCheckScheme keeps HTTPS health checks working through
+// the wrapper.
+func (t *authTransport) OverrideHealthCheckScheme(u *url.URL, port string) {
+	if o, ok := t.inner.(reverseproxy.HealthCheckSchemeOverriderTransport); ok {
+		o.OverrideHealthCheckScheme(u, port)
+	}
+}
+
+// ProxyProtocolEnabled reports the inner transport's PROXY protocol use.
+func (t *authTransport) ProxyProtocolEnabled() bool {
+	if ppt, ok := t.inner.(reverseproxy.ProxyProtocolTransport); ok {
+		return ppt.ProxyProtocolEnabled()
+	}
+	return false
+}
+
+// ProviderDirectives are the subdirectives of a provider block that
+// llm_route reads itself; every other one belongs to reverse_proxy.
+var providerDirectives = map[string]bool{
+	"format": true, "api_key": true, "base_path": true, "api_version": true,
+	"header": true, "forward_client_auth": true,
+}
+
+// UnmarshalCaddyfile sets up the provider from Caddyfile tokens. The
+// dispenser must be positioned on the `provider` token. Syntax:
+//
+//	provider <name> [<upstream URLs...>] {
+//		format openai|anthropic|azure
+//		api_key <key placeholder>
+//		base_path <path>
+//		api_version <version>
+//		header <field> <value>
+//		forward_client_auth
+//		# any reverse_proxy subdirective: to, lb_policy, health_uri,
+//		# transport http { ... }, fail_duration, ...
+//	}
+//
+// A path in the upstream URLs becomes the base path; all upstream URLs of
+// a provider must share it.
+func (p *Provider) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	// Collect the provider's segment so that URL tokens can be adjusted
+	// and our own subdirectives removed before reverse_proxy reads it.
+	seg := d.NewFromNextSegment()
+	var toks []caddyfile.Token
+	for seg.Next() {
+		toks = append(toks, seg.Token())
+	}
+	if len(toks) < 2 || toks[1].Line != toks[0].Line || toks[1].Text == "{" {
+		return d.Errf("provider needs a name")
+	}
+	p.Name = toks[1].Text
+	for i := 2; i < len(toks) && toks[i].Line == toks[0].Line && toks[i].Text != "{"; i++ {
+		u, err := url.Parse(toks[i].Text)
+		if err != nil || u.Host == "" {
+			continue // let reverse_proxy parse and report it
+		}
+		path := strings.TrimSuffix(u.Path, "/")
+		if path != "" {
+			if p.BasePath != "" && p.BasePath != path {
+				return d.Errf("provider %s: upstream URLs have different paths %q and %q", p.Name, p.BasePath, path)
+			}
+			p.BasePath = path
+		}
+		u.Path, u.RawPath = "", ""
+		toks[i].Text = u.String()
+	}
+
+	pd := caddyfile.NewDispenser(toks)
+	pd.Next() // provider
+	pd.Next() // name
+	pd.DeleteN(1)
+	pd.RemainingArgs()
+	for nesting := pd.Nesting(); pd.NextBlock(nesting); {
+		if pd.Nesting() != 1 || !providerDirectives[pd.Val()] {
+			if pd.Val() == "handle_response" {
+				return pd.Errf("provider %s: handle_response is not supported in a provider block", p.Name)
+			}
+			continue
+		}
+		dir := pd.Val()
+		args := pd.RemainingArgs()
+		if pd.NextBlock(pd.Nesting()) {
+			return pd.Errf("provider %s: %s takes no block", p.Name, dir)
+		}
+		switch dir {
+		case "forward_client_auth":
+			if len(args) != 0 {
+				return pd.ArgErr()
+			}
+			p.ForwardClientAuth = true
+		case "header":
+			if len(args) != 2 {
+				return pd.Errf("provider %s: header needs a field and a value", p.Name)
+			}
+			if p.Headers == nil {
+				p.Headers = make(http.Header)
+			}
+			p.Headers.Add(args[0], args[1])
+		default:
+			if len(args) != 1 {
+				return pd.Errf("provider %s: %s needs exactly one argument", p.Name, dir)
+			}
+			switch dir {
+			case "format":
+				p.Format = args[0]
+			case "api_key":
+				p.APIKey = args[0]
+			case "base_path":
+				p.BasePath = strings.TrimSuffix(args[0], "/")
+			case "api_version":
+				p.APIVersion = args[0]
+			}
+		}
+		pd.DeleteN(len(args) + 1)
+	}
+	if p.Format != "" && p.Format != FormatOpenAI && p.Format != FormatAnthropic && p.Format != FormatAzure {
+		return d.Errf("provider %s: unknown format %q (want openai, anthropic or azure)", p.Name, p.Format)
+	}
+	if p.BasePath != "" && !strings.HasPrefix(p.BasePath, "/") {
+		return d.Errf("provider %s: base_path must start with '/'", p.Name)
+	}
+
+	pd.Reset()
+	rp := new(reverseproxy.Handler)
+	if err := rp.UnmarshalCaddyfile(pd); err != nil {
+		return fmt.Errorf("provider %s: %w", p.Name, err)
+	}
+	if len(rp.Upstreams) == 0 && rp.DynamicUpstreamsRaw == nil {
+		return d.Errf("provider %s: no upstream address", p.Name)
+	}
+	// Providers are addressed by their own host name, never the client's.
+	if rp.Headers == nil {
+		rp.Headers = new(headers.Handler)
+	}
+	if rp.Headers.Request == nil {
+		rp.Headers.Request = new(headers.HeaderOps)
+	}
+	if rp.Headers.Request.Set.Get("Host") == "" {
+		if rp.Headers.Request.Set == nil {
+			rp.Headers.Request.Set = make(http.Header)
+		}
+		rp.Headers.Request.Set.Set("Host", "{http.reverse_proxy.upstream.hostport}")
+	}
+	var warnings []caddyconfig.Warning
+	p.ProxyRaw = caddyconfig.JSONModuleObject(rp, "handler", "reverse_proxy", &warnings)
+	return nil
+}
+
+// Interface guards
+var (
+	_ caddy.Provisioner                                = (*Provider)(nil)
+	_ caddy.Validator                                  = (*Provider)(nil)
+	_ caddyfile.Unmarshaler                            = (*Provider)(nil)
+	_ http.RoundTripper                                = (*authTransport)(nil)
+	_ reverseproxy.HealthCheckSchemeOverriderTransport = (*authTransport)(nil)
+	_ reverseproxy.ProxyProtocolTransport              = (*authTransport)(nil)
+)

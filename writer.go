@@ -1,0 +1,294 @@
+package llmroute
+
+import (
+	"bytes"
+	"errors"
+	"net/http"
+	"strings"
+
+	"github.com/tidwall/gjson"
+)
+
+// errMalformedEvent stops an upstream stream whose event is not valid JSON.
+var errMalformedEvent = errors.New("upstream sent a malformed stream event")
+
+const (
+	maxErrorBody = 64 << 10 // upstream error bodies kept for the client
+	usageTail    = 16 << 10 // tail of non-stream bodies kept to read usage
+)
+
+// Usage is the token usage an answer reported.
+type Usage struct {
+	PromptTokens     int64
+	CompletionTokens int64
+	CacheReadTokens  int64
+	CacheWriteTokens int64
+}
+
+// attemptWriter stands between one attempt's reverse proxy and the
+// client. It keeps the attempt's headers in a map of its own and holds
+// the status until the first body byte, so a failed attempt (an error
+// status, an error, or a stall before the first byte) leaves no trace
+// on the real response and the next target can be tried. Error statuses
+// are buffered, never passed through; the handler decides what the
+// client sees. Once committed it passes bytes through, and for event
+// streams it checks every event, reads usage and notes whether the
+// stream ended properly.
+type attemptWriter struct {
+	w      http.ResponseWriter
+	header http.Header
+
+	status      int
+	wroteHeader bool
+	committed   bool
+	errBody     []byte
+
+	// onCommit runs once, just before the real header is written.
+	onCommit func(aw *attemptWriter)
+	// onWrite runs on every body write after commit.
+	onWrite func()
+
+	stream     bool // the response is an event stream
+	pending    []byte
+	terminated bool // the stream carried its terminator (or an error event)
+	usage      Usage
+	tail       []byte // last bytes of a non-stream body
+	size       int64  // body bytes passed through
+}
+
+func newAttemptWriter(w http.ResponseWriter) *attemptWriter {
+	return &attemptWriter{w: w, header: make(http.Header)}
+}
+
+// Header returns the attempt's own header map.
+func (aw *attemptWriter) Header() http.Header { return aw.header }
+
+// WriteHeader records the status; 1xx responses are dropped.
+func (aw *attemptWriter) WriteHeader(status int) {
+	if aw.wroteHeader || status < 200 {
+		return
+	}
+	aw.wroteHeader = true
+	aw.status = status
+}
+
+// failed reports whether the attempt answered with an error status.
+func (aw *attemptWriter) failed() bool { return aw.wroteHeader && aw.status >= 400 }
+
+// Write passes body bytes through, committing the response first.
+func (aw *attemptWriter) Write(p []byte) (int, error) {
+	if !aw.wroteHeader {
+		aw.WriteHeader(http.StatusOK)
+	}
+	if aw.failed() {
+		if room := maxErrorBody - len(aw.errBody); room > 0 {
+			aw.errBody = append(aw.errBody, p[:min(room, len(p))]...)
+		}
+		return len(p), nil
+	}
+	if len(p) == 0 {
+		return 0, nil
+	}
+	if !aw.committed {
+		aw.commit()
+	}
+	if aw.onWrite != nil {
+		aw.onWrite()
+	}
+	if aw.stream {
+		return aw.writeEvents(p)
+	}
+	aw.keepTail(p)
+	n, err := aw.w.Write(p)
+	aw.size += int64(n)
+	return n, err
+}
+
+// commit writes the attempt's status and headers to the client.
+func (aw *attemptWriter) commit() {
+	if aw.committed {
+		return
+	}
+	aw.committed = true
+	aw.stream = strings.HasPrefix(aw.header.Get("Content-Type"), "text/event-stream")
+	if aw.stream {
+		aw.header.Del("Content-Length")
+	}
+	dst := aw.w.Header()
+	for k, v := range aw.header {
+		dst[k] = v
+	}
+	if aw.onCommit != nil {
+		aw.onCommit(aw)
+	}
+	aw.w.WriteHeader(aw.status)
+}
+
+// FlushError flushes what has been committed; before commit it does
+// nothing, so an attempt that sent only headers can still be discarded.
+func (aw *attemptWriter) FlushError() error {
+	if !aw.committed {
+		return nil
+	}
+	return http.NewResponseController(aw.w).Flush()
+}
+
+// Flush implements http.Flusher.
+func (aw *attemptWriter) Flush() { _ = aw.FlushError() }
+
+// finish completes a successful attempt: a response with no body is
+// committed, and a partial last stream line is passed on.
+func (aw *attemptWriter) finish() {
+	if !aw.wroteHeader {
+		aw.WriteHeader(http.StatusOK)
+	}
+	if !aw.committed && !aw.failed() {
+		aw.commit()
+	}
+	if len(aw.pending) > 0 {
+		aw.inspectLine(aw.pending)
+		_, _ = aw.w.Write(aw.pending)
+		aw.pending = nil
+	}
+	if !aw.stream {
+		aw.readUsage()
+	}
+}
+
+// writeEvents passes complete stream lines through, checking each one.
+// A partial line waits for the rest. A malformed event is not passed on:
+// the stream stops with errMalformedEvent.
+func (aw *attemptWriter) writeEvents(p []byte) (int, error) {
+	aw.pending = append(aw.pending, p...)
+	end := bytes.LastIndexByte(aw.pending, '\n')
+	if end < 0 {
+		return len(p), nil
+	}
+	complete := aw.pending[:end+1]
+	good := 0
+	for good < len(complete) {
+		i := bytes.IndexByte(complete[good:], '\n')
+		line := complete[good : good+i+1]
+		if !aw.inspectLine(line) {
+			if good > 0 {
+				_, _ = aw.w.Write(complete[:good])
+			}
+			aw.pending = nil
+			return len(p), errMalformedEvent
+		}
+		good += len(line)
+	}
+	n, err := aw.w.Write(complete)
+	aw.size += int64(n)
+	aw.pending = append(aw.pending[:0], aw.pending[end+1:]...)
+	if err != nil {
+		return 0, err
+	}
+	return len(p), nil
+}
+
+// inspectLine reads one event stream line: it notes terminators and
+// usage, and reports false for a data line that is not valid JSON.
+func (aw *attemptWriter) inspectLine(line []byte) bool {
+	line = bytes.TrimRight(line, "\r\n")
+	data, ok := bytes.CutPrefix(line, []byte("data:"))
+	if !ok {
+		return true
+	}
+	data = bytes.TrimSpace(data)
+	if len(data) == 0 {
+		return true
+	}
+	if bytes.Equal(data, []byte("[DONE]")) {
+		aw.terminated = true
+		return true
+	}
+	if !gjson.ValidBytes(data) {
+		return false
+	}
+	ev := gjson.ParseBytes(data)
+	switch ev.Get("type").Str {
+	case "message_start":
+		aw.readAnthropicUsage(ev.Get("message.usage"))
+	case "message_delta":
+		aw.readAnthropicUsage(ev.Get("usage"))
+	case "message_stop", "error":
+		aw.terminated = true
+	case "response.completed", "response.incomplete", "response.failed":
+		aw.terminated = true
+		aw.readOpenAIUsage(ev.Get("response.usage"))
+	default:
+		if ev.Get("error").Exists() {
+			aw.terminated = true
+		}
+		aw.readOpenAIUsage(ev.Get("usage"))
+	}
+	return true
+}
+
+func (aw *attemptWriter) readOpenAIUsage(u gjson.Result) {
+	if !u.IsObject() {
+		return
+	}
+	if v := u.Get("prompt_tokens"); v.Exists() {
+		aw.usage.PromptTokens = v.Int()
+		aw.usage.CompletionTokens = u.Get("completion_tokens").Int()
+		aw.usage.CacheReadTokens = u.Get("prompt_tokens_details.cached_tokens").Int()
+		return
+	}
+	// The Responses API names them input and output tokens.
+	aw.usage.PromptTokens = u.Get("input_tokens").Int()
+	aw.usage.CompletionTokens = u.Get("output_tokens").Int()
+	aw.usage.CacheReadTokens = u.Get("input_tokens_details.cached_tokens").Int()
+}
+
+func (aw *attemptWriter) readAnthropicUsage(u gjson.Result) {
+	if !u.IsObject() {
+		return
+	}
+	if v := u.Get("input_tokens"); v.Exists() {
+		aw.usage.PromptTokens = v.Int()
+	}
+	if v := u.Get("output_tokens"); v.Exists() {
+		aw.usage.CompletionTokens = v.Int()
+	}
+	if v := u.Get("cache_read_input_tokens"); v.Exists() {
+		aw.usage.CacheReadTokens = v.Int()
+	}
+	if v := u.Get("cache_creation_input_tokens"); v.Exists() {
+		aw.usage.CacheWriteTokens = v.Int()
+	}
+}
+
+// keepTail keeps the last bytes of a non-stream body, where the usage
+// object sits in OpenAI and Anthropic answers.
+func (aw *attemptWriter) keepTail(p []byte) {
+	if len(p) >= usageTail {
+		aw.tail = append(aw.tail[:0], p[len(p)-usageTail:]...)
+		return
+	}
+	if over := len(aw.tail) + len(p) - usageTail; over > 0 {
+		aw.tail = append(aw.tail[:0], aw.tail[over:]...)
+	}
+	aw.tail = append(aw.tail, p...)
+}
+
+// readUsage reads usage from a non-stream body: from the whole body when
+// it was small enough to keep, else from the last "usage" object in its
+// tail.
+func (aw *attemptWriter) readUsage() {
+	var u gjson.Result
+	if aw.size <= usageTail {
+		u = gjson.GetBytes(aw.tail, "usage")
+	} else if i := bytes.LastIndex(aw.tail, []byte(`"usage"`)); i >= 0 {
+		rest := aw.tail[i+len(`"usage"`):]
+		if j := bytes.IndexByte(rest, ':'); j >= 0 {
+			u = gjson.ParseBytes(rest[j+1:])
+		}
+	}
+	if u.Get("input_tokens").Exists() && !u.Get("prompt_tokens").Exists() && !u.Get("total_tokens").Exists() {
+		aw.readAnthropicUsage(u)
+		return
+	}
+	aw.readOpenAIUsage(u)
+}
