@@ -238,14 +238,12 @@ loop:
 		writeJSON(w, res.status, upstreamErrorBody(req.Endpoint, res.status, res.body))
 		return nil
 	}
-	code, msg := "upstream_unavailable", "all providers failed"
+	code, what := "upstream_unavailable", "could not be reached"
 	if errors.Is(res.err, errFirstByteTimeout) {
-		code = "upstream_timeout"
+		code, what = "upstream_timeout", "did not answer within first_byte_timeout"
 	}
-	if res.err != nil {
-		msg += ": last error: " + res.err.Error()
-	}
-	writeError(w, req.Endpoint, res.status, code, msg)
+	writeError(w, req.Endpoint, res.status, code,
+		fmt.Sprintf("no provider could answer: the last one tried (%s) %s", c.provider.Name, what))
 	return nil
 }
 

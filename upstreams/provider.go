@@ -105,22 +105,8 @@ func (p *Provider) Provision(ctx caddy.Context) error {
 	if p.ProxyRaw == nil {
 		return fmt.Errorf("provider %s: no proxy configured", p.Name)
 	}
-	// Active health checks must authenticate too; add the provider's auth
-	// header to them unless the user set one. The value stays a
-	// placeholder here, resolved by the health checker at check time.
-	var rp reverseproxy.Handler
-	if err := json.Unmarshal(p.ProxyRaw, &rp); err == nil && rp.HealthChecks != nil && rp.HealthChecks.Active != nil && p.APIKey != "" {
-		name, value := p.authHeader(p.APIKey)
-		if rp.HealthChecks.Active.Headers.Get(name) == "" {
-			if rp.HealthChecks.Active.Headers == nil {
-				rp.HealthChecks.Active.Headers = make(http.Header)
-			}
-			rp.HealthChecks.Active.Headers.Set(name, value)
-			if p.Format == FormatAnthropic {
-				rp.HealthChecks.Active.Headers.Set("anthropic-version", p.APIVersion)
-			}
-			p.ProxyRaw = caddyconfig.JSONModuleObject(&rp, "handler", "reverse_proxy", nil)
-		}
+	if err := p.applyProxyDefaults(); err != nil {
+		return fmt.Errorf("provider %s: %v", p.Name, err)
 	}
 	mod, err := ctx.LoadModule(p, "ProxyRaw")
 	if err != nil {
@@ -132,6 +118,43 @@ func (p *Provider) Provision(ctx caddy.Context) error {
 	}
 	proxy.Transport = &authTransport{inner: proxy.Transport, p: p}
 	p.proxy = proxy
+	return nil
+}
+
+// applyProxyDefaults adjusts the reverse proxy's config before it is
+// loaded: requests carry the provider's own host name (never the
+// client's), and active health checks authenticate like requests do (the
+// key stays a placeholder, resolved by the health checker at check time).
+func (p *Provider) applyProxyDefaults() error {
+	var rp reverseproxy.Handler
+	if err := json.Unmarshal(p.ProxyRaw, &rp); err != nil {
+		return err
+	}
+	if rp.Headers == nil {
+		rp.Headers = new(headers.Handler)
+	}
+	if rp.Headers.Request == nil {
+		rp.Headers.Request = new(headers.HeaderOps)
+	}
+	if rp.Headers.Request.Set.Get("Host") == "" {
+		if rp.Headers.Request.Set == nil {
+			rp.Headers.Request.Set = make(http.Header)
+		}
+		rp.Headers.Request.Set.Set("Host", "{http.reverse_proxy.upstream.hostport}")
+	}
+	if hc := rp.HealthChecks; hc != nil && hc.Active != nil && p.APIKey != "" {
+		name, value := p.authHeader(p.APIKey)
+		if hc.Active.Headers.Get(name) == "" {
+			if hc.Active.Headers == nil {
+				hc.Active.Headers = make(http.Header)
+			}
+			hc.Active.Headers.Set(name, value)
+			if p.Format == FormatAnthropic {
+				hc.Active.Headers.Set("anthropic-version", p.APIVersion)
+			}
+		}
+	}
+	p.ProxyRaw = caddyconfig.JSONModuleObject(&rp, "handler", "reverse_proxy", nil)
 	return nil
 }
 
@@ -397,19 +420,6 @@ func (p *Provider) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	}
 	if len(rp.Upstreams) == 0 && rp.DynamicUpstreamsRaw == nil {
 		return d.Errf("provider %s: no upstream address", p.Name)
-	}
-	// Providers are addressed by their own host name, never the client's.
-	if rp.Headers == nil {
-		rp.Headers = new(headers.Handler)
-	}
-	if rp.Headers.Request == nil {
-		rp.Headers.Request = new(headers.HeaderOps)
-	}
-	if rp.Headers.Request.Set.Get("Host") == "" {
-		if rp.Headers.Request.Set == nil {
-			rp.Headers.Request.Set = make(http.Header)
-		}
-		rp.Headers.Request.Set.Set("Host", "{http.reverse_proxy.upstream.hostport}")
 	}
 	var warnings []caddyconfig.Warning
 	p.ProxyRaw = caddyconfig.JSONModuleObject(rp, "handler", "reverse_proxy", &warnings)

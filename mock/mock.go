@@ -1,0 +1,410 @@
+// Package llmmock provides the llm_mock HTTP handler, which imitates
+// LLM provider APIs (OpenAI chat completions, completions, embeddings
+// and responses; Anthropic messages) and misbehaves on request, so that
+// a gateway can be tested against slow, failing and broken upstreams.
+//
+// Faults are written as kind[,key=value...] and can be configured on
+// the handler or sent per request in a header (X-Mock-Fault by default),
+// where several specs are separated by ";" and each may be prefixed by
+// "name:" to target only the mock with that name:
+//
+//	X-Mock-Fault: alpha:status,code=429,retry_after=1; beta:slow_first_token,delay=2s
+//
+// The fault kinds are:
+//
+//   - status (code, retry_after, retry_after_ms, retry_after_date):
+//     reply with an error status; code defaults to 503.
+//   - reset: abort the connection before responding.
+//   - no_answer: never respond; wait until the client gives up.
+//   - slow_first_token (delay, default 5s): hold back the first token.
+//   - cut (after, default 2): abort the connection after some content chunks.
+//   - stall (after, default 2): stop sending after some content chunks.
+//   - malformed (after, default 2): send an invalid event after some content chunks.
+//   - no_done: leave out the stream terminator.
+//
+// Every kind also accepts count=N, which limits a configured fault to the
+// first N requests the mock serves; header faults ignore it.
+package llmmock
+
+import (
+	"context"
+	"crypto/subtle"
+	"fmt"
+	"io"
+	"math"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/tidwall/gjson"
+	"go.uber.org/zap"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+)
+
+func init() {
+	caddy.RegisterModule(Handler{})
+	httpcaddyfile.RegisterHandlerDirective("llm_mock", parseCaddyfile)
+	httpcaddyfile.RegisterDirectiveOrder("llm_mock", httpcaddyfile.Before, "respond")
+}
+
+const (
+	// DefaultText is the reply text used when none is configured.
+	DefaultText = "This is a mock response from llm_mock."
+
+	// DefaultFaultHeader is the request header read for per-request
+	// faults when none is configured.
+	DefaultFaultHeader = "X-Mock-Fault"
+
+	// maxBodySize limits how much of a request body is read.
+	maxBodySize = 16 << 20
+)
+
+// Handler is an HTTP handler that imitates LLM provider APIs and can
+// inject faults. It answers every request itself and never calls the
+// next handler.
+type Handler struct {
+	// Identifies this mock. It is sent back in the X-Mock-Name response
+	// header and lets header faults target this mock.
+	Name string `json:"name,omitempty"`
+
+	// The model name reported in responses. By default the request's
+	// model field is echoed.
+	Model string `json:"model,omitempty"`
+
+	// How long to wait before sending response headers, for every request.
+	Latency caddy.Duration `json:"latency,omitempty"`
+
+	// Time to first token. For streams it is the wait between sending the
+	// response headers and the first event; for other inference
+	// responses it is added to the wait before the response headers.
+	TTFT caddy.Duration `json:"ttft,omitempty"`
+
+	// Output pace in tokens per second. Streams wait 1/tokens_per_second
+	// between content chunks; other responses wait the time all tokens
+	// take before the response headers. 0 means no pacing.
+	TokensPerSecond float64 `json:"tokens_per_second,omitempty"`
+
+	// The reply text. Each whitespace-separated word is one token and one
+	// content chunk of a stream. Default: "This is a mock response from
+	// llm_mock."
+	Text string `json:"text,omitempty"`
+
+	// If set, requests must carry this key in every credential header
+	// they have (Authorization: Bearer, x-api-key, api-key), and in at
+	// least one, or they get a 401. Placeholders are replaced at request
+	// time.
+	APIKey string `json:"api_key,omitempty"`
+
+	// The request header that carries per-request faults.
+	// Default: X-Mock-Fault.
+	FaultHeader string `json:"fault_header,omitempty"`
+
+	// Faults applied to every request, as specs like
+	// "status,code=503,count=2". A fault with count=N applies only to
+	// the first N inference requests this mock serves; requests to the
+	// models endpoint (health checks) are not counted and never get
+	// such faults.
+	Faults []string `json:"faults,omitempty"`
+
+	faults   []fault
+	requests *atomic.Int64 // inference requests served, for fault counts
+	logger   *zap.Logger
+}
+
+// CaddyModule returns the Caddy module information.
+func (Handler) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{
+		ID:  "http.handlers.llm_mock",
+		New: func() caddy.Module { return new(Handler) },
+	}
+}
+
+// Provision sets up the handler.
+func (h *Handler) Provision(ctx caddy.Context) error {
+	h.logger = ctx.Logger()
+	h.requests = new(atomic.Int64)
+	if h.Text == "" {
+		h.Text = DefaultText
+	}
+	if h.FaultHeader == "" {
+		h.FaultHeader = DefaultFaultHeader
+	}
+	h.faults = nil
+	for _, spec := range h.Faults {
+		f, err := parseConfigFault(spec)
+		if err != nil {
+			return fmt.Errorf("invalid fault %q: %v", spec, err)
+		}
+		h.faults = append(h.faults, f)
+	}
+	return nil
+}
+
+// Validate ensures the handler's configuration is valid.
+func (h *Handler) Validate() error {
+	if h.Latency < 0 {
+		return fmt.Errorf("latency must not be negative")
+	}
+	if h.TTFT < 0 {
+		return fmt.Errorf("ttft must not be negative")
+	}
+	if h.TokensPerSecond < 0 || math.IsNaN(h.TokensPerSecond) || math.IsInf(h.TokensPerSecond, 0) {
+		return fmt.Errorf("tokens_per_second must be a finite number, at least 0")
+	}
+	return nil
+}
+
+// ServeHTTP answers the request like an LLM provider would, subject to
+// the active faults.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.Handler) error {
+	ctx := r.Context()
+	if h.Name != "" {
+		w.Header().Set("X-Mock-Name", h.Name)
+	}
+
+	ep := endpointFor(r)
+	faults, faultErr := h.activeFaults(r, ep)
+	plan := newFaultPlan(faults)
+	if len(faults) > 0 && h.logger != nil {
+		specs := make([]string, len(faults))
+		for i, f := range faults {
+			specs[i] = f.spec
+		}
+		h.logger.Debug("injecting faults", zap.String("mock", h.Name), zap.Strings("faults", specs))
+	}
+
+	if !sleep(ctx, time.Duration(h.Latency)) {
+		return nil
+	}
+	if ep == endpointUnknown {
+		return writeError(w, ep, http.StatusNotFound, fmt.Sprintf("unknown endpoint: %s %s", r.Method, r.URL.Path))
+	}
+	if faultErr != nil {
+		return writeError(w, ep, http.StatusBadRequest, faultErr.Error())
+	}
+	if plan.reset {
+		panic(http.ErrAbortHandler)
+	}
+	if plan.noAnswer {
+		<-ctx.Done()
+		return nil
+	}
+	if msg := h.checkAPIKey(r); msg != "" {
+		return writeError(w, ep, http.StatusUnauthorized, msg)
+	}
+
+	var req gjson.Result
+	if ep != endpointModels {
+		body, err := io.ReadAll(io.LimitReader(r.Body, maxBodySize))
+		if err != nil {
+			return writeError(w, ep, http.StatusBadRequest, "reading request body: "+err.Error())
+		}
+		req = gjson.ParseBytes(body)
+		if !gjson.ValidBytes(body) || !req.IsObject() {
+			return writeError(w, ep, http.StatusBadRequest, "request body must be a JSON object")
+		}
+		if ep == endpointMessages && r.Header.Get("anthropic-version") == "" {
+			return writeError(w, ep, http.StatusBadRequest, "anthropic-version: header is required")
+		}
+	}
+
+	if plan.status != nil {
+		plan.status.setRetryHeaders(w.Header())
+		return writeError(w, ep, plan.status.code, fmt.Sprintf("llm_mock: injected %d fault", plan.status.code))
+	}
+
+	rp, err := h.newReply(ep, req)
+	if err != nil {
+		return writeError(w, ep, http.StatusBadRequest, err.Error())
+	}
+
+	if req.Get("stream").Bool() && ep != endpointEmbeddings && ep != endpointModels {
+		return h.serveStream(w, r, rp, plan)
+	}
+
+	wait := plan.firstTokenDelay
+	if ep != endpointModels {
+		wait += time.Duration(h.TTFT) + time.Duration(rp.completionTokens())*h.tokenInterval()
+	}
+	return serveBody(w, r, rp.body(), wait, plan)
+}
+
+// serveBody writes a JSON response body after waiting wait, breaking it
+// as the plan says.
+func serveBody(w http.ResponseWriter, r *http.Request, body []byte, wait time.Duration, plan faultPlan) error {
+	ctx := r.Context()
+	if !sleep(ctx, wait) {
+		return nil
+	}
+	w.Header().Set("Content-Type", "application/json")
+
+	if plan.breaksBody() {
+		// send only the first half of the body
+		w.WriteHeader(http.StatusOK)
+		_, _ = w.Write(body[:len(body)/2])
+		flush(w)
+		switch {
+		case plan.cutAfter >= 0:
+			panic(http.ErrAbortHandler)
+		case plan.stallAfter >= 0:
+			<-ctx.Done()
+		}
+		return nil
+	}
+
+	w.Header().Set("Content-Length", strconv.Itoa(len(body)))
+	w.WriteHeader(http.StatusOK)
+	_, _ = w.Write(body)
+	return nil
+}
+
+// serveStream writes the answer as server-sent events, applying the
+// plan's stream faults.
+func (h *Handler) serveStream(w http.ResponseWriter, r *http.Request, rp *reply, plan faultPlan) error {
+	ctx := r.Context()
+	s := rp.stream()
+
+	w.Header().Set("Content-Type", "text/event-stream")
+	w.Header().Set("Cache-Control", "no-cache")
+	w.WriteHeader(http.StatusOK)
+	flush(w)
+
+	if !sleep(ctx, time.Duration(h.TTFT)+plan.firstTokenDelay) {
+		return nil
+	}
+
+	send := func(events ...sseEvent) bool {
+		for _, ev := range events {
+			if _, err := w.Write(ev.bytes()); err != nil {
+				return false
+			}
+			flush(w)
+		}
+		return true
+	}
+
+	if !send(s.head...) {
+		return nil
+	}
+	for i := 0; ; i++ {
+		// after i content chunks; faults asking for more chunks than
+		// there are strike after the last one
+		hit := func(after int) bool {
+			return after == i || (i == len(s.content) && after > i)
+		}
+		if hit(plan.malformedAfter) && !send(s.malformed) {
+			return nil
+		}
+		if hit(plan.cutAfter) {
+			panic(http.ErrAbortHandler)
+		}
+		if hit(plan.stallAfter) {
+			<-ctx.Done()
+			return nil
+		}
+		if i == len(s.content) {
+			break
+		}
+		if i > 0 && !sleep(ctx, h.tokenInterval()) {
+			return nil
+		}
+		if !send(s.content[i]) {
+			return nil
+		}
+	}
+	if !send(s.tail...) {
+		return nil
+	}
+	if !plan.noDone {
+		send(s.done...)
+	}
+	return nil
+}
+
+// tokenInterval is the pause between two output tokens.
+func (h *Handler) tokenInterval() time.Duration {
+	if h.TokensPerSecond <= 0 {
+		return 0
+	}
+	return time.Duration(float64(time.Second) / h.TokensPerSecond)
+}
+
+// checkAPIKey returns why the request's credentials are rejected,
+// or "" if they are accepted.
+func (h *Handler) checkAPIKey(r *http.Request) string {
+	if h.APIKey == "" {
+		return ""
+	}
+	repl, ok := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
+	if !ok {
+		repl = caddy.NewReplacer()
+	}
+	want := []byte(repl.ReplaceKnown(h.APIKey, ""))
+
+	var found int
+	for _, field := range []string{"Authorization", "X-Api-Key", "Api-Key"} {
+		for _, v := range r.Header.Values(field) {
+			if field == "Authorization" {
+				scheme, token, _ := strings.Cut(v, " ")
+				if !strings.EqualFold(scheme, "Bearer") {
+					return "Authorization header must use the Bearer scheme"
+				}
+				v = strings.TrimSpace(token)
+			}
+			found++
+			if v == "" || subtle.ConstantTimeCompare([]byte(v), want) != 1 {
+				return fmt.Sprintf("incorrect API key provided in %s header", field)
+			}
+		}
+	}
+	if found == 0 {
+		return "missing API key"
+	}
+	return ""
+}
+
+// writeError writes an error response in the endpoint's shape.
+func writeError(w http.ResponseWriter, ep endpoint, status int, msg string) error {
+	body := errorBody(ep, status, msg)
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Content-Length", strconv.Itoa(len(body)))
+	w.WriteHeader(status)
+	_, _ = w.Write(body)
+	return nil
+}
+
+// flush sends buffered response data to the client. Write errors
+// surface on the next write, so the result is not needed here.
+func flush(w http.ResponseWriter) {
+	_ = http.NewResponseController(w).Flush()
+}
+
+// sleep waits for d, or until ctx is done. It reports whether
+// ctx is still alive.
+func sleep(ctx context.Context, d time.Duration) bool {
+	if d <= 0 {
+		return ctx.Err() == nil
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+// Interface guards
+var (
+	_ caddy.Provisioner           = (*Handler)(nil)
+	_ caddy.Validator             = (*Handler)(nil)
+	_ caddyhttp.MiddlewareHandler = (*Handler)(nil)
+	_ caddyfile.Unmarshaler       = (*Handler)(nil)
+)
