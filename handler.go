@@ -274,7 +274,7 @@ func (h *Handler) attempt(w http.ResponseWriter, r *http.Request, req *Request, 
 		}
 	}()
 
-	aw := newAttemptWriter(w)
+	aw := newAttemptWriter(ctx, w)
 	aw.onCommit = func(aw *attemptWriter) {
 		firstByte.Stop()
 		idleTimeout := time.Duration(h.StreamIdleTimeout)
@@ -298,9 +298,11 @@ func (h *Handler) attempt(w http.ResponseWriter, r *http.Request, req *Request, 
 				return res
 			}
 			res.err = errors.New("stream ended without its final event")
+		} else if aw.streamErr != nil {
+			res.err = aw.streamErr
 		} else if cause := context.Cause(ctx); cause != nil && !errors.Is(cause, context.Canceled) {
 			res.err = cause
-		} else if err == nil {
+		} else {
 			res.err = errors.New("upstream connection broke")
 		}
 		if r.Context().Err() != nil {
@@ -372,7 +374,9 @@ func writeStreamError(w http.ResponseWriter, endpoint string, aw *attemptWriter,
 		msg += ": " + cause.Error()
 	}
 	var ev bytes.Buffer
-	ev.WriteString("\n")
+	if aw.openEvent {
+		ev.WriteString("\n")
+	}
 	if endpoint == "/messages" {
 		ev.WriteString("event: error\n")
 	}

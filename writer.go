@@ -2,6 +2,7 @@ package llmroute
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"net/http"
 	"strings"
@@ -37,6 +38,7 @@ type Usage struct {
 type attemptWriter struct {
 	w      http.ResponseWriter
 	header http.Header
+	ctx    context.Context // the attempt's; once done, nothing more is committed
 
 	status      int
 	wroteHeader bool
@@ -50,14 +52,16 @@ type attemptWriter struct {
 
 	stream     bool // the response is an event stream
 	pending    []byte
-	terminated bool // the stream carried its terminator (or an error event)
+	terminated bool  // the stream carried its terminator (or an error event)
+	openEvent  bool  // lines of an event were passed on without its closing blank line
+	streamErr  error // why the writer stopped the stream itself
 	usage      Usage
 	tail       []byte // last bytes of a non-stream body
 	size       int64  // body bytes passed through
 }
 
-func newAttemptWriter(w http.ResponseWriter) *attemptWriter {
-	return &attemptWriter{w: w, header: make(http.Header)}
+func newAttemptWriter(ctx context.Context, w http.ResponseWriter) *attemptWriter {
+	return &attemptWriter{ctx: ctx, w: w, header: make(http.Header)}
 }
 
 // Header returns the attempt's own header map.
@@ -90,6 +94,9 @@ func (aw *attemptWriter) Write(p []byte) (int, error) {
 		return 0, nil
 	}
 	if !aw.committed {
+		if err := aw.ctx.Err(); err != nil {
+			return 0, err // the attempt was abandoned (first_byte_timeout)
+		}
 		aw.commit()
 	}
 	if aw.onWrite != nil {
@@ -174,6 +181,7 @@ func (aw *attemptWriter) writeEvents(p []byte) (int, error) {
 				_, _ = aw.w.Write(complete[:good])
 			}
 			aw.pending = nil
+			aw.streamErr = errMalformedEvent
 			return len(p), errMalformedEvent
 		}
 		good += len(line)
@@ -187,15 +195,21 @@ func (aw *attemptWriter) writeEvents(p []byte) (int, error) {
 	return len(p), nil
 }
 
-// inspectLine reads one event stream line: it notes terminators and
-// usage, and reports false for a data line that is not valid JSON.
+// inspectLine reads one event stream line: it notes terminators, usage
+// and event boundaries, and reports false for a data line that is not
+// valid JSON.
 func (aw *attemptWriter) inspectLine(line []byte) bool {
 	line = bytes.TrimRight(line, "\r\n")
-	data, ok := bytes.CutPrefix(line, []byte("data:"))
-	if !ok {
-		return true
+	data, isData := bytes.CutPrefix(line, []byte("data:"))
+	if isData && !aw.inspectData(bytes.TrimSpace(data)) {
+		return false
 	}
-	data = bytes.TrimSpace(data)
+	aw.openEvent = len(line) > 0
+	return true
+}
+
+// inspectData reads the payload of a data line.
+func (aw *attemptWriter) inspectData(data []byte) bool {
 	if len(data) == 0 {
 		return true
 	}

@@ -15,6 +15,7 @@ import (
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp/headers"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp/reverseproxy"
+	"go.uber.org/zap"
 )
 
 // Provider formats. A format decides the auth header and the path shape.
@@ -104,6 +105,10 @@ func (p *Provider) Provision(ctx caddy.Context) error {
 	}
 	if p.ProxyRaw == nil {
 		return fmt.Errorf("provider %s: no proxy configured", p.Name)
+	}
+	if p.APIKey != "" && !strings.Contains(p.APIKey, "{") {
+		ctx.Logger().Warn("provider api_key is a literal key and shows in the config; use a runtime placeholder such as {env.OPENAI_API_KEY}",
+			zap.String("provider", p.Name))
 	}
 	if err := p.applyProxyDefaults(); err != nil {
 		return fmt.Errorf("provider %s: %v", p.Name, err)
