@@ -297,7 +297,10 @@ func (h *Handler) attempt(w http.ResponseWriter, r *http.Request, req *Request, 
 				res.outcome = outcomeDone
 				return res
 			}
-			res.err = errors.New("stream ended without its final event")
+			res.err = aw.streamErr
+			if res.err == nil {
+				res.err = errors.New("stream ended without its final event")
+			}
 		} else if aw.streamErr != nil {
 			res.err = aw.streamErr
 		} else if cause := context.Cause(ctx); cause != nil && !errors.Is(cause, context.Canceled) {

@@ -1,6 +1,7 @@
 package llmroute
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"maps"
@@ -62,10 +63,6 @@ func badRequest(code, format string, args ...any) *requestError {
 	return &requestError{status: 400, code: code, msg: fmt.Sprintf(format, args...)}
 }
 
-// numericFields are top-level fields that must be finite, non-negative
-// integers of a sane size when present.
-var numericFields = []string{"max_tokens", "max_completion_tokens", "max_output_tokens", "n"}
-
 // maxTokensLimit bounds integer token fields; anything above is absurd.
 const maxTokensLimit = 100_000_000
 
@@ -84,80 +81,114 @@ func parseRequest(body []byte, modelKey string, maxDepth int) (*Request, *reques
 	if !root.IsObject() {
 		return nil, badRequest("invalid_request", "request body must be a JSON object")
 	}
+	// One pass over the top-level members: duplicates, and the fields
+	// routing reads.
+	req := &Request{Body: body}
+	var perr *requestError
+	var model gjson.Result
 	seen := make(map[string]struct{}, 16)
-	var dup string
-	root.ForEach(func(k, _ gjson.Result) bool {
+	root.ForEach(func(k, v gjson.Result) bool {
 		if _, ok := seen[k.Str]; ok {
-			dup = k.Str
+			perr = badRequest("duplicate_key", "request body has the key %q more than once", truncate(k.Str, 64))
 			return false
 		}
 		seen[k.Str] = struct{}{}
+		switch k.Str {
+		case modelKey:
+			model = v
+		case "stream":
+			if v.Type == gjson.Null {
+				break
+			}
+			if !v.IsBool() {
+				perr = badRequest("invalid_stream", "\"stream\" must be true or false")
+				return false
+			}
+			req.Stream = v.Bool()
+		case "max_tokens", "max_completion_tokens", "max_output_tokens", "n":
+			n, err := tokenCount(k.Str, v)
+			if err != nil {
+				perr = err
+				return false
+			}
+			if k.Str != "n" && req.MaxTokens == 0 {
+				req.MaxTokens = n
+			}
+		case "temperature", "top_p", "presence_penalty", "frequency_penalty":
+			if v.Type == gjson.Number && (math.IsInf(v.Float(), 0) || math.Abs(v.Float()) > 1e6) {
+				perr = badRequest("invalid_number", "%q is out of range", k.Str)
+				return false
+			}
+		}
 		return true
 	})
-	if dup != "" {
-		return nil, badRequest("duplicate_key", "request body has the key %q more than once", truncate(dup, 64))
+	if perr != nil {
+		return nil, perr
 	}
-
-	req := &Request{Body: body}
-	m := gjson.GetBytes(body, modelKey)
+	if _, topLevel := seen[modelKey]; !topLevel {
+		model = gjson.GetBytes(body, modelKey)
+		if i := strings.LastIndexByte(modelKey, '.'); i > 0 && model.Exists() {
+			n := 0
+			gjson.GetBytes(body, modelKey[:i]).ForEach(func(k, _ gjson.Result) bool {
+				if k.Str == modelKey[i+1:] {
+					n++
+				}
+				return true
+			})
+			if n > 1 {
+				return nil, badRequest("duplicate_key", "request body has the key %q more than once", truncate(modelKey, 64))
+			}
+		}
+	}
 	switch {
-	case !m.Exists():
+	case !model.Exists():
 		return nil, badRequest("missing_model", "request body has no %q field", modelKey)
-	case m.Type != gjson.String || m.Str == "":
+	case model.Type != gjson.String || model.Str == "":
 		return nil, badRequest("invalid_model", "%q must be a non-empty string", modelKey)
 	}
-	req.Model = m.Str
-
-	if s := root.Get("stream"); s.Exists() {
-		if !s.IsBool() {
-			return nil, badRequest("invalid_stream", "\"stream\" must be true or false")
-		}
-		req.Stream = s.Bool()
-	}
-	for _, f := range numericFields {
-		v := root.Get(f)
-		if !v.Exists() || v.Type == gjson.Null {
-			continue
-		}
-		if v.Type != gjson.Number {
-			return nil, badRequest("invalid_number", "%q must be a number", f)
-		}
-		n := v.Float()
-		if math.IsInf(n, 0) || math.IsNaN(n) || n < 0 || n > maxTokensLimit || n != math.Trunc(n) {
-			return nil, badRequest("invalid_number", "%q must be an integer between 0 and %d", f, maxTokensLimit)
-		}
-		if f != "n" && req.MaxTokens == 0 {
-			req.MaxTokens = int64(n)
-		}
-	}
-	for _, f := range []string{"temperature", "top_p", "presence_penalty", "frequency_penalty"} {
-		v := root.Get(f)
-		if v.Exists() && v.Type == gjson.Number && (math.IsInf(v.Float(), 0) || math.Abs(v.Float()) > 1e6) {
-			return nil, badRequest("invalid_number", "%q is out of range", f)
-		}
-	}
+	req.Model = model.Str
 	return req, nil
+}
+
+// tokenCount validates a token count field: a finite integer within
+// 0..maxTokensLimit, or null.
+func tokenCount(name string, v gjson.Result) (int64, *requestError) {
+	if v.Type == gjson.Null {
+		return 0, nil
+	}
+	if v.Type != gjson.Number {
+		return 0, badRequest("invalid_number", "%q must be a number", name)
+	}
+	n := v.Float()
+	if math.IsInf(n, 0) || math.IsNaN(n) || n < 0 || n > maxTokensLimit || n != math.Trunc(n) {
+		return 0, badRequest("invalid_number", "%q must be an integer between 0 and %d", name, maxTokensLimit)
+	}
+	return int64(n), nil
 }
 
 // checkDepth rejects bodies nested deeper than max without recursion, so
 // a body of millions of '[' cannot exhaust the stack.
 func checkDepth(body []byte, max int) *requestError {
 	depth := 0
-	inString := false
 	for i := 0; i < len(body); i++ {
-		c := body[i]
-		if inString {
-			switch c {
-			case '\\':
-				i++
-			case '"':
-				inString = false
-			}
-			continue
-		}
-		switch c {
+		switch body[i] {
 		case '"':
-			inString = true
+			// Skip the string: find its closing quote, one not escaped
+			// by an odd run of backslashes.
+			for {
+				j := bytes.IndexByte(body[i+1:], '"')
+				if j < 0 {
+					return nil // unterminated; the JSON check reports it
+				}
+				i += j + 1
+				k := i - 1
+				for k >= 0 && body[k] == '\\' {
+					k--
+				}
+				if (i-1-k)%2 == 0 {
+					break
+				}
+			}
 		case '{', '[':
 			depth++
 			if depth > max {

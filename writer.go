@@ -153,8 +153,11 @@ func (aw *attemptWriter) finish() {
 		aw.commit()
 	}
 	if len(aw.pending) > 0 {
-		aw.inspectLine(aw.pending)
-		_, _ = aw.w.Write(aw.pending)
+		if aw.inspectLine(aw.pending) {
+			_, _ = aw.w.Write(aw.pending)
+		} else {
+			aw.streamErr = errMalformedEvent
+		}
 		aw.pending = nil
 	}
 	if !aw.stream {

@@ -4,6 +4,7 @@
 package upstreams
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -15,6 +16,8 @@ import (
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp/headers"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp/reverseproxy"
+	"github.com/tidwall/gjson"
+	"github.com/tidwall/sjson"
 	"go.uber.org/zap"
 )
 
@@ -131,9 +134,18 @@ func (p *Provider) Provision(ctx caddy.Context) error {
 // client's), and active health checks authenticate like requests do (the
 // key stays a placeholder, resolved by the health checker at check time).
 func (p *Provider) applyProxyDefaults() error {
-	var rp reverseproxy.Handler
-	if err := json.Unmarshal(p.ProxyRaw, &rp); err != nil {
+	if h := gjson.GetBytes(p.ProxyRaw, "handler").Str; h != "reverse_proxy" {
+		return fmt.Errorf("proxy must be a reverse_proxy handler, got %q", h)
+	}
+	raw, err := sjson.DeleteBytes(p.ProxyRaw, "handler")
+	if err != nil {
 		return err
+	}
+	var rp reverseproxy.Handler
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&rp); err != nil {
+		return fmt.Errorf("proxy: %v", err)
 	}
 	if rp.Headers == nil {
 		rp.Headers = new(headers.Handler)
@@ -372,6 +384,9 @@ func (p *Provider) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		if pd.Nesting() != 1 || !providerDirectives[pd.Val()] {
 			if pd.Val() == "handle_response" {
 				return pd.Errf("provider %s: handle_response is not supported in a provider block", p.Name)
+			}
+			if pd.Nesting() == 1 {
+				pd.RemainingArgs() // a reverse_proxy subdirective's arguments
 			}
 			continue
 		}
