@@ -224,6 +224,11 @@ loop:
 
 	// Every attempt failed, or the last one failed in a way the client
 	// must see: answer with the last upstream error.
+	if res.outcome == outcomeRetry {
+		h.logger.Warn("no target could answer",
+			zap.String("route", p.route), zap.String("model", c.model.Name), zap.String("provider", c.provider.Name),
+			zap.Int("attempts", attempts), zap.Int("status", res.status), zap.Error(res.err))
+	}
 	hdr := w.Header()
 	hdr.Set(HeaderRoute, p.route)
 	hdr.Set(HeaderAttempts, strconv.Itoa(attempts))
