@@ -2,15 +2,18 @@ package llmroute
 
 import (
 	"encoding/json"
+	"fmt"
 	"strconv"
 	"strings"
 
 	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"github.com/dustin/go-humanize"
 
+	"github.com/caddy-llm-route/llmroute/strategies"
 	"github.com/caddy-llm-route/llmroute/upstreams"
 )
 
@@ -29,6 +32,8 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //
 //	llm_route [<matcher>] {
 //		model_key <gjson path>
+//		client_models
+//		strategy_header <field>
 //		model_to_header <field>
 //		provider_header <field>
 //		enable_on_path_suffix <suffixes...> | *
@@ -61,9 +66,14 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //		}
 //
 //		route <name> [<models...>] {
+//			models <models...>
 //			target <model> [<provider>] {
+//				weight <n>
 //				<body param path> <JSON value or string>
 //			}
+//			strategy <name> [{ ... }]
+//			fallback <models...>
+//			max_price <input> <output>
 //			retry_on <statuses...>
 //		}
 //	}
@@ -74,10 +84,15 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	}
 	for nesting := d.Nesting(); d.NextBlock(nesting); {
 		switch d.Val() {
-		case "model_key", "model_to_header", "provider_header":
+		case "client_models":
+			if d.NextArg() {
+				return d.ArgErr()
+			}
+			h.ClientModels = true
+		case "model_key", "model_to_header", "provider_header", "strategy_header":
 			dir := d.Val()
 			var v string
-			if !d.Args(&v) {
+			if !d.Args(&v) || d.NextArg() {
 				return d.ArgErr()
 			}
 			switch dir {
@@ -87,6 +102,8 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				h.ModelToHeader = v
 			case "provider_header":
 				h.ProviderHeader = v
+			case "strategy_header":
+				h.StrategyHeader = v
 			}
 		case "enable_on_path_suffix":
 			args := d.RemainingArgs()
@@ -96,7 +113,7 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			h.EnableOnPathSuffix = append(h.EnableOnPathSuffix, args...)
 		case "max_body":
 			var v string
-			if !d.Args(&v) {
+			if !d.Args(&v) || d.NextArg() {
 				return d.ArgErr()
 			}
 			size, err := humanize.ParseBytes(v)
@@ -179,7 +196,7 @@ func parseModel(d *caddyfile.Dispenser) (*Model, error) {
 			}
 			m.Providers = append(m.Providers, args...)
 		case "upstream_name":
-			if !d.Args(&m.UpstreamName) {
+			if !d.Args(&m.UpstreamName) || d.NextArg() {
 				return nil, d.ArgErr()
 			}
 		case "price":
@@ -253,6 +270,14 @@ func parseRoute(d *caddyfile.Dispenser) (*Route, error) {
 				if !d.Args(&v) || d.NextArg() {
 					return nil, d.Errf("route %s: target %s: parameter %s needs exactly one value", r.Name, t.Model, path)
 				}
+				if path == "weight" {
+					w, err := strconv.ParseFloat(v, 64)
+					if err != nil || w < 0 {
+						return nil, d.Errf("route %s: target %s: invalid weight %q", r.Name, t.Model, v)
+					}
+					t.Weight = w
+					continue
+				}
 				if t.Params == nil {
 					t.Params = make(map[string]json.RawMessage)
 				}
@@ -265,6 +290,44 @@ func parseRoute(d *caddyfile.Dispenser) (*Route, error) {
 				return nil, err
 			}
 			r.RetryOn = codes
+		case "models":
+			args := d.RemainingArgs()
+			if len(args) == 0 {
+				return nil, d.ArgErr()
+			}
+			for _, m := range args {
+				r.Targets = append(r.Targets, &Target{Model: m})
+			}
+		case "fallback":
+			args := d.RemainingArgs()
+			if len(args) == 0 {
+				return nil, d.ArgErr()
+			}
+			r.Fallback = append(r.Fallback, args...)
+		case "max_price":
+			var in, out string
+			if !d.Args(&in, &out) || d.NextArg() {
+				return nil, d.Errf("route %s: max_price needs an input and an output price (USD per 1M tokens; 0 = no cap)", r.Name)
+			}
+			var err1, err2 error
+			r.MaxInputPrice, err1 = strconv.ParseFloat(in, 64)
+			r.MaxOutputPrice, err2 = strconv.ParseFloat(out, 64)
+			if err1 != nil || err2 != nil || r.MaxInputPrice < 0 || r.MaxOutputPrice < 0 {
+				return nil, d.Errf("route %s: invalid max_price %s %s", r.Name, in, out)
+			}
+		case "strategy":
+			if r.StrategyRaw != nil {
+				return nil, d.Errf("route %s: strategy set twice", r.Name)
+			}
+			if !d.NextArg() {
+				return nil, d.ArgErr()
+			}
+			name := d.Val()
+			mod, err := caddyfile.UnmarshalModule(d, strategies.Namespace+"."+name)
+			if err != nil {
+				return nil, fmt.Errorf("route %s: strategy %s: %w", r.Name, name, err)
+			}
+			r.StrategyRaw = caddyconfig.JSONModuleObject(mod, "name", name, nil)
 		default:
 			return nil, d.Errf("route %s: unrecognized subdirective: %s", r.Name, d.Val())
 		}

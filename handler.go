@@ -3,7 +3,6 @@ package llmroute
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -26,27 +25,13 @@ const (
 	HeaderProvider = "X-LLM-Provider"
 	HeaderRoute    = "X-LLM-Route"
 	HeaderAttempts = "X-LLM-Attempts"
+	HeaderReason   = "X-LLM-Route-Reason"
 )
 
 var (
 	errFirstByteTimeout = errors.New("no response before first_byte_timeout")
 	errStreamIdle       = errors.New("stream silent for longer than stream_idle_timeout")
 )
-
-// candidate is one attempt the loop may make: a model at a provider, with
-// the target's parameter overrides.
-type candidate struct {
-	model    *Model
-	provider *upstreams.Provider
-	params   map[string]json.RawMessage
-}
-
-// plan is the resolved model field: the route's name and its candidates.
-type plan struct {
-	route      string
-	candidates []candidate
-	retryOn    []int
-}
 
 // outcome of one attempt.
 type outcome int
@@ -94,7 +79,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	if rerr == nil {
 		req.Endpoint = endpoint
 		var p *plan
-		if p, rerr = h.resolve(req); rerr == nil {
+		if p, rerr = h.resolve(r, req); rerr == nil {
 			if h.ModelToHeader != "" {
 				r.Header.Set(h.ModelToHeader, req.Model)
 			}
@@ -113,64 +98,6 @@ func (h *Handler) match(path string) (string, bool) {
 		}
 	}
 	return "", false
-}
-
-// resolve turns the model field into a plan: a route name, a registered
-// model, or provider/model.
-func (h *Handler) resolve(req *Request) (*plan, *requestError) {
-	p := &plan{route: req.Model, retryOn: h.RetryOn}
-	var targets []*Target
-	if rt, ok := h.routes[req.Model]; ok {
-		targets = rt.Targets
-		if len(rt.RetryOn) > 0 {
-			p.retryOn = rt.RetryOn
-		}
-	} else if _, ok := h.models[req.Model]; ok {
-		targets = []*Target{{Model: req.Model}}
-	} else if prov, name, ok := strings.Cut(req.Model, "/"); ok && h.providers[prov] != nil {
-		m, ok := h.models[name]
-		if !ok || !contains(m.Providers, prov) {
-			return nil, &requestError{status: http.StatusNotFound, code: "model_not_found",
-				msg: fmt.Sprintf("model %q is not served by provider %q", truncate(name, 128), prov)}
-		}
-		targets = []*Target{{Model: name, Provider: prov}}
-		p.route = name
-	} else {
-		return nil, &requestError{status: http.StatusNotFound, code: "model_not_found",
-			msg: fmt.Sprintf("model %q does not exist", truncate(req.Model, 128))}
-	}
-
-	now := time.Now()
-	var cooling []candidate
-	for _, t := range targets {
-		m := h.models[t.Model]
-		names := m.Providers
-		if t.Provider != "" {
-			names = []string{t.Provider}
-		}
-		for _, name := range names {
-			prov := h.providers[name]
-			if !prov.Serves(req.Endpoint) {
-				continue
-			}
-			c := candidate{model: m, provider: prov, params: t.Params}
-			if upstreams.Cooldowns.Until(prov.Name, m.UpstreamName).After(now) || !prov.Available() {
-				cooling = append(cooling, c)
-			} else {
-				p.candidates = append(p.candidates, c)
-			}
-		}
-	}
-	// Pairs cooling down are kept as a last resort, so at least one
-	// candidate is always tried.
-	p.candidates = append(p.candidates, cooling...)
-	if len(p.candidates) == 0 {
-		return nil, badRequest("unsupported_endpoint", "model %q is not served on %s by any provider", truncate(req.Model, 128), req.Endpoint)
-	}
-	if h.MaxAttempts > 0 && len(p.candidates) > h.MaxAttempts {
-		p.candidates = p.candidates[:h.MaxAttempts]
-	}
-	return p, nil
 }
 
 // serve runs the attempt loop.
@@ -255,7 +182,7 @@ loop:
 // attempt sends the request to one candidate through its provider's
 // reverse proxy.
 func (h *Handler) attempt(w http.ResponseWriter, r *http.Request, req *Request, p *plan, c candidate, n int, repl *caddy.Replacer) attemptResult {
-	body, err := rewriteBody(req.Body, h.ModelKey, c.model.UpstreamName, c.params)
+	body, err := rewriteBody(req.Body, h.ModelKey, c.model.UpstreamName, c.params, p.params)
 	if err != nil {
 		return attemptResult{outcome: outcomeFinal, status: http.StatusBadRequest, body: errorBody(req.Endpoint, 400, "invalid_request", "could not rewrite the request body")}
 	}
@@ -279,9 +206,15 @@ func (h *Handler) attempt(w http.ResponseWriter, r *http.Request, req *Request, 
 		}
 	}()
 
+	stats := upstreams.Stats.Pair(c.provider.Name, c.model.UpstreamName)
+	defer stats.Start()()
+	start := time.Now()
+	var firstByteAt time.Time
+
 	aw := newAttemptWriter(ctx, w)
 	aw.onCommit = func(aw *attemptWriter) {
 		firstByte.Stop()
+		firstByteAt = time.Now()
 		idleTimeout := time.Duration(h.StreamIdleTimeout)
 		idle = time.AfterFunc(idleTimeout, func() { cancel(errStreamIdle) })
 		aw.onWrite = func() { idle.Reset(idleTimeout) }
@@ -290,10 +223,22 @@ func (h *Handler) attempt(w http.ResponseWriter, r *http.Request, req *Request, 
 		hdr.Set(HeaderProvider, c.provider.Name)
 		hdr.Set(HeaderRoute, p.route)
 		hdr.Set(HeaderAttempts, strconv.Itoa(n))
+		hdr.Set(HeaderReason, p.reason)
 	}
 
 	err, aborted := serveProxy(c.provider.Proxy(), aw, up)
 	res := attemptResult{aw: aw, err: err}
+	defer func() {
+		if res.outcome == outcomeGone || res.outcome == outcomeFinal {
+			return // the client's doing, not the provider's
+		}
+		o := upstreams.Outcome{Failed: res.outcome != outcomeDone, Stream: aw.stream,
+			Total: time.Since(start), OutputTokens: aw.usage.CompletionTokens}
+		if !firstByteAt.IsZero() {
+			o.FirstByte = firstByteAt.Sub(start)
+		}
+		stats.Observe(o)
+	}()
 
 	if aw.committed {
 		if err == nil && !aborted {
@@ -428,6 +373,7 @@ func (h *Handler) setPlaceholders(r *http.Request, repl *caddy.Replacer, p *plan
 	repl.Set("llm.model", c.model.Name)
 	repl.Set("llm.provider", c.provider.Name)
 	repl.Set("llm.attempts", attempts)
+	repl.Set("llm.reason", p.reason)
 	repl.Set("llm.usage.prompt_tokens", u.PromptTokens)
 	repl.Set("llm.usage.completion_tokens", u.CompletionTokens)
 	repl.Set("llm.usage.total_tokens", u.PromptTokens+u.CompletionTokens)
@@ -438,6 +384,7 @@ func (h *Handler) setPlaceholders(r *http.Request, repl *caddy.Replacer, p *plan
 		extra.Set(zap.String("llm_model", c.model.Name))
 		extra.Set(zap.String("llm_provider", c.provider.Name))
 		extra.Set(zap.Int("llm_attempts", attempts))
+		extra.Set(zap.String("llm_reason", p.reason))
 		extra.Set(zap.Int64("llm_prompt_tokens", u.PromptTokens))
 		extra.Set(zap.Int64("llm_completion_tokens", u.CompletionTokens))
 	}

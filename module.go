@@ -5,6 +5,7 @@ package llmroute
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -14,6 +15,7 @@ import (
 	"go.uber.org/zap"
 
 	_ "github.com/caddy-llm-route/llmroute/mock" // the llm_mock provider
+	"github.com/caddy-llm-route/llmroute/strategies"
 	"github.com/caddy-llm-route/llmroute/upstreams"
 )
 
@@ -104,6 +106,16 @@ type Handler struct {
 	// statuses) before a pair cools down. Default: 3.
 	FailThreshold int `json:"fail_threshold,omitempty"`
 
+	// Honour an OpenRouter-style `models` array in the request body: an
+	// ordered list of fallback models tried after the requested one. The
+	// array is removed before the body is forwarded. Off by default.
+	ClientModels bool `json:"client_models,omitempty"`
+
+	// If set, a request header of this name may name a route whose
+	// strategy orders the requested route's candidates instead of its
+	// own (e.g. `X-LLM-Strategy: cheapest`). Off by default.
+	StrategyHeader string `json:"strategy_header,omitempty"`
+
 	// The providers: named API endpoints, each with its own reverse proxy.
 	Providers []*upstreams.Provider `json:"providers,omitempty"`
 
@@ -157,9 +169,36 @@ type Route struct {
 	// The targets, tried in order.
 	Targets []*Target `json:"targets"`
 
+	// The strategy that orders the route's candidates for each request.
+	// Default: `fallback` (the configured order).
+	StrategyRaw json.RawMessage `json:"strategy,omitempty" caddy:"namespace=http.handlers.llm_route.strategies inline_key=name"`
+
+	// Models tried after the strategy's order, in this order (if not
+	// already among the candidates).
+	Fallback []string `json:"fallback,omitempty"`
+
+	// If above zero, models whose input price (USD per million tokens)
+	// is higher, or that have no price, are not candidates.
+	MaxInputPrice float64 `json:"max_input_price,omitempty"`
+
+	// If above zero, models whose output price (USD per million tokens)
+	// is higher, or that have no price, are not candidates.
+	MaxOutputPrice float64 `json:"max_output_price,omitempty"`
+
 	// Upstream statuses that move on to the next target for this route;
 	// default: the handler's retry_on.
 	RetryOn []int `json:"retry_on,omitempty"`
+
+	strategy strategies.Strategy
+}
+
+// Built-in aliases: routes over every registered model that exist unless
+// the config defines a route (or model) of the same name.
+var builtinAliases = []struct{ name, strategy string }{
+	{"auto", "balanced"},
+	{"cheapest", "cheapest"},
+	{"fastest", "lowest_latency"},
+	{"best_quality", "best_quality"},
 }
 
 // Target is one step of a route: a model, optionally pinned to one of its
@@ -175,6 +214,9 @@ type Target struct {
 	// Body parameters set for this target, by gjson/sjson path, e.g.
 	// {"temperature": 0.2, "max_tokens": 512}.
 	Params map[string]json.RawMessage `json:"params,omitempty"`
+
+	// The target's weight for the `weighted` strategy. Default: 1.
+	Weight float64 `json:"weight,omitempty"`
 }
 
 // CaddyModule returns the Caddy module information.
@@ -242,7 +284,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		}
 		h.models[m.Name] = m
 	}
-	h.routes = make(map[string]*Route, len(h.Routes))
+	h.routes = make(map[string]*Route, len(h.Routes)+len(builtinAliases))
 	for _, r := range h.Routes {
 		if r == nil {
 			return fmt.Errorf("null route")
@@ -250,9 +292,42 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		if _, dup := h.routes[r.Name]; dup {
 			return fmt.Errorf("route %s defined twice", r.Name)
 		}
+		if r.StrategyRaw != nil {
+			mod, err := ctx.LoadModule(r, "StrategyRaw")
+			if err != nil {
+				return fmt.Errorf("route %s: loading strategy: %v", r.Name, err)
+			}
+			r.strategy = mod.(strategies.Strategy)
+		}
 		h.routes[r.Name] = r
 	}
+	for _, a := range builtinAliases {
+		if h.routes[a.name] != nil || h.models[a.name] != nil || len(h.Models) == 0 {
+			continue
+		}
+		r := &Route{Name: a.name, StrategyRaw: json.RawMessage(`{"name":"` + a.strategy + `"}`)}
+		for _, m := range h.Models {
+			r.Targets = append(r.Targets, &Target{Model: m.Name})
+		}
+		mod, err := ctx.LoadModule(r, "StrategyRaw")
+		if err != nil {
+			return fmt.Errorf("built-in route %s: loading strategy: %v", a.name, err)
+		}
+		r.strategy = mod.(strategies.Strategy)
+		h.routes[a.name] = r
+	}
 	return nil
+}
+
+// Cleanup releases the providers' reverse proxies.
+func (h *Handler) Cleanup() error {
+	var err error
+	for _, p := range h.Providers {
+		if p != nil {
+			err = errors.Join(err, p.Cleanup())
+		}
+	}
+	return err
 }
 
 // Validate checks that every reference resolves.
@@ -280,8 +355,11 @@ func (h *Handler) Validate() error {
 		if m.InputPrice < 0 || m.OutputPrice < 0 || m.Quality < 0 || m.Quality > 1 || m.Context < 0 {
 			return fmt.Errorf("model %s: prices and context must not be negative, quality must be within 0..1", m.Name)
 		}
-		if strings.ContainsAny(m.UpstreamName, "/?#\\") {
-			return fmt.Errorf("model %s: upstream_name %q must not contain '/', '?', '#' or '\\'", m.Name, m.UpstreamName)
+		for _, pn := range m.Providers {
+			// Azure puts the deployment (the upstream name) into the path.
+			if h.providers[pn].Format == upstreams.FormatAzure && strings.ContainsAny(m.UpstreamName, "/?#\\%") {
+				return fmt.Errorf("model %s: upstream_name %q is an Azure deployment and must not contain '/', '?', '#', '%%' or '\\'", m.Name, m.UpstreamName)
+			}
 		}
 	}
 	for _, r := range h.Routes {
@@ -294,7 +372,18 @@ func (h *Handler) Validate() error {
 		if len(r.Targets) == 0 {
 			return fmt.Errorf("route %s: no target", r.Name)
 		}
+		for _, name := range r.Fallback {
+			if _, ok := h.models[name]; !ok {
+				return fmt.Errorf("route %s: unknown fallback model %q", r.Name, name)
+			}
+		}
+		if r.MaxInputPrice < 0 || r.MaxOutputPrice < 0 {
+			return fmt.Errorf("route %s: max_price must not be negative", r.Name)
+		}
 		for _, t := range r.Targets {
+			if t.Weight < 0 {
+				return fmt.Errorf("route %s: target %s: weight must not be negative", r.Name, t.Model)
+			}
 			m, ok := h.models[t.Model]
 			if !ok {
 				return fmt.Errorf("route %s: unknown model %q", r.Name, t.Model)
@@ -345,5 +434,6 @@ func contains(list []string, s string) bool {
 var (
 	_ caddy.Provisioner           = (*Handler)(nil)
 	_ caddy.Validator             = (*Handler)(nil)
+	_ caddy.CleanerUpper          = (*Handler)(nil)
 	_ caddyhttp.MiddlewareHandler = (*Handler)(nil)
 )

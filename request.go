@@ -111,8 +111,8 @@ func parseRequest(body []byte, modelKey string, maxDepth int) (*Request, *reques
 				perr = err
 				return false
 			}
-			if k.Str != "n" && req.MaxTokens == 0 {
-				req.MaxTokens = n
+			if k.Str != "n" {
+				req.MaxTokens = max(req.MaxTokens, n)
 			}
 		case "temperature", "top_p", "presence_penalty", "frequency_penalty":
 			if v.Type == gjson.Number && (math.IsInf(v.Float(), 0) || math.Abs(v.Float()) > 1e6) {
@@ -202,15 +202,18 @@ func checkDepth(body []byte, max int) *requestError {
 }
 
 // rewriteBody returns the body for one target: the model field set to the
-// upstream model name, and the target's parameters applied.
-func rewriteBody(body []byte, modelKey, model string, params map[string]json.RawMessage) ([]byte, error) {
+// upstream model name, and each set of parameters applied in turn (a
+// later set wins).
+func rewriteBody(body []byte, modelKey, model string, params ...map[string]json.RawMessage) ([]byte, error) {
 	out, err := sjson.SetBytes(body, modelKey, model)
 	if err != nil {
 		return nil, err
 	}
-	for _, path := range slices.Sorted(maps.Keys(params)) {
-		if out, err = sjson.SetRawBytes(out, path, params[path]); err != nil {
-			return nil, err
+	for _, ps := range params {
+		for _, path := range slices.Sorted(maps.Keys(ps)) {
+			if out, err = sjson.SetRawBytes(out, path, ps[path]); err != nil {
+				return nil, err
+			}
 		}
 	}
 	return out, nil

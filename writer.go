@@ -10,12 +10,16 @@ import (
 	"github.com/tidwall/gjson"
 )
 
-// errMalformedEvent stops an upstream stream whose event is not valid JSON.
-var errMalformedEvent = errors.New("upstream sent a malformed stream event")
+// Errors that stop an upstream stream.
+var (
+	errMalformedEvent = errors.New("upstream sent a malformed stream event")
+	errEventTooLong   = errors.New("upstream sent a stream line longer than 16 MiB")
+)
 
 const (
 	maxErrorBody = 64 << 10 // upstream error bodies kept for the client
 	usageTail    = 16 << 10 // tail of non-stream bodies kept to read usage
+	maxEventLine = 16 << 20 // longest stream line held while waiting for its end
 )
 
 // Usage is the token usage an answer reported.
@@ -170,10 +174,17 @@ func (aw *attemptWriter) finish() {
 // the stream stops with errMalformedEvent.
 func (aw *attemptWriter) writeEvents(p []byte) (int, error) {
 	aw.pending = append(aw.pending, p...)
-	end := bytes.LastIndexByte(aw.pending, '\n')
+	if len(aw.pending) > maxEventLine {
+		aw.pending = nil
+		aw.streamErr = errEventTooLong
+		return len(p), errEventTooLong
+	}
+	// Only the new bytes can hold the last line end.
+	end := bytes.LastIndexByte(p, '\n')
 	if end < 0 {
 		return len(p), nil
 	}
+	end += len(aw.pending) - len(p)
 	complete := aw.pending[:end+1]
 	good := 0
 	for good < len(complete) {

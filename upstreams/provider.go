@@ -6,6 +6,7 @@ package upstreams
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -82,7 +83,8 @@ type Provider struct {
 	// upstreams, load balancing, health checks, transport and timeouts.
 	ProxyRaw json.RawMessage `json:"proxy,omitempty" caddy:"namespace=http.handlers inline_key=handler"`
 
-	proxy *reverseproxy.Handler
+	proxy        *reverseproxy.Handler
+	ownTransport *reverseproxy.HTTPTransport
 }
 
 // Provision loads the provider's reverse proxy and wraps its transport so
@@ -113,39 +115,66 @@ func (p *Provider) Provision(ctx caddy.Context) error {
 		ctx.Logger().Warn("provider api_key is a literal key and shows in the config; use a runtime placeholder such as {env.OPENAI_API_KEY}",
 			zap.String("provider", p.Name))
 	}
-	if err := p.applyProxyDefaults(); err != nil {
+	// The reverse proxy is provisioned here rather than through
+	// ctx.LoadModule, so that its transport can be wrapped before the
+	// proxy (and its active health checker) starts using it.
+	rp, err := p.decodeProxy()
+	if err != nil {
 		return fmt.Errorf("provider %s: %v", p.Name, err)
 	}
-	mod, err := ctx.LoadModule(p, "ProxyRaw")
-	if err != nil {
-		return fmt.Errorf("provider %s: loading proxy: %v", p.Name, err)
+	var inner http.RoundTripper
+	if rp.TransportRaw != nil {
+		mod, err := ctx.LoadModule(rp, "TransportRaw")
+		if err != nil {
+			return fmt.Errorf("provider %s: loading transport: %v", p.Name, err)
+		}
+		inner = mod.(http.RoundTripper)
+	} else {
+		t := new(reverseproxy.HTTPTransport)
+		if err := t.Provision(ctx); err != nil {
+			return fmt.Errorf("provider %s: provisioning transport: %v", p.Name, err)
+		}
+		p.ownTransport = t
+		inner = t
 	}
-	proxy, ok := mod.(*reverseproxy.Handler)
-	if !ok {
-		return fmt.Errorf("provider %s: proxy must be a reverse_proxy handler, got %T", p.Name, mod)
+	rp.Transport = &authTransport{inner: inner, p: p}
+	if err := rp.Provision(ctx); err != nil {
+		return fmt.Errorf("provider %s: provisioning proxy: %v", p.Name, err)
 	}
-	proxy.Transport = &authTransport{inner: proxy.Transport, p: p}
-	p.proxy = proxy
+	p.proxy = rp
 	return nil
 }
 
-// applyProxyDefaults adjusts the reverse proxy's config before it is
-// loaded: requests carry the provider's own host name (never the
-// client's), and active health checks authenticate like requests do (the
-// key stays a placeholder, resolved by the health checker at check time).
-func (p *Provider) applyProxyDefaults() error {
+// Cleanup releases the provider's reverse proxy and transport.
+func (p *Provider) Cleanup() error {
+	var err error
+	if p.proxy != nil {
+		err = p.proxy.Cleanup()
+	}
+	if p.ownTransport != nil {
+		err = errors.Join(err, p.ownTransport.Cleanup())
+	}
+	return err
+}
+
+// decodeProxy reads the reverse proxy's config strictly and applies the
+// provider's defaults: requests carry the provider's own host name (never
+// the client's), and active health checks authenticate like requests do
+// (the key stays a placeholder, resolved by the health checker at check
+// time).
+func (p *Provider) decodeProxy() (*reverseproxy.Handler, error) {
 	if h := gjson.GetBytes(p.ProxyRaw, "handler").Str; h != "reverse_proxy" {
-		return fmt.Errorf("proxy must be a reverse_proxy handler, got %q", h)
+		return nil, fmt.Errorf("proxy must be a reverse_proxy handler, got %q", h)
 	}
 	raw, err := sjson.DeleteBytes(p.ProxyRaw, "handler")
 	if err != nil {
-		return err
+		return nil, err
 	}
-	var rp reverseproxy.Handler
+	rp := new(reverseproxy.Handler)
 	dec := json.NewDecoder(bytes.NewReader(raw))
 	dec.DisallowUnknownFields()
-	if err := dec.Decode(&rp); err != nil {
-		return fmt.Errorf("proxy: %v", err)
+	if err := dec.Decode(rp); err != nil {
+		return nil, fmt.Errorf("proxy: %v", err)
 	}
 	if rp.Headers == nil {
 		rp.Headers = new(headers.Handler)
@@ -171,8 +200,7 @@ func (p *Provider) applyProxyDefaults() error {
 			}
 		}
 	}
-	p.ProxyRaw = caddyconfig.JSONModuleObject(&rp, "handler", "reverse_proxy", nil)
-	return nil
+	return rp, nil
 }
 
 // Validate checks the provider's configuration.
@@ -198,13 +226,11 @@ func (p *Provider) Validate() error {
 func (p *Provider) Proxy() *reverseproxy.Handler { return p.proxy }
 
 // Serves reports whether the provider speaks the API an endpoint belongs
-// to: anthropic providers serve `/messages`; openai and azure providers
-// serve everything else.
+// to: anthropic providers serve `/messages` (and `/messages/...`, such as
+// count_tokens); openai and azure providers serve everything else.
 func (p *Provider) Serves(endpoint string) bool {
-	if p.Format == FormatAnthropic {
-		return endpoint == "/messages"
-	}
-	return endpoint != "/messages"
+	isMessages := endpoint == "/messages" || strings.HasPrefix(endpoint, "/messages/")
+	return isMessages == (p.Format == FormatAnthropic)
 }
 
 // Available reports whether at least one of the provider's static
@@ -242,7 +268,7 @@ func (p *Provider) PrepareRequest(r *http.Request, endpoint, upstreamModel strin
 
 	switch p.Format {
 	case FormatAzure:
-		r.URL.Path = p.BasePath + "/deployments/" + url.PathEscape(upstreamModel) + endpoint
+		r.URL.Path = p.BasePath + "/deployments/" + upstreamModel + endpoint
 		q := r.URL.Query()
 		q.Set("api-version", p.APIVersion)
 		r.URL.RawQuery = q.Encode()
@@ -314,6 +340,15 @@ func (t *authTransport) OverrideHealthCheckScheme(u *url.URL, port string) {
 	if o, ok := t.inner.(reverseproxy.HealthCheckSchemeOverriderTransport); ok {
 		o.OverrideHealthCheckScheme(u, port)
 	}
+}
+
+// RequestHeaderOps passes on the inner transport's default header
+// operations (Host for HTTPS upstreams).
+func (t *authTransport) RequestHeaderOps() *headers.HeaderOps {
+	if o, ok := t.inner.(reverseproxy.RequestHeaderOpsTransport); ok {
+		return o.RequestHeaderOps()
+	}
+	return nil
 }
 
 // ProxyProtocolEnabled reports the inner transport's PROXY protocol use.
@@ -450,6 +485,8 @@ func (p *Provider) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 var (
 	_ caddy.Provisioner                                = (*Provider)(nil)
 	_ caddy.Validator                                  = (*Provider)(nil)
+	_ caddy.CleanerUpper                               = (*Provider)(nil)
+	_ reverseproxy.RequestHeaderOpsTransport           = (*authTransport)(nil)
 	_ caddyfile.Unmarshaler                            = (*Provider)(nil)
 	_ http.RoundTripper                                = (*authTransport)(nil)
 	_ reverseproxy.HealthCheckSchemeOverriderTransport = (*authTransport)(nil)

@@ -1,0 +1,130 @@
+package llmroute
+
+import (
+	"bytes"
+	"errors"
+	"math/rand/v2"
+	"net/http"
+	"strings"
+	"testing"
+
+	"github.com/tidwall/gjson"
+)
+
+// FuzzParseRequest checks that parseRequest never panics, and that what
+// it accepts is a JSON object with a non-empty string model.
+func FuzzParseRequest(f *testing.F) {
+	for _, seed := range []string{
+		chatBody, completionBody, embeddingBody, embeddingsBody, responsesBody, anthropicBody, completionsBody,
+		``, `{}`, `[]`, `null`, `"x"`, `{"model":""}`, `{"model":"m","model":"n"}`,
+		`{"model":"m","max_tokens":1e400}`, `{"model":"m","stream":"yes"}`, `{"model":"m","n":-1}`,
+		`{"model":"m","x":"\"[[[["}`, `{"model":"m\u0000"}`, `{"mod\u0065l":"m"}`,
+		strings.Repeat("[", 100), `{"model":"m","a":` + strings.Repeat(`{"a":`, 70) + `1` + strings.Repeat("}", 70) + `}`,
+		"{\"model\":\"m\xff\"}", `{"model":"m"}garbage`,
+	} {
+		f.Add([]byte(seed), uint8(64))
+	}
+	f.Add([]byte(`{"model":"m","a":[[[[1]]]]}`), uint8(3))
+	f.Fuzz(func(t *testing.T, body []byte, depth uint8) {
+		maxDepth := int(depth%100) + 1
+		req, rerr := parseRequest(body, "model", maxDepth)
+		if rerr != nil {
+			if req != nil {
+				t.Fatal("both a request and an error")
+			}
+			if rerr.status != 400 || rerr.code == "" || rerr.msg == "" {
+				t.Fatalf("bad error: %+v", rerr)
+			}
+			return
+		}
+		if req.Model == "" {
+			t.Fatal("accepted an empty model")
+		}
+		if !gjson.ValidBytes(body) || !gjson.ParseBytes(body).IsObject() {
+			t.Fatalf("accepted a body that is not a JSON object: %q", body)
+		}
+		if m := gjson.GetBytes(body, "model"); m.Type != gjson.String || m.Str != req.Model {
+			t.Fatalf("model %q, body has %s", req.Model, m.Raw)
+		}
+		if !bytes.Equal(req.Body, body) {
+			t.Fatal("Body differs from the input")
+		}
+		if req.MaxTokens < 0 || req.MaxTokens > maxTokensLimit {
+			t.Fatalf("MaxTokens = %d", req.MaxTokens)
+		}
+		// Whatever was accepted can be rewritten for an upstream.
+		out, err := rewriteBody(body, "model", "upstream-model", nil)
+		if err != nil {
+			t.Fatalf("rewriteBody: %v", err)
+		}
+		if got := gjson.GetBytes(out, "model").Str; got != "upstream-model" {
+			t.Fatalf("rewritten model %q in %q", got, out)
+		}
+	})
+}
+
+// FuzzEventStream sends arbitrary bytes, split at arbitrary points,
+// through an attemptWriter in event stream mode. It must not panic, and
+// what reaches the client is always a prefix of the input: all of it
+// unless the writer stopped at a malformed event.
+func FuzzEventStream(f *testing.F) {
+	for _, seed := range []string{
+		openAIStream, anthropicStream, responsesStream,
+		strings.ReplaceAll(openAIStream, "\n", "\r\n"),
+		"data: {\"a\":1}\n\ndata: {bad\n\ndata: [DONE]\n\n",
+		"data: [DONE]",
+		"data:\n\ndata:    \n\n: comment\n",
+		"data: {\"type\":\"message_start\",\"message\":{\"usage\":{\"input_tokens\":\"x\"}}}\n\n",
+		"\n\n\n",
+		"",
+		"data:A",
+	} {
+		f.Add([]byte(seed), uint64(1))
+		f.Add([]byte(seed), uint64(0xdeadbeef))
+	}
+	f.Fuzz(func(t *testing.T, data []byte, seed uint64) {
+		if len(data) > 64<<10 {
+			t.Skip("long lines are covered by TestAttemptWriterLongLine")
+		}
+		rng := rand.New(rand.NewPCG(seed, uint64(len(data))))
+		rec := newRecorder()
+		aw := newTestWriter(rec)
+		aw.Header().Set("Content-Type", "text/event-stream")
+		aw.WriteHeader(http.StatusOK)
+		var werr error
+		for rest := data; len(rest) > 0; {
+			n := min(len(rest), 1+rng.IntN(64))
+			written, err := aw.Write(rest[:n])
+			if err != nil {
+				if !errors.Is(err, errMalformedEvent) {
+					t.Fatalf("Write: %v", err)
+				}
+				werr = err
+				break
+			}
+			if written != n {
+				t.Fatalf("Write reported %d of %d bytes", written, n)
+			}
+			rest = rest[n:]
+		}
+		if werr == nil {
+			aw.finish()
+		}
+		// The writer stops at a malformed event: in a Write, or in the
+		// incomplete last line finish looks at.
+		stopped := werr != nil || aw.streamErr != nil
+		if stopped && !errors.Is(aw.streamErr, errMalformedEvent) {
+			t.Fatalf("stopped with streamErr = %v", aw.streamErr)
+		}
+		out := rec.Body.Bytes()
+		if !bytes.HasPrefix(data, out) {
+			t.Fatalf("output is not a prefix of the input:\n in %q\nout %q", data, out)
+		}
+		if !stopped && !bytes.Equal(out, data) {
+			t.Fatalf("output differs from the input:\n in %q\nout %q", data, out)
+		}
+		if stopped && len(out) == len(data) {
+			t.Fatal("a malformed event was passed on")
+		}
+	})
+}

@@ -1,0 +1,780 @@
+package llmroute
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"reflect"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"github.com/tidwall/gjson"
+
+	"github.com/caddy-llm-route/llmroute/upstreams"
+)
+
+// resolveConfig has openai-format providers a and b, an anthropic one c
+// and an azure one az; none is ever contacted by resolve.
+var resolveConfig = `{
+	"providers": [
+		{"name": "a", "proxy": ` + proxyTo("127.0.0.1:1") + `},
+		{"name": "b", "proxy": ` + proxyTo("127.0.0.1:1") + `},
+		{"name": "c", "format": "anthropic", "proxy": ` + proxyTo("127.0.0.1:1") + `},
+		{"name": "az", "format": "azure", "proxy": ` + proxyTo("127.0.0.1:1") + `}
+	],
+	"models": [
+		{"name": "m", "providers": ["a", "b"]},
+		{"name": "aliased", "providers": ["a", "az"], "upstream_name": "real-name"},
+		{"name": "claude", "providers": ["c"]},
+		{"name": "mixed", "providers": ["a", "c"]},
+		{"name": "solo", "providers": ["b"]},
+		{"name": "a/slashed", "providers": ["b"], "upstream_name": "slashed"}
+	],
+	"routes": [
+		{"name": "r", "retry_on": [500], "targets": [
+			{"model": "m", "provider": "b", "params": {"temperature": 0.1}},
+			{"model": "claude"},
+			{"model": "solo"}
+		]},
+		{"name": "fallback", "targets": [{"model": "m"}, {"model": "aliased"}]}
+	]
+}`
+
+// pairs lists a plan's candidates as model@provider.
+func pairs(p *plan) []string {
+	var out []string
+	for _, c := range p.candidates {
+		out = append(out, c.model.Name+"@"+c.provider.Name)
+	}
+	return out
+}
+
+func TestResolve(t *testing.T) {
+	upstreams.Cooldowns.Reset()
+	t.Cleanup(upstreams.Cooldowns.Reset)
+	h := mustLoadHandler(t, resolveConfig)
+	for _, tc := range []struct {
+		model, endpoint string
+		route           string
+		pairs           []string
+		retryOn         []int
+		status          int
+		code            string
+	}{
+		{model: "m", endpoint: "/chat/completions", route: "m", pairs: []string{"m@a", "m@b"}, retryOn: []int{429, 5}},
+		{model: "m", endpoint: "/embeddings", route: "m", pairs: []string{"m@a", "m@b"}},
+		{model: "aliased", endpoint: "/chat/completions", route: "aliased", pairs: []string{"aliased@a", "aliased@az"}},
+		{model: "r", endpoint: "/chat/completions", route: "r", pairs: []string{"m@b", "solo@b"}, retryOn: []int{500}},
+		{model: "r", endpoint: "/messages", route: "r", pairs: []string{"claude@c"}, retryOn: []int{500}},
+		{model: "fallback", endpoint: "/chat/completions", route: "fallback", pairs: []string{"m@a", "m@b", "aliased@a", "aliased@az"}},
+		{model: "a/m", endpoint: "/chat/completions", route: "m", pairs: []string{"m@a"}},
+		{model: "b/m", endpoint: "/responses", route: "m", pairs: []string{"m@b"}},
+		{model: "c/claude", endpoint: "/messages", route: "claude", pairs: []string{"claude@c"}},
+		{model: "az/aliased", endpoint: "/chat/completions", route: "aliased", pairs: []string{"aliased@az"}},
+		{model: "mixed", endpoint: "/messages", route: "mixed", pairs: []string{"mixed@c"}},
+		{model: "mixed", endpoint: "/chat/completions", route: "mixed", pairs: []string{"mixed@a"}},
+		// A registered model whose name looks like provider/model.
+		{model: "a/slashed", endpoint: "/chat/completions", route: "a/slashed", pairs: []string{"a/slashed@b"}},
+
+		{model: "c/m", endpoint: "/chat/completions", status: 404, code: "model_not_found"},
+		{model: "a/solo", endpoint: "/chat/completions", status: 404, code: "model_not_found"},
+		{model: "a/nope", endpoint: "/chat/completions", status: 404, code: "model_not_found"},
+		{model: "x/m", endpoint: "/chat/completions", status: 404, code: "model_not_found"},
+		{model: "nope", endpoint: "/chat/completions", status: 404, code: "model_not_found"},
+		{model: "M", endpoint: "/chat/completions", status: 404, code: "model_not_found"},
+		{model: "/m", endpoint: "/chat/completions", status: 404, code: "model_not_found"},
+		// No candidate left for the endpoint: a client error (any code).
+		{model: "claude", endpoint: "/chat/completions", status: 400},
+		{model: "m", endpoint: "/messages", status: 400},
+		{model: "a/m", endpoint: "/messages", status: 400},
+		{model: "solo", endpoint: "/messages", status: 400},
+	} {
+		t.Run(tc.model+tc.endpoint, func(t *testing.T) {
+			p, rerr := h.resolve(httptest.NewRequest("POST", "/", nil), &Request{Model: tc.model, Endpoint: tc.endpoint})
+			if tc.status != 0 {
+				if rerr == nil {
+					t.Fatalf("resolved to %v, want %d %s", pairs(p), tc.status, tc.code)
+				}
+				if rerr.status != tc.status || (tc.code != "" && rerr.code != tc.code) || rerr.code == "" {
+					t.Errorf("got %d %s (%s), want %d %s", rerr.status, rerr.code, rerr.msg, tc.status, tc.code)
+				}
+				return
+			}
+			if rerr != nil {
+				t.Fatalf("got %d %s: %s", rerr.status, rerr.code, rerr.msg)
+			}
+			if p.route != tc.route {
+				t.Errorf("route = %q, want %q", p.route, tc.route)
+			}
+			if got := pairs(p); !reflect.DeepEqual(got, tc.pairs) {
+				t.Errorf("candidates = %v, want %v", got, tc.pairs)
+			}
+			if tc.retryOn != nil && !reflect.DeepEqual(p.retryOn, tc.retryOn) {
+				t.Errorf("retryOn = %v, want %v", p.retryOn, tc.retryOn)
+			}
+		})
+	}
+}
+
+func TestResolveParams(t *testing.T) {
+	h := mustLoadHandler(t, resolveConfig)
+	p, rerr := h.resolve(httptest.NewRequest("POST", "/", nil), &Request{Model: "r", Endpoint: "/chat/completions"})
+	if rerr != nil {
+		t.Fatal(rerr.msg)
+	}
+	if got := string(p.candidates[0].params["temperature"]); got != "0.1" {
+		t.Errorf("first target params = %v", p.candidates[0].params)
+	}
+	if p.candidates[1].params != nil {
+		t.Errorf("second target params = %v", p.candidates[1].params)
+	}
+}
+
+func TestResolveCooldown(t *testing.T) {
+	upstreams.Cooldowns.Reset()
+	t.Cleanup(upstreams.Cooldowns.Reset)
+	h := mustLoadHandler(t, resolveConfig)
+	resolve := func(model string) []string {
+		t.Helper()
+		p, rerr := h.resolve(httptest.NewRequest("POST", "/", nil), &Request{Model: model, Endpoint: "/chat/completions"})
+		if rerr != nil {
+			t.Fatalf("%s: %s", model, rerr.msg)
+		}
+		return pairs(p)
+	}
+	now := time.Now()
+
+	upstreams.Cooldowns.Failure("a", "m", time.Minute, time.Minute, 3, now)
+	if got, want := resolve("m"), []string{"m@b", "m@a"}; !reflect.DeepEqual(got, want) {
+		t.Errorf("a cooling: candidates = %v, want %v", got, want)
+	}
+	// Cooldowns are per provider and model: aliased@a is not affected.
+	if got, want := resolve("fallback"), []string{"m@b", "aliased@a", "aliased@az", "m@a"}; !reflect.DeepEqual(got, want) {
+		t.Errorf("a cooling for m: candidates = %v, want %v", got, want)
+	}
+	// All cooling: all kept, in order.
+	upstreams.Cooldowns.Failure("b", "m", time.Minute, time.Minute, 3, now)
+	if got, want := resolve("m"), []string{"m@a", "m@b"}; !reflect.DeepEqual(got, want) {
+		t.Errorf("all cooling: candidates = %v, want %v", got, want)
+	}
+	// A pinned provider in cooldown is still tried.
+	if got, want := resolve("a/m"), []string{"m@a"}; !reflect.DeepEqual(got, want) {
+		t.Errorf("pinned: candidates = %v, want %v", got, want)
+	}
+	// The cooldown key is the upstream name.
+	upstreams.Cooldowns.Failure("a", "real-name", time.Minute, time.Minute, 3, now)
+	if got, want := resolve("aliased"), []string{"aliased@az", "aliased@a"}; !reflect.DeepEqual(got, want) {
+		t.Errorf("aliased cooling: candidates = %v, want %v", got, want)
+	}
+	// A success ends it.
+	upstreams.Cooldowns.Success("a", "m")
+	if got, want := resolve("m"), []string{"m@a", "m@b"}; !reflect.DeepEqual(got, want) {
+		t.Errorf("after success: candidates = %v, want %v", got, want)
+	}
+}
+
+func TestResolveMaxAttempts(t *testing.T) {
+	upstreams.Cooldowns.Reset()
+	t.Cleanup(upstreams.Cooldowns.Reset)
+	h := mustLoadHandler(t, resolveConfig)
+	for _, tc := range []struct {
+		max   int
+		model string
+		want  []string
+	}{
+		{0, "fallback", []string{"m@a", "m@b", "aliased@a", "aliased@az"}},
+		{1, "fallback", []string{"m@a"}},
+		{3, "fallback", []string{"m@a", "m@b", "aliased@a"}},
+		{10, "m", []string{"m@a", "m@b"}},
+	} {
+		h.MaxAttempts = tc.max
+		p, rerr := h.resolve(httptest.NewRequest("POST", "/", nil), &Request{Model: tc.model, Endpoint: "/chat/completions"})
+		if rerr != nil {
+			t.Fatal(rerr.msg)
+		}
+		if got := pairs(p); !reflect.DeepEqual(got, tc.want) {
+			t.Errorf("max_attempts %d: candidates = %v, want %v", tc.max, got, tc.want)
+		}
+	}
+	// The cap applies after cooling pairs moved to the end.
+	upstreams.Cooldowns.Failure("a", "m", time.Minute, time.Minute, 3, time.Now())
+	h.MaxAttempts = 1
+	p, _ := h.resolve(httptest.NewRequest("POST", "/", nil), &Request{Model: "m", Endpoint: "/chat/completions"})
+	if got := pairs(p); !reflect.DeepEqual(got, []string{"m@b"}) {
+		t.Errorf("max_attempts 1 with a cooling: candidates = %v, want [m@b]", got)
+	}
+}
+
+func TestMatchesStatus(t *testing.T) {
+	for _, tc := range []struct {
+		status int
+		list   []int
+		want   bool
+	}{
+		{429, []int{429, 5}, true},
+		{500, []int{429, 5}, true},
+		{503, []int{429, 5}, true},
+		{599, []int{5}, true},
+		{404, []int{429, 5}, false},
+		{400, []int{4}, true},
+		{499, []int{4}, true},
+		{429, []int{4}, true},
+		{500, []int{4}, false},
+		{502, []int{500, 503}, false},
+		{503, []int{500, 503}, true},
+		{200, []int{2}, true},
+		{500, nil, false},
+		{500, []int{}, false},
+	} {
+		if got := matchesStatus(tc.status, tc.list); got != tc.want {
+			t.Errorf("matchesStatus(%d, %v) = %v, want %v", tc.status, tc.list, got, tc.want)
+		}
+	}
+}
+
+func TestHandlerMatch(t *testing.T) {
+	h := &Handler{EnableOnPathSuffix: DefaultPathSuffixes}
+	for _, tc := range []struct {
+		path    string
+		matched string
+		ok      bool
+	}{
+		{"/v1/chat/completions", "/completions", true},
+		{"/v1/messages", "/messages", true},
+		{"/v1/responses", "/responses", true},
+		{"/v1/rerank", "/rerank", true},
+		{"/v1/models", "", false},
+		{"/v1/chat/completions/", "", false},
+		{"/", "", false},
+	} {
+		matched, ok := h.match(tc.path)
+		if matched != tc.matched || ok != tc.ok {
+			t.Errorf("match(%q) = %q, %v; want %q, %v", tc.path, matched, ok, tc.matched, tc.ok)
+		}
+	}
+	h.EnableOnPathSuffix = []string{"*"}
+	if m, ok := h.match("/anything"); !ok || m != "*" {
+		t.Errorf("* did not match: %q %v", m, ok)
+	}
+}
+
+// upstream is a test provider: it records what it received and answers
+// with its handler.
+type upstream struct {
+	*httptest.Server
+	mu     sync.Mutex
+	bodies []string
+	heads  []http.Header
+	uris   []string
+}
+
+func newUpstream(t *testing.T, handle func(w http.ResponseWriter, r *http.Request)) *upstream {
+	t.Helper()
+	u := new(upstream)
+	u.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		u.mu.Lock()
+		u.bodies = append(u.bodies, string(b))
+		u.heads = append(u.heads, r.Header.Clone())
+		u.uris = append(u.uris, r.RequestURI)
+		u.mu.Unlock()
+		handle(w, r)
+	}))
+	t.Cleanup(u.Close)
+	return u
+}
+
+func (u *upstream) addr() string { return strings.TrimPrefix(u.URL, "http://") }
+
+func (u *upstream) requests() int {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return len(u.bodies)
+}
+
+func (u *upstream) body(i int) string {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return u.bodies[i]
+}
+
+// gatewayProxy is a reverse_proxy with an explicitly loaded transport, so
+// that its idle connections are closed when the test's context ends.
+func gatewayProxy(addr string) string {
+	return `{"handler": "reverse_proxy", "transport": {"protocol": "http"}, "upstreams": [{"dial": "` + addr + `"}]}`
+}
+
+// serveGateway runs one request through h like Caddy's server would. It
+// returns the response and the replacer, recovering an abort panic.
+func serveGateway(t *testing.T, h *Handler, method, path, body string, hdr ...string) (rec *httptest.ResponseRecorder, repl *caddy.Replacer, nextCalled, aborted bool) {
+	t.Helper()
+	rec = httptest.NewRecorder()
+	r := httptest.NewRequest(method, "http://gateway.example"+path, strings.NewReader(body))
+	r.Header.Set("Content-Type", "application/json")
+	for i := 0; i+1 < len(hdr); i += 2 {
+		r.Header.Set(hdr[i], hdr[i+1])
+	}
+	repl = caddy.NewReplacer()
+	r = caddyhttp.PrepareRequest(r, repl, rec, &caddyhttp.Server{})
+	next := caddyhttp.HandlerFunc(func(w http.ResponseWriter, r *http.Request) error {
+		nextCalled = true
+		w.WriteHeader(http.StatusTeapot)
+		return nil
+	})
+	func() {
+		defer func() {
+			if v := recover(); v != nil {
+				if v != http.ErrAbortHandler {
+					panic(v)
+				}
+				aborted = true
+			}
+		}()
+		if err := h.ServeHTTP(rec, r, next); err != nil {
+			t.Errorf("ServeHTTP: %v", err)
+		}
+	}()
+	return rec, repl, nextCalled, aborted
+}
+
+const okChat = `{"id":"chatcmpl-1","object":"chat.completion","choices":[{"index":0,"message":{"role":"assistant","content":"hi"},"finish_reason":"stop"}],"usage":{"prompt_tokens":3,"completion_tokens":2,"total_tokens":5}}`
+
+func answer(status int, body string, hdr ...string) func(http.ResponseWriter, *http.Request) {
+	return func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		for i := 0; i+1 < len(hdr); i += 2 {
+			w.Header().Set(hdr[i], hdr[i+1])
+		}
+		w.WriteHeader(status)
+		_, _ = io.WriteString(w, body)
+	}
+}
+
+// gateway provisions a handler with providers a and b (openai format)
+// and c (anthropic), model m on a then b (upstream name real-m), model
+// claude on c, and route r (m with parameters).
+func gateway(t *testing.T, a, b, c *upstream, extra string) *Handler {
+	t.Helper()
+	upstreams.Cooldowns.Reset()
+	t.Cleanup(upstreams.Cooldowns.Reset)
+	h := mustLoadHandler(t, `{
+		`+extra+`
+		"providers": [
+			{"name": "a", "api_key": "key-a", "proxy": `+gatewayProxy(a.addr())+`},
+			{"name": "b", "api_key": "key-b", "proxy": `+gatewayProxy(b.addr())+`},
+			{"name": "c", "format": "anthropic", "api_key": "key-c", "proxy": `+gatewayProxy(c.addr())+`}
+		],
+		"models": [
+			{"name": "m", "providers": ["a", "b"], "upstream_name": "real-m"},
+			{"name": "claude", "providers": ["c"], "upstream_name": "claude-real"}
+		],
+		"routes": [
+			{"name": "r", "targets": [{"model": "m", "provider": "b", "params": {"temperature": 0.1, "max_tokens": 5}}]}
+		]
+	}`)
+	return h
+}
+
+func TestServeFallback(t *testing.T) {
+	a := newUpstream(t, answer(429, `{"error":{"message":"slow down"}}`, "Retry-After", "30", "X-Upstream-Secret", "a"))
+	b := newUpstream(t, answer(200, okChat, "X-From", "b"))
+	c := newUpstream(t, answer(500, ``))
+	h := gateway(t, a, b, c, `"model_to_header": "X-Requested-Model",`)
+
+	rec, repl, nextCalled, _ := serveGateway(t, h, "POST", "/v1/chat/completions",
+		`{"model":"m","messages":[{"role":"user","content":"hi"}]}`, "Authorization", "Bearer client")
+	if nextCalled {
+		t.Fatal("next handler called")
+	}
+	if rec.Code != 200 || rec.Body.String() != okChat {
+		t.Fatalf("response %d %s", rec.Code, rec.Body)
+	}
+	for k, want := range map[string]string{
+		"X-From":            "b",
+		"X-Upstream-Secret": "",
+		"Retry-After":       "",
+		HeaderModel:         "m",
+		HeaderProvider:      "b",
+		HeaderRoute:         "m",
+		HeaderAttempts:      "2",
+	} {
+		if got := rec.Header().Get(k); got != want {
+			t.Errorf("header %s = %q, want %q", k, got, want)
+		}
+	}
+	if a.requests() != 1 || b.requests() != 1 || c.requests() != 0 {
+		t.Fatalf("requests: a %d, b %d, c %d", a.requests(), b.requests(), c.requests())
+	}
+	for name, u := range map[string]*upstream{"a": a, "b": b} {
+		if got := gjson.Get(u.body(0), "model").Str; got != "real-m" {
+			t.Errorf("%s got model %q", name, got)
+		}
+		u.mu.Lock()
+		if got := u.heads[0].Get("Authorization"); got != "Bearer key-"+name {
+			t.Errorf("%s got Authorization %q", name, got)
+		}
+		if got := u.heads[0].Get("X-Requested-Model"); got != "m" {
+			t.Errorf("%s got X-Requested-Model %q", name, got)
+		}
+		if u.uris[0] != "/v1/chat/completions" {
+			t.Errorf("%s got URI %q", name, u.uris[0])
+		}
+		u.mu.Unlock()
+	}
+	// The 429's Retry-After cools a down.
+	if until := upstreams.Cooldowns.Until("a", "real-m"); time.Until(until) < 20*time.Second {
+		t.Errorf("a cooling until %v, want about 30s from now", until)
+	}
+	if until := upstreams.Cooldowns.Until("b", "real-m"); !until.IsZero() {
+		t.Errorf("b cooling until %v", until)
+	}
+	for k, want := range map[string]string{
+		"llm.route":                    "m",
+		"llm.model":                    "m",
+		"llm.provider":                 "b",
+		"llm.attempts":                 "2",
+		"llm.usage.prompt_tokens":      "3",
+		"llm.usage.completion_tokens":  "2",
+		"llm.usage.total_tokens":       "5",
+		"llm.usage.cache_read_tokens":  "0",
+		"llm.usage.cache_write_tokens": "0",
+	} {
+		if got := repl.ReplaceAll("{"+k+"}", "-"); got != want {
+			t.Errorf("{%s} = %q, want %q", k, got, want)
+		}
+	}
+}
+
+func TestServeAllFail(t *testing.T) {
+	a := newUpstream(t, answer(503, `{"error":{"message":"a is down"}}`, "X-Upstream-Secret", "a"))
+	b := newUpstream(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain")
+		w.Header().Set("Retry-After", "5")
+		w.Header().Set("X-Upstream-Secret", "b")
+		w.WriteHeader(503)
+		_, _ = io.WriteString(w, "b is down")
+	})
+	c := newUpstream(t, answer(500, ``))
+	h := gateway(t, a, b, c, "")
+
+	rec, _, _, _ := serveGateway(t, h, "POST", "/v1/chat/completions", `{"model":"m"}`)
+	if rec.Code != 503 {
+		t.Fatalf("status %d", rec.Code)
+	}
+	if got := gjson.Get(rec.Body.String(), "error.message").Str; got != "upstream error: b is down" {
+		t.Errorf("body %s", rec.Body)
+	}
+	for k, want := range map[string]string{
+		"Content-Type":      "application/json",
+		"Retry-After":       "5",
+		"X-Upstream-Secret": "",
+		HeaderProvider:      "b",
+		HeaderAttempts:      "2",
+		HeaderRoute:         "m",
+	} {
+		if got := rec.Header().Get(k); got != want {
+			t.Errorf("header %s = %q, want %q", k, got, want)
+		}
+	}
+}
+
+func TestServeNotRetryable(t *testing.T) {
+	a := newUpstream(t, answer(400, `{"error":{"message":"bad request","type":"invalid_request_error"}}`))
+	b := newUpstream(t, answer(200, okChat))
+	c := newUpstream(t, answer(500, ``))
+	h := gateway(t, a, b, c, "")
+
+	rec, _, _, _ := serveGateway(t, h, "POST", "/v1/chat/completions", `{"model":"m"}`)
+	if rec.Code != 400 || rec.Body.String() != `{"error":{"message":"bad request","type":"invalid_request_error"}}` {
+		t.Fatalf("response %d %s", rec.Code, rec.Body)
+	}
+	if b.requests() != 0 {
+		t.Error("a non-retryable error moved on to the next target")
+	}
+	if rec.Header().Get(HeaderAttempts) != "1" {
+		t.Errorf("attempts = %q", rec.Header().Get(HeaderAttempts))
+	}
+}
+
+func TestServeConnectError(t *testing.T) {
+	dead := newUpstream(t, answer(200, okChat))
+	dead.Close() // its address now refuses connections
+	b := newUpstream(t, answer(200, okChat))
+	c := newUpstream(t, answer(500, ``))
+	h := gateway(t, dead, b, c, "")
+
+	rec, _, _, _ := serveGateway(t, h, "POST", "/v1/chat/completions", `{"model":"m"}`)
+	if rec.Code != 200 || rec.Header().Get(HeaderProvider) != "b" {
+		t.Fatalf("response %d from %q: %s", rec.Code, rec.Header().Get(HeaderProvider), rec.Body)
+	}
+}
+
+func TestServeFirstByteTimeout(t *testing.T) {
+	a := newUpstream(t, func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-r.Context().Done():
+		case <-time.After(10 * time.Second):
+		}
+	})
+	b := newUpstream(t, answer(200, okChat))
+	c := newUpstream(t, answer(500, ``))
+	h := gateway(t, a, b, c, `"first_byte_timeout": 200000000,`)
+
+	start := time.Now()
+	rec, _, _, _ := serveGateway(t, h, "POST", "/v1/chat/completions", `{"model":"m"}`)
+	if rec.Code != 200 || rec.Header().Get(HeaderProvider) != "b" {
+		t.Fatalf("response %d from %q: %s", rec.Code, rec.Header().Get(HeaderProvider), rec.Body)
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Errorf("took %v", d)
+	}
+}
+
+func TestServeStream(t *testing.T) {
+	a := newUpstream(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		w.WriteHeader(200)
+		for _, ev := range strings.SplitAfter(openAIStream, "\n\n") {
+			_, _ = io.WriteString(w, ev)
+			w.(http.Flusher).Flush()
+		}
+	})
+	b := newUpstream(t, answer(500, ``))
+	c := newUpstream(t, answer(500, ``))
+	h := gateway(t, a, b, c, "")
+
+	rec, repl, _, aborted := serveGateway(t, h, "POST", "/v1/chat/completions", `{"model":"m","stream":true}`)
+	if aborted {
+		t.Fatal("aborted")
+	}
+	if rec.Code != 200 || rec.Body.String() != openAIStream {
+		t.Fatalf("response %d %q", rec.Code, rec.Body)
+	}
+	if got := repl.ReplaceAll("{llm.usage.total_tokens}", ""); got != "17" {
+		t.Errorf("total tokens = %q", got)
+	}
+}
+
+func TestServeStreamBroken(t *testing.T) {
+	first := "data: {\"choices\":[{\"delta\":{\"content\":\"a\"}}]}\n\n"
+	a := newUpstream(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		w.WriteHeader(200)
+		_, _ = io.WriteString(w, first)
+		w.(http.Flusher).Flush()
+		panic(http.ErrAbortHandler) // drop the connection mid-stream
+	})
+	b := newUpstream(t, answer(200, okChat))
+	c := newUpstream(t, answer(500, ``))
+	h := gateway(t, a, b, c, "")
+
+	rec, _, _, aborted := serveGateway(t, h, "POST", "/v1/chat/completions", `{"model":"m","stream":true}`)
+	if !aborted {
+		t.Error("a stream broken after the first byte did not abort the response")
+	}
+	if b.requests() != 0 {
+		t.Error("moved on to the next target after the first byte")
+	}
+	out := rec.Body.String()
+	rest, ok := strings.CutPrefix(out, first)
+	if !ok {
+		t.Fatalf("output %q does not start with the first event", out)
+	}
+	data, ok := strings.CutPrefix(rest, "data: ")
+	if !ok || !strings.HasSuffix(data, "\n\n") {
+		t.Fatalf("no error event after the first one: %q", rest)
+	}
+	if code := gjson.Get(strings.TrimSpace(data), "error.code").Str; code != "stream_interrupted" {
+		t.Errorf("error event %q", data)
+	}
+}
+
+func TestServeRouteParams(t *testing.T) {
+	a := newUpstream(t, answer(500, ``))
+	b := newUpstream(t, answer(200, okChat))
+	c := newUpstream(t, answer(500, ``))
+	h := gateway(t, a, b, c, "")
+
+	body := `{"model":"r","messages":[{"role":"user","content":"hi"}],"temperature":1}`
+	rec, _, _, _ := serveGateway(t, h, "POST", "/v1/chat/completions", body)
+	if rec.Code != 200 || a.requests() != 0 {
+		t.Fatalf("response %d, a got %d requests", rec.Code, a.requests())
+	}
+	got := b.body(0)
+	for path, want := range map[string]string{
+		"model":       `"real-m"`,
+		"temperature": `0.1`,
+		"max_tokens":  `5`,
+		"messages":    `[{"role":"user","content":"hi"}]`,
+	} {
+		if v := gjson.Get(got, path).Raw; v != want {
+			t.Errorf("upstream %s = %s, want %s", path, v, want)
+		}
+	}
+	if rec.Header().Get(HeaderRoute) != "r" {
+		t.Errorf("route header %q", rec.Header().Get(HeaderRoute))
+	}
+}
+
+func TestServeAnthropic(t *testing.T) {
+	a := newUpstream(t, answer(500, ``))
+	b := newUpstream(t, answer(500, ``))
+	msg := `{"id":"msg_1","type":"message","content":[],"usage":{"input_tokens":4,"output_tokens":6}}`
+	c := newUpstream(t, answer(200, msg))
+	h := gateway(t, a, b, c, "")
+
+	rec, repl, _, _ := serveGateway(t, h, "POST", "/v1/messages", `{"model":"claude","max_tokens":10,"messages":[]}`, "X-Api-Key", "client-key")
+	if rec.Code != 200 || rec.Body.String() != msg {
+		t.Fatalf("response %d %s", rec.Code, rec.Body)
+	}
+	c.mu.Lock()
+	hdr, uri := c.heads[0], c.uris[0]
+	c.mu.Unlock()
+	if hdr.Get("X-Api-Key") != "key-c" || hdr.Get("Anthropic-Version") != upstreams.DefaultAnthropicVersion || uri != "/v1/messages" {
+		t.Errorf("upstream got %s with x-api-key %q, anthropic-version %q", uri, hdr.Get("X-Api-Key"), hdr.Get("Anthropic-Version"))
+	}
+	if got := gjson.Get(c.body(0), "model").Str; got != "claude-real" {
+		t.Errorf("upstream model %q", got)
+	}
+	if got := repl.ReplaceAll("{llm.usage.prompt_tokens}/{llm.usage.completion_tokens}", ""); got != "4/6" {
+		t.Errorf("usage %s", got)
+	}
+}
+
+func TestServeClientErrors(t *testing.T) {
+	a := newUpstream(t, answer(200, okChat))
+	b := newUpstream(t, answer(200, okChat))
+	c := newUpstream(t, answer(200, okChat))
+	h := gateway(t, a, b, c, `"max_body": 200,`)
+	for _, tc := range []struct {
+		name, method, path, body string
+		status                   int
+		code                     string
+		anthropic                bool
+	}{
+		{"too large", "POST", "/v1/chat/completions", `{"model":"m","x":"` + strings.Repeat("x", 300) + `"}`, 413, "request_too_large", false},
+		{"invalid JSON", "POST", "/v1/chat/completions", `{"model":`, 400, "invalid_json", false},
+		{"invalid JSON on messages", "POST", "/v1/messages", `{"model":`, 400, "invalid_json", true},
+		{"unknown model", "POST", "/v1/chat/completions", `{"model":"gpt-9"}`, 404, "model_not_found", false},
+		{"wrong endpoint", "POST", "/v1/messages", `{"model":"m"}`, 400, "", true},
+		{"too deep", "POST", "/v1/embeddings", `{"model":"m","input":` + strings.Repeat("[", 70) + strings.Repeat("]", 70) + `}`, 400, "too_deep", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			rec, _, nextCalled, _ := serveGateway(t, h, tc.method, tc.path, tc.body)
+			if nextCalled {
+				t.Fatal("next handler called")
+			}
+			if rec.Code != tc.status {
+				t.Errorf("status %d, want %d: %s", rec.Code, tc.status, rec.Body)
+			}
+			b := rec.Body.Bytes()
+			if got := gjson.GetBytes(b, "error.code").Str; got == "" || (tc.code != "" && got != tc.code) {
+				t.Errorf("code %q, want %q", got, tc.code)
+			}
+			if got := gjson.GetBytes(b, "type").Str == "error"; got != tc.anthropic {
+				t.Errorf("anthropic shape %v, want %v: %s", got, tc.anthropic, b)
+			}
+		})
+	}
+	if n := a.requests() + b.requests() + c.requests(); n != 0 {
+		t.Errorf("upstreams got %d requests", n)
+	}
+}
+
+// TestServeTooLargeChunked: a body without Content-Length is cut at
+// max_body too.
+func TestServeTooLargeChunked(t *testing.T) {
+	a := newUpstream(t, answer(200, okChat))
+	h := gateway(t, a, a, a, `"max_body": 100,`)
+	rec := httptest.NewRecorder()
+	r := httptest.NewRequest("POST", "/v1/chat/completions", io.MultiReader(strings.NewReader(`{"model":"m","x":"`), strings.NewReader(strings.Repeat("x", 1000)+`"}`)))
+	r.ContentLength = -1
+	r = caddyhttp.PrepareRequest(r, caddy.NewReplacer(), rec, &caddyhttp.Server{})
+	if err := h.ServeHTTP(rec, r, nil); err != nil {
+		t.Fatal(err)
+	}
+	if rec.Code != 413 || a.requests() != 0 {
+		t.Errorf("status %d, upstream requests %d", rec.Code, a.requests())
+	}
+}
+
+func TestServePassThrough(t *testing.T) {
+	a := newUpstream(t, answer(200, okChat))
+	h := gateway(t, a, a, a, "")
+	for _, tc := range []struct{ method, path string }{
+		{"GET", "/v1/chat/completions"},
+		{"POST", "/v1/models"},
+		{"GET", "/v1/models"},
+		{"POST", "/health"},
+	} {
+		rec, _, nextCalled, _ := serveGateway(t, h, tc.method, tc.path, `{"model":"m"}`)
+		if !nextCalled || rec.Code != http.StatusTeapot {
+			t.Errorf("%s %s: next called %v, status %d", tc.method, tc.path, nextCalled, rec.Code)
+		}
+	}
+	if a.requests() != 0 {
+		t.Errorf("upstream got %d requests", a.requests())
+	}
+}
+
+func TestServeProviderHeader(t *testing.T) {
+	a := newUpstream(t, answer(200, okChat))
+	b := newUpstream(t, answer(200, okChat))
+	h := gateway(t, a, b, a, `"provider_header": "X-LLM-Requested-Provider",`)
+	rec, _, _, _ := serveGateway(t, h, "POST", "/v1/chat/completions", `{"model":"b/m"}`)
+	if rec.Code != 200 || rec.Header().Get(HeaderProvider) != "b" || a.requests() != 0 {
+		t.Fatalf("response %d from %q", rec.Code, rec.Header().Get(HeaderProvider))
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if got := b.heads[0].Get("X-LLM-Requested-Provider"); got != "b" {
+		t.Errorf("provider header %q", got)
+	}
+	if got := gjson.Get(b.bodies[0], "model").Str; got != "real-m" {
+		t.Errorf("upstream model %q", got)
+	}
+}
+
+// TestServeClientGone: a client that goes away stops the attempts.
+func TestServeClientGone(t *testing.T) {
+	release := make(chan struct{})
+	a := newUpstream(t, func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-r.Context().Done():
+		case <-release:
+		}
+	})
+	b := newUpstream(t, answer(200, okChat))
+	defer close(release)
+	h := gateway(t, a, b, a, "")
+
+	ctx, cancel := context.WithCancel(context.Background())
+	rec := httptest.NewRecorder()
+	r := httptest.NewRequestWithContext(ctx, "POST", "/v1/chat/completions", strings.NewReader(`{"model":"m"}`))
+	r = caddyhttp.PrepareRequest(r, caddy.NewReplacer(), rec, &caddyhttp.Server{})
+	time.AfterFunc(100*time.Millisecond, cancel)
+	err := h.ServeHTTP(rec, r, nil)
+	var he caddyhttp.HandlerError
+	if !errors.As(err, &he) || he.StatusCode != 499 {
+		t.Errorf("error = %v, want a 499 handler error", err)
+	}
+	if b.requests() != 0 {
+		t.Error("tried the next target for a client that went away")
+	}
+}
+
+// Make sure the test config helpers produce valid JSON.
+func TestGatewayProxyJSON(t *testing.T) {
+	for _, s := range []string{gatewayProxy("127.0.0.1:1"), proxyTo("a:1", "b:2"), resolveConfig} {
+		if !json.Valid([]byte(s)) {
+			t.Errorf("invalid JSON: %s", s)
+		}
+	}
+}

@@ -1,0 +1,126 @@
+package strategies
+
+import (
+	"fmt"
+	"math"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+)
+
+func init() {
+	caddy.RegisterModule(HighestThroughput{})
+}
+
+// HighestThroughput is a strategy that puts the candidates that stream
+// the most output tokens per second first. Cold candidates, with fewer
+// than MinSamples measured attempts or no measurement yet, are explored
+// rather than starved: they go first (optimistically, in the configured
+// order) until they are measured. In addition, with probability Explore
+// a random other candidate is moved to the front, so measurements of the
+// slower ones stay fresh.
+type HighestThroughput struct {
+	// MinSamples is how many measured attempts a candidate needs before
+	// its throughput is trusted. Default: 3.
+	MinSamples int `json:"min_samples,omitempty"`
+
+	// Explore is the probability, from 0 to 1, that a random candidate
+	// other than the best is put first. Default: 0.05; 0 disables it.
+	Explore *float64 `json:"explore,omitempty"`
+}
+
+// CaddyModule returns the Caddy module information.
+func (HighestThroughput) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{
+		ID:  Namespace + ".highest_throughput",
+		New: func() caddy.Module { return new(HighestThroughput) },
+	}
+}
+
+// Provision sets up h's defaults.
+func (h *HighestThroughput) Provision(_ caddy.Context) error {
+	if h.MinSamples == 0 {
+		h.MinSamples = DefaultMinSamples
+	}
+	if h.Explore == nil {
+		v := DefaultExplore
+		h.Explore = &v
+	}
+	return nil
+}
+
+// Validate ensures that h's configuration is valid.
+func (h *HighestThroughput) Validate() error {
+	if h.MinSamples < 0 {
+		return fmt.Errorf("highest_throughput: min_samples must not be negative, got %d", h.MinSamples)
+	}
+	if err := checkRange("highest_throughput: explore", h.Explore, 1); err != nil {
+		return err
+	}
+	return nil
+}
+
+// Select sorts cands cold first, then by descending tokens per second,
+// stable, and may then explore.
+func (h HighestThroughput) Select(_ *Request, cands []Candidate) Decision {
+	if len(cands) < 2 {
+		return Decision{Reason: "highest_throughput"}
+	}
+	minSamples := int64(orDefault(h.MinSamples, DefaultMinSamples))
+	var stack [stackKeys]sortKey
+	keys, kb := keysFor(&stack, len(cands))
+	for i := range cands {
+		c := &cands[i]
+		k := math.Inf(-1) // cold: first
+		if v := c.Stats.TokensPerSecond; !cold(v, c.Stats.Samples, minSamples) {
+			k = -v
+		}
+		keys[i] = sortKey{primary: k, pos: i}
+	}
+	orderByKeys(cands, keys)
+	releaseKeys(kb)
+	if explore(cands, probability(h.Explore, DefaultExplore)) {
+		return Decision{Reason: "highest_throughput explore"}
+	}
+	return Decision{Reason: "highest_throughput"}
+}
+
+// UnmarshalCaddyfile sets up the module from Caddyfile tokens. Syntax:
+//
+//	highest_throughput {
+//		min_samples <n>
+//		explore     <probability>
+//	}
+func (h *HighestThroughput) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	d.Next() // consume strategy name
+	if d.NextArg() {
+		return d.ArgErr()
+	}
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		switch d.Val() {
+		case "min_samples":
+			v, err := intArg(d)
+			if err != nil {
+				return err
+			}
+			h.MinSamples = v
+		case "explore":
+			v, err := floatArg(d, 1)
+			if err != nil {
+				return err
+			}
+			h.Explore = &v
+		default:
+			return d.Errf("unrecognized subdirective: %s", d.Val())
+		}
+	}
+	return nil
+}
+
+// Interface guards
+var (
+	_ Strategy              = (*HighestThroughput)(nil)
+	_ caddy.Provisioner     = (*HighestThroughput)(nil)
+	_ caddy.Validator       = (*HighestThroughput)(nil)
+	_ caddyfile.Unmarshaler = (*HighestThroughput)(nil)
+)

@@ -1,0 +1,49 @@
+package strategies
+
+import (
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+)
+
+func init() {
+	caddy.RegisterModule(LeastBusy{})
+}
+
+// LeastBusy is a strategy that puts the candidates with the fewest
+// requests in flight first; ties keep the configured order.
+type LeastBusy struct{}
+
+// CaddyModule returns the Caddy module information.
+func (LeastBusy) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{
+		ID:  Namespace + ".least_busy",
+		New: func() caddy.Module { return new(LeastBusy) },
+	}
+}
+
+// Select sorts cands by Stats.InFlight, ascending and stable.
+func (LeastBusy) Select(_ *Request, cands []Candidate) Decision {
+	if len(cands) > 1 {
+		var stack [stackKeys]sortKey
+		keys, kb := keysFor(&stack, len(cands))
+		for i := range cands {
+			keys[i] = sortKey{primary: float64(cands[i].Stats.InFlight), pos: i}
+		}
+		orderByKeys(cands, keys)
+		releaseKeys(kb)
+	}
+	return Decision{Reason: "least_busy"}
+}
+
+// UnmarshalCaddyfile sets up the module from Caddyfile tokens. Syntax:
+//
+//	least_busy
+func (l *LeastBusy) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	return noOptions(d)
+}
+
+// Interface guards
+var (
+	_ Strategy              = (*LeastBusy)(nil)
+	_ caddyfile.Unmarshaler = (*LeastBusy)(nil)
+)

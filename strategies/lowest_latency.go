@@ -1,0 +1,127 @@
+package strategies
+
+import (
+	"fmt"
+	"math"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+)
+
+func init() {
+	caddy.RegisterModule(LowestLatency{})
+}
+
+// LowestLatency is a strategy that puts the fastest candidates first:
+// by the observed time to first token for streams, by the total request
+// time otherwise. Cold candidates, with fewer than MinSamples measured
+// attempts or no measurement yet, are explored rather than starved: they
+// go first (optimistically, in the configured order) until they are
+// measured. In addition, with probability Explore a random other
+// candidate is moved to the front, so measurements of the slower ones
+// stay fresh.
+type LowestLatency struct {
+	// MinSamples is how many measured attempts a candidate needs before
+	// its latency is trusted. Default: 3.
+	MinSamples int `json:"min_samples,omitempty"`
+
+	// Explore is the probability, from 0 to 1, that a random candidate
+	// other than the best is put first. Default: 0.05; 0 disables it.
+	Explore *float64 `json:"explore,omitempty"`
+}
+
+// CaddyModule returns the Caddy module information.
+func (LowestLatency) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{
+		ID:  Namespace + ".lowest_latency",
+		New: func() caddy.Module { return new(LowestLatency) },
+	}
+}
+
+// Provision sets up l's defaults.
+func (l *LowestLatency) Provision(_ caddy.Context) error {
+	if l.MinSamples == 0 {
+		l.MinSamples = DefaultMinSamples
+	}
+	if l.Explore == nil {
+		v := DefaultExplore
+		l.Explore = &v
+	}
+	return nil
+}
+
+// Validate ensures that l's configuration is valid.
+func (l *LowestLatency) Validate() error {
+	if l.MinSamples < 0 {
+		return fmt.Errorf("lowest_latency: min_samples must not be negative, got %d", l.MinSamples)
+	}
+	if err := checkRange("lowest_latency: explore", l.Explore, 1); err != nil {
+		return err
+	}
+	return nil
+}
+
+// Select sorts cands cold first, then by ascending latency, stable, and
+// may then explore.
+func (l LowestLatency) Select(req *Request, cands []Candidate) Decision {
+	if len(cands) < 2 {
+		return Decision{Reason: "lowest_latency"}
+	}
+	minSamples := int64(orDefault(l.MinSamples, DefaultMinSamples))
+	var stack [stackKeys]sortKey
+	keys, kb := keysFor(&stack, len(cands))
+	for i := range cands {
+		c := &cands[i]
+		k := math.Inf(-1) // cold: first
+		if v := latencyOf(req, c); !cold(v, c.Stats.Samples, minSamples) {
+			k = v
+		}
+		keys[i] = sortKey{primary: k, pos: i}
+	}
+	orderByKeys(cands, keys)
+	releaseKeys(kb)
+	if explore(cands, probability(l.Explore, DefaultExplore)) {
+		return Decision{Reason: "lowest_latency explore"}
+	}
+	return Decision{Reason: "lowest_latency"}
+}
+
+// UnmarshalCaddyfile sets up the module from Caddyfile tokens. Syntax:
+//
+//	lowest_latency {
+//		min_samples <n>
+//		explore     <probability>
+//	}
+func (l *LowestLatency) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	d.Next() // consume strategy name
+	if d.NextArg() {
+		return d.ArgErr()
+	}
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		switch d.Val() {
+		case "min_samples":
+			v, err := intArg(d)
+			if err != nil {
+				return err
+			}
+			l.MinSamples = v
+		case "explore":
+			v, err := floatArg(d, 1)
+			if err != nil {
+				return err
+			}
+			l.Explore = &v
+		default:
+			return d.Errf("unrecognized subdirective: %s", d.Val())
+		}
+	}
+	return nil
+}
+
+// Interface guards
+var (
+	_ Strategy              = (*LowestLatency)(nil)
+	_ caddy.Provisioner     = (*LowestLatency)(nil)
+	_ caddy.Validator       = (*LowestLatency)(nil)
+	_ caddyfile.Unmarshaler = (*LowestLatency)(nil)
+)

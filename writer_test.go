@@ -1,0 +1,520 @@
+package llmroute
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"math/rand/v2"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+)
+
+// newRecorder returns a recorder whose Code stays 0 until WriteHeader
+// is called, so a test can tell that nothing was written.
+func newRecorder() *httptest.ResponseRecorder {
+	return &httptest.ResponseRecorder{HeaderMap: make(http.Header), Body: new(bytes.Buffer)}
+}
+
+// newTestWriter returns an attemptWriter over rec for an attempt that is
+// still running.
+func newTestWriter(rec http.ResponseWriter) *attemptWriter {
+	return newAttemptWriter(context.Background(), rec)
+}
+
+// untouched fails the test if anything reached rec.
+func untouched(t *testing.T, rec *httptest.ResponseRecorder) {
+	t.Helper()
+	if rec.Code != 0 {
+		t.Errorf("status %d reached the client", rec.Code)
+	}
+	if len(rec.HeaderMap) != 0 {
+		t.Errorf("headers reached the client: %v", rec.HeaderMap)
+	}
+	if rec.Body.Len() != 0 {
+		t.Errorf("body reached the client: %q", rec.Body)
+	}
+	if rec.Flushed {
+		t.Error("the client response was flushed")
+	}
+}
+
+func TestAttemptWriterErrorStatus(t *testing.T) {
+	for _, status := range []int{400, 401, 404, 429, 500, 502, 503, 529} {
+		rec := newRecorder()
+		aw := newTestWriter(rec)
+		committed := false
+		aw.onCommit = func(*attemptWriter) { committed = true }
+		aw.Header().Set("Content-Type", "application/json")
+		aw.Header().Set("Retry-After", "7")
+		aw.Header().Set("Set-Cookie", "upstream=secret")
+		aw.WriteHeader(status)
+		aw.Flush()
+		body := []byte(`{"error":{"message":"nope"}}`)
+		if n, err := aw.Write(body[:5]); n != 5 || err != nil {
+			t.Errorf("%d: Write = %d, %v", status, n, err)
+		}
+		_, _ = aw.Write(body[5:])
+		aw.Flush()
+		untouched(t, rec)
+		if committed {
+			t.Errorf("%d: onCommit ran", status)
+		}
+		if !aw.failed() || aw.committed {
+			t.Errorf("%d: failed() = %v, committed = %v", status, aw.failed(), aw.committed)
+		}
+		if !bytes.Equal(aw.errBody, body) {
+			t.Errorf("%d: errBody = %q", status, aw.errBody)
+		}
+		if aw.Header().Get("Retry-After") != "7" {
+			t.Errorf("%d: the attempt's own headers were lost", status)
+		}
+	}
+}
+
+func TestAttemptWriterErrorBodyCap(t *testing.T) {
+	rec := newRecorder()
+	aw := newTestWriter(rec)
+	aw.WriteHeader(http.StatusBadGateway)
+	chunk := bytes.Repeat([]byte("x"), 10_000)
+	for range 10 {
+		if n, err := aw.Write(chunk); n != len(chunk) || err != nil {
+			t.Fatalf("Write = %d, %v", n, err)
+		}
+	}
+	if len(aw.errBody) != maxErrorBody {
+		t.Errorf("kept %d bytes of the error body, want %d", len(aw.errBody), maxErrorBody)
+	}
+	untouched(t, rec)
+}
+
+func TestAttemptWriterHoldsStatusUntilFirstByte(t *testing.T) {
+	rec := newRecorder()
+	aw := newTestWriter(rec)
+	commits := 0
+	aw.onCommit = func(aw *attemptWriter) {
+		commits++
+		rec.Header().Set("X-From-Commit", "1")
+	}
+	aw.Header().Set("Content-Type", "application/json")
+	aw.Header().Set("X-Upstream", "a")
+	aw.WriteHeader(http.StatusContinue) // 1xx is dropped
+	aw.WriteHeader(http.StatusCreated)
+	aw.WriteHeader(http.StatusOK) // second status is ignored
+	aw.Flush()
+	if err := aw.FlushError(); err != nil {
+		t.Errorf("FlushError before commit: %v", err)
+	}
+	if n, err := aw.Write(nil); n != 0 || err != nil {
+		t.Errorf("empty Write = %d, %v", n, err)
+	}
+	untouched(t, rec)
+	if commits != 0 {
+		t.Fatal("committed before the first body byte")
+	}
+
+	if _, err := aw.Write([]byte(`{"ok":`)); err != nil {
+		t.Fatal(err)
+	}
+	if rec.Code != http.StatusCreated {
+		t.Errorf("status = %d, want 201", rec.Code)
+	}
+	if rec.Header().Get("X-Upstream") != "a" || rec.Header().Get("X-From-Commit") != "1" {
+		t.Errorf("headers = %v", rec.Header())
+	}
+	_, _ = aw.Write([]byte(`true}`))
+	aw.Flush()
+	if !rec.Flushed {
+		t.Error("Flush after commit did not flush")
+	}
+	aw.finish()
+	if commits != 1 {
+		t.Errorf("onCommit ran %d times", commits)
+	}
+	if rec.Body.String() != `{"ok":true}` {
+		t.Errorf("body = %q", rec.Body)
+	}
+	if aw.size != int64(len(`{"ok":true}`)) {
+		t.Errorf("size = %d", aw.size)
+	}
+}
+
+func TestAttemptWriterHeadersAfterCommit(t *testing.T) {
+	rec := newRecorder()
+	aw := newTestWriter(rec)
+	aw.Header().Set("Content-Type", "text/plain")
+	_, _ = aw.Write([]byte("x"))
+	aw.Header().Set("X-Late", "1") // the attempt's own map only
+	if rec.Header().Get("X-Late") != "" {
+		t.Error("a header set after commit reached the client")
+	}
+	if rec.Code != http.StatusOK {
+		t.Errorf("implicit status = %d, want 200", rec.Code)
+	}
+}
+
+func TestAttemptWriterFinishWithoutBody(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		status int
+		want   int
+	}{
+		{"no WriteHeader", 0, http.StatusOK},
+		{"204", http.StatusNoContent, http.StatusNoContent},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			rec := newRecorder()
+			aw := newTestWriter(rec)
+			aw.Header().Set("X-A", "1")
+			if tc.status != 0 {
+				aw.WriteHeader(tc.status)
+			}
+			aw.finish()
+			if rec.Code != tc.want || rec.Header().Get("X-A") != "1" {
+				t.Errorf("got %d %v, want %d with X-A", rec.Code, rec.Header(), tc.want)
+			}
+		})
+	}
+}
+
+// TestAttemptWriterAbandoned: once the attempt's context is done (its
+// first_byte_timeout fired), a late first byte must not commit.
+func TestAttemptWriterAbandoned(t *testing.T) {
+	rec := newRecorder()
+	ctx, cancel := context.WithCancel(context.Background())
+	aw := newAttemptWriter(ctx, rec)
+	aw.WriteHeader(http.StatusOK)
+	cancel()
+	if _, err := aw.Write([]byte("late")); err == nil {
+		t.Error("Write after the attempt was abandoned succeeded")
+	}
+	untouched(t, rec)
+}
+
+// Sample event streams, as the providers send them.
+const (
+	openAIStream = "data: {\"id\":\"chatcmpl-1\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"gpt-4o\",\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"\"},\"finish_reason\":null}],\"usage\":null}\n\n" +
+		"data: {\"id\":\"chatcmpl-1\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"gpt-4o\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hel\\nlo \\\"there\\\"\"},\"finish_reason\":null}],\"usage\":null}\n\n" +
+		": keep-alive comment\n\n" +
+		"data: {\"id\":\"chatcmpl-1\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"gpt-4o\",\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}],\"usage\":null}\n\n" +
+		"data: {\"id\":\"chatcmpl-1\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"gpt-4o\",\"choices\":[],\"usage\":{\"prompt_tokens\":12,\"completion_tokens\":5,\"total_tokens\":17,\"prompt_tokens_details\":{\"cached_tokens\":4}}}\n\n" +
+		"data: [DONE]\n\n"
+
+	anthropicStream = "event: message_start\n" +
+		"data: {\"type\":\"message_start\",\"message\":{\"id\":\"msg_1\",\"type\":\"message\",\"role\":\"assistant\",\"model\":\"claude-sonnet-4-5\",\"content\":[],\"stop_reason\":null,\"usage\":{\"input_tokens\":25,\"cache_creation_input_tokens\":3,\"cache_read_input_tokens\":10,\"output_tokens\":1}}}\n\n" +
+		"event: content_block_start\n" +
+		"data: {\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"text\",\"text\":\"\"}}\n\n" +
+		"event: ping\n" +
+		"data: {\"type\": \"ping\"}\n\n" +
+		"event: content_block_delta\n" +
+		"data: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"Hello\"}}\n\n" +
+		"event: content_block_stop\n" +
+		"data: {\"type\":\"content_block_stop\",\"index\":0}\n\n" +
+		"event: message_delta\n" +
+		"data: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"end_turn\",\"stop_sequence\":null},\"usage\":{\"output_tokens\":15}}\n\n" +
+		"event: message_stop\n" +
+		"data: {\"type\":\"message_stop\"}\n\n"
+
+	responsesStream = "event: response.created\n" +
+		"data: {\"type\":\"response.created\",\"sequence_number\":0,\"response\":{\"id\":\"resp_1\",\"object\":\"response\",\"status\":\"in_progress\",\"error\":null,\"usage\":null}}\n\n" +
+		"event: response.output_text.delta\n" +
+		"data: {\"type\":\"response.output_text.delta\",\"sequence_number\":1,\"item_id\":\"msg_1\",\"output_index\":0,\"content_index\":0,\"delta\":\"Hi\"}\n\n" +
+		"event: response.completed\n" +
+		"data: {\"type\":\"response.completed\",\"sequence_number\":2,\"response\":{\"id\":\"resp_1\",\"object\":\"response\",\"status\":\"completed\",\"error\":null,\"usage\":{\"input_tokens\":30,\"input_tokens_details\":{\"cached_tokens\":8},\"output_tokens\":12,\"output_tokens_details\":{\"reasoning_tokens\":0},\"total_tokens\":42}}}\n\n"
+)
+
+// streamThrough writes chunks through a fresh attemptWriter as an event
+// stream, then finishes it. It returns the writer, the recorder and the
+// first write error.
+func streamThrough(chunks ...string) (*attemptWriter, *httptest.ResponseRecorder, error) {
+	rec := newRecorder()
+	aw := newTestWriter(rec)
+	aw.Header().Set("Content-Type", "text/event-stream; charset=utf-8")
+	aw.Header().Set("Content-Length", "999")
+	aw.WriteHeader(http.StatusOK)
+	for _, c := range chunks {
+		if _, err := aw.Write([]byte(c)); err != nil {
+			return aw, rec, err
+		}
+	}
+	aw.finish()
+	return aw, rec, nil
+}
+
+func TestAttemptWriterStreams(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		stream string
+		usage  Usage
+	}{
+		{"openai chat", openAIStream, Usage{PromptTokens: 12, CompletionTokens: 5, CacheReadTokens: 4}},
+		{"openai chat with CRLF", strings.ReplaceAll(openAIStream, "\n", "\r\n"), Usage{PromptTokens: 12, CompletionTokens: 5, CacheReadTokens: 4}},
+		{"anthropic messages", anthropicStream, Usage{PromptTokens: 25, CompletionTokens: 15, CacheReadTokens: 10, CacheWriteTokens: 3}},
+		{"responses", responsesStream, Usage{PromptTokens: 30, CompletionTokens: 12, CacheReadTokens: 8}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			check := func(t *testing.T, aw *attemptWriter, rec *httptest.ResponseRecorder, err error) {
+				t.Helper()
+				if err != nil {
+					t.Fatalf("Write: %v", err)
+				}
+				if rec.Body.String() != tc.stream {
+					t.Fatalf("output differs from the input:\n got %q\nwant %q", rec.Body, tc.stream)
+				}
+				if !aw.stream || !aw.terminated {
+					t.Errorf("stream = %v, terminated = %v", aw.stream, aw.terminated)
+				}
+				if aw.usage != tc.usage {
+					t.Errorf("usage = %+v, want %+v", aw.usage, tc.usage)
+				}
+			}
+
+			aw, rec, err := streamThrough(tc.stream)
+			check(t, aw, rec, err)
+			if rec.Header().Get("Content-Length") != "" {
+				t.Error("Content-Length of a stream reached the client")
+			}
+			if rec.Code != http.StatusOK {
+				t.Errorf("status = %d", rec.Code)
+			}
+
+			// Every split point.
+			for i := 0; i <= len(tc.stream); i++ {
+				aw, rec, err := streamThrough(tc.stream[:i], tc.stream[i:])
+				if err != nil || rec.Body.String() != tc.stream || !aw.terminated || aw.usage != tc.usage {
+					check(t, aw, rec, err)
+					t.Fatalf("split at %d", i)
+				}
+			}
+
+			// One byte at a time.
+			chunks := make([]string, len(tc.stream))
+			for i := range tc.stream {
+				chunks[i] = tc.stream[i : i+1]
+			}
+			aw, rec, err = streamThrough(chunks...)
+			check(t, aw, rec, err)
+
+			// Random chunk sizes.
+			rng := rand.New(rand.NewPCG(1, 2))
+			for range 50 {
+				var chunks []string
+				for s := tc.stream; len(s) > 0; {
+					n := min(len(s), 1+rng.IntN(80))
+					chunks = append(chunks, s[:n])
+					s = s[n:]
+				}
+				aw, rec, err := streamThrough(chunks...)
+				check(t, aw, rec, err)
+			}
+		})
+	}
+}
+
+// TestAttemptWriterStreamTermination checks that a stream is only marked
+// terminated by its final event.
+func TestAttemptWriterStreamTermination(t *testing.T) {
+	cut := func(s, before string) string { return s[:strings.Index(s, before)] }
+	for _, tc := range []struct {
+		name       string
+		stream     string
+		terminated bool
+	}{
+		{"openai without [DONE]", cut(openAIStream, "data: [DONE]"), false},
+		{"anthropic without message_stop", cut(anthropicStream, "event: message_stop"), false},
+		{"responses without response.completed", cut(responsesStream, "event: response.completed"), false},
+		{"[DONE] without a trailing newline", "data: {\"choices\":[]}\n\ndata: [DONE]", true},
+		{"[DONE] without a space", "data:[DONE]\n\n", true},
+		{"anthropic error event", "event: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\",\"message\":\"Overloaded\"}}\n\n", true},
+		{"openai error chunk", "data: {\"error\":{\"message\":\"boom\"}}\n\n", true},
+		{"responses incomplete", "data: {\"type\":\"response.incomplete\",\"response\":{\"usage\":{\"input_tokens\":1,\"output_tokens\":2}}}\n\n", true},
+		{"responses failed", "data: {\"type\":\"response.failed\",\"response\":{\"usage\":null}}\n\n", true},
+		{"[DONE] inside a string", "data: {\"text\":\"data: [DONE]\"}\n\n", false},
+		{"message_stop inside a string", "data: {\"text\":\"{\\\"type\\\":\\\"message_stop\\\"}\"}\n\n", false},
+		{"event name without data", "event: message_stop\n\n", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			aw, rec, err := streamThrough(tc.stream)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if aw.terminated != tc.terminated {
+				t.Errorf("terminated = %v, want %v", aw.terminated, tc.terminated)
+			}
+			if rec.Body.String() != tc.stream {
+				t.Errorf("output %q differs from the input", rec.Body)
+			}
+		})
+	}
+}
+
+func TestAttemptWriterMalformedEvent(t *testing.T) {
+	good := "data: {\"choices\":[{\"delta\":{\"content\":\"a\"}}]}\n\n"
+	for _, tc := range []struct {
+		name string
+		bad  string
+	}{
+		{"truncated JSON", "data: {\"choices\":[{\"delta\":\n\n"},
+		{"HTML", "data: <html>502 Bad Gateway</html>\n\n"},
+		{"bare word", "data: hello\n\n"},
+		{"CRLF", "data: {]\r\n\r\n"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			for _, chunks := range [][]string{
+				{good + tc.bad + good},
+				{good, tc.bad, good},
+				{good + tc.bad[:3], tc.bad[3:] + good},
+			} {
+				aw, rec, err := streamThrough(chunks...)
+				if !errors.Is(err, errMalformedEvent) {
+					t.Fatalf("%q: err = %v, want errMalformedEvent", chunks, err)
+				}
+				if rec.Body.String() != good {
+					t.Errorf("%q: forwarded %q, want only the good event", chunks, rec.Body)
+				}
+				if aw.terminated {
+					t.Errorf("%q: terminated", chunks)
+				}
+				if !errors.Is(aw.streamErr, errMalformedEvent) {
+					t.Errorf("%q: streamErr = %v", chunks, aw.streamErr)
+				}
+			}
+		})
+	}
+}
+
+// TestAttemptWriterFinishMalformedPartialLine: a stream that ends in an
+// incomplete, malformed data line must not pass it on either; a client
+// would fail to parse it.
+func TestAttemptWriterFinishMalformedPartialLine(t *testing.T) {
+	good := "data: {\"choices\":[{\"delta\":{\"content\":\"a\"}}]}\n\n"
+	_, rec, err := streamThrough(good, "data: {\"choices\":[{\"delta\":{\"cont")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rec.Body.String() != good {
+		t.Errorf("forwarded %q, want only the complete event", rec.Body)
+	}
+}
+
+// TestAttemptWriterLongLine sends one 4 MiB event line (a streamed image,
+// say) in 1 KiB chunks. The cost must stay linear in the size: rescanning
+// the whole pending line on every write makes it quadratic (minutes under
+// the race detector), so the test gives up once it is over its budget.
+func TestAttemptWriterLongLine(t *testing.T) {
+	const budget = 3 * time.Second
+	line := []byte("data: {\"b64_json\":\"" + strings.Repeat("A", 4<<20) + "\"}\n\n")
+	rec := newRecorder()
+	aw := newTestWriter(rec)
+	aw.Header().Set("Content-Type", "text/event-stream")
+	aw.WriteHeader(http.StatusOK)
+	start := time.Now()
+	for off := 0; off < len(line); off += 1024 {
+		if _, err := aw.Write(line[off:min(off+1024, len(line))]); err != nil {
+			t.Fatal(err)
+		}
+		if d := time.Since(start); d > budget {
+			t.Fatalf("%v and only %d of %d bytes written", d, off, len(line))
+		}
+	}
+	aw.finish()
+	if rec.Body.Len() != len(line) {
+		t.Errorf("forwarded %d bytes, want %d", rec.Body.Len(), len(line))
+	}
+}
+
+func TestAttemptWriterOpenEvent(t *testing.T) {
+	aw, _, _ := streamThrough("event: message_start\ndata: {\"type\":\"ping\"}\n")
+	if !aw.openEvent {
+		t.Error("openEvent = false after an event without its blank line")
+	}
+	aw, _, _ = streamThrough("data: {\"type\":\"ping\"}\n\n")
+	if aw.openEvent {
+		t.Error("openEvent = true after a complete event")
+	}
+}
+
+func TestAttemptWriterNonStreamUsage(t *testing.T) {
+	big := strings.Repeat("lorem ipsum \\\"usage\\\" ", 2000) // > 16 KiB, with "usage" inside the string
+	for _, tc := range []struct {
+		name  string
+		body  string
+		usage Usage
+	}{
+		{
+			name:  "openai chat",
+			body:  `{"id":"chatcmpl-1","object":"chat.completion","choices":[{"index":0,"message":{"role":"assistant","content":"Hi"},"finish_reason":"stop"}],"usage":{"prompt_tokens":9,"completion_tokens":12,"total_tokens":21,"prompt_tokens_details":{"cached_tokens":2}}}`,
+			usage: Usage{PromptTokens: 9, CompletionTokens: 12, CacheReadTokens: 2},
+		},
+		{
+			name:  "openai embeddings",
+			body:  `{"object":"list","data":[{"object":"embedding","index":0,"embedding":[0.1,0.2]}],"model":"text-embedding-3-small","usage":{"prompt_tokens":5,"total_tokens":5}}`,
+			usage: Usage{PromptTokens: 5},
+		},
+		{
+			name:  "anthropic",
+			body:  `{"id":"msg_1","type":"message","role":"assistant","content":[{"type":"text","text":"Hi"}],"stop_reason":"end_turn","usage":{"input_tokens":10,"cache_creation_input_tokens":7,"cache_read_input_tokens":5,"output_tokens":20}}`,
+			usage: Usage{PromptTokens: 10, CompletionTokens: 20, CacheReadTokens: 5, CacheWriteTokens: 7},
+		},
+		{
+			name:  "responses",
+			body:  `{"id":"resp_1","object":"response","status":"completed","output":[{"type":"message","content":[{"type":"output_text","text":"Hi"}]}],"usage":{"input_tokens":30,"input_tokens_details":{"cached_tokens":8},"output_tokens":12,"output_tokens_details":{"reasoning_tokens":4},"total_tokens":42},"user":null}`,
+			usage: Usage{PromptTokens: 30, CompletionTokens: 12, CacheReadTokens: 8},
+		},
+		{
+			name:  "large openai chat",
+			body:  `{"id":"chatcmpl-1","choices":[{"message":{"content":"` + big + `"}}],"usage":{"prompt_tokens":1000,"completion_tokens":4000,"total_tokens":5000}}`,
+			usage: Usage{PromptTokens: 1000, CompletionTokens: 4000},
+		},
+		{
+			name:  "large anthropic",
+			body:  `{"id":"msg_1","type":"message","content":[{"type":"text","text":"` + big + `"}],"usage":{"input_tokens":11,"output_tokens":4001,"cache_read_input_tokens":3}}`,
+			usage: Usage{PromptTokens: 11, CompletionTokens: 4001, CacheReadTokens: 3},
+		},
+		{
+			name:  "large responses",
+			body:  `{"id":"resp_1","object":"response","output":[{"content":[{"text":"` + big + `"}]}],"usage":{"input_tokens":31,"output_tokens":4002,"total_tokens":4033},"metadata":{}}`,
+			usage: Usage{PromptTokens: 31, CompletionTokens: 4002},
+		},
+		{
+			name: "no usage",
+			body: `{"id":"x","choices":[]}`,
+		},
+		{
+			name: "not JSON",
+			body: `<html>ok</html>`,
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if !strings.HasPrefix(tc.body, "<") && !json.Valid([]byte(tc.body)) {
+				t.Fatalf("test body is not valid JSON")
+			}
+			for _, size := range []int{len(tc.body), 1000, 7, 16 << 10} {
+				rec := newRecorder()
+				aw := newTestWriter(rec)
+				aw.Header().Set("Content-Type", "application/json")
+				aw.WriteHeader(http.StatusOK)
+				for s := tc.body; len(s) > 0; {
+					n := min(size, len(s))
+					if _, err := aw.Write([]byte(s[:n])); err != nil {
+						t.Fatal(err)
+					}
+					s = s[n:]
+				}
+				aw.finish()
+				if aw.stream {
+					t.Fatal("a JSON answer was taken for a stream")
+				}
+				if rec.Body.String() != tc.body {
+					t.Fatalf("chunks of %d: output differs from the input", size)
+				}
+				if aw.usage != tc.usage {
+					t.Errorf("chunks of %d: usage = %+v, want %+v", size, aw.usage, tc.usage)
+				}
+			}
+		})
+	}
+}
