@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"strconv"
 	"strings"
@@ -107,6 +108,9 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, req *Request, p 
 		repl = caddy.NewReplacer()
 	}
 	if h.ProviderHeader != "" {
+		// The header is the gateway's to set; a client's own value never
+		// passes.
+		r.Header.Del(h.ProviderHeader)
 		if prov, _, ok := strings.Cut(req.Model, "/"); ok && h.providers[prov] != nil {
 			r.Header.Set(h.ProviderHeader, prov)
 		}
@@ -187,7 +191,14 @@ func (h *Handler) attempt(w http.ResponseWriter, r *http.Request, req *Request, 
 		return attemptResult{outcome: outcomeFinal, status: http.StatusBadRequest, body: errorBody(req.Endpoint, 400, "invalid_request", "could not rewrite the request body")}
 	}
 
-	ctx, cancel := context.WithCancelCause(r.Context())
+	// Each attempt gets its own copy of Caddy's request variables: the
+	// proxy writes them, and a dial left over from an abandoned attempt
+	// may still read its own.
+	ctx := r.Context()
+	if vars, ok := ctx.Value(caddyhttp.VarsCtxKey).(map[string]any); ok {
+		ctx = context.WithValue(ctx, caddyhttp.VarsCtxKey, maps.Clone(vars))
+	}
+	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	up := r.Clone(ctx)
 	up.Body = io.NopCloser(bytes.NewReader(body))
@@ -327,9 +338,6 @@ func writeStreamError(w http.ResponseWriter, endpoint string, aw *attemptWriter,
 		msg += ": " + cause.Error()
 	}
 	var ev bytes.Buffer
-	if aw.openEvent {
-		ev.WriteString("\n")
-	}
 	if endpoint == "/messages" {
 		ev.WriteString("event: error\n")
 	}

@@ -5,7 +5,6 @@ package llmroute
 
 import (
 	"encoding/json"
-	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -319,17 +318,6 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	return nil
 }
 
-// Cleanup releases the providers' reverse proxies.
-func (h *Handler) Cleanup() error {
-	var err error
-	for _, p := range h.Providers {
-		if p != nil {
-			err = errors.Join(err, p.Cleanup())
-		}
-	}
-	return err
-}
-
 // Validate checks that every reference resolves.
 func (h *Handler) Validate() error {
 	if h.MaxBody < 0 || h.MaxDepth < 0 || h.MaxAttempts < 0 || h.FailThreshold < 0 {
@@ -434,6 +422,5 @@ func contains(list []string, s string) bool {
 var (
 	_ caddy.Provisioner           = (*Handler)(nil)
 	_ caddy.Validator             = (*Handler)(nil)
-	_ caddy.CleanerUpper          = (*Handler)(nil)
 	_ caddyhttp.MiddlewareHandler = (*Handler)(nil)
 )

@@ -123,7 +123,18 @@ func (h *Handler) resolve(r *http.Request, req *Request) (*plan, *requestError) 
 	strategy := h.strategyFor(r, rt)
 	if strategy != nil && len(healthy) > 0 {
 		d := strategy.Select(&view, healthy)
-		p.reason, p.params = d.Reason, d.Params
+		p.reason = d.Reason
+		// A strategy may set parameters, but never the model or the
+		// stream flag: those belong to the target and the client.
+		for k, v := range d.Params {
+			if k == h.ModelKey || k == "stream" {
+				continue
+			}
+			if p.params == nil {
+				p.params = make(map[string]json.RawMessage, len(d.Params))
+			}
+			p.params[k] = v
+		}
 	}
 	ordered := append(healthy, cooling...)
 	p.candidates = make([]candidate, 0, len(ordered))

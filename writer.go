@@ -56,8 +56,8 @@ type attemptWriter struct {
 
 	stream     bool // the response is an event stream
 	pending    []byte
+	scanned    int   // bytes of pending already inspected as complete lines
 	terminated bool  // the stream carried its terminator (or an error event)
-	openEvent  bool  // lines of an event were passed on without its closing blank line
 	streamErr  error // why the writer stopped the stream itself
 	usage      Usage
 	tail       []byte // last bytes of a non-stream body
@@ -157,21 +157,23 @@ func (aw *attemptWriter) finish() {
 		aw.commit()
 	}
 	if len(aw.pending) > 0 {
-		if aw.inspectLine(aw.pending) {
+		// An event the upstream did not end with a blank line.
+		if aw.inspectLine(aw.pending[aw.scanned:]) {
 			_, _ = aw.w.Write(aw.pending)
 		} else {
 			aw.streamErr = errMalformedEvent
 		}
-		aw.pending = nil
+		aw.pending, aw.scanned = nil, 0
 	}
 	if !aw.stream {
 		aw.readUsage()
 	}
 }
 
-// writeEvents passes complete stream lines through, checking each one.
-// A partial line waits for the rest. A malformed event is not passed on:
-// the stream stops with errMalformedEvent.
+// writeEvents passes complete events through, checking each line. The
+// lines of an event wait until the blank line that ends it, so a client
+// only ever sees whole events. A malformed event is not passed on: the
+// stream stops with errMalformedEvent.
 func (aw *attemptWriter) writeEvents(p []byte) (int, error) {
 	aw.pending = append(aw.pending, p...)
 	if len(aw.pending) > maxEventLine {
@@ -179,46 +181,47 @@ func (aw *attemptWriter) writeEvents(p []byte) (int, error) {
 		aw.streamErr = errEventTooLong
 		return len(p), errEventTooLong
 	}
-	// Only the new bytes can hold the last line end.
-	end := bytes.LastIndexByte(p, '\n')
-	if end < 0 {
-		return len(p), nil
-	}
-	end += len(aw.pending) - len(p)
-	complete := aw.pending[:end+1]
-	good := 0
-	for good < len(complete) {
-		i := bytes.IndexByte(complete[good:], '\n')
-		line := complete[good : good+i+1]
+	done := 0 // end of the last complete event
+	for {
+		i := bytes.IndexByte(aw.pending[aw.scanned:], '\n')
+		if i < 0 {
+			break
+		}
+		line := aw.pending[aw.scanned : aw.scanned+i+1]
+		aw.scanned += i + 1
 		if !aw.inspectLine(line) {
-			if good > 0 {
-				_, _ = aw.w.Write(complete[:good])
+			if done > 0 {
+				_, _ = aw.w.Write(aw.pending[:done])
 			}
-			aw.pending = nil
+			aw.pending, aw.scanned = nil, 0
 			aw.streamErr = errMalformedEvent
 			return len(p), errMalformedEvent
 		}
-		good += len(line)
+		if len(bytes.TrimRight(line, "\r\n")) == 0 {
+			done = aw.scanned
+		}
 	}
-	n, err := aw.w.Write(complete)
+	if done == 0 {
+		return len(p), nil
+	}
+	n, err := aw.w.Write(aw.pending[:done])
 	aw.size += int64(n)
-	aw.pending = append(aw.pending[:0], aw.pending[end+1:]...)
+	aw.pending = append(aw.pending[:0], aw.pending[done:]...)
+	aw.scanned -= done
 	if err != nil {
 		return 0, err
 	}
 	return len(p), nil
 }
 
-// inspectLine reads one event stream line: it notes terminators, usage
-// and event boundaries, and reports false for a data line that is not
-// valid JSON.
+// inspectLine reads one event stream line: it notes terminators and
+// usage, and reports false for a data line that is not valid JSON.
 func (aw *attemptWriter) inspectLine(line []byte) bool {
 	line = bytes.TrimRight(line, "\r\n")
 	data, isData := bytes.CutPrefix(line, []byte("data:"))
 	if isData && !aw.inspectData(bytes.TrimSpace(data)) {
 		return false
 	}
-	aw.openEvent = len(line) > 0
 	return true
 }
 

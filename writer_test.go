@@ -426,14 +426,15 @@ func TestAttemptWriterLongLine(t *testing.T) {
 	}
 }
 
-func TestAttemptWriterOpenEvent(t *testing.T) {
-	aw, _, _ := streamThrough("event: message_start\ndata: {\"type\":\"ping\"}\n")
-	if !aw.openEvent {
-		t.Error("openEvent = false after an event without its blank line")
+func TestAttemptWriterHoldsPartialEvent(t *testing.T) {
+	// The event line is complete but its data line is not yet: nothing
+	// of the event may reach the client.
+	_, rec, err := streamThrough("data: {\"type\":\"ping\"}\n\n", "event: content_block_delta\n", "data: {\"type\":")
+	if err != nil {
+		t.Fatal(err)
 	}
-	aw, _, _ = streamThrough("data: {\"type\":\"ping\"}\n\n")
-	if aw.openEvent {
-		t.Error("openEvent = true after a complete event")
+	if got := rec.Body.String(); got != "data: {\"type\":\"ping\"}\n\n" {
+		t.Errorf("forwarded %q, want only the first, complete event", got)
 	}
 }
 

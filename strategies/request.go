@@ -37,11 +37,13 @@ const MessageTokenOverhead = 4
 // definitions, tool calls and tool inputs, plus any prompt given as token
 // ids. Images and audio are not counted.
 //
-// BuildRequest reads the body in one pass, skipping strings it does not
-// need at memchr speed, and copies the text it keeps: the text fields
-// never share memory with the body. It does not validate the body (the
-// handler has) but never fails on any input either; what it cannot read
-// it leaves out.
+// BuildRequest walks the body without gjson's byte-by-byte string scans:
+// it finds the ends of strings with strings.IndexByte, so that a long
+// prompt or a base64 image is skipped at memory speed, and copies the
+// text it keeps once, unescaping on the way; the text fields never share
+// memory with the body. It does not validate the body (the handler has)
+// but never fails on any input either; what it cannot read it leaves
+// out. Most of its time on long prompts is tokens.Estimate's.
 func BuildRequest(endpoint string, body []byte) Request {
 	req := Request{Endpoint: endpoint, Body: body}
 	// The view of the body as a string is only read during this call.

@@ -992,6 +992,17 @@ func (c *RuleCondition) match(e *ruleEval) bool {
 
 // inBounds reports whether the tokens of c's text are within its bounds.
 func (c *RuleCondition) inBounds(e *ruleEval) bool {
+	if c.scope != ruleScopeConversation && e.have[c.scope]&ruleHaveTokens == 0 {
+		// tokens.Estimate never returns more than the length in bytes,
+		// which may settle it without an estimate.
+		l := len(e.text(c.scope))
+		if l < c.MinTokens {
+			return false
+		}
+		if c.MinTokens == 0 && l <= c.MaxTokens {
+			return true
+		}
+	}
 	n := e.tokens(c.scope)
 	return n >= c.MinTokens && (c.MaxTokens == 0 || n <= c.MaxTokens)
 }

@@ -125,27 +125,34 @@ func runSlow(s string, i int, addLo, addHi uint64, cl uint8) int {
 	return j - i
 }
 
-// What precedes the first letter of a word piece.
+// Where a word piece stands: after another piece of the same word, or
+// first, after what precedes the word.
 const (
-	preNone  = iota // start of text, a newline, a digit, a punctuation run
+	preInner = iota // after another piece ("Response" in "getResponse")
+	preNone         // start of text, a newline, a digit, a punctuation run
 	preSpace        // one space (" word")
 	prePunct        // one punctuation, tab or other non-letter ("(word", ".Word", "_word")
 )
 
-// Price tables, in units, indexed by length in bytes (1..16). A word is
-// split into pieces at lower→upper case changes ("getHTTPResponse" → "get",
-// "HTTP", "Response"); each piece is priced by its length and shape.
+// Price tables, in units, indexed by where the piece stands and by its
+// length in bytes (1..16). A word is split into pieces at lower→upper case
+// changes ("getHTTPResponse" → "get", "HTTP", "Response"); each piece is
+// priced by its length and shape.
 var (
-	// Lowercase or Capitalized first piece, by what precedes it.
-	lowSpace = [17]uint16{0, 100, 100, 101, 101, 102, 102, 103, 104, 106, 112, 118, 135, 150, 165, 220, 280}
-	lowNone  = [17]uint16{0, 100, 100, 105, 105, 106, 119, 135, 146, 150, 170, 190, 215, 230, 255, 270, 285}
-	lowPunct = [17]uint16{0, 101, 105, 125, 125, 125, 125, 130, 200, 220, 240, 250, 260, 290, 300, 310, 320}
-	// Capitalized pieces after the first one ("Response" in "getResponse").
-	lowInner = [17]uint16{0, 100, 102, 103, 103, 104, 105, 105, 106, 108, 115, 130, 170, 200, 215, 230, 260}
-	// ALL-CAPS pieces, by what precedes them.
-	upSpace = [17]uint16{0, 100, 100, 101, 109, 130, 132, 135, 140, 150, 170, 250, 300, 330, 360, 380, 400}
-	upNone  = [17]uint16{0, 100, 116, 117, 120, 180, 195, 204, 220, 240, 300, 360, 400, 424, 446, 500, 540}
-	upPunct = [17]uint16{0, 105, 160, 180, 199, 199, 204, 210, 260, 290, 300, 330, 420, 460, 480, 520, 550}
+	// Lowercase or Capitalized pieces.
+	lowPiece = [4][17]uint16{
+		preInner: {0, 100, 102, 103, 103, 104, 105, 105, 106, 108, 115, 130, 170, 200, 215, 230, 260},
+		preNone:  {0, 100, 100, 105, 105, 106, 119, 135, 146, 150, 170, 190, 215, 230, 255, 270, 285},
+		preSpace: {0, 100, 100, 101, 101, 102, 102, 103, 104, 106, 112, 118, 135, 150, 165, 220, 280},
+		prePunct: {0, 101, 105, 125, 125, 125, 125, 130, 200, 220, 240, 250, 260, 290, 300, 310, 320},
+	}
+	// ALL-CAPS pieces.
+	upPiece = [4][17]uint16{
+		preInner: {0, 100, 116, 117, 120, 180, 195, 204, 220, 240, 300, 360, 400, 424, 446, 500, 540},
+		preNone:  {0, 100, 116, 117, 120, 180, 195, 204, 220, 240, 300, 360, 400, 424, 446, 500, 540},
+		preSpace: {0, 100, 100, 101, 109, 130, 132, 135, 140, 150, 170, 250, 300, 330, 360, 380, 400},
+		prePunct: {0, 105, 160, 180, 199, 199, 204, 210, 260, 290, 300, 330, 420, 460, 480, 520, 550},
+	}
 	// Punctuation runs (with their trailing newlines), without and with a
 	// leading space; the length counts the space.
 	punctNone  = [17]uint16{0, 100, 101, 110, 110, 132, 236, 250, 303, 362, 364, 428, 436, 460, 488, 488, 492}
@@ -198,7 +205,7 @@ func units(s string) int {
 	var c int
 	for i := 0; i < n; {
 		// Fast path: a lowercase word of up to 7 letters, alone or after
-		// one space, not followed by a capital or a non-ASCII letter.
+		// one space, not followed by a capital or a non-ASCII byte.
 		j := i
 		if s[i] == ' ' {
 			j++
@@ -211,9 +218,9 @@ func units(s string) int {
 				k := j + bits.TrailingZeros64(^m&msb8)>>3
 				if nc := class[s[k]]; nc != cUpper && nc != cHigh {
 					if j == i {
-						acc += int(lowNone[k-j])
+						acc += int(lowPiece[preNone][k-j])
 					} else {
-						acc += int(lowSpace[k-j])
+						acc += int(lowPiece[preSpace][k-j])
 					}
 					i = k
 					continue
@@ -233,16 +240,6 @@ func units(s string) int {
 			i = j
 		case cSpace:
 			j := i + 1
-			if j < n && class[s[j]] == cLower {
-				// Fast path: " word" followed by neither a capital nor
-				// a non-ASCII byte.
-				k := j + lowerRun(s, j)
-				if k == n || class[s[k]] != cUpper && class[s[k]] != cHigh {
-					acc += price(&lowSpace, k-j, pLongLower)
-					i = k
-					continue
-				}
-			}
 			for j < n && s[j] == ' ' {
 				j++
 			}
@@ -305,71 +302,70 @@ func price(t *[17]uint16, n, extra int) int {
 }
 
 // piece prices one word piece of u capitals followed by l lowercase
-// letters.
-func piece(u, l int, first bool, pre int) int {
+// letters, standing at pre.
+func piece(u, l, pre int) int {
 	if u <= 1 {
-		t := &lowInner
-		if first {
-			switch pre {
-			case preSpace:
-				t = &lowSpace
-			case prePunct:
-				t = &lowPunct
-			default:
-				t = &lowNone
-			}
-		}
-		return price(t, u+l, pLongLower)
-	}
-	t := &upNone
-	if first {
-		switch pre {
-		case preSpace:
-			t = &upSpace
-		case prePunct:
-			t = &upPunct
-		}
+		return price(&lowPiece[pre], u+l, pLongLower)
 	}
 	if l == 0 {
-		return price(t, u, pLongUpper)
+		return price(&upPiece[pre], u, pLongUpper)
 	}
 	// "HTTPServer": "HTTP" + "Server".
-	return price(t, u-1, pLongUpper) + price(&lowInner, l+1, pLongLower)
+	return price(&upPiece[pre], u-1, pLongUpper) + price(&lowPiece[preInner], l+1, pLongLower)
 }
 
 // word prices the run of letters (of any script) at s[i:], which starts
-// with a letter.
+// with a letter; pre tells what precedes it.
 func word(s string, i, pre int) (int, int) {
 	n := len(s)
 	cost := 0
-	first := true
 	for i < n {
-		if c := class[s[i]]; c == cLower || c == cUpper || c == cHigh && latinAt(s, i) {
+		c := class[s[i]]
+		if c == cLower || c == cUpper || c == cHigh && latinAt(s, i) {
 			j := i
 			if c == cUpper {
 				j += upperRun(s, i)
 			}
-			k := j + lowerRun(s, j)
-			for k < n && class[s[k]] == cHigh && latinAt(s, k) {
+			k := j
+			if k+8 <= n { // lowerRun, inlined
+				x := load64(s, k)
+				y := x & low7
+				m := (y + (0x80-'a')*lsb8) &^ (y + (0x7f-'z')*lsb8) &^ x & msb8
+				if m != msb8 {
+					k += bits.TrailingZeros64(^m&msb8) >> 3
+				} else {
+					k += 8 + runSlow(s, k+8, 0x80-'a', 0x7f-'z', cLower)
+				}
+			} else {
+				k += runSlow(s, k, 0x80-'a', 0x7f-'z', cLower)
+			}
+			for k < n && s[k] >= 0xC3 && s[k] <= 0xC9 && latinAt(s, k) {
 				// Accented Latin letters continue the piece.
 				cost += pAccent
 				k += 2
 				k += lowerRun(s, k)
 			}
-			cost += piece(j-i, k-j, first, pre)
-			first = false
+			if u := j - i; u <= 1 {
+				cost += price(&lowPiece[pre], u+k-j, pLongLower)
+			} else {
+				cost += piece(u, k-j, pre)
+			}
+			pre = preInner
 			i = k
 			continue
+		}
+		if c != cHigh {
+			break
 		}
 		r, size := utf8.DecodeRuneInString(s[i:])
 		p := letterPrice(r)
 		if p == 0 {
 			break
 		}
-		if first && pre == preSpace {
+		if pre == preSpace {
 			cost += pSpaceHigh
 		}
-		first = false
+		pre = preInner
 		cost += p
 		i += size
 	}
@@ -432,12 +428,14 @@ func isLetterAt(s string, i int) bool {
 // character before a letter is priced with the word instead.
 func punct(s string, i int, space bool) (int, int) {
 	n := len(s)
-	j := i
+	j := i + 1
 	for j < n && class[s[j]] == cPunct {
 		j++
 	}
-	if j-i == 1 && !space && j < n && isLetterAt(s, j) {
-		return word(s, j, prePunct)
+	if j-i == 1 && !space && j < n {
+		if c := class[s[j]]; c == cLower || c == cUpper || c == cHigh && isLetterAt(s, j) {
+			return word(s, j, prePunct)
+		}
 	}
 	k := j
 	for k < n && class[s[k]] == cNewline {

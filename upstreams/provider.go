@@ -6,7 +6,6 @@ package upstreams
 import (
 	"bytes"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -83,8 +82,7 @@ type Provider struct {
 	// upstreams, load balancing, health checks, transport and timeouts.
 	ProxyRaw json.RawMessage `json:"proxy,omitempty" caddy:"namespace=http.handlers inline_key=handler"`
 
-	proxy        *reverseproxy.Handler
-	ownTransport *reverseproxy.HTTPTransport
+	proxy *reverseproxy.Handler
 }
 
 // Provision loads the provider's reverse proxy and wraps its transport so
@@ -115,46 +113,23 @@ func (p *Provider) Provision(ctx caddy.Context) error {
 		ctx.Logger().Warn("provider api_key is a literal key and shows in the config; use a runtime placeholder such as {env.OPENAI_API_KEY}",
 			zap.String("provider", p.Name))
 	}
-	// The reverse proxy is provisioned here rather than through
-	// ctx.LoadModule, so that its transport can be wrapped before the
-	// proxy (and its active health checker) starts using it.
+	// The proxy's transport is wrapped, in the config the proxy is
+	// loaded from, by the auth transport: it is in place before the
+	// proxy (and its active health checker) starts.
 	rp, err := p.decodeProxy()
 	if err != nil {
 		return fmt.Errorf("provider %s: %v", p.Name, err)
 	}
-	var inner http.RoundTripper
-	if rp.TransportRaw != nil {
-		mod, err := ctx.LoadModule(rp, "TransportRaw")
-		if err != nil {
-			return fmt.Errorf("provider %s: loading transport: %v", p.Name, err)
-		}
-		inner = mod.(http.RoundTripper)
-	} else {
-		t := new(reverseproxy.HTTPTransport)
-		if err := t.Provision(ctx); err != nil {
-			return fmt.Errorf("provider %s: provisioning transport: %v", p.Name, err)
-		}
-		p.ownTransport = t
-		inner = t
+	rp.TransportRaw = caddyconfig.JSONModuleObject(&AuthTransport{
+		Format: p.Format, APIKey: p.APIKey, TransportRaw: rp.TransportRaw,
+	}, "protocol", "llm_auth", nil)
+	p.ProxyRaw = caddyconfig.JSONModuleObject(rp, "handler", "reverse_proxy", nil)
+	mod, err := ctx.LoadModule(p, "ProxyRaw")
+	if err != nil {
+		return fmt.Errorf("provider %s: loading proxy: %v", p.Name, err)
 	}
-	rp.Transport = &authTransport{inner: inner, p: p}
-	if err := rp.Provision(ctx); err != nil {
-		return fmt.Errorf("provider %s: provisioning proxy: %v", p.Name, err)
-	}
-	p.proxy = rp
+	p.proxy = mod.(*reverseproxy.Handler)
 	return nil
-}
-
-// Cleanup releases the provider's reverse proxy and transport.
-func (p *Provider) Cleanup() error {
-	var err error
-	if p.proxy != nil {
-		err = p.proxy.Cleanup()
-	}
-	if p.ownTransport != nil {
-		err = errors.Join(err, p.ownTransport.Cleanup())
-	}
-	return err
 }
 
 // decodeProxy reads the reverse proxy's config strictly and applies the
@@ -189,7 +164,7 @@ func (p *Provider) decodeProxy() (*reverseproxy.Handler, error) {
 		rp.Headers.Request.Set.Set("Host", "{http.reverse_proxy.upstream.hostport}")
 	}
 	if hc := rp.HealthChecks; hc != nil && hc.Active != nil && p.APIKey != "" {
-		name, value := p.authHeader(p.APIKey)
+		name, value := authHeader(p.Format, p.APIKey)
 		if hc.Active.Headers.Get(name) == "" {
 			if hc.Active.Headers == nil {
 				hc.Active.Headers = make(http.Header)
@@ -288,75 +263,6 @@ func (p *Provider) PrepareRequest(r *http.Request, endpoint, upstreamModel strin
 			r.Header.Add(name, repl.ReplaceKnown(v, ""))
 		}
 	}
-}
-
-// authHeader returns the header name and value carrying key for this
-// provider's format.
-func (p *Provider) authHeader(key string) (string, string) {
-	switch p.Format {
-	case FormatAnthropic:
-		return "X-Api-Key", key
-	case FormatAzure:
-		return "Api-Key", key
-	default:
-		return "Authorization", "Bearer " + key
-	}
-}
-
-// authTransport adds the provider's credential to a copy of the request
-// just before it leaves, below reverse_proxy's request logging, so the
-// key is never part of a logged request.
-type authTransport struct {
-	inner http.RoundTripper
-	p     *Provider
-}
-
-// RoundTrip implements http.RoundTripper.
-func (t *authTransport) RoundTrip(req *http.Request) (*http.Response, error) {
-	if t.p.APIKey == "" {
-		return t.inner.RoundTrip(req)
-	}
-	key := t.p.APIKey
-	if strings.Contains(key, "{") {
-		repl, ok := req.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
-		if !ok {
-			repl = caddy.NewReplacer()
-		}
-		key = repl.ReplaceKnown(key, "")
-	}
-	out := new(http.Request)
-	*out = *req
-	out.Header = req.Header.Clone()
-	name, value := t.p.authHeader(key)
-	if key != "" {
-		out.Header.Set(name, value)
-	}
-	return t.inner.RoundTrip(out)
-}
-
-// OverrideHealthCheckScheme keeps HTTPS health checks working through
-// the wrapper.
-func (t *authTransport) OverrideHealthCheckScheme(u *url.URL, port string) {
-	if o, ok := t.inner.(reverseproxy.HealthCheckSchemeOverriderTransport); ok {
-		o.OverrideHealthCheckScheme(u, port)
-	}
-}
-
-// RequestHeaderOps passes on the inner transport's default header
-// operations (Host for HTTPS upstreams).
-func (t *authTransport) RequestHeaderOps() *headers.HeaderOps {
-	if o, ok := t.inner.(reverseproxy.RequestHeaderOpsTransport); ok {
-		return o.RequestHeaderOps()
-	}
-	return nil
-}
-
-// ProxyProtocolEnabled reports the inner transport's PROXY protocol use.
-func (t *authTransport) ProxyProtocolEnabled() bool {
-	if ppt, ok := t.inner.(reverseproxy.ProxyProtocolTransport); ok {
-		return ppt.ProxyProtocolEnabled()
-	}
-	return false
 }
 
 // ProviderDirectives are the subdirectives of a provider block that
@@ -483,12 +389,7 @@ func (p *Provider) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 
 // Interface guards
 var (
-	_ caddy.Provisioner                                = (*Provider)(nil)
-	_ caddy.Validator                                  = (*Provider)(nil)
-	_ caddy.CleanerUpper                               = (*Provider)(nil)
-	_ reverseproxy.RequestHeaderOpsTransport           = (*authTransport)(nil)
-	_ caddyfile.Unmarshaler                            = (*Provider)(nil)
-	_ http.RoundTripper                                = (*authTransport)(nil)
-	_ reverseproxy.HealthCheckSchemeOverriderTransport = (*authTransport)(nil)
-	_ reverseproxy.ProxyProtocolTransport              = (*authTransport)(nil)
+	_ caddy.Provisioner     = (*Provider)(nil)
+	_ caddy.Validator       = (*Provider)(nil)
+	_ caddyfile.Unmarshaler = (*Provider)(nil)
 )

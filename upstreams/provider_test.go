@@ -329,7 +329,7 @@ func TestProvisionDefaults(t *testing.T) {
 			if rp == nil {
 				t.Fatal("no proxy")
 			}
-			if _, ok := rp.Transport.(*authTransport); !ok {
+			if _, ok := rp.Transport.(*AuthTransport); !ok {
 				t.Errorf("transport is %T, want the auth wrapper", rp.Transport)
 			}
 			if got := rp.Headers.Request.Set.Get("Host"); got != "{http.reverse_proxy.upstream.hostport}" {
@@ -394,7 +394,7 @@ func TestAuthTransport(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var seen *http.Request
-			tr := &authTransport{p: &tc.p, inner: roundTripFunc(func(r *http.Request) (*http.Response, error) {
+			tr := &AuthTransport{Format: tc.p.Format, APIKey: tc.p.APIKey, inner: roundTripFunc(func(r *http.Request) (*http.Response, error) {
 				seen = r
 				return &http.Response{StatusCode: 200, Body: http.NoBody, Request: r}, nil
 			})}
@@ -419,7 +419,7 @@ func TestAuthTransport(t *testing.T) {
 			if !reflect.DeepEqual(req.Header, before) {
 				t.Errorf("RoundTrip changed the caller's headers: %v, was %v", req.Header, before)
 			}
-			if tc.p.APIKey != "" && seen == req {
+			if tc.want != "" && tc.clientAuth == "" && seen == req {
 				t.Error("the caller's request object was passed on")
 			}
 		})
@@ -562,13 +562,13 @@ func TestAvailable(t *testing.T) {
 
 func TestAuthTransportPassesInterfaces(t *testing.T) {
 	inner := new(reverseproxy.HTTPTransport)
-	tr := &authTransport{inner: inner, p: &Provider{}}
+	tr := &AuthTransport{inner: inner}
 	if tr.ProxyProtocolEnabled() {
 		t.Error("PROXY protocol reported without the inner transport using it")
 	}
 	u := &url.URL{Scheme: "http", Host: "x:1"}
 	tr.OverrideHealthCheckScheme(u, "1")
-	plain := &authTransport{inner: roundTripFunc(nil), p: &Provider{}}
+	plain := &AuthTransport{inner: roundTripFunc(nil)}
 	plain.OverrideHealthCheckScheme(u, "1")
 	if plain.ProxyProtocolEnabled() {
 		t.Error("PROXY protocol reported for a plain round tripper")

@@ -1,0 +1,135 @@
+package upstreams
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/url"
+	"strings"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp/headers"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp/reverseproxy"
+)
+
+func init() {
+	caddy.RegisterModule(AuthTransport{})
+}
+
+// AuthTransport is the transport every provider's reverse proxy uses: it
+// adds the provider's credential to a copy of each request just before
+// it leaves, below reverse_proxy's request logging, so the key is never
+// part of a logged request, and hands it to the inner transport.
+// llm_route sets it up for each provider; it is not configured by hand.
+type AuthTransport struct {
+	// The provider's format, which decides the auth header.
+	Format string `json:"format,omitempty"`
+
+	// The credential, usually a placeholder such as {env.OPENAI_API_KEY},
+	// resolved for each request.
+	APIKey string `json:"api_key,omitempty"`
+
+	// The transport that carries the requests. Default: http.
+	TransportRaw json.RawMessage `json:"transport,omitempty" caddy:"namespace=http.reverse_proxy.transport inline_key=protocol"`
+
+	inner http.RoundTripper
+}
+
+// CaddyModule returns the Caddy module information.
+func (AuthTransport) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{
+		ID:  "http.reverse_proxy.transport.llm_auth",
+		New: func() caddy.Module { return new(AuthTransport) },
+	}
+}
+
+// Provision loads the inner transport.
+func (t *AuthTransport) Provision(ctx caddy.Context) error {
+	if t.TransportRaw == nil {
+		t.TransportRaw = json.RawMessage(`{"protocol":"http"}`)
+	}
+	mod, err := ctx.LoadModule(t, "TransportRaw")
+	if err != nil {
+		return fmt.Errorf("loading transport: %v", err)
+	}
+	t.inner = mod.(http.RoundTripper)
+	return nil
+}
+
+// RoundTrip implements http.RoundTripper.
+func (t *AuthTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	key := t.APIKey
+	if strings.Contains(key, "{") {
+		repl, ok := req.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
+		if !ok {
+			repl = caddy.NewReplacer()
+		}
+		key = repl.ReplaceKnown(key, "")
+	}
+	if key == "" {
+		return t.inner.RoundTrip(req)
+	}
+	out := new(http.Request)
+	*out = *req
+	out.Header = req.Header.Clone()
+	name, value := authHeader(t.Format, key)
+	out.Header.Set(name, value)
+	return t.inner.RoundTrip(out)
+}
+
+// authHeader returns the header name and value carrying key for a format.
+func authHeader(format, key string) (string, string) {
+	switch format {
+	case FormatAnthropic:
+		return "X-Api-Key", key
+	case FormatAzure:
+		return "Api-Key", key
+	default:
+		return "Authorization", "Bearer " + key
+	}
+}
+
+// The inner transport's optional abilities are passed on, so the proxy
+// behaves as it would with the inner transport alone.
+
+// OverrideHealthCheckScheme keeps HTTPS health checks working.
+func (t *AuthTransport) OverrideHealthCheckScheme(u *url.URL, port string) {
+	if o, ok := t.inner.(reverseproxy.HealthCheckSchemeOverriderTransport); ok {
+		o.OverrideHealthCheckScheme(u, port)
+	}
+}
+
+// RequestHeaderOps passes on the inner transport's default header
+// operations (Host for HTTPS upstreams).
+func (t *AuthTransport) RequestHeaderOps() *headers.HeaderOps {
+	if o, ok := t.inner.(reverseproxy.RequestHeaderOpsTransport); ok {
+		return o.RequestHeaderOps()
+	}
+	return nil
+}
+
+// ProxyProtocolEnabled reports the inner transport's PROXY protocol use.
+func (t *AuthTransport) ProxyProtocolEnabled() bool {
+	if o, ok := t.inner.(reverseproxy.ProxyProtocolTransport); ok {
+		return o.ProxyProtocolEnabled()
+	}
+	return false
+}
+
+// DefaultBufferSizes passes on the inner transport's buffer sizes.
+func (t *AuthTransport) DefaultBufferSizes() (int64, int64) {
+	if o, ok := t.inner.(reverseproxy.BufferedTransport); ok {
+		return o.DefaultBufferSizes()
+	}
+	return 0, 0
+}
+
+// Interface guards
+var (
+	_ caddy.Provisioner                                = (*AuthTransport)(nil)
+	_ http.RoundTripper                                = (*AuthTransport)(nil)
+	_ reverseproxy.HealthCheckSchemeOverriderTransport = (*AuthTransport)(nil)
+	_ reverseproxy.RequestHeaderOpsTransport           = (*AuthTransport)(nil)
+	_ reverseproxy.ProxyProtocolTransport              = (*AuthTransport)(nil)
+	_ reverseproxy.BufferedTransport                   = (*AuthTransport)(nil)
+)
