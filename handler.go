@@ -116,6 +116,15 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, req *Request, p 
 		}
 	}
 
+	if ce := h.logger.Check(zap.DebugLevel, "routing decision"); ce != nil {
+		order := make([]string, len(p.candidates))
+		for i, c := range p.candidates {
+			order[i] = c.provider.Name + "/" + c.model.Name
+		}
+		ce.Write(zap.String("requested", req.Model), zap.String("route", p.route),
+			zap.String("reason", p.reason), zap.Strings("candidates", order))
+	}
+
 	var res attemptResult
 	var c candidate
 	attempts := 0
