@@ -275,7 +275,7 @@ func parseRoute(d *caddyfile.Dispenser) (*Route, error) {
 					if err != nil || w < 0 {
 						return nil, d.Errf("route %s: target %s: invalid weight %q", r.Name, t.Model, v)
 					}
-					t.Weight = w
+					t.Weight = &w
 					continue
 				}
 				if t.Params == nil {

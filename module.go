@@ -214,8 +214,9 @@ type Target struct {
 	// {"temperature": 0.2, "max_tokens": 512}.
 	Params map[string]json.RawMessage `json:"params,omitempty"`
 
-	// The target's weight for the `weighted` strategy. Default: 1.
-	Weight float64 `json:"weight,omitempty"`
+	// The target's weight for the `weighted` strategy. Default: 1; 0
+	// drains the target (tried only after the others).
+	Weight *float64 `json:"weight,omitempty"`
 }
 
 // CaddyModule returns the Caddy module information.
@@ -369,7 +370,7 @@ func (h *Handler) Validate() error {
 			return fmt.Errorf("route %s: max_price must not be negative", r.Name)
 		}
 		for _, t := range r.Targets {
-			if t.Weight < 0 {
+			if t.Weight != nil && *t.Weight < 0 {
 				return fmt.Errorf("route %s: target %s: weight must not be negative", r.Name, t.Model)
 			}
 			m, ok := h.models[t.Model]

@@ -61,7 +61,11 @@ func (h *Handler) resolve(r *http.Request, req *Request) (*plan, *requestError) 
 				if rerr != nil {
 					return nil, rerr
 				}
-				targets = append(targets, more...)
+				for _, t := range more {
+					if !slices.ContainsFunc(targets, func(o *Target) bool { return o.Model == t.Model && o.Provider == t.Provider }) {
+						targets = append(targets, t)
+					}
+				}
 			}
 			req.Body, _ = sjson.DeleteBytes(req.Body, "models")
 		}
@@ -89,17 +93,13 @@ func (h *Handler) resolve(r *http.Request, req *Request) (*plan, *requestError) 
 				why = fmt.Sprintf("no provider of %s serves %s", m.Name, req.Endpoint)
 				continue
 			}
-			w := t.Weight
-			if w == 0 {
-				w = 1
+			w := 1.0
+			if t.Weight != nil {
+				w = *t.Weight
 			}
 			all = append(all, candidate{model: m, provider: prov, params: t.Params, weight: w})
 		}
 	}
-	if len(all) == 0 {
-		return nil, badRequest("no_candidate", "no model of %q can serve this request: %s", truncate(req.Model, 128), why)
-	}
-
 	// Healthy candidates are ordered by the strategy; pairs cooling down
 	// follow in configured order as a last resort, so at least one
 	// candidate is always tried.
@@ -147,12 +147,19 @@ func (h *Handler) resolve(r *http.Request, req *Request) (*plan, *requestError) 
 				continue
 			}
 			m := h.models[name]
+			if reason := h.unfit(m, nil, &view); reason != "" {
+				why = reason
+				continue
+			}
 			for _, pn := range m.Providers {
-				if prov := h.providers[pn]; prov.Serves(req.Endpoint) && h.unfit(m, nil, &view) == "" {
+				if prov := h.providers[pn]; prov.Serves(req.Endpoint) {
 					p.candidates = append(p.candidates, candidate{model: m, provider: prov, weight: 1})
 				}
 			}
 		}
+	}
+	if len(p.candidates) == 0 {
+		return nil, badRequest("no_candidate", "no model of %q can serve this request: %s", truncate(req.Model, 128), why)
 	}
 	if h.MaxAttempts > 0 && len(p.candidates) > h.MaxAttempts {
 		p.candidates = p.candidates[:h.MaxAttempts]
