@@ -1,7 +1,6 @@
 package strategies
 
 import (
-	"fmt"
 	"math"
 
 	"github.com/caddyserver/caddy/v2"
@@ -39,25 +38,13 @@ func (HighestThroughput) CaddyModule() caddy.ModuleInfo {
 
 // Provision sets up h's defaults.
 func (h *HighestThroughput) Provision(_ caddy.Context) error {
-	if h.MinSamples == 0 {
-		h.MinSamples = DefaultMinSamples
-	}
-	if h.Explore == nil {
-		v := DefaultExplore
-		h.Explore = &v
-	}
+	provisionExploration(&h.MinSamples, &h.Explore)
 	return nil
 }
 
 // Validate ensures that h's configuration is valid.
 func (h *HighestThroughput) Validate() error {
-	if h.MinSamples < 0 {
-		return fmt.Errorf("highest_throughput: min_samples must not be negative, got %d", h.MinSamples)
-	}
-	if err := checkRange("highest_throughput: explore", h.Explore, 1); err != nil {
-		return err
-	}
-	return nil
+	return validateExploration("highest_throughput", h.MinSamples, h.Explore)
 }
 
 // Select sorts cands cold first, then by descending tokens per second,
@@ -92,29 +79,7 @@ func (h HighestThroughput) Select(_ *Request, cands []Candidate) Decision {
 //		explore     <probability>
 //	}
 func (h *HighestThroughput) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
-	d.Next() // consume strategy name
-	if d.NextArg() {
-		return d.ArgErr()
-	}
-	for nesting := d.Nesting(); d.NextBlock(nesting); {
-		switch d.Val() {
-		case "min_samples":
-			v, err := intArg(d)
-			if err != nil {
-				return err
-			}
-			h.MinSamples = v
-		case "explore":
-			v, err := floatArg(d, 1)
-			if err != nil {
-				return err
-			}
-			h.Explore = &v
-		default:
-			return d.Errf("unrecognized subdirective: %s", d.Val())
-		}
-	}
-	return nil
+	return unmarshalExploration(d, &h.MinSamples, &h.Explore)
 }
 
 // Interface guards

@@ -1,7 +1,6 @@
 package strategies
 
 import (
-	"fmt"
 	"math"
 
 	"github.com/caddyserver/caddy/v2"
@@ -40,25 +39,13 @@ func (LowestLatency) CaddyModule() caddy.ModuleInfo {
 
 // Provision sets up l's defaults.
 func (l *LowestLatency) Provision(_ caddy.Context) error {
-	if l.MinSamples == 0 {
-		l.MinSamples = DefaultMinSamples
-	}
-	if l.Explore == nil {
-		v := DefaultExplore
-		l.Explore = &v
-	}
+	provisionExploration(&l.MinSamples, &l.Explore)
 	return nil
 }
 
 // Validate ensures that l's configuration is valid.
 func (l *LowestLatency) Validate() error {
-	if l.MinSamples < 0 {
-		return fmt.Errorf("lowest_latency: min_samples must not be negative, got %d", l.MinSamples)
-	}
-	if err := checkRange("lowest_latency: explore", l.Explore, 1); err != nil {
-		return err
-	}
-	return nil
+	return validateExploration("lowest_latency", l.MinSamples, l.Explore)
 }
 
 // Select sorts cands cold first, then by ascending latency, stable, and
@@ -93,29 +80,7 @@ func (l LowestLatency) Select(req *Request, cands []Candidate) Decision {
 //		explore     <probability>
 //	}
 func (l *LowestLatency) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
-	d.Next() // consume strategy name
-	if d.NextArg() {
-		return d.ArgErr()
-	}
-	for nesting := d.Nesting(); d.NextBlock(nesting); {
-		switch d.Val() {
-		case "min_samples":
-			v, err := intArg(d)
-			if err != nil {
-				return err
-			}
-			l.MinSamples = v
-		case "explore":
-			v, err := floatArg(d, 1)
-			if err != nil {
-				return err
-			}
-			l.Explore = &v
-		default:
-			return d.Errf("unrecognized subdirective: %s", d.Val())
-		}
-	}
-	return nil
+	return unmarshalExploration(d, &l.MinSamples, &l.Explore)
 }
 
 // Interface guards
