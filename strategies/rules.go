@@ -7,17 +7,13 @@ import (
 	"errors"
 	"fmt"
 	"maps"
-	"math/bits"
 	"net/http"
 	"regexp"
-	"regexp/syntax"
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"unicode"
 	"unicode/utf8"
-	"unsafe"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
@@ -42,8 +38,6 @@ type Rules struct {
 	Rules []*Rule `json:"rules,omitempty"`
 	// Default is the action taken when no rule applies.
 	Default *RuleAction `json:"default,omitempty"`
-
-	foldConv bool // some condition folds the conversation
 }
 
 // Rule is a condition and what to do when it holds.
@@ -129,13 +123,13 @@ type RuleCondition struct {
 	// Not holds when this condition does not.
 	Not *RuleCondition `json:"not,omitempty"`
 
-	scope   ruleScope
-	kwAny   []ruleLit
-	kwAll   []ruleLit
-	re      *regexp.Regexp
-	reLits  []ruleLit // the text has one of these when re matches; nil: unknown
-	headers []ruleHeader
-	fields  []ruleField
+	// compiled by Provision
+	scope   ruleScope      // Scope, or the one inherited
+	kwAny   []ruleKeyword  // Keywords
+	kwAll   []ruleKeyword  // KeywordsAll
+	re      *regexp.Regexp // Regex
+	headers []ruleHeader   // Header and HeaderRegex
+	fields  []ruleField    // Fields
 }
 
 // CaddyModule returns the Caddy module information.
@@ -148,8 +142,6 @@ func (Rules) CaddyModule() caddy.ModuleInfo {
 
 // Provision compiles the conditions.
 func (r *Rules) Provision(_ caddy.Context) error {
-	ruleFoldTable() // build it now rather than in a request
-	r.foldConv = false
 	for i, rl := range r.Rules {
 		if rl == nil {
 			return fmt.Errorf("rule #%d is empty", i+1)
@@ -159,9 +151,8 @@ func (r *Rules) Provision(_ caddy.Context) error {
 			continue
 		}
 		if err := rl.When.provision(ruleScopeLastUser); err != nil {
-			return fmt.Errorf("rule %s: %v", rl.label(i), err)
+			return fmt.Errorf("rule %s: %v", cmp.Or(rl.Name, "#"+strconv.Itoa(i+1)), err)
 		}
-		r.foldConv = r.foldConv || rl.When.foldsScope(ruleScopeConversation)
 	}
 	return nil
 }
@@ -183,10 +174,7 @@ func (r *Rules) Validate() error {
 		if len(rl.Models) == 0 {
 			return fmt.Errorf("rule %s has no models", rl.Name)
 		}
-		if err := checkRuleModels(rl.Models); err != nil {
-			return fmt.Errorf("rule %s: %v", rl.Name, err)
-		}
-		if err := checkRuleParams(rl.Params); err != nil {
+		if err := checkRuleAction(rl.Models, rl.Params); err != nil {
 			return fmt.Errorf("rule %s: %v", rl.Name, err)
 		}
 	}
@@ -194,10 +182,7 @@ func (r *Rules) Validate() error {
 		if len(d.Models) == 0 && len(d.Params) == 0 {
 			return errors.New("default has neither models nor params")
 		}
-		if err := checkRuleModels(d.Models); err != nil {
-			return fmt.Errorf("default: %v", err)
-		}
-		if err := checkRuleParams(d.Params); err != nil {
+		if err := checkRuleAction(d.Models, d.Params); err != nil {
 			return fmt.Errorf("default: %v", err)
 		}
 	}
@@ -207,16 +192,12 @@ func (r *Rules) Validate() error {
 // Select moves the candidates of the first applicable rule's models to
 // the front.
 func (r *Rules) Select(req *Request, cands []Candidate) Decision {
-	e := ruleEval{req: req, foldConv: r.foldConv}
+	e := ruleEval{req: req}
 	for _, rl := range r.Rules {
-		if !ruleHasModel(cands, rl.Models) {
-			continue
+		if ruleHasModel(cands, rl.Models) && (rl.When == nil || rl.When.match(&e)) {
+			Prefer(cands, rl.Models)
+			return Decision{Reason: rl.reason, Params: ruleParams(rl.Params)}
 		}
-		if rl.When != nil && !rl.When.match(&e) {
-			continue
-		}
-		Prefer(cands, rl.Models)
-		return Decision{Reason: rl.reason, Params: ruleParams(rl.Params)}
 	}
 	if d := r.Default; d != nil {
 		Prefer(cands, d.Models)
@@ -297,12 +278,8 @@ func (r *Rules) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			}
 			act := &RuleAction{Models: d.RemainingArgs()}
 			for n := d.Nesting(); d.NextBlock(n); {
-				ok, err := parseRuleAction(d, &act.Models, &act.Params)
-				if err != nil {
+				if err := parseRuleAction(d, &act.Models, &act.Params); err != nil {
 					return err
-				}
-				if !ok {
-					return d.Errf("unrecognized subdirective: %s", d.Val())
 				}
 			}
 			if len(act.Models) == 0 && len(act.Params) == 0 {
@@ -319,31 +296,21 @@ func (r *Rules) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 
 // parseRule parses a `rule <name> { ... }` block.
 func parseRule(d *caddyfile.Dispenser) (*Rule, error) {
-	if !d.NextArg() {
+	rl := new(Rule)
+	if !d.AllArgs(&rl.Name) {
 		return nil, d.ArgErr()
 	}
-	rl := &Rule{Name: d.Val()}
 	if err := checkRuleName(rl.Name); err != nil {
 		return nil, d.Errf("rule '%s': %v", rl.Name, err)
 	}
-	if d.NextArg() {
-		return nil, d.ArgErr()
-	}
 	cond := new(RuleCondition)
 	for n := d.Nesting(); d.NextBlock(n); {
-		ok, err := parseRuleAction(d, &rl.Models, &rl.Params)
-		if err != nil {
-			return nil, err
-		}
-		if ok {
-			continue
-		}
-		ok, err = parseRuleCondition(d, cond)
-		if err != nil {
-			return nil, err
-		}
+		ok, err := parseRuleCondition(d, cond)
 		if !ok {
-			return nil, d.Errf("unrecognized subdirective: %s", d.Val())
+			err = parseRuleAction(d, &rl.Models, &rl.Params)
+		}
+		if err != nil {
+			return nil, err
 		}
 	}
 	if len(rl.Models) == 0 {
@@ -355,43 +322,35 @@ func parseRule(d *caddyfile.Dispenser) (*Rule, error) {
 	return rl, nil
 }
 
-// parseRuleAction parses the action subdirective at the cursor, `models`
-// or `set`, and reports whether it was one.
-func parseRuleAction(d *caddyfile.Dispenser, models *[]string, params *map[string]json.RawMessage) (bool, error) {
+// parseRuleAction parses an action line, `models` or `set`.
+func parseRuleAction(d *caddyfile.Dispenser, models *[]string, params *map[string]json.RawMessage) error {
 	switch d.Val() {
 	case "models":
 		args := d.RemainingArgs()
 		if len(args) == 0 {
-			return true, d.ArgErr()
+			return d.ArgErr()
 		}
 		*models = append(*models, args...)
 	case "set":
-		if !d.NextArg() {
-			return true, d.ArgErr()
+		var path, val string
+		if !d.AllArgs(&path, &val) {
+			return d.ArgErr()
 		}
-		path := d.Val()
-		if !d.NextArg() {
-			return true, d.ArgErr()
-		}
-		val := ruleTokenJSON(d)
-		if d.NextArg() {
-			return true, d.ArgErr()
+		if _, dup := (*params)[path]; dup {
+			return d.Errf("param '%s' set twice", path)
 		}
 		if *params == nil {
 			*params = make(map[string]json.RawMessage)
 		}
-		if _, dup := (*params)[path]; dup {
-			return true, d.Errf("param '%s' set twice", path)
-		}
-		(*params)[path] = val
+		(*params)[path] = ruleTokenJSON(d)
 	default:
-		return false, nil
+		return d.Errf("unrecognized subdirective: %s", d.Val())
 	}
-	return true, nil
+	return nil
 }
 
-// parseRuleCondition parses the condition subdirective at the cursor
-// into c and reports whether it was one.
+// parseRuleCondition parses the condition line at the cursor into c and
+// reports whether it was one.
 func parseRuleCondition(d *caddyfile.Dispenser, c *RuleCondition) (bool, error) {
 	name := d.Val()
 	switch name {
@@ -400,10 +359,8 @@ func parseRuleCondition(d *caddyfile.Dispenser, c *RuleCondition) (bool, error) 
 		if len(args) == 0 {
 			return true, d.ArgErr()
 		}
-		for _, a := range args {
-			if strings.TrimSpace(a) == "" {
-				return true, d.Errf("%s: empty keyword", name)
-			}
+		if slices.ContainsFunc(args, func(a string) bool { return strings.TrimSpace(a) == "" }) {
+			return true, d.Errf("%s: empty keyword", name)
 		}
 		if name == "keywords" {
 			c.Keywords = append(c.Keywords, args...)
@@ -463,10 +420,10 @@ func parseRuleCondition(d *caddyfile.Dispenser, c *RuleCondition) (bool, error) 
 			if err != nil {
 				return true, d.Errf("invalid %s value '%s': want true or false", name, d.Val())
 			}
-			v = b
 			if d.NextArg() {
 				return true, d.ArgErr()
 			}
+			v = b
 		}
 		switch name {
 		case "tools":
@@ -497,18 +454,16 @@ func parseRuleCondition(d *caddyfile.Dispenser, c *RuleCondition) (bool, error) 
 			return true, d.Errf("invalid regex '%s': %v", pat, err)
 		}
 		field = http.CanonicalHeaderKey(field)
-		if c.HeaderRegex == nil {
-			c.HeaderRegex = make(map[string]string)
-		}
 		if _, dup := c.HeaderRegex[field]; dup {
 			return true, d.Errf("header_regex for %s already set", field)
+		}
+		if c.HeaderRegex == nil {
+			c.HeaderRegex = make(map[string]string)
 		}
 		c.HeaderRegex[field] = pat
 
 	case "field":
-		if err := parseRuleField(d, c); err != nil {
-			return true, err
-		}
+		return true, parseRuleField(d, c)
 
 	case "and":
 		sub, err := parseRuleConditionBlock(d)
@@ -532,31 +487,28 @@ func parseRuleCondition(d *caddyfile.Dispenser, c *RuleCondition) (bool, error) 
 		if d.NextArg() {
 			return true, d.ArgErr()
 		}
-		group := new(RuleCondition)
+		group := new(RuleCondition) // the scope of the block, and its lines as alternatives
 		for n := d.Nesting(); d.NextBlock(n); {
-			if d.Val() == "scope" {
-				if _, err := parseRuleCondition(d, group); err != nil {
-					return true, err
-				}
-				continue
-			}
 			var alt *RuleCondition
-			if d.Val() == "and" {
-				var err error
-				if alt, err = parseRuleConditionBlock(d); err != nil {
-					return true, err
-				}
-			} else {
+			var err error
+			switch d.Val() {
+			case "scope":
+				_, err = parseRuleCondition(d, group)
+			case "and":
+				alt, err = parseRuleConditionBlock(d)
+			default:
 				alt = new(RuleCondition)
-				ok, err := parseRuleCondition(d, alt)
-				if err != nil {
-					return true, err
-				}
-				if !ok {
-					return true, d.Errf("unrecognized condition: %s", d.Val())
+				var ok bool
+				if ok, err = parseRuleCondition(d, alt); !ok {
+					err = d.Errf("unrecognized condition: %s", d.Val())
 				}
 			}
-			group.Or = append(group.Or, alt)
+			if err != nil {
+				return true, err
+			}
+			if alt != nil {
+				group.Or = append(group.Or, alt)
+			}
 		}
 		if len(group.Or) == 0 {
 			return true, d.Err("or block has no conditions")
@@ -573,8 +525,7 @@ func parseRuleCondition(d *caddyfile.Dispenser, c *RuleCondition) (bool, error) 
 	return true, nil
 }
 
-// parseRuleConditionBlock parses the block of an `and` or `not`
-// subdirective.
+// parseRuleConditionBlock parses the block of an `and` or `not` line.
 func parseRuleConditionBlock(d *caddyfile.Dispenser) (*RuleCondition, error) {
 	name := d.Val()
 	if d.NextArg() {
@@ -583,11 +534,11 @@ func parseRuleConditionBlock(d *caddyfile.Dispenser) (*RuleCondition, error) {
 	c := new(RuleCondition)
 	for n := d.Nesting(); d.NextBlock(n); {
 		ok, err := parseRuleCondition(d, c)
+		if !ok {
+			err = d.Errf("unrecognized condition: %s", d.Val())
+		}
 		if err != nil {
 			return nil, err
-		}
-		if !ok {
-			return nil, d.Errf("unrecognized condition: %s", d.Val())
 		}
 	}
 	if c.empty() {
@@ -596,24 +547,22 @@ func parseRuleConditionBlock(d *caddyfile.Dispenser) (*RuleCondition, error) {
 	return c, nil
 }
 
-// parseRuleField parses `field <path> <operator> <values...>` into c.
+// parseRuleField parses `field <path> [<operator>] <values...>` into c.
 func parseRuleField(d *caddyfile.Dispenser, c *RuleCondition) error {
 	var path, op string
 	if !d.Args(&path, &op) {
 		return d.ArgErr()
 	}
 	if !strings.HasPrefix(op, "$") || d.Token().Quoted() {
-		// field <path> <value>: short for $eq
-		d.Prev()
+		d.Prev() // no operator: $eq
 		op = "$eq"
 	}
-	kind, ok := ruleOps[op]
-	if !ok {
+	if !slices.Contains(ruleOps, op) {
 		return d.Errf("field %s: unknown operator '%s' (want %s)", path, op, ruleOpNames)
 	}
 	var val json.RawMessage
-	switch kind {
-	case ruleOpIn, ruleOpNin:
+	switch op {
+	case "$in", "$nin":
 		var elems [][]byte
 		for d.NextArg() {
 			if strings.HasPrefix(d.Val(), "[") && !d.Token().Quoted() && !json.Valid([]byte(d.Val())) {
@@ -629,36 +578,32 @@ func parseRuleField(d *caddyfile.Dispenser, c *RuleCondition) error {
 		default:
 			val = slices.Concat([]byte{'['}, bytes.Join(elems, []byte{','}), []byte{']'})
 		}
-	case ruleOpRegex:
+	case "$regex":
 		var pat string
 		if !d.AllArgs(&pat) {
 			return d.ArgErr()
 		}
 		val = ruleJSONString(pat)
 	default:
-		if !d.NextArg() {
+		var s string
+		if !d.AllArgs(&s) {
 			return d.ArgErr()
 		}
 		val = ruleTokenJSON(d)
-		if d.NextArg() {
-			return d.ArgErr()
-		}
 	}
-	if _, err := compileRuleFieldOp(op, val); err != nil {
+	if _, err := newRuleFieldOp(op, val); err != nil {
 		return d.Errf("field %s: %v", path, err)
+	}
+	if _, dup := c.Fields[path][op]; dup {
+		return d.Errf("field %s: operator %s given twice", path, op)
 	}
 	if c.Fields == nil {
 		c.Fields = make(map[string]map[string]json.RawMessage)
 	}
-	ops := c.Fields[path]
-	if ops == nil {
-		ops = make(map[string]json.RawMessage)
-		c.Fields[path] = ops
+	if c.Fields[path] == nil {
+		c.Fields[path] = make(map[string]json.RawMessage)
 	}
-	if _, dup := ops[op]; dup {
-		return d.Errf("field %s: operator %s given twice", path, op)
-	}
-	ops[op] = val
+	c.Fields[path][op] = val
 	return nil
 }
 
@@ -666,17 +611,16 @@ func parseRuleField(d *caddyfile.Dispenser, c *RuleCondition) error {
 // token itself when it is valid JSON and not in double quotes, else the
 // token as a JSON string.
 func ruleTokenJSON(d *caddyfile.Dispenser) json.RawMessage {
-	v := d.Val()
 	if !strings.HasPrefix(d.ValRaw(), `"`) {
 		var buf bytes.Buffer
-		if json.Compact(&buf, []byte(v)) == nil {
+		if json.Compact(&buf, []byte(d.Val())) == nil {
 			return buf.Bytes()
 		}
 	}
-	return ruleJSONString(v)
+	return ruleJSONString(d.Val())
 }
 
-// ruleJSONString returns s as a JSON string.
+// ruleJSONString returns s as a JSON string, without escaping HTML.
 func ruleJSONString(s string) json.RawMessage {
 	var buf bytes.Buffer
 	enc := json.NewEncoder(&buf)
@@ -698,16 +642,11 @@ func checkRuleName(name string) error {
 	return nil
 }
 
-// checkRuleModels checks an action's models.
-func checkRuleModels(models []string) error {
+// checkRuleAction checks the models and params of an action.
+func checkRuleAction(models []string, params map[string]json.RawMessage) error {
 	if slices.Contains(models, "") {
 		return errors.New("empty model name")
 	}
-	return nil
-}
-
-// checkRuleParams checks an action's params.
-func checkRuleParams(params map[string]json.RawMessage) error {
 	for path, v := range params {
 		if path == "" {
 			return errors.New("param with an empty path")
@@ -717,14 +656,6 @@ func checkRuleParams(params map[string]json.RawMessage) error {
 		}
 	}
 	return nil
-}
-
-// label names rule i in errors.
-func (rl *Rule) label(i int) string {
-	if rl.Name != "" {
-		return rl.Name
-	}
-	return "#" + strconv.Itoa(i+1)
 }
 
 // ruleHasModel reports whether any of models is among cands.
@@ -747,13 +678,13 @@ func ruleParams(p map[string]json.RawMessage) map[string]json.RawMessage {
 }
 
 // ruleScope is the text a condition looks at.
-type ruleScope uint8
+type ruleScope int
 
 const (
 	ruleScopeLastUser ruleScope = iota
 	ruleScopeConversation
 	ruleScopeSystem
-	ruleScopes // number of scopes
+	ruleScopes // the number of scopes
 )
 
 func parseRuleScope(s string) (ruleScope, error) {
@@ -777,7 +708,8 @@ func (c *RuleCondition) empty() bool {
 		len(c.And) == 0 && len(c.Or) == 0 && c.Not == nil
 }
 
-// provision compiles c; parent is the scope it inherits.
+// provision checks and compiles c and the conditions in it; parent is
+// the scope it inherits.
 func (c *RuleCondition) provision(parent ruleScope) error {
 	c.scope = parent
 	if c.Scope != "" {
@@ -789,19 +721,18 @@ func (c *RuleCondition) provision(parent ruleScope) error {
 	}
 
 	var err error
-	if c.kwAny, err = ruleKeywords(c.Keywords); err != nil {
+	if c.kwAny, err = newRuleKeywords(c.Keywords); err != nil {
 		return fmt.Errorf("keywords: %v", err)
 	}
-	if c.kwAll, err = ruleKeywords(c.KeywordsAll); err != nil {
+	if c.kwAll, err = newRuleKeywords(c.KeywordsAll); err != nil {
 		return fmt.Errorf("keywords_all: %v", err)
 	}
 
-	c.re, c.reLits = nil, nil
+	c.re = nil
 	if c.Regex != "" {
 		if c.re, err = regexp.Compile(c.Regex); err != nil {
 			return fmt.Errorf("invalid regex '%s': %v", c.Regex, err)
 		}
-		c.reLits = ruleRegexLits(c.Regex)
 	}
 
 	if c.MinTokens < 0 || c.MaxTokens < 0 {
@@ -811,7 +742,7 @@ func (c *RuleCondition) provision(parent ruleScope) error {
 		return fmt.Errorf("min_tokens %d exceeds max_tokens %d", c.MinTokens, c.MaxTokens)
 	}
 
-	c.headers = c.headers[:0]
+	c.headers = nil
 	for name, vals := range c.Header {
 		if name == "" {
 			return errors.New("header with an empty field name")
@@ -831,9 +762,8 @@ func (c *RuleCondition) provision(parent ruleScope) error {
 		}
 		c.headers = append(c.headers, ruleHeader{name: http.CanonicalHeaderKey(name), re: re})
 	}
-	slices.SortFunc(c.headers, func(a, b ruleHeader) int { return cmp.Compare(a.name, b.name) })
 
-	c.fields = c.fields[:0]
+	c.fields = nil
 	for path, ops := range c.Fields {
 		if path == "" {
 			return errors.New("field with an empty path")
@@ -843,7 +773,7 @@ func (c *RuleCondition) provision(parent ruleScope) error {
 		}
 		f := ruleField{path: path}
 		for _, op := range slices.Sorted(maps.Keys(ops)) {
-			fo, err := compileRuleFieldOp(op, ops[op])
+			fo, err := newRuleFieldOp(op, ops[op])
 			if err != nil {
 				return fmt.Errorf("field %s: %v", path, err)
 			}
@@ -851,7 +781,6 @@ func (c *RuleCondition) provision(parent ruleScope) error {
 		}
 		c.fields = append(c.fields, f)
 	}
-	slices.SortFunc(c.fields, func(a, b ruleField) int { return cmp.Compare(a.path, b.path) })
 
 	for i, sub := range c.And {
 		if sub == nil {
@@ -870,65 +799,18 @@ func (c *RuleCondition) provision(parent ruleScope) error {
 		}
 	}
 	if c.Not != nil {
-		if err := c.Not.provision(c.scope); err != nil {
-			return err
-		}
+		return c.Not.provision(c.scope)
 	}
 	return nil
 }
 
-// ruleKeywords compiles keywords.
-func ruleKeywords(kws []string) ([]ruleLit, error) {
-	if len(kws) == 0 {
-		return nil, nil
-	}
-	out := make([]ruleLit, len(kws))
-	for i, kw := range kws {
-		if strings.TrimSpace(kw) == "" {
-			return nil, errors.New("empty keyword")
-		}
-		out[i] = newRuleLit(kw)
-	}
-	return out, nil
-}
-
-// foldsScope reports whether evaluating c may fold the text of scope s.
-func (c *RuleCondition) foldsScope(s ruleScope) bool {
-	if c.scope == s {
-		for _, lits := range [][]ruleLit{c.kwAny, c.kwAll, c.reLits} {
-			for _, l := range lits {
-				if !l.caseless {
-					return true
-				}
-			}
-		}
-	}
-	for _, sub := range c.And {
-		if sub.foldsScope(s) {
-			return true
-		}
-	}
-	for _, sub := range c.Or {
-		if sub.foldsScope(s) {
-			return true
-		}
-	}
-	return c.Not != nil && c.Not.foldsScope(s)
-}
-
 // match reports whether c holds for the request of e. The cheap tests
-// go first: flags, headers and the request's token estimate, then body
-// fields and keywords, then token estimates of a part of the text, then
-// the regex.
+// go first, the regex last.
 func (c *RuleCondition) match(e *ruleEval) bool {
 	req := e.req
-	if c.Tools != nil && *c.Tools != req.HasTools {
-		return false
-	}
-	if c.Images != nil && *c.Images != req.HasImages {
-		return false
-	}
-	if c.JSONMode != nil && *c.JSONMode != req.JSONMode {
+	if c.Tools != nil && *c.Tools != req.HasTools ||
+		c.Images != nil && *c.Images != req.HasImages ||
+		c.JSONMode != nil && *c.JSONMode != req.JSONMode {
 		return false
 	}
 	for i := range c.headers {
@@ -936,94 +818,56 @@ func (c *RuleCondition) match(e *ruleEval) bool {
 			return false
 		}
 	}
-	bounded := c.MinTokens > 0 || c.MaxTokens > 0
-	if bounded && c.scope == ruleScopeConversation && !c.inBounds(e) {
-		return false // the request's estimate: free
+	for i := range c.fields {
+		if !c.fields[i].match(req.Body) {
+			return false
+		}
 	}
-	if len(c.fields) > 0 {
-		body := unsafe.String(unsafe.SliceData(req.Body), len(req.Body))
-		for i := range c.fields {
-			if !c.fields[i].match(body) {
+	if len(c.kwAll) > 0 || len(c.kwAny) > 0 {
+		text := e.lower(c.scope)
+		for i := range c.kwAll {
+			if !c.kwAll[i].in(text) {
 				return false
 			}
 		}
-	}
-	for i := range c.kwAll {
-		if !e.contains(c.scope, &c.kwAll[i]) {
+		if len(c.kwAny) > 0 && !slices.ContainsFunc(c.kwAny, func(k ruleKeyword) bool { return k.in(text) }) {
 			return false
 		}
 	}
-	if len(c.kwAny) > 0 && !e.containsAny(c.scope, c.kwAny) {
+	if c.MinTokens > 0 || c.MaxTokens > 0 {
+		n := e.tokens(c.scope)
+		if n < c.MinTokens || c.MaxTokens > 0 && n > c.MaxTokens {
+			return false
+		}
+	}
+	if c.re != nil && !c.re.MatchString(e.text(c.scope)) {
 		return false
-	}
-	if bounded && c.scope != ruleScopeConversation && !c.inBounds(e) {
-		return false // an estimate of the text: after the cheaper tests
-	}
-	if c.re != nil {
-		if c.reLits != nil && !e.containsAny(c.scope, c.reLits) {
-			return false
-		}
-		if !c.re.MatchString(e.text(c.scope)) {
-			return false
-		}
 	}
 	for _, sub := range c.And {
 		if !sub.match(e) {
 			return false
 		}
 	}
-	if len(c.Or) > 0 {
-		found := false
-		for _, sub := range c.Or {
-			if sub.match(e) {
-				found = true
-				break
-			}
-		}
-		if !found {
-			return false
-		}
-	}
-	if c.Not != nil && c.Not.match(e) {
+	if len(c.Or) > 0 && !slices.ContainsFunc(c.Or, e.holds) {
 		return false
 	}
-	return true
+	return c.Not == nil || !c.Not.match(e)
 }
 
-// inBounds reports whether the tokens of c's text are within its bounds.
-func (c *RuleCondition) inBounds(e *ruleEval) bool {
-	if c.scope != ruleScopeConversation && e.have[c.scope]&ruleHaveTokens == 0 {
-		// tokens.Estimate never returns more than the length in bytes,
-		// which may settle it without an estimate.
-		l := len(e.text(c.scope))
-		if l < c.MinTokens {
-			return false
-		}
-		if c.MinTokens == 0 && l <= c.MaxTokens {
-			return true
-		}
-	}
-	n := e.tokens(c.scope)
-	return n >= c.MinTokens && (c.MaxTokens == 0 || n <= c.MaxTokens)
-}
-
-// ruleEval is the state of one Select call: the request and what has
-// been derived from its text so far, computed on first use.
+// ruleEval is the state of one Select call: the request, and the lower
+// case text and the token estimate of each scope, computed on first use.
 type ruleEval struct {
-	req *Request
-	// foldConv: fold the conversation, and take the folded text of the
-	// other scopes from it, rather than fold each scope on its own.
-	foldConv bool
-	lowers   [ruleScopes]string
-	toks     [ruleScopes]int
-	have     [ruleScopes]uint8
+	req     *Request
+	lowers  [ruleScopes]string
+	toks    [ruleScopes]int
+	lowered [ruleScopes]bool
+	counted [ruleScopes]bool
 }
 
-const (
-	ruleHaveLower uint8 = 1 << iota
-	ruleHaveTokens
-	ruleAligned // the folded text has the offsets of the text
-)
+// holds reports whether c holds for the request.
+func (e *ruleEval) holds(c *RuleCondition) bool {
+	return c.match(e)
+}
 
 // text is the text of scope s.
 func (e *ruleEval) text(s ruleScope) string {
@@ -1036,91 +880,137 @@ func (e *ruleEval) text(s ruleScope) string {
 	return e.req.LastUser
 }
 
-// contains reports whether the text of scope s contains lit.
-func (e *ruleEval) contains(s ruleScope, lit *ruleLit) bool {
-	if lit.caseless {
-		return lit.in(e.text(s))
-	}
-	return lit.in(e.lower(s))
-}
-
-// containsAny reports whether the text of scope s contains any of lits.
-func (e *ruleEval) containsAny(s ruleScope, lits []ruleLit) bool {
-	for i := range lits {
-		if e.contains(s, &lits[i]) {
-			return true
-		}
-	}
-	return false
-}
-
-// lower is the case-folded text of scope s, folded once per Select:
-// the last user message and the system prompt are slices of the folded
-// conversation when it is folded anyway (and folding kept the offsets),
-// and scopes with the same text share it.
+// lower is the text of scope s in lower case. A conversation that ends
+// with the last user message, as it mostly does, lowers only the rest:
+// lower-casing maps each rune on its own.
 func (e *ruleEval) lower(s ruleScope) string {
-	if e.have[s]&ruleHaveLower != 0 {
-		return e.lowers[s]
-	}
-	text := e.text(s)
-	lower, aligned, found := "", false, false
-	if s != ruleScopeConversation && e.foldConv {
-		conv := e.lower(ruleScopeConversation)
-		if off, ok := ruleOffset(e.req.Conversation, text); ok && e.have[ruleScopeConversation]&ruleAligned != 0 {
-			lower, aligned, found = conv[off:off+len(text)], true, true
+	if !e.lowered[s] {
+		text, last := e.text(s), e.req.LastUser
+		if s == ruleScopeConversation && last != "" && strings.HasSuffix(text, last) {
+			e.lowers[s] = ruleLower(text[:len(text)-len(last)]) + e.lower(ruleScopeLastUser)
+		} else {
+			e.lowers[s] = ruleLower(text)
 		}
+		e.lowered[s] = true
 	}
-	for o := range ruleScopes {
-		if found {
-			break
-		}
-		if o != s && e.have[o]&ruleHaveLower != 0 && sameString(e.text(o), text) {
-			lower, aligned, found = e.lowers[o], e.have[o]&ruleAligned != 0, true
-		}
-	}
-	if !found {
-		lower, aligned = ruleLower(text)
-	}
-	e.lowers[s] = lower
-	e.have[s] |= ruleHaveLower
-	if aligned {
-		e.have[s] |= ruleAligned
-	}
-	return lower
+	return e.lowers[s]
 }
 
-// tokens is the estimated tokens of scope s.
+// tokens is the estimated tokens of scope s: for the conversation, the
+// request's prompt estimate.
 func (e *ruleEval) tokens(s ruleScope) int {
 	if s == ruleScopeConversation {
 		return e.req.PromptTokens
 	}
-	if e.have[s]&ruleHaveTokens == 0 {
+	if !e.counted[s] {
 		e.toks[s] = tokens.Estimate(e.text(s))
-		e.have[s] |= ruleHaveTokens
+		e.counted[s] = true
 	}
 	return e.toks[s]
 }
 
-// sameString reports whether a and b are the same bytes in memory.
-func sameString(a, b string) bool {
-	return len(a) == len(b) && unsafe.StringData(a) == unsafe.StringData(b)
+// ruleLower returns s in lower case, as strings.ToLower does (but keeps
+// invalid UTF-8 as it is), and s itself when there is nothing to lower.
+// It is several times quicker on prompts: it copies the text between
+// changed letters whole, and skips the runes of scripts without case.
+func ruleLower(s string) string {
+	var b strings.Builder
+	done := 0 // s[:done] is in b
+	for i := 0; i < len(s); {
+		if c := s[i]; c < utf8.RuneSelf && (c < 'A' || 'Z' < c) {
+			i++
+			continue
+		}
+		r, n := utf8.DecodeRuneInString(s[i:])
+		if l := ruleLowerRune(r); l != r {
+			if b.Cap() == 0 {
+				b.Grow(len(s) + utf8.UTFMax)
+			}
+			b.WriteString(s[done:i])
+			b.WriteRune(l)
+			done = i + n
+		}
+		i += n
+	}
+	if done == 0 {
+		return s
+	}
+	b.WriteString(s[done:])
+	return b.String()
 }
 
-// ruleOffset returns the offset of part in whole when part is a slice of
-// whole (as BuildRequest makes the last user message and the system
-// prompt of the conversation).
-func ruleOffset(whole, part string) (int, bool) {
-	if len(part) == 0 {
-		return 0, true
+// ruleLowerRune is unicode.ToLower, without the lookup for CJK punctuation,
+// kana, Bopomofo, Hangul jamo and CJK ideographs (U+3000 to U+9FFF) and
+// Hangul syllables (U+AC00 to U+D7FF), which have no case.
+func ruleLowerRune(r rune) rune {
+	if 0x3000 <= r && r <= 0x9FFF || 0xAC00 <= r && r <= 0xD7FF {
+		return r
 	}
-	if len(whole) < len(part) {
-		return 0, false
+	return unicode.ToLower(r)
+}
+
+// ruleKeyword is a keyword in lower case, and the offset in it of the
+// byte to look for first: the one likely rarest in prompts.
+type ruleKeyword struct {
+	s  string
+	at int
+}
+
+// ruleCommon are the most frequent bytes of English prose, most frequent
+// first.
+const ruleCommon = " etaoinsrhldcumfpgwyb,.vk"
+
+// newRuleKeywords compiles keywords.
+func newRuleKeywords(kws []string) ([]ruleKeyword, error) {
+	var out []ruleKeyword
+	for _, kw := range kws {
+		if strings.TrimSpace(kw) == "" {
+			return nil, errors.New("empty keyword")
+		}
+		k := ruleKeyword{s: strings.ToLower(kw)}
+		for i := range len(k.s) {
+			if ruleRarity(k.s[i]) > ruleRarity(k.s[k.at]) {
+				k.at = i
+			}
+		}
+		out = append(out, k)
 	}
-	off := uintptr(unsafe.Pointer(unsafe.StringData(part))) - uintptr(unsafe.Pointer(unsafe.StringData(whole)))
-	if off > uintptr(len(whole)-len(part)) {
-		return 0, false
+	return out, nil
+}
+
+// ruleRarity guesses how rare byte c is in prompts: the higher, the rarer.
+func ruleRarity(c byte) int {
+	switch {
+	case c >= 0xC0:
+		return 0 // leads a multi-byte rune: few values in CJK text
+	case c >= 0x80:
+		return 10 // continues a multi-byte rune: spread over 64 values
 	}
-	return int(off), true
+	if i := strings.IndexByte(ruleCommon, c); i >= 0 {
+		return i
+	}
+	return len(ruleCommon)
+}
+
+// in reports whether text contains k, as strings.Contains does, but
+// quicker in prose: it looks for the rare byte of k first (strings.Index
+// looks for the first byte, often a common letter).
+func (k *ruleKeyword) in(text string) bool {
+	for i := k.at; i < len(text); {
+		j := strings.IndexByte(text[i:], k.s[k.at])
+		if j < 0 {
+			return false
+		}
+		start := i + j - k.at // where k would start
+		if start+len(k.s) > len(text) {
+			return false
+		}
+		if text[start:start+len(k.s)] == k.s {
+			return true
+		}
+		i += j + 1
+	}
+	return false
 }
 
 // ruleHeader tests a request header field: one of its values equals one
@@ -1133,37 +1023,15 @@ type ruleHeader struct {
 
 func (h *ruleHeader) match(hdr http.Header) bool {
 	for _, v := range hdr[h.name] {
-		if h.re != nil {
-			if h.re.MatchString(v) {
-				return true
-			}
-		} else if slices.Contains(h.values, v) {
+		if h.re != nil && h.re.MatchString(v) || h.re == nil && slices.Contains(h.values, v) {
 			return true
 		}
 	}
 	return false
 }
 
-// ruleOp is a field operator.
-type ruleOp uint8
-
-const (
-	ruleOpEq ruleOp = iota + 1
-	ruleOpNe
-	ruleOpGt
-	ruleOpGte
-	ruleOpLt
-	ruleOpLte
-	ruleOpIn
-	ruleOpNin
-	ruleOpRegex
-)
-
-var ruleOps = map[string]ruleOp{
-	"$eq": ruleOpEq, "$ne": ruleOpNe,
-	"$gt": ruleOpGt, "$gte": ruleOpGte, "$lt": ruleOpLt, "$lte": ruleOpLte,
-	"$in": ruleOpIn, "$nin": ruleOpNin, "$regex": ruleOpRegex,
-}
+// ruleOps are the operators of field tests.
+var ruleOps = []string{"$eq", "$ne", "$gt", "$gte", "$lt", "$lte", "$in", "$nin", "$regex"}
 
 const ruleOpNames = "$eq, $ne, $gt, $gte, $lt, $lte, $in, $nin or $regex"
 
@@ -1173,511 +1041,111 @@ type ruleField struct {
 	ops  []ruleFieldOp
 }
 
-// match looks the field up in body and applies the operators.
-func (f *ruleField) match(body string) bool {
-	r := gjson.Get(body, f.path)
+func (f *ruleField) match(body []byte) bool {
+	v := gjson.GetBytes(body, f.path)
 	for i := range f.ops {
-		if !f.ops[i].match(r) {
+		if !f.ops[i].match(v) {
 			return false
 		}
 	}
 	return true
 }
 
-// ruleFieldOp is one compiled operator and its operand.
+// ruleFieldOp is an operator and its operand: val, in compact JSON, the
+// elements of val for $in and $nin, the compiled pattern for $regex.
 type ruleFieldOp struct {
-	op   ruleOp
-	val  ruleValue
-	list []ruleValue
+	op   string
+	val  gjson.Result
+	list []gjson.Result
 	re   *regexp.Regexp
 }
 
-// compileRuleFieldOp compiles operator op with the JSON operand raw.
-func compileRuleFieldOp(op string, raw json.RawMessage) (ruleFieldOp, error) {
-	kind, ok := ruleOps[op]
-	if !ok {
+// newRuleFieldOp compiles operator op with the JSON operand raw.
+func newRuleFieldOp(op string, raw json.RawMessage) (ruleFieldOp, error) {
+	if !slices.Contains(ruleOps, op) {
 		return ruleFieldOp{}, fmt.Errorf("unknown operator '%s' (want %s)", op, ruleOpNames)
 	}
-	if !json.Valid(raw) {
+	var buf bytes.Buffer
+	if json.Compact(&buf, raw) != nil {
 		return ruleFieldOp{}, fmt.Errorf("%s: invalid JSON value", op)
 	}
-	v := gjson.ParseBytes(raw)
-	fo := ruleFieldOp{op: kind}
-	switch kind {
-	case ruleOpIn, ruleOpNin:
-		if !v.IsArray() {
+	fo := ruleFieldOp{op: op, val: gjson.Parse(buf.String())}
+	var err error
+	switch t := fo.val.Type; op {
+	case "$in", "$nin":
+		if !fo.val.IsArray() {
 			return fo, fmt.Errorf("%s takes a list of values, got %s", op, raw)
 		}
-		v.ForEach(func(_, e gjson.Result) bool {
-			fo.list = append(fo.list, newRuleValue(e))
-			return true
-		})
-	case ruleOpRegex:
-		if v.Type != gjson.String {
+		fo.list = fo.val.Array()
+	case "$regex":
+		if t != gjson.String {
 			return fo, fmt.Errorf("%s takes a pattern string, got %s", op, raw)
 		}
-		re, err := regexp.Compile(v.Str)
-		if err != nil {
-			return fo, fmt.Errorf("invalid regex '%s': %v", v.Str, err)
+		if fo.re, err = regexp.Compile(fo.val.Str); err != nil {
+			return fo, fmt.Errorf("invalid regex '%s': %v", fo.val.Str, err)
 		}
-		fo.re = re
-	case ruleOpGt, ruleOpGte, ruleOpLt, ruleOpLte:
-		if v.Type != gjson.Number && v.Type != gjson.String {
+	case "$gt", "$gte", "$lt", "$lte":
+		if t != gjson.Number && t != gjson.String {
 			return fo, fmt.Errorf("%s takes a number or a string, got %s", op, raw)
 		}
-		fo.val = newRuleValue(v)
-	default:
-		fo.val = newRuleValue(v)
 	}
 	return fo, nil
 }
 
-// match applies the operator to the field value r.
-func (o *ruleFieldOp) match(r gjson.Result) bool {
-	if !r.Exists() {
-		return o.op == ruleOpNe || o.op == ruleOpNin
+// match applies the operator to the field's value v.
+func (o *ruleFieldOp) match(v gjson.Result) bool {
+	if !v.Exists() {
+		return o.op == "$ne" || o.op == "$nin"
 	}
 	switch o.op {
-	case ruleOpEq:
-		return o.val.equal(r)
-	case ruleOpNe:
-		return !o.val.equal(r)
-	case ruleOpIn, ruleOpNin:
-		for i := range o.list {
-			if o.list[i].equal(r) {
-				return o.op == ruleOpIn
-			}
-		}
-		return o.op == ruleOpNin
-	case ruleOpRegex:
-		switch r.Type {
+	case "$eq":
+		return ruleEqual(o.val, v)
+	case "$ne":
+		return !ruleEqual(o.val, v)
+	case "$in":
+		return slices.ContainsFunc(o.list, func(x gjson.Result) bool { return ruleEqual(x, v) })
+	case "$nin":
+		return !slices.ContainsFunc(o.list, func(x gjson.Result) bool { return ruleEqual(x, v) })
+	case "$regex":
+		switch v.Type {
 		case gjson.String:
-			return o.re.MatchString(r.Str)
+			return o.re.MatchString(v.Str)
 		case gjson.Number, gjson.True, gjson.False:
-			return o.re.MatchString(r.Raw)
+			return o.re.MatchString(v.Raw)
 		}
 		return false
 	}
-	c, ok := o.val.compare(r)
-	if !ok {
+	// $gt, $gte, $lt, $lte: numbers compare as numbers, strings lexically
+	var c int
+	switch {
+	case v.Type == gjson.Number && o.val.Type == gjson.Number:
+		c = cmp.Compare(v.Num, o.val.Num)
+	case v.Type == gjson.String && o.val.Type == gjson.String:
+		c = strings.Compare(v.Str, o.val.Str)
+	default:
 		return false
 	}
-	switch o.op {
-	case ruleOpGt:
-		return c > 0
-	case ruleOpGte:
-		return c >= 0
-	case ruleOpLt:
-		return c < 0
-	default: // ruleOpLte
-		return c <= 0
-	}
+	return o.op == "$gt" && c > 0 || o.op == "$gte" && c >= 0 ||
+		o.op == "$lt" && c < 0 || o.op == "$lte" && c <= 0
 }
 
-// ruleValue is an operand: a JSON value.
-type ruleValue struct {
-	typ gjson.Type
-	str string // a string, or the compact JSON of an object or array
-	num float64
-}
-
-func newRuleValue(r gjson.Result) ruleValue {
-	v := ruleValue{typ: r.Type, str: r.Str, num: r.Num}
-	if r.Type == gjson.JSON {
-		v.str = ruleCompact(r.Raw)
-	}
-	return v
-}
-
-// equal reports whether r is the same JSON value: same type, same
-// number (numerically) or string; objects and arrays compare by their
-// compact text.
-func (v *ruleValue) equal(r gjson.Result) bool {
-	if r.Type != v.typ {
+// ruleEqual reports whether the operand x and the field's value v are
+// the same JSON value: same type, and same number or string, or, for
+// objects and arrays, the same compact text.
+func ruleEqual(x, v gjson.Result) bool {
+	if x.Type != v.Type {
 		return false
 	}
-	switch v.typ {
+	switch x.Type {
 	case gjson.String:
-		return r.Str == v.str
+		return x.Str == v.Str
 	case gjson.Number:
-		return r.Num == v.num
+		return x.Num == v.Num
 	case gjson.JSON:
-		return ruleCompact(r.Raw) == v.str
+		var buf bytes.Buffer
+		return json.Compact(&buf, []byte(v.Raw)) == nil && buf.String() == x.Raw
 	}
 	return true // null, true, false
-}
-
-// compare compares r with v: numbers numerically, strings lexically;
-// ok is false for other types or when the types differ.
-func (v *ruleValue) compare(r gjson.Result) (c int, ok bool) {
-	switch {
-	case v.typ == gjson.Number && r.Type == gjson.Number:
-		return cmp.Compare(r.Num, v.num), true
-	case v.typ == gjson.String && r.Type == gjson.String:
-		return strings.Compare(r.Str, v.str), true
-	}
-	return 0, false
-}
-
-// ruleCompact returns the compact form of the JSON text s.
-func ruleCompact(s string) string {
-	var buf bytes.Buffer
-	if json.Compact(&buf, []byte(s)) != nil {
-		return s
-	}
-	return buf.String()
-}
-
-// ruleLower folds the letter case of s: each letter becomes the lower
-// case of its upper case (simple Unicode mappings), so that the case
-// variants that a (?i) regex matches become one letter: k, K and the
-// Kelvin sign become k, s, S and ſ become s, σ, Σ and ς become σ.
-// Invalid UTF-8 is kept as it is. It is fast for ASCII (eight bytes at a
-// time) and, with a table, for the rest of the Basic Multilingual Plane,
-// and returns s itself when there is nothing to change. aligned reports
-// whether every changed letter kept its length in bytes, so that offsets
-// into s are offsets into the result.
-func ruleLower(s string) (lower string, aligned bool) {
-	tab := ruleFoldTable()
-	i := ruleLowerPrefix(tab, s)
-	if i == len(s) {
-		return s, true
-	}
-	src := unsafe.Slice(unsafe.StringData(s), len(s))
-	b := make([]byte, 0, len(s)+utf8.UTFMax)
-	aligned = true
-	start := 0 // s[start:i] is unchanged and not yet copied
-	for i < len(s) {
-		if i+8 <= len(s) {
-			if w := ruleLoad64(src[i:]); w&ruleHigh == 0 {
-				if m := ruleUpperMask(w); m != 0 {
-					b = append(b, s[start:i]...)
-					b = ruleAppend64(b, w|m>>2)
-					start = i + 8
-				}
-				i += 8
-				continue
-			}
-		}
-		c := s[i]
-		if c < utf8.RuneSelf {
-			if 'A' <= c && c <= 'Z' {
-				b = append(b, s[start:i]...)
-				b = append(b, c+'a'-'A')
-				start = i + 1
-			}
-			i++
-			continue
-		}
-		if c >= 0xE1 && c <= 0xEF && c != 0xED && i+2 < len(s) {
-			// a three-byte rune, the common case in Chinese text, inline
-			c1, c2 := s[i+1], s[i+2]
-			if c1&0xC0 == 0x80 && c2&0xC0 == 0x80 {
-				r := uint(c&0x0F)<<12 | uint(c1&0x3F)<<6 | uint(c2&0x3F)
-				if tab[r>>3]&(1<<(r&7)) == 0 {
-					i += 3
-					continue
-				}
-			}
-		}
-		r, n, fold := ruleRune(tab, s, i)
-		if fold {
-			l := ruleFold(r)
-			b = append(b, s[start:i]...)
-			b = utf8.AppendRune(b, l)
-			if utf8.RuneLen(l) != n {
-				aligned = false
-			}
-			start = i + n
-		}
-		i += n
-	}
-	b = append(b, s[start:]...)
-	return unsafe.String(unsafe.SliceData(b), len(b)), aligned
-}
-
-// ruleLowerPrefix returns the length of the longest prefix of s that
-// ruleLower leaves as it is.
-func ruleLowerPrefix(tab *ruleFoldBits, s string) int {
-	src := unsafe.Slice(unsafe.StringData(s), len(s))
-	i := 0
-	for i < len(s) {
-		if i+8 <= len(s) {
-			if w := ruleLoad64(src[i:]); w&ruleHigh == 0 {
-				if m := ruleUpperMask(w); m != 0 {
-					return i + bits.TrailingZeros64(m)/8
-				}
-				i += 8
-				continue
-			}
-		}
-		c := s[i]
-		if c < utf8.RuneSelf {
-			if 'A' <= c && c <= 'Z' {
-				return i
-			}
-			i++
-			continue
-		}
-		if c >= 0xE1 && c <= 0xEF && c != 0xED && i+2 < len(s) {
-			// a three-byte rune, the common case in Chinese text, inline
-			c1, c2 := s[i+1], s[i+2]
-			if c1&0xC0 == 0x80 && c2&0xC0 == 0x80 {
-				r := uint(c&0x0F)<<12 | uint(c1&0x3F)<<6 | uint(c2&0x3F)
-				if tab[r>>3]&(1<<(r&7)) == 0 {
-					i += 3
-					continue
-				}
-			}
-		}
-		_, n, fold := ruleRune(tab, s, i)
-		if fold {
-			return i
-		}
-		i += n
-	}
-	return i
-}
-
-// ruleRune decodes the non-ASCII rune at s[i]: the rune, its length, and
-// whether ruleFold changes it. Two- and three-byte runes are decoded
-// inline and looked up in tab; a malformed sequence is one byte that
-// does not change.
-func ruleRune(tab *ruleFoldBits, s string, i int) (r rune, n int, fold bool) {
-	c := s[i]
-	switch {
-	case c >= 0xC2 && c <= 0xDF && i+1 < len(s) && s[i+1]&0xC0 == 0x80:
-		r, n = rune(c&0x1F)<<6|rune(s[i+1]&0x3F), 2
-	case c >= 0xE1 && c <= 0xEC && i+2 < len(s) && s[i+1]&0xC0 == 0x80 && s[i+2]&0xC0 == 0x80:
-		// E0 (overlong forms) and ED (surrogates) take the slow path.
-		r, n = rune(c&0x0F)<<12|rune(s[i+1]&0x3F)<<6|rune(s[i+2]&0x3F), 3
-	case c >= 0xEE && c <= 0xEF && i+2 < len(s) && s[i+1]&0xC0 == 0x80 && s[i+2]&0xC0 == 0x80:
-		r, n = rune(c&0x0F)<<12|rune(s[i+1]&0x3F)<<6|rune(s[i+2]&0x3F), 3
-	default:
-		r, n = utf8.DecodeRuneInString(s[i:])
-		return r, n, ruleFold(r) != r
-	}
-	return r, n, tab[r>>3]&(1<<(r&7)) != 0
-}
-
-// ruleFold is the case folding of ruleLower for one rune.
-func ruleFold(r rune) rune {
-	if r < utf8.RuneSelf {
-		if 'A' <= r && r <= 'Z' {
-			r += 'a' - 'A'
-		}
-		return r
-	}
-	return unicode.ToLower(unicode.ToUpper(r))
-}
-
-// ruleFoldBits has a bit for each rune of the Basic Multilingual Plane
-// that ruleFold changes.
-type ruleFoldBits [1 << 13]byte
-
-// ruleFoldTable builds the table once, at the first Provision.
-var ruleFoldTable = sync.OnceValue(func() *ruleFoldBits {
-	t := new(ruleFoldBits)
-	for r := rune(0); r <= 0xFFFF; r++ {
-		if ruleFold(r) != r {
-			t[r>>3] |= 1 << (r & 7)
-		}
-	}
-	return t
-})
-
-const (
-	ruleHigh = 0x8080808080808080
-	ruleOnes = 0x0101010101010101
-)
-
-// ruleUpperMask returns 0x80 in each byte of w (all ASCII) that is an
-// upper-case letter: b+0x3f has the high bit set from 'A' up, b+0x25
-// from 'Z'+1 up; no byte carries into the next.
-func ruleUpperMask(w uint64) uint64 {
-	return ((w + (0x80-'A')*ruleOnes) &^ (w + (0x80-'Z'-1)*ruleOnes)) & ruleHigh
-}
-
-func ruleLoad64(b []byte) uint64 {
-	_ = b[7]
-	return uint64(b[0]) | uint64(b[1])<<8 | uint64(b[2])<<16 | uint64(b[3])<<24 |
-		uint64(b[4])<<32 | uint64(b[5])<<40 | uint64(b[6])<<48 | uint64(b[7])<<56
-}
-
-func ruleAppend64(b []byte, w uint64) []byte {
-	return append(b, byte(w), byte(w>>8), byte(w>>16), byte(w>>24),
-		byte(w>>32), byte(w>>40), byte(w>>48), byte(w>>56))
-}
-
-// ruleLit is a string to look for in a text, case-insensitively.
-type ruleLit struct {
-	s string // case-folded by ruleLower
-	// caseless: s has no letter with case, so it is in the text exactly
-	// when it is in the folded text, and the text need not be folded.
-	caseless bool
-	rare     int // offset in s of its probably rarest byte
-}
-
-func newRuleLit(s string) ruleLit {
-	l, _ := ruleLower(s)
-	lit := ruleLit{s: strings.Clone(l), caseless: true}
-	for _, r := range s {
-		if ruleFold(r) != r || unicode.SimpleFold(r) != r {
-			lit.caseless = false
-			break
-		}
-	}
-	for i := 1; i < len(lit.s); i++ {
-		if ruleByteRank(lit.s[i]) < ruleByteRank(lit.s[lit.rare]) {
-			lit.rare = i
-		}
-	}
-	return lit
-}
-
-// in reports whether text contains l.s. Instead of the first byte, as
-// strings.Index does, it looks for the rarest byte with IndexByte, which
-// stops far less often in prose ("refactor" is looked for by its f, not
-// its r): several times faster on a few kilobytes of text.
-func (l *ruleLit) in(text string) bool {
-	s, r := l.s, l.rare
-	if len(s) <= 1 || len(text) < len(s) {
-		return strings.Contains(text, s)
-	}
-	b := s[r]
-	for i := r; i < len(text); {
-		k := strings.IndexByte(text[i:], b)
-		if k < 0 {
-			return false
-		}
-		p := i + k - r // where s would start
-		if p+len(s) > len(text) {
-			return false
-		}
-		if text[p:p+len(s)] == s {
-			return true
-		}
-		i += k + 1
-	}
-	return false
-}
-
-// ruleCommonBytes are the most frequent bytes of folded English prose,
-// most frequent first.
-const ruleCommonBytes = " etaoinsrhldcumfpgwyb,.vk\n'\"-x0j1q2z"
-
-// ruleByteRank guesses how frequent b is in folded prompts, English or
-// Chinese: the higher, the more frequent.
-func ruleByteRank(b byte) int {
-	if i := strings.IndexByte(ruleCommonBytes, b); i >= 0 {
-		return 100 - i
-	}
-	switch {
-	case b >= 0xE0 && b <= 0xEF: // lead bytes of CJK and other 3-byte runes
-		return 90
-	case b >= 0xC2 && b <= 0xDF: // lead bytes of 2-byte runes
-		return 80
-	case b >= 0x80 && b <= 0xBF: // continuation bytes: spread over 64 values
-		return 40
-	}
-	return 0
-}
-
-// ruleRegexLits returns literals of which the folded text of every match
-// of pattern contains one (RE2's prefilter idea, for the simple cases:
-// literals, concatenations, alternations, groups and repetitions), or
-// nil when there are none to tell. Go's regexp takes hundreds of
-// nanoseconds per byte on patterns without a literal prefix; looking for
-// the literals first skips it on most texts.
-func ruleRegexLits(pattern string) []ruleLit {
-	re, err := syntax.Parse(pattern, syntax.Perl)
-	if err != nil {
-		return nil
-	}
-	lits, ok := ruleRequired(re.Simplify(), 0)
-	if !ok {
-		return nil
-	}
-	out := make([]ruleLit, len(lits))
-	for i, l := range lits {
-		out[i] = newRuleLit(l)
-	}
-	return out
-}
-
-// ruleMaxLits bounds the literals of a regex prefilter.
-const ruleMaxLits = 16
-
-// ruleRequired returns strings one of which every match of re contains,
-// as the regex would match them (case-insensitively for (?i) literals).
-func ruleRequired(re *syntax.Regexp, depth int) ([]string, bool) {
-	if depth > 100 {
-		return nil, false
-	}
-	switch re.Op {
-	case syntax.OpLiteral:
-		if re.Flags&syntax.FoldCase != 0 {
-			for _, r := range re.Rune {
-				if !ruleFoldsAlike(r) {
-					return nil, false
-				}
-			}
-		}
-		if len(re.Rune) == 0 || slices.Contains(re.Rune, utf8.RuneError) {
-			return nil, false // the regex reads invalid UTF-8 as U+FFFD
-		}
-		return []string{string(re.Rune)}, true
-	case syntax.OpCapture, syntax.OpPlus:
-		return ruleRequired(re.Sub[0], depth+1)
-	case syntax.OpRepeat:
-		if re.Min >= 1 {
-			return ruleRequired(re.Sub[0], depth+1)
-		}
-	case syntax.OpConcat:
-		var best []string
-		for _, sub := range re.Sub {
-			if l, ok := ruleRequired(sub, depth+1); ok && ruleLitsScore(l) > ruleLitsScore(best) {
-				best = l
-			}
-		}
-		return best, best != nil
-	case syntax.OpAlternate:
-		var all []string
-		for _, sub := range re.Sub {
-			l, ok := ruleRequired(sub, depth+1)
-			if !ok || len(all)+len(l) > ruleMaxLits {
-				return nil, false
-			}
-			all = append(all, l...)
-		}
-		return all, true
-	}
-	return nil, false
-}
-
-// ruleFoldsAlike reports whether all the case variants of r that (?i)
-// matches fold to the same rune.
-func ruleFoldsAlike(r rune) bool {
-	f := ruleFold(r)
-	for o := unicode.SimpleFold(r); o != r; o = unicode.SimpleFold(o) {
-		if ruleFold(o) != f {
-			return false
-		}
-	}
-	return true
-}
-
-// ruleLitsScore rates a prefilter: the longer its shortest literal, the
-// fewer texts it lets through.
-func ruleLitsScore(lits []string) int {
-	if len(lits) == 0 {
-		return -1
-	}
-	n := len(lits[0])
-	for _, l := range lits[1:] {
-		n = min(n, len(l))
-	}
-	return n
 }
 
 // Interface guards
