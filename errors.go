@@ -74,12 +74,9 @@ func upstreamErrorBody(endpoint string, status int, body []byte) []byte {
 			return body
 		}
 	}
-	msg := string(body)
-	if !json.Valid(body) && len(msg) > 0 {
-		msg = truncate(msg, 512)
-	}
+	msg := truncate(string(body), 512)
 	if msg == "" {
 		msg = http.StatusText(status)
 	}
-	return errorBody(endpoint, status, "upstream_error", "upstream error: "+truncate(msg, 512))
+	return errorBody(endpoint, status, "upstream_error", "upstream error: "+msg)
 }
