@@ -56,6 +56,7 @@ func (h *Handler) resolve(r *http.Request, req *Request) (*plan, *requestError) 
 	}
 	if h.ClientModels {
 		if list := gjson.GetBytes(req.Body, "models"); list.IsArray() {
+			targets = slices.Clip(targets) // never append into a route's own slice
 			for _, v := range list.Array() {
 				_, more, rerr := h.targetsFor(v.String())
 				if rerr != nil {
