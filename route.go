@@ -73,8 +73,13 @@ func (h *Handler) resolve(r *http.Request, req *Request) (*plan, *requestError) 
 	}
 
 	// The strategy's view of the request, and every candidate that can
-	// serve it.
-	view := strategies.BuildRequest(req.Endpoint, req.Body)
+	// serve it. Reading the messages costs time on long prompts, so it is
+	// done only when a strategy or a filter will look at them.
+	strategy := h.strategyFor(r, rt)
+	view := strategies.Request{Endpoint: req.Endpoint, Body: req.Body}
+	if strategy != nil || h.filtersApply(rt, targets) {
+		view = strategies.BuildRequest(req.Endpoint, req.Body)
+	}
 	view.Model, view.Stream, view.MaxTokens, view.Header = req.Model, req.Stream, req.MaxTokens, r.Header
 	var all []candidate
 	var why string
@@ -121,7 +126,6 @@ func (h *Handler) resolve(r *http.Request, req *Request) (*plan, *requestError) 
 			healthy = append(healthy, sc)
 		}
 	}
-	strategy := h.strategyFor(r, rt)
 	if strategy != nil && len(healthy) > 0 {
 		d := strategy.Select(&view, healthy)
 		p.reason = d.Reason
@@ -203,6 +207,20 @@ func (h *Handler) strategyFor(r *http.Request, rt *Route) strategies.Strategy {
 		return nil
 	}
 	return rt.strategy
+}
+
+// filtersApply reports whether unfit needs the request's text: the route
+// caps prices, or a model it may try has a context window or lists
+// capabilities.
+func (h *Handler) filtersApply(rt *Route, targets []*Target) bool {
+	needs := func(name string) bool {
+		m := h.models[name]
+		return m.Context > 0 || len(m.Capabilities) > 0
+	}
+	if rt != nil && (rt.MaxInputPrice > 0 || rt.MaxOutputPrice > 0 || slices.ContainsFunc(rt.Fallback, needs)) {
+		return true
+	}
+	return slices.ContainsFunc(targets, func(t *Target) bool { return needs(t.Model) })
 }
 
 // unfit says why a model cannot serve the request, or "" if it can: the
