@@ -19,15 +19,17 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 // UnmarshalCaddyfile sets up the handler from Caddyfile tokens. Syntax:
 //
 //	llm_mock [<matcher>] {
-//	    name              <name>
-//	    model             <model>
-//	    latency           <duration>
-//	    ttft              <duration>
-//	    tokens_per_second <rate>
-//	    text              <text...>
-//	    api_key           <key>
-//	    fault_header      <field>
-//	    fault             <kind>[,<key>=<value>...]
+//	    name               <name>
+//	    model              <model>
+//	    latency            <duration>
+//	    ttft               <duration>
+//	    tokens_per_second  <rate>
+//	    text               <text...>
+//	    api_key            <key>
+//	    cached_tokens      <n>
+//	    cache_write_tokens <n>
+//	    fault_header       <field>
+//	    fault              <kind>[,<key>=<value>...]
 //	}
 //
 // The fault subdirective may be repeated; each takes one fault spec
@@ -79,6 +81,21 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		case "api_key":
 			if !d.AllArgs(&h.APIKey) {
 				return d.ArgErr()
+			}
+		case "cached_tokens", "cache_write_tokens":
+			subdir := d.Val()
+			var val string
+			if !d.AllArgs(&val) {
+				return d.ArgErr()
+			}
+			n, err := strconv.Atoi(val)
+			if err != nil || n < 0 {
+				return d.Errf("bad %s value '%s': must be an integer, at least 0", subdir, val)
+			}
+			if subdir == "cached_tokens" {
+				h.CachedTokens = n
+			} else {
+				h.CacheWriteTokens = n
 			}
 		case "fault_header":
 			if !d.AllArgs(&h.FaultHeader) {

@@ -40,6 +40,8 @@ func TestUnmarshalCaddyfile(t *testing.T) {
 				tokens_per_second 42.5
 				text "Hello from alpha."
 				api_key {env.MOCK_KEY}
+				cached_tokens 12
+				cache_write_tokens 0
 				fault_header X-Chaos
 				fault status,code=503,count=2
 				fault slow_first_token,delay=2s
@@ -52,6 +54,7 @@ func TestUnmarshalCaddyfile(t *testing.T) {
 				TokensPerSecond: 42.5,
 				Text:            "Hello from alpha.",
 				APIKey:          "{env.MOCK_KEY}",
+				CachedTokens:    12,
 				FaultHeader:     "X-Chaos",
 				Faults:          []string{"status,code=503,count=2", "slow_first_token,delay=2s"},
 			},
@@ -63,6 +66,14 @@ func TestUnmarshalCaddyfile(t *testing.T) {
 				latency 1d
 			}`,
 			want: Handler{Text: "one two three", Latency: caddy.Duration(24 * time.Hour)},
+		},
+		{
+			name: "cache",
+			input: `llm_mock {
+				cache_write_tokens 300
+				cached_tokens 1024
+			}`,
+			want: Handler{CachedTokens: 1024, CacheWriteTokens: 300},
 		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -90,6 +101,14 @@ func TestUnmarshalCaddyfileErrors(t *testing.T) {
 		{"negative ttft", "llm_mock {\n\tttft -1s\n}", "ttft must not be negative"},
 		{"bad rate", "llm_mock {\n\ttokens_per_second fast\n}", "bad tokens_per_second value 'fast'"},
 		{"negative rate", "llm_mock {\n\ttokens_per_second -2\n}", "bad tokens_per_second value '-2'"},
+		{"missing cached_tokens", "llm_mock {\n\tcached_tokens\n}", "wrong argument count"},
+		{"two cached_tokens", "llm_mock {\n\tcached_tokens 1 2\n}", "wrong argument count"},
+		{"bad cached_tokens", "llm_mock {\n\tcached_tokens many\n}", "bad cached_tokens value 'many'"},
+		{"fractional cached_tokens", "llm_mock {\n\tcached_tokens 1.5\n}", "bad cached_tokens value '1.5'"},
+		{"negative cached_tokens", "llm_mock {\n\tcached_tokens -1\n}", "bad cached_tokens value '-1': must be an integer, at least 0"},
+		{"missing cache_write_tokens", "llm_mock {\n\tcache_write_tokens\n}", "wrong argument count"},
+		{"bad cache_write_tokens", "llm_mock {\n\tcache_write_tokens 1e3\n}", "bad cache_write_tokens value '1e3'"},
+		{"negative cache_write_tokens", "llm_mock {\n\tcache_write_tokens -5\n}", "bad cache_write_tokens value '-5'"},
 		{"missing fault", "llm_mock {\n\tfault\n}", "fault takes a single spec"},
 		{"spaced fault", "llm_mock {\n\tfault status, code=503\n}", "fault takes a single spec"},
 		{"unknown fault", "llm_mock {\n\tfault explode\n}", `invalid fault 'explode': unknown fault kind "explode"`},
@@ -118,6 +137,8 @@ func TestCaddyfileAdapt(t *testing.T) {
 		"\tllm_mock /v1/* {\n" +
 		"\t\tname alpha\n" +
 		"\t\tttft 250ms\n" +
+		"\t\tcached_tokens 64\n" +
+		"\t\tcache_write_tokens 16\n" +
 		"\t\tfault status,code=429,count=1\n" +
 		"\t}\n" +
 		"}\n"
@@ -149,7 +170,11 @@ func TestCaddyfileAdapt(t *testing.T) {
 	if err := json.Unmarshal([]byte(mockJSON), &h); err != nil {
 		t.Fatal(err)
 	}
-	if h.Name != "alpha" || time.Duration(h.TTFT) != 250*time.Millisecond || len(h.Faults) != 1 {
+	if gjson.Get(mockJSON, "cached_tokens").Int() != 64 || gjson.Get(mockJSON, "cache_write_tokens").Int() != 16 {
+		t.Errorf("cache fields in %s", mockJSON)
+	}
+	if h.Name != "alpha" || time.Duration(h.TTFT) != 250*time.Millisecond || len(h.Faults) != 1 ||
+		h.CachedTokens != 64 || h.CacheWriteTokens != 16 {
 		t.Errorf("decoded %+v from %s", h, mockJSON)
 	}
 	provision(t, &h)

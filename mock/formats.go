@@ -67,9 +67,12 @@ type reply struct {
 	itemID       string // id of the output message (responses API)
 	created      int64
 	model        string
-	words        []string // output tokens actually emitted
-	truncated    bool     // output was cut short by a max tokens parameter
+	words        []string  // output tokens actually emitted
+	truncated    bool      // output was cut short by a max tokens parameter
+	tool         *toolCall // the answer is this tool call instead of words
 	promptTokens int
+	cacheRead    int      // prompt tokens read from the cache
+	cacheWrite   int      // prompt tokens written to the cache (Anthropic only)
 	includeUsage bool     // stream_options.include_usage
 	inputs       []string // embeddings inputs, one vector each
 }
@@ -93,6 +96,8 @@ func (h *Handler) newReply(ep endpoint, req gjson.Result) (*reply, error) {
 	switch ep {
 	case endpointChat:
 		rp.id = "chatcmpl-" + randomID()
+		rp.tool = newToolCall(ep, req)
+		rp.useCache(h.CachedTokens, 0) // OpenAI reports no cache writes
 	case endpointCompletions:
 		rp.id = "cmpl-" + randomID()
 	case endpointResponses:
@@ -100,6 +105,8 @@ func (h *Handler) newReply(ep endpoint, req gjson.Result) (*reply, error) {
 		rp.itemID = "msg_" + randomID()
 	case endpointMessages:
 		rp.id = "msg_" + randomID()
+		rp.tool = newToolCall(ep, req)
+		rp.useCache(h.CachedTokens, h.CacheWriteTokens)
 	case endpointEmbeddings:
 		input := req.Get("input")
 		if input.IsArray() {
@@ -117,12 +124,24 @@ func (h *Handler) newReply(ep endpoint, req gjson.Result) (*reply, error) {
 		return rp, nil
 	}
 
+	if rp.tool != nil {
+		// a tool call ignores the output limit
+		return rp, nil
+	}
 	rp.words = strings.Fields(h.Text)
 	if limit := maxTokens(req); limit > 0 && limit < len(rp.words) {
 		rp.words = rp.words[:limit]
 		rp.truncated = true
 	}
 	return rp, nil
+}
+
+// useCache reports read of the prompt tokens as read from the cache and
+// write of them as written to it, raising the prompt size to at least
+// their sum.
+func (rp *reply) useCache(read, write int) {
+	rp.cacheRead, rp.cacheWrite = read, write
+	rp.promptTokens = max(rp.promptTokens, read+write)
 }
 
 // promptTokens estimates the prompt size as one token per 4 bytes of
@@ -191,14 +210,22 @@ func (rp *reply) token(i int) string {
 	return rp.words[i]
 }
 
-// completionTokens is the number of output tokens.
+// completionTokens is the number of output tokens: words, or the
+// pieces of a tool call's arguments.
 func (rp *reply) completionTokens() int {
+	if rp.tool != nil {
+		return len(rp.tool.pieces)
+	}
 	return len(rp.words)
 }
 
 // finishReason is the reason the output ended, in the endpoint's terms.
 func (rp *reply) finishReason() string {
 	switch {
+	case rp.endpoint == endpointMessages && rp.tool != nil:
+		return "tool_use"
+	case rp.tool != nil:
+		return "tool_calls"
 	case rp.endpoint == endpointMessages && rp.truncated:
 		return "max_tokens"
 	case rp.endpoint == endpointMessages:
@@ -226,6 +253,25 @@ func (rp *reply) openAIUsage() obj {
 	}
 }
 
+// chatUsage is the usage object of the chat API, which also tells how
+// many prompt tokens were read from the cache.
+func (rp *reply) chatUsage() obj {
+	u := rp.openAIUsage()
+	u["prompt_tokens_details"] = obj{"cached_tokens": rp.cacheRead}
+	return u
+}
+
+// anthropicUsage is the usage object of the messages API, where
+// input_tokens leaves out the tokens read from or written to the cache.
+func (rp *reply) anthropicUsage() obj {
+	return obj{
+		"input_tokens":                rp.promptTokens - rp.cacheRead - rp.cacheWrite,
+		"cache_creation_input_tokens": rp.cacheWrite,
+		"cache_read_input_tokens":     rp.cacheRead,
+		"output_tokens":               rp.completionTokens(),
+	}
+}
+
 // body renders the non-streamed answer.
 func (rp *reply) body() []byte {
 	switch rp.endpoint {
@@ -246,22 +292,31 @@ func (rp *reply) body() []byte {
 }
 
 func (rp *reply) chatCompletion() obj {
+	message := obj{
+		"role":    "assistant",
+		"content": rp.text(),
+		"refusal": nil,
+	}
+	if rp.tool != nil {
+		message["content"] = nil
+		message["tool_calls"] = []obj{{
+			"id":       rp.tool.id,
+			"type":     "function",
+			"function": obj{"name": rp.tool.name, "arguments": rp.tool.arguments},
+		}}
+	}
 	return obj{
 		"id":      rp.id,
 		"object":  "chat.completion",
 		"created": rp.created,
 		"model":   rp.model,
 		"choices": []obj{{
-			"index": 0,
-			"message": obj{
-				"role":    "assistant",
-				"content": rp.text(),
-				"refusal": nil,
-			},
+			"index":         0,
+			"message":       message,
 			"logprobs":      nil,
 			"finish_reason": rp.finishReason(),
 		}},
-		"usage": rp.openAIUsage(),
+		"usage": rp.chatUsage(),
 	}
 }
 
@@ -377,19 +432,25 @@ func outputText(text string) obj {
 
 // message is an Anthropic messages API response.
 func (rp *reply) message() obj {
+	block := obj{"type": "text", "text": rp.text()}
+	if rp.tool != nil {
+		block = rp.toolUseBlock(json.RawMessage(rp.tool.arguments))
+	}
 	return obj{
 		"id":            rp.id,
 		"type":          "message",
 		"role":          "assistant",
 		"model":         rp.model,
-		"content":       []obj{{"type": "text", "text": rp.text()}},
+		"content":       []obj{block},
 		"stop_reason":   rp.finishReason(),
 		"stop_sequence": nil,
-		"usage": obj{
-			"input_tokens":  rp.promptTokens,
-			"output_tokens": rp.completionTokens(),
-		},
+		"usage":         rp.anthropicUsage(),
 	}
+}
+
+// toolUseBlock is the tool_use content block of an Anthropic answer.
+func (rp *reply) toolUseBlock(input any) obj {
+	return obj{"type": "tool_use", "id": rp.tool.id, "name": rp.tool.name, "input": input}
 }
 
 // sseEvent is one server-sent event.
@@ -452,9 +513,30 @@ func (rp *reply) chatStream() *stream {
 	}
 
 	s := &stream{malformed: sseEvent{data: []byte(malformedData)}}
-	s.head = []sseEvent{chunk(obj{"role": "assistant", "content": ""}, nil)}
-	for i := range rp.words {
-		s.content = append(s.content, chunk(obj{"content": rp.token(i)}, nil))
+	if rp.tool != nil {
+		// the first chunk names the tool, the others carry the arguments
+		s.head = []sseEvent{chunk(obj{
+			"role":    "assistant",
+			"content": nil,
+			"refusal": nil,
+			"tool_calls": []obj{{
+				"index":    0,
+				"id":       rp.tool.id,
+				"type":     "function",
+				"function": obj{"name": rp.tool.name, "arguments": ""},
+			}},
+		}, nil)}
+		for _, piece := range rp.tool.pieces {
+			s.content = append(s.content, chunk(obj{"tool_calls": []obj{{
+				"index":    0,
+				"function": obj{"arguments": piece},
+			}}}, nil))
+		}
+	} else {
+		s.head = []sseEvent{chunk(obj{"role": "assistant", "content": ""}, nil)}
+		for i := range rp.words {
+			s.content = append(s.content, chunk(obj{"content": rp.token(i)}, nil))
+		}
 	}
 	s.tail = []sseEvent{chunk(obj{}, rp.finishReason())}
 	if rp.includeUsage {
@@ -464,7 +546,7 @@ func (rp *reply) chatStream() *stream {
 			"created": rp.created,
 			"model":   rp.model,
 			"choices": []obj{},
-			"usage":   rp.openAIUsage(),
+			"usage":   rp.chatUsage(),
 		})})
 	}
 	s.done = []sseEvent{{data: []byte("[DONE]")}}
@@ -572,6 +654,15 @@ func (rp *reply) messageStream() *stream {
 		return sseEvent{name: typ, data: marshal(fields)}
 	}
 
+	// message_start reports the input and a first output token,
+	// message_delta the whole usage
+	startUsage := rp.anthropicUsage()
+	startUsage["output_tokens"] = 1
+	block := obj{"type": "text", "text": ""}
+	if rp.tool != nil {
+		block = rp.toolUseBlock(obj{})
+	}
+
 	s := &stream{malformed: sseEvent{name: "content_block_delta", data: []byte(malformedData)}}
 	s.head = []sseEvent{
 		event("message_start", obj{"message": obj{
@@ -582,25 +673,34 @@ func (rp *reply) messageStream() *stream {
 			"content":       []obj{},
 			"stop_reason":   nil,
 			"stop_sequence": nil,
-			"usage":         obj{"input_tokens": rp.promptTokens, "output_tokens": 1},
+			"usage":         startUsage,
 		}}),
 		event("content_block_start", obj{
 			"index":         0,
-			"content_block": obj{"type": "text", "text": ""},
+			"content_block": block,
 		}),
 		event("ping", obj{}),
 	}
-	for i := range rp.words {
-		s.content = append(s.content, event("content_block_delta", obj{
-			"index": 0,
-			"delta": obj{"type": "text_delta", "text": rp.token(i)},
-		}))
+	if rp.tool != nil {
+		for _, piece := range rp.tool.pieces {
+			s.content = append(s.content, event("content_block_delta", obj{
+				"index": 0,
+				"delta": obj{"type": "input_json_delta", "partial_json": piece},
+			}))
+		}
+	} else {
+		for i := range rp.words {
+			s.content = append(s.content, event("content_block_delta", obj{
+				"index": 0,
+				"delta": obj{"type": "text_delta", "text": rp.token(i)},
+			}))
+		}
 	}
 	s.tail = []sseEvent{
 		event("content_block_stop", obj{"index": 0}),
 		event("message_delta", obj{
 			"delta": obj{"stop_reason": rp.finishReason(), "stop_sequence": nil},
-			"usage": obj{"output_tokens": rp.completionTokens()},
+			"usage": rp.anthropicUsage(),
 		}),
 	}
 	s.done = []sseEvent{event("message_stop", obj{})}

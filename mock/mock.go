@@ -3,6 +3,18 @@
 // and responses; Anthropic messages) and misbehaves on request, so that
 // a gateway can be tested against slow, failing and broken upstreams.
 //
+// A chat completions or messages request that offers tools is answered
+// with one call of the tool its tool_choice forces, else of the first
+// function (OpenAI) or client (Anthropic) tool, with an argument for
+// each required property of the tool's schema (every property if none
+// is required): "mock" for strings, 1 for numbers, true for booleans,
+// [] for arrays and {} for objects, or the property's const or first
+// enum value. Requests whose tool_choice is none, or whose conversation
+// ends with a tool result, get the usual text. The arguments are sent
+// in pieces of up to 4 bytes, at least 2, which count as the output
+// tokens (a tool call ignores max tokens parameters) and, in streams,
+// as the content chunks the faults below count.
+//
 // Faults are written as kind[,key=value...] and can be configured on
 // the handler or sent per request in a header (X-Mock-Fault by default),
 // where several specs are separated by ";" and each may be prefixed by
@@ -105,6 +117,18 @@ type Handler struct {
 	// Default: X-Mock-Fault.
 	FaultHeader string `json:"fault_header,omitempty"`
 
+	// How many prompt tokens answers report as read from the prompt
+	// cache: prompt_tokens_details.cached_tokens in chat completions,
+	// cache_read_input_tokens in messages (whose input_tokens leaves
+	// them out). The reported prompt grows to hold them if needed.
+	// Other APIs report no cache use.
+	CachedTokens int `json:"cached_tokens,omitempty"`
+
+	// How many prompt tokens messages answers report as written to the
+	// prompt cache, in cache_creation_input_tokens (left out of
+	// input_tokens). Chat completions have no such field and ignore it.
+	CacheWriteTokens int `json:"cache_write_tokens,omitempty"`
+
 	// Faults applied to every request, as specs like
 	// "status,code=503,count=2". A fault with count=N applies only to
 	// the first N inference requests this mock serves; requests to the
@@ -156,6 +180,12 @@ func (h *Handler) Validate() error {
 	}
 	if h.TokensPerSecond < 0 || math.IsNaN(h.TokensPerSecond) || math.IsInf(h.TokensPerSecond, 0) {
 		return fmt.Errorf("tokens_per_second must be a finite number, at least 0")
+	}
+	if h.CachedTokens < 0 {
+		return fmt.Errorf("cached_tokens must not be negative")
+	}
+	if h.CacheWriteTokens < 0 {
+		return fmt.Errorf("cache_write_tokens must not be negative")
 	}
 	return nil
 }

@@ -839,6 +839,8 @@ func TestValidate(t *testing.T) {
 		{TokensPerSecond: -1},
 		{TokensPerSecond: math.NaN()},
 		{TokensPerSecond: math.Inf(1)},
+		{CachedTokens: -1},
+		{CacheWriteTokens: -1},
 	} {
 		if err := h.Validate(); err == nil {
 			t.Errorf("%+v: expected an error", h)
