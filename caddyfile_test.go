@@ -86,6 +86,8 @@ func TestCaddyfileErrors(t *testing.T) {
 		{"base_path with a block", "provider a https://a.example.com {\n\tbase_path /v1 {\n\t\tx\n\t}\n}", "provider a: base_path takes no block"},
 		{"upstreams with different paths", "provider a https://a.example.com/v1 https://b.example.com/v2", `provider a: upstream URLs have different paths "/v1" and "/v2"`},
 		{"header with one argument", "provider a https://a.example.com {\n\theader X-Foo\n}", "provider a: header needs a field and a value"},
+		{"default_max_tokens zero", "provider a https://a.example.com {\n\tdefault_max_tokens 0\n}", `provider a: default_max_tokens must be a positive integer, not "0"`},
+		{"default_max_tokens not a number", "provider a https://a.example.com {\n\tdefault_max_tokens lots\n}", `provider a: default_max_tokens must be a positive integer, not "lots"`},
 		{"forward_client_auth with argument", "provider a https://a.example.com {\n\tforward_client_auth yes\n}", "wrong argument count"},
 		{"handle_response in a provider", "provider a https://a.example.com {\n\thandle_response {\n\t\trespond 200\n\t}\n}", "provider a: handle_response is not supported in a provider block"},
 		{"bad reverse_proxy subdirective", "provider a https://a.example.com {\n\tlb_policy nonsense\n}", "provider a: "},

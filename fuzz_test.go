@@ -5,10 +5,13 @@ import (
 	"errors"
 	"math/rand/v2"
 	"net/http"
+	"regexp"
 	"strings"
 	"testing"
 
 	"github.com/tidwall/gjson"
+
+	"github.com/caddy-llm-route/llmroute/translate"
 )
 
 // FuzzParseRequest checks that parseRequest never panics, and that what
@@ -125,6 +128,87 @@ func FuzzEventStream(f *testing.F) {
 		}
 		if stopped && len(out) == len(data) {
 			t.Fatal("a malformed event was passed on")
+		}
+	})
+}
+
+// FuzzTranslatedEventStream sends an upstream event stream, split at
+// arbitrary points, through an attemptWriter that translates it. It must
+// not panic; the client's stream is made of whole, well-formed events,
+// and it is the same however the upstream bytes were split.
+func FuzzTranslatedEventStream(f *testing.F) {
+	for _, seed := range []string{
+		anthropicStream, openAIStream,
+		strings.ReplaceAll(anthropicStream, "\n", "\r\n"),
+		"event: message_start\ndata: {\"type\":\"message_start\",\"message\":{}}\n\nevent: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":3}\n\n",
+		"data: {\"choices\":[{\"delta\":{\"tool_calls\":[{\"index\":0,\"id\":\"c\",\"function\":{\"name\":\"f\",\"arguments\":\"{\"}}]}}]}\n\ndata: [DONE]\n\n",
+		"data: {bad\n\n",
+		": keep-alive\n\n",
+	} {
+		f.Add([]byte(seed), uint64(1), true)
+		f.Add([]byte(seed), uint64(7), false)
+	}
+	f.Fuzz(func(t *testing.T, data []byte, seed uint64, fromAnthropic bool) {
+		if len(data) > 64<<10 {
+			t.Skip("long lines are covered by TestAttemptWriterLongLine")
+		}
+		client, provider := translate.OpenAI, translate.Anthropic
+		if !fromAnthropic {
+			client, provider = translate.Anthropic, translate.OpenAI
+		}
+		run := func(split func(int) int) (string, error) {
+			_, x, err := translate.Lookup(client, provider).Request([]byte(`{"model":"m","max_tokens":9,"messages":[],"stream":true}`), translate.Options{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			rec := newRecorder()
+			aw := newTestWriter(rec)
+			aw.tr = x
+			aw.Header().Set("Content-Type", "text/event-stream")
+			aw.WriteHeader(http.StatusOK)
+			for rest := data; len(rest) > 0; {
+				n := min(len(rest), split(len(rest)))
+				if _, err := aw.Write(rest[:n]); err != nil {
+					return rec.Body.String(), err
+				}
+				rest = rest[n:]
+			}
+			_ = aw.finish()
+			return rec.Body.String(), aw.streamErr
+		}
+		rng := rand.New(rand.NewPCG(seed, uint64(len(data))))
+		whole, wholeErr := run(func(n int) int { return n })
+		split, splitErr := run(func(int) int { return 1 + rng.IntN(64) })
+		created := regexp.MustCompile(`"created":\d+`)
+		if created.ReplaceAllString(whole, "") != created.ReplaceAllString(split, "") || (wholeErr == nil) != (splitErr == nil) {
+			t.Fatalf("split changed the output:\nwhole %q (%v)\nsplit %q (%v)", whole, wholeErr, split, splitErr)
+		}
+		if whole != "" && !strings.HasSuffix(whole, "\n\n") {
+			t.Fatalf("output does not end with a whole event: %q", whole)
+		}
+		for ev := range strings.SplitSeq(strings.TrimSuffix(whole, "\n\n"), "\n\n") {
+			if ev == "" {
+				continue
+			}
+			name, data := "", ""
+			for line := range strings.SplitSeq(ev, "\n") {
+				if v, ok := strings.CutPrefix(line, "event: "); ok {
+					name = v
+				} else if v, ok := strings.CutPrefix(line, "data: "); ok {
+					data = v
+				} else {
+					t.Fatalf("unexpected line %q in %q", line, whole)
+				}
+			}
+			if data != "[DONE]" && (!gjson.Valid(data) || !gjson.Parse(data).IsObject()) {
+				t.Fatalf("event data is not a JSON object: %q", ev)
+			}
+			if fromAnthropic == (name != "") {
+				t.Fatalf("event line presence wrong for the client format: %q", ev)
+			}
+			if name != "" && gjson.Get(data, "type").Str != name {
+				t.Fatalf("event name does not match its type: %q", ev)
+			}
 		}
 	})
 }

@@ -17,6 +17,7 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp/reverseproxy"
 	"go.uber.org/zap"
 
+	"github.com/caddy-llm-route/llmroute/translate"
 	"github.com/caddy-llm-route/llmroute/upstreams"
 )
 
@@ -43,6 +44,7 @@ const (
 	outcomeFinal                 // an error the client must see (not retryable)
 	outcomeBroken                // failed after the first byte; abort
 	outcomeGone                  // the client went away
+	outcomeUnfit                 // the target cannot serve this request; skip it
 )
 
 // attemptResult is what one attempt left behind.
@@ -125,14 +127,22 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, req *Request, p 
 			zap.String("reason", p.reason), zap.Strings("candidates", order))
 	}
 
-	var res attemptResult
+	var res, unfit attemptResult
 	var c candidate
 	attempts := 0
 loop:
-	for i := range p.candidates {
-		c = p.candidates[i]
-		attempts = i + 1
-		res = h.attempt(w, r, req, p, c, attempts, repl)
+	for i, cand := range p.candidates {
+		next := h.attempt(w, r, req, p, cand, attempts+1, repl)
+		if next.outcome == outcomeUnfit {
+			// Skipped without calling it: kept only to explain a
+			// request no target could take.
+			if unfit.body == nil {
+				unfit = next
+			}
+			continue
+		}
+		c, res = cand, next
+		attempts++
 		switch res.outcome {
 		case outcomeRetry:
 			h.recordFailure(c, res)
@@ -148,6 +158,11 @@ loop:
 			upstreams.Cooldowns.Success(c.provider.Name, c.model.UpstreamName)
 		}
 		break loop
+	}
+	if attempts == 0 {
+		// Every target refused the request before any call.
+		c, res = p.candidates[0], unfit
+		res.outcome = outcomeFinal
 	}
 	h.setPlaceholders(r, repl, p, c, attempts, res.aw)
 
@@ -199,6 +214,16 @@ func (h *Handler) attempt(w http.ResponseWriter, r *http.Request, req *Request, 
 	if err != nil {
 		return attemptResult{outcome: outcomeFinal, status: http.StatusBadRequest, body: errorBody(req.Endpoint, 400, "invalid_request", "could not rewrite the request body")}
 	}
+	endpoint := req.Endpoint
+	var tr translate.Exchange
+	if pair := c.provider.Translation(req.Endpoint); pair != nil {
+		if body, tr, err = pair.Request(body, translate.Options{DefaultMaxTokens: c.provider.DefaultMaxTokens}); err != nil {
+			msg := fmt.Sprintf("%s (model %s at provider %s)", err.Error(), c.model.Name, c.provider.Name)
+			return attemptResult{outcome: outcomeUnfit, status: http.StatusBadRequest,
+				body: errorBody(req.Endpoint, http.StatusBadRequest, "unsupported_parameter", msg)}
+		}
+		endpoint = translate.Endpoint(c.provider.API())
+	}
 
 	// Each attempt gets its own copy of Caddy's request variables: the
 	// proxy writes them, and a dial left over from an abandoned attempt
@@ -215,7 +240,7 @@ func (h *Handler) attempt(w http.ResponseWriter, r *http.Request, req *Request, 
 	up.ContentLength = int64(len(body))
 	up.TransferEncoding = nil
 	up.Header.Del("Content-Length")
-	c.provider.PrepareRequest(up, req.Endpoint, c.model.UpstreamName, repl)
+	c.provider.PrepareRequest(up, endpoint, c.model.UpstreamName, repl)
 
 	firstByte := time.AfterFunc(time.Duration(h.FirstByteTimeout), func() { cancel(errFirstByteTimeout) })
 	defer firstByte.Stop()
@@ -232,12 +257,15 @@ func (h *Handler) attempt(w http.ResponseWriter, r *http.Request, req *Request, 
 	var firstByteAt time.Time
 
 	aw := newAttemptWriter(ctx, w)
-	aw.onCommit = func(aw *attemptWriter) {
+	aw.tr = tr
+	aw.onStart = func(aw *attemptWriter) {
 		firstByte.Stop()
 		firstByteAt = time.Now()
 		idleTimeout := time.Duration(h.StreamIdleTimeout)
 		idle = time.AfterFunc(idleTimeout, func() { cancel(errStreamIdle) })
 		aw.onWrite = func() { idle.Reset(idleTimeout) }
+	}
+	aw.onCommit = func(aw *attemptWriter) {
 		hdr := w.Header()
 		hdr.Set(HeaderModel, c.model.Name)
 		hdr.Set(HeaderProvider, c.provider.Name)
@@ -262,7 +290,7 @@ func (h *Handler) attempt(w http.ResponseWriter, r *http.Request, req *Request, 
 
 	if aw.committed {
 		if err == nil && !aborted {
-			aw.finish()
+			_ = aw.finish() // cannot fail: a committed answer is no whole body waiting for translation
 			if !aw.stream || aw.terminated {
 				res.outcome = outcomeDone
 				return res
@@ -294,15 +322,19 @@ func (h *Handler) attempt(w http.ResponseWriter, r *http.Request, req *Request, 
 		return res
 	}
 	if err == nil && !aborted && !aw.failed() {
-		// A success without a body.
-		aw.finish()
-		res.outcome = outcomeDone
-		return res
+		// A success without a body, or a whole body to translate.
+		if res.err = aw.finish(); res.err == nil {
+			res.outcome = outcomeDone
+			return res
+		}
 	}
 	if aw.failed() {
 		res.status, res.body, res.header = aw.status, aw.errBody, aw.header
 		if res.body == nil {
 			res.body = []byte{}
+		}
+		if tr != nil {
+			res.body = tr.Error(res.status, res.body)
 		}
 		res.outcome = outcomeFinal
 		if matchesStatus(aw.status, p.retryOn) {

@@ -71,15 +71,20 @@ func TestResolve(t *testing.T) {
 		{model: "m", endpoint: "/chat/completions", route: "m", pairs: []string{"m@a", "m@b"}, retryOn: []int{429, 5}},
 		{model: "m", endpoint: "/embeddings", route: "m", pairs: []string{"m@a", "m@b"}},
 		{model: "aliased", endpoint: "/chat/completions", route: "aliased", pairs: []string{"aliased@a", "aliased@az"}},
-		{model: "r", endpoint: "/chat/completions", route: "r", pairs: []string{"m@b", "solo@b"}, retryOn: []int{500}},
-		{model: "r", endpoint: "/messages", route: "r", pairs: []string{"claude@c"}, retryOn: []int{500}},
+		// Chat completions and messages cross formats by translation.
+		{model: "r", endpoint: "/chat/completions", route: "r", pairs: []string{"m@b", "claude@c", "solo@b"}, retryOn: []int{500}},
+		{model: "r", endpoint: "/messages", route: "r", pairs: []string{"m@b", "claude@c", "solo@b"}, retryOn: []int{500}},
+		{model: "r", endpoint: "/embeddings", route: "r", pairs: []string{"m@b", "solo@b"}, retryOn: []int{500}},
 		{model: "fallback", endpoint: "/chat/completions", route: "fallback", pairs: []string{"m@a", "m@b", "aliased@a", "aliased@az"}},
 		{model: "a/m", endpoint: "/chat/completions", route: "m", pairs: []string{"m@a"}},
 		{model: "b/m", endpoint: "/responses", route: "m", pairs: []string{"m@b"}},
 		{model: "c/claude", endpoint: "/messages", route: "claude", pairs: []string{"claude@c"}},
 		{model: "az/aliased", endpoint: "/chat/completions", route: "aliased", pairs: []string{"aliased@az"}},
-		{model: "mixed", endpoint: "/messages", route: "mixed", pairs: []string{"mixed@c"}},
-		{model: "mixed", endpoint: "/chat/completions", route: "mixed", pairs: []string{"mixed@a"}},
+		{model: "mixed", endpoint: "/messages", route: "mixed", pairs: []string{"mixed@a", "mixed@c"}},
+		{model: "mixed", endpoint: "/chat/completions", route: "mixed", pairs: []string{"mixed@a", "mixed@c"}},
+		{model: "mixed", endpoint: "/responses", route: "mixed", pairs: []string{"mixed@a"}},
+		{model: "claude", endpoint: "/chat/completions", route: "claude", pairs: []string{"claude@c"}},
+		{model: "a/m", endpoint: "/messages", route: "m", pairs: []string{"m@a"}},
 		// A registered model whose name looks like provider/model.
 		{model: "a/slashed", endpoint: "/chat/completions", route: "a/slashed", pairs: []string{"a/slashed@b"}},
 
@@ -91,10 +96,11 @@ func TestResolve(t *testing.T) {
 		{model: "M", endpoint: "/chat/completions", status: 404, code: "model_not_found"},
 		{model: "/m", endpoint: "/chat/completions", status: 404, code: "model_not_found"},
 		// No candidate left for the endpoint: a client error (any code).
-		{model: "claude", endpoint: "/chat/completions", status: 400},
-		{model: "m", endpoint: "/messages", status: 400},
-		{model: "a/m", endpoint: "/messages", status: 400},
-		{model: "solo", endpoint: "/messages", status: 400},
+		// (Only chat completions and messages translate.)
+		{model: "claude", endpoint: "/embeddings", status: 400},
+		{model: "claude", endpoint: "/responses", status: 400},
+		{model: "m", endpoint: "/messages/count_tokens", status: 400},
+		{model: "c/claude", endpoint: "/completions", status: 400},
 	} {
 		t.Run(tc.model+tc.endpoint, func(t *testing.T) {
 			p, rerr := h.resolve(httptest.NewRequest("POST", "/", nil), &Request{Model: tc.model, Endpoint: tc.endpoint})
@@ -663,7 +669,7 @@ func TestServeClientErrors(t *testing.T) {
 		{"invalid JSON", "POST", "/v1/chat/completions", `{"model":`, 400, "invalid_json", false},
 		{"invalid JSON on messages", "POST", "/v1/messages", `{"model":`, 400, "invalid_json", true},
 		{"unknown model", "POST", "/v1/chat/completions", `{"model":"gpt-9"}`, 404, "model_not_found", false},
-		{"wrong endpoint", "POST", "/v1/messages", `{"model":"m"}`, 400, "", true},
+		{"feature the target cannot serve", "POST", "/v1/messages", `{"model":"m","max_tokens":5,"messages":[{"role":"user","content":[{"type":"document","source":{"type":"text","media_type":"text/plain","data":"x"}}]}]}`, 400, "unsupported_parameter", true},
 		{"too deep", "POST", "/v1/embeddings", `{"model":"m","input":` + strings.Repeat("[", 70) + strings.Repeat("]", 70) + `}`, 400, "too_deep", false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

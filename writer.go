@@ -5,21 +5,26 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"strconv"
 	"strings"
 
 	"github.com/tidwall/gjson"
+
+	"github.com/caddy-llm-route/llmroute/translate"
 )
 
 // Errors that stop an upstream stream.
 var (
 	errMalformedEvent = errors.New("upstream sent a malformed stream event")
 	errEventTooLong   = errors.New("upstream sent a stream line longer than 16 MiB")
+	errBodyTooLong    = errors.New("upstream answer to translate is larger than 16 MiB")
 )
 
 const (
 	maxErrorBody = 64 << 10 // upstream error bodies kept for the client
 	usageTail    = 16 << 10 // tail of non-stream bodies kept to read usage
 	maxEventLine = 16 << 20 // longest stream line held while waiting for its end
+	maxTranslate = 16 << 20 // longest whole body held for translation
 )
 
 // Usage is the token usage an answer reported.
@@ -39,6 +44,11 @@ type Usage struct {
 // client sees. Once committed it passes bytes through, and for event
 // streams it checks every event, reads usage and notes whether the
 // stream ended properly.
+//
+// When the attempt's request was translated, tr translates the answer:
+// each stream event as it completes, or a whole body once it has all
+// arrived (it is committed only then, so a body that cannot be
+// translated can still fall back).
 type attemptWriter struct {
 	w      http.ResponseWriter
 	header http.Header
@@ -49,12 +59,18 @@ type attemptWriter struct {
 	committed   bool
 	errBody     []byte
 
+	tr translate.Exchange // nil when the answer needs no translation
+
+	// onStart runs once, on the first body byte of a good answer.
+	onStart func(aw *attemptWriter)
 	// onCommit runs once, just before the real header is written.
 	onCommit func(aw *attemptWriter)
 	// onWrite runs on every body write after commit.
 	onWrite func()
 
-	stream     bool // the response is an event stream
+	started    bool   // the first body byte of a good answer arrived
+	stream     bool   // the response is an event stream
+	body       []byte // a whole body waiting for translation
 	pending    []byte
 	scanned    int   // bytes of pending already inspected as complete lines
 	terminated bool  // the stream carried its terminator (or an error event)
@@ -97,14 +113,23 @@ func (aw *attemptWriter) Write(p []byte) (int, error) {
 	if len(p) == 0 {
 		return 0, nil
 	}
-	if !aw.committed {
+	if !aw.started {
 		if err := aw.ctx.Err(); err != nil {
 			return 0, err // the attempt was abandoned (first_byte_timeout)
 		}
-		aw.commit()
+		aw.start()
 	}
 	if aw.onWrite != nil {
 		aw.onWrite()
+	}
+	if !aw.committed {
+		// A whole body to translate.
+		if len(aw.body)+len(p) > maxTranslate {
+			aw.streamErr = errBodyTooLong
+			return 0, errBodyTooLong
+		}
+		aw.body = append(aw.body, p...)
+		return len(p), nil
 	}
 	if aw.stream {
 		return aw.writeEvents(p)
@@ -115,13 +140,25 @@ func (aw *attemptWriter) Write(p []byte) (int, error) {
 	return n, err
 }
 
+// start notes the first body byte of a good answer and commits it,
+// unless it is a whole body to translate.
+func (aw *attemptWriter) start() {
+	aw.started = true
+	aw.stream = strings.HasPrefix(aw.header.Get("Content-Type"), "text/event-stream")
+	if aw.onStart != nil {
+		aw.onStart(aw)
+	}
+	if aw.tr == nil || aw.stream {
+		aw.commit()
+	}
+}
+
 // commit writes the attempt's status and headers to the client.
 func (aw *attemptWriter) commit() {
 	if aw.committed {
 		return
 	}
 	aw.committed = true
-	aw.stream = strings.HasPrefix(aw.header.Get("Content-Type"), "text/event-stream")
 	if aw.stream {
 		aw.header.Del("Content-Length")
 	}
@@ -148,26 +185,49 @@ func (aw *attemptWriter) FlushError() error {
 func (aw *attemptWriter) Flush() { _ = aw.FlushError() }
 
 // finish completes a successful attempt: a response with no body is
-// committed, and a partial last stream line is passed on.
-func (aw *attemptWriter) finish() {
+// committed, a whole body waiting for translation is translated and
+// passed on, and so is a partial last stream event. It fails, leaving
+// nothing committed, when a body cannot be translated.
+func (aw *attemptWriter) finish() error {
 	if !aw.wroteHeader {
 		aw.WriteHeader(http.StatusOK)
+	}
+	if aw.started && !aw.committed {
+		out, err := aw.tr.Response(aw.body)
+		if err != nil {
+			aw.streamErr = err
+			return err
+		}
+		aw.readUsage(gjson.GetBytes(aw.body, "usage"))
+		aw.header.Set("Content-Length", strconv.Itoa(len(out)))
+		aw.commit()
+		n, _ := aw.w.Write(out)
+		aw.size += int64(n)
+		return nil
 	}
 	if !aw.committed && !aw.failed() {
 		aw.commit()
 	}
 	if len(aw.pending) > 0 {
 		// An event the upstream did not end with a blank line.
-		if aw.inspectLine(aw.pending[aw.scanned:]) {
-			_, _ = aw.w.Write(aw.pending)
+		out := aw.pending
+		var err error
+		if !aw.inspectLine(aw.pending[aw.scanned:]) {
+			err = errMalformedEvent
+		} else if aw.tr != nil {
+			out, err = aw.translateEvent(nil, aw.pending)
+		}
+		if err != nil {
+			aw.streamErr = err
 		} else {
-			aw.streamErr = errMalformedEvent
+			_, _ = aw.w.Write(out)
 		}
 		aw.pending, aw.scanned = nil, 0
 	}
 	if !aw.stream {
-		aw.readUsage()
+		aw.readUsage(aw.tailUsage())
 	}
+	return nil
 }
 
 // writeEvents passes complete events through, checking each line. The
@@ -181,7 +241,8 @@ func (aw *attemptWriter) writeEvents(p []byte) (int, error) {
 		aw.streamErr = errEventTooLong
 		return len(p), errEventTooLong
 	}
-	done := 0 // end of the last complete event
+	done := 0      // end of the last complete event
+	var out []byte // the complete events, translated
 	for {
 		i := bytes.IndexByte(aw.pending[aw.scanned:], '\n')
 		if i < 0 {
@@ -189,22 +250,31 @@ func (aw *attemptWriter) writeEvents(p []byte) (int, error) {
 		}
 		line := aw.pending[aw.scanned : aw.scanned+i+1]
 		aw.scanned += i + 1
+		var err error
 		if !aw.inspectLine(line) {
-			if done > 0 {
+			err = errMalformedEvent
+		} else if len(bytes.TrimRight(line, "\r\n")) == 0 {
+			out, err = aw.translateEvent(out, aw.pending[done:aw.scanned])
+			done = aw.scanned
+		}
+		if err != nil {
+			if aw.tr != nil {
+				_, _ = aw.w.Write(out)
+			} else if done > 0 {
 				_, _ = aw.w.Write(aw.pending[:done])
 			}
 			aw.pending, aw.scanned = nil, 0
-			aw.streamErr = errMalformedEvent
-			return len(p), errMalformedEvent
-		}
-		if len(bytes.TrimRight(line, "\r\n")) == 0 {
-			done = aw.scanned
+			aw.streamErr = err
+			return len(p), err
 		}
 	}
 	if done == 0 {
 		return len(p), nil
 	}
-	n, err := aw.w.Write(aw.pending[:done])
+	if aw.tr == nil {
+		out = aw.pending[:done]
+	}
+	n, err := aw.w.Write(out)
 	aw.size += int64(n)
 	aw.pending = append(aw.pending[:0], aw.pending[done:]...)
 	aw.scanned -= done
@@ -212,6 +282,31 @@ func (aw *attemptWriter) writeEvents(p []byte) (int, error) {
 		return 0, err
 	}
 	return len(p), nil
+}
+
+// translateEvent appends the client's translation of one upstream event
+// (its lines up to and including the blank line that ends it) to dst.
+// Without a translation it does nothing.
+func (aw *attemptWriter) translateEvent(dst, event []byte) ([]byte, error) {
+	if aw.tr == nil {
+		return dst, nil
+	}
+	var name, data []byte
+	for line := range bytes.Lines(event) {
+		line = bytes.TrimRight(line, "\r\n")
+		if v, ok := bytes.CutPrefix(line, []byte("event:")); ok {
+			name = bytes.TrimSpace(v)
+		} else if v, ok := bytes.CutPrefix(line, []byte("data:")); ok {
+			if data != nil {
+				data = append(data, '\n')
+			}
+			data = append(data, bytes.TrimSpace(v)...)
+		}
+	}
+	if len(data) == 0 {
+		return dst, nil // a comment, a keep-alive or a stray blank line
+	}
+	return aw.tr.Event(dst, name, data)
 }
 
 // inspectLine reads one event stream line: it notes terminators and
@@ -304,19 +399,24 @@ func (aw *attemptWriter) keepTail(p []byte) {
 	aw.tail = append(aw.tail, p...)
 }
 
-// readUsage reads usage from a non-stream body: from the whole body when
-// it was small enough to keep, else from the last "usage" object in its
-// tail.
-func (aw *attemptWriter) readUsage() {
-	var u gjson.Result
+// tailUsage finds the usage object of a non-stream body: in the whole
+// body when it was small enough to keep, else the last "usage" object in
+// its tail.
+func (aw *attemptWriter) tailUsage() gjson.Result {
 	if aw.size <= usageTail {
-		u = gjson.GetBytes(aw.tail, "usage")
-	} else if i := bytes.LastIndex(aw.tail, []byte(`"usage"`)); i >= 0 {
+		return gjson.GetBytes(aw.tail, "usage")
+	}
+	if i := bytes.LastIndex(aw.tail, []byte(`"usage"`)); i >= 0 {
 		rest := aw.tail[i+len(`"usage"`):]
 		if j := bytes.IndexByte(rest, ':'); j >= 0 {
-			u = gjson.ParseBytes(rest[j+1:])
+			return gjson.ParseBytes(rest[j+1:])
 		}
 	}
+	return gjson.Result{}
+}
+
+// readUsage reads a usage object of either API.
+func (aw *attemptWriter) readUsage(u gjson.Result) {
 	if u.Get("input_tokens").Exists() && !u.Get("prompt_tokens").Exists() && !u.Get("total_tokens").Exists() {
 		aw.readAnthropicUsage(u)
 		return

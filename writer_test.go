@@ -8,9 +8,14 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/tidwall/gjson"
+
+	"github.com/caddy-llm-route/llmroute/translate"
 )
 
 // newRecorder returns a recorder whose Code stays 0 until WriteHeader
@@ -517,5 +522,93 @@ func TestAttemptWriterNonStreamUsage(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// translatedWriter returns an attemptWriter over rec that translates the
+// answer to an OpenAI chat request served by an Anthropic provider.
+func translatedWriter(t *testing.T, rec http.ResponseWriter, stream bool) *attemptWriter {
+	t.Helper()
+	body := `{"model":"m","messages":[{"role":"user","content":"hi"}],"stream_options":{"include_usage":true}}`
+	_, x, err := translate.Lookup(translate.OpenAI, translate.Anthropic).Request([]byte(body), translate.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	aw := newTestWriter(rec)
+	aw.tr = x
+	if stream {
+		aw.Header().Set("Content-Type", "text/event-stream")
+	} else {
+		aw.Header().Set("Content-Type", "application/json")
+	}
+	return aw
+}
+
+func TestAttemptWriterTranslatesWholeBody(t *testing.T) {
+	const answer = `{"id":"msg_1","type":"message","role":"assistant","model":"claude","content":[{"type":"text","text":"Hello"}],"stop_reason":"end_turn","usage":{"input_tokens":7,"output_tokens":2,"cache_read_input_tokens":3}}`
+	rec := newRecorder()
+	aw := translatedWriter(t, rec, false)
+	aw.Header().Set("Content-Length", strconv.Itoa(len(answer)))
+	aw.WriteHeader(http.StatusOK)
+	for _, part := range []string{answer[:10], answer[10:]} {
+		if _, err := aw.Write([]byte(part)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Nothing is committed before the whole body is translated.
+	untouched(t, rec)
+	if err := aw.finish(); err != nil {
+		t.Fatal(err)
+	}
+	b := rec.Body.Bytes()
+	if rec.Code != 200 || gjson.GetBytes(b, "object").Str != "chat.completion" ||
+		gjson.GetBytes(b, "choices.0.message.content").Str != "Hello" {
+		t.Fatalf("status %d body %s", rec.Code, b)
+	}
+	if got := rec.Header().Get("Content-Length"); got != strconv.Itoa(len(b)) {
+		t.Errorf("Content-Length %s for %d bytes", got, len(b))
+	}
+	if want := (Usage{PromptTokens: 7, CompletionTokens: 2, CacheReadTokens: 3}); aw.usage != want {
+		t.Errorf("usage %+v, want %+v", aw.usage, want)
+	}
+}
+
+func TestAttemptWriterUntranslatableBody(t *testing.T) {
+	rec := newRecorder()
+	aw := translatedWriter(t, rec, false)
+	aw.WriteHeader(http.StatusOK)
+	if _, err := aw.Write([]byte(`{"id":"msg_1","content":[{"type":"text","te`)); err != nil {
+		t.Fatal(err)
+	}
+	err := aw.finish()
+	if !errors.Is(err, translate.ErrMalformed) {
+		t.Fatalf("finish = %v, want ErrMalformed", err)
+	}
+	// The attempt can still fall back: the client saw nothing.
+	untouched(t, rec)
+}
+
+func TestAttemptWriterTranslatesStream(t *testing.T) {
+	rec := newRecorder()
+	aw := translatedWriter(t, rec, true)
+	aw.WriteHeader(http.StatusOK)
+	// Split mid-event: only whole upstream events are translated.
+	for _, part := range []string{anthropicStream[:40], anthropicStream[40:301], anthropicStream[301:]} {
+		if _, err := aw.Write([]byte(part)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := aw.finish(); err != nil {
+		t.Fatal(err)
+	}
+	out := rec.Body.String()
+	if !aw.terminated || !strings.HasSuffix(out, "data: [DONE]\n\n") || strings.Contains(out, "event:") {
+		t.Fatalf("translated stream:\n%s", out)
+	}
+	if !strings.Contains(out, `"object":"chat.completion.chunk"`) || !strings.Contains(out, `"usage":{"prompt_tokens":38,`) {
+		t.Errorf("translated stream lacks chunks or usage:\n%s", out)
+	}
+	if want := (Usage{PromptTokens: 25, CompletionTokens: 15, CacheReadTokens: 10, CacheWriteTokens: 3}); aw.usage != want {
+		t.Errorf("usage %+v, want %+v", aw.usage, want)
 	}
 }

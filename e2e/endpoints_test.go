@@ -276,22 +276,34 @@ func TestAnthropicMessages(t *testing.T) {
 		t.Errorf("stream usage %v, want %d/%d", s.Usage, wantIn, wantOut)
 	}
 
-	// An OpenAI-format model is not served on the Messages API, and an
-	// Anthropic provider is not used for chat completions.
-	_, err = c.Messages.New(ctxT(t), messageParams("only-alpha", prompt))
-	var aerr *anthropic.Error
-	if !asError(err, &aerr) || aerr.StatusCode != http.StatusBadRequest ||
-		!strings.Contains(aerr.RawJSON(), `"type":"error"`) || !strings.Contains(aerr.RawJSON(), "invalid_request_error") {
-		t.Errorf("messages to an openai model: %v", err)
-	} else if m := aerr.Response.Header.Get("X-Mock-Name"); m != "" {
-		t.Errorf("messages to an openai model reached %s", m)
+	// An OpenAI-format model serves the Messages API through translation,
+	// and an Anthropic provider serves chat completions the same way: the
+	// client gets an answer in its own format (see translate_test.go).
+	hr = nil
+	msg, err = c.Messages.New(ctxT(t), messageParams("only-alpha", prompt), antoption.WithResponseInto(&hr))
+	if err != nil {
+		t.Fatalf("messages to an openai model: %v", err)
+	}
+	expectRoute(t, hr, "only-alpha", "alpha", "only-alpha", 1)
+	if msg.Type != "message" || len(msg.Content) != 1 || msg.Content[0].Type != "text" || msg.Content[0].Text != alphaText ||
+		msg.StopReason != anthropic.StopReasonEndTurn || !strings.HasPrefix(msg.ID, "chatcmpl-") {
+		t.Errorf("messages to an openai model: %s, want alpha's text as an Anthropic message", msg.RawJSON())
+	}
+	if msg.Usage.InputTokens != wantIn || msg.Usage.OutputTokens != int64(len(strings.Fields(alphaText))) {
+		t.Errorf("messages to an openai model: usage %s", msg.Usage.RawJSON())
 	}
 	oc := oaClient(t)
-	_, err = oc.Chat.Completions.New(ctxT(t), chatParams("claude-chat", prompt))
-	var oerr *openai.Error
-	if !asError(err, &oerr) || oerr.StatusCode != http.StatusBadRequest || oerr.Type != "invalid_request_error" || oerr.Code == "" {
-		t.Errorf("chat to an anthropic model: %v", err)
-	} else if m := oerr.Response.Header.Get("X-Mock-Name"); m != "" {
-		t.Errorf("chat to an anthropic model reached %s", m)
+	hr = nil
+	resp, err := oc.Chat.Completions.New(ctxT(t), chatParams("claude-chat", prompt), oaoption.WithResponseInto(&hr))
+	if err != nil {
+		t.Fatalf("chat to an anthropic model: %v", err)
+	}
+	expectRoute(t, hr, "claude-chat", "claude", "claude-chat", 1)
+	if resp.Object != "chat.completion" || len(resp.Choices) != 1 || resp.Choices[0].Message.Content != claudeText ||
+		resp.Choices[0].FinishReason != "stop" || resp.Model != "mock-claude" || !strings.HasPrefix(resp.ID, "msg_") {
+		t.Errorf("chat to an anthropic model: %s, want claude's text as a chat completion", resp.RawJSON())
+	}
+	if resp.Usage.PromptTokens != wantIn || resp.Usage.CompletionTokens != wantOut {
+		t.Errorf("chat to an anthropic model: usage %s", resp.Usage.RawJSON())
 	}
 }

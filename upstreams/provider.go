@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 
 	"github.com/caddyserver/caddy/v2"
@@ -19,6 +20,8 @@ import (
 	"github.com/tidwall/gjson"
 	"github.com/tidwall/sjson"
 	"go.uber.org/zap"
+
+	"github.com/caddy-llm-route/llmroute/translate"
 )
 
 // Provider formats. A format decides the auth header and the path shape.
@@ -77,6 +80,10 @@ type Provider struct {
 	// they are stripped. When the provider has an api_key, its key still
 	// replaces the client's in the format's auth header.
 	ForwardClientAuth bool `json:"forward_client_auth,omitempty"`
+
+	// The output token limit sent when a request translated to the
+	// anthropic format (which requires one) carries none. Default 4096.
+	DefaultMaxTokens int `json:"default_max_tokens,omitempty"`
 
 	// The reverse_proxy handler that carries this provider's traffic:
 	// upstreams, load balancing, health checks, transport and timeouts.
@@ -191,6 +198,9 @@ func (p *Provider) Validate() error {
 	default:
 		return fmt.Errorf("provider %s: unknown format %q (want openai, anthropic or azure)", p.Name, p.Format)
 	}
+	if p.DefaultMaxTokens < 0 {
+		return fmt.Errorf("provider %s: default_max_tokens must not be negative", p.Name)
+	}
 	if p.BasePath != "" && !strings.HasPrefix(p.BasePath, "/") {
 		return fmt.Errorf("provider %s: base_path must start with '/'", p.Name)
 	}
@@ -200,12 +210,36 @@ func (p *Provider) Validate() error {
 // Proxy returns the provider's provisioned reverse proxy.
 func (p *Provider) Proxy() *reverseproxy.Handler { return p.proxy }
 
-// Serves reports whether the provider speaks the API an endpoint belongs
-// to: anthropic providers serve `/messages` (and `/messages/...`, such as
-// count_tokens); openai and azure providers serve everything else.
+// API names the wire format the provider speaks, in translate's terms.
+func (p *Provider) API() string {
+	if p.Format == FormatAnthropic {
+		return translate.Anthropic
+	}
+	return translate.OpenAI
+}
+
+// Serves reports whether the provider can answer requests to an
+// endpoint: natively (anthropic providers serve `/messages` and
+// `/messages/...`, such as count_tokens; openai and azure providers
+// everything else), or through a translation (chat completions ⇄
+// messages).
 func (p *Provider) Serves(endpoint string) bool {
+	return p.native(endpoint) || p.Translation(endpoint) != nil
+}
+
+func (p *Provider) native(endpoint string) bool {
 	isMessages := endpoint == "/messages" || strings.HasPrefix(endpoint, "/messages/")
 	return isMessages == (p.Format == FormatAnthropic)
+}
+
+// Translation returns the pair that translates requests to an endpoint
+// for this provider, or nil when the provider serves them natively or
+// not at all.
+func (p *Provider) Translation(endpoint string) translate.Pair {
+	if p.native(endpoint) {
+		return nil
+	}
+	return translate.Lookup(translate.ClientAPI(endpoint), p.API())
 }
 
 // Available reports whether at least one of the provider's static
@@ -269,7 +303,7 @@ func (p *Provider) PrepareRequest(r *http.Request, endpoint, upstreamModel strin
 // llm_route reads itself; every other one belongs to reverse_proxy.
 var providerDirectives = map[string]bool{
 	"format": true, "api_key": true, "base_path": true, "api_version": true,
-	"header": true, "forward_client_auth": true,
+	"header": true, "forward_client_auth": true, "default_max_tokens": true,
 }
 
 // UnmarshalCaddyfile sets up the provider from Caddyfile tokens. The
@@ -282,6 +316,7 @@ var providerDirectives = map[string]bool{
 //		api_version <version>
 //		header <field> <value>
 //		forward_client_auth
+//		default_max_tokens <n>
 //		# any reverse_proxy subdirective: to, lb_policy, health_uri,
 //		# transport http { ... }, fail_duration, ...
 //	}
@@ -363,6 +398,12 @@ func (p *Provider) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				p.BasePath = strings.TrimSuffix(args[0], "/")
 			case "api_version":
 				p.APIVersion = args[0]
+			case "default_max_tokens":
+				n, err := strconv.Atoi(args[0])
+				if err != nil || n < 1 {
+					return pd.Errf("provider %s: default_max_tokens must be a positive integer, not %q", p.Name, args[0])
+				}
+				p.DefaultMaxTokens = n
 			}
 		}
 		pd.DeleteN(len(args) + 1)

@@ -250,13 +250,16 @@ func TestServes(t *testing.T) {
 		want     bool
 	}{
 		{FormatAnthropic, "/messages", true},
-		{FormatAnthropic, "/chat/completions", false},
+		{FormatAnthropic, "/messages/count_tokens", true},
+		{FormatAnthropic, "/chat/completions", true}, // translated
 		{FormatAnthropic, "/embeddings", false},
-		{FormatOpenAI, "/messages", false},
+		{FormatAnthropic, "/responses", false},
+		{FormatOpenAI, "/messages", true}, // translated
+		{FormatOpenAI, "/messages/count_tokens", false},
 		{FormatOpenAI, "/chat/completions", true},
 		{FormatOpenAI, "/responses", true},
 		{FormatOpenAI, "/rerank", true},
-		{FormatAzure, "/messages", false},
+		{FormatAzure, "/messages", true}, // translated
 		{FormatAzure, "/embeddings", true},
 	} {
 		p := Provider{Format: tc.format}

@@ -1,0 +1,141 @@
+// Package translate converts requests and answers between LLM wire
+// formats, so a client of one API can be served by a provider that speaks
+// another. Each client→provider pair is one Pair; the handler only asks
+// for the pair of its client and provider APIs and never looks inside.
+//
+// A Pair translates a request body and returns an Exchange, which then
+// translates that request's answer: a whole body, an error body, or a
+// stream one upstream event at a time (incrementally, nothing is held
+// back to the end).
+package translate
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/tidwall/gjson"
+)
+
+// APIs: the wire formats translate knows.
+const (
+	OpenAI    = "openai"    // OpenAI Chat Completions (also Azure OpenAI, vLLM, llama.cpp, Ollama)
+	Anthropic = "anthropic" // Anthropic Messages
+)
+
+// Endpoint is the path (below the version prefix) a request of an API is
+// sent to.
+func Endpoint(api string) string {
+	switch api {
+	case OpenAI:
+		return "/chat/completions"
+	case Anthropic:
+		return "/messages"
+	}
+	return ""
+}
+
+// ClientAPI names the API of a client endpoint, or "" when requests to
+// that endpoint cannot be translated.
+func ClientAPI(endpoint string) string {
+	switch endpoint {
+	case "/chat/completions":
+		return OpenAI
+	case "/messages":
+		return Anthropic
+	}
+	return ""
+}
+
+// Options tune a request translation.
+type Options struct {
+	// DefaultMaxTokens is the output limit sent to an API that requires
+	// one (Anthropic) when the client set none.
+	DefaultMaxTokens int
+}
+
+// DefaultMaxTokens is used when Options.DefaultMaxTokens is zero.
+const DefaultMaxTokens = 4096
+
+// Pair translates requests of one client API for one provider API.
+type Pair interface {
+	// Request translates a client request body (already carrying the
+	// provider's model name). An error is a *RequestError: a feature the
+	// provider's API cannot honour.
+	Request(body []byte, opt Options) ([]byte, Exchange, error)
+}
+
+// Exchange translates the answer to one translated request.
+type Exchange interface {
+	// Response translates a whole successful (2xx) body.
+	Response(body []byte) ([]byte, error)
+	// Error translates an error body (4xx/5xx) to the client's error
+	// shape; bodies it does not recognise come back unchanged.
+	Error(status int, body []byte) []byte
+	// Event translates one upstream stream event, given its event name
+	// (empty when absent) and its data, appending the client's events to
+	// dst. Data is valid JSON or [DONE].
+	Event(dst []byte, name, data []byte) ([]byte, error)
+}
+
+// now is the clock of the created field; tests set it.
+var now = time.Now
+
+var pairs = map[[2]string]Pair{}
+
+// Register makes a pair available. It panics on a duplicate, like
+// caddy.RegisterModule.
+func Register(client, provider string, p Pair) {
+	k := [2]string{client, provider}
+	if _, dup := pairs[k]; dup {
+		panic(fmt.Sprintf("translate: pair %s→%s registered twice", client, provider))
+	}
+	pairs[k] = p
+}
+
+// Lookup returns the pair translating client requests for provider, or
+// nil when there is none.
+func Lookup(client, provider string) Pair {
+	return pairs[[2]string{client, provider}]
+}
+
+// RequestError is a request the target API cannot serve; the client gets
+// it as a 400.
+type RequestError struct{ Msg string }
+
+func (e *RequestError) Error() string { return e.Msg }
+
+func unsupported(format string, args ...any) error {
+	return &RequestError{Msg: fmt.Sprintf(format, args...)}
+}
+
+// ErrMalformed is an upstream answer that cannot be translated.
+var ErrMalformed = errors.New("upstream answer cannot be translated")
+
+func malformed(format string, args ...any) error {
+	return fmt.Errorf("%w: %s", ErrMalformed, fmt.Sprintf(format, args...))
+}
+
+// object is a request's top-level members, read in one pass: looking
+// each field up in the body would scan it again every time.
+type object map[string]gjson.Result
+
+func topLevel(body []byte) object {
+	o := make(object, 16)
+	gjson.ParseBytes(body).ForEach(func(k, v gjson.Result) bool {
+		o[k.Str] = v
+		return true
+	})
+	return o
+}
+
+// Get returns the value at a gjson path whose first component is a
+// top-level member.
+func (o object) Get(path string) gjson.Result {
+	k, rest, nested := strings.Cut(path, ".")
+	if nested {
+		return o[k].Get(rest)
+	}
+	return o[k]
+}
