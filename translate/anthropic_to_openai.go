@@ -532,29 +532,45 @@ func (x *chatToMessagesResp) Event(dst []byte, _, data []byte) ([]byte, error) {
 	if !gjson.ValidBytes(data) {
 		return dst, malformed("a stream chunk is not JSON")
 	}
-	chunk := gjson.ParseBytes(data)
-	if e := chunk.Get("error"); present(e) {
+	// One pass over the chunk's members; usage comes last.
+	var c struct{ id, model, choices, usage, err gjson.Result }
+	gjson.ParseBytes(data).ForEach(func(k, v gjson.Result) bool {
+		switch k.Str {
+		case "id":
+			c.id = v
+		case "model":
+			c.model = v
+		case "choices":
+			c.choices = v
+		case "usage":
+			c.usage = v
+		case "error":
+			c.err = v
+		}
+		return true
+	})
+	if present(c.err) {
 		x.event(&w, "error", func(w *jsonw) {
 			w.key("error")
-			writeAnthropicErrorDetail(w, 500, e)
+			writeAnthropicErrorDetail(w, 500, c.err)
 		})
 		return w.b, nil
 	}
-	if u := chunk.Get("usage"); u.IsObject() {
-		x.usage.readOpenAI(u)
+	if c.usage.IsObject() {
+		x.usage.readOpenAI(c.usage)
 	}
-	choice := chunk.Get("choices.0")
+	choice := c.choices.Get("0")
 	if !choice.Exists() {
 		// The usage chunk, or Azure's prompt filter results (with an
 		// empty id) before the answer starts.
 		return w.b, nil
 	}
 	if !x.started {
-		if id := chunk.Get("id"); id.Str != "" {
-			x.id = strRaw(id)
+		if c.id.Str != "" {
+			x.id = strRaw(c.id)
 		}
-		if m := chunk.Get("model"); m.Str != "" {
-			x.model = strRaw(m)
+		if c.model.Str != "" {
+			x.model = strRaw(c.model)
 		}
 		x.start(&w)
 	}
