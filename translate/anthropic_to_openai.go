@@ -61,6 +61,27 @@ func (messagesToChatReq) Request(body []byte, _ Options) ([]byte, Exchange, erro
 			return nil, nil, err
 		}
 	}
+	// Structured output: output_config.format, or the beta's
+	// output_format.
+	format := req.Get("output_config.format")
+	if !present(format) {
+		format = req.Get("output_format")
+	}
+	if present(format) {
+		if typ := format.Get("type").Str; typ != "json_schema" {
+			return nil, nil, unsupported("output format %q is not part of the Messages API", typ)
+		}
+		w.key("response_format")
+		w.open('{')
+		w.kstr("type", "json_schema")
+		w.key("json_schema")
+		w.open('{')
+		w.kstr("name", "response")
+		w.kraw("schema", rawOr(format.Get("schema"), `{"type":"object"}`))
+		w.kraw("strict", "true")
+		w.close('}')
+		w.close('}')
+	}
 	if stop := req.Get("stop_sequences"); stop.IsArray() && len(stop.Array()) > 0 {
 		w.kraw("stop", stop.Raw)
 	}
