@@ -5,11 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"math/bits"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
-	"unicode"
 	"unicode/utf8"
 
 	"github.com/caddyserver/caddy/v2"
@@ -655,33 +655,16 @@ func parseCue(c string) (cue, error) {
 	}, nil
 }
 
-// isWordByte reports whether b is an ASCII letter or digit.
-func isWordByte(b byte) bool {
-	return b >= 'a' && b <= 'z' || b >= 'A' && b <= 'Z' || b >= '0' && b <= '9'
-}
-
-// cueMatcher finds the cues of all dimensions in one pass over a text: an
-// Aho–Corasick automaton over lower-cased bytes, with the bytes that
-// occur in no cue folded into one class. States are numbered so that
-// those with outputs come last, and transitions hold the next state's row
-// offset (state × classes): a step is one table load, and a match check
-// one comparison.
+// cueMatcher finds the cues of all dimensions in one pass over a text.
 type cueMatcher struct {
-	classes  [256]uint8 // byte → class; ASCII capitals fold to lower case
-	nclass   int        // at most 255: a cue never holds 0xC0, 0xC1 or 0xF5–0xFF
-	delta    []int32    // row offset + class → the next state's row offset
-	firstOut int32      // the row offset of the first state with outputs
-	// the outputs of the state at row offset r: outIDs[outStart[r/nclass]:outStart[r/nclass+1]]
-	outStart []int32
-	outIDs   []uint16
-	cues     []cue
-	dims     []uint8 // cue → dimension
-	lens     []uint8 // cue → length in bytes
+	m    *foldMatcher
+	dims []uint8 // cue → dimension
 }
 
-// newCueMatcher builds the automaton of the cues of each dimension.
+// newCueMatcher builds the matcher of the cues of each dimension.
 func newCueMatcher(lists [numDims][]string) (*cueMatcher, error) {
-	m := &cueMatcher{}
+	var pats []matchPattern
+	var dims []uint8
 	seen := make(map[string]bool)
 	for dim, list := range lists {
 		for _, c := range list {
@@ -694,261 +677,37 @@ func newCueMatcher(lists [numDims][]string) (*cueMatcher, error) {
 				continue
 			}
 			seen[key] = true
-			m.cues = append(m.cues, p)
-			m.dims = append(m.dims, uint8(dim))
-			m.lens = append(m.lens, uint8(len(p.text)))
+			pats = append(pats, matchPattern{text: p.text, wordStart: p.wordStart, wordEnd: p.end})
+			dims = append(dims, uint8(dim))
 		}
 	}
-	if len(m.cues) > maxCues {
-		return nil, fmt.Errorf("%d cues, at most %d allowed", len(m.cues), maxCues)
+	if len(pats) > maxCues {
+		return nil, fmt.Errorf("%d cues, at most %d allowed", len(pats), maxCues)
 	}
-
-	// Byte classes: one per byte that occurs in a cue, 0 for the rest;
-	// ASCII first, so that ASCII text touches the start of each st only.
-	var used [256]bool
-	for _, c := range m.cues {
-		for i := 0; i < len(c.text); i++ {
-			used[c.text[i]] = true
-		}
+	m, err := newFoldMatcher(pats)
+	if err != nil {
+		return nil, err
 	}
-	m.nclass = 1
-	for b := range 256 {
-		if used[b] {
-			m.classes[b] = uint8(m.nclass)
-			m.nclass++
-		}
-	}
-	for b := 'A'; b <= 'Z'; b++ {
-		m.classes[b] = m.classes[b+'a'-'A']
-	}
-	nc := m.nclass
-
-	// The trie; 0 in a transition means none (the root is never a target).
-	goTo := make([]int32, nc)
-	terminal := [][]uint16{nil}
-	for id, c := range m.cues {
-		st := 0
-		for i := 0; i < len(c.text); i++ {
-			cl := int(m.classes[c.text[i]])
-			next := goTo[st*nc+cl]
-			if next == 0 {
-				next = int32(len(terminal))
-				terminal = append(terminal, nil)
-				goTo = append(goTo, make([]int32, nc)...)
-				goTo[st*nc+cl] = next
-			}
-			st = int(next)
-		}
-		terminal[st] = append(terminal[st], uint16(id))
-	}
-	states := len(terminal)
-	if states*nc > math.MaxInt32 {
-		return nil, errors.New("cues too long in total")
-	}
-
-	// Breadth-first: failure links, full transitions and output sets.
-	delta := make([]int32, states*nc)
-	fail := make([]int32, states)
-	outs := make([][]uint16, states)
-	queue := make([]int32, 0, states)
-	for cl := range nc {
-		if next := goTo[cl]; next != 0 {
-			delta[cl] = next
-			queue = append(queue, next)
-		}
-	}
-	for len(queue) > 0 {
-		st := queue[0]
-		queue = queue[1:]
-		outs[st] = append(slices.Clone(terminal[st]), outs[fail[st]]...)
-		for cl := range nc {
-			next := goTo[int(st)*nc+cl]
-			if next == 0 {
-				delta[int(st)*nc+cl] = delta[int(fail[st])*nc+cl]
-				continue
-			}
-			fail[next] = delta[int(fail[st])*nc+cl]
-			delta[int(st)*nc+cl] = next
-			queue = append(queue, next)
-		}
-	}
-
-	// Renumber: the root first, states with outputs last.
-	order := make([]int32, 0, states)
-	for st := range states {
-		if len(outs[st]) == 0 {
-			order = append(order, int32(st))
-		}
-	}
-	m.firstOut = int32(len(order) * nc)
-	for st := range states {
-		if len(outs[st]) > 0 {
-			order = append(order, int32(st))
-		}
-	}
-	newID := make([]int32, states)
-	for i, st := range order {
-		newID[st] = int32(i)
-	}
-	m.delta = make([]int32, states*nc)
-	m.outStart = make([]int32, states+1)
-	for i, st := range order {
-		for cl := range nc {
-			m.delta[i*nc+cl] = newID[delta[int(st)*nc+cl]] * int32(nc)
-		}
-		m.outStart[i] = int32(len(m.outIDs))
-		m.outIDs = append(m.outIDs, outs[st]...)
-	}
-	m.outStart[states] = int32(len(m.outIDs))
-	return m, nil
+	return &cueMatcher{m: m, dims: dims}, nil
 }
 
 // count returns the number of distinct cues of each dimension in text.
 func (m *cueMatcher) count(text string) [numDims]int {
-	sc := cueScan{m: m}
-	if len(m.cues) == 0 {
-		return sc.hits
+	var hits [numDims]int
+	if len(m.dims) == 0 {
+		return hits
 	}
-	row, delta, classes, firstOut := int32(0), m.delta, &m.classes, m.firstOut
-	pos := 0 // sc.pos, in a register
-	for i := 0; i < len(text); i++ {
-		b := text[i]
-		if b >= utf8.RuneSelf && foldable(text, i) {
-			var n int
-			sc.pos = pos
-			row, n = sc.feedRune(row, text[i:])
-			pos = sc.pos
-			i += n - 1
-			continue
-		}
-		// sc.step, inlined by hand.
-		if sc.npend > 0 {
-			sc.resolve(b)
-		}
-		row = delta[row+int32(classes[b])]
-		sc.last[pos&63] = b
-		pos++
-		if row >= firstOut {
-			sc.pos = pos
-			sc.matched(row)
+	var buf [maxCues / 64]uint64
+	found := buf[:bitWords(len(m.dims))]
+	sc := m.m.newScan(found, nil)
+	sc.feed(text)
+	sc.end()
+	for w, set := range found {
+		for ; set != 0; set &= set - 1 {
+			hits[m.dims[w*64+bits.TrailingZeros64(set)]]++
 		}
 	}
-	sc.resolve(' ') // the end of the text is a word boundary
-	return sc.hits
-}
-
-// foldable reports whether the non-ASCII character at text[i] may have a
-// lower case: Latin, Greek, Cyrillic, Armenian (2-byte sequences up to
-// U+05FF), Georgian, Latin and Greek extended (U+1000–U+1FFF), fullwidth
-// A–Z, and the supplementary planes. CJK has no case.
-func foldable(text string, i int) bool {
-	switch b := text[i]; {
-	case b >= 0xC3 && b <= 0xD7, b == 0xE1, b >= 0xF0:
-		return true
-	case b == 0xEF:
-		return i+2 < len(text) && text[i+1] == 0xBC && text[i+2] >= 0xA1 && text[i+2] <= 0xBA
-	}
-	return false
-}
-
-// lowerTab lower-cases U+0000–U+05FF.
-var lowerTab = func() (t [0x600]uint16) {
-	for r := range t {
-		t[r] = uint16(unicode.ToLower(rune(r)))
-	}
-	return t
-}()
-
-// cueScan is the state of one scan.
-type cueScan struct {
-	m       *cueMatcher
-	pos     int       // bytes fed
-	last    [64]byte  // the last bytes fed, by pos % 64
-	pending [8]uint16 // matches waiting for a word boundary after them
-	npend   int
-	seen    [maxCues / 64]uint64
-	hits    [numDims]int
-}
-
-// feedRune feeds the lower case of the rune at the start of text, from
-// the state at row offset row, and returns the new row offset and the
-// rune's length in text.
-func (sc *cueScan) feedRune(row int32, text string) (int32, int) {
-	r, size := utf8.DecodeRuneInString(text)
-	l := r
-	if r < rune(len(lowerTab)) {
-		l = rune(lowerTab[r])
-	} else {
-		l = unicode.ToLower(r)
-	}
-	if l == r {
-		for k := range size {
-			row = sc.step(row, text[k])
-		}
-		return row, size
-	}
-	var buf [utf8.UTFMax]byte
-	n := utf8.EncodeRune(buf[:], l)
-	for _, b := range buf[:n] {
-		row = sc.step(row, b)
-	}
-	return row, size
-}
-
-// step moves the automaton from row offset row over byte b.
-func (sc *cueScan) step(row int32, b byte) int32 {
-	if sc.npend > 0 {
-		sc.resolve(b)
-	}
-	row = sc.m.delta[row+int32(sc.m.classes[b])]
-	sc.last[sc.pos&63] = b
-	sc.pos++
-	if row >= sc.m.firstOut {
-		sc.matched(row)
-	}
-	return row
-}
-
-// resolve accepts the pending matches if b, the byte after them, is not
-// a letter or digit, and drops them otherwise.
-func (sc *cueScan) resolve(b byte) {
-	if !isWordByte(b) {
-		for _, id := range sc.pending[:sc.npend] {
-			sc.hit(id)
-		}
-	}
-	sc.npend = 0
-}
-
-// matched checks the word boundaries of the cues that end in the state
-// at row offset row.
-func (sc *cueScan) matched(row int32) {
-	m := sc.m
-	st := int(row) / m.nclass
-	for _, id := range m.outIDs[m.outStart[st]:m.outStart[st+1]] {
-		c := &m.cues[id]
-		if c.wordStart {
-			if before := sc.pos - int(m.lens[id]) - 1; before >= 0 && isWordByte(sc.last[before&63]) {
-				continue
-			}
-		}
-		if !c.end {
-			sc.hit(id)
-			continue
-		}
-		if sc.npend < len(sc.pending) {
-			sc.pending[sc.npend] = id
-			sc.npend++
-		}
-	}
-}
-
-// hit counts cue id once.
-func (sc *cueScan) hit(id uint16) {
-	if w, bit := id>>6, uint64(1)<<(id&63); sc.seen[w]&bit == 0 {
-		sc.seen[w] |= bit
-		sc.hits[sc.m.dims[id]]++
-	}
+	return hits
 }
 
 // Interface guards

@@ -7,13 +7,13 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"math"
 	"net/http"
 	"regexp"
 	"slices"
 	"strconv"
 	"strings"
 	"unicode"
-	"unicode/utf8"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
@@ -38,6 +38,8 @@ type Rules struct {
 	Rules []*Rule `json:"rules,omitempty"`
 	// Default is the action taken when no rule applies.
 	Default *RuleAction `json:"default,omitempty"`
+
+	keywords *ruleKeywords // the keywords of all conditions, compiled by Provision
 }
 
 // Rule is a condition and what to do when it holds.
@@ -124,12 +126,13 @@ type RuleCondition struct {
 	Not *RuleCondition `json:"not,omitempty"`
 
 	// compiled by Provision
-	scope   ruleScope      // Scope, or the one inherited
-	kwAny   []ruleKeyword  // Keywords
-	kwAll   []ruleKeyword  // KeywordsAll
-	re      *regexp.Regexp // Regex
-	headers []ruleHeader   // Header and HeaderRegex
-	fields  []ruleField    // Fields
+	scope    ruleScope      // Scope, or the one inherited
+	kwAny    []int          // Keywords, as ids in ruleKeywords
+	kwAll    []int          // KeywordsAll, as ids in ruleKeywords
+	tokLimit int            // the estimate up to which MinTokens and MaxTokens need it
+	re       *regexp.Regexp // Regex
+	headers  []ruleHeader   // Header and HeaderRegex
+	fields   []ruleField    // Fields
 }
 
 // CaddyModule returns the Caddy module information.
@@ -142,6 +145,7 @@ func (Rules) CaddyModule() caddy.ModuleInfo {
 
 // Provision compiles the conditions.
 func (r *Rules) Provision(_ caddy.Context) error {
+	kw := &ruleKeywords{ids: make(map[string]int)}
 	for i, rl := range r.Rules {
 		if rl == nil {
 			return fmt.Errorf("rule #%d is empty", i+1)
@@ -150,10 +154,14 @@ func (r *Rules) Provision(_ caddy.Context) error {
 		if rl.When == nil {
 			continue
 		}
-		if err := rl.When.provision(ruleScopeLastUser); err != nil {
+		if err := rl.When.provision(ruleScopeLastUser, kw); err != nil {
 			return fmt.Errorf("rule %s: %v", cmp.Or(rl.Name, "#"+strconv.Itoa(i+1)), err)
 		}
 	}
+	if err := kw.compile(); err != nil {
+		return err
+	}
+	r.keywords = kw
 	return nil
 }
 
@@ -192,7 +200,7 @@ func (r *Rules) Validate() error {
 // Select moves the candidates of the first applicable rule's models to
 // the front.
 func (r *Rules) Select(req *Request, cands []Candidate) Decision {
-	e := ruleEval{req: req}
+	e := ruleEval{req: req, kw: r.keywords}
 	for _, rl := range r.Rules {
 		if ruleHasModel(cands, rl.Models) && (rl.When == nil || rl.When.match(&e)) {
 			Prefer(cands, rl.Models)
@@ -709,8 +717,8 @@ func (c *RuleCondition) empty() bool {
 }
 
 // provision checks and compiles c and the conditions in it; parent is
-// the scope it inherits.
-func (c *RuleCondition) provision(parent ruleScope) error {
+// the scope it inherits, and kw collects the keywords.
+func (c *RuleCondition) provision(parent ruleScope, kw *ruleKeywords) error {
 	c.scope = parent
 	if c.Scope != "" {
 		s, err := parseRuleScope(c.Scope)
@@ -721,10 +729,10 @@ func (c *RuleCondition) provision(parent ruleScope) error {
 	}
 
 	var err error
-	if c.kwAny, err = newRuleKeywords(c.Keywords); err != nil {
+	if c.kwAny, err = kw.add(c.Keywords, c.scope); err != nil {
 		return fmt.Errorf("keywords: %v", err)
 	}
-	if c.kwAll, err = newRuleKeywords(c.KeywordsAll); err != nil {
+	if c.kwAll, err = kw.add(c.KeywordsAll, c.scope); err != nil {
 		return fmt.Errorf("keywords_all: %v", err)
 	}
 
@@ -740,6 +748,15 @@ func (c *RuleCondition) provision(parent ruleScope) error {
 	}
 	if c.MaxTokens > 0 && c.MinTokens > c.MaxTokens {
 		return fmt.Errorf("min_tokens %d exceeds max_tokens %d", c.MinTokens, c.MaxTokens)
+	}
+	// An estimate capped at tokLimit tells both bounds: whether it
+	// reaches MinTokens and whether it exceeds MaxTokens.
+	c.tokLimit = c.MinTokens
+	if c.MaxTokens > 0 {
+		c.tokLimit = max(c.tokLimit, c.MaxTokens+1)
+		if c.MaxTokens == math.MaxInt {
+			c.tokLimit = math.MaxInt
+		}
 	}
 
 	c.headers = nil
@@ -786,7 +803,7 @@ func (c *RuleCondition) provision(parent ruleScope) error {
 		if sub == nil {
 			return fmt.Errorf("and: condition #%d is empty", i+1)
 		}
-		if err := sub.provision(c.scope); err != nil {
+		if err := sub.provision(c.scope, kw); err != nil {
 			return err
 		}
 	}
@@ -794,12 +811,12 @@ func (c *RuleCondition) provision(parent ruleScope) error {
 		if sub == nil {
 			return fmt.Errorf("or: condition #%d is empty", i+1)
 		}
-		if err := sub.provision(c.scope); err != nil {
+		if err := sub.provision(c.scope, kw); err != nil {
 			return err
 		}
 	}
 	if c.Not != nil {
-		return c.Not.provision(c.scope)
+		return c.Not.provision(c.scope, kw)
 	}
 	return nil
 }
@@ -823,19 +840,16 @@ func (c *RuleCondition) match(e *ruleEval) bool {
 			return false
 		}
 	}
-	if len(c.kwAll) > 0 || len(c.kwAny) > 0 {
-		text := e.lower(c.scope)
-		for i := range c.kwAll {
-			if !c.kwAll[i].in(text) {
-				return false
-			}
-		}
-		if len(c.kwAny) > 0 && !slices.ContainsFunc(c.kwAny, func(k ruleKeyword) bool { return k.in(text) }) {
+	for _, id := range c.kwAll {
+		if !e.has(c.scope, id) {
 			return false
 		}
 	}
-	if c.MinTokens > 0 || c.MaxTokens > 0 {
-		n := e.tokens(c.scope)
+	if len(c.kwAny) > 0 && !slices.ContainsFunc(c.kwAny, func(id int) bool { return e.has(c.scope, id) }) {
+		return false
+	}
+	if c.tokLimit > 0 {
+		n := e.tokens(c.scope, c.tokLimit)
 		if n < c.MinTokens || c.MaxTokens > 0 && n > c.MaxTokens {
 			return false
 		}
@@ -854,14 +868,73 @@ func (c *RuleCondition) match(e *ruleEval) bool {
 	return c.Not == nil || !c.Not.match(e)
 }
 
-// ruleEval is the state of one Select call: the request, and the lower
-// case text and the token estimate of each scope, computed on first use.
+// ruleKeywords are the keywords of the conditions of a Rules strategy,
+// each once, in lower case, and the matcher that finds them all in one
+// pass over a text.
+type ruleKeywords struct {
+	texts  []string         // id → keyword in lower case
+	scoped [ruleScopes]bool // the scopes with keyword tests
+	ids    map[string]int   // keyword → id, while provisioning
+	m      *foldMatcher     // finds texts, by id
+}
+
+// add adds the keywords kws of a test on scope s and returns their ids.
+func (kw *ruleKeywords) add(kws []string, s ruleScope) ([]int, error) {
+	var ids []int
+	for _, k := range kws {
+		if strings.TrimSpace(k) == "" {
+			return nil, errors.New("empty keyword")
+		}
+		k = strings.ToLower(k)
+		id, ok := kw.ids[k]
+		if !ok {
+			id = len(kw.texts)
+			kw.ids[k] = id
+			kw.texts = append(kw.texts, k)
+		}
+		ids = append(ids, id)
+		kw.scoped[s] = true
+	}
+	return ids, nil
+}
+
+// compile builds the matcher of the keywords added.
+func (kw *ruleKeywords) compile() error {
+	pats := make([]matchPattern, len(kw.texts))
+	for i, k := range kw.texts {
+		pats[i] = matchPattern{text: k}
+	}
+	m, err := newFoldMatcher(pats)
+	if err != nil {
+		return fmt.Errorf("keywords: %v", err)
+	}
+	kw.m, kw.ids = m, nil
+	return nil
+}
+
+// ruleEvalWords is the words of the sets of keywords a ruleEval holds
+// without allocating: 128 keywords.
+const ruleEvalWords = 2
+
+// ruleEval is the state of one Select call: the request, and what each
+// scope's text holds, worked out on first use: which keywords it holds,
+// and its token estimate.
 type ruleEval struct {
-	req     *Request
-	lowers  [ruleScopes]string
-	toks    [ruleScopes]int
-	lowered [ruleScopes]bool
-	counted [ruleScopes]bool
+	req *Request
+	kw  *ruleKeywords
+	// The keywords of scope s are in sets(scans[s]-1) (scans[s] is 0
+	// until the scope is scanned): in the set of those found, or, if
+	// late[s], in the set of those that start in the last piece scanned.
+	scans [ruleScopes]int
+	late  [ruleScopes]bool
+	// toks[s] is min(estimate, tokLimit[s]); tokLimit[s] is 0 until the
+	// text is estimated.
+	toks     [ruleScopes]int
+	tokLimit [ruleScopes]int
+	// The sets of the scans: in buf when the keywords fit, else in more.
+	// (A slice of buf kept in e would make e escape to the heap.)
+	buf  [ruleScopes][2][ruleEvalWords]uint64
+	more [ruleScopes][2][]uint64
 }
 
 // holds reports whether c holds for the request.
@@ -880,137 +953,73 @@ func (e *ruleEval) text(s ruleScope) string {
 	return e.req.LastUser
 }
 
-// lower is the text of scope s in lower case. A conversation that ends
-// with the last user message, as it mostly does, lowers only the rest:
-// lower-casing maps each rune on its own.
-func (e *ruleEval) lower(s ruleScope) string {
-	if !e.lowered[s] {
-		text, last := e.text(s), e.req.LastUser
-		if s == ruleScopeConversation && last != "" && strings.HasSuffix(text, last) {
-			e.lowers[s] = ruleLower(text[:len(text)-len(last)]) + e.lower(ruleScopeLastUser)
-		} else {
-			e.lowers[s] = ruleLower(text)
-		}
-		e.lowered[s] = true
+// has reports whether the text of scope s contains keyword id, in any
+// letter case.
+func (e *ruleEval) has(s ruleScope, id int) bool {
+	if e.scans[s] == 0 {
+		e.scan(s)
 	}
-	return e.lowers[s]
+	found, late := e.sets(e.scans[s] - 1)
+	if e.late[s] {
+		return hasBit(late, id)
+	}
+	return hasBit(found, id)
 }
 
-// tokens is the estimated tokens of scope s: for the conversation, the
-// request's prompt estimate.
-func (e *ruleEval) tokens(s ruleScope) int {
+// sets returns the sets of keywords of scan i: found, and late.
+func (e *ruleEval) sets(i int) (found, late []uint64) {
+	if e.more[i][0] != nil {
+		return e.more[i][0], e.more[i][1]
+	}
+	n := bitWords(len(e.kw.texts))
+	return e.buf[i][0][:n], e.buf[i][1][:n]
+}
+
+// scan finds the keywords in the text of scope s. A conversation that
+// ends with the last user message, as it mostly does, is scanned in two
+// pieces, the rest and the last user message, and the scan serves both
+// scopes: the last user message holds the keywords that start in its
+// piece. So when both scopes have keyword tests, the last user message
+// is read once (and the rest of the conversation is read even if no
+// test on it is reached).
+func (e *ruleEval) scan(s ruleScope) {
+	i := int(s) // each scope is scanned at most once: its own sets will do
+	if n := bitWords(len(e.kw.texts)); n > ruleEvalWords {
+		e.more[i] = [2][]uint64{make([]uint64, n), make([]uint64, n)}
+	}
+	found, late := e.sets(i)
+	sc := e.kw.m.newScan(found, late)
+	conv, last := e.req.Conversation, e.req.LastUser
+	switch {
+	case s == ruleScopeSystem:
+		sc.feed(e.req.System)
+	case (s == ruleScopeConversation || e.kw.scoped[ruleScopeConversation]) && strings.HasSuffix(conv, last):
+		k := len(conv) - len(last)
+		sc.feed(conv[:k])
+		sc.startLate()
+		sc.feed(last)
+		e.scans[ruleScopeConversation] = i + 1
+		e.scans[ruleScopeLastUser] = i + 1
+		e.late[ruleScopeLastUser] = true
+	default:
+		sc.feed(e.text(s))
+	}
+	sc.end()
+	e.scans[s] = i + 1
+}
+
+// tokens is the estimated tokens of scope s, or limit if that is less:
+// for the conversation, the request's prompt estimate.
+func (e *ruleEval) tokens(s ruleScope, limit int) int {
 	if s == ruleScopeConversation {
 		return e.req.PromptTokens
 	}
-	if !e.counted[s] {
-		e.toks[s] = tokens.Estimate(e.text(s))
-		e.counted[s] = true
+	// An estimate capped at a lower limit that reached it is not enough.
+	if limit > e.tokLimit[s] && e.toks[s] >= e.tokLimit[s] {
+		e.toks[s] = tokens.EstimateUpTo(e.text(s), limit)
+		e.tokLimit[s] = limit
 	}
-	return e.toks[s]
-}
-
-// ruleLower returns s in lower case, as strings.ToLower does (but keeps
-// invalid UTF-8 as it is), and s itself when there is nothing to lower.
-// It is several times quicker on prompts: it copies the text between
-// changed letters whole, and skips the runes of scripts without case.
-func ruleLower(s string) string {
-	var b strings.Builder
-	done := 0 // s[:done] is in b
-	for i := 0; i < len(s); {
-		if c := s[i]; c < utf8.RuneSelf && (c < 'A' || 'Z' < c) {
-			i++
-			continue
-		}
-		r, n := utf8.DecodeRuneInString(s[i:])
-		if l := ruleLowerRune(r); l != r {
-			if b.Cap() == 0 {
-				b.Grow(len(s) + utf8.UTFMax)
-			}
-			b.WriteString(s[done:i])
-			b.WriteRune(l)
-			done = i + n
-		}
-		i += n
-	}
-	if done == 0 {
-		return s
-	}
-	b.WriteString(s[done:])
-	return b.String()
-}
-
-// ruleLowerRune is unicode.ToLower, without the lookup for CJK punctuation,
-// kana, Bopomofo, Hangul jamo and CJK ideographs (U+3000 to U+9FFF) and
-// Hangul syllables (U+AC00 to U+D7FF), which have no case.
-func ruleLowerRune(r rune) rune {
-	if 0x3000 <= r && r <= 0x9FFF || 0xAC00 <= r && r <= 0xD7FF {
-		return r
-	}
-	return unicode.ToLower(r)
-}
-
-// ruleKeyword is a keyword in lower case, and the offset in it of the
-// byte to look for first: the one likely rarest in prompts.
-type ruleKeyword struct {
-	s  string
-	at int
-}
-
-// ruleCommon are the most frequent bytes of English prose, most frequent
-// first.
-const ruleCommon = " etaoinsrhldcumfpgwyb,.vk"
-
-// newRuleKeywords compiles keywords.
-func newRuleKeywords(kws []string) ([]ruleKeyword, error) {
-	var out []ruleKeyword
-	for _, kw := range kws {
-		if strings.TrimSpace(kw) == "" {
-			return nil, errors.New("empty keyword")
-		}
-		k := ruleKeyword{s: strings.ToLower(kw)}
-		for i := range len(k.s) {
-			if ruleRarity(k.s[i]) > ruleRarity(k.s[k.at]) {
-				k.at = i
-			}
-		}
-		out = append(out, k)
-	}
-	return out, nil
-}
-
-// ruleRarity guesses how rare byte c is in prompts: the higher, the rarer.
-func ruleRarity(c byte) int {
-	switch {
-	case c >= 0xC0:
-		return 0 // leads a multi-byte rune: few values in CJK text
-	case c >= 0x80:
-		return 10 // continues a multi-byte rune: spread over 64 values
-	}
-	if i := strings.IndexByte(ruleCommon, c); i >= 0 {
-		return i
-	}
-	return len(ruleCommon)
-}
-
-// in reports whether text contains k, as strings.Contains does, but
-// quicker in prose: it looks for the rare byte of k first (strings.Index
-// looks for the first byte, often a common letter).
-func (k *ruleKeyword) in(text string) bool {
-	for i := k.at; i < len(text); {
-		j := strings.IndexByte(text[i:], k.s[k.at])
-		if j < 0 {
-			return false
-		}
-		start := i + j - k.at // where k would start
-		if start+len(k.s) > len(text) {
-			return false
-		}
-		if text[start:start+len(k.s)] == k.s {
-			return true
-		}
-		i += j + 1
-	}
-	return false
+	return min(e.toks[s], limit)
 }
 
 // ruleHeader tests a request header field: one of its values equals one

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"net/http"
 	"regexp"
@@ -14,6 +15,8 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+
+	"github.com/caddy-llm-route/llmroute/tokens"
 )
 
 // rulesLoad decodes, provisions and validates a rules config.
@@ -670,6 +673,140 @@ func TestRulesRegexMatches(t *testing.T) {
 	}
 	if checked < 1000 {
 		t.Errorf("only %d matching texts checked", checked)
+	}
+}
+
+// The keywords of every scope are found in one pass over the texts per
+// Select; whatever the scopes asked for and in whichever order, a
+// keyword test holds exactly when the lower-cased text of its scope
+// contains the lower-cased keyword.
+func TestRulesKeywordsMatchReference(t *testing.T) {
+	keywords := []string{"ab", "B C", "abc", "c\na", "证明", "明", "É", "éa", "k", "a b", "\nb", "İ"}
+	pieces := []string{"a", "b", "c", "A", "B", " ", "\n", "é", "É", "证", "明", "K", "\u212A", "i", "İ", "\xff"}
+	scopes := []string{"last_user", "conversation", "system"}
+	rng := rand.New(rand.NewPCG(5, 8))
+	text := func() string {
+		var b strings.Builder
+		for range rng.IntN(8) {
+			b.WriteString(pieces[rng.IntN(len(pieces))])
+		}
+		return b.String()
+	}
+	for range 300 {
+		// A few rules on random scopes, each holding on one keyword
+		// (any) or two (all).
+		type ruleSpec struct {
+			scope string
+			all   bool
+			kws   []string
+		}
+		specs := make([]ruleSpec, 1+rng.IntN(4))
+		var cfg strings.Builder
+		cfg.WriteString(`{"rules":[`)
+		for i := range specs {
+			sp := &specs[i]
+			sp.scope = scopes[rng.IntN(len(scopes))]
+			sp.all = rng.IntN(2) == 0
+			sp.kws = []string{keywords[rng.IntN(len(keywords))], keywords[rng.IntN(len(keywords))]}
+			if !sp.all {
+				sp.kws = sp.kws[:1]
+			}
+			kws, _ := json.Marshal(sp.kws)
+			field := "keywords"
+			if sp.all {
+				field = "keywords_all"
+			}
+			if i > 0 {
+				cfg.WriteString(",")
+			}
+			fmt.Fprintf(&cfg, `{"name":"r%d","when":{"scope":%q,%q:%s},"models":["m"]}`, i, sp.scope, field, kws)
+		}
+		cfg.WriteString(`]}`)
+		r := rulesLoad(t, cfg.String())
+		for range 20 {
+			req := &Request{System: text(), LastUser: text()}
+			switch rng.IntN(3) {
+			case 0: // as BuildRequest makes it
+				req.Conversation = req.System + "\n" + text() + "\n" + req.LastUser
+			case 1: // no system prompt, one message
+				req.System, req.Conversation = "", req.LastUser
+			default: // a conversation that does not end with the last user message
+				req.Conversation = req.System + "\n" + req.LastUser + "\n" + text()
+			}
+			want := "rules:no_match"
+			for i, sp := range specs {
+				scoped := map[string]string{"last_user": req.LastUser, "conversation": req.Conversation, "system": req.System}[sp.scope]
+				lower := refLower(scoped)
+				holds := sp.all
+				for _, kw := range sp.kws {
+					if has := strings.Contains(lower, strings.ToLower(kw)); sp.all {
+						holds = holds && has
+					} else {
+						holds = holds || has
+					}
+				}
+				if holds {
+					want = fmt.Sprintf("rule=r%d", i)
+					break
+				}
+			}
+			if d := r.Select(req, rulesCands("m")); d.Reason != want {
+				t.Fatalf("rules %s on %+v: reason %q, want %q", cfg.String(), *req, d.Reason, want)
+			}
+		}
+	}
+}
+
+// A keyword that spans the end of the earlier messages and the start of
+// the last user message is in the conversation, not in the last user
+// message; the two scopes share one pass.
+func TestRulesKeywordsAcrossMessages(t *testing.T) {
+	r := rulesLoad(t, `{"rules":[
+		{"name":"user","when":{"keywords":["databases.\nhello"]},"models":["m"]},
+		{"name":"user_end","when":{"keywords":["hello"]},"models":["m"]},
+		{"name":"conv","when":{"keywords":["databases.\nhello"],"scope":"conversation"},"models":["m"]}],
+		"default":{"models":["m"]}}`)
+	req := rulesChat("Hello there", "")
+	if d := r.Select(req, rulesCands("m")); d.Reason != "rule=user_end" {
+		t.Errorf("reason %q, want rule=user_end", d.Reason)
+	}
+	req = rulesChat("bye", "")
+	if d := r.Select(req, rulesCands("m")); d.Reason != "rule=default" {
+		t.Errorf("reason %q, want rule=default", d.Reason)
+	}
+	r = rulesLoad(t, `{"rules":[
+		{"name":"user","when":{"keywords":["databases.\nhello"]},"models":["m"]},
+		{"name":"conv","when":{"keywords":["DATABASES.\nHELLO"],"scope":"conversation"},"models":["m"]}]}`)
+	if d := r.Select(rulesChat("Hello there", ""), rulesCands("m")); d.Reason != "rule=conv" {
+		t.Errorf("reason %q, want rule=conv", d.Reason)
+	}
+}
+
+// Token bounds on the same text under different limits: each rule gets
+// the answer a full estimate gives, whatever the rules before it asked.
+func TestRulesTokenBounds(t *testing.T) {
+	texts := []string{"hi", strings.Repeat("word ", 30), strings.Repeat("word ", 100), strings.Repeat("证明", 200)}
+	bounds := [][2]int{{0, 5}, {50, 0}, {0, 40}, {20, 0}, {0, 200}, {10, 120}, {0, 1}, {1, 0}, {0, math.MaxInt}, {101, 0}}
+	for _, text := range texts {
+		n := tokens.Estimate(text)
+		req := rulesChat(text, "")
+		// Each rule set asks for the bounds in another order; the first
+		// rule whose bounds hold wins.
+		for start := range bounds {
+			var rules []string
+			want := "rules:no_match"
+			for i := range bounds {
+				b := bounds[(start+i)%len(bounds)]
+				rules = append(rules, fmt.Sprintf(`{"name":"r%d","when":{"min_tokens":%d,"max_tokens":%d},"models":["m"]}`, i, b[0], b[1]))
+				if want == "rules:no_match" && n >= b[0] && (b[1] == 0 || n <= b[1]) {
+					want = fmt.Sprintf("rule=r%d", i)
+				}
+			}
+			r := rulesLoad(t, `{"rules":[`+strings.Join(rules, ",")+`]}`)
+			if got := r.Select(req, rulesCands("m")).Reason; got != want {
+				t.Errorf("%d tokens, bounds from #%d: reason %q, want %q", n, start, got, want)
+			}
+		}
 	}
 }
 

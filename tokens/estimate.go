@@ -16,6 +16,7 @@
 package tokens
 
 import (
+	"math"
 	"math/bits"
 	"unicode/utf8"
 )
@@ -184,11 +185,40 @@ const (
 // over s, allocates nothing, and is safe for concurrent use. It returns 0
 // only for the empty string, and never more than len(s).
 func Estimate(s string) int {
-	n := len(s)
-	if n == 0 {
+	if s == "" {
 		return 0
 	}
-	t := (units(s) + unit/2) / unit
+	return tokensOf(units(s, math.MaxInt), len(s))
+}
+
+// EstimateUpTo returns min(Estimate(s), limit). It stops its pass over s
+// as soon as the estimate is known to reach limit, so that testing a
+// bound on a long text costs about as much as estimating limit tokens of
+// it. Like Estimate, it allocates nothing and is safe for concurrent use.
+func EstimateUpTo(s string, limit int) int {
+	switch {
+	case limit <= 0:
+		return limit
+	case s == "":
+		return 0
+	case limit == 1:
+		return 1 // a text that is not empty is at least one token
+	case limit > len(s):
+		return Estimate(s) // at most len(s) tokens
+	}
+	// The estimate, len(s) at most, reaches limit <= len(s) once the
+	// units round up to limit tokens; units only grow along the text.
+	stop := limit*unit - unit/2
+	if u := units(s, stop); u < stop {
+		return tokensOf(u, len(s))
+	}
+	return limit
+}
+
+// tokensOf returns the tokens of u units of a text of n > 0 bytes: u
+// rounded, at least 1 and at most n.
+func tokensOf(u, n int) int {
+	t := (u + unit/2) / unit
 	if t < 1 {
 		t = 1
 	}
@@ -198,12 +228,13 @@ func Estimate(s string) int {
 	return t
 }
 
-// units returns the estimate of s in units.
-func units(s string) int {
+// units returns the estimate of s in units, or, as soon as the estimate
+// of a prefix of s reaches stop, that estimate.
+func units(s string, stop int) int {
 	n := len(s)
 	acc := 0
 	var c int
-	for i := 0; i < n; {
+	for i := 0; i < n && acc < stop; {
 		// Fast path: a lowercase word of up to 7 letters, alone or after
 		// one space, not followed by a capital or a non-ASCII byte.
 		j := i
@@ -357,10 +388,13 @@ func word(s string, i, pre int) (int, int) {
 		if c != cHigh {
 			break
 		}
-		r, size := utf8.DecodeRuneInString(s[i:])
-		p := letterPrice(r)
-		if p == 0 {
-			break
+		p, size := pHan, 3
+		if !hanAt(s, i) {
+			var r rune
+			r, size = utf8.DecodeRuneInString(s[i:])
+			if p = letterPrice(r); p == 0 {
+				break
+			}
 		}
 		if pre == preSpace {
 			cost += pSpaceHigh
@@ -370,6 +404,26 @@ func word(s string, i, pre int) (int, int) {
 		i += size
 	}
 	return i, cost
+}
+
+// hanAt tells whether a character of U+4000–U+9FFF but the Yijing
+// hexagram symbols (U+4DC0–U+4DFF) starts at s[i]: those are all CJK
+// unified ideographs, the bulk of Chinese text, and this spares decoding
+// them. Their UTF-8 is a lead byte E4–E9 and two continuation bytes; the
+// hexagrams start with E4 B7.
+func hanAt(s string, i int) bool {
+	if i+2 >= len(s) || s[i] < 0xE4 || s[i] > 0xE9 || s[i+1]&0xC0 != 0x80 || s[i+2]&0xC0 != 0x80 {
+		return false
+	}
+	return s[i] != 0xE4 || s[i+1] != 0xB7
+}
+
+// preOf is where a word that high starts stands: after a space or not.
+func preOf(space bool) int {
+	if space {
+		return preSpace
+	}
+	return preNone
 }
 
 // latinAt tells whether an accented Latin letter (U+00C0–U+024F but × and
@@ -504,13 +558,12 @@ scan:
 // high prices the non-ASCII character at s[i:] (and the word it starts);
 // space tells whether a space precedes it.
 func high(s string, i int, space bool) (int, int) {
+	if hanAt(s, i) {
+		return word(s, i, preOf(space))
+	}
 	r, size := utf8.DecodeRuneInString(s[i:])
 	if letterPrice(r) > 0 {
-		pre := preNone
-		if space {
-			pre = preSpace
-		}
-		return word(s, i, pre)
+		return word(s, i, preOf(space))
 	}
 	switch {
 	case r == 0xA0 || r == 0x1680 || r >= 0x2000 && r <= 0x200A || r == 0x2028 || r == 0x2029 ||

@@ -309,6 +309,62 @@ func FuzzEstimate(f *testing.F) {
 	})
 }
 
+// hanAt holds exactly for the characters of U+4000–U+9FFF but
+// U+4DC0–U+4DFF, which are all priced as Han characters.
+func TestHanAt(t *testing.T) {
+	for r := rune(0x80); r <= 0xFFFF; r++ {
+		s := string(r) + "x"
+		if want := r >= 0x4000 && r <= 0x9FFF && !(r >= 0x4DC0 && r <= 0x4DFF); hanAt(s, 0) != want {
+			t.Fatalf("hanAt(%U) = %v", r, !want)
+		}
+		if hanAt(s, 0) && letterPrice(r) != pHan {
+			t.Fatalf("%U: price %d, want %d", r, letterPrice(r), pHan)
+		}
+	}
+	for _, s := range []string{"\xe5", "\xe5\xa5", "\xe5\xa5x", "\xe5x\xbd", "\xe9\xbf", "\xe4\xb7\x80"} {
+		if hanAt(s, 0) {
+			t.Errorf("hanAt(%q)", s)
+		}
+	}
+}
+
+// EstimateUpTo is min(Estimate, limit), for every limit around the
+// estimate and on every kind of text.
+func TestEstimateUpTo(t *testing.T) {
+	texts := []string{"", "a", "\xff", "Hello, world!", strings.Repeat("word ", 200), strings.Repeat("😀", 50)}
+	for _, s := range writtenCorpus {
+		texts = append(texts, s.text)
+	}
+	for _, s := range texts {
+		est := Estimate(s)
+		limits := []int{-1, 0, 1, 2, 3, est / 2, est - 1, est, est + 1, est + 2, len(s) - 1, len(s), len(s) + 1, math.MaxInt}
+		for _, limit := range limits {
+			if got, want := EstimateUpTo(s, limit), min(est, limit); got != want {
+				t.Errorf("EstimateUpTo(%.20q, %d) = %d, want %d (estimate %d)", s, limit, got, want, est)
+			}
+		}
+	}
+}
+
+func TestEstimateUpToNoAllocs(t *testing.T) {
+	text := benchText("explainer", 4000)
+	if a := testing.AllocsPerRun(100, func() { EstimateUpTo(text, 50) }); a != 0 {
+		t.Errorf("EstimateUpTo allocates %.1f times per call, want 0", a)
+	}
+}
+
+func FuzzEstimateUpTo(f *testing.F) {
+	for _, s := range writtenCorpus[:8] {
+		f.Add(s.text[:60], 10)
+	}
+	f.Add("\xff\xfe a\tb\r\n  c", 2)
+	f.Fuzz(func(t *testing.T, s string, limit int) {
+		if got, want := EstimateUpTo(s, limit), min(Estimate(s), limit); got != want {
+			t.Fatalf("EstimateUpTo(%q, %d) = %d, want %d", s, limit, got, want)
+		}
+	})
+}
+
 // benchText repeats the first sample of a category up to n bytes, cut at a
 // rune boundary.
 func benchText(name string, n int) string {
