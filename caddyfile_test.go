@@ -88,6 +88,7 @@ func TestCaddyfileErrors(t *testing.T) {
 		{"header with one argument", "provider a https://a.example.com {\n\theader X-Foo\n}", "provider a: header needs a field and a value"},
 		{"default_max_tokens zero", "provider a https://a.example.com {\n\tdefault_max_tokens 0\n}", `provider a: default_max_tokens must be a positive integer, not "0"`},
 		{"default_max_tokens not a number", "provider a https://a.example.com {\n\tdefault_max_tokens lots\n}", `provider a: default_max_tokens must be a positive integer, not "lots"`},
+		{"unknown max_tokens_field", "provider a https://a.example.com {\n\tmax_tokens_field n_predict\n}", `provider a: max_tokens_field must be max_tokens or max_completion_tokens, not "n_predict"`},
 		{"forward_client_auth with argument", "provider a https://a.example.com {\n\tforward_client_auth yes\n}", "wrong argument count"},
 		{"handle_response in a provider", "provider a https://a.example.com {\n\thandle_response {\n\t\trespond 200\n\t}\n}", "provider a: handle_response is not supported in a provider block"},
 		{"bad reverse_proxy subdirective", "provider a https://a.example.com {\n\tlb_policy nonsense\n}", "provider a: "},

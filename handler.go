@@ -217,7 +217,9 @@ func (h *Handler) attempt(w http.ResponseWriter, r *http.Request, req *Request, 
 	endpoint := req.Endpoint
 	var tr translate.Exchange
 	if pair := c.provider.Translation(req.Endpoint); pair != nil {
-		if body, tr, err = pair.Request(body, translate.Options{DefaultMaxTokens: c.provider.DefaultMaxTokens}); err != nil {
+		if body, tr, err = pair.Request(body, translate.Options{
+			DefaultMaxTokens: c.provider.DefaultMaxTokens, MaxTokensField: c.provider.MaxTokensField,
+		}); err != nil {
 			msg := fmt.Sprintf("%s (model %s at provider %s)", err.Error(), c.model.Name, c.provider.Name)
 			return attemptResult{outcome: outcomeUnfit, status: http.StatusBadRequest,
 				body: errorBody(req.Endpoint, http.StatusBadRequest, "unsupported_parameter", msg)}

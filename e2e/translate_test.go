@@ -54,7 +54,9 @@ func translateSetup(tapClaudeURL, tapAlphaURL string) setup {
 		provider tapclaude %s {
 			format anthropic
 		}
-		provider tapalpha %s
+		provider tapalpha %s {
+			max_tokens_field max_completion_tokens
+		}
 		provider cache-oa http://127.0.0.1:%d
 		provider cache-ant http://127.0.0.1:%d {
 			format anthropic
@@ -760,7 +762,9 @@ func TestTranslateToolRoundTrip(t *testing.T) {
 			"tools.0.input_schema":  "",
 			"messages.0.role":       "user",
 			"messages.0.content":    toolPrompt,
-			"max_tokens":            "256",
+			// the provider's max_tokens_field
+			"max_completion_tokens": "256",
+			"max_tokens":            "",
 		} {
 			if v := gjsonPath(got.Body, path); v != want {
 				t.Errorf("upstream body %s = %q, want %q (body %s)", path, v, want, got.Body)

@@ -1,6 +1,7 @@
 package translate
 
 import (
+	"cmp"
 	"strings"
 
 	"github.com/tidwall/gjson"
@@ -16,7 +17,7 @@ func init() { Register(Anthropic, OpenAI, messagesToChatReq{}) }
 // Parameters with no Chat Completions counterpart that only tune
 // sampling or bookkeeping (top_k, thinking, service_tier, cache_control)
 // are dropped.
-func (messagesToChatReq) Request(body []byte, _ Options) ([]byte, Exchange, error) {
+func (messagesToChatReq) Request(body []byte, opt Options) ([]byte, Exchange, error) {
 	req := topLevel(body)
 	for _, k := range []string{"mcp_servers", "container"} {
 		if present(req.Get(k)) {
@@ -51,7 +52,7 @@ func (messagesToChatReq) Request(body []byte, _ Options) ([]byte, Exchange, erro
 	w.close(']')
 
 	if mt := req.Get("max_tokens"); present(mt) {
-		w.kraw("max_tokens", mt.Raw)
+		w.kraw(cmp.Or(opt.MaxTokensField, "max_tokens"), mt.Raw)
 	}
 	if tools := req.Get("tools"); len(tools.Array()) > 0 {
 		if err := messagesTools(&w, tools); err != nil {

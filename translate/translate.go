@@ -53,6 +53,10 @@ type Options struct {
 	// DefaultMaxTokens is the output limit sent to an API that requires
 	// one (Anthropic) when the client set none.
 	DefaultMaxTokens int
+	// MaxTokensField names the output limit in Chat Completions requests:
+	// max_tokens (the default, which every compatible server reads) or
+	// max_completion_tokens (which OpenAI's reasoning models require).
+	MaxTokensField string
 }
 
 // DefaultMaxTokens is used when Options.DefaultMaxTokens is zero.

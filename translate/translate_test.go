@@ -230,3 +230,26 @@ func TestDefaultMaxTokensOption(t *testing.T) {
 		}
 	}
 }
+
+func TestMaxTokensFieldOption(t *testing.T) {
+	p := Lookup(Anthropic, OpenAI)
+	req := []byte(`{"model":"m","max_tokens":300,"messages":[{"role":"user","content":"hi"}]}`)
+	for _, c := range []struct {
+		field, want, absent string
+	}{
+		{"", "max_tokens", "max_completion_tokens"},
+		{"max_tokens", "max_tokens", "max_completion_tokens"},
+		{"max_completion_tokens", "max_completion_tokens", "max_tokens"},
+	} {
+		out, _, err := p.Request(req, Options{MaxTokensField: c.field})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := gjson.GetBytes(out, c.want).Int(); got != 300 {
+			t.Errorf("field %q: %s = %d in %s, want 300", c.field, c.want, got, out)
+		}
+		if gjson.GetBytes(out, c.absent).Exists() {
+			t.Errorf("field %q: %s present in %s", c.field, c.absent, out)
+		}
+	}
+}

@@ -85,6 +85,12 @@ type Provider struct {
 	// anthropic format (which requires one) carries none. Default 4096.
 	DefaultMaxTokens int `json:"default_max_tokens,omitempty"`
 
+	// The field that carries the output token limit of a request
+	// translated to the openai or azure format: `max_tokens` (default;
+	// read by every OpenAI-compatible server) or `max_completion_tokens`
+	// (required by OpenAI's reasoning models).
+	MaxTokensField string `json:"max_tokens_field,omitempty"`
+
 	// The reverse_proxy handler that carries this provider's traffic:
 	// upstreams, load balancing, health checks, transport and timeouts.
 	ProxyRaw json.RawMessage `json:"proxy,omitempty" caddy:"namespace=http.handlers inline_key=handler"`
@@ -201,6 +207,11 @@ func (p *Provider) Validate() error {
 	if p.DefaultMaxTokens < 0 {
 		return fmt.Errorf("provider %s: default_max_tokens must not be negative", p.Name)
 	}
+	switch p.MaxTokensField {
+	case "", "max_tokens", "max_completion_tokens":
+	default:
+		return fmt.Errorf("provider %s: max_tokens_field must be max_tokens or max_completion_tokens, not %q", p.Name, p.MaxTokensField)
+	}
 	if p.BasePath != "" && !strings.HasPrefix(p.BasePath, "/") {
 		return fmt.Errorf("provider %s: base_path must start with '/'", p.Name)
 	}
@@ -304,6 +315,7 @@ func (p *Provider) PrepareRequest(r *http.Request, endpoint, upstreamModel strin
 var providerDirectives = map[string]bool{
 	"format": true, "api_key": true, "base_path": true, "api_version": true,
 	"header": true, "forward_client_auth": true, "default_max_tokens": true,
+	"max_tokens_field": true,
 }
 
 // UnmarshalCaddyfile sets up the provider from Caddyfile tokens. The
@@ -317,6 +329,7 @@ var providerDirectives = map[string]bool{
 //		header <field> <value>
 //		forward_client_auth
 //		default_max_tokens <n>
+//		max_tokens_field max_tokens|max_completion_tokens
 //		# any reverse_proxy subdirective: to, lb_policy, health_uri,
 //		# transport http { ... }, fail_duration, ...
 //	}
@@ -404,6 +417,11 @@ func (p *Provider) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 					return pd.Errf("provider %s: default_max_tokens must be a positive integer, not %q", p.Name, args[0])
 				}
 				p.DefaultMaxTokens = n
+			case "max_tokens_field":
+				if args[0] != "max_tokens" && args[0] != "max_completion_tokens" {
+					return pd.Errf("provider %s: max_tokens_field must be max_tokens or max_completion_tokens, not %q", p.Name, args[0])
+				}
+				p.MaxTokensField = args[0]
 			}
 		}
 		pd.DeleteN(len(args) + 1)

@@ -283,6 +283,9 @@ func TestProviderValidate(t *testing.T) {
 		{"unknown format", Provider{Name: "a", Format: "bedrock"}, `unknown format "bedrock"`},
 		{"empty format", Provider{Name: "a"}, `unknown format ""`},
 		{"relative base path", Provider{Name: "a", Format: FormatOpenAI, BasePath: "v1"}, "base_path must start with '/'"},
+		{"max_completion_tokens field", Provider{Name: "a", Format: FormatOpenAI, MaxTokensField: "max_completion_tokens"}, ""},
+		{"unknown max tokens field", Provider{Name: "a", Format: FormatOpenAI, MaxTokensField: "n_predict"}, `max_tokens_field must be max_tokens or max_completion_tokens, not "n_predict"`},
+		{"negative default_max_tokens", Provider{Name: "a", Format: FormatAnthropic, DefaultMaxTokens: -1}, "default_max_tokens must not be negative"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			err := tc.p.Validate()
