@@ -17,6 +17,7 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp/reverseproxy"
 	"go.uber.org/zap"
 
+	"github.com/caddy-llm-route/llmroute/strategies"
 	"github.com/caddy-llm-route/llmroute/translate"
 	"github.com/caddy-llm-route/llmroute/upstreams"
 )
@@ -214,6 +215,9 @@ func (h *Handler) attempt(w http.ResponseWriter, r *http.Request, req *Request, 
 	if err != nil {
 		return attemptResult{outcome: outcomeFinal, status: http.StatusBadRequest, body: errorBody(req.Endpoint, 400, "invalid_request", "could not rewrite the request body")}
 	}
+	if req.Endpoint == countTokensEndpoint && c.provider.API() != translate.Anthropic {
+		return h.countTokens(w, req, p, c, n)
+	}
 	endpoint := req.Endpoint
 	var tr translate.Exchange
 	if pair := c.provider.Translation(req.Endpoint); pair != nil {
@@ -281,6 +285,9 @@ func (h *Handler) attempt(w http.ResponseWriter, r *http.Request, req *Request, 
 	defer func() {
 		if res.outcome == outcomeGone || res.outcome == outcomeFinal {
 			return // the client's doing, not the provider's
+		}
+		if req.Endpoint == countTokensEndpoint {
+			return // says nothing of the model's speed
 		}
 		o := upstreams.Outcome{Failed: res.outcome != outcomeDone, Stream: aw.stream,
 			Total: time.Since(start), OutputTokens: aw.usage.CompletionTokens}
@@ -354,6 +361,21 @@ func (h *Handler) attempt(w http.ResponseWriter, r *http.Request, req *Request, 
 		res.err = errors.New("upstream closed the connection before answering")
 	}
 	return res
+}
+
+// countTokens answers a count_tokens request for a provider that has no
+// such endpoint with the gateway's estimate of the prompt: its messages,
+// system prompt and tool definitions.
+func (h *Handler) countTokens(w http.ResponseWriter, req *Request, p *plan, c candidate, n int) attemptResult {
+	view := strategies.BuildRequest("/messages", req.Body)
+	hdr := w.Header()
+	hdr.Set(HeaderModel, c.model.Name)
+	hdr.Set(HeaderProvider, c.provider.Name)
+	hdr.Set(HeaderRoute, p.route)
+	hdr.Set(HeaderAttempts, strconv.Itoa(n))
+	hdr.Set(HeaderReason, p.reason)
+	writeJSON(w, http.StatusOK, fmt.Appendf(nil, `{"input_tokens":%d}`, view.PromptTokens))
+	return attemptResult{outcome: outcomeDone}
 }
 
 // serveProxy runs a reverse proxy, turning its abort panic (a response

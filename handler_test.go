@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -17,6 +18,7 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"github.com/tidwall/gjson"
 
+	"github.com/caddy-llm-route/llmroute/strategies"
 	"github.com/caddy-llm-route/llmroute/upstreams"
 )
 
@@ -99,7 +101,9 @@ func TestResolve(t *testing.T) {
 		// (Only chat completions and messages translate.)
 		{model: "claude", endpoint: "/embeddings", status: 400},
 		{model: "claude", endpoint: "/responses", status: 400},
-		{model: "m", endpoint: "/messages/count_tokens", status: 400},
+		// count_tokens: natively at anthropic providers, estimated for others.
+		{model: "m", endpoint: "/messages/count_tokens", route: "m", pairs: []string{"m@a", "m@b"}},
+		{model: "mixed", endpoint: "/messages/count_tokens", route: "mixed", pairs: []string{"mixed@a", "mixed@c"}},
 		{model: "c/claude", endpoint: "/completions", status: 400},
 	} {
 		t.Run(tc.model+tc.endpoint, func(t *testing.T) {
@@ -782,5 +786,40 @@ func TestGatewayProxyJSON(t *testing.T) {
 		if !json.Valid([]byte(s)) {
 			t.Errorf("invalid JSON: %s", s)
 		}
+	}
+}
+
+// TestServeCountTokens: count_tokens goes to an anthropic provider as
+// is, and is answered with the gateway's estimate for other providers,
+// which have no such endpoint.
+func TestServeCountTokens(t *testing.T) {
+	a := newUpstream(t, answer(200, okChat))
+	b := newUpstream(t, answer(200, okChat))
+	c := newUpstream(t, answer(200, `{"input_tokens":1234}`))
+	h := gateway(t, a, b, c, "")
+	body := `{"model":"%s","system":"Be brief.","messages":[{"role":"user","content":"` + strings.Repeat("count these words ", 50) +
+		`"}],"tools":[{"name":"get_weather","input_schema":{"type":"object","properties":{"city":{"type":"string"}}}}]}`
+
+	rec, repl, _, _ := serveGateway(t, h, "POST", "/v1/messages/count_tokens?beta=true", fmt.Sprintf(body, "m"))
+	want := strategies.BuildRequest("/messages", fmt.Appendf(nil, body, "m")).PromptTokens
+	if rec.Code != 200 || gjson.Get(rec.Body.String(), "input_tokens").Int() != int64(want) || want < 150 {
+		t.Errorf("estimate: %d %s, want input_tokens %d", rec.Code, rec.Body, want)
+	}
+	if rec.Header().Get(HeaderProvider) != "a" || rec.Header().Get(HeaderModel) != "m" {
+		t.Errorf("headers %v", rec.Header())
+	}
+	if n := a.requests() + b.requests(); n != 0 {
+		t.Errorf("openai upstreams got %d requests", n)
+	}
+	if got, _ := repl.GetString("llm.provider"); got != "a" {
+		t.Errorf("{llm.provider} = %q", got)
+	}
+
+	rec, _, _, _ = serveGateway(t, h, "POST", "/v1/messages/count_tokens?beta=true", fmt.Sprintf(body, "claude"))
+	if rec.Code != 200 || rec.Body.String() != `{"input_tokens":1234}` {
+		t.Errorf("native: %d %s", rec.Code, rec.Body)
+	}
+	if c.requests() != 1 || c.uris[0] != "/v1/messages/count_tokens?beta=true" || gjson.Get(c.body(0), "model").Str != "claude-real" {
+		t.Errorf("anthropic upstream got %d requests: %v %s", c.requests(), c.uris, c.body(0))
 	}
 }

@@ -38,7 +38,7 @@ const (
 var DefaultPathSuffixes = []string{
 	"/completions", "/embeddings", "/images/generations", "/audio/speech",
 	"/fine_tuning/jobs", "/moderations", "/image-synthesis", "/video-synthesis",
-	"/rerank", "/messages", "/responses",
+	"/rerank", "/messages", "/messages/count_tokens", "/responses",
 }
 
 // defaultRetryOn are the upstream statuses that move on to the next
@@ -69,7 +69,7 @@ type Handler struct {
 	// The request path suffixes to act on; `*` matches every path.
 	// Default: /completions /embeddings /images/generations /audio/speech
 	// /fine_tuning/jobs /moderations /image-synthesis /video-synthesis
-	// /rerank /messages /responses.
+	// /rerank /messages /messages/count_tokens /responses.
 	EnableOnPathSuffix []string `json:"enable_on_path_suffix,omitempty"`
 
 	// The largest request body accepted, in bytes; larger ones get 413.

@@ -14,7 +14,11 @@ import (
 )
 
 // Endpoints llm_route understands by path suffix, longest first.
-var knownEndpoints = []string{"/chat/completions", "/completions", "/embeddings", "/responses", "/messages"}
+var knownEndpoints = []string{"/chat/completions", "/completions", "/embeddings", "/responses", "/messages", countTokensEndpoint}
+
+// countTokensEndpoint is Anthropic's token counting endpoint; providers of
+// other formats have it answered by the gateway's estimate.
+const countTokensEndpoint = "/messages/count_tokens"
 
 // Request is the view of an LLM API request that routing needs.
 type Request struct {

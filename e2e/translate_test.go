@@ -1423,3 +1423,43 @@ func TestTranslateBrokenStream(t *testing.T) {
 		}
 	})
 }
+
+// TestCountTokens: the Anthropic SDK's count_tokens is served for a model
+// at an anthropic provider by the provider, and for a model at an
+// OpenAI-format provider (which has no such endpoint) by the gateway's
+// estimate, so clients that count before every turn work on any route.
+func TestCountTokens(t *testing.T) {
+	start(t, withDefaults(""))
+	c := antClient(t)
+	prompt := strings.Repeat("How many tokens does this sentence take? ", 40)
+	params := func(model string) anthropic.MessageCountTokensParams {
+		return anthropic.MessageCountTokensParams{
+			Model:    anthropic.Model(model),
+			System:   anthropic.MessageCountTokensParamsSystemUnion{OfString: anthropic.String("Be brief.")},
+			Messages: []anthropic.MessageParam{anthropic.NewUserMessage(anthropic.NewTextBlock(prompt))},
+		}
+	}
+
+	var hr *http.Response
+	native, err := c.Messages.CountTokens(ctxT(t), params("claude-chat"), antoption.WithResponseInto(&hr))
+	if err != nil {
+		t.Fatalf("count_tokens at the anthropic provider: %v", err)
+	}
+	// The mock counts one token per 4 bytes of text.
+	if want := promptTokens("Be brief.", prompt); native.InputTokens != want || hr.Header.Get("X-Mock-Name") != "claude" {
+		t.Errorf("native count %d from %q, want %d from the claude mock", native.InputTokens, hr.Header.Get("X-Mock-Name"), want)
+	}
+
+	hr = nil
+	est, err := c.Messages.CountTokens(ctxT(t), params("only-alpha"), antoption.WithResponseInto(&hr))
+	if err != nil {
+		t.Fatalf("count_tokens for an openai-format model: %v", err)
+	}
+	if hr.Header.Get("X-Mock-Name") != "" || hr.Header.Get("X-LLM-Provider") != "alpha" {
+		t.Errorf("estimate headers: mock %q provider %q; want no mock and provider alpha", hr.Header.Get("X-Mock-Name"), hr.Header.Get("X-LLM-Provider"))
+	}
+	// 40 repetitions of a 9-token sentence: about 360 tokens.
+	if est.InputTokens < 300 || est.InputTokens > 450 {
+		t.Errorf("estimated count %d, want about 360", est.InputTokens)
+	}
+}

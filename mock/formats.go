@@ -28,6 +28,7 @@ const (
 	endpointEmbeddings
 	endpointResponses
 	endpointMessages
+	endpointCountTokens
 	endpointModels
 )
 
@@ -56,6 +57,8 @@ func endpointFor(r *http.Request) endpoint {
 		return endpointResponses
 	case strings.HasSuffix(path, "/messages"):
 		return endpointMessages
+	case strings.HasSuffix(path, "/messages/count_tokens"):
+		return endpointCountTokens
 	}
 	return endpointUnknown
 }
@@ -120,7 +123,7 @@ func (h *Handler) newReply(ep endpoint, req gjson.Result) (*reply, error) {
 			return nil, fmt.Errorf("'input' is required")
 		}
 		return rp, nil
-	case endpointModels:
+	case endpointModels, endpointCountTokens:
 		return rp, nil
 	}
 
@@ -287,6 +290,8 @@ func (rp *reply) body() []byte {
 		return marshal(rp.response(status, []obj{item}, true))
 	case endpointMessages:
 		return marshal(rp.message())
+	case endpointCountTokens:
+		return marshal(obj{"input_tokens": rp.promptTokens})
 	}
 	return marshal(rp.models())
 }
@@ -711,7 +716,7 @@ func (rp *reply) messageStream() *stream {
 // Anthropic's for the messages API, OpenAI's for everything else.
 func errorBody(ep endpoint, status int, msg string) []byte {
 	typ := errorType(status)
-	if ep == endpointMessages {
+	if ep == endpointMessages || ep == endpointCountTokens {
 		return marshal(obj{
 			"type":  "error",
 			"error": obj{"type": typ, "message": msg},

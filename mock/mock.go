@@ -1,7 +1,8 @@
 // Package llmmock provides the llm_mock HTTP handler, which imitates
 // LLM provider APIs (OpenAI chat completions, completions, embeddings
-// and responses; Anthropic messages) and misbehaves on request, so that
-// a gateway can be tested against slow, failing and broken upstreams.
+// and responses; Anthropic messages and count_tokens) and misbehaves on
+// request, so that a gateway can be tested against slow, failing and
+// broken upstreams.
 //
 // A chat completions or messages request that offers tools is answered
 // with one call of the tool its tool_choice forces, else of the first
@@ -239,7 +240,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.
 		if !gjson.ValidBytes(body) || !req.IsObject() {
 			return writeError(w, ep, http.StatusBadRequest, "request body must be a JSON object")
 		}
-		if ep == endpointMessages && r.Header.Get("anthropic-version") == "" {
+		if (ep == endpointMessages || ep == endpointCountTokens) && r.Header.Get("anthropic-version") == "" {
 			return writeError(w, ep, http.StatusBadRequest, "anthropic-version: header is required")
 		}
 	}
@@ -254,7 +255,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.
 		return writeError(w, ep, http.StatusBadRequest, err.Error())
 	}
 
-	if req.Get("stream").Bool() && ep != endpointEmbeddings && ep != endpointModels {
+	if req.Get("stream").Bool() && ep != endpointEmbeddings && ep != endpointModels && ep != endpointCountTokens {
 		return h.serveStream(w, r, rp, plan)
 	}
 

@@ -847,3 +847,17 @@ func TestValidate(t *testing.T) {
 		}
 	}
 }
+
+func TestCountTokens(t *testing.T) {
+	h := provision(t, &Handler{Name: "m"})
+	body := `{"model":"claude","system":"Be brief.","messages":[{"role":"user","content":"count these words please"}]}`
+	w := serve(t, h, newRequest("POST", "/v1/messages/count_tokens?beta=true", body, "anthropic-version", "2023-06-01"))
+	// One token per 4 bytes of text: 9 + 24 bytes.
+	if w.Code != http.StatusOK || w.Body.String() != `{"input_tokens":9}` {
+		t.Errorf("count_tokens: %d %s", w.Code, w.Body)
+	}
+	w = serve(t, h, newRequest("POST", "/v1/messages/count_tokens", body))
+	if w.Code != http.StatusBadRequest || gjson.Get(w.Body.String(), "type").String() != "error" {
+		t.Errorf("without anthropic-version: %d %s, want an Anthropic 400", w.Code, w.Body)
+	}
+}

@@ -232,10 +232,10 @@ func (p *Provider) API() string {
 // Serves reports whether the provider can answer requests to an
 // endpoint: natively (anthropic providers serve `/messages` and
 // `/messages/...`, such as count_tokens; openai and azure providers
-// everything else), or through a translation (chat completions ⇄
-// messages).
+// everything else), through a translation (chat completions ⇄
+// messages), or, for count_tokens, by the gateway's own estimate.
 func (p *Provider) Serves(endpoint string) bool {
-	return p.native(endpoint) || p.Translation(endpoint) != nil
+	return p.native(endpoint) || p.Translation(endpoint) != nil || endpoint == "/messages/count_tokens"
 }
 
 func (p *Provider) native(endpoint string) bool {

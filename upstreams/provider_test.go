@@ -254,8 +254,9 @@ func TestServes(t *testing.T) {
 		{FormatAnthropic, "/chat/completions", true}, // translated
 		{FormatAnthropic, "/embeddings", false},
 		{FormatAnthropic, "/responses", false},
-		{FormatOpenAI, "/messages", true}, // translated
-		{FormatOpenAI, "/messages/count_tokens", false},
+		{FormatAzure, "/messages/count_tokens", true},
+		{FormatOpenAI, "/messages", true},              // translated
+		{FormatOpenAI, "/messages/count_tokens", true}, // estimated by the gateway
 		{FormatOpenAI, "/chat/completions", true},
 		{FormatOpenAI, "/responses", true},
 		{FormatOpenAI, "/rerank", true},
