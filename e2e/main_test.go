@@ -387,17 +387,32 @@ type rawResponse struct {
 	Body   []byte
 }
 
-func (r rawResponse) json(path string) string {
+func (r rawResponse) json(path string) string { return jsonPath(r.Body, path) }
+
+// jsonPath reads a dotted path of a JSON body, where a number indexes
+// an array and "#" is an array's length.
+func jsonPath(body []byte, path string) string {
 	var v any
-	if err := json.Unmarshal(r.Body, &v); err != nil {
-		return "<invalid JSON: " + err.Error() + ">"
+	if err := json.Unmarshal(body, &v); err != nil {
+		return "<invalid JSON>"
 	}
 	for _, k := range strings.Split(path, ".") {
-		m, ok := v.(map[string]any)
-		if !ok {
+		switch x := v.(type) {
+		case map[string]any:
+			v = x[k]
+		case []any:
+			if k == "#" {
+				v = float64(len(x))
+				continue
+			}
+			var i int
+			if _, err := fmt.Sscanf(k, "%d", &i); err != nil || i < 0 || i >= len(x) {
+				return ""
+			}
+			v = x[i]
+		default:
 			return ""
 		}
-		v = m[k]
 	}
 	switch x := v.(type) {
 	case nil:
@@ -622,9 +637,4 @@ func newRecorder(t *testing.T, useTLS bool) (*httptest.Server, *recorder) {
 	}
 	t.Cleanup(srv.Close)
 	return srv, rec
-}
-
-// bodyField reads a top-level or dotted field of a recorded JSON body.
-func bodyField(body []byte, path string) string {
-	return rawResponse{Body: body}.json(path)
 }

@@ -91,7 +91,7 @@ func TestProviderRequestShape(t *testing.T) {
 			"Authorization": "Bearer " + testKey, "X-Api-Key": "", "Api-Key": "", "Cookie": "",
 			"X-Org": "org-e2e", "X-Static": "static-value",
 		})
-		if m := bodyField(got.Body, "model"); m != "gpt-upstream" {
+		if m := jsonPath(got.Body, "model"); m != "gpt-upstream" {
 			t.Errorf("model %q", m)
 		}
 		post(t, hc, "/v1/embeddings", []byte(`{"model":"m-oa","input":"x"}`), creds...)
@@ -157,10 +157,10 @@ func TestNestedModelKey(t *testing.T) {
 	}
 	expectAttempts(t, res.Header, "rec", 1)
 	got := rec.last(t)
-	if m := bodyField(got.Body, "options.model"); m != "small-upstream" {
+	if m := jsonPath(got.Body, "options.model"); m != "small-upstream" {
 		t.Errorf("options.model %q, want small-upstream (body %s)", m, got.Body)
 	}
-	if m := bodyField(got.Body, "model"); m != "ignored" {
+	if m := jsonPath(got.Body, "model"); m != "ignored" {
 		t.Errorf("top-level model %q changed", m)
 	}
 	for _, tc := range []struct{ body, code string }{

@@ -145,11 +145,11 @@ func TestRouting(t *testing.T) {
 			"model": "echo-upstream", "temperature": "0.2", "top_p": "0.5",
 			"user": "e2e-route", "metadata.tier": "gold",
 		} {
-			if v := bodyField(got.Body, path); v != want {
+			if v := jsonPath(got.Body, path); v != want {
 				t.Errorf("upstream body %s = %q, want %q (body %s)", path, v, want, got.Body)
 			}
 		}
-		if v := bodyField(got.Body, "messages"); !strings.Contains(v, "Hello gateway") {
+		if v := jsonPath(got.Body, "messages"); !strings.Contains(v, "Hello gateway") {
 			t.Errorf("upstream body lost the messages: %s", got.Body)
 		}
 	})
@@ -186,7 +186,7 @@ func TestRouting(t *testing.T) {
 		if v := got.Header.Values("X-Requested-Provider"); len(v) != 1 || v[0] != "echo" {
 			t.Errorf("X-Requested-Provider %q, want [echo]", v)
 		}
-		if v := bodyField(got.Body, "model"); v != "echo-upstream" {
+		if v := jsonPath(got.Body, "model"); v != "echo-upstream" {
 			t.Errorf("upstream body model %q, want echo-upstream", v)
 		}
 

@@ -96,7 +96,7 @@ func TestTLSAndPlainProviders(t *testing.T) {
 			}
 		}
 	}
-	if m := bodyField(got.Body, "model"); m != "dual-upstream" {
+	if m := jsonPath(got.Body, "model"); m != "dual-upstream" {
 		t.Errorf("upstream model %q", m)
 	}
 

@@ -498,7 +498,7 @@ func TestRulesStrategy(t *testing.T) {
 		}
 		body := rec.last(t).Body
 		for path, want := range map[string]string{"temperature": "0.3", "max_tokens": "3", "model": "recorder"} {
-			if got := bodyField(body, path); got != want {
+			if got := jsonPath(body, path); got != want {
 				t.Errorf("upstream body %s = %q, want %q (body %s)", path, got, want, body)
 			}
 		}
@@ -944,7 +944,7 @@ func TestClientHints(t *testing.T) {
 			t.Fatalf("the recorder got %d requests, want 2", len(got))
 		}
 		for _, r := range got {
-			if hasKey(t, r.Body, "models") || bodyField(r.Body, "model") != "recorder" {
+			if hasKey(t, r.Body, "models") || jsonPath(r.Body, "model") != "recorder" {
 				t.Errorf("upstream body %s: want model recorder and no models array", r.Body)
 			}
 		}
@@ -990,7 +990,7 @@ func TestClientHints(t *testing.T) {
 		if rec.count() != before+1 {
 			t.Fatalf("the recorder got %d requests, want 1", rec.count()-before)
 		}
-		if got := bodyField(rec.last(t).Body, "models"); got != `["x","no-such-model"]` {
+		if got := jsonPath(rec.last(t).Body, "models"); got != `["x","no-such-model"]` {
 			t.Errorf("upstream models %s, want the client's array", got)
 		}
 		// the strategy header is ignored

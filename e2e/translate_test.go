@@ -586,18 +586,18 @@ func TestTranslateToolRoundTrip(t *testing.T) {
 			"messages.0.content.0.type": "text",
 			"messages.0.content.0.text": toolPrompt,
 		} {
-			if v := gjsonPath(got.Body, path); v != want {
+			if v := jsonPath(got.Body, path); v != want {
 				t.Errorf("upstream body %s = %q, want %q (body %s)", path, v, want, got.Body)
 			}
 		}
-		schema := gjsonPath(got.Body, "tools.0.input_schema")
+		schema := jsonPath(got.Body, "tools.0.input_schema")
 		if !sameJSON(schema, `{"type":"object","properties":`+mustJSON(weatherProps)+`,"required":`+mustJSON(weatherRequired)+`}`) {
 			t.Errorf("upstream tools.0.input_schema %s", schema)
 		}
-		if gjsonPath(got.Body, "max_tokens") == "" {
+		if jsonPath(got.Body, "max_tokens") == "" {
 			t.Errorf("the Messages request has no max_tokens: %s", got.Body)
 		}
-		if s := gjsonPath(got.Body, "stream"); (s == "true") != stream {
+		if s := jsonPath(got.Body, "stream"); (s == "true") != stream {
 			t.Errorf("upstream stream %q, want %v", s, stream)
 		}
 	}
@@ -616,12 +616,12 @@ func TestTranslateToolRoundTrip(t *testing.T) {
 			"messages.2.content.0.tool_use_id": id,
 			"messages.2.content.0.content":     toolResult,
 		} {
-			v := gjsonPath(got.Body, path)
+			v := jsonPath(got.Body, path)
 			if v != want {
 				t.Errorf("upstream body %s = %q, want %q (body %s)", path, v, want, got.Body)
 			}
 		}
-		if in := gjsonPath(got.Body, "messages.1.content.0.input"); !sameJSON(in, wantToolArgs) {
+		if in := jsonPath(got.Body, "messages.1.content.0.input"); !sameJSON(in, wantToolArgs) {
 			t.Errorf("tool_use input %s, want %s", in, wantToolArgs)
 		}
 	}
@@ -766,20 +766,20 @@ func TestTranslateToolRoundTrip(t *testing.T) {
 			"max_completion_tokens": "256",
 			"max_tokens":            "",
 		} {
-			if v := gjsonPath(got.Body, path); v != want {
+			if v := jsonPath(got.Body, path); v != want {
 				t.Errorf("upstream body %s = %q, want %q (body %s)", path, v, want, got.Body)
 			}
 		}
-		params := gjsonPath(got.Body, "tools.0.function.parameters")
+		params := jsonPath(got.Body, "tools.0.function.parameters")
 		if !sameJSON(params, `{"type":"object","properties":`+mustJSON(weatherProps)+`,"required":`+mustJSON(weatherRequired)+`}`) {
 			t.Errorf("upstream tools.0.function.parameters %s", params)
 		}
 		if stream {
-			if gjsonPath(got.Body, "stream") != "true" || gjsonPath(got.Body, "stream_options.include_usage") != "true" {
+			if jsonPath(got.Body, "stream") != "true" || jsonPath(got.Body, "stream_options.include_usage") != "true" {
 				t.Errorf("a streamed chat request must ask for usage: %s", got.Body)
 			}
-		} else if gjsonPath(got.Body, "stream") != "" {
-			t.Errorf("non-stream request sent with stream %q", gjsonPath(got.Body, "stream"))
+		} else if jsonPath(got.Body, "stream") != "" {
+			t.Errorf("non-stream request sent with stream %q", jsonPath(got.Body, "stream"))
 		}
 	}
 	checkOpenAIResult := func(t *testing.T, got recorded, id string) {
@@ -795,11 +795,11 @@ func TestTranslateToolRoundTrip(t *testing.T) {
 			"messages.2.tool_call_id":               id,
 			"messages.2.content":                    toolResult,
 		} {
-			if v := gjsonPath(got.Body, path); v != want {
+			if v := jsonPath(got.Body, path); v != want {
 				t.Errorf("upstream body %s = %q, want %q (body %s)", path, v, want, got.Body)
 			}
 		}
-		if args := gjsonPath(got.Body, "messages.1.tool_calls.0.function.arguments"); !sameJSON(args, wantToolArgs) {
+		if args := jsonPath(got.Body, "messages.1.tool_calls.0.function.arguments"); !sameJSON(args, wantToolArgs) {
 			t.Errorf("tool call arguments %q, want %s", args, wantToolArgs)
 		}
 	}
@@ -896,42 +896,6 @@ func mustJSON(v any) string {
 	return string(b)
 }
 
-// gjsonPath reads a dotted path of a JSON body, where a number indexes
-// an array and "#" is an array's length.
-func gjsonPath(body []byte, path string) string {
-	var v any
-	if err := json.Unmarshal(body, &v); err != nil {
-		return "<invalid JSON>"
-	}
-	for _, k := range strings.Split(path, ".") {
-		switch x := v.(type) {
-		case map[string]any:
-			v = x[k]
-		case []any:
-			if k == "#" {
-				v = float64(len(x))
-				continue
-			}
-			var i int
-			if _, err := fmt.Sscanf(k, "%d", &i); err != nil || i < 0 || i >= len(x) {
-				return ""
-			}
-			v = x[i]
-		default:
-			return ""
-		}
-	}
-	switch x := v.(type) {
-	case nil:
-		return ""
-	case string:
-		return x
-	default:
-		b, _ := json.Marshal(x)
-		return string(b)
-	}
-}
-
 // TestTranslateJSONSchema: response_format json_schema from an OpenAI
 // client to an Anthropic provider comes back as JSON text content.
 func TestTranslateJSONSchema(t *testing.T) {
@@ -966,11 +930,11 @@ func TestTranslateJSONSchema(t *testing.T) {
 			ch.Message.Content, ch.FinishReason, len(ch.Message.ToolCalls), want)
 	}
 	got := tapClaude.rec.last(t)
-	if got.Path != "/v1/messages" || gjsonPath(got.Body, "response_format") != "" {
+	if got.Path != "/v1/messages" || jsonPath(got.Body, "response_format") != "" {
 		t.Errorf("upstream request %s: %s", got.Path, got.Body)
 	}
-	if tc := gjsonPath(got.Body, "tool_choice"); !sameJSON(tc, `{"type":"tool","name":"`+gjsonPath(got.Body, "tools.0.name")+`"}`) ||
-		gjsonPath(got.Body, "tools.#") != "1" || !sameJSON(gjsonPath(got.Body, "tools.0.input_schema"), mustJSON(schema)) {
+	if tc := jsonPath(got.Body, "tool_choice"); !sameJSON(tc, `{"type":"tool","name":"`+jsonPath(got.Body, "tools.0.name")+`"}`) ||
+		jsonPath(got.Body, "tools.#") != "1" || !sameJSON(jsonPath(got.Body, "tools.0.input_schema"), mustJSON(schema)) {
 		t.Errorf("the schema should become one forced tool: %s", got.Body)
 	}
 
@@ -1345,14 +1309,14 @@ func TestTranslateBrokenStream(t *testing.T) {
 			if !json.Valid([]byte(d)) {
 				t.Errorf("event %d: invalid JSON %q", i, d)
 			}
-			text.WriteString(gjsonPath([]byte(d), "choices.0.delta.content"))
-			if f := gjsonPath([]byte(d), "choices.0.finish_reason"); f != "" {
+			text.WriteString(jsonPath([]byte(d), "choices.0.delta.content"))
+			if f := jsonPath([]byte(d), "choices.0.finish_reason"); f != "" {
 				t.Errorf("event %d has finish_reason %q in a broken stream", i, f)
 			}
 		}
 		last := strings.TrimPrefix(events[len(events)-1][0], "data: ")
-		if gjsonPath([]byte(last), "error.code") != "stream_interrupted" || gjsonPath([]byte(last), "error.message") == "" ||
-			gjsonPath([]byte(last), "type") != "" {
+		if jsonPath([]byte(last), "error.code") != "stream_interrupted" || jsonPath([]byte(last), "error.message") == "" ||
+			jsonPath([]byte(last), "type") != "" {
 			t.Errorf("last event %q, want an OpenAI error object with code stream_interrupted", last)
 		}
 		if got := text.String(); !strings.HasPrefix(claudeText, got) || len(strings.Fields(got)) != 2 {
@@ -1399,12 +1363,12 @@ func TestTranslateBrokenStream(t *testing.T) {
 				t.Errorf("event %d is %s in a broken stream", i, name)
 			}
 			if name == "content_block_delta" {
-				text.WriteString(gjsonPath([]byte(d), "delta.text"))
+				text.WriteString(jsonPath([]byte(d), "delta.text"))
 			}
 		}
 		last := events[len(events)-1]
 		if last[0] != "event: error" || !strings.Contains(last[len(last)-1], `"stream_interrupted"`) ||
-			gjsonPath([]byte(strings.TrimPrefix(last[len(last)-1], "data: ")), "type") != "error" {
+			jsonPath([]byte(strings.TrimPrefix(last[len(last)-1], "data: ")), "type") != "error" {
 			t.Errorf("last event %q, want an Anthropic error event", last)
 		}
 		if got := text.String(); !strings.HasPrefix(alphaText, got) || len(strings.Fields(got)) != 2 {
