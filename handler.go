@@ -271,14 +271,7 @@ func (h *Handler) attempt(w http.ResponseWriter, r *http.Request, req *Request, 
 		idle = time.AfterFunc(idleTimeout, func() { cancel(errStreamIdle) })
 		aw.onWrite = func() { idle.Reset(idleTimeout) }
 	}
-	aw.onCommit = func(aw *attemptWriter) {
-		hdr := w.Header()
-		hdr.Set(HeaderModel, c.model.Name)
-		hdr.Set(HeaderProvider, c.provider.Name)
-		hdr.Set(HeaderRoute, p.route)
-		hdr.Set(HeaderAttempts, strconv.Itoa(n))
-		hdr.Set(HeaderReason, p.reason)
-	}
+	aw.onCommit = func(*attemptWriter) { setRouted(w.Header(), p, c, n) }
 
 	err, aborted := serveProxy(c.provider.Proxy(), aw, up)
 	res := attemptResult{aw: aw, err: err}
@@ -368,14 +361,19 @@ func (h *Handler) attempt(w http.ResponseWriter, r *http.Request, req *Request, 
 // system prompt and tool definitions.
 func (h *Handler) countTokens(w http.ResponseWriter, req *Request, p *plan, c candidate, n int) attemptResult {
 	view := strategies.BuildRequest("/messages", req.Body)
-	hdr := w.Header()
+	setRouted(w.Header(), p, c, n)
+	writeJSON(w, http.StatusOK, fmt.Appendf(nil, `{"input_tokens":%d}`, view.PromptTokens))
+	return attemptResult{outcome: outcomeDone}
+}
+
+// setRouted sets the headers of an answer from candidate c, the nth
+// attempt of plan p.
+func setRouted(hdr http.Header, p *plan, c candidate, n int) {
 	hdr.Set(HeaderModel, c.model.Name)
 	hdr.Set(HeaderProvider, c.provider.Name)
 	hdr.Set(HeaderRoute, p.route)
 	hdr.Set(HeaderAttempts, strconv.Itoa(n))
 	hdr.Set(HeaderReason, p.reason)
-	writeJSON(w, http.StatusOK, fmt.Appendf(nil, `{"input_tokens":%d}`, view.PromptTokens))
-	return attemptResult{outcome: outcomeDone}
 }
 
 // serveProxy runs a reverse proxy, turning its abort panic (a response
