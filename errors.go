@@ -6,28 +6,9 @@ import (
 	"strconv"
 
 	"github.com/tidwall/gjson"
-)
 
-// errorType names the error type of a status, in the vocabulary both
-// OpenAI and Anthropic clients understand.
-func errorType(status int) string {
-	switch {
-	case status == http.StatusUnauthorized:
-		return "authentication_error"
-	case status == http.StatusForbidden:
-		return "permission_error"
-	case status == http.StatusNotFound:
-		return "not_found_error"
-	case status == http.StatusRequestEntityTooLarge:
-		return "request_too_large"
-	case status == http.StatusTooManyRequests:
-		return "rate_limit_error"
-	case status >= 500:
-		return "api_error"
-	default:
-		return "invalid_request_error"
-	}
-}
+	"github.com/caddy-llm-route/llmroute/translate"
+)
 
 // errorBody builds an error body in the client's API shape: Anthropic's
 // for the Messages API, OpenAI's otherwise. Both carry message, type and
@@ -38,9 +19,9 @@ func errorBody(endpoint string, status int, code, msg string) []byte {
 		Type    string `json:"type"`
 		Code    string `json:"code"`
 	}
-	d := detail{Message: msg, Type: errorType(status), Code: code}
+	d := detail{Message: msg, Type: translate.ErrorType(status), Code: code}
 	var b []byte
-	if endpoint == "/messages" {
+	if translate.IsMessages(endpoint) {
 		b, _ = json.Marshal(struct {
 			Type  string `json:"type"`
 			Error detail `json:"error"`

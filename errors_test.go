@@ -8,34 +8,9 @@ import (
 	"testing"
 
 	"github.com/tidwall/gjson"
-)
 
-func TestErrorType(t *testing.T) {
-	for _, tc := range []struct {
-		status int
-		want   string
-	}{
-		{400, "invalid_request_error"},
-		{401, "authentication_error"},
-		{403, "permission_error"},
-		{404, "not_found_error"},
-		{405, "invalid_request_error"},
-		{408, "invalid_request_error"},
-		{413, "request_too_large"},
-		{422, "invalid_request_error"},
-		{429, "rate_limit_error"},
-		{499, "invalid_request_error"},
-		{500, "api_error"},
-		{502, "api_error"},
-		{503, "api_error"},
-		{504, "api_error"},
-		{529, "api_error"},
-	} {
-		if got := errorType(tc.status); got != tc.want {
-			t.Errorf("errorType(%d) = %q, want %q", tc.status, got, tc.want)
-		}
-	}
-}
+	"github.com/caddy-llm-route/llmroute/translate"
+)
 
 func TestErrorBody(t *testing.T) {
 	for _, tc := range []struct {
@@ -46,6 +21,7 @@ func TestErrorBody(t *testing.T) {
 		{"/responses", `{"error":{"message":"no such model","type":"not_found_error","code":"model_not_found"}}`},
 		{"/embeddings", `{"error":{"message":"no such model","type":"not_found_error","code":"model_not_found"}}`},
 		{"/messages", `{"type":"error","error":{"message":"no such model","type":"not_found_error","code":"model_not_found"}}`},
+		{"/messages/count_tokens", `{"type":"error","error":{"message":"no such model","type":"not_found_error","code":"model_not_found"}}`},
 	} {
 		if got := string(errorBody(tc.endpoint, 404, "model_not_found", "no such model")); got != tc.want {
 			t.Errorf("%s:\n got %s\nwant %s", tc.endpoint, got, tc.want)
@@ -169,8 +145,8 @@ func TestUpstreamErrorBody(t *testing.T) {
 			if c := r.Get("error.code").Str; c != "upstream_error" {
 				t.Errorf("code = %q", c)
 			}
-			if typ := r.Get("error.type").Str; typ != errorType(tc.status) {
-				t.Errorf("type = %q, want %q", typ, errorType(tc.status))
+			if typ := r.Get("error.type").Str; typ != translate.ErrorType(tc.status) {
+				t.Errorf("type = %q, want %q", typ, translate.ErrorType(tc.status))
 			}
 			anthropic := r.Get("type").Str == "error"
 			if anthropic != (tc.endpoint == "/messages") {

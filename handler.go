@@ -185,17 +185,13 @@ loop:
 			zap.String("route", p.route), zap.String("model", c.model.Name), zap.String("provider", c.provider.Name),
 			zap.Int("attempts", attempts), zap.Int("status", res.status), zap.Error(res.err))
 	}
-	hdr := w.Header()
-	hdr.Set(HeaderRoute, p.route)
-	hdr.Set(HeaderAttempts, strconv.Itoa(attempts))
+	setRouted(w.Header(), p, c, attempts)
 	if res.body != nil {
 		for _, name := range []string{"Retry-After", "Retry-After-Ms"} {
 			if v := res.header.Get(name); v != "" {
-				hdr.Set(name, v)
+				w.Header().Set(name, v)
 			}
 		}
-		hdr.Set(HeaderModel, c.model.Name)
-		hdr.Set(HeaderProvider, c.provider.Name)
 		writeJSON(w, res.status, upstreamErrorBody(req.Endpoint, res.status, res.body))
 		return nil
 	}
@@ -211,12 +207,12 @@ loop:
 // attempt sends the request to one candidate through its provider's
 // reverse proxy.
 func (h *Handler) attempt(w http.ResponseWriter, r *http.Request, req *Request, p *plan, c candidate, n int, repl *caddy.Replacer) attemptResult {
+	if req.Endpoint == countTokensEndpoint && c.provider.API() != translate.Anthropic {
+		return h.countTokens(w, req, p, c, n)
+	}
 	body, err := rewriteBody(req.Body, h.ModelKey, c.model.UpstreamName, c.params, p.params)
 	if err != nil {
 		return attemptResult{outcome: outcomeFinal, status: http.StatusBadRequest, body: errorBody(req.Endpoint, 400, "invalid_request", "could not rewrite the request body")}
-	}
-	if req.Endpoint == countTokensEndpoint && c.provider.API() != translate.Anthropic {
-		return h.countTokens(w, req, p, c, n)
 	}
 	endpoint := req.Endpoint
 	var tr translate.Exchange
@@ -401,7 +397,7 @@ func writeStreamError(w http.ResponseWriter, endpoint string, aw *attemptWriter,
 		msg += ": " + cause.Error()
 	}
 	var ev bytes.Buffer
-	if endpoint == "/messages" {
+	if translate.IsMessages(endpoint) {
 		ev.WriteString("event: error\n")
 	}
 	ev.WriteString("data: ")

@@ -506,31 +506,9 @@ func writeAnthropicErrorDetail(w *jsonw, status int, e gjson.Result) {
 		msg = e // {"error":"..."}, as Ollama and others send
 	}
 	w.open('{')
-	w.kstr("type", anthropicErrorType(status))
+	w.kstr("type", ErrorType(status))
 	w.kraw("message", strRaw(msg))
 	w.close('}')
-}
-
-// anthropicErrorType names the Messages error type of a status.
-func anthropicErrorType(status int) string {
-	switch status {
-	case 401:
-		return "authentication_error"
-	case 403:
-		return "permission_error"
-	case 404:
-		return "not_found_error"
-	case 413:
-		return "request_too_large"
-	case 429:
-		return "rate_limit_error"
-	case 529:
-		return "overloaded_error"
-	}
-	if status >= 500 {
-		return "api_error"
-	}
-	return "invalid_request_error"
 }
 
 // Event translates one chat completion chunk to Messages events.

@@ -36,6 +36,35 @@ func Endpoint(api string) string {
 	return ""
 }
 
+// IsMessages reports whether an endpoint belongs to Anthropic's Messages
+// API: /messages and the endpoints below it, such as count_tokens.
+func IsMessages(endpoint string) bool {
+	return endpoint == "/messages" || strings.HasPrefix(endpoint, "/messages/")
+}
+
+// ErrorType names the error type of an HTTP status, in the vocabulary of
+// Anthropic's errors, which OpenAI clients understand too.
+func ErrorType(status int) string {
+	switch status {
+	case 401:
+		return "authentication_error"
+	case 403:
+		return "permission_error"
+	case 404:
+		return "not_found_error"
+	case 413:
+		return "request_too_large"
+	case 429:
+		return "rate_limit_error"
+	case 529:
+		return "overloaded_error"
+	}
+	if status >= 500 {
+		return "api_error"
+	}
+	return "invalid_request_error"
+}
+
 // ClientAPI names the API of a client endpoint, or "" when requests to
 // that endpoint cannot be translated.
 func ClientAPI(endpoint string) string {

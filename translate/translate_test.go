@@ -253,3 +253,30 @@ func TestMaxTokensFieldOption(t *testing.T) {
 		}
 	}
 }
+
+func TestErrorType(t *testing.T) {
+	for _, tc := range []struct {
+		status int
+		want   string
+	}{
+		{400, "invalid_request_error"},
+		{401, "authentication_error"},
+		{403, "permission_error"},
+		{404, "not_found_error"},
+		{405, "invalid_request_error"},
+		{408, "invalid_request_error"},
+		{413, "request_too_large"},
+		{422, "invalid_request_error"},
+		{429, "rate_limit_error"},
+		{499, "invalid_request_error"},
+		{500, "api_error"},
+		{502, "api_error"},
+		{503, "api_error"},
+		{504, "api_error"},
+		{529, "overloaded_error"}, // Anthropic's overloaded status
+	} {
+		if got := ErrorType(tc.status); got != tc.want {
+			t.Errorf("ErrorType(%d) = %q, want %q", tc.status, got, tc.want)
+		}
+	}
+}

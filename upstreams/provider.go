@@ -239,8 +239,7 @@ func (p *Provider) Serves(endpoint string) bool {
 }
 
 func (p *Provider) native(endpoint string) bool {
-	isMessages := endpoint == "/messages" || strings.HasPrefix(endpoint, "/messages/")
-	return isMessages == (p.Format == FormatAnthropic)
+	return translate.IsMessages(endpoint) == (p.Format == FormatAnthropic)
 }
 
 // Translation returns the pair that translates requests to an endpoint
