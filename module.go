@@ -6,6 +6,7 @@ package llmroute
 import (
 	"encoding/json"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -377,7 +378,7 @@ func (h *Handler) Validate() error {
 			if !ok {
 				return fmt.Errorf("route %s: unknown model %q", r.Name, t.Model)
 			}
-			if t.Provider != "" && !contains(m.Providers, t.Provider) {
+			if t.Provider != "" && !slices.Contains(m.Providers, t.Provider) {
 				return fmt.Errorf("route %s: model %s is not served by provider %q", r.Name, t.Model, t.Provider)
 			}
 			for path, v := range t.Params {
@@ -408,15 +409,6 @@ func validName(name string) error {
 		}
 	}
 	return nil
-}
-
-func contains(list []string, s string) bool {
-	for _, v := range list {
-		if v == s {
-			return true
-		}
-	}
-	return false
 }
 
 // Interface guards

@@ -183,7 +183,7 @@ func (h *Handler) targetsFor(name string) (*Route, []*Target, *requestError) {
 	}
 	if prov, model, ok := strings.Cut(name, "/"); ok && h.providers[prov] != nil {
 		m, ok := h.models[model]
-		if !ok || !contains(m.Providers, prov) {
+		if !ok || !slices.Contains(m.Providers, prov) {
 			return nil, nil, &requestError{status: http.StatusNotFound, code: "model_not_found",
 				msg: fmt.Sprintf("model %q is not served by provider %q", truncate(model, 128), prov)}
 		}
@@ -236,7 +236,7 @@ func (h *Handler) unfit(m *Model, rt *Route, v *strategies.Request) string {
 			on  bool
 			cap string
 		}{{v.HasTools, "tools"}, {v.HasImages, "vision"}, {v.JSONMode, "json"}} {
-			if need.on && !contains(m.Capabilities, need.cap) {
+			if need.on && !slices.Contains(m.Capabilities, need.cap) {
 				return fmt.Sprintf("%s lacks the capability %q", m.Name, need.cap)
 			}
 		}

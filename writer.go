@@ -291,22 +291,19 @@ func (aw *attemptWriter) translateEvent(dst, event []byte) ([]byte, error) {
 	if aw.tr == nil {
 		return dst, nil
 	}
-	var name, data []byte
+	// Each data line is a whole JSON value (inspectLine made sure);
+	// comments, keep-alives and event names carry nothing to translate.
 	for line := range bytes.Lines(event) {
-		line = bytes.TrimRight(line, "\r\n")
-		if v, ok := bytes.CutPrefix(line, []byte("event:")); ok {
-			name = bytes.TrimSpace(v)
-		} else if v, ok := bytes.CutPrefix(line, []byte("data:")); ok {
-			if data != nil {
-				data = append(data, '\n')
-			}
-			data = append(data, bytes.TrimSpace(v)...)
+		data, ok := bytes.CutPrefix(bytes.TrimRight(line, "\r\n"), []byte("data:"))
+		if data = bytes.TrimSpace(data); !ok || len(data) == 0 {
+			continue
+		}
+		var err error
+		if dst, err = aw.tr.Event(dst, data); err != nil {
+			return dst, err
 		}
 	}
-	if len(data) == 0 {
-		return dst, nil // a comment, a keep-alive or a stray blank line
-	}
-	return aw.tr.Event(dst, name, data)
+	return dst, nil
 }
 
 // inspectLine reads one event stream line: it notes terminators and

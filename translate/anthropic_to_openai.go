@@ -54,7 +54,7 @@ func (messagesToChatReq) Request(body []byte, opt Options) ([]byte, Exchange, er
 	if mt := req.Get("max_tokens"); present(mt) {
 		w.kraw(cmp.Or(opt.MaxTokensField, "max_tokens"), mt.Raw)
 	}
-	if tools := req.Get("tools"); len(tools.Array()) > 0 {
+	if tools := req.Get("tools"); tools.Get("0").Exists() {
 		if err := messagesTools(&w, tools); err != nil {
 			return nil, nil, err
 		}
@@ -83,7 +83,7 @@ func (messagesToChatReq) Request(body []byte, opt Options) ([]byte, Exchange, er
 		w.close('}')
 		w.close('}')
 	}
-	if stop := req.Get("stop_sequences"); stop.IsArray() && len(stop.Array()) > 0 {
+	if stop := req.Get("stop_sequences"); stop.IsArray() && stop.Get("0").Exists() {
 		w.kraw("stop", stop.Raw)
 	}
 	for _, k := range []string{"temperature", "top_p"} {
@@ -455,7 +455,7 @@ func (x *chatToMessagesResp) Response(body []byte) ([]byte, error) {
 	}
 	w.close(']')
 	stop := stopReason(choice.Get("finish_reason").Str)
-	if len(calls.Array()) > 0 && stop == "end_turn" {
+	if calls.Get("0").Exists() && stop == "end_turn" {
 		stop = "tool_use" // a forced tool call ends with "stop" at OpenAI
 	}
 	w.kstr("stop_reason", stop)
@@ -512,7 +512,7 @@ func writeAnthropicErrorDetail(w *jsonw, status int, e gjson.Result) {
 }
 
 // Event translates one chat completion chunk to Messages events.
-func (x *chatToMessagesResp) Event(dst []byte, _, data []byte) ([]byte, error) {
+func (x *chatToMessagesResp) Event(dst, data []byte) ([]byte, error) {
 	w := jsonw{b: dst}
 	if string(data) == "[DONE]" {
 		x.start(&w)
@@ -520,7 +520,7 @@ func (x *chatToMessagesResp) Event(dst []byte, _, data []byte) ([]byte, error) {
 		x.event(&w, "message_delta", func(w *jsonw) {
 			w.key("delta")
 			w.open('{')
-			w.kstr("stop_reason", nonEmpty(x.stop, "end_turn"))
+			w.kstr("stop_reason", cmp.Or(x.stop, "end_turn"))
 			w.kraw("stop_sequence", "null")
 			w.close('}')
 			w.key("usage")
@@ -642,10 +642,10 @@ func (x *chatToMessagesResp) start(w *jsonw) {
 	x.event(w, "message_start", func(w *jsonw) {
 		w.key("message")
 		w.open('{')
-		w.kraw("id", nonEmpty(x.id, `""`))
+		w.kraw("id", cmp.Or(x.id, `""`))
 		w.kstr("type", "message")
 		w.kstr("role", "assistant")
-		w.kraw("model", nonEmpty(x.model, `""`))
+		w.kraw("model", cmp.Or(x.model, `""`))
 		w.kraw("content", "[]")
 		w.kraw("stop_reason", "null")
 		w.kraw("stop_sequence", "null")

@@ -132,25 +132,25 @@ func BenchmarkRequestResponse(b *testing.B) {
 
 // benchEvents feeds setup to a fresh exchange of p, then measures Event
 // on the chunk, appending to a reused buffer as the handler does.
-func benchEvents(b *testing.B, p Pair, req string, setup []string, name, chunk string) {
+func benchEvents(b *testing.B, p Pair, req string, setup []string, chunk string) {
 	_, x, err := p.Request([]byte(req), Options{})
 	if err != nil {
 		b.Fatal(err)
 	}
 	var out []byte
 	for _, ev := range setup {
-		if out, err = x.Event(out[:0], nil, []byte(ev)); err != nil {
+		if out, err = x.Event(out[:0], []byte(ev)); err != nil {
 			b.Fatal(err)
 		}
 	}
-	data, nm := []byte(chunk), []byte(name)
-	if out, err = x.Event(out[:0], nm, data); err != nil || len(out) == 0 {
+	data := []byte(chunk)
+	if out, err = x.Event(out[:0], data); err != nil || len(out) == 0 {
 		b.Fatalf("chunk gave %q, %v", out, err)
 	}
 	b.ReportAllocs()
 	b.SetBytes(int64(len(data)))
 	for b.Loop() {
-		out, _ = x.Event(out[:0], nm, data)
+		out, _ = x.Event(out[:0], data)
 	}
 }
 
@@ -165,11 +165,11 @@ func BenchmarkEvent(b *testing.B) {
 	o2a := Lookup(OpenAI, Anthropic)
 	const o2aReq = `{"model":"m","messages":[{"role":"user","content":"hi"}],"stream":true}`
 	b.Run("openai_to_anthropic/text_delta", func(b *testing.B) {
-		benchEvents(b, o2a, o2aReq, anthropicSetup, "content_block_delta",
+		benchEvents(b, o2a, o2aReq, anthropicSetup,
 			`{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":" cool to about 17°C, so a light"}}`)
 	})
 	b.Run("openai_to_anthropic/tool_arguments", func(b *testing.B) {
-		benchEvents(b, o2a, o2aReq, anthropicSetup, "content_block_delta",
+		benchEvents(b, o2a, o2aReq, anthropicSetup,
 			`{"type":"content_block_delta","index":1,"delta":{"type":"input_json_delta","partial_json":"{\"city\": \"Lisbon, Ba"}}`)
 	})
 
@@ -181,12 +181,12 @@ func BenchmarkEvent(b *testing.B) {
 		benchEvents(b, a2o, a2oReq, []string{
 			head + `{"role":"assistant","content":"","refusal":null}` + tail,
 			head + `{"content":"Evenings"}` + tail,
-		}, "", head+`{"content":" cool to about 17°C, so a light"}`+tail)
+		}, head+`{"content":" cool to about 17°C, so a light"}`+tail)
 	})
 	b.Run("anthropic_to_openai/tool_arguments", func(b *testing.B) {
 		benchEvents(b, a2o, a2oReq, []string{
 			head + `{"role":"assistant","content":null,"tool_calls":[{"index":0,"id":"call_3f8XkP2wqz","type":"function","function":{"name":"search_hotels","arguments":""}}],"refusal":null}` + tail,
-		}, "", head+`{"tool_calls":[{"index":0,"function":{"arguments":"{\"city\":\"Lisbon, Ba"}}]}`+tail)
+		}, head+`{"tool_calls":[{"index":0,"function":{"arguments":"{\"city\":\"Lisbon, Ba"}}]}`+tail)
 	})
 }
 

@@ -203,7 +203,7 @@ func runStream(t *testing.T, x Exchange, stream, ctl []byte, named bool) {
 	feed := func(name, data []byte) {
 		before := len(out)
 		var err error
-		out, err = x.Event(out, name, data)
+		out, err = x.Event(out, data)
 		if len(out) < before || !bytes.Equal(out[:before], prev) {
 			t.Fatalf("Event(%q, %q) did not append to dst:\nbefore %q\nafter  %q", name, data, prev, out)
 		}

@@ -100,9 +100,9 @@ func translateStream(t *testing.T, x Exchange, in []byte) []byte {
 	t.Helper()
 	var out []byte
 	for _, ev := range bytes.Split(bytes.TrimSpace(in), []byte("\n\n")) {
-		name, data := splitEvent(ev)
+		_, data := splitEvent(ev)
 		var err error
-		if out, err = x.Event(out, name, data); err != nil {
+		if out, err = x.Event(out, data); err != nil {
 			out = append(out, "error: "+err.Error()+"\n"...)
 			break
 		}

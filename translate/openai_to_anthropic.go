@@ -1,6 +1,7 @@
 package translate
 
 import (
+	"cmp"
 	"strings"
 
 	"github.com/tidwall/gjson"
@@ -54,7 +55,7 @@ func (chatToMessages) Request(body []byte, opt Options) ([]byte, Exchange, error
 	jsonMode := format.Get("type").Str == "json_object" || format.Get("type").Str == "json_schema"
 	switch {
 	case jsonMode:
-		if len(tools.Array()) > 0 {
+		if tools.Get("0").Exists() {
 			return nil, nil, unsupported("response_format %s together with tools cannot be served by an Anthropic provider", format.Get("type").Str)
 		}
 		x.jsonTool = true
@@ -73,7 +74,7 @@ func (chatToMessages) Request(body []byte, opt Options) ([]byte, Exchange, error
 		w.close('}')
 		w.close(']')
 		w.kraw("tool_choice", `{"type":"tool","name":"`+jsonToolName+`"}`)
-	case len(tools.Array()) > 0:
+	case tools.Get("0").Exists():
 		if err := chatTools(&w, tools); err != nil {
 			return nil, nil, err
 		}
@@ -87,7 +88,7 @@ func (chatToMessages) Request(body []byte, opt Options) ([]byte, Exchange, error
 		w.open('[')
 		w.raw(stop.Raw)
 		w.close(']')
-	} else if stop.IsArray() && len(stop.Array()) > 0 {
+	} else if stop.IsArray() && stop.Get("0").Exists() {
 		w.kraw("stop_sequences", stop.Raw)
 	}
 	if t := req.Get("temperature"); present(t) {
@@ -207,12 +208,29 @@ func chatMessages(w *jsonw, msgs gjson.Result) error {
 	}
 	w.key("messages")
 	w.open('[')
+	last := "" // the role of the open turn
 	for _, t := range turns {
+		switch {
+		case len(t.blocks.b) == 0:
+			// Empty content ("" or null without tool calls): the
+			// Messages API refuses empty turns.
+			continue
+		case t.role == last:
+			// The turn between them was empty: one turn again.
+			w.raw(string(t.blocks.b))
+			continue
+		case last != "":
+			w.close(']')
+			w.close('}')
+		}
 		w.open('{')
 		w.kstr("role", t.role)
 		w.key("content")
 		w.open('[')
 		w.raw(string(t.blocks.b))
+		last = t.role
+	}
+	if last != "" {
 		w.close(']')
 		w.close('}')
 	}
@@ -607,7 +625,7 @@ func writeOpenAIErrorDetail(w *jsonw, e gjson.Result) {
 }
 
 // Event translates one Messages stream event to chat completion chunks.
-func (x *messagesToChat) Event(dst []byte, name, data []byte) ([]byte, error) {
+func (x *messagesToChat) Event(dst, data []byte) ([]byte, error) {
 	if !gjson.ValidBytes(data) {
 		return dst, malformed("a stream event is not JSON")
 	}
@@ -729,10 +747,10 @@ func (x *messagesToChat) Event(dst []byte, name, data []byte) ([]byte, error) {
 
 // chunkHead writes the fields every chunk starts with.
 func (x *messagesToChat) chunkHead(w *jsonw) {
-	w.kraw("id", nonEmpty(x.id, `""`))
+	w.kraw("id", cmp.Or(x.id, `""`))
 	w.kstr("object", "chat.completion.chunk")
 	w.kint("created", x.created)
-	w.kraw("model", nonEmpty(x.model, `""`))
+	w.kraw("model", cmp.Or(x.model, `""`))
 }
 
 // chunk writes one chat.completion.chunk event with the delta fields
@@ -760,11 +778,4 @@ func (x *messagesToChat) chunk(w *jsonw, finish string, delta func(w *jsonw)) {
 	w.close(']')
 	w.close('}')
 	w.b = append(w.b, "\n\n"...)
-}
-
-func nonEmpty(s, def string) string {
-	if s == "" {
-		return def
-	}
-	return s
 }

@@ -106,10 +106,10 @@ type Exchange interface {
 	// Error translates an error body (4xx/5xx) to the client's error
 	// shape; bodies it does not recognise come back unchanged.
 	Error(status int, body []byte) []byte
-	// Event translates one upstream stream event, given its event name
-	// (empty when absent) and its data, appending the client's events to
-	// dst. Data is valid JSON or [DONE].
-	Event(dst []byte, name, data []byte) ([]byte, error)
+	// Event translates one upstream stream event, given its data (the
+	// APIs name each event in its data's type), appending the client's
+	// events to dst.
+	Event(dst, data []byte) ([]byte, error)
 }
 
 // now is the clock of the created field; tests set it.
