@@ -27,7 +27,8 @@ const (
 	maxTranslate = 16 << 20 // longest whole body held for translation
 )
 
-// Usage is the token usage an answer reported.
+// Usage is the token usage an answer reported. PromptTokens counts the
+// cached prompt tokens too, whatever the API.
 type Usage struct {
 	PromptTokens     int64
 	CompletionTokens int64
@@ -369,17 +370,16 @@ func (aw *attemptWriter) readAnthropicUsage(u gjson.Result) {
 	if !u.IsObject() {
 		return
 	}
-	if v := u.Get("input_tokens"); v.Exists() {
-		aw.usage.PromptTokens = v.Int()
-	}
 	if v := u.Get("output_tokens"); v.Exists() {
 		aw.usage.CompletionTokens = v.Int()
 	}
-	if v := u.Get("cache_read_input_tokens"); v.Exists() {
-		aw.usage.CacheReadTokens = v.Int()
-	}
-	if v := u.Get("cache_creation_input_tokens"); v.Exists() {
-		aw.usage.CacheWriteTokens = v.Int()
+	if v := u.Get("input_tokens"); v.Exists() {
+		// Anthropic's input_tokens leaves out the cached tokens, which
+		// come in the same object; PromptTokens counts them, as
+		// OpenAI's prompt_tokens does.
+		read, write := u.Get("cache_read_input_tokens").Int(), u.Get("cache_creation_input_tokens").Int()
+		aw.usage.PromptTokens = v.Int() + read + write
+		aw.usage.CacheReadTokens, aw.usage.CacheWriteTokens = read, write
 	}
 }
 

@@ -257,7 +257,8 @@ func TestAttemptWriterStreams(t *testing.T) {
 	}{
 		{"openai chat", openAIStream, Usage{PromptTokens: 12, CompletionTokens: 5, CacheReadTokens: 4}},
 		{"openai chat with CRLF", strings.ReplaceAll(openAIStream, "\n", "\r\n"), Usage{PromptTokens: 12, CompletionTokens: 5, CacheReadTokens: 4}},
-		{"anthropic messages", anthropicStream, Usage{PromptTokens: 25, CompletionTokens: 15, CacheReadTokens: 10, CacheWriteTokens: 3}},
+		// Anthropic's input_tokens (25) leaves out the cached tokens.
+		{"anthropic messages", anthropicStream, Usage{PromptTokens: 38, CompletionTokens: 15, CacheReadTokens: 10, CacheWriteTokens: 3}},
 		{"responses", responsesStream, Usage{PromptTokens: 30, CompletionTokens: 12, CacheReadTokens: 8}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -463,7 +464,7 @@ func TestAttemptWriterNonStreamUsage(t *testing.T) {
 		{
 			name:  "anthropic",
 			body:  `{"id":"msg_1","type":"message","role":"assistant","content":[{"type":"text","text":"Hi"}],"stop_reason":"end_turn","usage":{"input_tokens":10,"cache_creation_input_tokens":7,"cache_read_input_tokens":5,"output_tokens":20}}`,
-			usage: Usage{PromptTokens: 10, CompletionTokens: 20, CacheReadTokens: 5, CacheWriteTokens: 7},
+			usage: Usage{PromptTokens: 22, CompletionTokens: 20, CacheReadTokens: 5, CacheWriteTokens: 7}, // 10 + cached
 		},
 		{
 			name:  "responses",
@@ -478,7 +479,7 @@ func TestAttemptWriterNonStreamUsage(t *testing.T) {
 		{
 			name:  "large anthropic",
 			body:  `{"id":"msg_1","type":"message","content":[{"type":"text","text":"` + big + `"}],"usage":{"input_tokens":11,"output_tokens":4001,"cache_read_input_tokens":3}}`,
-			usage: Usage{PromptTokens: 11, CompletionTokens: 4001, CacheReadTokens: 3},
+			usage: Usage{PromptTokens: 14, CompletionTokens: 4001, CacheReadTokens: 3},
 		},
 		{
 			name:  "large responses",
@@ -568,7 +569,7 @@ func TestAttemptWriterTranslatesWholeBody(t *testing.T) {
 	if got := rec.Header().Get("Content-Length"); got != strconv.Itoa(len(b)) {
 		t.Errorf("Content-Length %s for %d bytes", got, len(b))
 	}
-	if want := (Usage{PromptTokens: 7, CompletionTokens: 2, CacheReadTokens: 3}); aw.usage != want {
+	if want := (Usage{PromptTokens: 10, CompletionTokens: 2, CacheReadTokens: 3}); aw.usage != want { // 7 + cached
 		t.Errorf("usage %+v, want %+v", aw.usage, want)
 	}
 }
@@ -608,7 +609,7 @@ func TestAttemptWriterTranslatesStream(t *testing.T) {
 	if !strings.Contains(out, `"object":"chat.completion.chunk"`) || !strings.Contains(out, `"usage":{"prompt_tokens":38,`) {
 		t.Errorf("translated stream lacks chunks or usage:\n%s", out)
 	}
-	if want := (Usage{PromptTokens: 25, CompletionTokens: 15, CacheReadTokens: 10, CacheWriteTokens: 3}); aw.usage != want {
+	if want := (Usage{PromptTokens: 38, CompletionTokens: 15, CacheReadTokens: 10, CacheWriteTokens: 3}); aw.usage != want {
 		t.Errorf("usage %+v, want %+v", aw.usage, want)
 	}
 }
