@@ -3,6 +3,7 @@ package llmroute
 import (
 	"encoding/json"
 	"fmt"
+	"math"
 	"strconv"
 	"strings"
 
@@ -204,10 +205,10 @@ func parseModel(d *caddyfile.Dispenser) (*Model, error) {
 			if !d.Args(&in, &out) || d.NextArg() {
 				return nil, d.Errf("model %s: price needs an input and an output price (USD per 1M tokens)", m.Name)
 			}
-			var err1, err2 error
-			m.InputPrice, err1 = strconv.ParseFloat(in, 64)
-			m.OutputPrice, err2 = strconv.ParseFloat(out, 64)
-			if err1 != nil || err2 != nil || m.InputPrice < 0 || m.OutputPrice < 0 {
+			var ok1, ok2 bool
+			m.InputPrice, ok1 = amount(in)
+			m.OutputPrice, ok2 = amount(out)
+			if !ok1 || !ok2 {
 				return nil, d.Errf("model %s: invalid price %s %s", m.Name, in, out)
 			}
 		case "quality":
@@ -215,8 +216,8 @@ func parseModel(d *caddyfile.Dispenser) (*Model, error) {
 			if !d.Args(&v) || d.NextArg() {
 				return nil, d.ArgErr()
 			}
-			q, err := strconv.ParseFloat(v, 64)
-			if err != nil || q < 0 || q > 1 {
+			q, ok := amount(v)
+			if !ok || q > 1 {
 				return nil, d.Errf("model %s: quality must be a number within 0..1, got %q", m.Name, v)
 			}
 			m.Quality = q
@@ -271,8 +272,8 @@ func parseRoute(d *caddyfile.Dispenser) (*Route, error) {
 					return nil, d.Errf("route %s: target %s: parameter %s needs exactly one value", r.Name, t.Model, path)
 				}
 				if path == "weight" {
-					w, err := strconv.ParseFloat(v, 64)
-					if err != nil || w < 0 {
+					w, ok := amount(v)
+					if !ok {
 						return nil, d.Errf("route %s: target %s: invalid weight %q", r.Name, t.Model, v)
 					}
 					t.Weight = &w
@@ -309,10 +310,10 @@ func parseRoute(d *caddyfile.Dispenser) (*Route, error) {
 			if !d.Args(&in, &out) || d.NextArg() {
 				return nil, d.Errf("route %s: max_price needs an input and an output price (USD per 1M tokens; 0 = no cap)", r.Name)
 			}
-			var err1, err2 error
-			r.MaxInputPrice, err1 = strconv.ParseFloat(in, 64)
-			r.MaxOutputPrice, err2 = strconv.ParseFloat(out, 64)
-			if err1 != nil || err2 != nil || r.MaxInputPrice < 0 || r.MaxOutputPrice < 0 {
+			var ok1, ok2 bool
+			r.MaxInputPrice, ok1 = amount(in)
+			r.MaxOutputPrice, ok2 = amount(out)
+			if !ok1 || !ok2 {
 				return nil, d.Errf("route %s: invalid max_price %s %s", r.Name, in, out)
 			}
 		case "strategy":
@@ -394,6 +395,13 @@ func statusArgs(d *caddyfile.Dispenser) ([]int, error) {
 		codes = append(codes, n)
 	}
 	return codes, nil
+}
+
+// amount parses a price, a quality or a weight: a finite number, not
+// negative (ParseFloat also takes NaN and Inf).
+func amount(s string) (float64, bool) {
+	v, err := strconv.ParseFloat(s, 64)
+	return v, err == nil && v >= 0 && !math.IsInf(v, 0)
 }
 
 // Interface guards

@@ -114,8 +114,8 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, req *Request, p 
 		// The header is the gateway's to set; a client's own value never
 		// passes.
 		r.Header.Del(h.ProviderHeader)
-		if prov, _, ok := strings.Cut(req.Model, "/"); ok && h.providers[prov] != nil {
-			r.Header.Set(h.ProviderHeader, prov)
+		if p.pinned != "" {
+			r.Header.Set(h.ProviderHeader, p.pinned)
 		}
 	}
 

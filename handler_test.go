@@ -823,3 +823,18 @@ func TestServeCountTokens(t *testing.T) {
 		t.Errorf("anthropic upstream got %d requests: %v %s", c.requests(), c.uris, c.body(0))
 	}
 }
+
+// TestResolvePinned: only a provider/model request pins a provider (for
+// provider_header); a registered model whose name has a slash does not.
+func TestResolvePinned(t *testing.T) {
+	h := mustLoadHandler(t, resolveConfig)
+	for model, want := range map[string]string{"a/m": "a", "az/aliased": "az", "a/slashed": "", "m": "", "r": ""} {
+		p, rerr := h.resolve(httptest.NewRequest("POST", "/", nil), &Request{Model: model, Endpoint: "/chat/completions"})
+		if rerr != nil {
+			t.Fatalf("%s: %s", model, rerr.msg)
+		}
+		if p.pinned != want {
+			t.Errorf("%s: pinned %q, want %q", model, p.pinned, want)
+		}
+	}
+}

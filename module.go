@@ -325,6 +325,9 @@ func (h *Handler) Validate() error {
 	if h.MaxBody < 0 || h.MaxDepth < 0 || h.MaxAttempts < 0 || h.FailThreshold < 0 {
 		return fmt.Errorf("max_body, max_depth, max_attempts and fail_threshold must not be negative")
 	}
+	if h.FirstByteTimeout < 0 || h.StreamIdleTimeout < 0 || h.Cooldown < 0 {
+		return fmt.Errorf("first_byte_timeout, stream_idle_timeout and cooldown must not be negative")
+	}
 	for _, p := range h.Providers {
 		if err := p.Validate(); err != nil {
 			return err
@@ -337,12 +340,16 @@ func (h *Handler) Validate() error {
 		if len(m.Providers) == 0 {
 			return fmt.Errorf("model %s: no provider", m.Name)
 		}
-		for _, p := range m.Providers {
+		for i, p := range m.Providers {
 			if _, ok := h.providers[p]; !ok {
 				return fmt.Errorf("model %s: unknown provider %q", m.Name, p)
 			}
+			if slices.Contains(m.Providers[:i], p) {
+				return fmt.Errorf("model %s: provider %s listed twice", m.Name, p)
+			}
 		}
-		if m.InputPrice < 0 || m.OutputPrice < 0 || m.Quality < 0 || m.Quality > 1 || m.Context < 0 {
+		// (Written so that NaN fails too.)
+		if !(m.InputPrice >= 0 && m.OutputPrice >= 0 && m.Quality >= 0 && m.Quality <= 1) || m.Context < 0 {
 			return fmt.Errorf("model %s: prices and context must not be negative, quality must be within 0..1", m.Name)
 		}
 		for _, pn := range m.Providers {
@@ -367,11 +374,11 @@ func (h *Handler) Validate() error {
 				return fmt.Errorf("route %s: unknown fallback model %q", r.Name, name)
 			}
 		}
-		if r.MaxInputPrice < 0 || r.MaxOutputPrice < 0 {
+		if !(r.MaxInputPrice >= 0 && r.MaxOutputPrice >= 0) {
 			return fmt.Errorf("route %s: max_price must not be negative", r.Name)
 		}
 		for _, t := range r.Targets {
-			if t.Weight != nil && *t.Weight < 0 {
+			if t.Weight != nil && !(*t.Weight >= 0) {
 				return fmt.Errorf("route %s: target %s: weight must not be negative", r.Name, t.Model)
 			}
 			m, ok := h.models[t.Model]
@@ -382,7 +389,7 @@ func (h *Handler) Validate() error {
 				return fmt.Errorf("route %s: model %s is not served by provider %q", r.Name, t.Model, t.Provider)
 			}
 			for path, v := range t.Params {
-				if path == "" || path == h.ModelKey {
+				if path == "" || path == h.ModelKey || path == "stream" {
 					return fmt.Errorf("route %s: target %s cannot override %q", r.Name, t.Model, path)
 				}
 				if !json.Valid(v) {

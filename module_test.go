@@ -325,6 +325,27 @@ func TestValidate(t *testing.T) {
 			wantErr: `"chat/completions" must start with '/'`,
 		},
 		{
+			name: "param overriding the stream flag",
+			config: `{` + providers + `, "models": [{"name": "m", "providers": ["a"]}],
+				"routes": [{"name": "r", "targets": [{"model": "m", "params": {"stream": "true"}}]}]}`,
+			wantErr: `cannot override "stream"`,
+		},
+		{
+			name:    "provider listed twice",
+			config:  `{` + providers + `, "models": [{"name": "m", "providers": ["a", "a"]}]}`,
+			wantErr: "model m: provider a listed twice",
+		},
+		{
+			name:    "negative first_byte_timeout",
+			config:  `{"first_byte_timeout": "-1s"}`,
+			wantErr: "first_byte_timeout, stream_idle_timeout and cooldown must not be negative",
+		},
+		{
+			name:    "negative cooldown",
+			config:  `{"cooldown": "-1s"}`,
+			wantErr: "must not be negative",
+		},
+		{
 			name:    "negative max_attempts",
 			config:  `{"max_attempts": -1}`,
 			wantErr: "must not be negative",

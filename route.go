@@ -31,6 +31,7 @@ type plan struct {
 	candidates []candidate
 	retryOn    []int
 	reason     string
+	pinned     string // the provider a provider/model request names
 	// params are set on every attempt's body (from the strategy).
 	params map[string]json.RawMessage
 }
@@ -52,7 +53,8 @@ func (h *Handler) resolve(r *http.Request, req *Request) (*plan, *requestError) 
 		}
 		p.reason = "fallback"
 	} else if len(targets) == 1 && targets[0].Provider != "" {
-		p.route = targets[0].Model
+		// provider/model
+		p.route, p.pinned = targets[0].Model, targets[0].Provider
 	}
 	if h.ClientModels {
 		if list := gjson.GetBytes(req.Body, "models"); list.IsArray() {
