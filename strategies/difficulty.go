@@ -137,23 +137,13 @@ const (
 	maxCues     = 1024
 )
 
-// DefaultCues returns the built-in cues of each cue dimension (reasoning,
-// structure, domain), English and Chinese. The result is a copy.
-func DefaultCues() map[string][]string {
-	out := make(map[string][]string, len(defaultCues))
-	for k, v := range defaultCues {
-		out[k] = slices.Clone(v)
-	}
-	return out
-}
-
 var defaultCues = map[string][]string{
 	"reasoning": {
 		// English
 		"prove", "proves", "proving", "proof", "proofs", "derive", "derives", "deriving", "derivation*",
 		"step by step", "step-by-step", "why", "explain why", "analy*", "optimiz*", "optimis*", "optimal*",
 		"trade-off*", "tradeoff*", "trade off", "compare", "comparing", "comparison*", "evaluat*",
-		"justify", "justif*", "reasoning", "reason about", "infer", "inference", "deduce", "deduc*",
+		"justif*", "reasoning", "reason about", "infer", "inference", "deduc*",
 		"what if", "pros and cons", "implication*", "critique", "critically", "think through",
 		"think carefully", "root cause", "calculat*", "solve", "solving", "edge case*", "design*",
 		"debug*", "walk through", "in depth", "in-depth", "rigorous*", "counterexample*",
@@ -464,8 +454,8 @@ func (s *Difficulty) Assess(req *Request) DifficultyScores {
 	}
 	hist = max(hist, 0)
 	perByte := 0.25
-	if conv > 0 && req.PromptTokens > 0 {
-		perByte = float64(req.PromptTokens) / float64(conv)
+	if conv > 0 && req.TextTokens > 0 {
+		perByte = float64(req.TextTokens) / float64(conv)
 	}
 	load := float64(hist)*perByte/float64(s.HistoryTokens) + float64(sys)*perByte/float64(s.SystemTokens)
 	sc.Context = saturate(load, 1)

@@ -53,6 +53,7 @@ func diffRequest(system string, history []string, user string) *Request {
 		LastUser:     user,
 		Conversation: conv,
 		PromptTokens: tokens.Estimate(conv) + MessageTokenOverhead*len(parts),
+		TextTokens:   tokens.Estimate(conv),
 	}
 }
 
@@ -680,5 +681,26 @@ func BenchmarkDifficulty(b *testing.B) {
 				}
 			})
 		}
+	}
+}
+
+// TestDifficultyContextIgnoresTools: tool definitions count in the prompt
+// estimate, not in how long the system prompt and history are.
+func TestDifficultyContextIgnoresTools(t *testing.T) {
+	s := newDifficulty(t, &Difficulty{})
+	tools := `[{"type":"function","function":{"name":"f","parameters":{"type":"object","description":"` + strings.Repeat("a long tool description ", 1700) + `"}}}]`
+	body := func(tools string) []byte {
+		b := `{"model":"m","messages":[{"role":"system","content":"` + strings.Repeat("Be careful. ", 35) + `"},{"role":"user","content":"hi"}]`
+		if tools != "" {
+			b += `,"tools":` + tools
+		}
+		return []byte(b + "}")
+	}
+	plain, withTools := BuildRequest("/chat/completions", body("")), BuildRequest("/chat/completions", body(tools))
+	if withTools.PromptTokens < plain.PromptTokens+5000 {
+		t.Fatalf("tools did not count in the prompt: %d vs %d", withTools.PromptTokens, plain.PromptTokens)
+	}
+	if a, b := s.Assess(&plain).Context, s.Assess(&withTools).Context; a != b {
+		t.Errorf("context %.3f without tools, %.3f with: want equal", a, b)
 	}
 }

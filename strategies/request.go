@@ -98,8 +98,8 @@ func BuildRequest(endpoint string, body []byte) Request {
 	req.System = reqJoin(conv, w.system)
 	req.LastUser = reqJoin(conv, w.lastUser)
 	req.HasImages = w.images
-	req.PromptTokens = tokens.Estimate(conv) +
-		MessageTokenOverhead*w.messages + w.extra/4 + w.ids
+	req.TextTokens = tokens.Estimate(conv)
+	req.PromptTokens = req.TextTokens + MessageTokenOverhead*w.messages + w.extra/4 + w.ids
 	return req
 }
 

@@ -404,13 +404,9 @@ func parseRuleCondition(d *caddyfile.Dispenser, c *RuleCondition) (bool, error) 
 		c.Scope = s
 
 	case "min_tokens", "max_tokens":
-		var s string
-		if !d.AllArgs(&s) {
-			return true, d.ArgErr()
-		}
-		v, err := strconv.Atoi(s)
-		if err != nil || v < 0 {
-			return true, d.Errf("invalid %s value '%s': want a non-negative integer", name, s)
+		v, err := intArg(d)
+		if err != nil {
+			return true, err
 		}
 		p := &c.MinTokens
 		if name == "max_tokens" {

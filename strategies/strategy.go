@@ -44,8 +44,10 @@ type Request struct {
 	Stream bool
 	// MaxTokens is the client's output cap, or 0.
 	MaxTokens int64
-	// PromptTokens estimates the prompt's tokens.
-	PromptTokens int
+	// PromptTokens estimates the prompt's tokens; TextTokens those of
+	// Conversation alone (without tool definitions and the per-message
+	// overhead).
+	PromptTokens, TextTokens int
 	// System is the text of the system prompt(s).
 	System string
 	// LastUser is the text of the last user message.
@@ -98,7 +100,7 @@ type Stats struct {
 
 // Cost estimates the USD cost of the request on c: prompt tokens at the
 // input price plus the expected output at the output price. The expected
-// output is the client's max_tokens when set, else expectedOutput.
+// output is expectedOutput, or the client's max_tokens when that is lower.
 func Cost(req *Request, c *Candidate, expectedOutput int) float64 {
 	out := float64(expectedOutput)
 	if req.MaxTokens > 0 && float64(req.MaxTokens) < out {
