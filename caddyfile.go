@@ -54,6 +54,8 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //			api_version <version>
 //			header <field> <value>
 //			forward_client_auth
+//			default_max_tokens <n>
+//			max_tokens_field max_tokens|max_completion_tokens
 //			<any reverse_proxy subdirective>
 //		}
 //

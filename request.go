@@ -13,7 +13,8 @@ import (
 	"github.com/tidwall/sjson"
 )
 
-// Endpoints llm_route understands by path suffix, longest first.
+// Endpoints llm_route understands by path suffix; one that ends with another
+// (/chat/completions, /completions) comes first.
 var knownEndpoints = []string{"/chat/completions", "/completions", "/embeddings", "/responses", "/messages", countTokensEndpoint}
 
 // countTokensEndpoint is Anthropic's token counting endpoint; providers of

@@ -211,15 +211,15 @@ func (h *Handler) strategyFor(r *http.Request, rt *Route) strategies.Strategy {
 	return rt.strategy
 }
 
-// filtersApply reports whether unfit needs the request's text: the route
-// caps prices, or a model it may try has a context window or lists
-// capabilities.
+// filtersApply reports whether unfit needs the request's text: a model
+// the route may try has a context window or lists capabilities. (The
+// price cap reads no text.)
 func (h *Handler) filtersApply(rt *Route, targets []*Target) bool {
 	needs := func(name string) bool {
 		m := h.models[name]
 		return m.Context > 0 || len(m.Capabilities) > 0
 	}
-	if rt != nil && (rt.MaxInputPrice > 0 || rt.MaxOutputPrice > 0 || slices.ContainsFunc(rt.Fallback, needs)) {
+	if rt != nil && slices.ContainsFunc(rt.Fallback, needs) {
 		return true
 	}
 	return slices.ContainsFunc(targets, func(t *Target) bool { return needs(t.Model) })

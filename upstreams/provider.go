@@ -309,7 +309,7 @@ func (p *Provider) PrepareRequest(r *http.Request, endpoint, upstreamModel strin
 	}
 }
 
-// ProviderDirectives are the subdirectives of a provider block that
+// providerDirectives are the subdirectives of a provider block that
 // llm_route reads itself; every other one belongs to reverse_proxy.
 var providerDirectives = map[string]bool{
 	"format": true, "api_key": true, "base_path": true, "api_version": true,
