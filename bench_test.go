@@ -40,7 +40,7 @@ func BenchmarkRewriteBody(b *testing.B) {
 			b.SetBytes(int64(len(body)))
 			b.ReportAllocs()
 			for b.Loop() {
-				if _, err := rewriteBody(body, "model", "mock-small", params); err != nil {
+				if _, err := rewriteBody(body, "model", "mock-small", false, params); err != nil {
 					b.Fatal(err)
 				}
 			}

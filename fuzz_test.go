@@ -56,7 +56,7 @@ func FuzzParseRequest(f *testing.F) {
 			t.Fatalf("MaxTokens = %d", req.MaxTokens)
 		}
 		// Whatever was accepted can be rewritten for an upstream.
-		out, err := rewriteBody(body, "model", "upstream-model", nil)
+		out, err := rewriteBody(body, "model", "upstream-model", false, nil)
 		if err != nil {
 			t.Fatalf("rewriteBody: %v", err)
 		}

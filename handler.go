@@ -51,6 +51,7 @@ const (
 // attemptResult is what one attempt left behind.
 type attemptResult struct {
 	outcome outcome
+	probe   bool        // the attempt probed a half-open pair
 	status  int         // upstream status, or the status to answer with
 	body    []byte      // upstream error body
 	header  http.Header // upstream error headers
@@ -105,7 +106,7 @@ func (h *Handler) match(path string) (string, bool) {
 }
 
 // serve runs the attempt loop.
-func (h *Handler) serve(w http.ResponseWriter, r *http.Request, req *Request, p *plan) error {
+func (h *Handler) serve(w http.ResponseWriter, r *http.Request, req *strategies.Request, p *plan) error {
 	repl, _ := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
 	if repl == nil {
 		repl = caddy.NewReplacer()
@@ -122,18 +123,17 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, req *Request, p 
 	if ce := h.logger.Check(zap.DebugLevel, "routing decision"); ce != nil {
 		order := make([]string, len(p.candidates))
 		for i, c := range p.candidates {
-			order[i] = c.provider.Name + "/" + c.model.Name
+			order[i] = c.Provider.Name + "/" + c.Model
 		}
 		ce.Write(zap.String("requested", req.Model), zap.String("route", p.route),
 			zap.String("reason", p.reason), zap.Strings("candidates", order))
 	}
 
 	var res, unfit attemptResult
-	var c candidate
+	var c *strategies.Candidate
 	attempts := 0
-loop:
-	for i, cand := range p.candidates {
-		next := h.attempt(w, r, req, p, cand, attempts+1, repl)
+	for i := range p.candidates {
+		next := h.attempt(w, r, req, p, &p.candidates[i], attempts+1, repl)
 		if next.outcome == outcomeUnfit {
 			// Skipped without calling it: kept only to explain a
 			// request no target could take.
@@ -142,27 +142,20 @@ loop:
 			}
 			continue
 		}
-		c, res = cand, next
+		c, res = &p.candidates[i], next
 		attempts++
-		switch res.outcome {
-		case outcomeRetry:
-			h.recordFailure(c, res)
-			if i < len(p.candidates)-1 {
-				h.logger.Warn("attempt failed, trying the next target",
-					zap.String("route", p.route), zap.String("model", c.model.Name), zap.String("provider", c.provider.Name),
-					zap.Int("attempt", attempts), zap.Int("status", res.status), zap.Error(res.err))
-			}
-			continue
-		case outcomeBroken:
-			h.recordFailure(c, res)
-		case outcomeDone:
-			upstreams.Cooldowns.Success(c.provider.Name, c.model.UpstreamName)
+		if res.outcome != outcomeRetry {
+			break
 		}
-		break loop
+		if i < len(p.candidates)-1 {
+			h.logger.Warn("attempt failed, trying the next target",
+				zap.String("route", p.route), zap.String("model", c.Model), zap.String("provider", c.Provider.Name),
+				zap.Int("attempt", attempts), zap.Int("status", res.status), zap.Error(res.err))
+		}
 	}
 	if attempts == 0 {
 		// Every target refused the request before any call.
-		c, res = p.candidates[0], unfit
+		c, res = &p.candidates[0], unfit
 		res.outcome = outcomeFinal
 	}
 	h.setPlaceholders(r, repl, p, c, attempts, res.aw)
@@ -174,7 +167,7 @@ loop:
 		return caddyhttp.Error(499, r.Context().Err())
 	case outcomeBroken:
 		h.logger.Warn("upstream broke after the response started; aborting",
-			zap.String("route", p.route), zap.String("model", c.model.Name), zap.String("provider", c.provider.Name), zap.Error(res.err))
+			zap.String("route", p.route), zap.String("model", c.Model), zap.String("provider", c.Provider.Name), zap.Error(res.err))
 		panic(http.ErrAbortHandler)
 	}
 
@@ -182,7 +175,7 @@ loop:
 	// must see: answer with the last upstream error.
 	if res.outcome == outcomeRetry {
 		h.logger.Warn("no target could answer",
-			zap.String("route", p.route), zap.String("model", c.model.Name), zap.String("provider", c.provider.Name),
+			zap.String("route", p.route), zap.String("model", c.Model), zap.String("provider", c.Provider.Name),
 			zap.Int("attempts", attempts), zap.Int("status", res.status), zap.Error(res.err))
 	}
 	setRouted(w.Header(), p, c, attempts)
@@ -200,31 +193,31 @@ loop:
 		code, what = "upstream_timeout", "did not answer within first_byte_timeout"
 	}
 	writeError(w, req.Endpoint, res.status, code,
-		fmt.Sprintf("no provider could answer: the last one tried (%s) %s", c.provider.Name, what))
+		fmt.Sprintf("no provider could answer: the last one tried (%s) %s", c.Provider.Name, what))
 	return nil
 }
 
 // attempt sends the request to one candidate through its provider's
 // reverse proxy.
-func (h *Handler) attempt(w http.ResponseWriter, r *http.Request, req *Request, p *plan, c candidate, n int, repl *caddy.Replacer) attemptResult {
-	if req.Endpoint == countTokensEndpoint && c.provider.API() != translate.Anthropic {
+func (h *Handler) attempt(w http.ResponseWriter, r *http.Request, req *strategies.Request, p *plan, c *strategies.Candidate, n int, repl *caddy.Replacer) attemptResult {
+	if req.Endpoint == countTokensEndpoint && c.Provider.API() != translate.Anthropic {
 		return h.countTokens(w, req, p, c, n)
 	}
-	body, err := rewriteBody(req.Body, h.ModelKey, c.model.UpstreamName, c.params, p.params)
+	body, err := rewriteBody(req.Body, h.ModelKey, c.UpstreamModel, h.ClientModels, c.Params, p.params)
 	if err != nil {
 		return attemptResult{outcome: outcomeFinal, status: http.StatusBadRequest, body: errorBody(req.Endpoint, 400, "invalid_request", "could not rewrite the request body")}
 	}
 	endpoint := req.Endpoint
 	var tr translate.Exchange
-	if pair := c.provider.Translation(req.Endpoint); pair != nil {
+	if pair := c.Provider.Translation(req.Endpoint); pair != nil {
 		if body, tr, err = pair.Request(body, translate.Options{
-			DefaultMaxTokens: c.provider.DefaultMaxTokens, MaxTokensField: c.provider.MaxTokensField,
+			DefaultMaxTokens: c.Provider.DefaultMaxTokens, MaxTokensField: c.Provider.MaxTokensField,
 		}); err != nil {
-			msg := fmt.Sprintf("%s (model %s at provider %s)", err.Error(), c.model.Name, c.provider.Name)
+			msg := fmt.Sprintf("%s (model %s at provider %s)", err.Error(), c.Model, c.Provider.Name)
 			return attemptResult{outcome: outcomeUnfit, status: http.StatusBadRequest,
 				body: errorBody(req.Endpoint, http.StatusBadRequest, "unsupported_parameter", msg)}
 		}
-		endpoint = translate.Endpoint(c.provider.API())
+		endpoint = translate.Endpoint(c.Provider.API())
 	}
 
 	// Each attempt gets its own copy of Caddy's request variables: the
@@ -242,7 +235,7 @@ func (h *Handler) attempt(w http.ResponseWriter, r *http.Request, req *Request, 
 	up.ContentLength = int64(len(body))
 	up.TransferEncoding = nil
 	up.Header.Del("Content-Length")
-	c.provider.PrepareRequest(up, endpoint, c.model.UpstreamName, repl)
+	c.Provider.PrepareRequest(up, endpoint, c.UpstreamModel, repl)
 
 	firstByte := time.AfterFunc(time.Duration(h.FirstByteTimeout), func() { cancel(errFirstByteTimeout) })
 	defer firstByte.Stop()
@@ -253,10 +246,10 @@ func (h *Handler) attempt(w http.ResponseWriter, r *http.Request, req *Request, 
 		}
 	}()
 
-	stats := upstreams.Stats.Pair(c.provider.Name, c.model.UpstreamName)
-	defer stats.Start()()
 	start := time.Now()
 	var firstByteAt time.Time
+	res := attemptResult{probe: c.Pair.Start(start)}
+	defer func() { h.finish(c, req, res, start, firstByteAt) }()
 
 	aw := newAttemptWriter(ctx, w)
 	aw.tr = tr
@@ -269,22 +262,8 @@ func (h *Handler) attempt(w http.ResponseWriter, r *http.Request, req *Request, 
 	}
 	aw.onCommit = func(*attemptWriter) { setRouted(w.Header(), p, c, n) }
 
-	err, aborted := serveProxy(c.provider.Proxy(), aw, up)
-	res := attemptResult{aw: aw, err: err}
-	defer func() {
-		if res.outcome == outcomeGone || res.outcome == outcomeFinal {
-			return // the client's doing, not the provider's
-		}
-		if req.Endpoint == countTokensEndpoint {
-			return // says nothing of the model's speed
-		}
-		o := upstreams.Outcome{Failed: res.outcome != outcomeDone, Stream: aw.stream,
-			Total: time.Since(start), OutputTokens: aw.usage.CompletionTokens}
-		if !firstByteAt.IsZero() {
-			o.FirstByte = firstByteAt.Sub(start)
-		}
-		stats.Observe(o)
-	}()
+	err, aborted := serveProxy(c.Provider.Proxy(), aw, up)
+	res.aw, res.err = aw, err
 
 	if aw.committed {
 		if err == nil && !aborted {
@@ -352,21 +331,50 @@ func (h *Handler) attempt(w http.ResponseWriter, r *http.Request, req *Request, 
 	return res
 }
 
+// finish reports a finished attempt to the pair's state: its health (a
+// success closes the circuit, a failure counts toward a cooldown, and a
+// 429's Retry-After starts one) and, unless it says nothing of the
+// model's speed, its timing.
+func (h *Handler) finish(c *strategies.Candidate, req *strategies.Request, res attemptResult, start, firstByteAt time.Time) {
+	now := time.Now()
+	o := upstreams.Outcome{Probe: res.probe, Total: now.Sub(start),
+		// count_tokens says nothing of the model's speed.
+		Timed: req.Endpoint != countTokensEndpoint}
+	switch res.outcome {
+	case outcomeDone:
+		o.Result = upstreams.Succeeded
+	case outcomeRetry, outcomeBroken:
+		o.Result = upstreams.Failed
+		if res.status == http.StatusTooManyRequests && res.header != nil {
+			o.RetryAfter = upstreams.RetryAfter(res.header, now)
+		}
+	default:
+		// The client went away, or the answer was the client's error.
+	}
+	if aw := res.aw; aw != nil {
+		o.Stream, o.OutputTokens = aw.stream, aw.usage.CompletionTokens
+	}
+	if !firstByteAt.IsZero() {
+		o.FirstByte = firstByteAt.Sub(start)
+	}
+	c.Pair.Finish(o, h.policy, now)
+}
+
 // countTokens answers a count_tokens request for a provider that has no
 // such endpoint with the gateway's estimate of the prompt: its messages,
 // system prompt and tool definitions.
-func (h *Handler) countTokens(w http.ResponseWriter, req *Request, p *plan, c candidate, n int) attemptResult {
-	view := strategies.BuildRequest("/messages", req.Body)
+func (h *Handler) countTokens(w http.ResponseWriter, req *strategies.Request, p *plan, c *strategies.Candidate, n int) attemptResult {
+	req.ReadPrompt()
 	setRouted(w.Header(), p, c, n)
-	writeJSON(w, http.StatusOK, fmt.Appendf(nil, `{"input_tokens":%d}`, view.PromptTokens))
+	writeJSON(w, http.StatusOK, fmt.Appendf(nil, `{"input_tokens":%d}`, req.PromptTokens))
 	return attemptResult{outcome: outcomeDone}
 }
 
 // setRouted sets the headers of an answer from candidate c, the nth
 // attempt of plan p.
-func setRouted(hdr http.Header, p *plan, c candidate, n int) {
-	hdr.Set(HeaderModel, c.model.Name)
-	hdr.Set(HeaderProvider, c.provider.Name)
+func setRouted(hdr http.Header, p *plan, c *strategies.Candidate, n int) {
+	hdr.Set(HeaderModel, c.Model)
+	hdr.Set(HeaderProvider, c.Provider.Name)
 	hdr.Set(HeaderRoute, p.route)
 	hdr.Set(HeaderAttempts, strconv.Itoa(n))
 	hdr.Set(HeaderReason, p.reason)
@@ -419,26 +427,16 @@ func matchesStatus(status int, list []int) bool {
 	return false
 }
 
-// recordFailure updates the pair's cooldown after a failed attempt.
-func (h *Handler) recordFailure(c candidate, res attemptResult) {
-	var retryAfter time.Duration
-	if res.status == http.StatusTooManyRequests && res.header != nil {
-		retryAfter = upstreams.RetryAfter(res.header, time.Now())
-	}
-	upstreams.Cooldowns.Failure(c.provider.Name, c.model.UpstreamName, retryAfter,
-		time.Duration(h.Cooldown), h.FailThreshold, time.Now())
-}
-
 // setPlaceholders publishes the decision and usage as placeholders
 // ({llm.*}) and access log fields.
-func (h *Handler) setPlaceholders(r *http.Request, repl *caddy.Replacer, p *plan, c candidate, attempts int, aw *attemptWriter) {
+func (h *Handler) setPlaceholders(r *http.Request, repl *caddy.Replacer, p *plan, c *strategies.Candidate, attempts int, aw *attemptWriter) {
 	var u Usage
 	if aw != nil {
 		u = aw.usage
 	}
 	repl.Set("llm.route", p.route)
-	repl.Set("llm.model", c.model.Name)
-	repl.Set("llm.provider", c.provider.Name)
+	repl.Set("llm.model", c.Model)
+	repl.Set("llm.provider", c.Provider.Name)
 	repl.Set("llm.attempts", attempts)
 	repl.Set("llm.reason", p.reason)
 	repl.Set("llm.usage.prompt_tokens", u.PromptTokens)
@@ -448,8 +446,8 @@ func (h *Handler) setPlaceholders(r *http.Request, repl *caddy.Replacer, p *plan
 	repl.Set("llm.usage.cache_write_tokens", u.CacheWriteTokens)
 	if extra, ok := r.Context().Value(caddyhttp.ExtraLogFieldsCtxKey).(*caddyhttp.ExtraLogFields); ok {
 		extra.Set(zap.String("llm_route", p.route))
-		extra.Set(zap.String("llm_model", c.model.Name))
-		extra.Set(zap.String("llm_provider", c.provider.Name))
+		extra.Set(zap.String("llm_model", c.Model))
+		extra.Set(zap.String("llm_provider", c.Provider.Name))
 		extra.Set(zap.Int("llm_attempts", attempts))
 		extra.Set(zap.String("llm_reason", p.reason))
 		extra.Set(zap.Int64("llm_prompt_tokens", u.PromptTokens))

@@ -53,14 +53,41 @@ var resolveConfig = `{
 func pairs(p *plan) []string {
 	var out []string
 	for _, c := range p.candidates {
-		out = append(out, c.model.Name+"@"+c.provider.Name)
+		out = append(out, c.Model+"@"+c.Provider.Name)
 	}
 	return out
 }
 
+// pairOf returns the state h keeps for model at provider.
+func pairOf(t testing.TB, h *Handler, model, provider string) upstreams.Pair {
+	t.Helper()
+	if m := h.models[model]; m != nil {
+		for _, s := range m.serving {
+			if s.provider.Name == provider {
+				return s.pair
+			}
+		}
+	}
+	t.Fatalf("no pair %s@%s", model, provider)
+	return nil
+}
+
+// coolDown makes the pair cool down for d, as a 429 with Retry-After
+// does.
+func coolDown(p upstreams.Pair, d time.Duration) {
+	now := time.Now()
+	probe := p.Start(now)
+	p.Finish(upstreams.Outcome{Result: upstreams.Failed, Probe: probe, RetryAfter: d}, upstreams.Policy{}, now)
+}
+
+// succeed finishes a successful attempt on the pair.
+func succeed(p upstreams.Pair) {
+	now := time.Now()
+	probe := p.Start(now)
+	p.Finish(upstreams.Outcome{Result: upstreams.Succeeded, Probe: probe}, upstreams.Policy{}, now)
+}
+
 func TestResolve(t *testing.T) {
-	upstreams.Cooldowns.Reset()
-	t.Cleanup(upstreams.Cooldowns.Reset)
 	h := mustLoadHandler(t, resolveConfig)
 	for _, tc := range []struct {
 		model, endpoint string
@@ -107,7 +134,7 @@ func TestResolve(t *testing.T) {
 		{model: "c/claude", endpoint: "/completions", status: 400},
 	} {
 		t.Run(tc.model+tc.endpoint, func(t *testing.T) {
-			p, rerr := h.resolve(httptest.NewRequest("POST", "/", nil), &Request{Model: tc.model, Endpoint: tc.endpoint})
+			p, rerr := h.resolve(httptest.NewRequest("POST", "/", nil), &strategies.Request{Model: tc.model, Endpoint: tc.endpoint})
 			if tc.status != 0 {
 				if rerr == nil {
 					t.Fatalf("resolved to %v, want %d %s", pairs(p), tc.status, tc.code)
@@ -135,33 +162,29 @@ func TestResolve(t *testing.T) {
 
 func TestResolveParams(t *testing.T) {
 	h := mustLoadHandler(t, resolveConfig)
-	p, rerr := h.resolve(httptest.NewRequest("POST", "/", nil), &Request{Model: "r", Endpoint: "/chat/completions"})
+	p, rerr := h.resolve(httptest.NewRequest("POST", "/", nil), &strategies.Request{Model: "r", Endpoint: "/chat/completions"})
 	if rerr != nil {
 		t.Fatal(rerr.msg)
 	}
-	if got := string(p.candidates[0].params["temperature"]); got != "0.1" {
-		t.Errorf("first target params = %v", p.candidates[0].params)
+	if got := string(p.candidates[0].Params["temperature"]); got != "0.1" {
+		t.Errorf("first target params = %v", p.candidates[0].Params)
 	}
-	if p.candidates[1].params != nil {
-		t.Errorf("second target params = %v", p.candidates[1].params)
+	if p.candidates[1].Params != nil {
+		t.Errorf("second target params = %v", p.candidates[1].Params)
 	}
 }
 
 func TestResolveCooldown(t *testing.T) {
-	upstreams.Cooldowns.Reset()
-	t.Cleanup(upstreams.Cooldowns.Reset)
 	h := mustLoadHandler(t, resolveConfig)
 	resolve := func(model string) []string {
 		t.Helper()
-		p, rerr := h.resolve(httptest.NewRequest("POST", "/", nil), &Request{Model: model, Endpoint: "/chat/completions"})
+		p, rerr := h.resolve(httptest.NewRequest("POST", "/", nil), &strategies.Request{Model: model, Endpoint: "/chat/completions"})
 		if rerr != nil {
 			t.Fatalf("%s: %s", model, rerr.msg)
 		}
 		return pairs(p)
 	}
-	now := time.Now()
-
-	upstreams.Cooldowns.Failure("a", "m", time.Minute, time.Minute, 3, now)
+	coolDown(pairOf(t, h, "m", "a"), time.Minute)
 	if got, want := resolve("m"), []string{"m@b", "m@a"}; !reflect.DeepEqual(got, want) {
 		t.Errorf("a cooling: candidates = %v, want %v", got, want)
 	}
@@ -170,7 +193,7 @@ func TestResolveCooldown(t *testing.T) {
 		t.Errorf("a cooling for m: candidates = %v, want %v", got, want)
 	}
 	// All cooling: all kept, in order.
-	upstreams.Cooldowns.Failure("b", "m", time.Minute, time.Minute, 3, now)
+	coolDown(pairOf(t, h, "m", "b"), time.Minute)
 	if got, want := resolve("m"), []string{"m@a", "m@b"}; !reflect.DeepEqual(got, want) {
 		t.Errorf("all cooling: candidates = %v, want %v", got, want)
 	}
@@ -178,21 +201,19 @@ func TestResolveCooldown(t *testing.T) {
 	if got, want := resolve("a/m"), []string{"m@a"}; !reflect.DeepEqual(got, want) {
 		t.Errorf("pinned: candidates = %v, want %v", got, want)
 	}
-	// The cooldown key is the upstream name.
-	upstreams.Cooldowns.Failure("a", "real-name", time.Minute, time.Minute, 3, now)
+	// The pair is the provider and the model's upstream name.
+	coolDown(pairOf(t, h, "aliased", "a"), time.Minute)
 	if got, want := resolve("aliased"), []string{"aliased@az", "aliased@a"}; !reflect.DeepEqual(got, want) {
 		t.Errorf("aliased cooling: candidates = %v, want %v", got, want)
 	}
 	// A success ends it.
-	upstreams.Cooldowns.Success("a", "m")
+	succeed(pairOf(t, h, "m", "a"))
 	if got, want := resolve("m"), []string{"m@a", "m@b"}; !reflect.DeepEqual(got, want) {
 		t.Errorf("after success: candidates = %v, want %v", got, want)
 	}
 }
 
 func TestResolveMaxAttempts(t *testing.T) {
-	upstreams.Cooldowns.Reset()
-	t.Cleanup(upstreams.Cooldowns.Reset)
 	h := mustLoadHandler(t, resolveConfig)
 	for _, tc := range []struct {
 		max   int
@@ -205,7 +226,7 @@ func TestResolveMaxAttempts(t *testing.T) {
 		{10, "m", []string{"m@a", "m@b"}},
 	} {
 		h.MaxAttempts = tc.max
-		p, rerr := h.resolve(httptest.NewRequest("POST", "/", nil), &Request{Model: tc.model, Endpoint: "/chat/completions"})
+		p, rerr := h.resolve(httptest.NewRequest("POST", "/", nil), &strategies.Request{Model: tc.model, Endpoint: "/chat/completions"})
 		if rerr != nil {
 			t.Fatal(rerr.msg)
 		}
@@ -214,9 +235,9 @@ func TestResolveMaxAttempts(t *testing.T) {
 		}
 	}
 	// The cap applies after cooling pairs moved to the end.
-	upstreams.Cooldowns.Failure("a", "m", time.Minute, time.Minute, 3, time.Now())
+	coolDown(pairOf(t, h, "m", "a"), time.Minute)
 	h.MaxAttempts = 1
-	p, _ := h.resolve(httptest.NewRequest("POST", "/", nil), &Request{Model: "m", Endpoint: "/chat/completions"})
+	p, _ := h.resolve(httptest.NewRequest("POST", "/", nil), &strategies.Request{Model: "m", Endpoint: "/chat/completions"})
 	if got := pairs(p); !reflect.DeepEqual(got, []string{"m@b"}) {
 		t.Errorf("max_attempts 1 with a cooling: candidates = %v, want [m@b]", got)
 	}
@@ -372,8 +393,6 @@ func answer(status int, body string, hdr ...string) func(http.ResponseWriter, *h
 // claude on c, and route r (m with parameters).
 func gateway(t *testing.T, a, b, c *upstream, extra string) *Handler {
 	t.Helper()
-	upstreams.Cooldowns.Reset()
-	t.Cleanup(upstreams.Cooldowns.Reset)
 	h := mustLoadHandler(t, `{
 		`+extra+`
 		"providers": [
@@ -439,10 +458,10 @@ func TestServeFallback(t *testing.T) {
 		u.mu.Unlock()
 	}
 	// The 429's Retry-After cools a down.
-	if until := upstreams.Cooldowns.Until("a", "real-m"); time.Until(until) < 20*time.Second {
+	if until := pairOf(t, h, "m", "a").CooldownUntil(); time.Until(until) < 20*time.Second {
 		t.Errorf("a cooling until %v, want about 30s from now", until)
 	}
-	if until := upstreams.Cooldowns.Until("b", "real-m"); !until.IsZero() {
+	if until := pairOf(t, h, "m", "b").CooldownUntil(); !until.IsZero() {
 		t.Errorf("b cooling until %v", until)
 	}
 	for k, want := range map[string]string{
@@ -829,7 +848,7 @@ func TestServeCountTokens(t *testing.T) {
 func TestResolvePinned(t *testing.T) {
 	h := mustLoadHandler(t, resolveConfig)
 	for model, want := range map[string]string{"a/m": "a", "az/aliased": "az", "a/slashed": "", "m": "", "r": ""} {
-		p, rerr := h.resolve(httptest.NewRequest("POST", "/", nil), &Request{Model: model, Endpoint: "/chat/completions"})
+		p, rerr := h.resolve(httptest.NewRequest("POST", "/", nil), &strategies.Request{Model: model, Endpoint: "/chat/completions"})
 		if rerr != nil {
 			t.Fatalf("%s: %s", model, rerr.msg)
 		}

@@ -1,6 +1,3 @@
-// Package llmroute is a Caddy HTTP handler that routes LLM API requests
-// (OpenAI and Anthropic shapes) to models and providers, and falls back
-// across them before the first byte reaches the client.
 package llmroute
 
 import (
@@ -128,6 +125,7 @@ type Handler struct {
 	providers map[string]*upstreams.Provider
 	models    map[string]*Model
 	routes    map[string]*Route
+	policy    upstreams.Policy
 	logger    *zap.Logger
 }
 
@@ -158,6 +156,16 @@ type Model struct {
 
 	// Capabilities such as `tools`, `vision`, `json`.
 	Capabilities []string `json:"capabilities,omitempty"`
+
+	// serving holds, for each of Providers in order, the provider and
+	// the live state of the pair.
+	serving []serving
+}
+
+// serving is one provider of a model and the state of the pair.
+type serving struct {
+	provider *upstreams.Provider
+	pair     upstreams.Pair
 }
 
 // Route is a named, ordered list of targets (Portkey's fallback).
@@ -258,6 +266,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if h.FailThreshold == 0 {
 		h.FailThreshold = defaultFailThreshold
 	}
+	h.policy = upstreams.Policy{Cooldown: time.Duration(h.Cooldown), FailThreshold: h.FailThreshold}
 
 	h.providers = make(map[string]*upstreams.Provider, len(h.Providers))
 	for _, p := range h.Providers {
@@ -284,6 +293,14 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 			return fmt.Errorf("model %s defined twice", m.Name)
 		}
 		h.models[m.Name] = m
+		// The state of each provider+model pair outlives this config:
+		// it is taken from the pool here and released in Cleanup.
+		// (Unknown providers are Validate's to report.)
+		for _, name := range m.Providers {
+			if prov := h.providers[name]; prov != nil {
+				m.serving = append(m.serving, serving{prov, upstreams.AcquirePair(prov, m.UpstreamName)})
+			}
+		}
 	}
 	h.routes = make(map[string]*Route, len(h.Routes)+len(builtinAliases))
 	for _, r := range h.Routes {
@@ -316,6 +333,21 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		}
 		r.strategy = mod.(strategies.Strategy)
 		h.routes[a.name] = r
+	}
+	return nil
+}
+
+// Cleanup releases the state of the provider+model pairs this handler
+// took; the state of a pair that another config still uses stays.
+func (h *Handler) Cleanup() error {
+	for _, m := range h.Models {
+		if m == nil {
+			continue
+		}
+		for _, s := range m.serving {
+			upstreams.ReleasePair(s.provider, m.UpstreamName)
+		}
+		m.serving = nil
 	}
 	return nil
 }
@@ -421,6 +453,7 @@ func validName(name string) error {
 // Interface guards
 var (
 	_ caddy.Provisioner           = (*Handler)(nil)
+	_ caddy.CleanerUpper          = (*Handler)(nil)
 	_ caddy.Validator             = (*Handler)(nil)
 	_ caddyhttp.MiddlewareHandler = (*Handler)(nil)
 )

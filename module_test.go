@@ -63,6 +63,9 @@ func loadHandler(t testing.TB, cfg string) (*Handler, error) {
 	if err := dec.Decode(h); err != nil {
 		t.Fatalf("decoding config: %v\n%s", err, cfg)
 	}
+	// As Caddy does: cleaned up after a failed Provision too, and with
+	// the config otherwise (here: when the test ends).
+	t.Cleanup(func() { _ = h.Cleanup() })
 	if err := h.Provision(newContext(t)); err != nil {
 		return h, err
 	}

@@ -11,6 +11,8 @@ import (
 
 	"github.com/tidwall/gjson"
 	"github.com/tidwall/sjson"
+
+	"github.com/caddy-llm-route/llmroute/strategies"
 )
 
 // Endpoints llm_route understands by path suffix; one that ends with another
@@ -20,22 +22,6 @@ var knownEndpoints = []string{"/chat/completions", "/completions", "/embeddings"
 // countTokensEndpoint is Anthropic's token counting endpoint; providers of
 // other formats have it answered by the gateway's estimate.
 const countTokensEndpoint = "/messages/count_tokens"
-
-// Request is the view of an LLM API request that routing needs.
-type Request struct {
-	// Endpoint is the API endpoint without version prefix, e.g.
-	// "/chat/completions" or "/messages"; it is appended to a provider's
-	// base path.
-	Endpoint string
-	// Model is the model field as sent.
-	Model string
-	// Stream is the stream flag.
-	Stream bool
-	// MaxTokens is the output cap the client set, or 0.
-	MaxTokens int64
-	// Body is the request body.
-	Body []byte
-}
 
 // endpointFor returns the upstream endpoint of a request path: a known
 // API endpoint, else the matched configured suffix, else the path with a
@@ -71,11 +57,13 @@ func badRequest(code, format string, args ...any) *requestError {
 // maxTokensLimit bounds integer token fields; anything above is absurd.
 const maxTokensLimit = 100_000_000
 
-// parseRequest validates body and builds the request view. Validation is
-// strict on what routing reads (the model, stream and token fields) and
-// guards the process: nesting is checked iteratively before anything
-// recursive looks at the body.
-func parseRequest(body []byte, modelKey string, maxDepth int) (*Request, *requestError) {
+// parseRequest validates body and builds the request view: the body, the
+// model, the stream flag and the output cap (its prompt is read later,
+// and only when routing needs it). Validation is strict on what routing
+// reads (the model, stream and token fields) and guards the process:
+// nesting is checked iteratively before anything recursive looks at the
+// body.
+func parseRequest(body []byte, modelKey string, maxDepth int) (*strategies.Request, *requestError) {
 	if err := checkDepth(body, maxDepth); err != nil {
 		return nil, err
 	}
@@ -88,7 +76,7 @@ func parseRequest(body []byte, modelKey string, maxDepth int) (*Request, *reques
 	}
 	// One pass over the top-level members: duplicates, and the fields
 	// routing reads.
-	req := &Request{Body: body}
+	req := &strategies.Request{Body: body}
 	var perr *requestError
 	var model gjson.Result
 	seen := make(map[string]struct{}, 16)
@@ -206,10 +194,10 @@ func checkDepth(body []byte, max int) *requestError {
 	return nil
 }
 
-// rewriteBody returns the body for one target: the model field set to the
-// upstream model name, and each set of parameters applied in turn (a
-// later set wins).
-func rewriteBody(body []byte, modelKey, model string, params ...map[string]json.RawMessage) ([]byte, error) {
+// rewriteBody returns the body for one attempt: the model field set to
+// model, each set of parameters applied in turn (a later set wins), and
+// the client's `models` list removed when dropModels is set.
+func rewriteBody(body []byte, modelKey, model string, dropModels bool, params ...map[string]json.RawMessage) ([]byte, error) {
 	out, err := sjson.SetBytes(body, modelKey, model)
 	if err != nil {
 		return nil, err
@@ -220,6 +208,9 @@ func rewriteBody(body []byte, modelKey, model string, params ...map[string]json.
 				return nil, err
 			}
 		}
+	}
+	if dropModels {
+		return sjson.DeleteBytes(out, "models")
 	}
 	return out, nil
 }

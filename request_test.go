@@ -291,7 +291,7 @@ func TestRewriteBody(t *testing.T) {
 		"tools.0.strict":  json.RawMessage(`false`),
 		"response_format": json.RawMessage(`{"type":"json_schema","json_schema":{"name":"s","schema":{"type":"object"}}}`),
 	}
-	out, err := rewriteBody(body, "model", "gpt-4o-2024-08-06", params)
+	out, err := rewriteBody(body, "model", "gpt-4o-2024-08-06", false, params)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -371,7 +371,7 @@ func TestRewriteBodyByteIdentical(t *testing.T) {
 		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			out, err := rewriteBody([]byte(tc.body), tc.key, tc.model, nil)
+			out, err := rewriteBody([]byte(tc.body), tc.key, tc.model, false, nil)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -390,7 +390,7 @@ func TestRewriteBodyParamsOrder(t *testing.T) {
 		"metadata":     json.RawMessage(`{"team":"x"}`),
 	}
 	for range 20 {
-		out, err := rewriteBody([]byte(`{"model":"a","metadata":{"old":true}}`), "model", "b", params)
+		out, err := rewriteBody([]byte(`{"model":"a","metadata":{"old":true}}`), "model", "b", false, params)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -401,10 +401,10 @@ func TestRewriteBodyParamsOrder(t *testing.T) {
 }
 
 func TestRewriteBodyErrors(t *testing.T) {
-	if _, err := rewriteBody([]byte(`{"model":"a"}`), "", "b", nil); err == nil {
+	if _, err := rewriteBody([]byte(`{"model":"a"}`), "", "b", false, nil); err == nil {
 		t.Error("empty model key accepted")
 	}
-	if _, err := rewriteBody([]byte(`{"model":"a"}`), "model", "b", map[string]json.RawMessage{"": json.RawMessage(`1`)}); err == nil {
+	if _, err := rewriteBody([]byte(`{"model":"a"}`), "model", "b", false, map[string]json.RawMessage{"": json.RawMessage(`1`)}); err == nil {
 		t.Error("empty parameter path accepted")
 	}
 }

@@ -9,26 +9,15 @@ import (
 	"time"
 
 	"github.com/tidwall/gjson"
-	"github.com/tidwall/sjson"
 
 	"github.com/caddy-llm-route/llmroute/strategies"
-	"github.com/caddy-llm-route/llmroute/upstreams"
 )
-
-// candidate is one attempt the loop may make: a model at a provider, with
-// the target's parameter overrides.
-type candidate struct {
-	model    *Model
-	provider *upstreams.Provider
-	params   map[string]json.RawMessage
-	weight   float64
-}
 
 // plan is the resolved model field: the route's name, its candidates in
 // the order to try, and why.
 type plan struct {
 	route      string
-	candidates []candidate
+	candidates []strategies.Candidate
 	retryOn    []int
 	reason     string
 	pinned     string // the provider a provider/model request names
@@ -40,8 +29,10 @@ type plan struct {
 // model field (a route, a registered model, or provider/model, plus the
 // client's `models` list when enabled), drops candidates that cannot
 // serve the request, lets the route's strategy order the rest, and puts
-// pairs that are cooling down last.
-func (h *Handler) resolve(r *http.Request, req *Request) (*plan, *requestError) {
+// pairs that are cooling down (or whose provider has no healthy
+// upstream) last. It reads the request's prompt into req when a strategy
+// or a filter needs it, and never changes the body.
+func (h *Handler) resolve(r *http.Request, req *strategies.Request) (*plan, *requestError) {
 	p := &plan{route: req.Model, retryOn: h.RetryOn, reason: "direct"}
 	rt, targets, rerr := h.targetsFor(req.Model)
 	if rerr != nil {
@@ -57,79 +48,51 @@ func (h *Handler) resolve(r *http.Request, req *Request) (*plan, *requestError) 
 		p.route, p.pinned = targets[0].Model, targets[0].Provider
 	}
 	if h.ClientModels {
-		if list := gjson.GetBytes(req.Body, "models"); list.IsArray() {
-			targets = slices.Clip(targets) // never append into a route's own slice
-			for _, v := range list.Array() {
-				_, more, rerr := h.targetsFor(v.String())
-				if rerr != nil {
-					return nil, rerr
-				}
-				for _, t := range more {
-					if !slices.ContainsFunc(targets, func(o *Target) bool { return o.Model == t.Model && o.Provider == t.Provider }) {
-						targets = append(targets, t)
-					}
-				}
-			}
-			req.Body, _ = sjson.DeleteBytes(req.Body, "models")
+		if targets, rerr = h.withClientModels(req.Body, targets); rerr != nil {
+			return nil, rerr
 		}
 	}
 
-	// The strategy's view of the request, and every candidate that can
-	// serve it. Reading the messages costs time on long prompts, so it is
-	// done only when a strategy or a filter will look at them.
+	// Reading the messages costs time on long prompts, so it is done only
+	// when a strategy or a filter will look at them.
 	strategy := h.strategyFor(r, rt)
-	view := strategies.Request{Endpoint: req.Endpoint, Body: req.Body}
 	if strategy != nil || h.filtersApply(rt, targets) {
-		view = strategies.BuildRequest(req.Endpoint, req.Body)
+		req.ReadPrompt()
 	}
-	view.Model, view.Stream, view.MaxTokens, view.Header = req.Model, req.Stream, req.MaxTokens, r.Header
-	var all []candidate
-	var why string
-	for _, t := range targets {
-		m := h.models[t.Model]
-		if reason := h.unfit(m, rt, &view); reason != "" {
-			why = reason
-			continue
-		}
-		names := m.Providers
-		if t.Provider != "" {
-			names = []string{t.Provider}
-		}
-		for _, name := range names {
-			prov := h.providers[name]
-			if !prov.Serves(req.Endpoint) {
-				why = fmt.Sprintf("no provider of %s serves %s", m.Name, req.Endpoint)
-				continue
-			}
-			w := 1.0
-			if t.Weight != nil {
-				w = *t.Weight
-			}
-			all = append(all, candidate{model: m, provider: prov, params: t.Params, weight: w})
-		}
-	}
+	req.Header = r.Header
 	// Healthy candidates are ordered by the strategy; pairs cooling down
 	// follow in configured order as a last resort, so at least one
 	// candidate is always tried.
 	now := time.Now()
 	var healthy, cooling []strategies.Candidate
-	for i, c := range all {
-		sc := strategies.Candidate{
-			Model: c.model.Name, Provider: c.provider.Name,
-			InputPrice: c.model.InputPrice, OutputPrice: c.model.OutputPrice,
-			Priced:  c.model.InputPrice > 0 || c.model.OutputPrice > 0,
-			Quality: c.model.Quality, Context: c.model.Context, Weight: c.weight,
-			Stats: upstreams.Stats.Pair(c.provider.Name, c.model.UpstreamName).Snapshot(),
-			Index: i,
+	var why string
+	for _, t := range targets {
+		m := h.models[t.Model]
+		if reason := h.unfit(m, rt, req); reason != "" {
+			why = reason
+			continue
 		}
-		if upstreams.Cooldowns.Until(c.provider.Name, c.model.UpstreamName).After(now) || !c.provider.Available() {
-			cooling = append(cooling, sc)
-		} else {
-			healthy = append(healthy, sc)
+		for _, s := range m.serving {
+			if t.Provider != "" && s.provider.Name != t.Provider {
+				continue
+			}
+			if !s.provider.Serves(req.Endpoint) {
+				why = fmt.Sprintf("no provider of %s serves %s", m.Name, req.Endpoint)
+				continue
+			}
+			c := newCandidate(m, s, t)
+			if strategy != nil {
+				c.Stats = s.pair.Snapshot()
+			}
+			if s.pair.Available(now) && s.provider.Available() {
+				healthy = append(healthy, c)
+			} else {
+				cooling = append(cooling, c)
+			}
 		}
 	}
 	if strategy != nil && len(healthy) > 0 {
-		d := strategy.Select(&view, healthy)
+		d := strategy.Select(req, healthy)
 		p.reason = d.Reason
 		// A strategy may set parameters, but never the model or the
 		// stream flag: those belong to the target and the client.
@@ -143,24 +106,20 @@ func (h *Handler) resolve(r *http.Request, req *Request) (*plan, *requestError) 
 			p.params[k] = v
 		}
 	}
-	ordered := append(healthy, cooling...)
-	p.candidates = make([]candidate, 0, len(ordered))
-	for _, sc := range ordered {
-		p.candidates = append(p.candidates, all[sc.Index])
-	}
+	p.candidates = append(healthy, cooling...)
 	if rt != nil {
 		for _, name := range rt.Fallback {
-			if slices.ContainsFunc(p.candidates, func(c candidate) bool { return c.model.Name == name }) {
+			if slices.ContainsFunc(p.candidates, func(c strategies.Candidate) bool { return c.Model == name }) {
 				continue
 			}
 			m := h.models[name]
-			if reason := h.unfit(m, nil, &view); reason != "" {
+			if reason := h.unfit(m, nil, req); reason != "" {
 				why = reason
 				continue
 			}
-			for _, pn := range m.Providers {
-				if prov := h.providers[pn]; prov.Serves(req.Endpoint) {
-					p.candidates = append(p.candidates, candidate{model: m, provider: prov, weight: 1})
+			for _, s := range m.serving {
+				if s.provider.Serves(req.Endpoint) {
+					p.candidates = append(p.candidates, newCandidate(m, s, nil))
 				}
 			}
 		}
@@ -172,6 +131,49 @@ func (h *Handler) resolve(r *http.Request, req *Request) (*plan, *requestError) 
 		p.candidates = p.candidates[:h.MaxAttempts]
 	}
 	return p, nil
+}
+
+// newCandidate is model m at one of its providers, with target t's
+// parameters and weight (t may be nil: a route's fallback model).
+func newCandidate(m *Model, s serving, t *Target) strategies.Candidate {
+	c := strategies.Candidate{
+		Model: m.Name, UpstreamModel: m.UpstreamName,
+		Provider: s.provider, Pair: s.pair,
+		InputPrice: m.InputPrice, OutputPrice: m.OutputPrice,
+		Priced:  m.InputPrice > 0 || m.OutputPrice > 0,
+		Quality: m.Quality, Context: m.Context, Weight: 1,
+	}
+	if t != nil {
+		c.Params = t.Params
+		if t.Weight != nil {
+			c.Weight = *t.Weight
+		}
+	}
+	return c
+}
+
+// withClientModels appends the targets of the models the client lists
+// in its `models` array (OpenRouter's fallback list) to targets, each
+// once. (The array is removed from the body sent upstream by
+// rewriteBody.)
+func (h *Handler) withClientModels(body []byte, targets []*Target) ([]*Target, *requestError) {
+	list := gjson.GetBytes(body, "models")
+	if !list.IsArray() {
+		return targets, nil
+	}
+	targets = slices.Clip(targets) // never append into a route's own slice
+	for _, v := range list.Array() {
+		_, more, rerr := h.targetsFor(v.String())
+		if rerr != nil {
+			return nil, rerr
+		}
+		for _, t := range more {
+			if !slices.ContainsFunc(targets, func(o *Target) bool { return o.Model == t.Model && o.Provider == t.Provider }) {
+				targets = append(targets, t)
+			}
+		}
+	}
+	return targets, nil
 }
 
 // targetsFor resolves a model name: a route (returned too), a registered

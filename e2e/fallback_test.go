@@ -13,8 +13,6 @@ import (
 	antoption "github.com/anthropics/anthropic-sdk-go/option"
 	"github.com/openai/openai-go/v3"
 	oaoption "github.com/openai/openai-go/v3/option"
-
-	"github.com/caddy-llm-route/llmroute/upstreams"
 )
 
 // fallbackSetup is the default configuration plus providers that cannot
@@ -59,7 +57,7 @@ func TestFallbackBeforeFirstByte(t *testing.T) {
 	ac := antClient(t)
 	for _, f := range beforeFirstByte {
 		t.Run(f.name+"/chat", func(t *testing.T) {
-			upstreams.Cooldowns.Reset()
+			restart(t)
 			var hr *http.Response
 			resp, err := c.Chat.Completions.New(ctxT(t), chatParams("chat", prompt), faultHeader("alpha:"+f.fault), oaoption.WithResponseInto(&hr))
 			if err != nil {
@@ -71,7 +69,7 @@ func TestFallbackBeforeFirstByte(t *testing.T) {
 			}
 		})
 		t.Run(f.name+"/chat_stream", func(t *testing.T) {
-			upstreams.Cooldowns.Reset()
+			restart(t)
 			s := chatStream(t, c, chatParams("chat", prompt), faultHeader("alpha:"+f.fault))
 			if s.Err != nil {
 				t.Fatalf("stream failed instead of falling back: %v", s.Err)
@@ -91,7 +89,7 @@ func TestFallbackBeforeFirstByte(t *testing.T) {
 		{"slow_first_token", "slow_first_token,delay=2s"},
 	} {
 		t.Run(f.name+"/messages", func(t *testing.T) {
-			upstreams.Cooldowns.Reset()
+			restart(t)
 			var hr *http.Response
 			msg, err := ac.Messages.New(ctxT(t), messageParams("claude-chat", prompt), antFaultHeader("claude:"+f.fault), antoption.WithResponseInto(&hr))
 			if err != nil {
@@ -103,7 +101,7 @@ func TestFallbackBeforeFirstByte(t *testing.T) {
 			}
 		})
 		t.Run(f.name+"/messages_stream", func(t *testing.T) {
-			upstreams.Cooldowns.Reset()
+			restart(t)
 			s := messageStream(t, ac, messageParams("claude-chat", prompt), antFaultHeader("claude:"+f.fault))
 			if s.Err != nil {
 				t.Fatalf("stream failed instead of falling back: %v", s.Err)
@@ -182,7 +180,7 @@ func TestStreamBreaksAfterFirstByte(t *testing.T) {
 	ac := antClient(t)
 	for _, f := range afterFirstByte {
 		t.Run(f.name+"/chat_stream", func(t *testing.T) {
-			upstreams.Cooldowns.Reset()
+			restart(t)
 			s := chatStream(t, c, chatParams("chat", prompt), faultHeader("alpha:"+f.fault))
 			if s.Err == nil {
 				t.Fatalf("the stream ended cleanly after %q (%d events, finish %q)", s.Text, s.Events, s.Finish)
@@ -197,7 +195,7 @@ func TestStreamBreaksAfterFirstByte(t *testing.T) {
 			}
 		})
 		t.Run(f.name+"/messages_stream", func(t *testing.T) {
-			upstreams.Cooldowns.Reset()
+			restart(t)
 			s := messageStream(t, ac, messageParams("claude-chat", prompt), antFaultHeader("claude:"+f.fault))
 			if s.Err == nil {
 				t.Fatalf("the stream ended cleanly after %q (%d events, stop %q)", s.Text, s.Events, s.Finish)
@@ -212,7 +210,7 @@ func TestStreamBreaksAfterFirstByte(t *testing.T) {
 	// Non-streamed bodies broken half way must not look complete either.
 	for _, f := range []struct{ name, fault string }{{"cut", "cut"}, {"stall", "stall"}} {
 		t.Run(f.name+"/chat", func(t *testing.T) {
-			upstreams.Cooldowns.Reset()
+			restart(t)
 			var hr *http.Response
 			resp, err := c.Chat.Completions.New(ctxT(t), chatParams("chat", prompt), faultHeader("alpha:"+f.fault), oaoption.WithResponseInto(&hr))
 			if err == nil {
@@ -249,7 +247,7 @@ func TestCooldown(t *testing.T) {
 				t.Errorf("request %d: content %q", i+1, resp.Choices[0].Message.Content)
 			}
 		}
-		if until := upstreams.Cooldowns.Until("alpha", "mock-chat"); time.Until(until) < 25*time.Second {
+		if until := cooldownUntil(t, "alpha", "mock-chat"); time.Until(until) < 25*time.Second {
 			t.Errorf("alpha cools down until %v, want about 30s from now", until)
 		}
 		// other models of alpha are not affected
@@ -272,7 +270,7 @@ func TestCooldown(t *testing.T) {
 		}
 		after := time.Now()
 		expectRoute(t, hr, "chat", "beta", "chat", 2)
-		if until := upstreams.Cooldowns.Until("alpha", "mock-chat"); until.Before(before.Add(2*time.Second)) || until.After(after.Add(2*time.Second)) {
+		if until := cooldownUntil(t, "alpha", "mock-chat"); until.Before(before.Add(2*time.Second)) || until.After(after.Add(2*time.Second)) {
 			t.Errorf("cooldown ends %v after the request, want the 2s of Retry-After", until.Sub(before))
 		}
 		// no fault now: alpha would answer, but it cools down for 2s
@@ -312,7 +310,7 @@ func TestCooldown(t *testing.T) {
 			t.Fatal(err)
 		}
 		expectRoute(t, hr, "chat", "beta", "chat", 2)
-		until := upstreams.Cooldowns.Until("alpha", "mock-chat")
+		until := cooldownUntil(t, "alpha", "mock-chat")
 		expectCooling(t, c, until)
 		time.Sleep(time.Until(until) + 50*time.Millisecond)
 		resp, err := c.Chat.Completions.New(ctxT(t), chatParams("chat", prompt), oaoption.WithResponseInto(&hr))
@@ -324,9 +322,9 @@ func TestCooldown(t *testing.T) {
 			t.Errorf("content %q", resp.Choices[0].Message.Content)
 		}
 		// the success closed the circuit (recorded just after the answer)
-		for deadline := time.Now().Add(time.Second); !upstreams.Cooldowns.Until("alpha", "mock-chat").IsZero(); time.Sleep(5 * time.Millisecond) {
+		for deadline := time.Now().Add(time.Second); !cooldownUntil(t, "alpha", "mock-chat").IsZero(); time.Sleep(5 * time.Millisecond) {
 			if time.Now().After(deadline) {
-				t.Fatalf("alpha still has a cooldown until %v", upstreams.Cooldowns.Until("alpha", "mock-chat"))
+				t.Fatalf("alpha still has a cooldown until %v", cooldownUntil(t, "alpha", "mock-chat"))
 			}
 		}
 	})
@@ -341,7 +339,7 @@ func TestCooldown(t *testing.T) {
 			t.Fatal(err)
 		}
 		expectRoute(t, hr, "chat", "beta", "chat", 2)
-		until := upstreams.Cooldowns.Until("alpha", "mock-chat")
+		until := cooldownUntil(t, "alpha", "mock-chat")
 		expectCooling(t, c, until)
 		time.Sleep(time.Until(until) + 50*time.Millisecond)
 		// the half-open probe fails again: the next cooldown is 600ms
@@ -351,7 +349,7 @@ func TestCooldown(t *testing.T) {
 		}
 		done := time.Now()
 		expectRoute(t, hr, "chat", "beta", "chat", 2)
-		if until := upstreams.Cooldowns.Until("alpha", "mock-chat"); until.Before(probe.Add(600*time.Millisecond)) || until.After(done.Add(600*time.Millisecond)) {
+		if until := cooldownUntil(t, "alpha", "mock-chat"); until.Before(probe.Add(600*time.Millisecond)) || until.After(done.Add(600*time.Millisecond)) {
 			t.Errorf("cooldown after a failed probe ends %v after it, want 600ms", until.Sub(probe))
 		}
 	})
@@ -366,7 +364,7 @@ func TestCooldown(t *testing.T) {
 		}
 		// the client sees the error event a moment before the gateway
 		// records the failure
-		for deadline := time.Now().Add(time.Second); upstreams.Cooldowns.Until("alpha", "mock-chat").IsZero(); time.Sleep(5 * time.Millisecond) {
+		for deadline := time.Now().Add(time.Second); cooldownUntil(t, "alpha", "mock-chat").IsZero(); time.Sleep(5 * time.Millisecond) {
 			if time.Now().After(deadline) {
 				t.Fatal("the broken stream was not recorded as a failure of alpha")
 			}
@@ -418,7 +416,7 @@ func TestAllTargetsFail(t *testing.T) {
 	c := oaClient(t)
 
 	t.Run("both 503", func(t *testing.T) {
-		upstreams.Cooldowns.Reset()
+		restart(t)
 		_, err := c.Chat.Completions.New(ctxT(t), chatParams("chat", prompt), faultHeader("status,code=503"))
 		var oerr *openai.Error
 		if !asError(err, &oerr) {
@@ -436,7 +434,7 @@ func TestAllTargetsFail(t *testing.T) {
 	})
 
 	t.Run("both 503 streamed", func(t *testing.T) {
-		upstreams.Cooldowns.Reset()
+		restart(t)
 		s := chatStream(t, c, chatParams("chat", prompt), faultHeader("status,code=503"))
 		var oerr *openai.Error
 		if !asError(s.Err, &oerr) || oerr.StatusCode != 503 || routeOf(oerr.Response.Header).Attempts != 2 {
@@ -445,7 +443,7 @@ func TestAllTargetsFail(t *testing.T) {
 	})
 
 	t.Run("connect refused", func(t *testing.T) {
-		upstreams.Cooldowns.Reset()
+		restart(t)
 		for _, stream := range []bool{false, true} {
 			var err error
 			if stream {
@@ -467,7 +465,7 @@ func TestAllTargetsFail(t *testing.T) {
 	})
 
 	t.Run("timeouts", func(t *testing.T) {
-		upstreams.Cooldowns.Reset()
+		restart(t)
 		_, err := c.Chat.Completions.New(ctxT(t), chatParams("chat", prompt), faultHeader("no_answer"))
 		var oerr *openai.Error
 		if !asError(err, &oerr) {
@@ -482,7 +480,7 @@ func TestAllTargetsFail(t *testing.T) {
 	})
 
 	t.Run("429 last passes Retry-After", func(t *testing.T) {
-		upstreams.Cooldowns.Reset()
+		restart(t)
 		_, err := c.Chat.Completions.New(ctxT(t), chatParams("chat", prompt),
 			faultHeader("alpha:status,code=503; beta:status,code=429,retry_after=7,retry_after_ms=7000"))
 		var oerr *openai.Error
@@ -502,7 +500,7 @@ func TestAllTargetsFail(t *testing.T) {
 	})
 
 	t.Run("an earlier 429 leaves no Retry-After on a later error", func(t *testing.T) {
-		upstreams.Cooldowns.Reset()
+		restart(t)
 		_, err := c.Chat.Completions.New(ctxT(t), chatParams("chat", prompt),
 			faultHeader("alpha:status,code=429,retry_after=9; beta:status,code=503"))
 		var oerr *openai.Error
@@ -515,7 +513,7 @@ func TestAllTargetsFail(t *testing.T) {
 	})
 
 	t.Run("plain text upstream error is wrapped", func(t *testing.T) {
-		upstreams.Cooldowns.Reset()
+		restart(t)
 		_, err := c.Chat.Completions.New(ctxT(t), chatParams("plain-fail", prompt))
 		var oerr *openai.Error
 		if !asError(err, &oerr) {
@@ -527,7 +525,7 @@ func TestAllTargetsFail(t *testing.T) {
 	})
 
 	t.Run("anthropic shape", func(t *testing.T) {
-		upstreams.Cooldowns.Reset()
+		restart(t)
 		ac := antClient(t)
 		_, err := ac.Messages.New(ctxT(t), messageParams("dead-claude", prompt))
 		var aerr *anthropic.Error
@@ -572,7 +570,7 @@ func TestNoHeaderLeak(t *testing.T) {
 		"alpha:slow_first_token,delay=2s", // a stream's headers were already sent
 	} {
 		t.Run(fault, func(t *testing.T) {
-			upstreams.Cooldowns.Reset()
+			restart(t)
 			var hr *http.Response
 			resp, err := c.Chat.Completions.New(ctxT(t), chatParams("chat", prompt), faultHeader(fault), oaoption.WithResponseInto(&hr))
 			if err != nil {
@@ -583,7 +581,7 @@ func TestNoHeaderLeak(t *testing.T) {
 			}
 			check(t, hr.Header)
 
-			upstreams.Cooldowns.Reset()
+			restart(t)
 			s := chatStream(t, c, chatParams("chat", prompt), faultHeader(fault))
 			if s.Err != nil {
 				t.Fatal(s.Err)
@@ -628,7 +626,7 @@ func TestStreamErrorEvent(t *testing.T) {
 	for _, f := range afterFirstByte {
 		for _, api := range []string{"chat", "messages"} {
 			t.Run(f.name+"/"+api, func(t *testing.T) {
-				upstreams.Cooldowns.Reset()
+				restart(t)
 				path, body, fault := "/v1/chat/completions", chatBody("chat", `"stream":true`), "alpha:"+f.fault
 				if api == "messages" {
 					path = "/v1/messages"

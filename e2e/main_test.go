@@ -196,12 +196,17 @@ func (s setup) caddyfile() string {
 	return b.String()
 }
 
-// start loads s into the shared Caddy instance and clears the cooldown
-// state, which outlives configurations.
+// started is the setup start loaded last.
+var started setup
+
+// start loads s into the shared Caddy instance with fresh provider
+// state. The state of a provider+model pair (cooldowns, live stats)
+// outlives a reload as long as some configuration uses it, so the
+// running configuration is unloaded first.
 func start(t *testing.T, s setup) {
 	t.Helper()
-	upstreams.Cooldowns.Reset()
-	t.Cleanup(upstreams.Cooldowns.Reset)
+	unload(t)
+	started = s
 	// generous: other builds and tests may share the machine
 	tc := caddytest.NewTester(t).WithDefaultOverrides(caddytest.Config{LoadRequestTimeout: 30 * time.Second})
 	cfg := s.caddyfile()
@@ -215,6 +220,59 @@ func start(t *testing.T, s setup) {
 	// just after the load returns; Caddy binds with SO_REUSEPORT, so a
 	// connection the kernel queued on such a socket would be reset.
 	time.Sleep(30 * time.Millisecond)
+}
+
+// restart loads the setup of the last start again, with fresh provider
+// state.
+func restart(t *testing.T) {
+	t.Helper()
+	start(t, started)
+}
+
+// unload replaces the running configuration with one that serves
+// nothing, which releases every provider's state.
+func unload(t *testing.T) {
+	t.Helper()
+	const empty = "{\n\tskip_install_trust\n\tadmin localhost:2999\n\thttp_port 9080\n\thttps_port 9443\n\tgrace_period 1ns\n}\n"
+	req, err := http.NewRequestWithContext(ctxT(t), http.MethodPost, adminURL+"/load", strings.NewReader(empty))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "text/caddyfile")
+	resp, err := newHTTPClient(t).Do(req)
+	if err != nil {
+		return // no Caddy running yet
+	}
+	defer resp.Body.Close()
+	if body, _ := io.ReadAll(resp.Body); resp.StatusCode != http.StatusOK {
+		t.Fatalf("unloading the configuration: %d %s", resp.StatusCode, body)
+	}
+	if n := len(upstreams.Pairs()); n != 0 {
+		t.Fatalf("%d provider+model pairs still held after unloading", n)
+	}
+}
+
+// pairInfo returns the state of the pair of provider and upstream
+// model, which must be held by exactly one identity.
+func pairInfo(t *testing.T, provider, model string) upstreams.PairInfo {
+	t.Helper()
+	var found []upstreams.PairInfo
+	for _, p := range upstreams.Pairs() {
+		if p.Provider == provider && p.Model == model {
+			found = append(found, p)
+		}
+	}
+	if len(found) != 1 {
+		t.Fatalf("%d states of the pair %s/%s, want 1", len(found), provider, model)
+	}
+	return found[0]
+}
+
+// cooldownUntil is the end of the cooldown of provider and upstream
+// model.
+func cooldownUntil(t *testing.T, provider, model string) time.Time {
+	t.Helper()
+	return pairInfo(t, provider, model).CooldownUntil
 }
 
 // configActive reports whether the running configuration is cfg, by the

@@ -167,7 +167,7 @@ func TestReloadUnderTraffic(t *testing.T) {
 	}
 }
 
-// Cooldowns are kept by provider and model name and outlive a reload.
+// Cooldowns are kept per provider identity and model, and outlive a reload.
 func TestCooldownSurvivesReload(t *testing.T) {
 	start(t, reloadSetup(1, filepath.Join(t.TempDir(), "access.log")))
 	c := oaClient(t)
@@ -181,4 +181,46 @@ func TestCooldownSurvivesReload(t *testing.T) {
 		t.Fatal(err)
 	}
 	expectAttempts(t, hr.Header, "beta", 1)
+}
+
+// Two sites that each define a provider called alpha, with different
+// keys, are two accounts: a 429 with Retry-After on one site's alpha
+// cools down that site's alpha only.
+func TestSameProviderNameTwoSites(t *testing.T) {
+	s := withDefaults("")
+	s.Route = strings.Replace(s.Route, "provider alpha http://127.0.0.1:9181", "provider alpha http://127.0.0.1:9181 {\n\t\t\tapi_key {env.E2E_SITE_ONE_KEY}\n\t\t}", 1)
+	s.Extra = fmt.Sprintf(`
+http://localhost:%d {
+	bind 127.0.0.1
+	llm_route {
+		first_byte_timeout 500ms
+		fail_threshold 1000
+		provider alpha http://127.0.0.1:%d {
+			api_key {env.E2E_SITE_TWO_KEY}
+		}
+		provider beta http://127.0.0.1:%d
+		model chat alpha beta {
+			upstream_name mock-chat
+		}
+	}
+}`, portExtra1, portAlpha, portBeta)
+	start(t, s)
+	one := oaClient(t)
+	two := oaClient(t, oaoption.WithBaseURL(fmt.Sprintf("http://localhost:%d/v1/", portExtra1)))
+
+	var hr *http.Response
+	if _, err := one.Chat.Completions.New(ctxT(t), chatParams("chat", prompt), faultHeader("alpha:status,code=429,retry_after=30"), oaoption.WithResponseInto(&hr)); err != nil {
+		t.Fatal(err)
+	}
+	expectAttempts(t, hr.Header, "beta", 2)
+	// Site one's alpha cools down: its next request goes to beta first.
+	if _, err := one.Chat.Completions.New(ctxT(t), chatParams("chat", prompt), oaoption.WithResponseInto(&hr)); err != nil {
+		t.Fatal(err)
+	}
+	expectAttempts(t, hr.Header, "beta", 1)
+	// Site two's alpha is another account: not cooling down.
+	if _, err := two.Chat.Completions.New(ctxT(t), chatParams("chat", prompt), oaoption.WithResponseInto(&hr)); err != nil {
+		t.Fatal(err)
+	}
+	expectAttempts(t, hr.Header, "alpha", 1)
 }

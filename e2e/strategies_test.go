@@ -11,23 +11,12 @@ import (
 
 	"github.com/openai/openai-go/v3"
 	oaoption "github.com/openai/openai-go/v3/option"
-
-	"github.com/caddy-llm-route/llmroute/upstreams"
 )
 
 // The strategy tests run their own mocks on the suite's reserved ports
 // (alpha, beta and claude ports, served as OpenAI-format mocks here) and
 // name each provider like the mock behind it, so that expectRoute's
 // X-Mock-Name check holds.
-
-// startFresh loads s and clears the cooldowns and the live stats, which
-// both outlive configurations, now and when the test ends.
-func startFresh(t *testing.T, s setup) {
-	t.Helper()
-	start(t, s)
-	upstreams.Stats.Reset()
-	t.Cleanup(upstreams.Stats.Reset)
-}
 
 // answer is one routed, successful chat completion.
 type answer struct {
@@ -83,8 +72,8 @@ func expectRefused(t *testing.T, err error, what string) {
 }
 
 // pairStats are the live stats of a provider and upstream model.
-func pairStats(provider, model string) string {
-	s := upstreams.Stats.Pair(provider, model).Snapshot()
+func pairStats(t *testing.T, provider, model string) string {
+	s := pairInfo(t, provider, model).Stats
 	return fmt.Sprintf("%s: samples=%d latency=%.1fms ttft=%.1fms tps=%.0f", provider, s.Samples, s.LatencyMs, s.TTFTMs, s.TokensPerSecond)
 }
 
@@ -144,7 +133,7 @@ func trioSetup(ttftCheap, ttftMid, ttftPremium, route string) setup {
 // about 0.5, premium 1): cheap 0.15, mid 0.31, premium -0.025. mid
 // wins either way.
 func TestAliases(t *testing.T) {
-	startFresh(t, trioSetup("40ms", "", "80ms", ""))
+	start(t, trioSetup("40ms", "", "80ms", ""))
 	c := oaClient(t)
 	const q = "Hello, which model are you?"
 
@@ -177,7 +166,7 @@ func TestAliases(t *testing.T) {
 		// so asking fastest itself warms every model up.
 		warm := func() bool {
 			for _, name := range []string{"cheap", "mid", "premium"} {
-				if upstreams.Stats.Pair(name, name).Snapshot().Samples < 3 {
+				if pairInfo(t, name, name).Stats.Samples < 3 {
 					return false
 				}
 			}
@@ -186,14 +175,14 @@ func TestAliases(t *testing.T) {
 		for i := 0; !warm(); i++ {
 			if i == 20 {
 				t.Fatalf("still cold after %d requests: %s; %s; %s", i,
-					pairStats("cheap", "cheap"), pairStats("mid", "mid"), pairStats("premium", "premium"))
+					pairStats(t, "cheap", "cheap"), pairStats(t, "mid", "mid"), pairStats(t, "premium", "premium"))
 			}
 			a := ask(t, c, chatParams("fastest", q))
 			if r := a.route(); r.Route != "fastest" || r.Attempts != 1 {
 				t.Errorf("warm-up %d: %s", i, r)
 			}
 		}
-		t.Logf("%s; %s; %s", pairStats("cheap", "cheap"), pairStats("mid", "mid"), pairStats("premium", "premium"))
+		t.Logf("%s; %s; %s", pairStats(t, "cheap", "cheap"), pairStats(t, "mid", "mid"), pairStats(t, "premium", "premium"))
 		// explore (5% by default) may put another model first; such a
 		// decision says so in its reason.
 		picked := 0
@@ -230,7 +219,7 @@ func TestAliases(t *testing.T) {
 	})
 
 	t.Run("an operator's route or model overrides the alias", func(t *testing.T) {
-		startFresh(t, trioSetup("", "", "", `
+		start(t, trioSetup("", "", "", `
 		route cheapest {
 			models premium mid
 		}
@@ -280,7 +269,7 @@ func latencySetup(aLatency string) setup {
 }
 
 func TestLowestLatencyShiftsTraffic(t *testing.T) {
-	startFresh(t, latencySetup("10ms"))
+	start(t, latencySetup("10ms"))
 	c := oaClient(t)
 	const q = "Quick question about latency."
 
@@ -297,12 +286,12 @@ func TestLowestLatencyShiftsTraffic(t *testing.T) {
 	if got, want := strings.Join(seq, " "), "b b a a a a a a a a a a"; got != want {
 		t.Errorf("providers while a is fast:\n got  %s\n want %s", got, want)
 	}
-	t.Logf("%s; %s", pairStats("a", "pool-up"), pairStats("b", "pool-up"))
+	t.Logf("%s; %s", pairStats(t, "a", "pool-up"), pairStats(t, "b", "pool-up"))
 
 	// a slows down: a new configuration; the stats survive the reload
-	start(t, latencySetup("200ms"))
-	if s := upstreams.Stats.Pair("a", "pool-up").Snapshot(); s.Samples < 10 || s.LatencyMs <= 0 || s.LatencyMs > 35 {
-		t.Fatalf("a's stats after the reload: %s", pairStats("a", "pool-up"))
+	loadConfig(t, latencySetup("200ms"))
+	if s := pairInfo(t, "a", "pool-up").Stats; s.Samples < 10 || s.LatencyMs <= 0 || s.LatencyMs > 35 {
+		t.Fatalf("a's stats after the reload: %s", pairStats(t, "a", "pool-up"))
 	}
 	c = oaClient(t)
 	seq = seq[:0]
@@ -310,7 +299,7 @@ func TestLowestLatencyShiftsTraffic(t *testing.T) {
 		a := ask(t, c, chatParams("quick", q))
 		seq = append(seq, a.provider())
 	}
-	t.Logf("after a slowed down: %s; %s; %s", strings.Join(seq, " "), pairStats("a", "pool-up"), pairStats("b", "pool-up"))
+	t.Logf("after a slowed down: %s; %s; %s", strings.Join(seq, " "), pairStats(t, "a", "pool-up"), pairStats(t, "b", "pool-up"))
 	if seq[0] != "a" {
 		t.Errorf("first request after the reload went to %s: the measurements did not survive", seq[0])
 	}
@@ -332,7 +321,7 @@ func TestLowestLatencyShiftsTraffic(t *testing.T) {
 
 func TestHighestThroughput(t *testing.T) {
 	const genText = "one two three four five six"
-	startFresh(t, setup{
+	start(t, setup{
 		Mocks: []mockSite{
 			{Port: portAlpha, Name: "slowgen", Text: genText, Lines: []string{"tokens_per_second 40"}},
 			{Port: portBeta, Name: "fastgen", Text: genText, Lines: []string{"tokens_per_second 400"}},
@@ -370,12 +359,12 @@ func TestHighestThroughput(t *testing.T) {
 		}
 		seq = append(seq, s.Resp.Header.Get("X-LLM-Provider"))
 	}
-	t.Logf("%s; %s", pairStats("slowgen", "gen-up"), pairStats("fastgen", "gen-up"))
+	t.Logf("%s; %s", pairStats(t, "slowgen", "gen-up"), pairStats(t, "fastgen", "gen-up"))
 	if got, want := strings.Join(seq, " "), "slowgen slowgen fastgen fastgen fastgen fastgen fastgen fastgen"; got != want {
 		t.Errorf("providers:\n got  %s\n want %s", got, want)
 	}
-	slow := upstreams.Stats.Pair("slowgen", "gen-up").Snapshot().TokensPerSecond
-	fast := upstreams.Stats.Pair("fastgen", "gen-up").Snapshot().TokensPerSecond
+	slow := pairInfo(t, "slowgen", "gen-up").Stats.TokensPerSecond
+	fast := pairInfo(t, "fastgen", "gen-up").Stats.TokensPerSecond
 	if !(slow > 0 && fast > 3*slow) {
 		t.Errorf("measured %.0f tokens/s for slowgen and %.0f for fastgen", slow, fast)
 	}
@@ -437,7 +426,7 @@ func tieredSetup(recURL string) setup {
 // avoid "hi" (as in "this") on purpose.
 func TestRulesStrategy(t *testing.T) {
 	srv, rec := newRecorder(t, false)
-	startFresh(t, tieredSetup(srv.URL))
+	start(t, tieredSetup(srv.URL))
 	c := oaClient(t)
 
 	t.Run("greeting goes to small with the rule's params", func(t *testing.T) {
@@ -507,7 +496,7 @@ func TestRulesStrategy(t *testing.T) {
 
 func TestDifficultyStrategy(t *testing.T) {
 	srv, _ := newRecorder(t, false)
-	startFresh(t, tieredSetup(srv.URL))
+	start(t, tieredSetup(srv.URL))
 	c := oaClient(t)
 
 	// score parses "difficulty=<score> tier=<n>".
@@ -624,7 +613,7 @@ func filterSetup() setup {
 var longPrompt = strings.Repeat("Tell me about the climate of coastal regions in spring. ", 12)
 
 func TestCandidateFiltering(t *testing.T) {
-	startFresh(t, filterSetup())
+	start(t, filterSetup())
 	c := oaClient(t)
 	const q = "What is the weather like?"
 	withTools := func(p openai.ChatCompletionNewParams) openai.ChatCompletionNewParams {
@@ -746,7 +735,7 @@ func TestCandidateFiltering(t *testing.T) {
 // the alias goes straight to the next candidate, keeps the cooling pair
 // as a last resort, and returns to it once the cooldown ends.
 func TestCooldownInAlias(t *testing.T) {
-	startFresh(t, trioSetup("", "", "", ""))
+	start(t, trioSetup("", "", "", ""))
 	c := oaClient(t)
 	const q = "Hello, cheapest please."
 
@@ -756,7 +745,7 @@ func TestCooldownInAlias(t *testing.T) {
 	before := time.Now()
 	a = ask(t, c, chatParams("cheapest", q), faultHeader("cheap:status,code=429,retry_after_ms=500"))
 	expectPick(t, a, "mid", "mid", "cheapest", "cheapest", 2)
-	until := upstreams.Cooldowns.Until("cheap", "cheap")
+	until := cooldownUntil(t, "cheap", "cheap")
 	if d := until.Sub(before); d < 500*time.Millisecond || d > 500*time.Millisecond+time.Since(before) {
 		t.Fatalf("cheap cools down for %v, want the 500ms of retry-after-ms", d)
 	}
@@ -811,7 +800,7 @@ func duoSetup() setup {
 }
 
 func TestWeightedAndRoundRobin(t *testing.T) {
-	startFresh(t, duoSetup())
+	start(t, duoSetup())
 	c := oaClient(t)
 	const q = "Spread the load."
 
@@ -918,7 +907,7 @@ func TestClientHints(t *testing.T) {
 	const q = "Hello with hints."
 
 	t.Run("on", func(t *testing.T) {
-		startFresh(t, hintSetup(srv.URL, true))
+		start(t, hintSetup(srv.URL, true))
 		c := oaClient(t)
 
 		// the models array gives fallbacks after the requested model
@@ -971,7 +960,7 @@ func TestClientHints(t *testing.T) {
 	})
 
 	t.Run("off", func(t *testing.T) {
-		startFresh(t, hintSetup(srv.URL, false))
+		start(t, hintSetup(srv.URL, false))
 		c := oaClient(t)
 
 		// the array is ignored: no fallback

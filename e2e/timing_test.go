@@ -12,8 +12,6 @@ import (
 	"github.com/anthropics/anthropic-sdk-go"
 	"github.com/openai/openai-go/v3"
 	oaoption "github.com/openai/openai-go/v3/option"
-
-	"github.com/caddy-llm-route/llmroute/upstreams"
 )
 
 const slowText = "one two three four five six"
@@ -103,7 +101,7 @@ func TestClientGoesAway(t *testing.T) {
 		}
 	}
 	time.Sleep(600 * time.Millisecond) // past first_byte_timeout, had the attempt gone on
-	if until := upstreams.Cooldowns.Until("alpha", "mock-chat"); !until.IsZero() {
+	if until := cooldownUntil(t, "alpha", "mock-chat"); !until.IsZero() {
 		t.Errorf("a client going away cooled alpha down until %v", until)
 	}
 	var hr *http.Response

@@ -18,8 +18,6 @@ import (
 	antoption "github.com/anthropics/anthropic-sdk-go/option"
 	"github.com/openai/openai-go/v3"
 	oaoption "github.com/openai/openai-go/v3/option"
-
-	"github.com/caddy-llm-route/llmroute/upstreams"
 )
 
 // Translation between the two wire formats, end to end: OpenAI Chat
@@ -995,7 +993,7 @@ func TestTranslateFallback(t *testing.T) {
 						continue
 					}
 					t.Run(fmt.Sprintf("%s/%s/%s/stream=%v", rt.name, f.name, client, stream), func(t *testing.T) {
-						upstreams.Cooldowns.Reset()
+						restart(t)
 						var hr *http.Response
 						var text, model, id, finish string
 						switch {
@@ -1073,7 +1071,7 @@ func TestTranslateErrors(t *testing.T) {
 	for _, tc := range cases {
 		for _, stream := range []bool{false, true} {
 			t.Run(fmt.Sprintf("openai client, anthropic provider, %d, stream=%v", tc.status, stream), func(t *testing.T) {
-				upstreams.Cooldowns.Reset()
+				restart(t)
 				var err error
 				if stream {
 					s := oaAccumulate(t, oc, chatParams("solo-claude", prompt), faultHeader("claude:"+tc.spec))
@@ -1107,7 +1105,7 @@ func TestTranslateErrors(t *testing.T) {
 				}
 			})
 			t.Run(fmt.Sprintf("anthropic client, openai provider, %d, stream=%v", tc.status, stream), func(t *testing.T) {
-				upstreams.Cooldowns.Reset()
+				restart(t)
 				var err error
 				if stream {
 					s := antAccumulate(t, ac, messageParams("solo-alpha", prompt), antFaultHeader("alpha:"+tc.spec))
@@ -1286,7 +1284,7 @@ func TestTranslateBrokenStream(t *testing.T) {
 	}
 
 	t.Run("openai client, anthropic provider", func(t *testing.T) {
-		upstreams.Cooldowns.Reset()
+		restart(t)
 		body, readErr := raw(t, "/v1/chat/completions", chatBody("claude-chat", `"stream":true`), "claude:cut,after=2")
 		if readErr == nil {
 			t.Errorf("the response ended like a complete one; a broken stream should be aborted")
@@ -1339,7 +1337,7 @@ func TestTranslateBrokenStream(t *testing.T) {
 	})
 
 	t.Run("anthropic client, openai provider", func(t *testing.T) {
-		upstreams.Cooldowns.Reset()
+		restart(t)
 		body, readErr := raw(t, "/v1/messages",
 			[]byte(`{"model":"only-alpha","max_tokens":50,"stream":true,"messages":[{"role":"user","content":"hi"}]}`), "alpha:cut,after=2")
 		if readErr == nil {

@@ -1,0 +1,76 @@
+/*
+Package llmroute is a Caddy HTTP handler, `llm_route`, that routes LLM API
+requests (OpenAI and Anthropic shapes) to models and providers, and falls
+back across them before the first byte reaches the client.
+
+# One request, step by step
+
+ 1. [Handler.ServeHTTP] (handler.go) matches the path against
+    enable_on_path_suffix, reads the body once under max_body and calls
+    parseRequest (request.go). parseRequest validates the body (nesting,
+    duplicate keys, absurd numbers) and fills a [strategies.Request]: the
+    endpoint, the model, the stream flag, the output cap and the body.
+    Errors are written in the client's API shape (errors.go); they do not
+    reach Caddy's handle_errors.
+
+ 2. resolve (route.go) turns the model field into a plan: a route, a
+    registered model or provider/model (plus the client's `models` list
+    when client_models is on) gives targets; each target's model at each
+    of its providers is a [strategies.Candidate]. Candidates that cannot
+    serve the request (context window, capabilities, price cap, endpoint)
+    are dropped. It reads the request's prompt ([strategies.Request.ReadPrompt])
+    only when a strategy or a filter needs it. It reads each pair's state
+    ([upstreams.Pair]: cooldown, half-open probe, live stats) once per
+    candidate; healthy candidates are ordered by the route's strategy,
+    pairs cooling down follow as a last resort. resolve never changes the
+    body.
+
+ 3. serve (handler.go) is the attempt loop: it tries the plan's
+    candidates in order until one answers, one fails in a way the client
+    must see, or the response has started.
+
+ 4. attempt (handler.go) rewrites the body for its candidate
+    (rewriteBody in request.go: model, target and strategy parameters,
+    the client's `models` list dropped), translates it when the provider
+    speaks another API (package translate), shapes the upstream request
+    ([upstreams.Provider.PrepareRequest]) and runs the provider's own
+    reverse_proxy through an attemptWriter.
+
+ 5. The attemptWriter (writer.go) holds the status and headers until the
+    first body byte of a good answer, so a failed attempt leaves no trace
+    on the response and the next candidate can be tried. Its callbacks
+    tell the attempt when the answer starts (stop the first-byte timer,
+    start the idle timer) and when it commits (set the routing headers).
+    Once committed it passes bytes through, checks every stream event,
+    translates events for the client and reads the usage.
+
+ 6. finish (handler.go) reports the attempt's outcome to the pair's
+    state: a success closes the circuit, a failure counts toward a
+    cooldown (a 429's Retry-After starts one), the timing feeds the live
+    stats. serve then sets the {llm.*} placeholders and access-log fields,
+    or answers with the last upstream error.
+
+# State
+
+The state of a provider+model pair lives in package upstreams: one
+[upstreams.Pair] per pair identity (the provider's name, format, base
+path, upstream addresses and api_key as written, or its state_key, plus
+the upstream model name), held in a caddy.UsagePool. [Handler.Provision]
+takes a reference for each model at each of its providers and
+[Handler.Cleanup] releases them, so the state survives a config reload
+and goes with the last config that uses it. Nothing else is kept across
+requests.
+
+# Where things plug in
+
+  - A strategy: a Caddy module in the namespace
+    http.handlers.llm_route.strategies that implements
+    [strategies.Strategy], one file in strategies/.
+  - A provider format: the auth header and path shape in
+    upstreams/provider.go and upstreams/transport.go; a wire format
+    another API's clients can use is a translate.Pair registered with
+    translate.Register.
+  - A state backend: another implementation of [upstreams.Pair], made by
+    upstreams.AcquirePair.
+*/
+package llmroute
