@@ -1,0 +1,260 @@
+package limits
+
+import (
+	"context"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+var ctx = context.Background()
+
+func mustLoc(t testing.TB, name string) *time.Location {
+	t.Helper()
+	loc, err := time.LoadLocation(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return loc
+}
+
+func TestCalendar(t *testing.T) {
+	shanghai := mustLoc(t, "Asia/Shanghai")
+	berlin := mustLoc(t, "Europe/Berlin")
+	for _, tc := range []struct {
+		name           string
+		now            time.Time
+		loc            *time.Location
+		day, month     string
+		dayEnd, monEnd time.Time
+	}{
+		{"utc midday", time.Date(2026, 12, 4, 12, 0, 0, 0, time.UTC), time.UTC, "2026-12-04", "2026-12",
+			time.Date(2026, 12, 5, 0, 0, 0, 0, time.UTC), time.Date(2027, 1, 1, 0, 0, 0, 0, time.UTC)},
+		{"last nanosecond of the day", time.Date(2026, 12, 4, 23, 59, 59, 999999999, time.UTC), time.UTC, "2026-12-04", "2026-12",
+			time.Date(2026, 12, 5, 0, 0, 0, 0, time.UTC), time.Date(2027, 1, 1, 0, 0, 0, 0, time.UTC)},
+		{"midnight starts the next", time.Date(2026, 12, 5, 0, 0, 0, 0, time.UTC), time.UTC, "2026-12-05", "2026-12",
+			time.Date(2026, 12, 6, 0, 0, 0, 0, time.UTC), time.Date(2027, 1, 1, 0, 0, 0, 0, time.UTC)},
+		// 16:00 UTC is already the next day in Shanghai (UTC+8).
+		{"shanghai next day", time.Date(2026, 12, 4, 16, 0, 0, 0, time.UTC), shanghai, "2026-12-05", "2026-12",
+			time.Date(2026, 12, 5, 16, 0, 0, 0, time.UTC), time.Date(2026, 12, 31, 16, 0, 0, 0, time.UTC)},
+		{"shanghai new year", time.Date(2026, 12, 31, 16, 30, 0, 0, time.UTC), shanghai, "2027-01-01", "2027-01",
+			time.Date(2027, 1, 1, 16, 0, 0, 0, time.UTC), time.Date(2027, 1, 31, 16, 0, 0, 0, time.UTC)},
+		{"february leap year", time.Date(2028, 2, 29, 10, 0, 0, 0, time.UTC), time.UTC, "2028-02-29", "2028-02",
+			time.Date(2028, 3, 1, 0, 0, 0, 0, time.UTC), time.Date(2028, 3, 1, 0, 0, 0, 0, time.UTC)},
+		// The day DST starts in Berlin has 23 hours.
+		{"dst day", time.Date(2026, 3, 29, 10, 0, 0, 0, time.UTC), berlin, "2026-03-29", "2026-03",
+			time.Date(2026, 3, 29, 22, 0, 0, 0, time.UTC), time.Date(2026, 3, 31, 22, 0, 0, 0, time.UTC)},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			id, end := day(tc.now, tc.loc)
+			if id != tc.day || !end.Equal(tc.dayEnd) {
+				t.Errorf("day = %s until %v, want %s until %v", id, end.UTC(), tc.day, tc.dayEnd)
+			}
+			id, end = month(tc.now, tc.loc)
+			if id != tc.month || !end.Equal(tc.monEnd) {
+				t.Errorf("month = %s until %v, want %s until %v", id, end.UTC(), tc.month, tc.monEnd)
+			}
+		})
+	}
+}
+
+// reserve reserves a on s's counters in m.
+func reserve(t *testing.T, m Store, s *Subject, a Amount, now time.Time) (*Reservation, Verdict) {
+	t.Helper()
+	charges := s.Charges(nil, a, now)
+	v, err := m.Reserve(ctx, charges, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !v.OK {
+		return nil, v
+	}
+	return &Reservation{Store: m, Charges: charges}, v
+}
+
+func TestDailyWindow(t *testing.T) {
+	m := NewMemory()
+	loc := mustLoc(t, "Asia/Shanghai")
+	s := NewSubject("model:gpt-4o", Limits{DailyRequests: 3}, loc)
+	now := time.Date(2026, 12, 4, 15, 0, 0, 0, time.UTC) // 23:00 in Shanghai
+	for i := range 3 {
+		r, v := reserve(t, m, s, Amount{Requests: 1}, now)
+		if !v.OK {
+			t.Fatalf("request %d denied", i+1)
+		}
+		if err := r.Settle(ctx, Amount{Requests: 1}, now); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_, v := reserve(t, m, s, Amount{Requests: 1}, now)
+	if v.OK || v.Denied != 0 || v.RetryAfter != time.Hour {
+		t.Fatalf("fourth request: %+v, want denied with Retry-After 1h (midnight in Shanghai)", v)
+	}
+	// A released reservation gives its request back.
+	now2 := now.Add(59 * time.Minute)
+	s2 := NewSubject("model:other", Limits{DailyRequests: 1}, loc)
+	r, _ := reserve(t, m, s2, Amount{Requests: 1}, now2)
+	if err := r.Release(ctx, now2); err != nil {
+		t.Fatal(err)
+	}
+	if _, v := reserve(t, m, s2, Amount{Requests: 1}, now2); !v.OK {
+		t.Fatal("a released request still counts")
+	}
+	// Midnight in Shanghai: a new day.
+	if _, v := reserve(t, m, s, Amount{Requests: 1}, now.Add(time.Hour)); !v.OK {
+		t.Fatal("denied on the next day")
+	}
+}
+
+func TestMonthlyBudget(t *testing.T) {
+	m := NewMemory()
+	s := NewSubject("key:team-a", Limits{MonthlyBudget: 1}, time.UTC)
+	now := time.Date(2026, 12, 30, 0, 0, 0, 0, time.UTC)
+	r, v := reserve(t, m, s, Amount{Cost: 0.6}, now)
+	if !v.OK {
+		t.Fatal("first request denied")
+	}
+	// Actual cost below the reservation frees the difference.
+	if err := r.Settle(ctx, Amount{Cost: 0.3}, now); err != nil {
+		t.Fatal(err)
+	}
+	if _, v := reserve(t, m, s, Amount{Cost: 0.7}, now); !v.OK {
+		t.Fatal("0.3 + 0.7 within a budget of 1 denied")
+	}
+	_, v = reserve(t, m, s, Amount{Cost: 0.01}, now)
+	if v.OK || v.RetryAfter != 48*time.Hour {
+		t.Fatalf("over budget: %+v, want denied until the new month (48h)", v)
+	}
+	if _, v := reserve(t, m, s, Amount{Cost: 0.5}, now.Add(48*time.Hour)); !v.OK {
+		t.Fatal("denied in the new month")
+	}
+}
+
+func TestLeakyBucket(t *testing.T) {
+	m := NewMemory()
+	s := NewSubject("provider:p", Limits{RPM: 60, TPM: 1000}, time.UTC)
+	now := time.Date(2026, 12, 4, 12, 0, 0, 0, time.UTC)
+	// A burst up to the limit passes.
+	for i := range 60 {
+		if _, v := reserve(t, m, s, Amount{Requests: 1, Tokens: 10}, now); !v.OK {
+			t.Fatalf("request %d of the burst denied", i+1)
+		}
+	}
+	_, v := reserve(t, m, s, Amount{Requests: 1, Tokens: 10}, now)
+	if v.OK || v.Denied != 0 || v.RetryAfter != time.Second {
+		t.Fatalf("61st: %+v, want rpm denied, Retry-After 1s", v)
+	}
+	// One second drains one request.
+	now = now.Add(time.Second)
+	if _, v := reserve(t, m, s, Amount{Requests: 1, Tokens: 10}, now); !v.OK {
+		t.Fatal("denied after a request drained")
+	}
+	// Tokens: 610 taken, 600 drain per minute... a large request must
+	// wait until the bucket has room.
+	r, v := reserve(t, m, s, Amount{Requests: 0, Tokens: 500}, now)
+	if v.OK {
+		t.Fatalf("500 tokens on top of 610 of 1000 admitted: %+v", r)
+	}
+	if v.Denied != 1 {
+		t.Errorf("denied by charge %d, want the tpm charge", v.Denied)
+	}
+	// One request larger than the whole limit passes on an empty bucket.
+	big := NewSubject("provider:big", Limits{TPM: 100}, time.UTC)
+	if _, v := reserve(t, m, big, Amount{Tokens: 5000}, now); !v.OK {
+		t.Fatal("an oversized request on an empty bucket denied")
+	}
+	// 5000 + 1 - 100 tokens must drain at 100 a minute.
+	if _, v := reserve(t, m, big, Amount{Tokens: 1}, now); v.OK || v.RetryAfter != 4901*600*time.Millisecond {
+		t.Fatalf("after an oversized request: %+v, want denied for 49m0.6s", v)
+	}
+}
+
+func TestAllOrNothing(t *testing.T) {
+	m := NewMemory()
+	a := NewSubject("model:a", Limits{DailyRequests: 10}, time.UTC)
+	b := NewSubject("key:b", Limits{DailyRequests: 1}, time.UTC)
+	now := time.Now()
+	charges := a.Charges(b.Charges(nil, Amount{Requests: 1}, now), Amount{Requests: 1}, now)
+	if v, _ := m.Reserve(ctx, charges, now); !v.OK {
+		t.Fatal("first denied")
+	}
+	charges = a.Charges(b.Charges(nil, Amount{Requests: 1}, now), Amount{Requests: 1}, now)
+	if v, _ := m.Reserve(ctx, charges, now); v.OK || v.Denied != 0 {
+		t.Fatalf("second: %+v, want denied by the key's counter", v)
+	}
+	// The model's counter was not taken by the denied request.
+	only := a.Charges(nil, Amount{Requests: 1}, now)
+	if v, _ := m.Reserve(ctx, only, now); !v.OK || only[0].Left != 8 {
+		t.Fatalf("model counter: %+v left %v, want 8 left after the third", v, only[0].Left)
+	}
+}
+
+func TestMaxConcurrent(t *testing.T) {
+	m := NewMemory()
+	s := NewSubject("model:m", Limits{MaxConcurrent: 2}, time.UTC)
+	now := time.Now()
+	r1, _ := reserve(t, m, s, Amount{Requests: 1}, now)
+	r2, _ := reserve(t, m, s, Amount{Requests: 1}, now)
+	if _, v := reserve(t, m, s, Amount{Requests: 1}, now); v.OK {
+		t.Fatal("third concurrent request admitted")
+	}
+	_ = r1.Settle(ctx, Amount{Requests: 1}, now)
+	if _, v := reserve(t, m, s, Amount{Requests: 1}, now); !v.OK {
+		t.Fatal("a settled request still holds its slot")
+	}
+	_ = r2.Release(ctx, now)
+}
+
+// Fifty concurrent requests against a nearly exhausted budget overshoot
+// it by at most one request's reservation, even when each request costs
+// twice what it reserved.
+func TestOvershootBound(t *testing.T) {
+	for _, actualFactor := range []float64{1, 2} {
+		m := NewMemory()
+		s := NewSubject("key:k", Limits{DailyBudget: 1}, time.UTC)
+		now := time.Date(2026, 12, 4, 12, 0, 0, 0, time.UTC)
+		// Spent: 0.95 of 1.
+		r, _ := reserve(t, m, s, Amount{Cost: 0.95}, now)
+		_ = r.Settle(ctx, Amount{Cost: 0.95}, now)
+		const each = 0.02
+		var admitted atomic.Int64
+		var wg sync.WaitGroup
+		for range 50 {
+			wg.Go(func() {
+				charges := s.Charges(make([]Charge, 0, 4), Amount{Cost: each}, now)
+				v, err := m.Reserve(ctx, charges, now)
+				if err != nil || !v.OK {
+					return
+				}
+				admitted.Add(1)
+				_ = (&Reservation{Store: m, Charges: charges}).Settle(ctx, Amount{Cost: each * actualFactor}, now)
+			})
+		}
+		wg.Wait()
+		spent := 0.95 + float64(admitted.Load())*each*actualFactor
+		// Reservations alone admit two; a settlement at twice the cost
+		// that lands before the second reservation leaves room for one.
+		if n := admitted.Load(); n < 1 || n > 2 || actualFactor == 1 && n != 2 {
+			t.Errorf("factor %v: %d of 50 admitted", actualFactor, n)
+		}
+		if over := spent - 1; over > each*actualFactor+1e-9 {
+			t.Errorf("factor %v: spent %v, over the budget by more than one request", actualFactor, spent)
+		}
+	}
+}
+
+func BenchmarkAdmission(b *testing.B) {
+	m := NewMemory()
+	s := NewSubject("model:m", Limits{RPM: 1 << 40}, time.UTC)
+	var buf [8]Charge
+	now := time.Now()
+	b.ReportAllocs()
+	for b.Loop() {
+		charges := s.Charges(buf[:0], Amount{Requests: 1, Tokens: 100}, now)
+		if v, _ := m.Reserve(ctx, charges, now); !v.OK {
+			b.Fatal("denied")
+		}
+		_ = m.Adjust(ctx, charges[:0], now)
+	}
+}

@@ -1,0 +1,98 @@
+package limits
+
+import (
+	"context"
+	"sync"
+	"time"
+)
+
+// Memory is the Store of one process. One mutex guards every counter: a
+// reservation checks and takes several counters at once, and holds it
+// for a few float operations per counter.
+type Memory struct {
+	mu    sync.Mutex
+	cells map[string]*cell
+	ops   int // operations since the last sweep
+}
+
+type cell struct {
+	value   float64
+	stamp   time.Time
+	expires time.Time
+	rate    float64
+}
+
+// sweepEvery is how many operations pass between two sweeps of the
+// counters that are empty or over.
+const sweepEvery = 4096
+
+// NewMemory returns an empty in-memory store.
+func NewMemory() *Memory { return &Memory{cells: make(map[string]*cell)} }
+
+// Reserve implements Store.
+func (m *Memory) Reserve(_ context.Context, charges []Charge, now time.Time) (Verdict, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.maybeSweep(now)
+	for i, ch := range charges {
+		v := m.level(ch.Counter, now)
+		if ok, wait := room(ch.Counter, v, ch.Amount, now); !ok {
+			return Verdict{Denied: i, RetryAfter: wait}, nil
+		}
+	}
+	for i := range charges {
+		charges[i].Left = charges[i].Counter.Limit - m.add(charges[i], now)
+	}
+	return Verdict{OK: true}, nil
+}
+
+// Adjust implements Store.
+func (m *Memory) Adjust(_ context.Context, charges []Charge, now time.Time) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, ch := range charges {
+		m.add(ch, now)
+	}
+	return nil
+}
+
+// level is the counter's value at now.
+func (m *Memory) level(c Counter, now time.Time) float64 {
+	if cl := m.cells[c.Key]; cl != nil {
+		return level(c, cl.value, cl.stamp, now)
+	}
+	return 0
+}
+
+// add adds the charge to its counter and returns the new value; m.mu is
+// held.
+func (m *Memory) add(ch Charge, now time.Time) float64 {
+	cl := m.cells[ch.Counter.Key]
+	if cl == nil {
+		cl = new(cell)
+		m.cells[ch.Counter.Key] = cl
+	}
+	cl.value = max(level(ch.Counter, cl.value, cl.stamp, now)+ch.Amount, 0)
+	cl.stamp, cl.expires, cl.rate = now, ch.Counter.Expires, ch.Counter.Rate
+	return cl.value
+}
+
+// maybeSweep forgets counters whose window is over or that drained
+// empty, now and then; m.mu is held.
+func (m *Memory) maybeSweep(now time.Time) {
+	if m.ops++; m.ops < sweepEvery {
+		return
+	}
+	m.ops = 0
+	for k, cl := range m.cells {
+		c := Counter{Rate: cl.rate, Expires: cl.expires}
+		if cl.rate > 0 || !cl.expires.IsZero() {
+			if level(c, cl.value, cl.stamp, now) == 0 {
+				delete(m.cells, k)
+			}
+		}
+	}
+}
+
+// Interface guards
+var _ Store = (*Memory)(nil)
