@@ -19,6 +19,8 @@ import (
 	_ "github.com/caddyserver/caddy/v2/modules/standard"
 	"github.com/tidwall/gjson"
 
+	// Caddyfile.example runs llm_mock providers.
+	_ "github.com/caddy-llm-route/llmroute/mock"
 	"github.com/caddy-llm-route/llmroute/upstreams"
 )
 

@@ -14,7 +14,6 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"go.uber.org/zap"
 
-	_ "github.com/caddy-llm-route/llmroute/mock" // the llm_mock provider
 	"github.com/caddy-llm-route/llmroute/strategies"
 	"github.com/caddy-llm-route/llmroute/upstreams"
 )

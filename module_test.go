@@ -2,6 +2,8 @@ package llmroute
 
 import (
 	"encoding/json"
+	"go/build"
+	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
@@ -104,6 +106,33 @@ func TestCaddyModule(t *testing.T) {
 	}
 	if mod.ID != info.ID {
 		t.Errorf("registered module ID = %q", mod.ID)
+	}
+}
+
+// TestModuleLeavesOutTheMock checks that the package and the module's
+// packages it imports (not counting tests) do not import the mock, so
+// that `xcaddy build --with github.com/caddy-llm-route/llmroute` does not
+// register llm_mock.
+func TestModuleLeavesOutTheMock(t *testing.T) {
+	const module = "github.com/caddy-llm-route/llmroute"
+	seen := map[string]bool{module: true}
+	todo := []string{module}
+	for len(todo) > 0 {
+		path := todo[len(todo)-1]
+		todo = todo[:len(todo)-1]
+		pkg, err := build.ImportDir(filepath.Join(".", strings.TrimPrefix(path, module)), 0)
+		if err != nil {
+			t.Fatalf("reading %s: %v", path, err)
+		}
+		for _, imp := range pkg.Imports {
+			if imp == module+"/mock" {
+				t.Fatalf("%s imports %s", path, imp)
+			}
+			if !seen[imp] && strings.HasPrefix(imp, module+"/") {
+				seen[imp] = true
+				todo = append(todo, imp)
+			}
+		}
 	}
 }
 
