@@ -234,7 +234,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		h.ModelKey = "model"
 	}
 	if len(h.EnableOnPathSuffix) == 0 {
-		h.EnableOnPathSuffix = DefaultPathSuffixes
+		h.EnableOnPathSuffix = slices.Clone(DefaultPathSuffixes)
 	}
 	if h.MaxBody == 0 {
 		h.MaxBody = defaultMaxBody
@@ -249,7 +249,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		h.StreamIdleTimeout = caddy.Duration(defaultStreamIdleTimeout)
 	}
 	if len(h.RetryOn) == 0 {
-		h.RetryOn = defaultRetryOn
+		h.RetryOn = slices.Clone(defaultRetryOn)
 	}
 	if h.Cooldown == 0 {
 		h.Cooldown = caddy.Duration(defaultCooldown)

@@ -5,6 +5,7 @@ import (
 	"go/build"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -171,6 +172,25 @@ func TestProvisionDefaults(t *testing.T) {
 	}
 	if h.providers["a"].Proxy() == nil {
 		t.Error("provider proxy not provisioned")
+	}
+}
+
+// TestProvisionCopiesDefaults checks that a handler's default lists are
+// its own: changing them leaves the package defaults (and so every other
+// handler) alone.
+func TestProvisionCopiesDefaults(t *testing.T) {
+	wantSuffixes, wantRetryOn := slices.Clone(DefaultPathSuffixes), slices.Clone(defaultRetryOn)
+	h := mustLoadHandler(t, `{}`)
+	h.EnableOnPathSuffix[0] = "/changed"
+	h.RetryOn[0] = 500
+	// (Appending within the capacity of a shared array would change it too.)
+	h.EnableOnPathSuffix = append(h.EnableOnPathSuffix[:1], "/appended")
+	h.RetryOn = append(h.RetryOn[:1], 404)
+	if !slices.Equal(DefaultPathSuffixes, wantSuffixes) {
+		t.Errorf("DefaultPathSuffixes changed through a handler: %q", DefaultPathSuffixes)
+	}
+	if !slices.Equal(defaultRetryOn, wantRetryOn) {
+		t.Errorf("defaultRetryOn changed through a handler: %v", defaultRetryOn)
 	}
 }
 
