@@ -93,6 +93,9 @@ type Provider struct {
 
 	// The reverse_proxy handler that carries this provider's traffic:
 	// upstreams, load balancing, health checks, transport and timeouts.
+	// Its `handler` must be `reverse_proxy`: the field sits in the
+	// http.handlers namespace for the shape of its JSON, but no other
+	// handler module is accepted.
 	ProxyRaw json.RawMessage `json:"proxy,omitempty" caddy:"namespace=http.handlers inline_key=handler"`
 
 	proxy *reverseproxy.Handler
