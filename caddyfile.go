@@ -8,7 +8,6 @@ import (
 	"strings"
 
 	"github.com/caddyserver/caddy/v2"
-	"github.com/caddyserver/caddy/v2/caddyconfig"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
@@ -330,7 +329,10 @@ func parseRoute(d *caddyfile.Dispenser) (*Route, error) {
 			if err != nil {
 				return nil, fmt.Errorf("route %s: strategy %s: %w", r.Name, name, err)
 			}
-			r.StrategyRaw = caddyconfig.JSONModuleObject(mod, "name", name, nil)
+			r.StrategyRaw, err = upstreams.ModuleJSON(mod, "name", name)
+			if err != nil {
+				return nil, fmt.Errorf("route %s: strategy %s: %w", r.Name, name, err)
+			}
 		default:
 			return nil, d.Errf("route %s: unrecognized subdirective: %s", r.Name, d.Val())
 		}

@@ -13,7 +13,6 @@ import (
 	"strings"
 
 	"github.com/caddyserver/caddy/v2"
-	"github.com/caddyserver/caddy/v2/caddyconfig"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp/headers"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp/reverseproxy"
@@ -136,10 +135,16 @@ func (p *Provider) Provision(ctx caddy.Context) error {
 	if err != nil {
 		return fmt.Errorf("provider %s: %v", p.Name, err)
 	}
-	rp.TransportRaw = caddyconfig.JSONModuleObject(&AuthTransport{
+	rp.TransportRaw, err = ModuleJSON(&AuthTransport{
 		Format: p.Format, APIKey: p.APIKey, TransportRaw: rp.TransportRaw,
-	}, "protocol", "llm_auth", nil)
-	p.ProxyRaw = caddyconfig.JSONModuleObject(rp, "handler", "reverse_proxy", nil)
+	}, "protocol", "llm_auth")
+	if err != nil {
+		return fmt.Errorf("provider %s: %v", p.Name, err)
+	}
+	p.ProxyRaw, err = ModuleJSON(rp, "handler", "reverse_proxy")
+	if err != nil {
+		return fmt.Errorf("provider %s: %v", p.Name, err)
+	}
 	mod, err := ctx.LoadModule(p, "ProxyRaw")
 	if err != nil {
 		return fmt.Errorf("provider %s: loading proxy: %v", p.Name, err)
@@ -443,8 +448,11 @@ func (p *Provider) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	if len(rp.Upstreams) == 0 && rp.DynamicUpstreamsRaw == nil {
 		return d.Errf("provider %s: no upstream address", p.Name)
 	}
-	var warnings []caddyconfig.Warning
-	p.ProxyRaw = caddyconfig.JSONModuleObject(rp, "handler", "reverse_proxy", &warnings)
+	raw, err := ModuleJSON(rp, "handler", "reverse_proxy")
+	if err != nil {
+		return fmt.Errorf("provider %s: %w", p.Name, err)
+	}
+	p.ProxyRaw = raw
 	return nil
 }
 
