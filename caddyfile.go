@@ -79,6 +79,10 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //			retry_on <statuses...>
 //		}
 //	}
+//
+// A subdirective that takes a list (enable_on_path_suffix, retry_on,
+// header, provider, capabilities, models, target, fallback) may be
+// repeated; each occurrence adds to the list.
 func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // consume directive name
 	if d.NextArg() {
@@ -156,7 +160,7 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if err != nil {
 				return err
 			}
-			h.RetryOn = codes
+			h.RetryOn = append(h.RetryOn, codes...)
 		case "provider":
 			p := new(upstreams.Provider)
 			if err := p.UnmarshalCaddyfile(d); err != nil {
@@ -291,7 +295,7 @@ func parseRoute(d *caddyfile.Dispenser) (*Route, error) {
 			if err != nil {
 				return nil, err
 			}
-			r.RetryOn = codes
+			r.RetryOn = append(r.RetryOn, codes...)
 		case "models":
 			args := d.RemainingArgs()
 			if len(args) == 0 {
