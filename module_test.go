@@ -333,12 +333,12 @@ func TestValidate(t *testing.T) {
 		{
 			name:    "negative price",
 			config:  `{` + providers + `, "models": [{"name": "m", "providers": ["a"], "output_price": -1}]}`,
-			wantErr: "prices and context must not be negative",
+			wantErr: "model m: output_price must not be negative, got -1",
 		},
 		{
 			name:    "negative context",
 			config:  `{` + providers + `, "models": [{"name": "m", "providers": ["a"], "context": -1}]}`,
-			wantErr: "prices and context must not be negative",
+			wantErr: "model m: context must not be negative, got -1",
 		},
 		{
 			name:    "model name with space",
@@ -387,7 +387,7 @@ func TestValidate(t *testing.T) {
 		{
 			name:    "negative first_byte_timeout",
 			config:  `{"first_byte_timeout": "-1s"}`,
-			wantErr: "first_byte_timeout, stream_idle_timeout and cooldown must not be negative",
+			wantErr: "first_byte_timeout must not be negative",
 		},
 		{
 			name:    "negative cooldown",

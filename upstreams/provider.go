@@ -199,7 +199,8 @@ func (p *Provider) decodeProxy() (*reverseproxy.Handler, error) {
 	return rp, nil
 }
 
-// Validate checks the provider's configuration.
+// Validate checks the provider's configuration: its values, which
+// UnmarshalCaddyfile leaves to it.
 func (p *Provider) Validate() error {
 	if p.Name == "" {
 		return fmt.Errorf("provider without a name")
@@ -222,6 +223,10 @@ func (p *Provider) Validate() error {
 	}
 	if p.BasePath != "" && !strings.HasPrefix(p.BasePath, "/") {
 		return fmt.Errorf("provider %s: base_path must start with '/'", p.Name)
+	}
+	// (The proxy is loaded by Provision, which fails without one.)
+	if p.proxy != nil && len(p.proxy.Upstreams) == 0 && p.proxy.DynamicUpstreams == nil {
+		return fmt.Errorf("provider %s: no upstream address", p.Name)
 	}
 	return nil
 }
@@ -415,38 +420,30 @@ func (p *Provider) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			case "api_key":
 				p.APIKey = args[0]
 			case "base_path":
-				p.BasePath = strings.TrimSuffix(args[0], "/")
+				p.BasePath = args[0]
 			case "api_version":
 				p.APIVersion = args[0]
 			case "default_max_tokens":
 				n, err := strconv.Atoi(args[0])
-				if err != nil || n < 1 {
-					return pd.Errf("provider %s: default_max_tokens must be a positive integer, not %q", p.Name, args[0])
+				if err != nil {
+					return pd.Errf("provider %s: default_max_tokens must be an integer, not %q", p.Name, args[0])
+				}
+				if n == 0 {
+					// JSON reads 0 as "not set", the default.
+					return pd.Errf("provider %s: default_max_tokens 0 is not allowed (leave it out for the default)", p.Name)
 				}
 				p.DefaultMaxTokens = n
 			case "max_tokens_field":
-				if args[0] != "max_tokens" && args[0] != "max_completion_tokens" {
-					return pd.Errf("provider %s: max_tokens_field must be max_tokens or max_completion_tokens, not %q", p.Name, args[0])
-				}
 				p.MaxTokensField = args[0]
 			}
 		}
 		pd.DeleteN(len(args) + 1)
-	}
-	if p.Format != "" && p.Format != FormatOpenAI && p.Format != FormatAnthropic && p.Format != FormatAzure {
-		return d.Errf("provider %s: unknown format %q (want openai, anthropic or azure)", p.Name, p.Format)
-	}
-	if p.BasePath != "" && !strings.HasPrefix(p.BasePath, "/") {
-		return d.Errf("provider %s: base_path must start with '/'", p.Name)
 	}
 
 	pd.Reset()
 	rp := new(reverseproxy.Handler)
 	if err := rp.UnmarshalCaddyfile(pd); err != nil {
 		return fmt.Errorf("provider %s: %w", p.Name, err)
-	}
-	if len(rp.Upstreams) == 0 && rp.DynamicUpstreamsRaw == nil {
-		return d.Errf("provider %s: no upstream address", p.Name)
 	}
 	raw, err := ModuleJSON(rp, "handler", "reverse_proxy")
 	if err != nil {
