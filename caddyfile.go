@@ -8,7 +8,6 @@ import (
 	"strings"
 
 	"github.com/caddyserver/caddy/v2"
-	"github.com/caddyserver/caddy/v2/caddyconfig"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
@@ -80,6 +79,10 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //			retry_on <statuses...>
 //		}
 //	}
+//
+// A subdirective that takes a list (enable_on_path_suffix, retry_on,
+// header, provider, capabilities, models, target, fallback) may be
+// repeated; each occurrence adds to the list.
 func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // consume directive name
 	if d.NextArg() {
@@ -120,8 +123,11 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return d.ArgErr()
 			}
 			size, err := humanize.ParseBytes(v)
-			if err != nil || size == 0 || size > 1<<40 {
+			if err != nil || size > math.MaxInt64 {
 				return d.Errf("max_body: invalid size %q", v)
+			}
+			if size == 0 {
+				return errZero(d, "max_body")
 			}
 			h.MaxBody = int64(size)
 		case "max_depth", "max_attempts", "fail_threshold":
@@ -157,7 +163,7 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if err != nil {
 				return err
 			}
-			h.RetryOn = codes
+			h.RetryOn = append(h.RetryOn, codes...)
 		case "provider":
 			p := new(upstreams.Provider)
 			if err := p.UnmarshalCaddyfile(d); err != nil {
@@ -208,8 +214,8 @@ func parseModel(d *caddyfile.Dispenser) (*Model, error) {
 				return nil, d.Errf("model %s: price needs an input and an output price (USD per 1M tokens)", m.Name)
 			}
 			var ok1, ok2 bool
-			m.InputPrice, ok1 = amount(in)
-			m.OutputPrice, ok2 = amount(out)
+			m.InputPrice, ok1 = number(in)
+			m.OutputPrice, ok2 = number(out)
 			if !ok1 || !ok2 {
 				return nil, d.Errf("model %s: invalid price %s %s", m.Name, in, out)
 			}
@@ -218,9 +224,9 @@ func parseModel(d *caddyfile.Dispenser) (*Model, error) {
 			if !d.Args(&v) || d.NextArg() {
 				return nil, d.ArgErr()
 			}
-			q, ok := amount(v)
-			if !ok || q > 1 {
-				return nil, d.Errf("model %s: quality must be a number within 0..1, got %q", m.Name, v)
+			q, ok := number(v)
+			if !ok {
+				return nil, d.Errf("model %s: quality must be a number, got %q", m.Name, v)
 			}
 			m.Quality = q
 		case "context":
@@ -238,9 +244,6 @@ func parseModel(d *caddyfile.Dispenser) (*Model, error) {
 		default:
 			return nil, d.Errf("model %s: unrecognized subdirective: %s", m.Name, d.Val())
 		}
-	}
-	if len(m.Providers) == 0 {
-		return nil, d.Errf("model %s: no provider", m.Name)
 	}
 	return m, nil
 }
@@ -274,7 +277,7 @@ func parseRoute(d *caddyfile.Dispenser) (*Route, error) {
 					return nil, d.Errf("route %s: target %s: parameter %s needs exactly one value", r.Name, t.Model, path)
 				}
 				if path == "weight" {
-					w, ok := amount(v)
+					w, ok := number(v)
 					if !ok {
 						return nil, d.Errf("route %s: target %s: invalid weight %q", r.Name, t.Model, v)
 					}
@@ -292,7 +295,7 @@ func parseRoute(d *caddyfile.Dispenser) (*Route, error) {
 			if err != nil {
 				return nil, err
 			}
-			r.RetryOn = codes
+			r.RetryOn = append(r.RetryOn, codes...)
 		case "models":
 			args := d.RemainingArgs()
 			if len(args) == 0 {
@@ -313,8 +316,8 @@ func parseRoute(d *caddyfile.Dispenser) (*Route, error) {
 				return nil, d.Errf("route %s: max_price needs an input and an output price (USD per 1M tokens; 0 = no cap)", r.Name)
 			}
 			var ok1, ok2 bool
-			r.MaxInputPrice, ok1 = amount(in)
-			r.MaxOutputPrice, ok2 = amount(out)
+			r.MaxInputPrice, ok1 = number(in)
+			r.MaxOutputPrice, ok2 = number(out)
 			if !ok1 || !ok2 {
 				return nil, d.Errf("route %s: invalid max_price %s %s", r.Name, in, out)
 			}
@@ -330,13 +333,13 @@ func parseRoute(d *caddyfile.Dispenser) (*Route, error) {
 			if err != nil {
 				return nil, fmt.Errorf("route %s: strategy %s: %w", r.Name, name, err)
 			}
-			r.StrategyRaw = caddyconfig.JSONModuleObject(mod, "name", name, nil)
+			r.StrategyRaw, err = upstreams.ModuleJSON(mod, "name", name)
+			if err != nil {
+				return nil, fmt.Errorf("route %s: strategy %s: %w", r.Name, name, err)
+			}
 		default:
 			return nil, d.Errf("route %s: unrecognized subdirective: %s", r.Name, d.Val())
 		}
-	}
-	if len(r.Targets) == 0 {
-		return nil, d.Errf("route %s: no target", r.Name)
 	}
 	return r, nil
 }
@@ -352,6 +355,11 @@ func paramValue(v string) json.RawMessage {
 	return b
 }
 
+// The parsers check syntax: argument counts, known subdirectives, and
+// that numbers, sizes and durations parse as such. Validate judges the
+// values, for Caddyfile and JSON configs alike. The one exception is a 0
+// that JSON would read as "not set": see errZero.
+
 func intArg(d *caddyfile.Dispenser) (int, error) {
 	dir := d.Val()
 	var v string
@@ -359,8 +367,8 @@ func intArg(d *caddyfile.Dispenser) (int, error) {
 		return 0, d.ArgErr()
 	}
 	n, err := strconv.Atoi(v)
-	if err != nil || n < 0 {
-		return 0, d.Errf("%s: want a non-negative integer, got %q", dir, v)
+	if err != nil {
+		return 0, d.Errf("%s: want an integer, got %q", dir, v)
 	}
 	return n, nil
 }
@@ -372,13 +380,24 @@ func durationArg(d *caddyfile.Dispenser) (caddy.Duration, error) {
 		return 0, d.ArgErr()
 	}
 	dur, err := caddy.ParseDuration(v)
-	if err != nil || dur <= 0 {
+	if err != nil {
 		return 0, d.Errf("%s: invalid duration %q", dir, v)
+	}
+	if dur == 0 {
+		return 0, errZero(d, dir)
 	}
 	return caddy.Duration(dur), nil
 }
 
-// statusArgs reads status codes; `5xx` stands for the whole class.
+// errZero refuses a 0 for a setting whose JSON field reads 0 as "not
+// set": written down, it would silently mean the setting's default.
+func errZero(d *caddyfile.Dispenser, dir string) error {
+	return d.Errf("%s: 0 is not allowed (it would mean the default; leave %s out for that)", dir, dir)
+}
+
+// statusArgs reads status codes: three digits such as 429, or a class
+// such as 5xx, which becomes its digit (the JSON notation). Validate
+// checks the values.
 func statusArgs(d *caddyfile.Dispenser) ([]int, error) {
 	args := d.RemainingArgs()
 	if len(args) == 0 {
@@ -386,24 +405,24 @@ func statusArgs(d *caddyfile.Dispenser) ([]int, error) {
 	}
 	var codes []int
 	for _, a := range args {
-		if len(a) == 3 && strings.HasSuffix(strings.ToLower(a), "xx") && a[0] >= '1' && a[0] <= '5' {
+		switch {
+		case len(a) == 3 && strings.Trim(a, "0123456789") == "":
+			n, _ := strconv.Atoi(a)
+			codes = append(codes, n)
+		case len(a) == 3 && a[0] >= '0' && a[0] <= '9' && strings.EqualFold(a[1:], "xx"):
 			codes = append(codes, int(a[0]-'0'))
-			continue
+		default:
+			return nil, d.Errf("retry_on: invalid status %q (want e.g. 429 or 5xx)", a)
 		}
-		n, err := strconv.Atoi(a)
-		if err != nil || n < 100 || n > 599 {
-			return nil, d.Errf("%s: invalid status %q (want e.g. 429 or 5xx)", "retry_on", a)
-		}
-		codes = append(codes, n)
 	}
 	return codes, nil
 }
 
-// amount parses a price, a quality or a weight: a finite number, not
-// negative (ParseFloat also takes NaN and Inf).
-func amount(s string) (float64, bool) {
+// number parses a price, a quality or a weight: a finite number
+// (ParseFloat also takes NaN and Inf, which JSON cannot carry).
+func number(s string) (float64, bool) {
 	v, err := strconv.ParseFloat(s, 64)
-	return v, err == nil && v >= 0 && !math.IsInf(v, 0)
+	return v, err == nil && !math.IsNaN(v) && !math.IsInf(v, 0)
 }
 
 // Interface guards

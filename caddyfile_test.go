@@ -19,6 +19,8 @@ import (
 	_ "github.com/caddyserver/caddy/v2/modules/standard"
 	"github.com/tidwall/gjson"
 
+	// Caddyfile.example runs llm_mock providers.
+	_ "github.com/caddy-llm-route/llmroute/mock"
 	"github.com/caddy-llm-route/llmroute/upstreams"
 )
 
@@ -63,6 +65,43 @@ func adaptSite(body string) ([]byte, error) {
 	return out, err
 }
 
+// loadSite adapts a site block holding one llm_route directive with the
+// given body, then provisions and validates the handler, as `caddy
+// validate` does (`caddy adapt` only parses). It returns the first error.
+func loadSite(t *testing.T, body string) (*Handler, error) {
+	t.Helper()
+	out, err := adaptSite(body)
+	if err != nil {
+		return nil, err
+	}
+	return loadHandler(t, adaptedHandler(t, out))
+}
+
+// adaptedHandler returns the JSON of the first llm_route handler in an
+// adapted config.
+func adaptedHandler(t *testing.T, adapted []byte) string {
+	t.Helper()
+	var cfg map[string]any
+	if err := json.Unmarshal(adapted, &cfg); err != nil {
+		t.Fatal(err)
+	}
+	handler := findHandler(cfg, "llm_route")
+	if handler == nil {
+		t.Fatalf("no llm_route handler in the adapted config:\n%s", adapted)
+	}
+	// "handler" is the module's inline key, not a field of Handler.
+	delete(handler, "handler")
+	raw, err := json.Marshal(handler)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(raw)
+}
+
+// TestCaddyfileErrors checks the errors of Caddyfile syntax, found while
+// adapting, and the value errors that only the Caddyfile can make (a 0
+// that JSON would read as the default). Values are judged by Validate:
+// see TestValueErrorsCaddyfileAndJSON.
 func TestCaddyfileErrors(t *testing.T) {
 	const prov = "provider a https://a.example.com\n"
 	for _, tc := range []struct {
@@ -77,71 +116,62 @@ func TestCaddyfileErrors(t *testing.T) {
 		{"provider without name", "provider", "provider needs a name"},
 		{"provider with a block but no name", "provider {\n\tformat openai\n}", "provider needs a name"},
 		{"provider name on the next line", "provider\na https://a.example.com", "provider needs a name"},
-		{"provider without upstream", "provider a\nmodel m a", "provider a: no upstream address"},
-		{"provider with a block but no upstream", "provider a {\n\tformat anthropic\n}", "provider a: no upstream address"},
-		{"unknown format", "provider a https://a.example.com {\n\tformat gemini\n}", `provider a: unknown format "gemini"`},
 		{"format without argument", "provider a https://a.example.com {\n\tformat\n}", "provider a: format needs exactly one argument"},
 		{"api_key with two arguments", "provider a https://a.example.com {\n\tapi_key k1 k2\n}", "provider a: api_key needs exactly one argument"},
-		{"relative base_path", "provider a https://a.example.com {\n\tbase_path v1\n}", "provider a: base_path must start with '/'"},
 		{"base_path with a block", "provider a https://a.example.com {\n\tbase_path /v1 {\n\t\tx\n\t}\n}", "provider a: base_path takes no block"},
 		{"upstreams with different paths", "provider a https://a.example.com/v1 https://b.example.com/v2", `provider a: upstream URLs have different paths "/v1" and "/v2"`},
 		{"header with one argument", "provider a https://a.example.com {\n\theader X-Foo\n}", "provider a: header needs a field and a value"},
-		{"default_max_tokens zero", "provider a https://a.example.com {\n\tdefault_max_tokens 0\n}", `provider a: default_max_tokens must be a positive integer, not "0"`},
-		{"default_max_tokens not a number", "provider a https://a.example.com {\n\tdefault_max_tokens lots\n}", `provider a: default_max_tokens must be a positive integer, not "lots"`},
-		{"unknown max_tokens_field", "provider a https://a.example.com {\n\tmax_tokens_field n_predict\n}", `provider a: max_tokens_field must be max_tokens or max_completion_tokens, not "n_predict"`},
+		{"default_max_tokens zero", "provider a https://a.example.com {\n\tdefault_max_tokens 0\n}", "provider a: default_max_tokens 0 is not allowed"},
+		{"default_max_tokens not a number", "provider a https://a.example.com {\n\tdefault_max_tokens lots\n}", `provider a: default_max_tokens must be an integer, not "lots"`},
 		{"forward_client_auth with argument", "provider a https://a.example.com {\n\tforward_client_auth yes\n}", "wrong argument count"},
 		{"handle_response in a provider", "provider a https://a.example.com {\n\thandle_response {\n\t\trespond 200\n\t}\n}", "provider a: handle_response is not supported in a provider block"},
 		{"bad reverse_proxy subdirective", "provider a https://a.example.com {\n\tlb_policy nonsense\n}", "provider a: "},
 		{"bad upstream address", "provider a https://a.example.com/v1?x=1", "provider a"},
 
 		{"model without name", prov + "model", "model needs a name"},
-		{"model without provider", prov + "model m", "model m: no provider"},
-		{"model with a block but no provider", prov + "model m {\n\tquality 0.5\n}", "model m: no provider"},
 		{"model provider without argument", prov + "model m a {\n\tprovider\n}", "wrong argument count"},
 		{"upstream_name without argument", prov + "model m a {\n\tupstream_name\n}", "wrong argument count"},
 		{"price with one value", prov + "model m a {\n\tprice 1\n}", "model m: price needs an input and an output price"},
 		{"price with three values", prov + "model m a {\n\tprice 1 2 3\n}", "model m: price needs an input and an output price"},
 		{"price not a number", prov + "model m a {\n\tprice cheap 2\n}", "model m: invalid price cheap 2"},
-		{"negative price", prov + "model m a {\n\tprice 1 -2\n}", "model m: invalid price 1 -2"},
-		{"quality above 1", prov + "model m a {\n\tquality 1.5\n}", `model m: quality must be a number within 0..1, got "1.5"`},
-		{"negative quality", prov + "model m a {\n\tquality -0.1\n}", "model m: quality must be a number within 0..1"},
-		{"quality not a number", prov + "model m a {\n\tquality good\n}", "model m: quality must be a number within 0..1"},
-		{"quality NaN", prov + "model m a {\n\tquality NaN\n}", "model m: quality must be a number within 0..1"},
+		{"quality not a number", prov + "model m a {\n\tquality good\n}", `model m: quality must be a number, got "good"`},
+		// JSON has no NaN or infinity: the parser refuses them as numbers.
+		{"quality NaN", prov + "model m a {\n\tquality NaN\n}", `model m: quality must be a number, got "NaN"`},
 		{"price NaN", prov + "model m a {\n\tprice NaN 1\n}", "model m: invalid price NaN 1"},
 		{"price infinite", prov + "model m a {\n\tprice 1 Inf\n}", "model m: invalid price 1 Inf"},
-		{"negative context", prov + "model m a {\n\tcontext -1\n}", `context: want a non-negative integer, got "-1"`},
+		{"price out of float range", prov + "model m a {\n\tprice 1 1e400\n}", "model m: invalid price 1 1e400"},
+		{"weight infinite", prov + "model m a\nroute r {\n\ttarget m {\n\t\tweight Inf\n\t}\n}", `route r: target m: invalid weight "Inf"`},
+		{"context not a number", prov + "model m a {\n\tcontext big\n}", `context: want an integer, got "big"`},
 		{"capabilities without argument", prov + "model m a {\n\tcapabilities\n}", "wrong argument count"},
 		{"unknown model subdirective", prov + "model m a {\n\tcolor blue\n}", "model m: unrecognized subdirective: color"},
 
 		{"route without name", prov + "model m a\nroute", "route needs a name"},
-		{"route without targets", prov + "model m a\nroute r", "route r: no target"},
-		{"route with only retry_on", prov + "model m a\nroute r {\n\tretry_on 429\n}", "route r: no target"},
 		{"target without model", prov + "model m a\nroute r {\n\ttarget\n}", "route r: target needs a model and optionally a provider"},
 		{"target with three arguments", prov + "model m a\nroute r {\n\ttarget m a b\n}", "route r: target needs a model and optionally a provider"},
 		{"parameter without value", prov + "model m a\nroute r {\n\ttarget m {\n\t\ttemperature\n\t}\n}", "route r: target m: parameter temperature needs exactly one value"},
 		{"parameter with two values", prov + "model m a\nroute r {\n\ttarget m {\n\t\tstop a b\n\t}\n}", "route r: target m: parameter stop needs exactly one value"},
 		{"unknown route subdirective", prov + "model m a\nroute r m {\n\tcolour blue\n}", "route r: unrecognized subdirective: colour"},
-		{"route retry_on bad status", prov + "model m a\nroute r m {\n\tretry_on 42\n}", `retry_on: invalid status "42"`},
+		{"max_price not a number", prov + "model m a\nroute r m {\n\tmax_price 1 cheap\n}", "route r: invalid max_price 1 cheap"},
+		{"strategy twice", prov + "model m a\nroute r m {\n\tstrategy random\n\tstrategy cheapest\n}", "route r: strategy set twice"},
 
 		{"retry_on without argument", "retry_on", "wrong argument count"},
-		{"retry_on status too high", "retry_on 429 600", `retry_on: invalid status "600" (want e.g. 429 or 5xx)`},
-		{"retry_on status too low", "retry_on 99", `retry_on: invalid status "99"`},
-		{"retry_on bad class", "retry_on 6xx", `retry_on: invalid status "6xx"`},
 		{"retry_on not a number", "retry_on often", `retry_on: invalid status "often"`},
+		// A status is three digits; a class is written 5xx (5 in JSON).
+		{"retry_on single digit", "retry_on 5", `retry_on: invalid status "5" (want e.g. 429 or 5xx)`},
+		{"retry_on four digits", "retry_on 4290", `retry_on: invalid status "4290"`},
+		{"retry_on signed", "retry_on -42", `retry_on: invalid status "-42"`},
 		{"max_body not a size", "max_body lots", `max_body: invalid size "lots"`},
-		{"max_body zero", "max_body 0", `max_body: invalid size "0"`},
-		{"max_body above 1 TiB", "max_body 2TiB", `max_body: invalid size "2TiB"`},
+		{"max_body beyond int64", "max_body 9EiB", `max_body: invalid size "9EiB"`},
+		{"max_body zero", "max_body 0", "max_body: 0 is not allowed"},
 		{"max_body without argument", "max_body", "wrong argument count"},
-		{"max_depth negative", "max_depth -1", `max_depth: want a non-negative integer, got "-1"`},
-		{"max_attempts not a number", "max_attempts many", `max_attempts: want a non-negative integer, got "many"`},
+		{"max_attempts not a number", "max_attempts many", `max_attempts: want an integer, got "many"`},
 		{"fail_threshold with two arguments", "fail_threshold 1 2", "wrong argument count"},
 		{"bad duration", "cooldown soon", `cooldown: invalid duration "soon"`},
-		{"zero duration", "first_byte_timeout 0s", `first_byte_timeout: invalid duration "0s"`},
-		{"negative duration", "stream_idle_timeout -5s", `stream_idle_timeout: invalid duration "-5s"`},
+		{"zero duration", "first_byte_timeout 0s", "first_byte_timeout: 0 is not allowed"},
 		{"duration without argument", "cooldown", "wrong argument count"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			_, err := adaptSite(tc.body)
+			_, err := loadSite(t, tc.body)
 			if err == nil {
 				t.Fatalf("expected an error containing %q, got none", tc.wantErr)
 			}
@@ -149,6 +179,177 @@ func TestCaddyfileErrors(t *testing.T) {
 				t.Fatalf("error %q does not contain %q", err, tc.wantErr)
 			}
 		})
+	}
+}
+
+// TestValueErrorsCaddyfileAndJSON checks that a value is refused the same
+// way whether it comes from a Caddyfile or from JSON: each Caddyfile is
+// adapted, provisioned and validated, and so is its JSON equivalent, and
+// both errors mention the same thing. (A Caddyfile status such as 42 is
+// already refused as syntax, where a status has three digits.)
+func TestValueErrorsCaddyfileAndJSON(t *testing.T) {
+	const prov = "provider a https://a.example.com\n"
+	provJSON := `"providers": [{"name": "a", "proxy": ` + proxyTo("a.example.com:443") + `}]`
+	withProvider := func(extra string) string { return `{` + provJSON + `, ` + extra + `}` }
+	model := `"models": [{"name": "m", "providers": ["a"]}]`
+	withRoute := func(route string) string { return withProvider(model + `, "routes": [` + route + `]`) }
+	provider := func(fields string) string {
+		return `{"providers": [{"name": "a", ` + fields + `, "proxy": ` + proxyTo("a.example.com:443") + `}]}`
+	}
+	for _, tc := range []struct {
+		name      string
+		caddyfile string
+		json      string
+		wantErr   string
+	}{
+		{
+			"unknown format",
+			"provider a https://a.example.com {\n\tformat gemini\n}",
+			provider(`"format": "gemini"`),
+			`provider a: unknown format "gemini"`,
+		},
+		{
+			"relative base_path",
+			"provider a https://a.example.com {\n\tbase_path v1\n}",
+			provider(`"base_path": "v1"`),
+			"provider a: base_path must start with '/'",
+		},
+		{
+			"unknown max_tokens_field",
+			"provider a https://a.example.com {\n\tmax_tokens_field n_predict\n}",
+			provider(`"max_tokens_field": "n_predict"`),
+			`provider a: max_tokens_field must be max_tokens or max_completion_tokens, not "n_predict"`,
+		},
+		{
+			"negative default_max_tokens",
+			"provider a https://a.example.com {\n\tdefault_max_tokens -1\n}",
+			provider(`"default_max_tokens": -1`),
+			"provider a: default_max_tokens must not be negative",
+		},
+		{
+			"provider without upstream",
+			"provider a\nmodel m a",
+			`{"providers": [{"name": "a", "proxy": {"handler": "reverse_proxy"}}], ` + model + `}`,
+			"provider a: no upstream address",
+		},
+		{
+			"provider with a block but no upstream",
+			"provider a {\n\tformat anthropic\n}",
+			`{"providers": [{"name": "a", "format": "anthropic", "proxy": {"handler": "reverse_proxy"}}]}`,
+			"provider a: no upstream address",
+		},
+		{
+			"model without provider",
+			prov + "model m",
+			withProvider(`"models": [{"name": "m"}]`),
+			"model m: no provider",
+		},
+		{
+			"model with a block but no provider",
+			prov + "model m {\n\tquality 0.5\n}",
+			withProvider(`"models": [{"name": "m", "quality": 0.5}]`),
+			"model m: no provider",
+		},
+		{
+			"negative price",
+			prov + "model m a {\n\tprice 1 -2\n}",
+			withProvider(`"models": [{"name": "m", "providers": ["a"], "input_price": 1, "output_price": -2}]`),
+			"model m: output_price must not be negative, got -2",
+		},
+		{
+			"quality above 1",
+			prov + "model m a {\n\tquality 1.5\n}",
+			withProvider(`"models": [{"name": "m", "providers": ["a"], "quality": 1.5}]`),
+			"model m: quality must be within 0..1, got 1.5",
+		},
+		{
+			"negative quality",
+			prov + "model m a {\n\tquality -0.1\n}",
+			withProvider(`"models": [{"name": "m", "providers": ["a"], "quality": -0.1}]`),
+			"model m: quality must be within 0..1, got -0.1",
+		},
+		{
+			"negative context",
+			prov + "model m a {\n\tcontext -1\n}",
+			withProvider(`"models": [{"name": "m", "providers": ["a"], "context": -1}]`),
+			"model m: context must not be negative, got -1",
+		},
+		{
+			"route without targets",
+			prov + "model m a\nroute r",
+			withRoute(`{"name": "r"}`),
+			"route r: no target",
+		},
+		{
+			"route with only retry_on",
+			prov + "model m a\nroute r {\n\tretry_on 429\n}",
+			withRoute(`{"name": "r", "retry_on": [429]}`),
+			"route r: no target",
+		},
+		{
+			"route retry_on status too high",
+			prov + "model m a\nroute r m {\n\tretry_on 600\n}",
+			withRoute(`{"name": "r", "targets": [{"model": "m"}], "retry_on": [600]}`),
+			"route r: retry_on: invalid status 600",
+		},
+		{
+			"route retry_on status too low",
+			prov + "model m a\nroute r m {\n\tretry_on 42\n}",
+			withRoute(`{"name": "r", "targets": [{"model": "m"}], "retry_on": [42]}`),
+			"retry_on: invalid status",
+		},
+		{
+			"negative max_price",
+			prov + "model m a\nroute r m {\n\tmax_price -1 0\n}",
+			withRoute(`{"name": "r", "targets": [{"model": "m"}], "max_input_price": -1}`),
+			"route r: max_price must not be negative",
+		},
+		{
+			"negative weight",
+			prov + "model m a\nroute r {\n\ttarget m {\n\t\tweight -1\n\t}\n}",
+			withRoute(`{"name": "r", "targets": [{"model": "m", "weight": -1}]}`),
+			"route r: target m: weight must not be negative",
+		},
+		{"retry_on status too high", "retry_on 429 600", `{"retry_on": [429, 600]}`, "retry_on: invalid status 600"},
+		{"retry_on status too low", "retry_on 099", `{"retry_on": [99]}`, "retry_on: invalid status 99"},
+		{"retry_on two-digit status", "retry_on 99", `{"retry_on": [99]}`, "retry_on: invalid status"},
+		{"retry_on bad class", "retry_on 6xx", `{"retry_on": [6]}`, "retry_on: invalid status 6 "},
+		{"retry_on class 0", "retry_on 0xx", `{"retry_on": [0]}`, "retry_on: invalid status 0 "},
+		{"max_body above 1 TiB", "max_body 2TiB", `{"max_body": 2199023255552}`, "max_body: 2199023255552 bytes is more than 1 TiB"},
+		{"negative max_depth", "max_depth -1", `{"max_depth": -1}`, "max_depth must not be negative"},
+		{"negative max_attempts", "max_attempts -1", `{"max_attempts": -1}`, "max_attempts must not be negative"},
+		{"negative fail_threshold", "fail_threshold -1", `{"fail_threshold": -1}`, "fail_threshold must not be negative"},
+		{"negative first_byte_timeout", "first_byte_timeout -1s", `{"first_byte_timeout": "-1s"}`, "first_byte_timeout must not be negative"},
+		{"negative stream_idle_timeout", "stream_idle_timeout -5s", `{"stream_idle_timeout": "-5s"}`, "stream_idle_timeout must not be negative"},
+		{"negative cooldown", "cooldown -1m", `{"cooldown": -60000000000}`, "cooldown must not be negative"},
+		{"path suffix without slash", "enable_on_path_suffix chat/completions", `{"enable_on_path_suffix": ["chat/completions"]}`, `"chat/completions" must start with '/'`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			for _, from := range []struct {
+				name string
+				load func() error
+			}{
+				{"Caddyfile", func() error { _, err := loadSite(t, tc.caddyfile); return err }},
+				{"JSON", func() error { _, err := loadHandler(t, tc.json); return err }},
+			} {
+				err := from.load()
+				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+					t.Errorf("%s: error = %v, want one containing %q", from.name, err, tc.wantErr)
+				}
+			}
+		})
+	}
+}
+
+// TestCaddyfileBasePathRoot checks that `base_path /` means the root in a
+// Caddyfile as in JSON (the parser used to trim it to "", the default /v1).
+func TestCaddyfileBasePathRoot(t *testing.T) {
+	h, err := loadSite(t, "provider a https://a.example.com {\n\tbase_path /\n}")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := h.Providers[0].BasePath; got != "" {
+		t.Errorf("base_path / provisioned as %q, want the root (\"\")", got)
 	}
 }
 
@@ -345,21 +546,8 @@ func TestCaddyfileExample(t *testing.T) {
 	if err != nil {
 		t.Fatalf("adapting Caddyfile.example: %v", err)
 	}
-	var cfg map[string]any
-	if err := json.Unmarshal(out, &cfg); err != nil {
-		t.Fatal(err)
-	}
-	handler := findHandler(cfg, "llm_route")
-	if handler == nil {
-		t.Fatalf("no llm_route handler in the adapted example:\n%s", out)
-	}
-	// "handler" is the module's inline key, not a field of Handler.
-	delete(handler, "handler")
-	raw, err := json.Marshal(handler)
-	if err != nil {
-		t.Fatal(err)
-	}
-	h := mustLoadHandler(t, string(raw))
+	raw := adaptedHandler(t, out)
+	h := mustLoadHandler(t, raw)
 	if len(h.Providers) == 0 || len(h.Models) == 0 || len(h.Routes) == 0 {
 		t.Errorf("example gateway has no providers, models or routes: %s", raw)
 	}

@@ -3,6 +3,7 @@ package llmroute
 import (
 	"encoding/json"
 	"fmt"
+	"math"
 	"slices"
 	"strings"
 	"time"
@@ -11,7 +12,6 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"go.uber.org/zap"
 
-	_ "github.com/caddy-llm-route/llmroute/mock" // the llm_mock provider
 	"github.com/caddy-llm-route/llmroute/strategies"
 	"github.com/caddy-llm-route/llmroute/upstreams"
 )
@@ -243,7 +243,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		h.ModelKey = "model"
 	}
 	if len(h.EnableOnPathSuffix) == 0 {
-		h.EnableOnPathSuffix = DefaultPathSuffixes
+		h.EnableOnPathSuffix = slices.Clone(DefaultPathSuffixes)
 	}
 	if h.MaxBody == 0 {
 		h.MaxBody = defaultMaxBody
@@ -258,7 +258,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		h.StreamIdleTimeout = caddy.Duration(defaultStreamIdleTimeout)
 	}
 	if len(h.RetryOn) == 0 {
-		h.RetryOn = defaultRetryOn
+		h.RetryOn = slices.Clone(defaultRetryOn)
 	}
 	if h.Cooldown == 0 {
 		h.Cooldown = caddy.Duration(defaultCooldown)
@@ -352,13 +352,31 @@ func (h *Handler) Cleanup() error {
 	return nil
 }
 
-// Validate checks that every reference resolves.
+// Validate checks the values of the configuration and that every
+// reference resolves. It is the one judge of values: the Caddyfile parser
+// checks syntax only, so a JSON config gets every check a Caddyfile gets.
 func (h *Handler) Validate() error {
-	if h.MaxBody < 0 || h.MaxDepth < 0 || h.MaxAttempts < 0 || h.FailThreshold < 0 {
-		return fmt.Errorf("max_body, max_depth, max_attempts and fail_threshold must not be negative")
+	for _, f := range []struct {
+		name  string
+		value int64
+	}{
+		{"max_body", h.MaxBody},
+		{"max_depth", int64(h.MaxDepth)},
+		{"max_attempts", int64(h.MaxAttempts)},
+		{"fail_threshold", int64(h.FailThreshold)},
+		{"first_byte_timeout", int64(h.FirstByteTimeout)},
+		{"stream_idle_timeout", int64(h.StreamIdleTimeout)},
+		{"cooldown", int64(h.Cooldown)},
+	} {
+		if f.value < 0 {
+			return fmt.Errorf("%s must not be negative", f.name)
+		}
 	}
-	if h.FirstByteTimeout < 0 || h.StreamIdleTimeout < 0 || h.Cooldown < 0 {
-		return fmt.Errorf("first_byte_timeout, stream_idle_timeout and cooldown must not be negative")
+	if h.MaxBody > 1<<40 {
+		return fmt.Errorf("max_body: %d bytes is more than 1 TiB", h.MaxBody)
+	}
+	if err := validStatuses(h.RetryOn); err != nil {
+		return err
 	}
 	for _, p := range h.Providers {
 		if err := p.Validate(); err != nil {
@@ -380,9 +398,17 @@ func (h *Handler) Validate() error {
 				return fmt.Errorf("model %s: provider %s listed twice", m.Name, p)
 			}
 		}
-		// (Written so that NaN fails too.)
-		if !(m.InputPrice >= 0 && m.OutputPrice >= 0 && m.Quality >= 0 && m.Quality <= 1) || m.Context < 0 {
-			return fmt.Errorf("model %s: prices and context must not be negative, quality must be within 0..1", m.Name)
+		if !nonNegative(m.InputPrice) {
+			return fmt.Errorf("model %s: input_price must not be negative, got %v", m.Name, m.InputPrice)
+		}
+		if !nonNegative(m.OutputPrice) {
+			return fmt.Errorf("model %s: output_price must not be negative, got %v", m.Name, m.OutputPrice)
+		}
+		if !(m.Quality >= 0 && m.Quality <= 1) { // (NaN fails too)
+			return fmt.Errorf("model %s: quality must be within 0..1, got %v", m.Name, m.Quality)
+		}
+		if m.Context < 0 {
+			return fmt.Errorf("model %s: context must not be negative, got %d", m.Name, m.Context)
 		}
 		for _, pn := range m.Providers {
 			// Azure puts the deployment (the upstream name) into the path.
@@ -406,11 +432,14 @@ func (h *Handler) Validate() error {
 				return fmt.Errorf("route %s: unknown fallback model %q", r.Name, name)
 			}
 		}
-		if !(r.MaxInputPrice >= 0 && r.MaxOutputPrice >= 0) {
-			return fmt.Errorf("route %s: max_price must not be negative", r.Name)
+		if !nonNegative(r.MaxInputPrice) || !nonNegative(r.MaxOutputPrice) {
+			return fmt.Errorf("route %s: max_price must not be negative, got %v %v", r.Name, r.MaxInputPrice, r.MaxOutputPrice)
+		}
+		if err := validStatuses(r.RetryOn); err != nil {
+			return fmt.Errorf("route %s: %v", r.Name, err)
 		}
 		for _, t := range r.Targets {
-			if t.Weight != nil && !(*t.Weight >= 0) {
+			if t.Weight != nil && !nonNegative(*t.Weight) {
 				return fmt.Errorf("route %s: target %s: weight must not be negative", r.Name, t.Model)
 			}
 			m, ok := h.models[t.Model]
@@ -433,6 +462,23 @@ func (h *Handler) Validate() error {
 	for _, s := range h.EnableOnPathSuffix {
 		if s != "*" && !strings.HasPrefix(s, "/") {
 			return fmt.Errorf("enable_on_path_suffix: %q must start with '/' or be '*'", s)
+		}
+	}
+	return nil
+}
+
+// nonNegative reports whether a price, a price cap or a weight is a
+// finite number not below zero (NaN fails).
+func nonNegative(v float64) bool {
+	return v >= 0 && !math.IsInf(v, 1)
+}
+
+// validStatuses checks retry_on: statuses 100 to 599, or a status class
+// 1 to 5 (5 stands for 5xx).
+func validStatuses(codes []int) error {
+	for _, c := range codes {
+		if !(c >= 1 && c <= 5 || c >= 100 && c <= 599) {
+			return fmt.Errorf("retry_on: invalid status %d (want 100 to 599, or a class 1 to 5, written 5xx in the Caddyfile)", c)
 		}
 	}
 	return nil

@@ -2,7 +2,10 @@ package llmroute
 
 import (
 	"encoding/json"
+	"go/build"
+	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -110,6 +113,33 @@ func TestCaddyModule(t *testing.T) {
 	}
 }
 
+// TestModuleLeavesOutTheMock checks that the package and the module's
+// packages it imports (not counting tests) do not import the mock, so
+// that `xcaddy build --with github.com/caddy-llm-route/llmroute` does not
+// register llm_mock.
+func TestModuleLeavesOutTheMock(t *testing.T) {
+	const module = "github.com/caddy-llm-route/llmroute"
+	seen := map[string]bool{module: true}
+	todo := []string{module}
+	for len(todo) > 0 {
+		path := todo[len(todo)-1]
+		todo = todo[:len(todo)-1]
+		pkg, err := build.ImportDir(filepath.Join(".", strings.TrimPrefix(path, module)), 0)
+		if err != nil {
+			t.Fatalf("reading %s: %v", path, err)
+		}
+		for _, imp := range pkg.Imports {
+			if imp == module+"/mock" {
+				t.Fatalf("%s imports %s", path, imp)
+			}
+			if !seen[imp] && strings.HasPrefix(imp, module+"/") {
+				seen[imp] = true
+				todo = append(todo, imp)
+			}
+		}
+	}
+}
+
 func TestProvisionDefaults(t *testing.T) {
 	h := mustLoadHandler(t, `{
 		"providers": [{"name": "a", "proxy": `+proxyTo("127.0.0.1:1")+`}],
@@ -145,6 +175,25 @@ func TestProvisionDefaults(t *testing.T) {
 	}
 	if h.providers["a"].Proxy() == nil {
 		t.Error("provider proxy not provisioned")
+	}
+}
+
+// TestProvisionCopiesDefaults checks that a handler's default lists are
+// its own: changing them leaves the package defaults (and so every other
+// handler) alone.
+func TestProvisionCopiesDefaults(t *testing.T) {
+	wantSuffixes, wantRetryOn := slices.Clone(DefaultPathSuffixes), slices.Clone(defaultRetryOn)
+	h := mustLoadHandler(t, `{}`)
+	h.EnableOnPathSuffix[0] = "/changed"
+	h.RetryOn[0] = 500
+	// (Appending within the capacity of a shared array would change it too.)
+	h.EnableOnPathSuffix = append(h.EnableOnPathSuffix[:1], "/appended")
+	h.RetryOn = append(h.RetryOn[:1], 404)
+	if !slices.Equal(DefaultPathSuffixes, wantSuffixes) {
+		t.Errorf("DefaultPathSuffixes changed through a handler: %q", DefaultPathSuffixes)
+	}
+	if !slices.Equal(defaultRetryOn, wantRetryOn) {
+		t.Errorf("defaultRetryOn changed through a handler: %v", defaultRetryOn)
 	}
 }
 
@@ -287,12 +336,12 @@ func TestValidate(t *testing.T) {
 		{
 			name:    "negative price",
 			config:  `{` + providers + `, "models": [{"name": "m", "providers": ["a"], "output_price": -1}]}`,
-			wantErr: "prices and context must not be negative",
+			wantErr: "model m: output_price must not be negative, got -1",
 		},
 		{
 			name:    "negative context",
 			config:  `{` + providers + `, "models": [{"name": "m", "providers": ["a"], "context": -1}]}`,
-			wantErr: "prices and context must not be negative",
+			wantErr: "model m: context must not be negative, got -1",
 		},
 		{
 			name:    "model name with space",
@@ -341,7 +390,7 @@ func TestValidate(t *testing.T) {
 		{
 			name:    "negative first_byte_timeout",
 			config:  `{"first_byte_timeout": "-1s"}`,
-			wantErr: "first_byte_timeout, stream_idle_timeout and cooldown must not be negative",
+			wantErr: "first_byte_timeout must not be negative",
 		},
 		{
 			name:    "negative cooldown",

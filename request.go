@@ -8,6 +8,7 @@ import (
 	"math"
 	"slices"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/tidwall/gjson"
 	"github.com/tidwall/sjson"
@@ -215,9 +216,17 @@ func rewriteBody(body []byte, modelKey, model string, dropModels bool, params ..
 	return out, nil
 }
 
+// truncate shortens s to at most n bytes, marked with an ellipsis. It
+// cuts before the character that straddles the limit, never inside it
+// (if s is not UTF-8 there, it cuts at n).
 func truncate(s string, n int) string {
 	if len(s) <= n {
 		return s
+	}
+	for i := n; i >= 0 && i > n-utf8.UTFMax; i-- {
+		if utf8.RuneStart(s[i]) {
+			return s[:i] + "…"
+		}
 	}
 	return s[:n] + "…"
 }

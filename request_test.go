@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/tidwall/gjson"
 )
@@ -418,9 +419,23 @@ func TestTruncate(t *testing.T) {
 		{"abc", 3, "abc"},
 		{"abcd", 3, "abc…"},
 		{"", 0, ""},
+		// Multi-byte names are cut before the character that does not fit.
+		{"modèle", 4, "mod…"},  // è is 2 bytes: 3..4
+		{"modèle", 5, "modè…"}, // cut right after it
+		{"模型名", 4, "模…"},       // 3 bytes each
+		{"模型名", 5, "模…"},
+		{"模型名", 6, "模型…"},
+		{"a😀b", 4, "a…"}, // 4 bytes
+		{"😀😀", 3, "…"},
+		// Not UTF-8: cut at n.
+		{"\x80\x80\x80\x80\x80", 4, "\x80\x80\x80\x80…"},
 	} {
-		if got := truncate(tc.s, tc.n); got != tc.want {
+		got := truncate(tc.s, tc.n)
+		if got != tc.want {
 			t.Errorf("truncate(%q, %d) = %q, want %q", tc.s, tc.n, got, tc.want)
+		}
+		if utf8.ValidString(tc.s) && !utf8.ValidString(got) {
+			t.Errorf("truncate(%q, %d) = %q is not valid UTF-8", tc.s, tc.n, got)
 		}
 	}
 }

@@ -35,6 +35,7 @@ import (
 	_ "github.com/caddyserver/caddy/v2/modules/standard"
 
 	_ "github.com/caddy-llm-route/llmroute"
+	_ "github.com/caddy-llm-route/llmroute/mock"
 	"github.com/caddy-llm-route/llmroute/upstreams"
 )
 

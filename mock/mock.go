@@ -1,4 +1,4 @@
-// Package llmmock provides the llm_mock HTTP handler, which imitates
+// Package mock provides the llm_mock HTTP handler, which imitates
 // LLM provider APIs (OpenAI chat completions, completions, embeddings
 // and responses; Anthropic messages and count_tokens) and misbehaves on
 // request, so that a gateway can be tested against slow, failing and
@@ -37,7 +37,7 @@
 //
 // Every kind also accepts count=N, which limits a configured fault to the
 // first N requests the mock serves; header faults ignore it.
-package llmmock
+package mock
 
 import (
 	"context"

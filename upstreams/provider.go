@@ -15,7 +15,6 @@ import (
 	"strings"
 
 	"github.com/caddyserver/caddy/v2"
-	"github.com/caddyserver/caddy/v2/caddyconfig"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp/headers"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp/reverseproxy"
@@ -105,6 +104,9 @@ type Provider struct {
 
 	// The reverse_proxy handler that carries this provider's traffic:
 	// upstreams, load balancing, health checks, transport and timeouts.
+	// Its `handler` must be `reverse_proxy`: the field sits in the
+	// http.handlers namespace for the shape of its JSON, but no other
+	// handler module is accepted.
 	ProxyRaw json.RawMessage `json:"proxy,omitempty" caddy:"namespace=http.handlers inline_key=handler"`
 
 	proxy    *reverseproxy.Handler
@@ -147,10 +149,16 @@ func (p *Provider) Provision(ctx caddy.Context) error {
 		return fmt.Errorf("provider %s: %v", p.Name, err)
 	}
 	p.stateKey = p.identity(rp)
-	rp.TransportRaw = caddyconfig.JSONModuleObject(&AuthTransport{
+	rp.TransportRaw, err = ModuleJSON(&AuthTransport{
 		Format: p.Format, APIKey: p.APIKey, TransportRaw: rp.TransportRaw,
-	}, "protocol", "llm_auth", nil)
-	p.ProxyRaw = caddyconfig.JSONModuleObject(rp, "handler", "reverse_proxy", nil)
+	}, "protocol", "llm_auth")
+	if err != nil {
+		return fmt.Errorf("provider %s: %v", p.Name, err)
+	}
+	p.ProxyRaw, err = ModuleJSON(rp, "handler", "reverse_proxy")
+	if err != nil {
+		return fmt.Errorf("provider %s: %v", p.Name, err)
+	}
 	mod, err := ctx.LoadModule(p, "ProxyRaw")
 	if err != nil {
 		return fmt.Errorf("provider %s: loading proxy: %v", p.Name, err)
@@ -221,7 +229,8 @@ func (p *Provider) identity(rp *reverseproxy.Handler) string {
 	return p.Name + "#" + hex.EncodeToString(h.Sum(nil)[:12])
 }
 
-// Validate checks the provider's configuration.
+// Validate checks the provider's configuration: its values, which
+// UnmarshalCaddyfile leaves to it.
 func (p *Provider) Validate() error {
 	if p.Name == "" {
 		return fmt.Errorf("provider without a name")
@@ -244,6 +253,10 @@ func (p *Provider) Validate() error {
 	}
 	if p.BasePath != "" && !strings.HasPrefix(p.BasePath, "/") {
 		return fmt.Errorf("provider %s: base_path must start with '/'", p.Name)
+	}
+	// (The proxy is loaded by Provision, which fails without one.)
+	if p.proxy != nil && len(p.proxy.Upstreams) == 0 && p.proxy.DynamicUpstreams == nil {
+		return fmt.Errorf("provider %s: no upstream address", p.Name)
 	}
 	return nil
 }
@@ -438,31 +451,26 @@ func (p *Provider) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			case "api_key":
 				p.APIKey = args[0]
 			case "base_path":
-				p.BasePath = strings.TrimSuffix(args[0], "/")
+				p.BasePath = args[0]
 			case "api_version":
 				p.APIVersion = args[0]
 			case "state_key":
 				p.StateKey = args[0]
 			case "default_max_tokens":
 				n, err := strconv.Atoi(args[0])
-				if err != nil || n < 1 {
-					return pd.Errf("provider %s: default_max_tokens must be a positive integer, not %q", p.Name, args[0])
+				if err != nil {
+					return pd.Errf("provider %s: default_max_tokens must be an integer, not %q", p.Name, args[0])
+				}
+				if n == 0 {
+					// JSON reads 0 as "not set", the default.
+					return pd.Errf("provider %s: default_max_tokens 0 is not allowed (leave it out for the default)", p.Name)
 				}
 				p.DefaultMaxTokens = n
 			case "max_tokens_field":
-				if args[0] != "max_tokens" && args[0] != "max_completion_tokens" {
-					return pd.Errf("provider %s: max_tokens_field must be max_tokens or max_completion_tokens, not %q", p.Name, args[0])
-				}
 				p.MaxTokensField = args[0]
 			}
 		}
 		pd.DeleteN(len(args) + 1)
-	}
-	if p.Format != "" && p.Format != FormatOpenAI && p.Format != FormatAnthropic && p.Format != FormatAzure {
-		return d.Errf("provider %s: unknown format %q (want openai, anthropic or azure)", p.Name, p.Format)
-	}
-	if p.BasePath != "" && !strings.HasPrefix(p.BasePath, "/") {
-		return d.Errf("provider %s: base_path must start with '/'", p.Name)
 	}
 
 	pd.Reset()
@@ -470,11 +478,11 @@ func (p *Provider) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	if err := rp.UnmarshalCaddyfile(pd); err != nil {
 		return fmt.Errorf("provider %s: %w", p.Name, err)
 	}
-	if len(rp.Upstreams) == 0 && rp.DynamicUpstreamsRaw == nil {
-		return d.Errf("provider %s: no upstream address", p.Name)
+	raw, err := ModuleJSON(rp, "handler", "reverse_proxy")
+	if err != nil {
+		return fmt.Errorf("provider %s: %w", p.Name, err)
 	}
-	var warnings []caddyconfig.Warning
-	p.ProxyRaw = caddyconfig.JSONModuleObject(rp, "handler", "reverse_proxy", &warnings)
+	p.ProxyRaw = raw
 	return nil
 }
 

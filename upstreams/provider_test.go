@@ -376,6 +376,31 @@ func TestProvisionErrors(t *testing.T) {
 	}
 }
 
+// TestValidateUpstreams checks that a provisioned provider whose proxy
+// has no upstream at all (neither static nor dynamic) is refused, as the
+// Caddyfile refused it.
+func TestValidateUpstreams(t *testing.T) {
+	for _, tc := range []struct {
+		name, proxy, wantErr string
+	}{
+		{"static", `{"handler": "reverse_proxy", "upstreams": [{"dial": "127.0.0.1:1"}]}`, ""},
+		{"dynamic", `{"handler": "reverse_proxy", "dynamic_upstreams": {"source": "a", "name": "example.com", "port": "443"}}`, ""},
+		{"none", `{"handler": "reverse_proxy"}`, "provider a: no upstream address"},
+		{"empty list", `{"handler": "reverse_proxy", "upstreams": []}`, "provider a: no upstream address"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p := &Provider{Name: "a", ProxyRaw: json.RawMessage(tc.proxy)}
+			if err := p.Provision(newContext(t)); err != nil {
+				t.Fatal(err)
+			}
+			err := p.Validate()
+			if tc.wantErr == "" && err != nil || tc.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tc.wantErr)) {
+				t.Fatalf("error = %v, want %q", err, tc.wantErr)
+			}
+		})
+	}
+}
+
 type roundTripFunc func(*http.Request) (*http.Response, error)
 
 func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }

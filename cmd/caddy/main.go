@@ -1,5 +1,7 @@
-// Command caddy is Caddy with its standard modules and llm_route
-// (including the llm_mock provider). Build it with `go build ./cmd/caddy`.
+// Command caddy is Caddy with its standard modules, llm_route and the
+// llm_mock provider (a development and example build: a production
+// build with xcaddy leaves the mock out). Build it with
+// `go build ./cmd/caddy`.
 package main
 
 import (
@@ -9,6 +11,7 @@ import (
 	_ "github.com/caddyserver/caddy/v2/modules/standard"
 
 	_ "github.com/caddy-llm-route/llmroute"
+	_ "github.com/caddy-llm-route/llmroute/mock"
 )
 
 func main() {
