@@ -45,6 +45,14 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //		max_attempts <n>
 //		cooldown <duration>
 //		fail_threshold <n>
+//		reset_tz <IANA time zone>     # when daily and monthly limits reset
+//
+//		key <name> {                  # client keys; with any, every request needs one
+//			secret <placeholder>
+//			secret_file <path>
+//			models <models or routes...>
+//			<limits>
+//		}
 //
 //		provider <name> [<upstream URLs...>] {
 //			format openai|anthropic|azure
@@ -65,6 +73,9 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //			quality <0..1>
 //			context <tokens>
 //			capabilities <names...>
+//			cache_price <read USD/1M> <write USD/1M>
+//			max_output <tokens>
+//			<limits>
 //		}
 //
 //		route <name> [<models...>] {
@@ -77,8 +88,14 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //			fallback <models...>
 //			max_price <input> <output>
 //			retry_on <statuses...>
+//			on_exhausted cheapest|next|<models...>
+//			<limits>
 //		}
 //	}
+//
+// <limits> are any of: rpm <n>, tpm <n>, max_concurrent <n>,
+// daily_requests <n>, daily_tokens <n>, budget <USD> day|month; a
+// provider block takes them too.
 //
 // A subdirective that takes a list (enable_on_path_suffix, retry_on,
 // header, provider, capabilities, models, target, fallback) may be
@@ -95,6 +112,16 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return d.ArgErr()
 			}
 			h.ClientModels = true
+		case "reset_tz":
+			if !d.Args(&h.ResetTZ) || d.NextArg() {
+				return d.ArgErr()
+			}
+		case "key":
+			k, err := parseKey(d)
+			if err != nil {
+				return err
+			}
+			h.Keys = append(h.Keys, k)
 		case "model_key", "model_to_header", "provider_header", "strategy_header":
 			dir := d.Val()
 			var v string
@@ -241,7 +268,34 @@ func parseModel(d *caddyfile.Dispenser) (*Model, error) {
 				return nil, d.ArgErr()
 			}
 			m.Capabilities = append(m.Capabilities, args...)
+		case "cache_price":
+			var read, write string
+			if !d.Args(&read, &write) || d.NextArg() {
+				return nil, d.Errf("model %s: cache_price needs the price of cached tokens read and written (USD per 1M tokens)", m.Name)
+			}
+			r, ok1 := number(read)
+			w, ok2 := number(write)
+			if !ok1 || !ok2 {
+				return nil, d.Errf("model %s: invalid cache_price %s %s", m.Name, read, write)
+			}
+			m.CacheReadPrice, m.CacheWritePrice = &r, &w
+		case "max_output":
+			var v string
+			if !d.Args(&v) || d.NextArg() {
+				return nil, d.ArgErr()
+			}
+			n, err := strconv.ParseInt(v, 10, 64)
+			if err != nil {
+				return nil, d.Errf("model %s: max_output: want an integer, got %q", m.Name, v)
+			}
+			m.MaxOutput = n
 		default:
+			if ok, err := m.Limits.UnmarshalLimit(d); ok {
+				if err != nil {
+					return nil, err
+				}
+				continue
+			}
 			return nil, d.Errf("model %s: unrecognized subdirective: %s", m.Name, d.Val())
 		}
 	}
@@ -321,6 +375,12 @@ func parseRoute(d *caddyfile.Dispenser) (*Route, error) {
 			if !ok1 || !ok2 {
 				return nil, d.Errf("route %s: invalid max_price %s %s", r.Name, in, out)
 			}
+		case "on_exhausted":
+			args := d.RemainingArgs()
+			if len(args) == 0 {
+				return nil, d.ArgErr()
+			}
+			r.OnExhausted = append(r.OnExhausted, args...)
 		case "strategy":
 			if r.StrategyRaw != nil {
 				return nil, d.Errf("route %s: strategy set twice", r.Name)
@@ -338,10 +398,58 @@ func parseRoute(d *caddyfile.Dispenser) (*Route, error) {
 				return nil, fmt.Errorf("route %s: strategy %s: %w", r.Name, name, err)
 			}
 		default:
+			if ok, err := r.Limits.UnmarshalLimit(d); ok {
+				if err != nil {
+					return nil, err
+				}
+				continue
+			}
 			return nil, d.Errf("route %s: unrecognized subdirective: %s", r.Name, d.Val())
 		}
 	}
 	return r, nil
+}
+
+// parseKey reads a client key block. Syntax:
+//
+//	key <name> {
+//		secret <placeholder>
+//		secret_file <path>
+//		models <models or routes...>
+//		<limits: rpm, tpm, max_concurrent, daily_requests, daily_tokens, budget>
+//	}
+func parseKey(d *caddyfile.Dispenser) (*ClientKey, error) {
+	k := new(ClientKey)
+	if !d.Args(&k.Name) || d.NextArg() {
+		return nil, d.Errf("key needs a name")
+	}
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		switch d.Val() {
+		case "secret":
+			if !d.Args(&k.Secret) || d.NextArg() {
+				return nil, d.ArgErr()
+			}
+		case "secret_file":
+			if !d.Args(&k.SecretFile) || d.NextArg() {
+				return nil, d.ArgErr()
+			}
+		case "models":
+			args := d.RemainingArgs()
+			if len(args) == 0 {
+				return nil, d.ArgErr()
+			}
+			k.Models = append(k.Models, args...)
+		default:
+			if ok, err := k.Limits.UnmarshalLimit(d); ok {
+				if err != nil {
+					return nil, err
+				}
+				continue
+			}
+			return nil, d.Errf("key %s: unrecognized subdirective: %s", k.Name, d.Val())
+		}
+	}
+	return k, nil
 }
 
 // paramValue reads a parameter value: JSON when it parses as JSON (a

@@ -17,6 +17,7 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp/reverseproxy"
 	"go.uber.org/zap"
 
+	"github.com/caddy-llm-route/llmroute/limits"
 	"github.com/caddy-llm-route/llmroute/strategies"
 	"github.com/caddy-llm-route/llmroute/translate"
 	"github.com/caddy-llm-route/llmroute/upstreams"
@@ -46,17 +47,20 @@ const (
 	outcomeBroken                // failed after the first byte; abort
 	outcomeGone                  // the client went away
 	outcomeUnfit                 // the target cannot serve this request; skip it
+	outcomeQuota                 // a limit has no room for the target; skip it
 )
 
 // attemptResult is what one attempt left behind.
 type attemptResult struct {
-	outcome outcome
-	probe   bool        // the attempt probed a half-open pair
-	status  int         // upstream status, or the status to answer with
-	body    []byte      // upstream error body
-	header  http.Header // upstream error headers
-	err     error       // transport error or timeout
-	aw      *attemptWriter
+	outcome     outcome
+	probe       bool                // the attempt probed a half-open pair
+	reservation *limits.Reservation // what the attempt reserved of its limits
+	denial      *denial             // why a limit did not admit the attempt
+	status      int                 // upstream status, or the status to answer with
+	body        []byte              // upstream error body
+	header      http.Header         // upstream error headers
+	err         error               // transport error or timeout
+	aw          *attemptWriter
 }
 
 // ServeHTTP implements caddyhttp.MiddlewareHandler.
@@ -66,6 +70,11 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		return next.ServeHTTP(w, r)
 	}
 	endpoint := endpointFor(r.URL.Path, matched)
+	key, rerr := h.authenticate(r)
+	if rerr != nil {
+		writeError(w, endpoint, rerr.status, rerr.code, rerr.msg)
+		return nil
+	}
 
 	if r.ContentLength > h.MaxBody {
 		writeError(w, endpoint, http.StatusRequestEntityTooLarge, "request_too_large", fmt.Sprintf("request body is larger than %d bytes", h.MaxBody))
@@ -81,10 +90,14 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		return nil
 	}
 	req, rerr := parseRequest(body, h.ModelKey, h.MaxDepth)
+	if rerr == nil && !key.permits(req.Model) {
+		rerr = &requestError{status: http.StatusForbidden, code: "model_not_allowed",
+			msg: fmt.Sprintf("this API key may not use the model %q", truncate(req.Model, 128))}
+	}
 	if rerr == nil {
 		req.Endpoint = endpoint
 		var p *plan
-		if p, rerr = h.resolve(r, req); rerr == nil {
+		if p, rerr = h.resolve(r, req, key); rerr == nil {
 			if h.ModelToHeader != "" {
 				r.Header.Set(h.ModelToHeader, req.Model)
 			}
@@ -131,15 +144,26 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, req *strategies.
 
 	var res, unfit attemptResult
 	var c *strategies.Candidate
+	var exhausted *denial // the first limit that turned a candidate away
 	attempts := 0
 	for i := range p.candidates {
 		next := h.attempt(w, r, req, p, &p.candidates[i], attempts+1, repl)
-		if next.outcome == outcomeUnfit {
+		switch next.outcome {
+		case outcomeUnfit:
 			// Skipped without calling it: kept only to explain a
 			// request no target could take.
 			if unfit.body == nil {
 				unfit = next
 			}
+			continue
+		case outcomeQuota:
+			if exhausted == nil {
+				exhausted = next.denial
+				p.reason += " quota=" + next.denial.kind.String()
+			} else if next.denial.retryAfter < exhausted.retryAfter {
+				exhausted.retryAfter = next.denial.retryAfter
+			}
+			h.degrade(req, p, i)
 			continue
 		}
 		c, res = &p.candidates[i], next
@@ -152,6 +176,16 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, req *strategies.
 				zap.String("route", p.route), zap.String("model", c.Model), zap.String("provider", c.Provider.Name),
 				zap.Int("attempt", attempts), zap.Int("status", res.status), zap.Error(res.err))
 		}
+	}
+	if attempts == 0 && exhausted != nil {
+		// Every target that could take the request is over a limit.
+		c = &p.candidates[0]
+		h.setPlaceholders(r, repl, p, c, 0, nil)
+		setRouted(w.Header(), p, c, 0)
+		w.Header().Set("Retry-After", retryAfterSeconds(exhausted.retryAfter))
+		writeError(w, req.Endpoint, http.StatusTooManyRequests, "all_quotas_exhausted",
+			fmt.Sprintf("every candidate is over a limit (first: %s of %s); retry after %s", exhausted.kind, exhausted.subject, retryAfterSeconds(exhausted.retryAfter)+"s"))
+		return nil
 	}
 	if attempts == 0 {
 		// Every target refused the request before any call.
@@ -203,7 +237,7 @@ func (h *Handler) attempt(w http.ResponseWriter, r *http.Request, req *strategie
 	if req.Endpoint == countTokensEndpoint && c.Provider.API() != translate.Anthropic {
 		return h.countTokens(w, req, p, c, n)
 	}
-	body, err := rewriteBody(req.Body, h.ModelKey, c.UpstreamModel, h.ClientModels, c.Params, p.params)
+	body, err := rewriteBody(req.Body, h.ModelKey, c.UpstreamModel, h.ClientModels, c.Params, p.params, h.clampOutput(req, c))
 	if err != nil {
 		return attemptResult{outcome: outcomeFinal, status: http.StatusBadRequest, body: errorBody(req.Endpoint, 400, "invalid_request", "could not rewrite the request body")}
 	}
@@ -247,8 +281,12 @@ func (h *Handler) attempt(w http.ResponseWriter, r *http.Request, req *strategie
 	}()
 
 	start := time.Now()
+	reservation, denied := h.admit(r.Context(), req, p, c, start)
+	if denied != nil {
+		return attemptResult{outcome: outcomeQuota, denial: denied}
+	}
 	var firstByteAt time.Time
-	res := attemptResult{probe: c.Pair.Start(start)}
+	res := attemptResult{probe: c.Pair.Start(start), reservation: reservation}
 	defer func() { h.finish(c, req, res, start, firstByteAt) }()
 
 	aw := newAttemptWriter(ctx, w)
@@ -260,7 +298,10 @@ func (h *Handler) attempt(w http.ResponseWriter, r *http.Request, req *strategie
 		idle = time.AfterFunc(idleTimeout, func() { cancel(errStreamIdle) })
 		aw.onWrite = func() { idle.Reset(idleTimeout) }
 	}
-	aw.onCommit = func(*attemptWriter) { setRouted(w.Header(), p, c, n) }
+	aw.onCommit = func(*attemptWriter) {
+		setRouted(w.Header(), p, c, n)
+		setRateHeaders(w.Header(), reservation)
+	}
 
 	err, aborted := serveProxy(c.Provider.Proxy(), aw, up)
 	res.aw, res.err = aw, err
@@ -358,6 +399,7 @@ func (h *Handler) finish(c *strategies.Candidate, req *strategies.Request, res a
 		o.FirstByte = firstByteAt.Sub(start)
 	}
 	c.Pair.Finish(o, h.policy, now)
+	h.settle(res.reservation, c, res.outcome, res.aw)
 }
 
 // countTokens answers a count_tokens request for a provider that has no
@@ -439,6 +481,9 @@ func (h *Handler) setPlaceholders(r *http.Request, repl *caddy.Replacer, p *plan
 	repl.Set("llm.provider", c.Provider.Name)
 	repl.Set("llm.attempts", attempts)
 	repl.Set("llm.reason", p.reason)
+	if p.key != nil {
+		repl.Set("llm.key", p.key.Name)
+	}
 	repl.Set("llm.usage.prompt_tokens", u.PromptTokens)
 	repl.Set("llm.usage.completion_tokens", u.CompletionTokens)
 	repl.Set("llm.usage.total_tokens", u.PromptTokens+u.CompletionTokens)
@@ -450,6 +495,9 @@ func (h *Handler) setPlaceholders(r *http.Request, repl *caddy.Replacer, p *plan
 		extra.Set(zap.String("llm_provider", c.Provider.Name))
 		extra.Set(zap.Int("llm_attempts", attempts))
 		extra.Set(zap.String("llm_reason", p.reason))
+		if p.key != nil {
+			extra.Set(zap.String("llm_key", p.key.Name))
+		}
 		extra.Set(zap.Int64("llm_prompt_tokens", u.PromptTokens))
 		extra.Set(zap.Int64("llm_completion_tokens", u.CompletionTokens))
 	}

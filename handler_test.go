@@ -134,7 +134,7 @@ func TestResolve(t *testing.T) {
 		{model: "c/claude", endpoint: "/completions", status: 400},
 	} {
 		t.Run(tc.model+tc.endpoint, func(t *testing.T) {
-			p, rerr := h.resolve(httptest.NewRequest("POST", "/", nil), &strategies.Request{Model: tc.model, Endpoint: tc.endpoint})
+			p, rerr := h.resolve(httptest.NewRequest("POST", "/", nil), &strategies.Request{Model: tc.model, Endpoint: tc.endpoint}, nil)
 			if tc.status != 0 {
 				if rerr == nil {
 					t.Fatalf("resolved to %v, want %d %s", pairs(p), tc.status, tc.code)
@@ -162,7 +162,7 @@ func TestResolve(t *testing.T) {
 
 func TestResolveParams(t *testing.T) {
 	h := mustLoadHandler(t, resolveConfig)
-	p, rerr := h.resolve(httptest.NewRequest("POST", "/", nil), &strategies.Request{Model: "r", Endpoint: "/chat/completions"})
+	p, rerr := h.resolve(httptest.NewRequest("POST", "/", nil), &strategies.Request{Model: "r", Endpoint: "/chat/completions"}, nil)
 	if rerr != nil {
 		t.Fatal(rerr.msg)
 	}
@@ -178,7 +178,7 @@ func TestResolveCooldown(t *testing.T) {
 	h := mustLoadHandler(t, resolveConfig)
 	resolve := func(model string) []string {
 		t.Helper()
-		p, rerr := h.resolve(httptest.NewRequest("POST", "/", nil), &strategies.Request{Model: model, Endpoint: "/chat/completions"})
+		p, rerr := h.resolve(httptest.NewRequest("POST", "/", nil), &strategies.Request{Model: model, Endpoint: "/chat/completions"}, nil)
 		if rerr != nil {
 			t.Fatalf("%s: %s", model, rerr.msg)
 		}
@@ -226,7 +226,7 @@ func TestResolveMaxAttempts(t *testing.T) {
 		{10, "m", []string{"m@a", "m@b"}},
 	} {
 		h.MaxAttempts = tc.max
-		p, rerr := h.resolve(httptest.NewRequest("POST", "/", nil), &strategies.Request{Model: tc.model, Endpoint: "/chat/completions"})
+		p, rerr := h.resolve(httptest.NewRequest("POST", "/", nil), &strategies.Request{Model: tc.model, Endpoint: "/chat/completions"}, nil)
 		if rerr != nil {
 			t.Fatal(rerr.msg)
 		}
@@ -237,7 +237,7 @@ func TestResolveMaxAttempts(t *testing.T) {
 	// The cap applies after cooling pairs moved to the end.
 	coolDown(pairOf(t, h, "m", "a"), time.Minute)
 	h.MaxAttempts = 1
-	p, _ := h.resolve(httptest.NewRequest("POST", "/", nil), &strategies.Request{Model: "m", Endpoint: "/chat/completions"})
+	p, _ := h.resolve(httptest.NewRequest("POST", "/", nil), &strategies.Request{Model: "m", Endpoint: "/chat/completions"}, nil)
 	if got := pairs(p); !reflect.DeepEqual(got, []string{"m@b"}) {
 		t.Errorf("max_attempts 1 with a cooling: candidates = %v, want [m@b]", got)
 	}
@@ -848,7 +848,7 @@ func TestServeCountTokens(t *testing.T) {
 func TestResolvePinned(t *testing.T) {
 	h := mustLoadHandler(t, resolveConfig)
 	for model, want := range map[string]string{"a/m": "a", "az/aliased": "az", "a/slashed": "", "m": "", "r": ""} {
-		p, rerr := h.resolve(httptest.NewRequest("POST", "/", nil), &strategies.Request{Model: model, Endpoint: "/chat/completions"})
+		p, rerr := h.resolve(httptest.NewRequest("POST", "/", nil), &strategies.Request{Model: model, Endpoint: "/chat/completions"}, nil)
 		if rerr != nil {
 			t.Fatalf("%s: %s", model, rerr.msg)
 		}

@@ -12,6 +12,7 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"go.uber.org/zap"
 
+	"github.com/caddy-llm-route/llmroute/limits"
 	"github.com/caddy-llm-route/llmroute/strategies"
 	"github.com/caddy-llm-route/llmroute/upstreams"
 )
@@ -122,11 +123,25 @@ type Handler struct {
 	// Named routes: a client sends the route's name as its model.
 	Routes []*Route `json:"routes,omitempty"`
 
+	// Client keys the gateway hands out. When set, every request needs
+	// one (401 otherwise), and a key may use only its models (403).
+	Keys []*ClientKey `json:"keys,omitempty"`
+
+	// The time zone (IANA name) in which daily and monthly limits reset.
+	// Default: UTC.
+	ResetTZ string `json:"reset_tz,omitempty"`
+
 	providers map[string]*upstreams.Provider
 	models    map[string]*Model
 	routes    map[string]*Route
 	policy    upstreams.Policy
 	logger    *zap.Logger
+
+	keys        []*ClientKey
+	resetLoc    *time.Location
+	quotas      *limits.Memory             // nil when nothing is limited
+	provSubject map[string]*limits.Subject // by provider name
+	needsPrompt bool                       // a token or spend limit needs the prompt estimate
 }
 
 // Model is a registry entry: a model clients can ask for by name and the
@@ -156,6 +171,23 @@ type Model struct {
 
 	// Capabilities such as `tools`, `vision`, `json`.
 	Capabilities []string `json:"capabilities,omitempty"`
+
+	// Price in USD per million cached input tokens read; default: the
+	// input price.
+	CacheReadPrice *float64 `json:"cache_read_price,omitempty"`
+
+	// Price in USD per million input tokens written to the cache;
+	// default: the input price.
+	CacheWritePrice *float64 `json:"cache_write_price,omitempty"`
+
+	// The most output tokens the model gives; a request asking for more
+	// is clamped to it.
+	MaxOutput int64 `json:"max_output,omitempty"`
+
+	// The model's limits, over all its providers.
+	limits.Limits
+
+	subject *limits.Subject
 
 	// serving holds, for each of Providers in order, the provider and
 	// the live state of the pair.
@@ -197,7 +229,16 @@ type Route struct {
 	// default: the handler's retry_on.
 	RetryOn []int `json:"retry_on,omitempty"`
 
+	// What comes after a candidate over a limit: `cheapest` (default:
+	// the cheapest remaining candidate with headroom first), `next` (the
+	// strategy's order), or a list of model names tried first, in order.
+	OnExhausted []string `json:"on_exhausted,omitempty"`
+
+	// The route's limits, over all its candidates.
+	limits.Limits
+
 	strategy strategies.Strategy
+	subject  *limits.Subject
 }
 
 // Built-in aliases: routes over every registered model that exist unless
@@ -267,6 +308,14 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		h.FailThreshold = defaultFailThreshold
 	}
 	h.policy = upstreams.Policy{Cooldown: time.Duration(h.Cooldown), FailThreshold: h.FailThreshold}
+	h.resetLoc = time.UTC
+	if h.ResetTZ != "" {
+		loc, err := time.LoadLocation(h.ResetTZ)
+		if err != nil {
+			return fmt.Errorf("reset_tz: %v", err)
+		}
+		h.resetLoc = loc
+	}
 
 	h.providers = make(map[string]*upstreams.Provider, len(h.Providers))
 	for _, p := range h.Providers {
@@ -302,6 +351,9 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 			}
 		}
 	}
+	if err := h.provisionKeys(ctx); err != nil {
+		return err
+	}
 	h.routes = make(map[string]*Route, len(h.Routes)+len(builtinAliases))
 	for _, r := range h.Routes {
 		if r == nil {
@@ -334,6 +386,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		r.strategy = mod.(strategies.Strategy)
 		h.routes[a.name] = r
 	}
+	h.provisionLimits()
 	return nil
 }
 
@@ -348,6 +401,10 @@ func (h *Handler) Cleanup() error {
 			upstreams.ReleasePair(s.provider, m.UpstreamName)
 		}
 		m.serving = nil
+	}
+	if h.quotas != nil {
+		limits.ReleaseMemory()
+		h.quotas = nil
 	}
 	return nil
 }

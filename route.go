@@ -17,6 +17,8 @@ import (
 // the order to try, and why.
 type plan struct {
 	route      string
+	rt         *Route     // the route, if the model field named one
+	key        *ClientKey // the client's key, if keys are configured
 	candidates []strategies.Candidate
 	retryOn    []int
 	reason     string
@@ -32,12 +34,13 @@ type plan struct {
 // pairs that are cooling down (or whose provider has no healthy
 // upstream) last. It reads the request's prompt into req when a strategy
 // or a filter needs it, and never changes the body.
-func (h *Handler) resolve(r *http.Request, req *strategies.Request) (*plan, *requestError) {
-	p := &plan{route: req.Model, retryOn: h.RetryOn, reason: "direct"}
+func (h *Handler) resolve(r *http.Request, req *strategies.Request, key *ClientKey) (*plan, *requestError) {
+	p := &plan{route: req.Model, retryOn: h.RetryOn, reason: "direct", key: key}
 	rt, targets, rerr := h.targetsFor(req.Model)
 	if rerr != nil {
 		return nil, rerr
 	}
+	p.rt = rt
 	if rt != nil {
 		if len(rt.RetryOn) > 0 {
 			p.retryOn = rt.RetryOn
@@ -48,15 +51,16 @@ func (h *Handler) resolve(r *http.Request, req *strategies.Request) (*plan, *req
 		p.route, p.pinned = targets[0].Model, targets[0].Provider
 	}
 	if h.ClientModels {
-		if targets, rerr = h.withClientModels(req.Body, targets); rerr != nil {
+		if targets, rerr = h.withClientModels(req.Body, targets, key); rerr != nil {
 			return nil, rerr
 		}
 	}
 
 	// Reading the messages costs time on long prompts, so it is done only
-	// when a strategy or a filter will look at them.
+	// when a strategy, a filter or a token or spend limit will look at
+	// them.
 	strategy := h.strategyFor(r, rt)
-	if strategy != nil || h.filtersApply(rt, targets) {
+	if strategy != nil || h.needsPrompt || h.filtersApply(rt, targets) {
 		req.ReadPrompt()
 	}
 	req.Header = r.Header
@@ -156,13 +160,17 @@ func newCandidate(m *Model, s serving, t *Target) strategies.Candidate {
 // in its `models` array (OpenRouter's fallback list) to targets, each
 // once. (The array is removed from the body sent upstream by
 // rewriteBody.)
-func (h *Handler) withClientModels(body []byte, targets []*Target) ([]*Target, *requestError) {
+func (h *Handler) withClientModels(body []byte, targets []*Target, key *ClientKey) ([]*Target, *requestError) {
 	list := gjson.GetBytes(body, "models")
 	if !list.IsArray() {
 		return targets, nil
 	}
 	targets = slices.Clip(targets) // never append into a route's own slice
 	for _, v := range list.Array() {
+		if !key.permits(v.String()) {
+			return nil, &requestError{status: http.StatusForbidden, code: "model_not_allowed",
+				msg: fmt.Sprintf("this API key may not use the model %q", truncate(v.String(), 128))}
+		}
 		_, more, rerr := h.targetsFor(v.String())
 		if rerr != nil {
 			return nil, rerr

@@ -4,6 +4,8 @@ import (
 	"context"
 	"sync"
 	"time"
+
+	"github.com/caddyserver/caddy/v2"
 )
 
 // Memory is the Store of one process. One mutex guards every counter: a
@@ -96,3 +98,25 @@ func (m *Memory) maybeSweep(now time.Time) {
 
 // Interface guards
 var _ Store = (*Memory)(nil)
+
+// shared holds the in-memory store every handler uses, so counters
+// survive config reloads; it goes with the last handler.
+var shared = caddy.NewUsagePool()
+
+// pooledMemory is the shared store's entry in the pool.
+type pooledMemory struct{ *Memory }
+
+// Destruct implements caddy.Destructor; memory needs no cleanup.
+func (pooledMemory) Destruct() error { return nil }
+
+// AcquireMemory returns the process's in-memory store and takes a
+// reference to it; release it with ReleaseMemory.
+func AcquireMemory() *Memory {
+	v, _, _ := shared.LoadOrNew("memory", func() (caddy.Destructor, error) {
+		return pooledMemory{NewMemory()}, nil
+	})
+	return v.(pooledMemory).Memory
+}
+
+// ReleaseMemory drops a reference taken by AcquireMemory.
+func ReleaseMemory() { _, _ = shared.Delete("memory") }

@@ -22,6 +22,7 @@ import (
 	"github.com/tidwall/sjson"
 	"go.uber.org/zap"
 
+	"github.com/caddy-llm-route/llmroute/limits"
 	"github.com/caddy-llm-route/llmroute/translate"
 )
 
@@ -101,6 +102,10 @@ type Provider struct {
 	// state of its own. Set it to keep the state across a change of
 	// address or key, or to share it between providers on purpose.
 	StateKey string `json:"state_key,omitempty"`
+
+	// The provider's own limits (an account's rpm, tpm, daily limits),
+	// over all its models.
+	limits.Limits
 
 	// The reverse_proxy handler that carries this provider's traffic:
 	// upstreams, load balancing, health checks, transport and timeouts.
@@ -235,6 +240,9 @@ func (p *Provider) Validate() error {
 	if p.Name == "" {
 		return fmt.Errorf("provider without a name")
 	}
+	if err := p.Limits.Validate(); err != nil {
+		return fmt.Errorf("provider %s: %v", p.Name, err)
+	}
 	if strings.ContainsAny(p.Name, "/ \t") {
 		return fmt.Errorf("provider %s: name must not contain '/' or spaces", p.Name)
 	}
@@ -260,6 +268,10 @@ func (p *Provider) Validate() error {
 	}
 	return nil
 }
+
+// Identity returns the provider's identity (see state_key), under which
+// its live state and its limits are kept.
+func (p *Provider) Identity() string { return p.stateKey }
 
 // Proxy returns the provider's provisioned reverse proxy.
 func (p *Provider) Proxy() *reverseproxy.Handler { return p.proxy }
@@ -373,6 +385,8 @@ var providerDirectives = map[string]bool{
 //		default_max_tokens <n>
 //		max_tokens_field max_tokens|max_completion_tokens
 //		state_key <key>
+//		rpm|tpm|max_concurrent|daily_requests|daily_tokens <n>
+//		budget <USD> day|month
 //		# any reverse_proxy subdirective: to, lb_policy, health_uri,
 //		# transport http { ... }, fail_duration, ...
 //	}
@@ -413,7 +427,7 @@ func (p *Provider) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	pd.DeleteN(1)
 	pd.RemainingArgs()
 	for nesting := pd.Nesting(); pd.NextBlock(nesting); {
-		if pd.Nesting() != 1 || !providerDirectives[pd.Val()] {
+		if pd.Nesting() != 1 || !providerDirectives[pd.Val()] && !limits.Directives[pd.Val()] {
 			if pd.Val() == "handle_response" {
 				return pd.Errf("provider %s: handle_response is not supported in a provider block", p.Name)
 			}
@@ -426,6 +440,13 @@ func (p *Provider) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		args := pd.RemainingArgs()
 		if pd.NextBlock(pd.Nesting()) {
 			return pd.Errf("provider %s: %s takes no block", p.Name, dir)
+		}
+		if limits.Directives[dir] {
+			if err := p.Limits.Set(dir, args); err != nil {
+				return pd.Errf("provider %s: %v", p.Name, err)
+			}
+			pd.DeleteN(len(args) + 1)
+			continue
 		}
 		switch dir {
 		case "forward_client_auth":

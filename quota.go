@@ -1,0 +1,280 @@
+package llmroute
+
+import (
+	"context"
+	"encoding/json"
+	"math"
+	"net/http"
+	"slices"
+	"strconv"
+	"time"
+
+	"github.com/tidwall/gjson"
+
+	"github.com/caddy-llm-route/llmroute/limits"
+	"github.com/caddy-llm-route/llmroute/strategies"
+)
+
+// defaultOutputReserve is the output reserved for a request that sets no
+// output cap on a model without max_output.
+const defaultOutputReserve = 4096
+
+// provisionLimits makes the limit subjects of the client keys, models,
+// providers and routes, and takes the in-memory store when anything is
+// limited.
+func (h *Handler) provisionLimits() {
+	limited := false
+	subject := func(name string, l limits.Limits) *limits.Subject {
+		if l.Empty() {
+			return nil
+		}
+		limited = true
+		if l.TPM > 0 || l.DailyTokens > 0 || l.DailyBudget > 0 || l.MonthlyBudget > 0 {
+			h.needsPrompt = true
+		}
+		return limits.NewSubject(name, l, h.resetLoc)
+	}
+	for _, k := range h.keys {
+		k.subject = subject("key:"+k.Name, k.Limits)
+	}
+	for _, m := range h.Models {
+		m.subject = subject("model:"+m.Name, m.Limits)
+	}
+	h.provSubject = make(map[string]*limits.Subject)
+	for _, p := range h.Providers {
+		if s := subject("provider:"+p.Identity(), p.Limits); s != nil {
+			h.provSubject[p.Name] = s
+		}
+	}
+	for _, r := range h.Routes {
+		r.subject = subject("route:"+r.Name, r.Limits)
+	}
+	if limited {
+		h.quotas = limits.AcquireMemory()
+	}
+}
+
+// denial is why an attempt was not admitted.
+type denial struct {
+	kind       limits.Kind
+	subject    string
+	retryAfter time.Duration
+}
+
+// admit reserves what an attempt on c may take of every limit that
+// applies to it: the client key's, the route's, the model's and the
+// provider's, all or nothing. It returns a nil reservation when nothing
+// is limited, and a denial when a limit has no room.
+func (h *Handler) admit(ctx context.Context, req *strategies.Request, p *plan, c *strategies.Candidate, now time.Time) (*limits.Reservation, *denial) {
+	if h.quotas == nil || req.Endpoint == countTokensEndpoint {
+		return nil, nil
+	}
+	m := h.models[c.Model]
+	var subjects [4]*limits.Subject
+	if p.key != nil {
+		subjects[0] = p.key.subject
+	}
+	if p.rt != nil {
+		subjects[1] = p.rt.subject
+	}
+	subjects[2], subjects[3] = m.subject, h.provSubject[c.Provider.Name]
+	a := estimate(req, m)
+	res := &limits.Reservation{Store: h.quotas}
+	owners := make([]*limits.Subject, 0, 8)
+	for _, s := range subjects {
+		if s == nil {
+			continue
+		}
+		n := len(res.Charges)
+		res.Charges = s.Charges(res.Charges, a, now)
+		for range len(res.Charges) - n {
+			owners = append(owners, s)
+		}
+	}
+	if len(res.Charges) == 0 {
+		return nil, nil
+	}
+	v, err := h.quotas.Reserve(ctx, res.Charges, now)
+	if err != nil {
+		return nil, nil // a store that fails open admits
+	}
+	if !v.OK {
+		return nil, &denial{kind: res.Charges[v.Denied].Kind, subject: owners[v.Denied].Name(), retryAfter: v.RetryAfter}
+	}
+	return res, nil
+}
+
+// estimate is what a request may take at most on model m: one request,
+// the prompt estimate plus the output cap in tokens, and their price.
+func estimate(req *strategies.Request, m *Model) limits.Amount {
+	out := outputCap(req.MaxTokens, m.MaxOutput)
+	prompt := float64(req.PromptTokens)
+	return limits.Amount{Requests: 1, Tokens: prompt + float64(out),
+		Cost: (prompt*m.InputPrice + float64(out)*m.OutputPrice) / 1e6}
+}
+
+// clampOutput returns the parameters that lower the request's output
+// cap fields to the model's max_output, or nil when none is above it.
+func (h *Handler) clampOutput(req *strategies.Request, c *strategies.Candidate) map[string]json.RawMessage {
+	m := h.models[c.Model]
+	if m.MaxOutput <= 0 || req.MaxTokens <= m.MaxOutput {
+		return nil
+	}
+	v := json.RawMessage(strconv.FormatInt(m.MaxOutput, 10))
+	params := make(map[string]json.RawMessage, 1)
+	for _, field := range outputCapFields {
+		if n := gjson.GetBytes(req.Body, field); n.Type == gjson.Number && n.Int() > m.MaxOutput {
+			params[field] = v
+		}
+	}
+	return params
+}
+
+// outputCapFields are the body fields that cap a request's output.
+var outputCapFields = []string{"max_tokens", "max_completion_tokens", "max_output_tokens"}
+
+// outputCap is the most output a request can get: the client's cap,
+// clamped to the model's max_output, or max_output, or the default.
+func outputCap(asked, maxOutput int64) int64 {
+	switch {
+	case asked > 0 && maxOutput > 0:
+		return min(asked, maxOutput)
+	case asked > 0:
+		return asked
+	case maxOutput > 0:
+		return maxOutput
+	}
+	return defaultOutputReserve
+}
+
+// actual is what an answer took on model m, from its usage; ok is false
+// when the answer reported none.
+func actual(u Usage, m *Model) (limits.Amount, bool) {
+	if u.PromptTokens == 0 && u.CompletionTokens == 0 {
+		return limits.Amount{}, false
+	}
+	read, write := float64(u.CacheReadTokens), float64(u.CacheWriteTokens)
+	plain := max(float64(u.PromptTokens)-read-write, 0)
+	readPrice, writePrice := m.InputPrice, m.InputPrice
+	if m.CacheReadPrice != nil {
+		readPrice = *m.CacheReadPrice
+	}
+	if m.CacheWritePrice != nil {
+		writePrice = *m.CacheWritePrice
+	}
+	return limits.Amount{
+		Requests: 1,
+		Tokens:   float64(u.PromptTokens + u.CompletionTokens),
+		Cost:     (plain*m.InputPrice + read*readPrice + write*writePrice + float64(u.CompletionTokens)*m.OutputPrice) / 1e6,
+	}, true
+}
+
+// settle ends an attempt's reservation: a success is settled on the
+// answer's usage (or, without usage, on the reservation itself), and
+// anything else gives the reservation back.
+func (h *Handler) settle(res *limits.Reservation, c *strategies.Candidate, outcome outcome, aw *attemptWriter) {
+	if res == nil {
+		return
+	}
+	ctx, now := context.Background(), time.Now()
+	if outcome != outcomeDone {
+		_ = res.Release(ctx, now)
+		return
+	}
+	var used limits.Amount
+	ok := false
+	if aw != nil {
+		used, ok = actual(aw.usage, h.models[c.Model])
+	}
+	if !ok {
+		used = reserved(res)
+	}
+	_ = res.Settle(ctx, used, now)
+}
+
+// reserved is the amount a reservation took, read back from its charges.
+func reserved(res *limits.Reservation) limits.Amount {
+	var a limits.Amount
+	for _, ch := range res.Charges {
+		switch ch.Kind {
+		case limits.RPM, limits.DailyRequests:
+			a.Requests = ch.Amount
+		case limits.TPM, limits.DailyTokens:
+			a.Tokens = ch.Amount
+		case limits.DailyBudget, limits.MonthlyBudget:
+			a.Cost = ch.Amount
+		}
+	}
+	return a
+}
+
+// degrade reorders the candidates after position i, whose attempt was
+// denied by a limit, by the route's on_exhausted: the cheapest first
+// (default), the strategy's order (`next`), or the listed models first.
+func (h *Handler) degrade(req *strategies.Request, p *plan, i int) {
+	rest := p.candidates[i+1:]
+	order := []string{"cheapest"}
+	if p.rt != nil && len(p.rt.OnExhausted) > 0 {
+		order = p.rt.OnExhausted
+	}
+	switch order[0] {
+	case "next":
+	case "cheapest":
+		slices.SortStableFunc(rest, func(a, b strategies.Candidate) int {
+			return compareCost(estimateCost(req, &a), estimateCost(req, &b))
+		})
+	default:
+		strategies.Prefer(rest, order)
+	}
+}
+
+// estimateCost is the candidate's estimated cost of req; +Inf when the
+// model has no price (never read as free).
+func estimateCost(req *strategies.Request, c *strategies.Candidate) float64 {
+	if !c.Priced {
+		return math.Inf(1)
+	}
+	out := outputCap(req.MaxTokens, 0)
+	return (float64(req.PromptTokens)*c.InputPrice + float64(out)*c.OutputPrice) / 1e6
+}
+
+func compareCost(a, b float64) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
+// setRateHeaders sets OpenAI's x-ratelimit-* headers of an answer from
+// its reservation: the tightest requests-per-minute and tokens-per-minute
+// limits that applied, and the room left on them.
+func setRateHeaders(hdr http.Header, res *limits.Reservation) {
+	if res == nil {
+		return
+	}
+	for _, kind := range []struct {
+		kind   limits.Kind
+		suffix string
+	}{{limits.RPM, "requests"}, {limits.TPM, "tokens"}} {
+		best := -1
+		for i, ch := range res.Charges {
+			if ch.Kind == kind.kind && (best < 0 || ch.Left < res.Charges[best].Left) {
+				best = i
+			}
+		}
+		if best < 0 {
+			continue
+		}
+		ch := res.Charges[best]
+		hdr.Set("X-Ratelimit-Limit-"+kind.suffix, strconv.FormatInt(int64(ch.Counter.Limit), 10))
+		hdr.Set("X-Ratelimit-Remaining-"+kind.suffix, strconv.FormatInt(max(int64(ch.Left), 0), 10))
+	}
+}
+
+// retryAfterSeconds is a Retry-After value: whole seconds, at least 1.
+func retryAfterSeconds(d time.Duration) string {
+	return strconv.FormatInt(max(int64(math.Ceil(d.Seconds())), 1), 10)
+}
