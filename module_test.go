@@ -11,50 +11,15 @@ import (
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
-	"go.uber.org/goleak"
+
+	"github.com/caddy-llm-route/llmroute/internal/testcaddy"
 )
 
-// caddyRunning wraps testing.M so that a minimal Caddy config is running
-// while the tests run and is stopped before goleak looks for leftover
-// goroutines.
-//
-// Provisioning a provider loads a reverse_proxy, whose Provision calls
-// ctx.App("events"). A bare caddy.NewContext(caddy.Context{...}) has no
-// config behind it and ctx.App panics with a nil pointer dereference, so
-// the tests derive their contexts from the active config instead
-// (caddy.ActiveContext).
-type caddyRunning struct{ m *testing.M }
-
-// testConfig runs no servers and writes nothing to disk; the events app
-// is loaded up front so that provisioning never adds apps concurrently.
-const testConfig = `{
-	"admin": {"disabled": true, "config": {"persist": false}},
-	"apps": {"events": {}}
-}`
-
-func (c caddyRunning) Run() int {
-	if err := caddy.Load([]byte(testConfig), true); err != nil {
-		panic("loading the test config: " + err.Error())
-	}
-	code := c.m.Run()
-	if err := caddy.Stop(); err != nil {
-		panic("stopping caddy: " + err.Error())
-	}
-	return code
-}
-
-func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(caddyRunning{m})
-}
+func TestMain(m *testing.M) { testcaddy.Main(m) }
 
 // newContext returns a Caddy context that is cancelled (and its modules
 // cleaned up) when the test ends.
-func newContext(t testing.TB) caddy.Context {
-	t.Helper()
-	ctx, cancel := caddy.NewContext(caddy.ActiveContext())
-	t.Cleanup(cancel)
-	return ctx
-}
+var newContext = testcaddy.Context
 
 // loadHandler unmarshals a JSON config into a Handler and provisions and
 // validates it like Caddy would. It returns the first error.

@@ -27,8 +27,9 @@ const (
 	maxTranslate = 16 << 20 // longest whole body held for translation
 )
 
-// Usage is the token usage an answer reported. PromptTokens counts the
-// cached prompt tokens too, whatever the API.
+// Usage is the token usage an answer reported, as the placeholders show
+// it: PromptTokens counts the cached prompt tokens too, whatever the API.
+// translate.Usage reads it from the wire.
 type Usage struct {
 	PromptTokens     int64
 	CompletionTokens int64
@@ -73,12 +74,13 @@ type attemptWriter struct {
 	stream     bool   // the response is an event stream
 	body       []byte // a whole body waiting for translation
 	pending    []byte
-	scanned    int   // bytes of pending already inspected as complete lines
-	terminated bool  // the stream carried its terminator (or an error event)
-	streamErr  error // why the writer stopped the stream itself
-	usage      Usage
-	tail       []byte // last bytes of a non-stream body
-	size       int64  // body bytes passed through
+	scanned    int             // bytes of pending already inspected as complete lines
+	terminated bool            // the stream carried its terminator (or an error event)
+	streamErr  error           // why the writer stopped the stream itself
+	reported   translate.Usage // the usage objects read so far
+	usage      Usage           // reported, in the placeholders' terms
+	tail       []byte          // last bytes of a non-stream body
+	size       int64           // body bytes passed through
 }
 
 func newAttemptWriter(ctx context.Context, w http.ResponseWriter) *attemptWriter {
@@ -199,7 +201,7 @@ func (aw *attemptWriter) finish() error {
 			aw.streamErr = err
 			return err
 		}
-		aw.readUsage(gjson.GetBytes(aw.body, "usage"))
+		aw.readUsage((*translate.Usage).Read, gjson.GetBytes(aw.body, "usage"))
 		aw.header.Set("Content-Length", strconv.Itoa(len(out)))
 		aw.commit()
 		n, _ := aw.w.Write(out)
@@ -226,7 +228,7 @@ func (aw *attemptWriter) finish() error {
 		aw.pending, aw.scanned = nil, 0
 	}
 	if !aw.stream {
-		aw.readUsage(aw.tailUsage())
+		aw.readUsage((*translate.Usage).Read, aw.tailUsage())
 	}
 	return nil
 }
@@ -333,54 +335,29 @@ func (aw *attemptWriter) inspectData(data []byte) bool {
 	ev := gjson.ParseBytes(data)
 	switch ev.Get("type").Str {
 	case "message_start":
-		aw.readAnthropicUsage(ev.Get("message.usage"))
+		aw.readUsage((*translate.Usage).ReadAnthropic, ev.Get("message.usage"))
 	case "message_delta":
-		aw.readAnthropicUsage(ev.Get("usage"))
+		aw.readUsage((*translate.Usage).ReadAnthropic, ev.Get("usage"))
 	case "message_stop", "error":
 		aw.terminated = true
 	case "response.completed", "response.incomplete", "response.failed":
 		aw.terminated = true
-		aw.readOpenAIUsage(ev.Get("response.usage"))
+		aw.readUsage((*translate.Usage).ReadOpenAI, ev.Get("response.usage"))
 	default:
 		if ev.Get("error").Exists() {
 			aw.terminated = true
 		}
-		aw.readOpenAIUsage(ev.Get("usage"))
+		aw.readUsage((*translate.Usage).ReadOpenAI, ev.Get("usage"))
 	}
 	return true
 }
 
-func (aw *attemptWriter) readOpenAIUsage(u gjson.Result) {
-	if !u.IsObject() {
-		return
-	}
-	if v := u.Get("prompt_tokens"); v.Exists() {
-		aw.usage.PromptTokens = v.Int()
-		aw.usage.CompletionTokens = u.Get("completion_tokens").Int()
-		aw.usage.CacheReadTokens = u.Get("prompt_tokens_details.cached_tokens").Int()
-		return
-	}
-	// The Responses API names them input and output tokens.
-	aw.usage.PromptTokens = u.Get("input_tokens").Int()
-	aw.usage.CompletionTokens = u.Get("output_tokens").Int()
-	aw.usage.CacheReadTokens = u.Get("input_tokens_details.cached_tokens").Int()
-}
-
-func (aw *attemptWriter) readAnthropicUsage(u gjson.Result) {
-	if !u.IsObject() {
-		return
-	}
-	if v := u.Get("output_tokens"); v.Exists() {
-		aw.usage.CompletionTokens = v.Int()
-	}
-	if v := u.Get("input_tokens"); v.Exists() {
-		// Anthropic's input_tokens leaves out the cached tokens, which
-		// come in the same object; PromptTokens counts them, as
-		// OpenAI's prompt_tokens does.
-		read, write := u.Get("cache_read_input_tokens").Int(), u.Get("cache_creation_input_tokens").Int()
-		aw.usage.PromptTokens = v.Int() + read + write
-		aw.usage.CacheReadTokens, aw.usage.CacheWriteTokens = read, write
-	}
+// readUsage reads a usage object with one of translate.Usage's readers
+// and updates the usage the placeholders show.
+func (aw *attemptWriter) readUsage(read func(*translate.Usage, gjson.Result), v gjson.Result) {
+	read(&aw.reported, v)
+	r := aw.reported
+	aw.usage = Usage{PromptTokens: r.Prompt(), CompletionTokens: r.Output, CacheReadTokens: r.CacheRead, CacheWriteTokens: r.CacheWrite}
 }
 
 // keepTail keeps the last bytes of a non-stream body, where the usage
@@ -410,13 +387,4 @@ func (aw *attemptWriter) tailUsage() gjson.Result {
 		}
 	}
 	return gjson.Result{}
-}
-
-// readUsage reads a usage object of either API.
-func (aw *attemptWriter) readUsage(u gjson.Result) {
-	if u.Get("input_tokens").Exists() && !u.Get("prompt_tokens").Exists() && !u.Get("total_tokens").Exists() {
-		aw.readAnthropicUsage(u)
-		return
-	}
-	aw.readOpenAIUsage(u)
 }

@@ -373,7 +373,7 @@ type chatToMessagesResp struct {
 	tool    int64 // chat index of the open tool call
 	tools   bool  // the answer has tool calls
 	stop    string
-	usage   usage
+	usage   Usage
 }
 
 // stopReason maps a chat finish_reason to a Messages stop_reason.
@@ -387,25 +387,6 @@ func stopReason(finish string) string {
 		return "refusal"
 	}
 	return "end_turn"
-}
-
-func (u *usage) readOpenAI(v gjson.Result) {
-	cached := v.Get("prompt_tokens_details.cached_tokens").Int()
-	write := v.Get("cache_creation_input_tokens").Int()
-	u.input = max(v.Get("prompt_tokens").Int()-cached-write, 0)
-	u.output = v.Get("completion_tokens").Int()
-	u.cacheRead = cached
-	u.cacheWrite = write
-}
-
-// writeAnthropic writes a Messages usage object.
-func (u usage) writeAnthropic(w *jsonw) {
-	w.open('{')
-	w.kint("input_tokens", u.input)
-	w.kint("output_tokens", u.output)
-	w.kint("cache_read_input_tokens", u.cacheRead)
-	w.kint("cache_creation_input_tokens", u.cacheWrite)
-	w.close('}')
 }
 
 // Response translates a chat completion to a Messages answer.
@@ -460,8 +441,8 @@ func (x *chatToMessagesResp) Response(body []byte) ([]byte, error) {
 	}
 	w.kstr("stop_reason", stop)
 	w.kraw("stop_sequence", "null")
-	var u usage
-	u.readOpenAI(resp.Get("usage"))
+	var u Usage
+	u.ReadOpenAI(resp.Get("usage"))
 	w.key("usage")
 	u.writeAnthropic(&w)
 	w.close('}')
@@ -556,9 +537,7 @@ func (x *chatToMessagesResp) Event(dst, data []byte) ([]byte, error) {
 		})
 		return w.b, nil
 	}
-	if c.usage.IsObject() {
-		x.usage.readOpenAI(c.usage)
-	}
+	x.usage.ReadOpenAI(c.usage)
 	choice := c.choices.Get("0")
 	if !choice.Exists() {
 		// The usage chunk, or Azure's prompt filter results (with an
@@ -652,7 +631,7 @@ func (x *chatToMessagesResp) start(w *jsonw) {
 		// The chat API reports usage at the end only; the final
 		// message_delta carries it all.
 		w.key("usage")
-		usage{}.writeAnthropic(w)
+		Usage{}.writeAnthropic(w)
 		w.close('}')
 	})
 }

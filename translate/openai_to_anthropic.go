@@ -440,7 +440,7 @@ type messagesToChat struct {
 
 	// stream state
 	id, model string // raw JSON values from message_start
-	usage     usage
+	usage     Usage
 	finish    string
 	blocks    []blockKind // kind of each content block, by index
 	tools     int         // tool calls started so far
@@ -454,47 +454,6 @@ const (
 	blockTool
 	blockJSON // the json_response tool: its input is the content
 )
-
-// usage is token usage in Anthropic's terms: input excludes cache reads
-// and writes.
-type usage struct {
-	input, output, cacheRead, cacheWrite int64
-}
-
-func (u *usage) readAnthropic(v gjson.Result) {
-	if x := v.Get("input_tokens"); x.Exists() {
-		u.input = x.Int()
-	}
-	if x := v.Get("output_tokens"); x.Exists() {
-		u.output = x.Int()
-	}
-	if x := v.Get("cache_read_input_tokens"); x.Exists() {
-		u.cacheRead = x.Int()
-	}
-	if x := v.Get("cache_creation_input_tokens"); x.Exists() {
-		u.cacheWrite = x.Int()
-	}
-}
-
-// writeOpenAI writes the usage object of a chat completion. prompt_tokens
-// counts cached tokens too, as OpenAI's does; cache writes, which OpenAI
-// has no field for, appear as cache_creation_input_tokens when there are
-// any.
-func (u usage) writeOpenAI(w *jsonw) {
-	prompt := u.input + u.cacheRead + u.cacheWrite
-	w.open('{')
-	w.kint("prompt_tokens", prompt)
-	w.kint("completion_tokens", u.output)
-	w.kint("total_tokens", prompt+u.output)
-	w.key("prompt_tokens_details")
-	w.open('{')
-	w.kint("cached_tokens", u.cacheRead)
-	w.close('}')
-	if u.cacheWrite > 0 {
-		w.kint("cache_creation_input_tokens", u.cacheWrite)
-	}
-	w.close('}')
-}
 
 // finishReason maps a Messages stop_reason to a chat finish_reason.
 func finishReason(stop string) string {
@@ -550,8 +509,8 @@ func (x *messagesToChat) Response(body []byte) ([]byte, error) {
 		}
 		return true
 	})
-	var u usage
-	u.readAnthropic(msg.Get("usage"))
+	var u Usage
+	u.ReadAnthropic(msg.Get("usage"))
 	finish := finishReason(msg.Get("stop_reason").Str)
 	if x.jsonTool && finish == "tool_calls" {
 		finish = "stop"
@@ -635,7 +594,7 @@ func (x *messagesToChat) Event(dst, data []byte) ([]byte, error) {
 	case "message_start":
 		m := ev.Get("message")
 		x.id, x.model = strRaw(m.Get("id")), strRaw(m.Get("model"))
-		x.usage.readAnthropic(m.Get("usage"))
+		x.usage.ReadAnthropic(m.Get("usage"))
 		x.chunk(&w, "", func(w *jsonw) {
 			w.kstr("role", "assistant")
 			w.kstr("content", "")
@@ -714,7 +673,7 @@ func (x *messagesToChat) Event(dst, data []byte) ([]byte, error) {
 			}
 		}
 	case "message_delta":
-		x.usage.readAnthropic(ev.Get("usage"))
+		x.usage.ReadAnthropic(ev.Get("usage"))
 		x.finish = finishReason(ev.Get("delta.stop_reason").Str)
 		if x.jsonTool && x.finish == "tool_calls" {
 			x.finish = "stop"

@@ -16,37 +16,13 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp/reverseproxy"
-	"go.uber.org/goleak"
+
+	"github.com/caddy-llm-route/llmroute/internal/testcaddy"
 )
 
-// caddyRunning keeps a minimal Caddy config running during the tests:
-// reverse_proxy's Provision needs ctx.App("events"), which panics on a
-// bare caddy.NewContext(caddy.Context{...}) (it has no config), so the
-// tests derive their contexts from caddy.ActiveContext().
-type caddyRunning struct{ m *testing.M }
+func TestMain(m *testing.M) { testcaddy.Main(m) }
 
-func (c caddyRunning) Run() int {
-	cfg := `{"admin": {"disabled": true, "config": {"persist": false}}, "apps": {"events": {}}}`
-	if err := caddy.Load([]byte(cfg), true); err != nil {
-		panic("loading the test config: " + err.Error())
-	}
-	code := c.m.Run()
-	if err := caddy.Stop(); err != nil {
-		panic("stopping caddy: " + err.Error())
-	}
-	return code
-}
-
-func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(caddyRunning{m})
-}
-
-func newContext(t testing.TB) caddy.Context {
-	t.Helper()
-	ctx, cancel := caddy.NewContext(caddy.ActiveContext())
-	t.Cleanup(cancel)
-	return ctx
-}
+var newContext = testcaddy.Context
 
 // provision unmarshals a provider from JSON and provisions and
 // validates it.
