@@ -16,17 +16,21 @@ import (
 
 // Redis is a Store shared by a fleet: every counter lives in Redis, and a
 // reservation checks and takes all its counters in one Lua script, so
-// instances sharing a Redis never admit together more than a limit
-// allows. Each reservation or adjustment is one round trip.
+// instances sharing a Redis never reserve together past a limit. Each
+// reservation or adjustment is one round trip.
 //
-// Time is the caller's: the scripts are given now and never read Redis'
-// clock, so instances agree within their clocks' skew. A counter is a
-// hash (value, stamp) at Prefix+Key, and every write gives it a TTL, so
-// no key lives forever: a calendar counter until its window ends, a
+// Time is the caller's: the scripts are given now (in whole ms) and
+// never read Redis' clock, so instances agree within their clocks' skew.
+// A counter is a hash (value, stamp) at Prefix+Key, and every write
+// gives it a TTL, relative so that Redis' clock does not matter either,
+// and no key lives forever: a calendar counter until its window ends, a
 // draining counter until it has drained empty, each plus a minute; a
 // counter that does neither (concurrency) ConcurrencyTTL after its last
 // write, so that the slots of a crashed instance free themselves once
 // the counter is left alone that long.
+//
+// A call is bounded by Timeout alone, not by the caller's context: a
+// release after the client went away must still reach Redis.
 //
 // When Redis cannot be reached within Timeout, OnError decides: allow
 // (the default) reserves on the local store instead, so the local limits
@@ -37,6 +41,9 @@ import (
 //
 // A single Redis (or a primary) only: the keys of one reservation may
 // lie in different slots of a Redis Cluster.
+//
+// go-redis itself logs failed dials on its process-wide logger
+// (redis.SetLogger), a line each until its pool stops dialling.
 type Redis struct {
 	client      *redis.Client
 	prefix      string
