@@ -45,6 +45,9 @@ type Server struct {
 // URL returns the server's redis:// URL.
 func (s *Server) URL() string { return "redis://" + s.Addr }
 
+// binary is Binary, or a stand-in in tests.
+var binary = Binary
+
 // Binary returns the path of redis-server, or "" when it is not
 // installed.
 func Binary() string {
@@ -61,7 +64,7 @@ func Binary() string {
 // answers PING. It is killed when the test ends.
 func Start(t testing.TB) *Server {
 	t.Helper()
-	bin := Binary()
+	bin := binary()
 	if bin == "" {
 		if os.Getenv(RequireEnv) == "1" {
 			t.Fatalf("redis-server not installed (Debian package redis-server) and %s=1", RequireEnv)
