@@ -2,6 +2,7 @@ package limits
 
 import (
 	"context"
+	"math"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -62,19 +63,16 @@ func TestCalendar(t *testing.T) {
 // reserve reserves a on s's counters in m.
 func reserve(t *testing.T, m Store, s *Subject, a Amount, now time.Time) (*Reservation, Verdict) {
 	t.Helper()
-	charges := s.Charges(nil, a, now)
-	v, err := m.Reserve(ctx, charges, now)
+	r, v, err := Reserve(ctx, m, s.Charges(nil, a, now), now)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !v.OK {
-		return nil, v
-	}
-	return &Reservation{Store: m, Charges: charges}, v
+	return r, v
 }
 
-func TestDailyWindow(t *testing.T) {
-	m := NewMemory()
+func TestDailyWindow(t *testing.T) { eachStore(t, testDailyWindow) }
+
+func testDailyWindow(t *testing.T, m Store) {
 	loc := mustLoc(t, "Asia/Shanghai")
 	s := NewSubject("model:gpt-4o", Limits{DailyRequests: 3}, loc)
 	now := time.Date(2026, 12, 4, 15, 0, 0, 0, time.UTC) // 23:00 in Shanghai
@@ -107,8 +105,9 @@ func TestDailyWindow(t *testing.T) {
 	}
 }
 
-func TestMonthlyBudget(t *testing.T) {
-	m := NewMemory()
+func TestMonthlyBudget(t *testing.T) { eachStore(t, testMonthlyBudget) }
+
+func testMonthlyBudget(t *testing.T, m Store) {
 	s := NewSubject("key:team-a", Limits{MonthlyBudget: 1}, time.UTC)
 	now := time.Date(2026, 12, 30, 0, 0, 0, 0, time.UTC)
 	r, v := reserve(t, m, s, Amount{Cost: 0.6}, now)
@@ -131,8 +130,9 @@ func TestMonthlyBudget(t *testing.T) {
 	}
 }
 
-func TestLeakyBucket(t *testing.T) {
-	m := NewMemory()
+func TestLeakyBucket(t *testing.T) { eachStore(t, testLeakyBucket) }
+
+func testLeakyBucket(t *testing.T, m Store) {
 	s := NewSubject("provider:p", Limits{RPM: 60, TPM: 1000}, time.UTC)
 	now := time.Date(2026, 12, 4, 12, 0, 0, 0, time.UTC)
 	// A burst up to the limit passes.
@@ -170,8 +170,9 @@ func TestLeakyBucket(t *testing.T) {
 	}
 }
 
-func TestAllOrNothing(t *testing.T) {
-	m := NewMemory()
+func TestAllOrNothing(t *testing.T) { eachStore(t, testAllOrNothing) }
+
+func testAllOrNothing(t *testing.T, m Store) {
 	a := NewSubject("model:a", Limits{DailyRequests: 10}, time.UTC)
 	b := NewSubject("key:b", Limits{DailyRequests: 1}, time.UTC)
 	now := time.Now()
@@ -190,8 +191,9 @@ func TestAllOrNothing(t *testing.T) {
 	}
 }
 
-func TestMaxConcurrent(t *testing.T) {
-	m := NewMemory()
+func TestMaxConcurrent(t *testing.T) { eachStore(t, testMaxConcurrent) }
+
+func testMaxConcurrent(t *testing.T, m Store) {
 	s := NewSubject("model:m", Limits{MaxConcurrent: 2}, time.UTC)
 	now := time.Now()
 	r1, _ := reserve(t, m, s, Amount{Requests: 1}, now)
@@ -208,39 +210,61 @@ func TestMaxConcurrent(t *testing.T) {
 
 // Fifty concurrent requests against a nearly exhausted budget overshoot
 // it by at most one request's reservation, even when each request costs
-// twice what it reserved.
+// twice what it reserved. They come through two stores sharing the
+// counters: on Redis, two gateways.
 func TestOvershootBound(t *testing.T) {
-	for _, actualFactor := range []float64{1, 2} {
-		m := NewMemory()
-		s := NewSubject("key:k", Limits{DailyBudget: 1}, time.UTC)
-		now := time.Date(2026, 12, 4, 12, 0, 0, 0, time.UTC)
-		// Spent: 0.95 of 1.
-		r, _ := reserve(t, m, s, Amount{Cost: 0.95}, now)
-		_ = r.Settle(ctx, Amount{Cost: 0.95}, now)
-		const each = 0.02
-		var admitted atomic.Int64
-		var wg sync.WaitGroup
-		for range 50 {
-			wg.Go(func() {
-				charges := s.Charges(make([]Charge, 0, 4), Amount{Cost: each}, now)
-				v, err := m.Reserve(ctx, charges, now)
-				if err != nil || !v.OK {
-					return
-				}
-				admitted.Add(1)
-				_ = (&Reservation{Store: m, Charges: charges}).Settle(ctx, Amount{Cost: each * actualFactor}, now)
-			})
-		}
-		wg.Wait()
-		spent := 0.95 + float64(admitted.Load())*each*actualFactor
-		// Reservations alone admit two; a settlement at twice the cost
-		// that lands before the second reservation leaves room for one.
-		if n := admitted.Load(); n < 1 || n > 2 || actualFactor == 1 && n != 2 {
-			t.Errorf("factor %v: %d of 50 admitted", actualFactor, n)
-		}
-		if over := spent - 1; over > each*actualFactor+1e-9 {
-			t.Errorf("factor %v: spent %v, over the budget by more than one request", actualFactor, spent)
-		}
+	for _, b := range backends {
+		t.Run(b.name, func(t *testing.T) {
+			for _, actualFactor := range []float64{1, 2} {
+				testOvershootBound(t, b.open(t, 2), actualFactor)
+			}
+		})
+	}
+}
+
+func testOvershootBound(t *testing.T, fleet []Store, actualFactor float64) {
+	s := NewSubject("key:k", Limits{DailyBudget: 1}, time.UTC)
+	now := time.Date(2026, 12, 4, 12, 0, 0, 0, time.UTC)
+	// Spent: 0.95 of 1.
+	r, _ := reserve(t, fleet[0], s, Amount{Cost: 0.95}, now)
+	if err := r.Settle(ctx, Amount{Cost: 0.95}, now); err != nil {
+		t.Fatal(err)
+	}
+	const each = 0.02
+	var admitted atomic.Int64
+	var wg sync.WaitGroup
+	for i := range 50 {
+		wg.Go(func() {
+			charges := s.Charges(make([]Charge, 0, 4), Amount{Cost: each}, now)
+			r, v, err := Reserve(ctx, fleet[i%len(fleet)], charges, now)
+			if err != nil {
+				t.Error(err)
+			}
+			if err != nil || !v.OK {
+				return
+			}
+			admitted.Add(1)
+			if err := r.Settle(ctx, Amount{Cost: each * actualFactor}, now); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	wg.Wait()
+	spent := 0.95 + float64(admitted.Load())*each*actualFactor
+	// Reservations alone admit two; a settlement at twice the cost
+	// that lands before the second reservation leaves room for one.
+	if n := admitted.Load(); n < 1 || n > 2 || actualFactor == 1 && n != 2 {
+		t.Errorf("factor %v: %d of 50 admitted", actualFactor, n)
+	}
+	if over := spent - 1; over > each*actualFactor+1e-9 {
+		t.Errorf("factor %v: spent %v, over the budget by more than one request", actualFactor, spent)
+	}
+	// The counter holds what was spent: read it through a charge of 0
+	// with a limit that cannot stop it.
+	probe := s.Charges(nil, Amount{}, now)
+	probe[0].Counter.Limit = 1000
+	if _, v, err := Reserve(ctx, fleet[0], probe, now); err != nil || !v.OK || math.Abs(1000-probe[0].Left-spent) > 1e-9 {
+		t.Errorf("factor %v: counter at %v, want %v spent (%+v, %v)", actualFactor, 1000-probe[0].Left, spent, v, err)
 	}
 }
 

@@ -50,6 +50,14 @@ type Verdict struct {
 	// charge: its window's end, the time it takes to drain, or (for a
 	// counter that neither drains nor expires) a short wait.
 	RetryAfter time.Duration
+	// Store, when not nil, is the store that answered in place of the
+	// one asked, and holds the reservation: a Redis store that cannot
+	// reach Redis reserves on its local store (on_error allow). Settle
+	// or release there; Reserve (the function) does.
+	Store Store
+	// Unavailable is true when the store could not be asked and its
+	// policy denies (on_error deny); Denied is then 0 and means nothing.
+	Unavailable bool
 }
 
 // Store holds counters. Its methods are safe for concurrent use.

@@ -98,6 +98,20 @@ type Reservation struct {
 	Charges []Charge
 }
 
+// Reserve reserves charges on st at now. When every charge was
+// reserved it returns the reservation to settle or release, on the
+// store that holds it (Verdict.Store when set).
+func Reserve(ctx context.Context, st Store, charges []Charge, now time.Time) (*Reservation, Verdict, error) {
+	v, err := st.Reserve(ctx, charges, now)
+	if err != nil || !v.OK {
+		return nil, v, err
+	}
+	if v.Store != nil {
+		st = v.Store
+	}
+	return &Reservation{Store: st, Charges: charges}, v, nil
+}
+
 // Settle replaces the reserved amounts with the actual ones and frees the
 // concurrency slots.
 func (r *Reservation) Settle(ctx context.Context, actual Amount, now time.Time) error {

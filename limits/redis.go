@@ -1,0 +1,409 @@
+package limits
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/url"
+	"strconv"
+	"sync/atomic"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"github.com/redis/go-redis/v9/maintnotifications"
+	"go.uber.org/zap"
+)
+
+// Redis is a Store shared by a fleet: every counter lives in Redis, and a
+// reservation checks and takes all its counters in one Lua script, so
+// instances sharing a Redis never reserve together past a limit. Each
+// reservation or adjustment is one round trip.
+//
+// Time is the caller's: the scripts are given now (in whole ms) and
+// never read Redis' clock, so instances agree within their clocks' skew.
+// A counter is a hash (value, stamp) at Prefix+Key, and every write
+// gives it a TTL, relative so that Redis' clock does not matter either,
+// and no key lives forever: a calendar counter until its window ends, a
+// draining counter until it has drained empty, each plus a minute; a
+// counter that does neither (concurrency) ConcurrencyTTL after its last
+// write, so that the slots of a crashed instance free themselves once
+// the counter is left alone that long.
+//
+// A call is bounded by Timeout alone, not by the caller's context: a
+// release after the client went away must still reach Redis.
+//
+// When Redis cannot be reached within Timeout, OnError decides: allow
+// (the default) reserves on the local store instead, so the local limits
+// still apply, and the Verdict's Store says so; deny answers not OK. Each
+// such error is counted (Errors) and logged at most once per LogInterval.
+// A Redis error on Adjust is counted, logged and returned: the Redis
+// counter then keeps the amount until it drains or its key expires.
+//
+// A single Redis (or a primary) only: the keys of one reservation may
+// lie in different slots of a Redis Cluster.
+//
+// go-redis itself logs failed dials on its process-wide logger
+// (redis.SetLogger), a line each until its pool stops dialling.
+type Redis struct {
+	client      *redis.Client
+	prefix      string
+	timeout     time.Duration
+	onError     OnError
+	local       Store
+	idleMs      string // ConcurrencyTTL in ms
+	logger      *zap.Logger
+	logInterval time.Duration
+
+	errs     atomic.Uint64
+	lastLog  atomic.Int64  // unix ns of the last error logged
+	loggedAt atomic.Uint64 // errs when it was logged
+}
+
+// OnError is what a Redis store does when Redis cannot be reached.
+type OnError uint8
+
+// The policies on a Redis error.
+const (
+	// OnErrorAllow reserves on the local store: local limits apply.
+	OnErrorAllow OnError = iota
+	// OnErrorDeny answers not OK.
+	OnErrorDeny
+)
+
+func (p OnError) String() string {
+	if p == OnErrorDeny {
+		return "deny"
+	}
+	return "allow"
+}
+
+// ParseOnError parses "allow" or "deny".
+func ParseOnError(s string) (OnError, error) {
+	switch s {
+	case "allow":
+		return OnErrorAllow, nil
+	case "deny":
+		return OnErrorDeny, nil
+	}
+	return 0, fmt.Errorf("on_error must be allow or deny, got %q", s)
+}
+
+// MarshalText implements encoding.TextMarshaler.
+func (p OnError) MarshalText() ([]byte, error) { return []byte(p.String()), nil }
+
+// UnmarshalText implements encoding.TextUnmarshaler.
+func (p *OnError) UnmarshalText(b []byte) error {
+	v, err := ParseOnError(string(b))
+	if err == nil {
+		*p = v
+	}
+	return err
+}
+
+// RedisOptions configure a Redis store.
+type RedisOptions struct {
+	// URL is redis://[user:password@]host[:port][/db] or rediss:// for
+	// TLS; placeholders must be replaced before.
+	URL string
+	// Username and Password, when set, replace those of the URL.
+	Username, Password string
+	// Timeout bounds each call to Redis, connecting included; default
+	// 100ms. A request never waits on Redis longer.
+	Timeout time.Duration
+	// OnError is what to do when Redis cannot be reached; default allow.
+	OnError OnError
+	// Prefix starts every key; default "llm_route:".
+	Prefix string
+	// ConcurrencyTTL is how long a counter that neither drains nor
+	// expires (max_concurrent) lives after its last write; default 10m.
+	ConcurrencyTTL time.Duration
+	// Local is the store reserved on when Redis cannot be reached and
+	// OnError is allow; default a new Memory.
+	Local Store
+	// Logger logs Redis errors, at most one line per LogInterval (default
+	// 1m); nil: not logged.
+	Logger      *zap.Logger
+	LogInterval time.Duration
+}
+
+// The defaults of RedisOptions.
+const (
+	DefaultRedisTimeout   = 100 * time.Millisecond
+	DefaultRedisPrefix    = "llm_route:"
+	DefaultConcurrencyTTL = 10 * time.Minute
+	defaultLogInterval    = time.Minute
+)
+
+// unavailableWait is the Retry-After of a reservation denied because
+// Redis could not be reached.
+const unavailableWait = time.Second
+
+// ttlMargin is how long a calendar or draining counter outlives its
+// window or its drain, in ms: room for clock skew between instances.
+const ttlMargin = "60000"
+
+// NewRedis returns a Redis store. It does not connect: the first call
+// does, and a Redis that is down at start is handled like one that goes
+// down later.
+func NewRedis(o RedisOptions) (*Redis, error) {
+	opt, err := redis.ParseURL(o.URL)
+	if err != nil {
+		// url.Error quotes the URL, password included: leave it out.
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err
+		}
+		return nil, fmt.Errorf("redis URL: %v", err)
+	}
+	if o.Username != "" {
+		opt.Username = o.Username
+	}
+	if o.Password != "" {
+		opt.Password = o.Password
+	}
+	if o.Timeout <= 0 {
+		o.Timeout = DefaultRedisTimeout
+	}
+	if o.Prefix == "" {
+		o.Prefix = DefaultRedisPrefix
+	}
+	if o.ConcurrencyTTL <= 0 {
+		o.ConcurrencyTTL = DefaultConcurrencyTTL
+	}
+	if o.Local == nil {
+		o.Local = NewMemory()
+	}
+	if o.Logger == nil {
+		o.Logger = zap.NewNop()
+	}
+	if o.LogInterval <= 0 {
+		o.LogInterval = defaultLogInterval
+	}
+	if o.OnError > OnErrorDeny {
+		return nil, fmt.Errorf("unknown on_error policy %d", o.OnError)
+	}
+	opt.DialTimeout, opt.ReadTimeout, opt.WriteTimeout, opt.PoolTimeout = o.Timeout, o.Timeout, o.Timeout, o.Timeout
+	opt.ContextTimeoutEnabled = true
+	// A script is not idempotent: a retry after a lost reply would
+	// reserve twice. One dial per call, no pause after a failed one.
+	opt.MaxRetries = -1
+	opt.DialerRetries = 1
+	opt.DialerRetryTimeout = time.Microsecond
+	opt.MaintNotificationsConfig = &maintnotifications.Config{Mode: maintnotifications.ModeDisabled}
+	return &Redis{
+		client:      redis.NewClient(opt),
+		prefix:      o.Prefix,
+		timeout:     o.Timeout,
+		onError:     o.OnError,
+		local:       o.Local,
+		idleMs:      strconv.FormatInt(o.ConcurrencyTTL.Milliseconds(), 10),
+		logger:      o.Logger,
+		logInterval: o.LogInterval,
+	}, nil
+}
+
+// Close closes the connections to Redis.
+func (r *Redis) Close() error { return r.client.Close() }
+
+// Errors returns how many calls to Redis have failed.
+func (r *Redis) Errors() uint64 { return r.errs.Load() }
+
+// Ping checks that Redis answers within the timeout.
+func (r *Redis) Ping(ctx context.Context) error {
+	ctx, cancel := r.callContext(ctx)
+	defer cancel()
+	return r.client.Ping(ctx).Err()
+}
+
+// The scripts. ARGV[1] is now (unix ms), ARGV[2] the TTL margin of
+// calendar and draining counters (ms), ARGV[3] the TTL of the others
+// (ms); then four per key: limit, rate (per second), expires (unix ms; 0:
+// never), amount. level and put do what level and Memory.add do; a
+// counter at 0 is deleted, as it reads as a missing one. Numbers go back
+// as strings: Redis truncates a Lua number in a reply to an integer.
+const luaCommon = `
+local now, margin, idle = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local function arg(i, j) return tonumber(ARGV[3 + (i - 1) * 4 + j]) end
+local function fmt(x) return string.format('%.17g', x) end
+local function level(key, rate, expires)
+	if expires > 0 and now >= expires then return 0 end
+	local h = redis.call('HMGET', key, 'v', 's')
+	local v, s = tonumber(h[1]), tonumber(h[2])
+	if not v then return 0 end
+	if rate > 0 and s and now > s then v = v - rate * ((now - s) / 1000) end
+	if v > 0 then return v end
+	return 0
+end
+local function put(key, v, rate, expires)
+	if not (v > 0) then
+		redis.call('DEL', key)
+		return 0
+	end
+	local ttl
+	if expires > 0 then
+		if now >= expires then
+			redis.call('DEL', key)
+			return v
+		end
+		ttl = expires - now + margin
+	end
+	if rate > 0 then
+		local d = math.ceil(v / rate * 1000) + margin
+		if not ttl or d < ttl then ttl = d end
+	end
+	redis.call('HSET', key, 'v', fmt(v), 's', string.format('%.0f', now))
+	redis.call('PEXPIRE', key, string.format('%.0f', ttl or idle))
+	return v
+end
+local function add(i)
+	local rate, expires = arg(i, 2), arg(i, 3)
+	return put(KEYS[i], level(KEYS[i], rate, expires) + arg(i, 4), rate, expires)
+end
+`
+
+// reserveScript returns {1, value after, ...} when every counter had
+// room, or {0, index, level} for the first that had not.
+var reserveScript = redis.NewScript(luaCommon + `
+for i = 1, #KEYS do
+	local limit, amount = arg(i, 1), arg(i, 4)
+	local v = level(KEYS[i], arg(i, 2), arg(i, 3))
+	if not (v <= 0 or v + amount <= limit) then
+		return {0, i - 1, fmt(v)}
+	end
+end
+local out = {1}
+for i = 1, #KEYS do out[i + 1] = fmt(add(i)) end
+return out
+`)
+
+// adjustScript adds every amount.
+var adjustScript = redis.NewScript(luaCommon + `
+for i = 1, #KEYS do add(i) end
+return 1
+`)
+
+// Reserve implements Store.
+func (r *Redis) Reserve(ctx context.Context, charges []Charge, now time.Time) (Verdict, error) {
+	if len(charges) == 0 {
+		return Verdict{OK: true}, nil
+	}
+	v, err := r.reserve(ctx, charges, now)
+	if err == nil {
+		return v, nil
+	}
+	r.fail(err)
+	if r.onError == OnErrorDeny {
+		return Verdict{RetryAfter: unavailableWait, Unavailable: true}, nil
+	}
+	v, err = r.local.Reserve(ctx, charges, now)
+	v.Store = r.local
+	return v, err
+}
+
+func (r *Redis) reserve(ctx context.Context, charges []Charge, now time.Time) (Verdict, error) {
+	keys, args := r.args(charges, now)
+	ctx, cancel := r.callContext(ctx)
+	defer cancel()
+	res, err := reserveScript.Run(ctx, r.client, keys, args...).Slice()
+	if err != nil {
+		return Verdict{}, err
+	}
+	bad := fmt.Errorf("redis: unexpected reply to the reserve script: %v", res)
+	if len(res) == 0 {
+		return Verdict{}, bad
+	}
+	switch ok, _ := res[0].(int64); {
+	case ok == 1 && len(res) == len(charges)+1:
+		for i := range charges {
+			v, err := parseFloat(res[i+1])
+			if err != nil {
+				return Verdict{}, bad
+			}
+			charges[i].Left = charges[i].Counter.Limit - v
+		}
+		return Verdict{OK: true}, nil
+	case ok == 0 && len(res) == 3:
+		i, _ := res[1].(int64)
+		v, err := parseFloat(res[2])
+		if err != nil || i < 0 || int(i) >= len(charges) {
+			return Verdict{}, bad
+		}
+		ch := charges[i]
+		_, wait := room(ch.Counter, v, ch.Amount, now)
+		return Verdict{Denied: int(i), RetryAfter: wait}, nil
+	}
+	return Verdict{}, bad
+}
+
+// Adjust implements Store. A Redis error is returned whatever OnError
+// says: the amounts were reserved on Redis and only Redis can take them
+// back (Verdict.Store sends the adjustments of a local reservation to
+// the local store).
+func (r *Redis) Adjust(ctx context.Context, charges []Charge, now time.Time) error {
+	if len(charges) == 0 {
+		return nil
+	}
+	keys, args := r.args(charges, now)
+	ctx, cancel := r.callContext(ctx)
+	defer cancel()
+	if err := adjustScript.Run(ctx, r.client, keys, args...).Err(); err != nil {
+		r.fail(err)
+		return fmt.Errorf("redis state: %w", err)
+	}
+	return nil
+}
+
+// callContext bounds a call by the timeout. It does not end with the
+// caller's context: a release when the client has gone away must still
+// reach Redis.
+func (r *Redis) callContext(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.WithoutCancel(ctx), r.timeout)
+}
+
+// args returns the scripts' KEYS and ARGV for charges at now.
+func (r *Redis) args(charges []Charge, now time.Time) ([]string, []any) {
+	keys := make([]string, len(charges))
+	args := make([]any, 3, 3+4*len(charges))
+	args[0], args[1], args[2] = strconv.FormatInt(now.UnixMilli(), 10), ttlMargin, r.idleMs
+	for i, ch := range charges {
+		c := ch.Counter
+		keys[i] = r.prefix + c.Key
+		var expires int64
+		if !c.Expires.IsZero() {
+			expires = c.Expires.UnixMilli()
+		}
+		args = append(args, formatFloat(c.Limit), formatFloat(c.Rate),
+			strconv.FormatInt(expires, 10), formatFloat(ch.Amount))
+	}
+	return keys, args
+}
+
+// fail counts a Redis error and logs it unless one was logged less than
+// the log interval ago.
+func (r *Redis) fail(err error) {
+	n := r.errs.Add(1)
+	now := time.Now().UnixNano()
+	last := r.lastLog.Load()
+	if last != 0 && now-last < int64(r.logInterval) || !r.lastLog.CompareAndSwap(last, now) {
+		return
+	}
+	since := n - r.loggedAt.Swap(n)
+	r.logger.Warn("redis state: call failed",
+		zap.Error(err),
+		zap.String("on_error", r.onError.String()),
+		zap.Uint64("errors", n),
+		zap.Uint64("errors_since_last_log", since))
+}
+
+func formatFloat(f float64) string { return strconv.FormatFloat(f, 'g', -1, 64) }
+
+func parseFloat(x any) (float64, error) {
+	s, ok := x.(string)
+	if !ok {
+		return 0, fmt.Errorf("not a string: %T", x)
+	}
+	return strconv.ParseFloat(s, 64)
+}
+
+// Interface guards
+var _ Store = (*Redis)(nil)
