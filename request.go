@@ -8,6 +8,7 @@ import (
 	"math"
 	"slices"
 	"strings"
+	"unicode"
 	"unicode/utf8"
 
 	"github.com/tidwall/gjson"
@@ -80,13 +81,25 @@ func parseRequest(body []byte, modelKey string, maxDepth int) (*strategies.Reque
 	req := &strategies.Request{Body: body}
 	var perr *requestError
 	var model gjson.Result
+	top, _, _ := strings.Cut(modelKey, ".")
+	foldedTop := foldKey(top)
 	seen := make(map[string]struct{}, 16)
 	root.ForEach(func(k, v gjson.Result) bool {
-		if _, ok := seen[k.Str]; ok {
-			perr = badRequest("duplicate_key", "request body has the key %q more than once", truncate(k.Str, 64))
+		// Keys are compared as Go's encoding/json matches them to
+		// fields (and so do Ollama and other Go servers): ignoring
+		// case, last one wins.
+		folded := foldKey(k.Str)
+		if _, ok := seen[folded]; ok {
+			perr = badRequest("duplicate_key", "request body has the key %q more than once (keys differing only in case count as one)", truncate(k.Str, 64))
 			return false
 		}
-		seen[k.Str] = struct{}{}
+		seen[folded] = struct{}{}
+		if folded != k.Str && (folded == foldedTop || slices.Contains(readKeys, folded)) {
+			// The gateway reads the key in lower case; a server that
+			// ignores case reads this one.
+			perr = ambiguousKey(k.Str, folded)
+			return false
+		}
 		switch k.Str {
 		case modelKey:
 			model = v
@@ -119,19 +132,9 @@ func parseRequest(body []byte, modelKey string, maxDepth int) (*strategies.Reque
 	if perr != nil {
 		return nil, perr
 	}
-	if _, topLevel := seen[modelKey]; !topLevel {
-		model = gjson.GetBytes(body, modelKey)
-		if i := strings.LastIndexByte(modelKey, '.'); i > 0 && model.Exists() {
-			n := 0
-			gjson.GetBytes(body, modelKey[:i]).ForEach(func(k, _ gjson.Result) bool {
-				if k.Str == modelKey[i+1:] {
-					n++
-				}
-				return true
-			})
-			if n > 1 {
-				return nil, badRequest("duplicate_key", "request body has the key %q more than once", truncate(modelKey, 64))
-			}
+	if top != modelKey {
+		if model, perr = nestedKey(root, modelKey); perr != nil {
+			return nil, perr
 		}
 	}
 	switch {
@@ -142,6 +145,102 @@ func parseRequest(body []byte, modelKey string, maxDepth int) (*strategies.Reque
 	}
 	req.Model = model.Str
 	return req, nil
+}
+
+// readKeys are the top-level keys the gateway reads besides the model
+// key: those routing and limits read, and those of the prompt
+// (strategies.Request.ReadPrompt). A key that differs from one of them
+// only in case is refused: the gateway would not see it, a server that
+// ignores case would.
+var readKeys = []string{
+	"stream", "max_tokens", "max_completion_tokens", "max_output_tokens", "n",
+	"temperature", "top_p", "presence_penalty", "frequency_penalty", "models",
+	"messages", "system", "instructions", "prompt", "input", "tools", "functions",
+	"response_format", "output_format", "text", "output_config",
+}
+
+func ambiguousKey(key, as string) *requestError {
+	return badRequest("ambiguous_key", "request body has the key %q, which servers that ignore case read as %q", truncate(key, 64), truncate(as, 64))
+}
+
+// foldKey returns the form of an object key under which Go's
+// encoding/json considers keys equal: ASCII letters in lower case, other
+// characters folded through upper and lower case, so that the long s
+// (ſ) matches "s" and the Kelvin sign matches "k". A key with nothing to
+// fold is returned as is.
+func foldKey(k string) string {
+	i := 0
+	for i < len(k) && k[i] < utf8.RuneSelf && (k[i] < 'A' || k[i] > 'Z') {
+		i++
+	}
+	if i == len(k) {
+		return k
+	}
+	b := make([]byte, i, len(k))
+	copy(b, k[:i])
+	for _, r := range k[i:] {
+		b = utf8.AppendRune(b, foldRune(r))
+	}
+	return string(b)
+}
+
+func foldRune(r rune) rune {
+	if r < utf8.RuneSelf {
+		return unicode.ToLower(r)
+	}
+	return unicode.ToLower(unicode.ToUpper(unicode.ToLower(r)))
+}
+
+// foldEqual reports whether foldKey(k) == folded, without allocating.
+func foldEqual(k, folded string) bool {
+	j := 0
+	for _, r := range k {
+		f, n := utf8.DecodeRuneInString(folded[j:])
+		if n == 0 || f != foldRune(r) {
+			return false
+		}
+		j += n
+	}
+	return j == len(folded)
+}
+
+// nestedKey finds the value at a dotted path of object keys (such as
+// request.model), refusing a key on the way that its object holds twice
+// or in another case. A path with gjson's special characters is read
+// with gjson, unchecked.
+func nestedKey(root gjson.Result, path string) (gjson.Result, *requestError) {
+	if strings.ContainsAny(path, "\\*?#|@!") {
+		return root.Get(path), nil
+	}
+	v := root
+	for part := range strings.SplitSeq(path, ".") {
+		if !v.IsObject() {
+			return gjson.Result{}, nil
+		}
+		var found gjson.Result
+		var perr *requestError
+		folded := foldKey(part)
+		v.ForEach(func(k, val gjson.Result) bool {
+			if !foldEqual(k.Str, folded) {
+				return true
+			}
+			switch {
+			case found.Exists():
+				perr = badRequest("duplicate_key", "request body has the key %q more than once (keys differing only in case count as one)", truncate(path, 64))
+			case k.Str != part:
+				perr = ambiguousKey(k.Str, part)
+			default:
+				found = val
+				return true
+			}
+			return false
+		})
+		if perr != nil {
+			return gjson.Result{}, perr
+		}
+		v = found
+	}
+	return v, nil
 }
 
 // tokenCount validates a token count field: a finite integer within
