@@ -1,9 +1,9 @@
 package llmroute
 
 import (
-	"bytes"
 	"encoding/json"
 	"fmt"
+	"hash/maphash"
 	"maps"
 	"math"
 	"slices"
@@ -56,6 +56,10 @@ func badRequest(code, format string, args ...any) *requestError {
 	return &requestError{status: 400, code: code, msg: fmt.Sprintf(format, args...)}
 }
 
+// maxKeys bounds the top-level keys of a request body: no API has
+// nearly as many parameters, and each costs the duplicate check memory.
+const maxKeys = 1024
+
 // maxTokensLimit bounds integer token fields; anything above is absurd.
 const maxTokensLimit = 100_000_000
 
@@ -72,38 +76,43 @@ func parseRequest(body []byte, modelKey string, maxDepth int) (*strategies.Reque
 	if !gjson.ValidBytes(body) {
 		return nil, badRequest("invalid_json", "request body is not valid JSON")
 	}
-	root := gjson.ParseBytes(body)
-	if !root.IsObject() {
+	if skipSpace(body, 0) == len(body) || body[skipSpace(body, 0)] != '{' {
 		return nil, badRequest("invalid_request", "request body must be a JSON object")
 	}
 	// One pass over the top-level members: duplicates, and the fields
-	// routing reads.
+	// routing reads. The body is scanned in place.
 	req := &strategies.Request{Body: body}
 	var perr *requestError
 	var model gjson.Result
 	top, _, _ := strings.Cut(modelKey, ".")
 	foldedTop := foldKey(top)
-	seen := make(map[string]struct{}, 16)
-	root.ForEach(func(k, v gjson.Result) bool {
-		// Keys are compared as Go's encoding/json matches them to
-		// fields (and so do Ollama and other Go servers): ignoring
-		// case, last one wins.
-		folded := foldKey(k.Str)
-		if _, ok := seen[folded]; ok {
-			perr = badRequest("duplicate_key", "request body has the key %q more than once (keys differing only in case count as one)", truncate(k.Str, 64))
+	// Keys are compared as Go's encoding/json matches them to fields (and
+	// so do Ollama and other Go servers): ignoring case, last one wins.
+	// The set holds a hash of each key's folded form, so that no key is
+	// copied.
+	seen := make(map[uint64]struct{}, 16)
+	eachMember(body, 0, func(m member) bool {
+		if len(seen) == maxKeys {
+			perr = badRequest("too_many_keys", "request body has more than %d top-level keys", maxKeys)
 			return false
 		}
-		seen[folded] = struct{}{}
-		if folded != k.Str && (folded == foldedTop || slices.Contains(readKeys, folded)) {
+		h := foldHash(m.name)
+		if _, ok := seen[h]; ok {
+			perr = badRequest("duplicate_key", "request body has the key %q more than once (keys differing only in case count as one)", truncate(m.key(), 64))
+			return false
+		}
+		seen[h] = struct{}{}
+		if foldable(m.name) && !m.is(top) && (foldEqual(m.name, foldedTop) || slices.ContainsFunc(readKeys, func(k string) bool { return foldEqual(m.name, k) })) {
 			// The gateway reads the key in lower case; a server that
 			// ignores case reads this one.
-			perr = ambiguousKey(k.Str, folded)
+			perr = ambiguousKey(m.key(), foldKey(m.key()))
 			return false
 		}
-		switch k.Str {
-		case modelKey:
-			model = v
-		case "stream":
+		switch {
+		case m.is(modelKey):
+			model = gjson.ParseBytes(m.value)
+		case m.is("stream"):
+			v := gjson.ParseBytes(m.value)
 			if v.Type == gjson.Null {
 				break
 			}
@@ -112,18 +121,18 @@ func parseRequest(body []byte, modelKey string, maxDepth int) (*strategies.Reque
 				return false
 			}
 			req.Stream = v.Bool()
-		case "max_tokens", "max_completion_tokens", "max_output_tokens", "n":
-			n, err := tokenCount(k.Str, v)
+		case m.is("max_tokens"), m.is("max_completion_tokens"), m.is("max_output_tokens"), m.is("n"):
+			n, err := tokenCount(m.key(), gjson.ParseBytes(m.value))
 			if err != nil {
 				perr = err
 				return false
 			}
-			if k.Str != "n" {
+			if !m.is("n") {
 				req.MaxTokens = max(req.MaxTokens, n)
 			}
-		case "temperature", "top_p", "presence_penalty", "frequency_penalty":
-			if v.Type == gjson.Number && (math.IsInf(v.Float(), 0) || math.Abs(v.Float()) > 1e6) {
-				perr = badRequest("invalid_number", "%q is out of range", k.Str)
+		case m.is("temperature"), m.is("top_p"), m.is("presence_penalty"), m.is("frequency_penalty"):
+			if v := gjson.ParseBytes(m.value); v.Type == gjson.Number && (math.IsInf(v.Float(), 0) || math.Abs(v.Float()) > 1e6) {
+				perr = badRequest("invalid_number", "%q is out of range", m.key())
 				return false
 			}
 		}
@@ -133,7 +142,7 @@ func parseRequest(body []byte, modelKey string, maxDepth int) (*strategies.Reque
 		return nil, perr
 	}
 	if top != modelKey {
-		if model, perr = nestedKey(root, modelKey); perr != nil {
+		if model, perr = nestedKey(body, modelKey); perr != nil {
 			return nil, perr
 		}
 	}
@@ -169,19 +178,25 @@ func ambiguousKey(key, as string) *requestError {
 // (ſ) matches "s" and the Kelvin sign matches "k". A key with nothing to
 // fold is returned as is.
 func foldKey(k string) string {
-	i := 0
-	for i < len(k) && k[i] < utf8.RuneSelf && (k[i] < 'A' || k[i] > 'Z') {
-		i++
-	}
-	if i == len(k) {
+	if !foldable(k) {
 		return k
 	}
-	b := make([]byte, i, len(k))
-	copy(b, k[:i])
-	for _, r := range k[i:] {
+	b := make([]byte, 0, len(k))
+	for _, r := range k {
 		b = utf8.AppendRune(b, foldRune(r))
 	}
 	return string(b)
+}
+
+// foldable reports whether foldKey would change anything in k: whether
+// it holds an upper case ASCII letter or a character beyond ASCII.
+func foldable[T string | []byte](k T) bool {
+	for i := 0; i < len(k); i++ {
+		if c := k[i]; c >= utf8.RuneSelf || 'A' <= c && c <= 'Z' {
+			return true
+		}
+	}
+	return false
 }
 
 func foldRune(r rune) rune {
@@ -192,55 +207,77 @@ func foldRune(r rune) rune {
 }
 
 // foldEqual reports whether foldKey(k) == folded, without allocating.
-func foldEqual(k, folded string) bool {
+func foldEqual(k []byte, folded string) bool {
 	j := 0
-	for _, r := range k {
-		f, n := utf8.DecodeRuneInString(folded[j:])
-		if n == 0 || f != foldRune(r) {
+	for i := 0; i < len(k); {
+		r, n := utf8.DecodeRune(k[i:])
+		f, m := utf8.DecodeRuneInString(folded[j:])
+		if m == 0 || f != foldRune(r) {
 			return false
 		}
-		j += n
+		i, j = i+n, j+m
 	}
 	return j == len(folded)
+}
+
+// keySeed seeds foldHash; it is the process's own, so no client can
+// choose keys whose hashes collide.
+var keySeed = maphash.MakeSeed()
+
+// foldHash returns a hash of foldKey(k), without allocating.
+func foldHash(k []byte) uint64 {
+	if !foldable(k) {
+		return maphash.Bytes(keySeed, k)
+	}
+	var h maphash.Hash
+	h.SetSeed(keySeed)
+	var buf [64]byte
+	for i := 0; i < len(k); {
+		// the folded key, a bufferful at a time
+		n := 0
+		for i < len(k) && n <= len(buf)-utf8.UTFMax {
+			r, size := utf8.DecodeRune(k[i:])
+			n += utf8.EncodeRune(buf[n:], foldRune(r))
+			i += size
+		}
+		_, _ = h.Write(buf[:n])
+	}
+	return h.Sum64()
 }
 
 // nestedKey finds the value at a dotted path of object keys (such as
 // request.model), refusing a key on the way that its object holds twice
 // or in another case. A path with gjson's special characters is read
 // with gjson, unchecked.
-func nestedKey(root gjson.Result, path string) (gjson.Result, *requestError) {
+func nestedKey(body []byte, path string) (gjson.Result, *requestError) {
 	if strings.ContainsAny(path, "\\*?#|@!") {
-		return root.Get(path), nil
+		return gjson.GetBytes(body, path), nil
 	}
-	v := root
+	v := body
 	for part := range strings.SplitSeq(path, ".") {
-		if !v.IsObject() {
-			return gjson.Result{}, nil
-		}
-		var found gjson.Result
+		var found []byte
 		var perr *requestError
 		folded := foldKey(part)
-		v.ForEach(func(k, val gjson.Result) bool {
-			if !foldEqual(k.Str, folded) {
-				return true
-			}
+		eachMember(v, 0, func(m member) bool {
 			switch {
-			case found.Exists():
+			case !foldEqual(m.name, folded):
+				return true
+			case found != nil:
 				perr = badRequest("duplicate_key", "request body has the key %q more than once (keys differing only in case count as one)", truncate(path, 64))
-			case k.Str != part:
-				perr = ambiguousKey(k.Str, part)
+			case !m.is(part):
+				perr = ambiguousKey(m.key(), part)
 			default:
-				found = val
+				found = m.value
 				return true
 			}
 			return false
 		})
-		if perr != nil {
+		if perr != nil || found == nil {
 			return gjson.Result{}, perr
 		}
 		v = found
 	}
-	return v, nil
+	return gjson.ParseBytes(v), nil
 }
 
 // tokenCount validates a token count field: a finite integer within
@@ -266,22 +303,7 @@ func checkDepth(body []byte, max int) *requestError {
 	for i := 0; i < len(body); i++ {
 		switch body[i] {
 		case '"':
-			// Skip the string: find its closing quote, one not escaped
-			// by an odd run of backslashes.
-			for {
-				j := bytes.IndexByte(body[i+1:], '"')
-				if j < 0 {
-					return nil // unterminated; the JSON check reports it
-				}
-				i += j + 1
-				k := i - 1
-				for k >= 0 && body[k] == '\\' {
-					k--
-				}
-				if (i-1-k)%2 == 0 {
-					break
-				}
-			}
+			i = skipString(body, i) - 1
 		case '{', '[':
 			depth++
 			if depth > max {
@@ -296,23 +318,102 @@ func checkDepth(body []byte, max int) *requestError {
 
 // rewriteBody returns the body for one attempt: the model field set to
 // model, each set of parameters applied in turn (a later set wins), and
-// the client's `models` list removed when dropModels is set.
+// the client's `models` list removed when dropModels is set. A top-level
+// model key is rewritten in one pass that copies the body once.
 func rewriteBody(body []byte, modelKey, model string, dropModels bool, params ...map[string]json.RawMessage) ([]byte, error) {
-	out, err := sjson.SetBytes(body, modelKey, model)
-	if err != nil {
-		return nil, err
+	out, spliced := spliceModel(body, modelKey, model, dropModels)
+	if !spliced {
+		var err error
+		if out, err = sjson.SetBytes(body, modelKey, model); err != nil {
+			return nil, err
+		}
 	}
+	readded := false // a parameter set the models list again
 	for _, ps := range params {
 		for _, path := range slices.Sorted(maps.Keys(ps)) {
+			var err error
 			if out, err = sjson.SetRawBytes(out, path, ps[path]); err != nil {
 				return nil, err
 			}
+			readded = readded || path == "models" || strings.HasPrefix(path, "models.")
 		}
 	}
-	if dropModels {
+	if dropModels && (!spliced || readded) {
 		return sjson.DeleteBytes(out, "models")
 	}
 	return out, nil
+}
+
+// spliceModel sets a top-level model key of body to model, and drops
+// the top-level `models` member if asked, copying the body once. It
+// reports false, doing nothing, when the key is a path or is missing.
+func spliceModel(body []byte, modelKey, model string, dropModels bool) ([]byte, bool) {
+	if strings.ContainsAny(modelKey, ".\\*?#|@!") {
+		return nil, false
+	}
+	type edit struct {
+		start, end int
+		with       []byte
+	}
+	var edits []edit
+	var value, list *member // the model's value, the models list
+	listPrev, listNext := -1, -1
+	prevEnd := -1 // where the previous member's value ends
+	eachMember(body, 0, func(m member) bool {
+		if list != nil && listNext < 0 {
+			listNext = m.keyStart
+		}
+		switch {
+		case value == nil && m.is(modelKey):
+			value = &m
+			edits = append(edits, edit{m.valueStart, m.valueStart + len(m.value), quoteJSON(model)})
+		case dropModels && list == nil && m.is("models"):
+			list, listPrev = &m, prevEnd
+		}
+		prevEnd = m.valueStart + len(m.value)
+		return true
+	})
+	if value == nil {
+		return nil, false
+	}
+	if list != nil {
+		// The list goes with the comma before it, or, if it comes
+		// first, the one after it.
+		e := edit{start: listPrev, end: list.valueStart + len(list.value)}
+		if listPrev < 0 {
+			e.start = list.keyStart
+			if listNext >= 0 {
+				e.end = listNext
+			}
+		}
+		edits = append(edits, e)
+		if e.start < edits[0].start {
+			edits[0], edits[1] = edits[1], edits[0]
+		}
+	}
+	size := len(body)
+	for _, e := range edits {
+		size += len(e.with) - (e.end - e.start)
+	}
+	out := make([]byte, 0, size)
+	at := 0
+	for _, e := range edits {
+		out = append(out, body[at:e.start]...)
+		out = append(out, e.with...)
+		at = e.end
+	}
+	return append(out, body[at:]...), true
+}
+
+// quoteJSON returns s as a JSON string, escaped as sjson escapes it.
+func quoteJSON(s string) []byte {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < ' ' || c > 0x7f || c == '"' || c == '\\' {
+			b, _ := json.Marshal(s)
+			return b
+		}
+	}
+	return append(append(append(make([]byte, 0, len(s)+2), '"'), s...), '"')
 }
 
 // truncate shortens s to at most n bytes, marked with an ellipsis. It

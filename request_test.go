@@ -65,6 +65,7 @@ func TestParseRequest(t *testing.T) {
 		{name: "whitespace around the body", body: " \n\t{\"model\":\"m\"}\r\n ", model: "m"},
 		{name: "string of brackets", body: `{"model":"m","x":"` + strings.Repeat("[", 1000) + `"}`, model: "m"},
 		{name: "escaped quotes before brackets", body: `{"model":"m","x":"\"` + strings.Repeat("[{", 500) + `\""}`, model: "m"},
+		{name: "a model key in upper case", body: `{"Model":"m5"}`, modelKey: "Model", model: "m5"},
 		{name: "unread keys in any case", body: `{"model":"m","generationConfig":{},"X-Custom":1}`, model: "m"},
 		{name: "nested model key next to others", body: `{"request":{"Other":1,"model":"m4"}}`, modelKey: "request.model", model: "m4"},
 		{name: "temperature in range", body: `{"model":"m","temperature":2,"top_p":1e6}`, model: "m"},
@@ -191,8 +192,11 @@ func TestFoldKey(t *testing.T) {
 	for _, key := range keys {
 		for _, field := range keys {
 			same := foldKey(key) == foldKey(field)
-			if same != foldEqual(key, foldKey(field)) {
+			if same != foldEqual([]byte(key), foldKey(field)) {
 				t.Errorf("foldEqual(%q, %q) disagrees with foldKey", key, field)
+			}
+			if same != (foldHash([]byte(key)) == foldHash([]byte(field))) {
+				t.Errorf("foldHash(%q) == foldHash(%q) disagrees with foldKey", key, field)
 			}
 			if matched := jsonMatches(t, key, field); same != matched {
 				t.Errorf("foldKey(%q) == foldKey(%q) is %v; encoding/json matches them: %v", key, field, same, matched)

@@ -1,7 +1,12 @@
 package e2e
 
 import (
+	"bytes"
+	"io"
 	"net/http"
+	"runtime"
+	"strings"
+	"sync"
 	"testing"
 )
 
@@ -37,4 +42,103 @@ func TestModelSmugglingByKeyCase(t *testing.T) {
 	if res := post(t, hc, "/v1/chat/completions", []byte(`{"model":"allowed","messages":[],"max_tokens":5}`)); res.Status != 200 {
 		t.Errorf("plain request: %d %s", res.Status, res.Body)
 	}
+}
+
+// allocated returns the bytes the whole process (Caddy and the gateway
+// in it included) allocates while f runs.
+func allocated(f func()) uint64 {
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	f()
+	runtime.ReadMemStats(&after)
+	return after.TotalAlloc - before.TotalAlloc
+}
+
+// An 8 MiB body whose `models` array repeats a valid name about a
+// million times once cost 250 to 330 MB and seconds of CPU per request;
+// eight at once took the process past 2 GB. Now the list is bounded
+// (no repeats, no more entries than the gateway has routes and
+// model+provider pairs) and reading a request costs about its size.
+func TestClientModelsBomb(t *testing.T) {
+	start(t, withDefaults(`
+		client_models
+		max_body 16MB`))
+	hc := newHTTPClient(t)
+	bomb := func(item string) []byte {
+		var b bytes.Buffer
+		b.WriteString(`{"model":"only-alpha","messages":[{"role":"user","content":"hi"}],"models":[`)
+		for b.Len() < 8<<20 {
+			b.WriteString(item)
+			b.WriteByte(',')
+		}
+		b.WriteString(item + `]}`)
+		return b.Bytes()
+	}
+	for _, tc := range []struct{ name, item string }{
+		{"a model repeated", `"only-beta"`},
+		{"a route repeated", `"auto"`},
+		{"a pinned model repeated", `"beta/only-beta"`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			body := bomb(tc.item)
+			var res rawResponse
+			alloc := allocated(func() { res = post(t, hc, "/v1/chat/completions", body) })
+			expectOpenAIError(t, res, http.StatusBadRequest, "invalid_models")
+			t.Logf("%d bytes allocated for a %d byte body (%.1fx)", alloc, len(body), float64(alloc)/float64(len(body)))
+			if alloc > 3*uint64(len(body)) {
+				t.Errorf("the request allocated %.1f times its body size", float64(alloc)/float64(len(body)))
+			}
+		})
+	}
+
+	t.Run("eight at once", func(t *testing.T) {
+		body := bomb(`"only-beta"`)
+		var wg sync.WaitGroup
+		codes := make([]int, 8)
+		alloc := allocated(func() {
+			for i := range codes {
+				wg.Go(func() { codes[i] = postStatus(hc, body) })
+			}
+			wg.Wait()
+		})
+		for _, c := range codes {
+			if c != http.StatusBadRequest {
+				t.Errorf("status %d, want 400", c)
+			}
+		}
+		if t.Failed() {
+			return
+		}
+		if alloc > 3*uint64(len(codes)*len(body)) {
+			t.Errorf("eight requests allocated %.1f times their bodies", float64(alloc)/float64(len(codes)*len(body)))
+		}
+	})
+
+	t.Run("a list within bounds still works", func(t *testing.T) {
+		body := chatBody("only-alpha", `"models":["only-beta","alpha/chat"]`)
+		res := post(t, hc, "/v1/chat/completions", body, "X-Mock-Fault", "alpha:status,code=503")
+		if res.Status != 200 || routeOf(res.Header).Provider != "beta" {
+			t.Errorf("got %d from %s: %s", res.Status, routeOf(res.Header), res.Body)
+		}
+		for _, bad := range []string{
+			`"models":["only-beta","only-beta"]`,
+			`"models":["only-beta",42]`,
+			`"models":[` + strings.Repeat(`"auto",`, 50) + `"chat"]`,
+		} {
+			expectOpenAIError(t, post(t, hc, "/v1/chat/completions", chatBody("only-alpha", bad)), http.StatusBadRequest, "invalid_models")
+		}
+	})
+}
+
+// postStatus sends a chat completions request from any goroutine and
+// returns the status, or 0 when none came.
+func postStatus(hc *http.Client, body []byte) int {
+	resp, err := hc.Post(gatewayURL+"/v1/chat/completions", "application/json", bytes.NewReader(body))
+	if err != nil {
+		return 0
+	}
+	defer resp.Body.Close()
+	_, _ = io.Copy(io.Discard, resp.Body)
+	return resp.StatusCode
 }
