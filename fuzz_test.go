@@ -5,15 +5,19 @@ import (
 	"errors"
 	"math/rand/v2"
 	"net/http"
+	"net/url"
+	"path"
 	"regexp"
 	"slices"
 	"strings"
 	"testing"
 
+	"github.com/caddyserver/caddy/v2"
 	"github.com/tidwall/gjson"
 	"github.com/tidwall/sjson"
 
 	"github.com/caddy-llm-route/llmroute/translate"
+	"github.com/caddy-llm-route/llmroute/upstreams"
 )
 
 // FuzzParseRequest checks that parseRequest never panics, and that what
@@ -317,4 +321,52 @@ func FuzzClientModels(f *testing.F) {
 			t.Fatal("withClientModels changed its input")
 		}
 	})
+}
+
+// FuzzPathCheck sends arbitrary request targets through the path check
+// and, when it passes them, through the upstream path a provider builds
+// for enable_on_path_suffix *: however an upstream reads that path
+// (decoding it once or twice, taking '\' for '/', ";" parameters off,
+// then removing dot segments), it stays under the provider's base path.
+func FuzzPathCheck(f *testing.F) {
+	for _, seed := range []string{
+		"/v1/chat/completions", "/v1/%2e%2e/%2e%2e/admin", "/v1/..%2f..%2fadmin", "/x/../../../admin",
+		"/v1/./x", "/v1/..;/admin", "/v1/%252e%252e/admin", "/v1/%5c..%5cadmin", "/v1/a/b?x=1", "/", "//..", "/v1/.",
+		"/v1/%2e", "/v1/x%00y", "/v1//admin",
+	} {
+		f.Add(seed)
+	}
+	p := &upstreams.Provider{Name: "p", Format: upstreams.FormatOpenAI, BasePath: "/v1/restricted"}
+	repl := caddy.NewReplacer()
+	f.Fuzz(func(t *testing.T, target string) {
+		u, err := url.ParseRequestURI(target)
+		if err != nil || !safePath(u.Path) {
+			return
+		}
+		r := &http.Request{Method: "POST", URL: u, Header: http.Header{}}
+		p.PrepareRequest(r, endpointFor(u.Path, "*"), "m", repl)
+		sent := r.URL.EscapedPath()
+		for _, read := range []func(string) string{
+			func(s string) string { return s },
+			func(s string) string { d, _ := url.PathUnescape(s); return d },
+			func(s string) string { d, _ := url.PathUnescape(s); d, _ = url.PathUnescape(d); return d },
+		} {
+			for _, variant := range []string{read(sent), strings.ReplaceAll(read(sent), "\\", "/"), semicolonsOff(read(sent))} {
+				if got := path.Clean(variant); got != "/v1/restricted" && !strings.HasPrefix(got, "/v1/restricted/") {
+					t.Fatalf("request target %q: upstream path %q reads as %q", target, sent, got)
+				}
+			}
+		}
+	})
+}
+
+// semicolonsOff removes ";" parameters from every segment of a path, as
+// Java servlet containers do.
+func semicolonsOff(p string) string {
+	segs := strings.Split(p, "/")
+	for i, s := range segs {
+		s, _, _ = strings.Cut(s, ";")
+		segs[i] = s
+	}
+	return strings.Join(segs, "/")
 }

@@ -70,6 +70,10 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		return next.ServeHTTP(w, r)
 	}
 	endpoint := endpointFor(r.URL.Path, matched)
+	if !safePath(r.URL.Path) {
+		writeError(w, endpoint, http.StatusBadRequest, "invalid_path", "the request path has a segment that starts with a dot, or a '%' or '\\' once decoded")
+		return nil
+	}
 	key, rerr := h.authenticate(r)
 	if rerr != nil {
 		writeError(w, endpoint, rerr.status, rerr.code, rerr.msg)

@@ -294,6 +294,29 @@ func TestParseRequestDeepBody(t *testing.T) {
 	}
 }
 
+func TestSafePath(t *testing.T) {
+	for path, want := range map[string]bool{
+		"/v1/chat/completions": true,
+		"/v1/custom/thing":     true,
+		"/":                    true,
+		"/v1//x":               true,
+		"/v1/a.b/c..d":         true,
+		"/v1/../admin":         false,
+		"/v1/./x":              false,
+		"/..":                  false,
+		"/v1/..;/admin":        false,
+		"/v1/.hidden":          false,
+		"/v1/x/..":             false,
+		"/v1/%2e%2e/admin":     false, // decoded once already: a '%' left is a second encoding
+		"/v1/..\\admin":        false,
+		"/v1/a\\b":             false,
+	} {
+		if got := safePath(path); got != want {
+			t.Errorf("safePath(%q) = %v, want %v", path, got, want)
+		}
+	}
+}
+
 func TestEndpointFor(t *testing.T) {
 	for _, tc := range []struct {
 		path, matched, want string

@@ -142,3 +142,45 @@ func postStatus(hc *http.Client, body []byte) int {
 	_, _ = io.Copy(io.Discard, resp.Body)
 	return resp.StatusCode
 }
+
+// With enable_on_path_suffix *, the path after /v1 is the endpoint the
+// provider is called at, under its base path. A dot segment, encoded or
+// not, once took the call out of the base path, with the operator's key.
+func TestPathTraversal(t *testing.T) {
+	t.Setenv("LLMROUTE_TEST_KEY", testKey)
+	srv, rec := newRecorder(t, false)
+	start(t, setup{Mocks: []mockSite{}, Route: `
+		enable_on_path_suffix *
+		provider rec ` + srv.URL + `/v1/restricted {
+			api_key {env.LLMROUTE_TEST_KEY}
+		}
+		model m rec`})
+	hc := newHTTPClient(t)
+	for _, path := range []string{
+		"/v1/%2e%2e/%2e%2e/admin",
+		"/v1/%2E%2E/%2E%2E/admin",
+		"/v1/..%2f..%2fadmin",
+		"/v1/..%2F..%2Fadmin",
+		"/x/../../../admin",
+		"/v1/./admin",
+		"/v1/..;/..;/admin",
+		"/v1/%2e%2e%5c%2e%2e%5cadmin",
+		"/v1/%252e%252e/%252e%252e/admin",
+		"/v1/chat/completions/../../../admin",
+	} {
+		t.Run(path, func(t *testing.T) {
+			expectOpenAIError(t, post(t, hc, path, chatBody("m")), http.StatusBadRequest, "invalid_path")
+		})
+	}
+	if n := rec.count(); n != 0 {
+		got := rec.last(t)
+		t.Errorf("the upstream received %d requests; the last at %s with %q", n, got.Path, got.Header.Get("Authorization"))
+	}
+	// the control: a plain path is served, under the base path
+	if res := post(t, hc, "/v1/custom/endpoint", chatBody("m")); res.Status != 200 {
+		t.Fatalf("plain path: %d %s", res.Status, res.Body)
+	}
+	if got := rec.last(t).Path; got != "/v1/restricted/custom/endpoint" {
+		t.Errorf("upstream path %q", got)
+	}
+}
