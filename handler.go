@@ -305,7 +305,7 @@ func (h *Handler) attempt(w http.ResponseWriter, r *http.Request, req *strategie
 	up.ContentLength = int64(len(body))
 	up.TransferEncoding = nil
 	up.Header.Del("Content-Length")
-	c.Provider.PrepareRequest(up, endpoint, c.UpstreamModel, repl)
+	c.Provider.PrepareRequest(up, endpoint, c.UpstreamModel, h.forward, repl)
 
 	firstByte := time.AfterFunc(time.Duration(h.FirstByteTimeout), func() { cancel(errFirstByteTimeout) })
 	defer firstByte.Stop()

@@ -184,3 +184,65 @@ func TestPathTraversal(t *testing.T) {
 		t.Errorf("upstream path %q", got)
 	}
 }
+
+// The operator's key travels with what the client sends upstream: a
+// client's query string (?key=…) and billing headers (OpenAI-Organization,
+// OpenAI-Project) once went along, so a client chose which organization
+// or project the operator's key billed. Only what the provider's format
+// needs, and what the operator names, is forwarded.
+func TestForwardAllowlist(t *testing.T) {
+	t.Setenv("LLMROUTE_TEST_KEY", testKey)
+	srv, rec := newRecorder(t, false)
+	start(t, setup{Mocks: []mockSite{}, Route: `
+		forward_headers X-Request-Id
+		provider rec ` + srv.URL + ` {
+			api_key {env.LLMROUTE_TEST_KEY}
+		}
+		provider az ` + srv.URL + ` {
+			format azure
+			api_key {env.LLMROUTE_TEST_KEY}
+		}
+		model m rec
+		model deployment az`})
+	hc := newHTTPClient(t)
+	headers := []string{
+		"OpenAI-Organization", "org-chosen-by-client",
+		"OpenAI-Project", "proj-chosen-by-client",
+		"X-Custom", "client-header",
+		"X-Forwarded-Host", "evil.example",
+		"X-Request-Id", "req-1",
+		"OpenAI-Beta", "assistants=v2",
+		"Traceparent", "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+	}
+	for _, tc := range []struct{ model, path, query string }{
+		{"m", "/v1/chat/completions?key=client-chosen&organization=org-x", ""},
+		{"deployment", "/v1/chat/completions?api-version=1999-01-01&key=client-chosen", "api-version=2024-10-21"},
+	} {
+		t.Run(tc.model, func(t *testing.T) {
+			if res := post(t, hc, tc.path, chatBody(tc.model), headers...); res.Status != 200 {
+				t.Fatalf("%d %s", res.Status, res.Body)
+			}
+			got := rec.last(t)
+			if got.Query != tc.query {
+				t.Errorf("upstream query %q, want %q", got.Query, tc.query)
+			}
+			for _, name := range []string{"OpenAI-Organization", "OpenAI-Project", "X-Custom"} {
+				if v := got.Header.Values(name); len(v) != 0 {
+					t.Errorf("client header %s reached the upstream: %q", name, v)
+				}
+			}
+			if v := got.Header.Get("X-Forwarded-Host"); v == "evil.example" {
+				t.Errorf("the client's X-Forwarded-Host reached the upstream")
+			}
+			for name, want := range map[string]string{
+				"X-Request-Id": "req-1", "OpenAI-Beta": "assistants=v2",
+				"Traceparent":  "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+				"Content-Type": "application/json",
+			} {
+				if v := got.Header.Get(name); v != want {
+					t.Errorf("upstream %s = %q, want %q", name, v, want)
+				}
+			}
+		})
+	}
+}
