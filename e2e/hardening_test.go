@@ -3,8 +3,10 @@ package e2e
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"runtime"
 	"strconv"
@@ -350,4 +352,83 @@ func accessEntries(t *testing.T, path string) map[string]map[string]any {
 		}
 	}
 	return out
+}
+
+// An upstream that reflects the key it was sent (an error quoting the
+// request, a header echoing Authorization) once had the operator's key
+// reach the client and the debug log. The gateway knows the key of each
+// attempt and replaces it wherever the answer carries it.
+func TestReflectedKeyScrubbed(t *testing.T) {
+	canary := "sk-canary-reflect-" + randomHex(12)
+	t.Setenv("LLMROUTE_CANARY", canary)
+	reflect := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		auth := r.Header.Get("Authorization")
+		key := strings.TrimPrefix(auth, "Bearer ")
+		w.Header().Set("X-Echo-Authorization", auth)
+		w.Header().Set("Www-Authenticate", `Bearer realm="`+key+`"`)
+		switch {
+		case strings.HasPrefix(r.URL.Path, "/json401/"):
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(http.StatusUnauthorized)
+			fmt.Fprintf(w, `{"error":{"message":"Incorrect API key provided: %s","type":"invalid_request_error"}}`, key)
+		case strings.HasPrefix(r.URL.Path, "/text500/"):
+			w.WriteHeader(http.StatusInternalServerError)
+			fmt.Fprintf(w, "internal error while calling with %s", auth)
+		case strings.HasPrefix(r.URL.Path, "/stream/"):
+			w.Header().Set("Content-Type", "text/event-stream")
+			fmt.Fprintf(w, "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"your key is %s\"}}]}\n\n", key)
+			w.(http.Flusher).Flush()
+			fmt.Fprint(w, "data: {\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}]}\n\ndata: [DONE]\n\n")
+		default:
+			w.Header().Set("Content-Type", "application/json")
+			fmt.Fprintf(w, `{"id":"x","object":"chat.completion","choices":[{"index":0,"message":{"role":"assistant","content":"your key is %s"},"finish_reason":"stop"}]}`, key)
+		}
+	}))
+	t.Cleanup(reflect.Close)
+	caddyLog := t.TempDir() + "/caddy.log"
+	route := ""
+	for _, p := range []string{"json401", "text500", "stream", "ok"} {
+		route += fmt.Sprintf("\t\tprovider %[1]s %[2]s/%[1]s/v1 {\n\t\t\tapi_key {env.LLMROUTE_CANARY}\n\t\t}\n\t\tmodel %[1]s %[1]s\n", p, reflect.URL)
+	}
+	start(t, setup{
+		Global: fmt.Sprintf("\tlog {\n\t\toutput file %s\n\t\tlevel DEBUG\n\t}", caddyLog),
+		Mocks:  []mockSite{}, Route: route,
+	})
+	hc := newHTTPClient(t)
+	var seen strings.Builder
+	for _, tc := range []struct {
+		model  string
+		status int
+		stream bool
+	}{
+		{"json401", 401, false}, {"text500", 500, false}, {"ok", 200, false}, {"stream", 200, true},
+	} {
+		t.Run(tc.model, func(t *testing.T) {
+			body := chatBody(tc.model)
+			if tc.stream {
+				body = chatBody(tc.model, `"stream":true`)
+			}
+			res := post(t, hc, "/v1/chat/completions", body)
+			if res.Status != tc.status {
+				t.Errorf("status %d, want %d: %s", res.Status, tc.status, res.Body)
+			}
+			_ = res.Header.Write(&seen)
+			seen.Write(res.Body)
+			if !strings.Contains(string(res.Body), "REDACTED") {
+				t.Errorf("the reflected key was not replaced in %s", res.Body)
+			}
+		})
+	}
+	logs, err := os.ReadFile(caddyLog)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(logs), "upstream roundtrip") {
+		t.Errorf("the debug log holds no upstream round trip")
+	}
+	for name, text := range map[string]string{"client responses": seen.String(), "debug log": string(logs)} {
+		if i := strings.Index(text, canary); i >= 0 {
+			t.Errorf("the key is in the %s: …%s…", name, text[max(0, i-200):min(len(text), i+60)])
+		}
+	}
 }

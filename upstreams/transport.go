@@ -19,7 +19,11 @@ func init() {
 // AuthTransport is the transport every provider's reverse proxy uses: it
 // adds the provider's credential to a copy of each request just before
 // it leaves, below reverse_proxy's request logging, so the key is never
-// part of a logged request, and hands it to the inner transport.
+// part of a logged request, and hands it to the inner transport. An
+// upstream that reflects the key (an error message quoting the request,
+// a header echoing Authorization) has it replaced with REDACTED in the
+// response's headers, body and trailers, before reverse_proxy logs or
+// passes on any of them.
 // llm_route sets it up for each provider; it is not configured by hand.
 type AuthTransport struct {
 	// The provider's format, which decides the auth header.
@@ -74,7 +78,15 @@ func (t *AuthTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	out.Header = req.Header.Clone()
 	name, value := authHeader(t.Format, key)
 	out.Header.Set(name, value)
-	return t.inner.RoundTrip(out)
+	resp, err := t.inner.RoundTrip(out)
+	if err != nil || len(key) < minScrubbed {
+		return resp, err
+	}
+	scrubHeader(resp.Header, key)
+	if resp.Body != nil {
+		resp.Body = newScrubReader(resp.Body, key, func() { scrubHeader(resp.Trailer, key) })
+	}
+	return resp, nil
 }
 
 // authHeader returns the header name and value carrying key for a format.
