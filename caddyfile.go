@@ -42,6 +42,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //		max_depth <levels>
 //		first_byte_timeout <duration>
 //		stream_idle_timeout <duration>
+//		read_body_timeout <duration>
 //		retry_on <statuses...>        # e.g. 429 5xx
 //		max_attempts <n>
 //		cooldown <duration>
@@ -177,7 +178,7 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			case "fail_threshold":
 				h.FailThreshold = n
 			}
-		case "first_byte_timeout", "stream_idle_timeout", "cooldown":
+		case "first_byte_timeout", "stream_idle_timeout", "read_body_timeout", "cooldown":
 			dir := d.Val()
 			dur, err := durationArg(d)
 			if err != nil {
@@ -188,6 +189,8 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				h.FirstByteTimeout = dur
 			case "stream_idle_timeout":
 				h.StreamIdleTimeout = dur
+			case "read_body_timeout":
+				h.ReadBodyTimeout = dur
 			case "cooldown":
 				h.Cooldown = dur
 			}

@@ -321,6 +321,7 @@ func TestValueErrorsCaddyfileAndJSON(t *testing.T) {
 		{"negative fail_threshold", "fail_threshold -1", `{"fail_threshold": -1}`, "fail_threshold must not be negative"},
 		{"negative first_byte_timeout", "first_byte_timeout -1s", `{"first_byte_timeout": "-1s"}`, "first_byte_timeout must not be negative"},
 		{"negative stream_idle_timeout", "stream_idle_timeout -5s", `{"stream_idle_timeout": "-5s"}`, "stream_idle_timeout must not be negative"},
+		{"negative read_body_timeout", "read_body_timeout -1s", `{"read_body_timeout": "-1s"}`, "read_body_timeout must not be negative"},
 		{"negative cooldown", "cooldown -1m", `{"cooldown": -60000000000}`, "cooldown must not be negative"},
 		{"path suffix without slash", "enable_on_path_suffix chat/completions", `{"enable_on_path_suffix": ["chat/completions"]}`, `"chat/completions" must start with '/'`},
 	} {
@@ -373,6 +374,8 @@ func TestUnmarshalCaddyfile(t *testing.T) {
 		fail_threshold 2
 		first_byte_timeout 1m
 		stream_idle_timeout 1d
+		read_body_timeout 10s
+		forward_headers X-Request-Id
 		cooldown 500ms
 		retry_on 408 4XX 5xx
 		enable_on_path_suffix /a /b
@@ -418,6 +421,8 @@ func TestUnmarshalCaddyfile(t *testing.T) {
 		{"fail_threshold", h.FailThreshold, 2},
 		{"first_byte_timeout", h.FirstByteTimeout, caddy.Duration(time.Minute)},
 		{"stream_idle_timeout", h.StreamIdleTimeout, caddy.Duration(24 * time.Hour)},
+		{"read_body_timeout", h.ReadBodyTimeout, caddy.Duration(10 * time.Second)},
+		{"forward_headers", h.ForwardHeaders, []string{"X-Request-Id"}},
 		{"cooldown", h.Cooldown, caddy.Duration(500 * time.Millisecond)},
 		{"retry_on", h.RetryOn, []int{408, 4, 5}},
 		{"enable_on_path_suffix", h.EnableOnPathSuffix, []string{"/a", "/b", "*"}},

@@ -8,6 +8,7 @@ import (
 	"io"
 	"maps"
 	"net/http"
+	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -88,7 +89,11 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		writeError(w, endpoint, http.StatusRequestEntityTooLarge, "request_too_large", fmt.Sprintf("request body is larger than %d bytes", h.MaxBody))
 		return nil
 	}
-	body, err := readBody(r, h.MaxBody)
+	body, err := readBody(w, r, h.MaxBody, time.Duration(h.ReadBodyTimeout))
+	if errors.Is(err, errReadBodyTimeout) {
+		writeError(w, endpoint, http.StatusRequestTimeout, "request_timeout", fmt.Sprintf("the request body did not arrive within %s", time.Duration(h.ReadBodyTimeout)))
+		return nil
+	}
 	if err != nil {
 		writeError(w, endpoint, http.StatusBadRequest, "body_read_error", "could not read the request body")
 		return nil
@@ -126,9 +131,29 @@ func redactCredentials(h http.Header) {
 	}
 }
 
-// readBody reads the request body, up to one byte past limit, so that
-// it costs its size once (twice when its length was not announced).
-func readBody(r *http.Request, limit int64) ([]byte, error) {
+// errReadBodyTimeout: the request body did not arrive within
+// read_body_timeout.
+var errReadBodyTimeout = errors.New("request body read timed out")
+
+// readBody reads the request body, up to one byte past limit, within
+// timeout (errReadBodyTimeout past it), so that it costs its size once
+// (twice when its length was not announced).
+func readBody(w http.ResponseWriter, r *http.Request, limit int64, timeout time.Duration) ([]byte, error) {
+	// The deadline is the connection's (or the HTTP/2 stream's); Caddy's
+	// read_idle_timeout keeps it as a ceiling over its own.
+	deadline := time.Now().Add(timeout)
+	rc := http.NewResponseController(w)
+	if rc.SetReadDeadline(deadline) == nil {
+		defer func() { _ = rc.SetReadDeadline(time.Time{}) }()
+	}
+	body, err := readAll(r, limit)
+	if err != nil && (!time.Now().Before(deadline) || errors.Is(err, os.ErrDeadlineExceeded)) {
+		return nil, errReadBodyTimeout
+	}
+	return body, err
+}
+
+func readAll(r *http.Request, limit int64) ([]byte, error) {
 	lr := io.LimitReader(r.Body, limit+1)
 	if r.ContentLength >= 0 && r.ContentLength <= limit {
 		var b bytes.Buffer

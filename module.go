@@ -28,6 +28,7 @@ const (
 	defaultMaxDepth          = 64
 	defaultFirstByteTimeout  = 5 * time.Minute
 	defaultStreamIdleTimeout = 2 * time.Minute
+	defaultReadBodyTimeout   = 30 * time.Second
 	defaultCooldown          = 30 * time.Second
 	defaultFailThreshold     = 3
 )
@@ -83,6 +84,12 @@ type Handler struct {
 	// body arrives (for streams: the first event). Past it the attempt
 	// is abandoned and the next target is tried. Default: 5m.
 	FirstByteTimeout caddy.Duration `json:"first_byte_timeout,omitempty"`
+
+	// How long reading the request body may take, from the handler's
+	// start; past it the client gets 408 in its API's shape. It bounds
+	// what a client that trickles its body holds (Caddy's own
+	// read_idle_timeout resets on every byte). Default: 30s.
+	ReadBodyTimeout caddy.Duration `json:"read_body_timeout,omitempty"`
 
 	// How long a streaming response may stay silent once it started.
 	// Past it the stream ends with an error event. Default: 2m.
@@ -309,6 +316,9 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if h.StreamIdleTimeout == 0 {
 		h.StreamIdleTimeout = caddy.Duration(defaultStreamIdleTimeout)
 	}
+	if h.ReadBodyTimeout == 0 {
+		h.ReadBodyTimeout = caddy.Duration(defaultReadBodyTimeout)
+	}
 	if len(h.RetryOn) == 0 {
 		h.RetryOn = slices.Clone(defaultRetryOn)
 	}
@@ -440,6 +450,7 @@ func (h *Handler) Validate() error {
 		{"fail_threshold", int64(h.FailThreshold)},
 		{"first_byte_timeout", int64(h.FirstByteTimeout)},
 		{"stream_idle_timeout", int64(h.StreamIdleTimeout)},
+		{"read_body_timeout", int64(h.ReadBodyTimeout)},
 		{"cooldown", int64(h.Cooldown)},
 	} {
 		if f.value < 0 {

@@ -120,6 +120,7 @@ func TestProvisionDefaults(t *testing.T) {
 		{"max_depth", h.MaxDepth, 64},
 		{"first_byte_timeout", h.FirstByteTimeout, caddy.Duration(5 * time.Minute)},
 		{"stream_idle_timeout", h.StreamIdleTimeout, caddy.Duration(2 * time.Minute)},
+		{"read_body_timeout", h.ReadBodyTimeout, caddy.Duration(30 * time.Second)},
 		{"retry_on", h.RetryOn, []int{429, 5}},
 		{"cooldown", h.Cooldown, caddy.Duration(30 * time.Second)},
 		{"fail_threshold", h.FailThreshold, 3},

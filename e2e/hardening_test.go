@@ -1,10 +1,12 @@
 package e2e
 
 import (
+	"bufio"
 	"bytes"
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -430,5 +432,79 @@ func TestReflectedKeyScrubbed(t *testing.T) {
 		if i := strings.Index(text, canary); i >= 0 {
 			t.Errorf("the key is in the %s: …%s…", name, text[max(0, i-200):min(len(text), i+60)])
 		}
+	}
+}
+
+// A client that sends its body a byte at a time once held its request,
+// and a goroutine, for as long as it liked. Reading the body now has a
+// deadline (read_body_timeout), answered with 408 in the client's shape.
+func TestSlowBodyTimesOut(t *testing.T) {
+	s := withDefaults(`
+		read_body_timeout 1s`)
+	start(t, s)
+	type result struct {
+		status int
+		body   string
+		err    error
+	}
+	trickle := func(path string) result {
+		conn, err := net.Dial("tcp", "127.0.0.1:9080")
+		if err != nil {
+			return result{err: err}
+		}
+		defer conn.Close()
+		_ = conn.SetDeadline(time.Now().Add(20 * time.Second)) // generous: a loaded machine
+		body := chatBody("chat")
+		if _, err := fmt.Fprintf(conn, "POST %s HTTP/1.1\r\nHost: localhost:9080\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n", path, len(body)); err != nil {
+			return result{err: err}
+		}
+		// one byte every 100ms until the gateway answers
+		done := make(chan struct{})
+		go func() {
+			for i := 0; i < len(body)-1; i++ {
+				select {
+				case <-done:
+					return
+				case <-time.After(100 * time.Millisecond):
+				}
+				if _, err := conn.Write(body[i : i+1]); err != nil {
+					return
+				}
+			}
+		}()
+		resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+		close(done)
+		if err != nil {
+			return result{err: err}
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return result{status: resp.StatusCode, body: string(b)}
+	}
+	var wg sync.WaitGroup
+	results := make([]result, 20)
+	for i := range results {
+		path := "/v1/chat/completions"
+		if i%2 == 1 {
+			path = "/v1/messages"
+		}
+		wg.Go(func() { results[i] = trickle(path) })
+	}
+	wg.Wait()
+	for i, r := range results {
+		if r.err != nil || r.status != http.StatusRequestTimeout {
+			t.Errorf("connection %d: status %d, error %v: %s", i, r.status, r.err, r.body)
+			continue
+		}
+		if i%2 == 0 && jsonPath([]byte(r.body), "error.code") != "request_timeout" {
+			t.Errorf("not an OpenAI error: %s", r.body)
+		}
+		if i%2 == 1 && (jsonPath([]byte(r.body), "type") != "error" || jsonPath([]byte(r.body), "error.type") == "") {
+			t.Errorf("not an Anthropic error: %s", r.body)
+		}
+	}
+	// a body that arrives in time is served
+	if res := post(t, newHTTPClient(t), "/v1/chat/completions", chatBody("chat")); res.Status != 200 {
+		t.Errorf("after the slow bodies: %d %s", res.Status, res.Body)
 	}
 }
