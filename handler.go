@@ -36,6 +36,9 @@ const (
 var (
 	errFirstByteTimeout = errors.New("no response before first_byte_timeout")
 	errStreamIdle       = errors.New("stream silent for longer than stream_idle_timeout")
+	// errUnusable: the upstream answered, with something the client
+	// cannot be given.
+	errUnusable = errors.New("sent an answer that cannot be passed on")
 )
 
 // outcome of one attempt.
@@ -298,8 +301,11 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, req *strategies.
 		return nil
 	}
 	code, what := "upstream_unavailable", "could not be reached"
-	if errors.Is(res.err, errFirstByteTimeout) {
+	switch {
+	case errors.Is(res.err, errFirstByteTimeout):
 		code, what = "upstream_timeout", "did not answer within first_byte_timeout"
+	case errors.Is(res.err, errUnusable):
+		code, what = "upstream_invalid_response", res.err.Error()
 	}
 	writeError(w, req.Endpoint, res.status, code,
 		fmt.Sprintf("no provider could answer: the last one tried (%s) %s", c.Provider.Name, what))
@@ -435,13 +441,17 @@ func (h *Handler) attempt(w http.ResponseWriter, r *http.Request, req *strategie
 		}
 		return res
 	}
-	// Nothing reached the client: a connect error, a timeout, or a
-	// response that broke before its first byte.
+	// Nothing reached the client: a connect error, a timeout, a response
+	// that broke before its first byte, or an answer the writer could
+	// not pass on (one that cannot be translated, or is too long to).
 	res.outcome = outcomeRetry
 	res.status = http.StatusBadGateway
-	if cause := context.Cause(ctx); errors.Is(cause, errFirstByteTimeout) {
+	switch cause := context.Cause(ctx); {
+	case errors.Is(cause, errFirstByteTimeout):
 		res.status, res.err = http.StatusGatewayTimeout, cause
-	} else if res.err == nil {
+	case aw.streamErr != nil:
+		res.err = fmt.Errorf("%w: %w", errUnusable, aw.streamErr)
+	case res.err == nil:
 		res.err = errors.New("upstream closed the connection before answering")
 	}
 	return res

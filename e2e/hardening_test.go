@@ -508,3 +508,34 @@ func TestSlowBodyTimesOut(t *testing.T) {
 		t.Errorf("after the slow bodies: %d %s", res.Status, res.Body)
 	}
 }
+
+// An answer the gateway cannot translate for the client was reported as
+// a provider that "could not be reached"; it says what happened now, and
+// the next target is still tried.
+func TestUntranslatableAnswer(t *testing.T) {
+	garbled := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = io.WriteString(w, `{"type":"message","content":"not a list of blocks"`) // and not JSON
+	}))
+	t.Cleanup(garbled.Close)
+	start(t, withDefaults(`
+		provider garbled `+garbled.URL+` {
+			format anthropic
+		}
+		model bad garbled
+		model bad-then-alpha garbled alpha`))
+	hc := newHTTPClient(t)
+	res := post(t, hc, "/v1/chat/completions", chatBody("bad"))
+	if res.Status != http.StatusBadGateway || res.json("error.code") != "upstream_invalid_response" ||
+		!strings.Contains(res.json("error.message"), "cannot be translated") {
+		t.Errorf("got %d %s", res.Status, res.Body)
+	}
+	if strings.Contains(string(res.Body), "could not be reached") {
+		t.Errorf("the provider answered, yet: %s", res.Body)
+	}
+	res = post(t, hc, "/v1/chat/completions", chatBody("bad-then-alpha"))
+	if res.Status != 200 {
+		t.Fatalf("fallback: %d %s", res.Status, res.Body)
+	}
+	expectAttempts(t, res.Header, "alpha", 2)
+}
