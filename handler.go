@@ -389,8 +389,8 @@ func (h *Handler) attempt(w http.ResponseWriter, r *http.Request, req *strategie
 
 	if aw.committed {
 		if err == nil && !aborted {
-			_ = aw.finish() // cannot fail: a committed answer is no whole body waiting for translation
-			if !aw.stream || aw.terminated {
+			// (A JSON answer passed on as it came may turn out cut short.)
+			if aw.finish() == nil && (!aw.stream || aw.terminated) {
 				res.outcome = outcomeDone
 				return res
 			}
@@ -443,7 +443,8 @@ func (h *Handler) attempt(w http.ResponseWriter, r *http.Request, req *strategie
 	}
 	// Nothing reached the client: a connect error, a timeout, a response
 	// that broke before its first byte, or an answer the writer could
-	// not pass on (one that cannot be translated, or is too long to).
+	// not pass on (one that cannot be translated, or is too long to, or
+	// a JSON answer cut short).
 	res.outcome = outcomeRetry
 	res.status = http.StatusBadGateway
 	switch cause := context.Cause(ctx); {

@@ -18,6 +18,7 @@ var (
 	errMalformedEvent = errors.New("upstream sent a malformed stream event")
 	errEventTooLong   = errors.New("upstream sent a stream line longer than 16 MiB")
 	errBodyTooLong    = errors.New("upstream answer to translate is larger than 16 MiB")
+	errCutShort       = errors.New("upstream answer is a JSON text cut short")
 )
 
 const (
@@ -25,6 +26,7 @@ const (
 	usageTail    = 16 << 10 // tail of non-stream bodies kept to read usage
 	maxEventLine = 16 << 20 // longest stream line held while waiting for its end
 	maxTranslate = 16 << 20 // longest whole body held for translation
+	maxHeld      = 1 << 20  // longest JSON answer held until it is whole
 )
 
 // Usage is the token usage an answer reported, as the placeholders show
@@ -50,7 +52,10 @@ type Usage struct {
 // When the attempt's request was translated, tr translates the answer:
 // each stream event as it completes, or a whole body once it has all
 // arrived (it is committed only then, so a body that cannot be
-// translated can still fall back).
+// translated can still fall back). A JSON answer is held until it is
+// whole too, up to maxHeld, so that one cut short by a clean close falls
+// back as well; a longer one is passed on as it comes, and if it turns
+// out cut short the attempt fails (the handler aborts the response).
 type attemptWriter struct {
 	w      http.ResponseWriter
 	header http.Header
@@ -70,9 +75,10 @@ type attemptWriter struct {
 	// onWrite runs on every body write after commit.
 	onWrite func()
 
-	started    bool   // the first body byte of a good answer arrived
-	stream     bool   // the response is an event stream
-	body       []byte // a whole body waiting for translation
+	started    bool      // the first body byte of a good answer arrived
+	stream     bool      // the response is an event stream
+	json       *jsonScan // where a JSON answer is, to tell whether it ended (nil: not JSON)
+	body       []byte    // a whole body waiting for translation, or to be whole
 	pending    []byte
 	scanned    int             // bytes of pending already inspected as complete lines
 	terminated bool            // the stream carried its terminator (or an error event)
@@ -126,34 +132,62 @@ func (aw *attemptWriter) Write(p []byte) (int, error) {
 		aw.onWrite()
 	}
 	if !aw.committed {
-		// A whole body to translate.
-		if len(aw.body)+len(p) > maxTranslate {
+		switch {
+		case aw.tr == nil && len(aw.body)+len(p) > maxHeld:
+			// Too long to hold: what came so far goes on, and the rest
+			// as it comes.
+			aw.commit()
+			held := aw.body
+			aw.body = nil
+			if _, err := aw.passOn(held); err != nil {
+				return 0, err
+			}
+		case len(aw.body)+len(p) > maxTranslate:
 			aw.streamErr = errBodyTooLong
 			return 0, errBodyTooLong
+		default:
+			// A whole body to translate, or to hold until it is whole.
+			aw.body = append(aw.body, p...)
+			return len(p), nil
 		}
-		aw.body = append(aw.body, p...)
-		return len(p), nil
 	}
 	if aw.stream {
 		return aw.writeEvents(p)
 	}
+	return aw.passOn(p)
+}
+
+// passOn writes non-stream body bytes to the client.
+func (aw *attemptWriter) passOn(p []byte) (int, error) {
 	aw.keepTail(p)
+	aw.json.feed(p)
 	n, err := aw.w.Write(p)
 	aw.size += int64(n)
 	return n, err
 }
 
 // start notes the first body byte of a good answer and commits it,
-// unless it is a whole body to translate.
+// unless it is a whole body to translate or a JSON answer to hold.
 func (aw *attemptWriter) start() {
 	aw.started = true
-	aw.stream = strings.HasPrefix(aw.header.Get("Content-Type"), "text/event-stream")
+	ct := aw.header.Get("Content-Type")
+	aw.stream = strings.HasPrefix(ct, "text/event-stream")
+	if isJSON(ct) {
+		aw.json = new(jsonScan)
+	}
 	if aw.onStart != nil {
 		aw.onStart(aw)
 	}
-	if aw.tr == nil || aw.stream {
+	if aw.stream || aw.tr == nil && aw.json == nil {
 		aw.commit()
 	}
+}
+
+// isJSON reports whether a Content-Type is JSON's.
+func isJSON(ct string) bool {
+	mt, _, _ := strings.Cut(ct, ";")
+	mt = strings.TrimSpace(strings.ToLower(mt))
+	return mt == "application/json" || strings.HasSuffix(mt, "+json")
 }
 
 // commit writes the attempt's status and headers to the client.
@@ -196,10 +230,16 @@ func (aw *attemptWriter) finish() error {
 		aw.WriteHeader(http.StatusOK)
 	}
 	if aw.started && !aw.committed {
-		out, err := aw.tr.Response(aw.body)
-		if err != nil {
-			aw.streamErr = err
-			return err
+		out := aw.body
+		if aw.tr != nil {
+			var err error
+			if out, err = aw.tr.Response(aw.body); err != nil {
+				aw.streamErr = err
+				return err
+			}
+		} else if !gjson.ValidBytes(out) {
+			aw.streamErr = errCutShort
+			return errCutShort
 		}
 		aw.readUsage((*translate.Usage).Read, gjson.GetBytes(aw.body, "usage"))
 		aw.header.Set("Content-Length", strconv.Itoa(len(out)))
@@ -209,6 +249,10 @@ func (aw *attemptWriter) finish() error {
 		return nil
 	}
 	if !aw.committed && !aw.failed() {
+		if aw.status == http.StatusOK && isJSON(aw.header.Get("Content-Type")) {
+			aw.streamErr = errCutShort // a JSON answer without a byte
+			return errCutShort
+		}
 		aw.commit()
 	}
 	if len(aw.pending) > 0 {
@@ -228,9 +272,57 @@ func (aw *attemptWriter) finish() error {
 		aw.pending, aw.scanned = nil, 0
 	}
 	if !aw.stream {
+		if aw.json != nil && !aw.json.ended() {
+			aw.streamErr = errCutShort
+			return errCutShort
+		}
 		aw.readUsage((*translate.Usage).Read, aw.tailUsage())
 	}
 	return nil
+}
+
+// jsonScan follows a JSON text written in pieces, far enough to tell
+// whether it ended: the nesting depth, and whether it is inside a
+// string. A nil *jsonScan follows nothing.
+type jsonScan struct {
+	depth    int
+	inString bool
+	escaped  bool
+	began    bool
+}
+
+func (s *jsonScan) feed(p []byte) {
+	if s == nil {
+		return
+	}
+	for _, c := range p {
+		switch {
+		case s.inString:
+			switch {
+			case s.escaped:
+				s.escaped = false
+			case c == '\\':
+				s.escaped = true
+			case c == '"':
+				s.inString = false
+			}
+		case c == '"':
+			s.inString, s.began = true, true
+		case c == '{' || c == '[':
+			s.depth++
+			s.began = true
+		case c == '}' || c == ']':
+			s.depth--
+		case c > ' ':
+			s.began = true
+		}
+	}
+}
+
+// ended reports whether the text fed so far is a whole value: begun, and
+// every string, object and array in it closed.
+func (s *jsonScan) ended() bool {
+	return s.began && s.depth == 0 && !s.inString
 }
 
 // writeEvents passes complete events through, checking each line. The

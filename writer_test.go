@@ -104,7 +104,7 @@ func TestAttemptWriterHoldsStatusUntilFirstByte(t *testing.T) {
 		commits++
 		rec.Header().Set("X-From-Commit", "1")
 	}
-	aw.Header().Set("Content-Type", "application/json")
+	aw.Header().Set("Content-Type", "text/plain") // (JSON is held until whole)
 	aw.Header().Set("X-Upstream", "a")
 	aw.WriteHeader(http.StatusContinue) // 1xx is dropped
 	aw.WriteHeader(http.StatusCreated)
@@ -448,6 +448,7 @@ func TestAttemptWriterNonStreamUsage(t *testing.T) {
 	big := strings.Repeat("lorem ipsum \\\"usage\\\" ", 2000) // > 16 KiB, with "usage" inside the string
 	for _, tc := range []struct {
 		name  string
+		ct    string
 		body  string
 		usage Usage
 	}{
@@ -492,6 +493,7 @@ func TestAttemptWriterNonStreamUsage(t *testing.T) {
 		},
 		{
 			name: "not JSON",
+			ct:   "text/html",
 			body: `<html>ok</html>`,
 		},
 	} {
@@ -502,7 +504,11 @@ func TestAttemptWriterNonStreamUsage(t *testing.T) {
 			for _, size := range []int{len(tc.body), 1000, 7, 16 << 10} {
 				rec := newRecorder()
 				aw := newTestWriter(rec)
-				aw.Header().Set("Content-Type", "application/json")
+				ct := tc.ct
+				if ct == "" {
+					ct = "application/json"
+				}
+				aw.Header().Set("Content-Type", ct)
 				aw.WriteHeader(http.StatusOK)
 				for s := tc.body; len(s) > 0; {
 					n := min(size, len(s))
@@ -528,6 +534,58 @@ func TestAttemptWriterNonStreamUsage(t *testing.T) {
 
 // translatedWriter returns an attemptWriter over rec that translates the
 // answer to an OpenAI chat request served by an Anthropic provider.
+// TestAttemptWriterCutShortJSON: a JSON answer that a clean close cuts
+// short is a failure. One held whole (up to maxHeld) leaves nothing on
+// the response, so the next target can be tried; a longer one was passed
+// on as it came, and finish reports the failure.
+func TestAttemptWriterCutShortJSON(t *testing.T) {
+	long := `{"choices":[{"message":{"content":"` + strings.Repeat("x", maxHeld) + `"}}]}`
+	for _, tc := range []struct {
+		name, ct, body string
+		whole, held    bool
+	}{
+		{"whole", "application/json", okChat, true, true},
+		{"whole, with a charset", "application/json; charset=utf-8", okChat, true, true},
+		{"whole, problem+json", "application/problem+json", `{"a":1}`, true, true},
+		{"cut in an object", "application/json", okChat[:40], false, true},
+		{"cut in a string", "application/json", `{"a":"b`, false, true},
+		{"not JSON", "application/json", `<html>`, false, true},
+		{"empty", "application/json", "", false, true},
+		{"long and whole", "application/json", long, true, false},
+		{"long and cut", "application/json", long[:len(long)-3], false, false},
+		{"long and cut in a string", "application/json", long[:maxHeld], false, false},
+		{"not JSON by its type", "text/plain", `{"a":`, true, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			rec := newRecorder()
+			aw := newTestWriter(rec)
+			aw.Header().Set("Content-Type", tc.ct)
+			aw.WriteHeader(http.StatusOK)
+			for s := tc.body; len(s) > 0; {
+				n := min(len(s), 4096)
+				if _, err := aw.Write([]byte(s[:n])); err != nil {
+					t.Fatal(err)
+				}
+				s = s[n:]
+			}
+			if tc.held && tc.body != "" {
+				untouched(t, rec)
+			}
+			err := aw.finish()
+			switch {
+			case tc.whole && err != nil:
+				t.Fatalf("finish: %v", err)
+			case tc.whole && rec.Body.String() != tc.body:
+				t.Fatalf("the answer was changed")
+			case !tc.whole && !errors.Is(err, errCutShort):
+				t.Fatalf("finish = %v, want errCutShort", err)
+			case !tc.whole && tc.held:
+				untouched(t, rec)
+			}
+		})
+	}
+}
+
 func translatedWriter(t *testing.T, rec http.ResponseWriter, stream bool) *attemptWriter {
 	t.Helper()
 	body := `{"model":"m","messages":[{"role":"user","content":"hi"}],"stream_options":{"include_usage":true}}`

@@ -539,3 +539,82 @@ func TestUntranslatableAnswer(t *testing.T) {
 	}
 	expectAttempts(t, res.Header, "alpha", 2)
 }
+
+// A 200 answer whose JSON a clean close cuts short once counted as a
+// success, and the client got half a body. It is a failure now: the next
+// target is tried when nothing reached the client yet (answers up to
+// 1 MiB are held until whole), and the response is aborted otherwise.
+func TestJSONAnswerCutShort(t *testing.T) {
+	whole := string(chatAnswer("the whole answer"))
+	long := string(chatAnswer(strings.Repeat("long answer ", 200_000)))
+	cutter := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body := whole
+		if strings.Contains(r.URL.Path, "/long/") {
+			body = long
+		}
+		body = body[:len(body)*2/3]
+		if strings.Contains(r.URL.Path, "/framed/") {
+			// a body whose framing ends properly, cut all the same
+			w.Header().Set("Content-Type", "application/json")
+			_, _ = io.WriteString(w, body)
+			return
+		}
+		// no Content-Length, no chunks: the close ends the body
+		conn, buf, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			return
+		}
+		defer conn.Close()
+		_, _ = buf.WriteString("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n\r\n" + body)
+		_ = buf.Flush()
+	}))
+	t.Cleanup(cutter.Close)
+	start(t, withDefaults(`
+		provider cutter `+cutter.URL+`/close/v1
+		provider framed `+cutter.URL+`/framed/v1
+		provider long `+cutter.URL+`/long/v1
+		model cut cutter
+		model cut-then-alpha cutter alpha
+		model framed-then-alpha framed alpha
+		model long-cut long`))
+	hc := newHTTPClient(t)
+	res := post(t, hc, "/v1/chat/completions", chatBody("cut"))
+	if res.Status != http.StatusBadGateway || res.json("error.code") != "upstream_invalid_response" || !strings.Contains(res.json("error.message"), "cut short") {
+		t.Errorf("cut answer: %d %s", res.Status, res.Body)
+	}
+	for _, model := range []string{"cut-then-alpha", "framed-then-alpha"} {
+		res = post(t, hc, "/v1/chat/completions", chatBody(model))
+		if res.Status != 200 || res.json("choices.0.message.content") != alphaText {
+			t.Errorf("%s: %d %s", model, res.Status, truncateBody(res.Body))
+		}
+		expectAttempts(t, res.Header, "alpha", 2)
+	}
+	// too long to hold: it was on its way when it broke off
+	req, _ := http.NewRequestWithContext(ctxT(t), http.MethodPost, gatewayURL+"/v1/chat/completions", bytes.NewReader(chatBody("long-cut")))
+	resp, err := hc.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err == nil {
+		t.Errorf("a long answer cut short ended cleanly: %d, %d bytes", resp.StatusCode, len(got))
+	}
+}
+
+// chatAnswer is a chat completion answering text.
+func chatAnswer(text string) []byte {
+	b, _ := json.Marshal(map[string]any{
+		"id": "chatcmpl-cut", "object": "chat.completion", "created": 1, "model": "m",
+		"choices": []any{map[string]any{"index": 0, "finish_reason": "stop",
+			"message": map[string]any{"role": "assistant", "content": text}}},
+	})
+	return b
+}
+
+func truncateBody(b []byte) string {
+	if len(b) > 300 {
+		return string(b[:300]) + "…"
+	}
+	return string(b)
+}
