@@ -559,7 +559,9 @@ func TestJSONAnswerCutShort(t *testing.T) {
 			_, _ = io.WriteString(w, body)
 			return
 		}
-		// no Content-Length, no chunks: the close ends the body
+		// no Content-Length, no chunks: the close ends the body (a
+		// clean one: the request read, the write side shut first)
+		_, _ = io.Copy(io.Discard, r.Body)
 		conn, buf, err := http.NewResponseController(w).Hijack()
 		if err != nil {
 			return
@@ -567,6 +569,9 @@ func TestJSONAnswerCutShort(t *testing.T) {
 		defer conn.Close()
 		_, _ = buf.WriteString("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n\r\n" + body)
 		_ = buf.Flush()
+		if tc, ok := conn.(*net.TCPConn); ok {
+			_ = tc.CloseWrite()
+		}
 	}))
 	t.Cleanup(cutter.Close)
 	start(t, withDefaults(`
