@@ -132,7 +132,7 @@ func FuzzEventStream(f *testing.F) {
 			n := min(len(rest), 1+rng.IntN(64))
 			written, err := aw.Write(rest[:n])
 			if err != nil {
-				if !errors.Is(err, errMalformedEvent) {
+				if !errors.Is(err, errMalformedEvent) && !errors.Is(err, errErrorEvent) {
 					t.Fatalf("Write: %v", err)
 				}
 				werr = err
@@ -146,13 +146,21 @@ func FuzzEventStream(f *testing.F) {
 		if werr == nil {
 			aw.finish()
 		}
-		// The writer stops at a malformed event: in a Write, or in the
-		// incomplete last line finish looks at.
+		// A stream whose first event with data is an error, or that has
+		// none, is not passed on at all.
+		out := rec.Body.Bytes()
+		if errors.Is(aw.streamErr, errErrorEvent) || errors.Is(aw.streamErr, errNoEvent) {
+			if len(out) != 0 || rec.Code != 0 {
+				t.Fatalf("a stream that failed before its first event reached the client: %q", out)
+			}
+			return
+		}
+		// Otherwise the writer stops at a malformed event: in a Write,
+		// or in the incomplete last line finish looks at.
 		stopped := werr != nil || aw.streamErr != nil
 		if stopped && !errors.Is(aw.streamErr, errMalformedEvent) {
 			t.Fatalf("stopped with streamErr = %v", aw.streamErr)
 		}
-		out := rec.Body.Bytes()
 		if !bytes.HasPrefix(data, out) {
 			t.Fatalf("output is not a prefix of the input:\n in %q\nout %q", data, out)
 		}

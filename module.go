@@ -81,7 +81,7 @@ type Handler struct {
 	MaxDepth int `json:"max_depth,omitempty"`
 
 	// How long an attempt may take until the first byte of the response
-	// body arrives (for streams: the first event). Past it the attempt
+	// body arrives (for streams: the first event with data). Past it the attempt
 	// is abandoned and the next target is tried. Default: 5m.
 	FirstByteTimeout caddy.Duration `json:"first_byte_timeout,omitempty"`
 

@@ -19,6 +19,8 @@ var (
 	errEventTooLong   = errors.New("upstream sent a stream line longer than 16 MiB")
 	errBodyTooLong    = errors.New("upstream answer to translate is larger than 16 MiB")
 	errCutShort       = errors.New("upstream answer is a JSON text cut short")
+	errErrorEvent     = errors.New("upstream stream began with an error event")
+	errNoEvent        = errors.New("upstream stream ended before its first event")
 )
 
 const (
@@ -55,7 +57,11 @@ type Usage struct {
 // translated can still fall back). A JSON answer is held until it is
 // whole too, up to maxHeld, so that one cut short by a clean close falls
 // back as well; a longer one is passed on as it comes, and if it turns
-// out cut short the attempt fails (the handler aborts the response).
+// out cut short the attempt fails (the handler aborts the response). An
+// event stream is held until its first event with data: an error event
+// there makes the attempt fail like an error status, so the next target
+// can be tried; any other is committed, and the stream flows on as it
+// arrives.
 type attemptWriter struct {
 	w      http.ResponseWriter
 	header http.Header
@@ -68,7 +74,8 @@ type attemptWriter struct {
 
 	tr translate.Exchange // nil when the answer needs no translation
 
-	// onStart runs once, on the first body byte of a good answer.
+	// onStart runs once, on the first body byte of a good answer (for an
+	// event stream, at its first event with data).
 	onStart func(aw *attemptWriter)
 	// onCommit runs once, just before the real header is written.
 	onCommit func(aw *attemptWriter)
@@ -82,6 +89,8 @@ type attemptWriter struct {
 	pending    []byte
 	scanned    int             // bytes of pending already inspected as complete lines
 	terminated bool            // the stream carried its terminator (or an error event)
+	heldData   bool            // a held stream has had a data line
+	heldError  bool            // a held stream has had an error event
 	streamErr  error           // why the writer stopped the stream itself
 	reported   translate.Usage // the usage objects read so far
 	usage      Usage           // reported, in the placeholders' terms
@@ -131,7 +140,7 @@ func (aw *attemptWriter) Write(p []byte) (int, error) {
 	if aw.onWrite != nil {
 		aw.onWrite()
 	}
-	if !aw.committed {
+	if !aw.committed && !aw.stream {
 		switch {
 		case aw.tr == nil && len(aw.body)+len(p) > maxHeld:
 			// Too long to hold: what came so far goes on, and the rest
@@ -167,21 +176,48 @@ func (aw *attemptWriter) passOn(p []byte) (int, error) {
 }
 
 // start notes the first body byte of a good answer and commits it,
-// unless it is a whole body to translate or a JSON answer to hold.
+// unless it is a whole body to translate, a JSON answer to hold, or an
+// event stream (held until its first event).
 func (aw *attemptWriter) start() {
 	aw.started = true
 	ct := aw.header.Get("Content-Type")
-	aw.stream = strings.HasPrefix(ct, "text/event-stream")
+	aw.stream = isStream(ct)
+	if aw.stream {
+		return
+	}
 	if isJSON(ct) {
 		aw.json = new(jsonScan)
 	}
 	if aw.onStart != nil {
 		aw.onStart(aw)
 	}
-	if aw.stream || aw.tr == nil && aw.json == nil {
+	if aw.tr == nil && aw.json == nil {
 		aw.commit()
 	}
 }
+
+// openStream decides, at the end of an event of a held stream, what
+// comes of it: after an error event the attempt fails, with the event's
+// data as its error answer and a status from its error type; after an
+// event with data the stream is committed. Until then (comments,
+// keep-alives) it stays held.
+func (aw *attemptWriter) openStream() error {
+	switch {
+	case aw.heldError:
+		return errErrorEvent
+	case aw.heldData:
+		if err := aw.ctx.Err(); err != nil {
+			return err // the attempt was abandoned (first_byte_timeout)
+		}
+		if aw.onStart != nil {
+			aw.onStart(aw)
+		}
+		aw.commit()
+	}
+	return nil
+}
+
+func isStream(ct string) bool { return strings.HasPrefix(ct, "text/event-stream") }
 
 // isJSON reports whether a Content-Type is JSON's.
 func isJSON(ct string) bool {
@@ -229,6 +265,9 @@ func (aw *attemptWriter) finish() error {
 	if !aw.wroteHeader {
 		aw.WriteHeader(http.StatusOK)
 	}
+	if aw.stream && !aw.committed {
+		return aw.finishHeld()
+	}
 	if aw.started && !aw.committed {
 		out := aw.body
 		if aw.tr != nil {
@@ -249,9 +288,13 @@ func (aw *attemptWriter) finish() error {
 		return nil
 	}
 	if !aw.committed && !aw.failed() {
-		if aw.status == http.StatusOK && isJSON(aw.header.Get("Content-Type")) {
-			aw.streamErr = errCutShort // a JSON answer without a byte
-			return errCutShort
+		if ct := aw.header.Get("Content-Type"); aw.status == http.StatusOK && (isJSON(ct) || isStream(ct)) {
+			// a JSON answer or a stream without a byte
+			aw.streamErr = errCutShort
+			if isStream(ct) {
+				aw.streamErr = errNoEvent
+			}
+			return aw.streamErr
 		}
 		aw.commit()
 	}
@@ -325,6 +368,90 @@ func (s *jsonScan) ended() bool {
 	return s.began && s.depth == 0 && !s.inString
 }
 
+// finishHeld ends a stream that was still held: its last event (whose
+// blank line may be missing) decides, as in writeEvents; a stream with
+// no event with data fails.
+func (aw *attemptWriter) finishHeld() error {
+	if aw.streamErr != nil {
+		return aw.streamErr // a Write stopped it already
+	}
+	var err error
+	if len(aw.pending) > aw.scanned && !aw.inspectLine(aw.pending[aw.scanned:]) {
+		err = errMalformedEvent
+	}
+	if err == nil {
+		err = aw.openStream()
+	}
+	if err == nil && !aw.committed {
+		err = errNoEvent
+	}
+	if err != nil {
+		aw.fail(err)
+		return err
+	}
+	out := aw.pending
+	if aw.tr != nil {
+		if out, err = aw.translateEvent(nil, aw.pending); err != nil {
+			aw.streamErr = err
+			return err
+		}
+	}
+	n, _ := aw.w.Write(out)
+	aw.size += int64(n)
+	aw.pending, aw.scanned = nil, 0
+	return nil
+}
+
+// fail stops a stream the writer will not pass on any further. Before
+// commit, an error event becomes the attempt's error answer.
+func (aw *attemptWriter) fail(err error) {
+	if errors.Is(err, errErrorEvent) && !aw.committed {
+		aw.status, aw.errBody = errorEventAnswer(aw.pending)
+	}
+	aw.pending, aw.scanned = nil, 0
+	aw.streamErr = err
+}
+
+// errorEventAnswer returns the error answer an error event stands for:
+// its data, and a status from its error type.
+func errorEventAnswer(events []byte) (int, []byte) {
+	var body []byte
+	for line := range bytes.Lines(events) {
+		if data, ok := bytes.CutPrefix(bytes.TrimRight(line, "\r\n"), []byte("data:")); ok {
+			if data = bytes.TrimSpace(data); len(data) > 0 && gjson.ValidBytes(data) {
+				body = bytes.Clone(data)
+			}
+		}
+	}
+	ev := gjson.ParseBytes(body)
+	if c := ev.Get("error.code"); c.Type == gjson.Number && c.Int() >= 400 && c.Int() <= 599 {
+		return int(c.Int()), body
+	}
+	for _, typ := range []string{ev.Get("error.type").Str, ev.Get("error.code").Str} {
+		switch typ {
+		case "invalid_request_error":
+			return http.StatusBadRequest, body
+		case "authentication_error", "invalid_api_key":
+			return http.StatusUnauthorized, body
+		case "permission_error":
+			return http.StatusForbidden, body
+		case "not_found_error":
+			return http.StatusNotFound, body
+		case "request_too_large":
+			return http.StatusRequestEntityTooLarge, body
+		case "rate_limit_error", "rate_limit_exceeded":
+			return http.StatusTooManyRequests, body
+		case "overloaded_error":
+			return 529, body
+		case "api_error", "server_error":
+			return http.StatusInternalServerError, body
+		case "timeout_error":
+			return http.StatusGatewayTimeout, body
+		}
+	}
+	return http.StatusBadGateway, body
+}
+
 // writeEvents passes complete events through, checking each line. The
 // lines of an event wait until the blank line that ends it, so a client
 // only ever sees whole events. A malformed event is not passed on: the
@@ -349,17 +476,26 @@ func (aw *attemptWriter) writeEvents(p []byte) (int, error) {
 		if !aw.inspectLine(line) {
 			err = errMalformedEvent
 		} else if len(bytes.TrimRight(line, "\r\n")) == 0 {
-			out, err = aw.translateEvent(out, aw.pending[done:aw.scanned])
-			done = aw.scanned
+			if !aw.committed {
+				// The end of an event of a held stream.
+				if err = aw.openStream(); err == nil && !aw.committed {
+					continue
+				}
+			}
+			if err == nil {
+				out, err = aw.translateEvent(out, aw.pending[done:aw.scanned])
+				done = aw.scanned
+			}
 		}
 		if err != nil {
-			if aw.tr != nil {
-				_, _ = aw.w.Write(out)
-			} else if done > 0 {
-				_, _ = aw.w.Write(aw.pending[:done])
+			if aw.committed {
+				if aw.tr != nil {
+					_, _ = aw.w.Write(out)
+				} else if done > 0 {
+					_, _ = aw.w.Write(aw.pending[:done])
+				}
 			}
-			aw.pending, aw.scanned = nil, 0
-			aw.streamErr = err
+			aw.fail(err)
 			return len(p), err
 		}
 	}
@@ -405,11 +541,18 @@ func (aw *attemptWriter) translateEvent(dst, event []byte) ([]byte, error) {
 // usage, and reports false for a data line that is not valid JSON.
 func (aw *attemptWriter) inspectLine(line []byte) bool {
 	line = bytes.TrimRight(line, "\r\n")
-	data, isData := bytes.CutPrefix(line, []byte("data:"))
-	if isData && !aw.inspectData(bytes.TrimSpace(data)) {
-		return false
+	if name, ok := bytes.CutPrefix(line, []byte("event:")); ok && !aw.committed && string(bytes.TrimSpace(name)) == "error" {
+		aw.heldError = true
 	}
-	return true
+	data, isData := bytes.CutPrefix(line, []byte("data:"))
+	if !isData {
+		return true
+	}
+	data = bytes.TrimSpace(data)
+	if len(data) > 0 && !aw.committed {
+		aw.heldData = true
+	}
+	return aw.inspectData(data)
 }
 
 // inspectData reads the payload of a data line.
@@ -425,6 +568,9 @@ func (aw *attemptWriter) inspectData(data []byte) bool {
 		return false
 	}
 	ev := gjson.ParseBytes(data)
+	if !aw.committed && isErrorEvent(ev) {
+		aw.heldError = true
+	}
 	switch ev.Get("type").Str {
 	case "message_start":
 		aw.readUsage((*translate.Usage).ReadAnthropic, ev.Get("message.usage"))
@@ -436,12 +582,20 @@ func (aw *attemptWriter) inspectData(data []byte) bool {
 		aw.terminated = true
 		aw.readUsage((*translate.Usage).ReadOpenAI, ev.Get("response.usage"))
 	default:
-		if ev.Get("error").Exists() {
+		if isErrorEvent(ev) {
 			aw.terminated = true
 		}
 		aw.readUsage((*translate.Usage).ReadOpenAI, ev.Get("usage"))
 	}
 	return true
+}
+
+// isErrorEvent reports whether a stream event's data is an error: an
+// Anthropic error event, or an object with an error (not a null one, as
+// the Responses API's events carry).
+func isErrorEvent(ev gjson.Result) bool {
+	e := ev.Get("error")
+	return ev.Get("type").Str == "error" || e.IsObject() || e.Type == gjson.String && e.Str != ""
 }
 
 // readUsage reads a usage object with one of translate.Usage's readers

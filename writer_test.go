@@ -334,13 +334,14 @@ func TestAttemptWriterStreamTermination(t *testing.T) {
 		{"responses without response.completed", cut(responsesStream, "event: response.completed"), false},
 		{"[DONE] without a trailing newline", "data: {\"choices\":[]}\n\ndata: [DONE]", true},
 		{"[DONE] without a space", "data:[DONE]\n\n", true},
-		{"anthropic error event", "event: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\",\"message\":\"Overloaded\"}}\n\n", true},
-		{"openai error chunk", "data: {\"error\":{\"message\":\"boom\"}}\n\n", true},
+		{"anthropic error event", "event: ping\ndata: {\"type\":\"ping\"}\n\nevent: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\",\"message\":\"Overloaded\"}}\n\n", true},
+		{"openai error chunk", "data: {\"choices\":[]}\n\ndata: {\"error\":{\"message\":\"boom\"}}\n\n", true},
+		{"a null error", "data: {\"type\":\"response.created\",\"response\":{\"error\":null},\"error\":null}\n\n", false},
 		{"responses incomplete", "data: {\"type\":\"response.incomplete\",\"response\":{\"usage\":{\"input_tokens\":1,\"output_tokens\":2}}}\n\n", true},
 		{"responses failed", "data: {\"type\":\"response.failed\",\"response\":{\"usage\":null}}\n\n", true},
 		{"[DONE] inside a string", "data: {\"text\":\"data: [DONE]\"}\n\n", false},
 		{"message_stop inside a string", "data: {\"text\":\"{\\\"type\\\":\\\"message_stop\\\"}\"}\n\n", false},
-		{"event name without data", "event: message_stop\n\n", false},
+		{"event name without data", "data: {}\n\nevent: message_stop\n\n", false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			aw, rec, err := streamThrough(tc.stream)
@@ -352,6 +353,77 @@ func TestAttemptWriterStreamTermination(t *testing.T) {
 			}
 			if rec.Body.String() != tc.stream {
 				t.Errorf("output %q differs from the input", rec.Body)
+			}
+		})
+	}
+}
+
+// TestAttemptWriterHoldsStreamUntilFirstEvent: a stream is held until
+// its first event with data. An error event there leaves nothing on the
+// response and makes the attempt fail like an error status, with the
+// event's data as its error answer; any other commits the stream, with
+// what came before it.
+func TestAttemptWriterHoldsStreamUntilFirstEvent(t *testing.T) {
+	const overloaded = `{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}`
+	for _, tc := range []struct {
+		name   string
+		chunks []string
+		status int    // the attempt's error status, 0 if it is a good stream
+		err    error  // what finish or Write reports
+		held   string // what the first chunk leaves held (not passed on)
+	}{
+		{name: "comments, then an event", chunks: []string{": keep-alive\n\n", ": again\n\nevent: message_start\ndata: {\"type\":\"message_start\",\"message\":{}}\n\n", "data: [DONE]\n\n"}},
+		{name: "an event cut in two", chunks: []string{"data: {\"cho", "ices\":[]}\n", "\n", "data: [DONE]\n\n"}},
+		{name: "anthropic error event", chunks: []string{"event: error\ndata: " + overloaded + "\n\n"}, status: 529, err: errErrorEvent},
+		{name: "error event after comments", chunks: []string{": hi\n\n", "event: error\n", "data: " + overloaded + "\n\n"}, status: 529, err: errErrorEvent},
+		{name: "openai error chunk", chunks: []string{"data: {\"error\":{\"message\":\"slow down\",\"type\":\"requests\",\"code\":\"rate_limit_exceeded\"}}\n\n"}, status: 429, err: errErrorEvent},
+		{name: "error with a status code", chunks: []string{"data: {\"error\":{\"message\":\"x\",\"code\":503}}\n\n"}, status: 503, err: errErrorEvent},
+		{name: "error event name, other data", chunks: []string{"event: error\ndata: {\"message\":\"x\"}\n\n"}, status: 502, err: errErrorEvent},
+		{name: "error event without its blank line", chunks: []string{"event: error\ndata: " + overloaded}, status: 529, err: errErrorEvent},
+		{name: "comments only", chunks: []string{": keep-alive\n\n"}, err: errNoEvent},
+		{name: "nothing", err: errNoEvent},
+		{name: "a last event without its blank line", chunks: []string{"data: {\"choices\":[]}"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			rec := newRecorder()
+			aw := newTestWriter(rec)
+			started := 0
+			aw.onStart = func(*attemptWriter) { started++ }
+			aw.Header().Set("Content-Type", "text/event-stream")
+			aw.WriteHeader(http.StatusOK)
+			var err error
+			for i, c := range tc.chunks {
+				if _, err = aw.Write([]byte(c)); err != nil {
+					break
+				}
+				if i == 0 && (!strings.Contains(c, "data:") || !strings.Contains(c, "\n\n")) {
+					untouched(t, rec) // no whole event with data yet
+				}
+			}
+			if err == nil {
+				err = aw.finish()
+			}
+			if !errors.Is(err, tc.err) || (tc.err == nil) != (err == nil) {
+				t.Fatalf("error %v, want %v", err, tc.err)
+			}
+			if tc.err != nil {
+				untouched(t, rec)
+				if started != 0 {
+					t.Error("onStart ran for a stream that was not passed on")
+				}
+				if aw.failed() != (tc.status != 0) || aw.failed() && aw.status != tc.status {
+					t.Errorf("failed() = %v, status %d, want %d", aw.failed(), aw.status, tc.status)
+				}
+				if tc.status != 0 && !gjson.ValidBytes(aw.errBody) {
+					t.Errorf("error answer %q", aw.errBody)
+				}
+				return
+			}
+			if started != 1 || rec.Code != http.StatusOK {
+				t.Errorf("onStart ran %d times, status %d", started, rec.Code)
+			}
+			if want := strings.Join(tc.chunks, ""); rec.Body.String() != want {
+				t.Errorf("output %q, want %q", rec.Body, want)
 			}
 		})
 	}

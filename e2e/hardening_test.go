@@ -16,6 +16,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/openai/openai-go/v3"
 )
 
 // Tests of issue 9: each reproduces an attack on the gateway, or a
@@ -622,4 +624,68 @@ func truncateBody(b []byte) string {
 		return string(b[:300]) + "…"
 	}
 	return string(b)
+}
+
+// A stream whose first event is an error (Anthropic's event: error, an
+// OpenAI chunk with an error) was committed and broke for the client,
+// with no fallback. The gateway holds a stream until its first event with
+// data: an error there is an attempt that failed, so the next target
+// answers, or the client gets the error as an error status.
+func TestStreamFirstEventError(t *testing.T) {
+	errFirst := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		w.WriteHeader(http.StatusOK)
+		_, _ = io.WriteString(w, ": keep-alive\n\n")
+		w.(http.Flusher).Flush()
+		if strings.Contains(r.URL.Path, "/anthropic/") {
+			_, _ = io.WriteString(w, "event: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\",\"message\":\"Overloaded\"}}\n\n")
+		} else {
+			_, _ = io.WriteString(w, "data: {\"error\":{\"message\":\"The server had an error while processing your request.\",\"type\":\"server_error\"}}\n\n")
+		}
+	}))
+	t.Cleanup(errFirst.Close)
+	start(t, withDefaults(`
+		provider erra `+errFirst.URL+`/anthropic/v1 {
+			format anthropic
+		}
+		provider erro `+errFirst.URL+`/openai/v1
+		model claude-chat-err erra claude {
+			upstream_name mock-claude
+		}
+		model chat-err erro alpha
+		model only-err erro`))
+
+	t.Run("anthropic error event, then a working provider", func(t *testing.T) {
+		s := messageStream(t, antClient(t), messageParams("claude-chat-err", prompt))
+		if s.Err != nil || s.Text != claudeText {
+			t.Fatalf("got %q, %v", s.Text, s.Err)
+		}
+		expectAttempts(t, s.Resp.Header, "claude", 2)
+	})
+	t.Run("openai error chunk, then a working provider", func(t *testing.T) {
+		s := chatStream(t, oaClient(t), chatParams("chat-err", prompt))
+		if s.Err != nil || s.Text != alphaText {
+			t.Fatalf("got %q, %v", s.Text, s.Err)
+		}
+		expectAttempts(t, s.Resp.Header, "alpha", 2)
+	})
+	t.Run("translated both ways", func(t *testing.T) {
+		s := chatStream(t, oaClient(t), chatParams("claude-chat-err", prompt))
+		if s.Err != nil || s.Text != claudeText {
+			t.Fatalf("chat client: got %q, %v", s.Text, s.Err)
+		}
+		expectAttempts(t, s.Resp.Header, "claude", 2)
+		s = messageStream(t, antClient(t), messageParams("chat-err", prompt))
+		if s.Err != nil || s.Text != alphaText {
+			t.Fatalf("messages client: got %q, %v", s.Text, s.Err)
+		}
+		expectAttempts(t, s.Resp.Header, "alpha", 2)
+	})
+	t.Run("openai error chunk, no other provider", func(t *testing.T) {
+		s := chatStream(t, oaClient(t), chatParams("only-err", prompt))
+		var oerr *openai.Error
+		if !asError(s.Err, &oerr) || oerr.StatusCode != http.StatusInternalServerError || !strings.Contains(oerr.Message, "while processing your request") {
+			t.Fatalf("got %q, %v; want a 500 with the upstream's error", s.Text, s.Err)
+		}
+	})
 }
