@@ -131,6 +131,9 @@ type Handler struct {
 	// Default: UTC.
 	ResetTZ string `json:"reset_tz,omitempty"`
 
+	// Where the counters of limits and budgets live. Default: memory.
+	State *State `json:"state,omitempty"`
+
 	providers map[string]*upstreams.Provider
 	models    map[string]*Model
 	routes    map[string]*Route
@@ -139,7 +142,9 @@ type Handler struct {
 
 	keys        []*ClientKey
 	resetLoc    *time.Location
-	quotas      *limits.Memory             // nil when nothing is limited
+	quotas      limits.Store               // nil when nothing is limited
+	memory      *limits.Memory             // the process's store, taken when anything is limited
+	redis       *limits.Redis              // the shared store, if configured
 	provSubject map[string]*limits.Subject // by provider name
 	needsPrompt bool                       // a token or spend limit needs the prompt estimate
 }
@@ -386,8 +391,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		r.strategy = mod.(strategies.Strategy)
 		h.routes[a.name] = r
 	}
-	h.provisionLimits()
-	return nil
+	return h.provisionLimits()
 }
 
 // Cleanup releases the state of the provider+model pairs this handler
@@ -402,10 +406,7 @@ func (h *Handler) Cleanup() error {
 		}
 		m.serving = nil
 	}
-	if h.quotas != nil {
-		limits.ReleaseMemory()
-		h.quotas = nil
-	}
+	h.closeStore()
 	return nil
 }
 
@@ -467,6 +468,20 @@ func (h *Handler) Validate() error {
 		if m.Context < 0 {
 			return fmt.Errorf("model %s: context must not be negative, got %d", m.Name, m.Context)
 		}
+		for _, p := range []struct {
+			name  string
+			value *float64
+		}{{"cache_read_price", m.CacheReadPrice}, {"cache_write_price", m.CacheWritePrice}} {
+			if p.value != nil && !nonNegative(*p.value) {
+				return fmt.Errorf("model %s: %s must not be negative, got %v", m.Name, p.name, *p.value)
+			}
+		}
+		if m.MaxOutput < 0 {
+			return fmt.Errorf("model %s: max_output must not be negative, got %d", m.Name, m.MaxOutput)
+		}
+		if err := m.Limits.Validate(); err != nil {
+			return fmt.Errorf("model %s: %v", m.Name, err)
+		}
 		for _, pn := range m.Providers {
 			// Azure puts the deployment (the upstream name) into the path.
 			if h.providers[pn].Format == upstreams.FormatAzure && strings.ContainsAny(m.UpstreamName, "/?#\\%") {
@@ -495,6 +510,12 @@ func (h *Handler) Validate() error {
 		if err := validStatuses(r.RetryOn); err != nil {
 			return fmt.Errorf("route %s: %v", r.Name, err)
 		}
+		if err := r.Limits.Validate(); err != nil {
+			return fmt.Errorf("route %s: %v", r.Name, err)
+		}
+		if err := h.validOnExhausted(r.OnExhausted); err != nil {
+			return fmt.Errorf("route %s: %v", r.Name, err)
+		}
 		for _, t := range r.Targets {
 			if t.Weight != nil && !nonNegative(*t.Weight) {
 				return fmt.Errorf("route %s: target %s: weight must not be negative", r.Name, t.Model)
@@ -519,6 +540,58 @@ func (h *Handler) Validate() error {
 	for _, s := range h.EnableOnPathSuffix {
 		if s != "*" && !strings.HasPrefix(s, "/") {
 			return fmt.Errorf("enable_on_path_suffix: %q must start with '/' or be '*'", s)
+		}
+	}
+	if err := h.validKeys(); err != nil {
+		return err
+	}
+	if h.State != nil {
+		if err := h.State.Validate(); err != nil {
+			return err
+		}
+	}
+	if _, err := time.LoadLocation(h.ResetTZ); err != nil {
+		return fmt.Errorf("reset_tz: %v", err)
+	}
+	return nil
+}
+
+// validOnExhausted checks a route's on_exhausted: cheapest or next
+// alone, or registered models.
+func (h *Handler) validOnExhausted(order []string) error {
+	for _, v := range order {
+		if (v == "cheapest" || v == "next") && len(order) > 1 {
+			return fmt.Errorf("on_exhausted: %s stands alone", v)
+		}
+		if _, ok := h.models[v]; !ok && v != "cheapest" && v != "next" {
+			return fmt.Errorf("on_exhausted: unknown model %q (want cheapest, next or model names)", v)
+		}
+	}
+	return nil
+}
+
+// validKeys checks the client keys: names, a secret from one source,
+// known models and routes, and the limits.
+func (h *Handler) validKeys() error {
+	seen := make(map[string]bool, len(h.Keys))
+	for _, k := range h.Keys {
+		if err := validName(k.Name); err != nil {
+			return fmt.Errorf("key %q: %v", k.Name, err)
+		}
+		if seen[k.Name] {
+			return fmt.Errorf("key %s defined twice", k.Name)
+		}
+		seen[k.Name] = true
+		if (k.Secret == "") == (k.SecretFile == "") {
+			return fmt.Errorf("key %s: set exactly one of secret and secret_file", k.Name)
+		}
+		for _, name := range k.Models {
+			if h.models[name] == nil && h.routes[name] == nil {
+				return fmt.Errorf("key %s: unknown model or route %q", k.Name, name)
+			}
+		}
+		if err := k.Limits.Validate(); err != nil {
+			return fmt.Errorf("key %s: %v", k.Name, err)
 		}
 	}
 	return nil

@@ -1,0 +1,154 @@
+package llmroute
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+
+	"github.com/caddy-llm-route/llmroute/limits"
+)
+
+// State says where the counters of limits and budgets live.
+type State struct {
+	// `memory` (default): in this process, kept across config reloads.
+	// `redis`: in Redis, shared by every instance that uses the same
+	// server and prefix.
+	Backend string `json:"backend,omitempty"`
+
+	// The Redis URL: redis://[user:password@]host[:port][/db], or
+	// rediss:// for TLS. Placeholders such as {env.REDIS_URL} are
+	// resolved at provision.
+	URL string `json:"url,omitempty"`
+
+	// The Redis user and password, replacing those of the URL; they may
+	// be placeholders.
+	Username string `json:"username,omitempty"`
+	Password string `json:"password,omitempty"`
+
+	// What happens while Redis cannot be reached: `allow` (default: the
+	// limits are kept in this process meanwhile) or `deny` (requests
+	// with a limit get 429).
+	OnError string `json:"on_error,omitempty"`
+
+	// The longest a request waits on Redis. Default: 100ms.
+	Timeout caddy.Duration `json:"timeout,omitempty"`
+
+	// The prefix of every Redis key. Default: `llm_route:`.
+	Prefix string `json:"prefix,omitempty"`
+}
+
+// Validate checks the values.
+func (s *State) Validate() error {
+	switch s.Backend {
+	case "", "memory":
+		if s.URL != "" {
+			return fmt.Errorf("state: a url needs the redis backend")
+		}
+	case "redis":
+		if s.URL == "" {
+			return fmt.Errorf("state redis: a url is required")
+		}
+	default:
+		return fmt.Errorf("state: unknown backend %q (want memory or redis)", s.Backend)
+	}
+	if _, err := limits.ParseOnError(s.OnError); s.OnError != "" && err != nil {
+		return fmt.Errorf("state: %v", err)
+	}
+	if s.Timeout < 0 {
+		return fmt.Errorf("state: timeout must not be negative")
+	}
+	return nil
+}
+
+// openStore sets up the store of the handler's counters: the process's
+// memory store, and in front of it Redis when configured (the memory
+// store then holds the limits while Redis is unreachable).
+func (h *Handler) openStore() error {
+	h.memory = limits.AcquireMemory()
+	h.quotas = h.memory
+	if h.State == nil || h.State.Backend != "redis" {
+		return nil
+	}
+	repl := caddy.NewReplacer()
+	onError, _ := limits.ParseOnError(h.State.OnError)
+	r, err := limits.NewRedis(limits.RedisOptions{
+		URL:      repl.ReplaceKnown(h.State.URL, ""),
+		Username: repl.ReplaceKnown(h.State.Username, ""),
+		Password: repl.ReplaceKnown(h.State.Password, ""),
+		Timeout:  time.Duration(h.State.Timeout),
+		OnError:  onError,
+		Prefix:   h.State.Prefix,
+		Local:    h.memory,
+		Logger:   h.logger,
+	})
+	if err != nil {
+		return fmt.Errorf("state redis: %v", err)
+	}
+	h.redis, h.quotas = r, r
+	return nil
+}
+
+// closeStore releases what openStore took.
+func (h *Handler) closeStore() {
+	if h.redis != nil {
+		_ = h.redis.Close()
+		h.redis = nil
+	}
+	if h.memory != nil {
+		limits.ReleaseMemory()
+		h.memory = nil
+	}
+	h.quotas = nil
+}
+
+// unmarshalState reads the state subdirective. Syntax:
+//
+//	state memory
+//	state redis <url> {
+//		username <name>
+//		password <placeholder>
+//		on_error allow|deny
+//		timeout <duration>
+//		prefix <prefix>
+//	}
+func unmarshalState(d *caddyfile.Dispenser) (*State, error) {
+	s := new(State)
+	if !d.NextArg() {
+		return nil, d.ArgErr()
+	}
+	s.Backend = d.Val()
+	if d.NextArg() {
+		s.URL = d.Val()
+	}
+	if d.NextArg() {
+		return nil, d.ArgErr()
+	}
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		dir := d.Val()
+		var v string
+		if !d.Args(&v) || d.NextArg() {
+			return nil, d.ArgErr()
+		}
+		switch dir {
+		case "username":
+			s.Username = v
+		case "password":
+			s.Password = v
+		case "on_error":
+			s.OnError = v
+		case "prefix":
+			s.Prefix = v
+		case "timeout":
+			dur, err := caddy.ParseDuration(v)
+			if err != nil {
+				return nil, d.Errf("state: invalid timeout %q", v)
+			}
+			s.Timeout = caddy.Duration(dur)
+		default:
+			return nil, d.Errf("state: unrecognized subdirective: %s", dir)
+		}
+	}
+	return s, nil
+}
