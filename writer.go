@@ -62,6 +62,9 @@ type attemptWriter struct {
 	errBody     []byte
 
 	tr translate.Exchange // nil when the answer needs no translation
+	// dropUsage holds back the usage-only chunk of an OpenAI stream whose
+	// client did not ask for it (the gateway asked, to count usage).
+	dropUsage bool
 
 	// onStart runs once, on the first body byte of a good answer.
 	onStart func(aw *attemptWriter)
@@ -217,8 +220,8 @@ func (aw *attemptWriter) finish() error {
 		var err error
 		if !aw.inspectLine(aw.pending[aw.scanned:]) {
 			err = errMalformedEvent
-		} else if aw.tr != nil {
-			out, err = aw.translateEvent(nil, aw.pending)
+		} else if aw.rewrites() {
+			out, err = aw.passEvent(nil, aw.pending)
 		}
 		if err != nil {
 			aw.streamErr = err
@@ -257,11 +260,11 @@ func (aw *attemptWriter) writeEvents(p []byte) (int, error) {
 		if !aw.inspectLine(line) {
 			err = errMalformedEvent
 		} else if len(bytes.TrimRight(line, "\r\n")) == 0 {
-			out, err = aw.translateEvent(out, aw.pending[done:aw.scanned])
+			out, err = aw.passEvent(out, aw.pending[done:aw.scanned])
 			done = aw.scanned
 		}
 		if err != nil {
-			if aw.tr != nil {
+			if aw.rewrites() {
 				_, _ = aw.w.Write(out)
 			} else if done > 0 {
 				_, _ = aw.w.Write(aw.pending[:done])
@@ -274,7 +277,7 @@ func (aw *attemptWriter) writeEvents(p []byte) (int, error) {
 	if done == 0 {
 		return len(p), nil
 	}
-	if aw.tr == nil {
+	if !aw.rewrites() {
 		out = aw.pending[:done]
 	}
 	n, err := aw.w.Write(out)
@@ -285,6 +288,41 @@ func (aw *attemptWriter) writeEvents(p []byte) (int, error) {
 		return 0, err
 	}
 	return len(p), nil
+}
+
+// rewrites reports whether stream events are rewritten on their way to
+// the client (translated, or some held back), rather than passed on as
+// they came.
+func (aw *attemptWriter) rewrites() bool { return aw.tr != nil || aw.dropUsage }
+
+// passEvent appends what the client gets of one upstream event (its
+// lines up to and including the blank line that ends it) to dst: its
+// translation, nothing for a usage-only chunk the client did not ask
+// for, or the event as it is.
+func (aw *attemptWriter) passEvent(dst, event []byte) ([]byte, error) {
+	if aw.tr != nil {
+		return aw.translateEvent(dst, event)
+	}
+	if aw.dropUsage && usageOnly(event) {
+		return dst, nil
+	}
+	return append(dst, event...), nil
+}
+
+// usageOnly reports whether an OpenAI stream event is the usage chunk:
+// no choices, a usage object.
+func usageOnly(event []byte) bool {
+	for line := range bytes.Lines(event) {
+		data, ok := bytes.CutPrefix(bytes.TrimRight(line, "\r\n"), []byte("data:"))
+		if !ok {
+			continue
+		}
+		ev := gjson.ParseBytes(bytes.TrimSpace(data))
+		if ch := ev.Get("choices"); ch.IsArray() && !ch.Get("0").Exists() && ev.Get("usage").IsObject() {
+			return true
+		}
+	}
+	return false
 }
 
 // translateEvent appends the client's translation of one upstream event
