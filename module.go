@@ -6,6 +6,7 @@ import (
 	"math"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -145,7 +146,9 @@ type Handler struct {
 	quotas      limits.Store               // nil when nothing is limited
 	memory      *limits.Memory             // the process's store, taken when anything is limited
 	redis       *limits.Redis              // the shared store, if configured
+	redisKey    string                     // its key in redisClients
 	provSubject map[string]*limits.Subject // by provider name
+	cleaned     int32                      // set by the first Cleanup
 	needsPrompt bool                       // a token or spend limit needs the prompt estimate
 }
 
@@ -395,8 +398,14 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 }
 
 // Cleanup releases the state of the provider+model pairs this handler
-// took; the state of a pair that another config still uses stays.
+// took (the state of a pair that another config still uses stays) and
+// its limit store. It changes nothing that requests still in flight on
+// this config read: they finish on the objects they hold. Only the
+// first call does anything.
 func (h *Handler) Cleanup() error {
+	if !atomic.CompareAndSwapInt32(&h.cleaned, 0, 1) {
+		return nil
+	}
 	for _, m := range h.Models {
 		if m == nil {
 			continue
@@ -404,7 +413,6 @@ func (h *Handler) Cleanup() error {
 		for _, s := range m.serving {
 			upstreams.ReleasePair(s.provider, m.UpstreamName)
 		}
-		m.serving = nil
 	}
 	h.closeStore()
 	return nil

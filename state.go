@@ -1,6 +1,7 @@
 package llmroute
 
 import (
+	"crypto/sha256"
 	"fmt"
 	"time"
 
@@ -73,7 +74,7 @@ func (h *Handler) openStore() error {
 	}
 	repl := caddy.NewReplacer()
 	onError, _ := limits.ParseOnError(h.State.OnError)
-	r, err := limits.NewRedis(limits.RedisOptions{
+	opts := limits.RedisOptions{
 		URL:      repl.ReplaceKnown(h.State.URL, ""),
 		Username: repl.ReplaceKnown(h.State.Username, ""),
 		Password: repl.ReplaceKnown(h.State.Password, ""),
@@ -82,25 +83,44 @@ func (h *Handler) openStore() error {
 		Prefix:   h.State.Prefix,
 		Local:    h.memory,
 		Logger:   h.logger,
+	}
+	// One client per server and settings, shared by the configs that use
+	// it, so a reload keeps it open for the requests still in flight.
+	h.redisKey = fmt.Sprintf("%x", sha256.Sum256([]byte(fmt.Sprintf("%q %q %q %v %v %q", opts.URL, opts.Username, opts.Password, opts.Timeout, opts.OnError, opts.Prefix))))
+	v, _, err := redisClients.LoadOrNew(h.redisKey, func() (caddy.Destructor, error) {
+		r, err := limits.NewRedis(opts)
+		if err != nil {
+			return nil, err
+		}
+		return pooledRedis{r}, nil
 	})
 	if err != nil {
+		h.redisKey = ""
 		return fmt.Errorf("state redis: %v", err)
 	}
-	h.redis, h.quotas = r, r
+	h.redis = v.(pooledRedis).Redis
+	h.quotas = h.redis
 	return nil
 }
 
+// redisClients holds the Redis stores in use, by their settings.
+var redisClients = caddy.NewUsagePool()
+
+// pooledRedis is a Redis store's entry in the pool; it closes with the
+// last config that uses it.
+type pooledRedis struct{ *limits.Redis }
+
+// Destruct implements caddy.Destructor.
+func (p pooledRedis) Destruct() error { return p.Close() }
+
 // closeStore releases what openStore took.
 func (h *Handler) closeStore() {
-	if h.redis != nil {
-		_ = h.redis.Close()
-		h.redis = nil
+	if h.redisKey != "" {
+		_, _ = redisClients.Delete(h.redisKey)
 	}
 	if h.memory != nil {
 		limits.ReleaseMemory()
-		h.memory = nil
 	}
-	h.quotas = nil
 }
 
 // unmarshalState reads the state subdirective. Syntax:
