@@ -79,16 +79,10 @@ func (h *Handler) admit(ctx context.Context, req *strategies.Request, p *plan, c
 	}
 	subjects[2], subjects[3] = m.subject, h.provSubject[c.Provider.Name]
 	a := estimate(req, m)
-	charges := make([]limits.Charge, 0, 8)
-	owners := make([]*limits.Subject, 0, 8)
+	charges := make([]limits.Charge, 0, 4)
 	for _, s := range subjects {
-		if s == nil {
-			continue
-		}
-		n := len(charges)
-		charges = s.Charges(charges, a, now)
-		for range len(charges) - n {
-			owners = append(owners, s)
+		if s != nil {
+			charges = s.Charges(charges, a, now)
 		}
 	}
 	if len(charges) == 0 {
@@ -103,7 +97,8 @@ func (h *Handler) admit(ctx context.Context, req *strategies.Request, p *plan, c
 	case v.Unavailable:
 		return nil, &denial{kind: charges[0].Kind, subject: "the shared state (unreachable)", retryAfter: v.RetryAfter}
 	case !v.OK:
-		return nil, &denial{kind: charges[v.Denied].Kind, subject: owners[v.Denied].Name(), retryAfter: v.RetryAfter}
+		ch := charges[v.Denied]
+		return nil, &denial{kind: ch.Kind, subject: limits.SubjectOf(ch.Counter), retryAfter: v.RetryAfter}
 	}
 	return res, nil
 }
