@@ -9,6 +9,7 @@ import (
 	"github.com/caddyserver/caddy/v2"
 
 	"github.com/caddy-llm-route/llmroute/strategies"
+	"github.com/caddy-llm-route/llmroute/upstreams"
 )
 
 // benchCands makes n candidates that look like a real catalogue: prices
@@ -16,7 +17,10 @@ import (
 // mostly warm with a few cold ones, varied load and weights.
 func benchCands(n int) []strategies.Candidate {
 	r := rand.New(rand.NewPCG(42, uint64(n)))
-	providers := []string{"openai", "anthropic", "groq", "together", "local"}
+	var providers []*upstreams.Provider
+	for _, name := range []string{"openai", "anthropic", "groq", "together", "local"} {
+		providers = append(providers, &upstreams.Provider{Name: name})
+	}
 	cands := make([]strategies.Candidate, n)
 	for i := range cands {
 		c := &cands[i]
@@ -36,7 +40,7 @@ func benchCands(n int) []strategies.Candidate {
 		if r.IntN(10) == 0 {
 			samples = int64(r.IntN(3)) // cold
 		}
-		c.Stats = strategies.Stats{
+		c.Stats = upstreams.Stats{
 			LatencyMs:       300 + 3000*r.Float64(),
 			TTFTMs:          80 + 900*r.Float64(),
 			TokensPerSecond: 20 + 300*r.Float64(),
@@ -44,7 +48,6 @@ func benchCands(n int) []strategies.Candidate {
 			InFlight:        int64(r.IntN(20)),
 			Samples:         samples,
 		}
-		c.Index = i
 	}
 	return cands
 }

@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/caddy-llm-route/llmroute/strategies"
+	"github.com/caddy-llm-route/llmroute/upstreams"
 )
 
 // selPriced is a candidate for the cost and quality tables; a nil price
@@ -303,8 +304,8 @@ func TestBalancedProvisionedMatchesZero(t *testing.T) {
 func TestBalancedStreamLatency(t *testing.T) {
 	s := strategies.Balanced{QualityWeight: selF64(0), CostWeight: selF64(0)}
 	cands := selNamed("quick-start", "quick-finish")
-	cands[0].Stats = strategies.Stats{LatencyMs: 900, TTFTMs: 50, Samples: 5}
-	cands[1].Stats = strategies.Stats{LatencyMs: 300, TTFTMs: 250, Samples: 5}
+	cands[0].Stats = upstreams.Stats{LatencyMs: 900, TTFTMs: 50, Samples: 5}
+	cands[1].Stats = upstreams.Stats{LatencyMs: 300, TTFTMs: 250, Samples: 5}
 	s.Select(&strategies.Request{Stream: true}, cands)
 	if got := selModels(cands); got != "quick-start quick-finish" {
 		t.Errorf("stream order = %q", got)
@@ -368,7 +369,7 @@ func TestOrderMatchesReference(t *testing.T) {
 			if v := c.Stats.LatencyMs; !cold(v, c.Stats.Samples) {
 				ln = norm(v, lats)
 			}
-			scores[c.Index] = 0.5*q - 0.3*cn - 0.2*ln
+			scores[pos(*c)] = 0.5*q - 0.3*cn - 0.2*ln
 		}
 		return scores
 	}
@@ -417,7 +418,7 @@ func TestOrderMatchesReference(t *testing.T) {
 		"balanced": func(req *strategies.Request, cands []strategies.Candidate) {
 			scores := balancedScores(req, cands)
 			slices.SortStableFunc(cands, func(a, b strategies.Candidate) int {
-				return cmp.Compare(scores[b.Index], scores[a.Index])
+				return cmp.Compare(scores[pos(b)], scores[pos(a)])
 			})
 		},
 	}

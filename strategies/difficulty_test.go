@@ -631,7 +631,7 @@ func TestDifficultyConcurrent(t *testing.T) {
 func diffCands(models ...string) []Candidate {
 	cands := make([]Candidate, len(models))
 	for i, m := range models {
-		cands[i] = Candidate{Model: m, Provider: "p", Index: i}
+		cands[i] = Candidate{Model: m}
 	}
 	return cands
 }

@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/caddy-llm-route/llmroute/strategies"
+	"github.com/caddy-llm-route/llmroute/upstreams"
 )
 
 // selStat is a candidate's measurement for the measured strategies'
@@ -18,7 +19,7 @@ type selStat struct {
 func selMeasured(stats ...selStat) []strategies.Candidate {
 	cands := selNamed(strings.Fields("a b c d e f")[:len(stats)]...)
 	for i, s := range stats {
-		cands[i].Stats = strategies.Stats{LatencyMs: s.lat, TTFTMs: s.ttft, TokensPerSecond: s.tps, Samples: s.samples}
+		cands[i].Stats = upstreams.Stats{LatencyMs: s.lat, TTFTMs: s.ttft, TokensPerSecond: s.tps, Samples: s.samples}
 	}
 	return cands
 }

@@ -15,11 +15,18 @@ import (
 const MessageTokenOverhead = 4
 
 // BuildRequest builds the request view of body, a valid JSON request to
-// endpoint of any API llm_route speaks: OpenAI /chat/completions,
+// endpoint, with its prompt read (see ReadPrompt).
+func BuildRequest(endpoint string, body []byte) Request {
+	req := Request{Endpoint: endpoint, Body: body}
+	req.ReadPrompt()
+	return req
+}
+
+// ReadPrompt reads the prompt of req.Body, a valid JSON request to
+// req.Endpoint of any API llm_route speaks: OpenAI /chat/completions,
 // /completions, /embeddings and /responses, and Anthropic /messages. It
-// fills Endpoint, Body, System, LastUser, Conversation, HasTools,
-// HasImages, JSONMode and PromptTokens; the caller sets Model, Stream,
-// MaxTokens and Header.
+// fills System, LastUser, Conversation, HasTools, HasImages, JSONMode,
+// PromptTokens and TextTokens.
 //
 // The text fields hold the text of text parts only, one part per line:
 // Conversation is the system prompt (Anthropic system, Responses
@@ -35,14 +42,13 @@ const MessageTokenOverhead = 4
 // definitions, tool calls and tool inputs, plus any prompt given as token
 // ids. Images and audio are not counted.
 //
-// The text fields never share memory with the body. BuildRequest does
+// The text fields never share memory with the body. ReadPrompt does
 // not validate the body (the handler has) but never fails on any input
 // either; what it cannot read it leaves out.
-func BuildRequest(endpoint string, body []byte) Request {
-	req := Request{Endpoint: endpoint, Body: body}
-	root := gjson.ParseBytes(body) // copies body
+func (req *Request) ReadPrompt() {
+	root := gjson.ParseBytes(req.Body) // copies the body
 	if !root.IsObject() {
-		return req
+		return
 	}
 
 	// The system prompt goes first whatever the order of the keys.
@@ -100,7 +106,6 @@ func BuildRequest(endpoint string, body []byte) Request {
 	req.HasImages = w.images
 	req.TextTokens = tokens.Estimate(conv)
 	req.PromptTokens = req.TextTokens + MessageTokenOverhead*w.messages + w.extra/4 + w.ids
-	return req
 }
 
 // reqSpan is where a piece of text lies in the conversation.

@@ -6,6 +6,7 @@ import (
 	"math/rand/v2"
 	"reflect"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -13,15 +14,26 @@ import (
 	"github.com/caddyserver/caddy/v2"
 
 	"github.com/caddy-llm-route/llmroute/strategies"
+	"github.com/caddy-llm-route/llmroute/upstreams"
 )
 
-// selIndexed sets each candidate's Index to its position, which makes
-// the slice the configured order, and returns it.
+// selIndexed tags each candidate with its position (in UpstreamModel,
+// which strategies never read), which makes the slice the configured
+// order, and returns it.
 func selIndexed(cands ...strategies.Candidate) []strategies.Candidate {
 	for i := range cands {
-		cands[i].Index = i
+		cands[i].UpstreamModel = strconv.Itoa(i)
 	}
 	return cands
+}
+
+// pos is the position selIndexed gave c.
+func pos(c strategies.Candidate) int {
+	n, err := strconv.Atoi(c.UpstreamModel)
+	if err != nil {
+		panic("candidate not tagged by selIndexed")
+	}
+	return n
 }
 
 // selModels returns the models of cands, in order, space-separated.
@@ -105,7 +117,7 @@ func selRandomCands(r *rand.Rand, n int) []strategies.Candidate {
 	for i := range cands {
 		c := &cands[i]
 		c.Model = fmt.Sprintf("m%d", i)
-		c.Provider = fmt.Sprintf("p%d", r.IntN(3))
+		c.Provider = &upstreams.Provider{Name: fmt.Sprintf("p%d", r.IntN(3))}
 		if r.IntN(5) > 0 {
 			c.Priced = true
 			c.InputPrice = float64(r.IntN(20)) / 2
@@ -115,7 +127,7 @@ func selRandomCands(r *rand.Rand, n int) []strategies.Candidate {
 			c.Quality = float64(r.IntN(10)) / 10
 		}
 		c.Weight = float64(r.IntN(4))
-		c.Stats = strategies.Stats{
+		c.Stats = upstreams.Stats{
 			LatencyMs:       float64(r.IntN(5) * 100),
 			TTFTMs:          float64(r.IntN(5) * 30),
 			TokensPerSecond: float64(r.IntN(5) * 20),
@@ -142,7 +154,7 @@ func TestSelectOnlyReorders(t *testing.T) {
 					if d.Reason == "" {
 						t.Errorf("%s: empty reason", name)
 					}
-					slices.SortFunc(work, func(a, b strategies.Candidate) int { return a.Index - b.Index })
+					slices.SortFunc(work, func(a, b strategies.Candidate) int { return pos(a) - pos(b) })
 					if !reflect.DeepEqual(work, pristine) {
 						t.Fatalf("%s, n=%d: candidates changed, not just reordered", name, n)
 					}
@@ -235,8 +247,8 @@ func TestRandom(t *testing.T) {
 		if d := s.Select(&strategies.Request{}, work); d.Reason != "random" {
 			t.Fatalf("reason = %q", d.Reason)
 		}
-		for pos, c := range work {
-			at[c.Index][pos]++
+		for p, c := range work {
+			at[pos(c)][p]++
 		}
 	}
 	for m := range at {
@@ -344,10 +356,10 @@ func TestWeighted(t *testing.T) {
 		got := selShares(s, cands, 4000, func(work []strategies.Candidate) {
 			prev := -1
 			for _, c := range work[100:] {
-				if c.Weight != 0 || c.Index <= prev {
+				if c.Weight != 0 || pos(c) <= prev {
 					t.Fatalf("tail not the disabled ones in configured order: %s", selModels(work[100:]))
 				}
-				prev = c.Index
+				prev = pos(c)
 			}
 		})
 		selCheckShares(t, got, map[string]float64{"m57": 50})

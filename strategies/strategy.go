@@ -9,6 +9,8 @@ package strategies
 import (
 	"encoding/json"
 	"net/http"
+
+	"github.com/caddy-llm-route/llmroute/upstreams"
 )
 
 // Namespace is the Caddy module namespace of strategies.
@@ -61,11 +63,17 @@ type Request struct {
 	Header http.Header
 }
 
-// Candidate is one model at one provider, with its registry attributes
-// and live stats.
+// Candidate is one model at one provider: what a strategy ranks and the
+// attempt loop calls. Strategies read its registry attributes and stats
+// and reorder candidates; they never change them.
 type Candidate struct {
-	// Model is the registry name; Provider the provider's name.
-	Model, Provider string
+	// Model is the registry name, UpstreamModel the model's name at the
+	// provider.
+	Model, UpstreamModel string
+	// Provider serves the model.
+	Provider *upstreams.Provider
+	// Pair is the live state of this provider+model.
+	Pair upstreams.Pair
 	// InputPrice and OutputPrice are USD per million tokens; Priced is
 	// false when the registry has no price (never read as free).
 	InputPrice, OutputPrice float64
@@ -76,26 +84,10 @@ type Candidate struct {
 	Context int
 	// Weight is the target's weight for weighted strategies; default 1.
 	Weight float64
-	// Stats are the live stats of this provider+model.
-	Stats Stats
-	// Index is the candidate's position in the configured order; the
-	// attempt loop uses it to find the target behind the candidate.
-	Index int
-}
-
-// Stats are live measurements of one provider+model.
-type Stats struct {
-	// LatencyMs is the EWMA of total request time for non-stream
-	// requests; TTFTMs the EWMA of the time to first token for streams.
-	LatencyMs, TTFTMs float64
-	// TokensPerSecond is the EWMA of output tokens per second.
-	TokensPerSecond float64
-	// ErrorRate is the EWMA of failed attempts (0..1).
-	ErrorRate float64
-	// InFlight is the number of requests under way.
-	InFlight int64
-	// Samples is the number of completed attempts measured.
-	Samples int64
+	// Params are the target's body parameter overrides.
+	Params map[string]json.RawMessage
+	// Stats are the pair's live stats when the strategy runs.
+	Stats upstreams.Stats
 }
 
 // Cost estimates the USD cost of the request on c: prompt tokens at the

@@ -5,6 +5,8 @@ package upstreams
 
 import (
 	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -91,11 +93,22 @@ type Provider struct {
 	// (required by OpenAI's reasoning models).
 	MaxTokensField string `json:"max_tokens_field,omitempty"`
 
+	// The identity under which the live state of the provider's models
+	// (cooldowns, stats) is kept across config reloads. By default it
+	// is derived from the name, the format, the base path, the upstream
+	// addresses and the api_key as written (its placeholder, not the
+	// key): a reload that keeps those keeps the state, while a provider
+	// of the same name elsewhere (another site, another account) gets
+	// state of its own. Set it to keep the state across a change of
+	// address or key, or to share it between providers on purpose.
+	StateKey string `json:"state_key,omitempty"`
+
 	// The reverse_proxy handler that carries this provider's traffic:
 	// upstreams, load balancing, health checks, transport and timeouts.
 	ProxyRaw json.RawMessage `json:"proxy,omitempty" caddy:"namespace=http.handlers inline_key=handler"`
 
-	proxy *reverseproxy.Handler
+	proxy    *reverseproxy.Handler
+	stateKey string
 }
 
 // Provision loads the provider's reverse proxy and wraps its transport so
@@ -133,6 +146,7 @@ func (p *Provider) Provision(ctx caddy.Context) error {
 	if err != nil {
 		return fmt.Errorf("provider %s: %v", p.Name, err)
 	}
+	p.stateKey = p.identity(rp)
 	rp.TransportRaw = caddyconfig.JSONModuleObject(&AuthTransport{
 		Format: p.Format, APIKey: p.APIKey, TransportRaw: rp.TransportRaw,
 	}, "protocol", "llm_auth", nil)
@@ -189,6 +203,22 @@ func (p *Provider) decodeProxy() (*reverseproxy.Handler, error) {
 		}
 	}
 	return rp, nil
+}
+
+// identity is the provider's state key: the explicit state_key, or a
+// digest of what makes the provider a different account or endpoint.
+func (p *Provider) identity(rp *reverseproxy.Handler) string {
+	if p.StateKey != "" {
+		return "=" + p.StateKey
+	}
+	h := sha256.New()
+	for _, s := range []string{p.Name, p.Format, p.BasePath, p.APIKey, string(rp.DynamicUpstreamsRaw)} {
+		fmt.Fprintf(h, "%d:%s;", len(s), s)
+	}
+	for _, u := range rp.Upstreams {
+		fmt.Fprintf(h, "%d:%s;", len(u.Dial), u.Dial)
+	}
+	return p.Name + "#" + hex.EncodeToString(h.Sum(nil)[:12])
 }
 
 // Validate checks the provider's configuration.
@@ -314,7 +344,7 @@ func (p *Provider) PrepareRequest(r *http.Request, endpoint, upstreamModel strin
 var providerDirectives = map[string]bool{
 	"format": true, "api_key": true, "base_path": true, "api_version": true,
 	"header": true, "forward_client_auth": true, "default_max_tokens": true,
-	"max_tokens_field": true,
+	"max_tokens_field": true, "state_key": true,
 }
 
 // UnmarshalCaddyfile sets up the provider from Caddyfile tokens. The
@@ -329,6 +359,7 @@ var providerDirectives = map[string]bool{
 //		forward_client_auth
 //		default_max_tokens <n>
 //		max_tokens_field max_tokens|max_completion_tokens
+//		state_key <key>
 //		# any reverse_proxy subdirective: to, lb_policy, health_uri,
 //		# transport http { ... }, fail_duration, ...
 //	}
@@ -410,6 +441,8 @@ func (p *Provider) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				p.BasePath = strings.TrimSuffix(args[0], "/")
 			case "api_version":
 				p.APIVersion = args[0]
+			case "state_key":
+				p.StateKey = args[0]
 			case "default_max_tokens":
 				n, err := strconv.Atoi(args[0])
 				if err != nil || n < 1 {

@@ -1,0 +1,158 @@
+package upstreams
+
+import (
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// ewmaAlpha weighs a new sample against the history: about the last ten
+// samples matter.
+const ewmaAlpha = 0.2
+
+// memoryPair is the in-memory Pair of one process. The in-flight count
+// is a lone atomic; everything else shares a small mutex, held for a few
+// comparisons and float operations per attempt.
+type memoryPair struct {
+	inFlight atomic.Int64
+
+	mu      sync.Mutex
+	fails   int       // consecutive failures
+	until   time.Time // end of the cooldown; zero: none since the last success
+	probing bool      // a half-open probe is under way
+
+	latencyMs avg
+	ttftMs    avg
+	tps       avg
+	errorRate avg
+}
+
+// avg is an exponentially weighted moving average; its first sample is
+// taken as is.
+type avg struct {
+	v float64
+	n int64
+}
+
+func (a *avg) add(sample float64) {
+	if a.n == 0 {
+		a.v = sample
+	} else {
+		a.v += ewmaAlpha * (sample - a.v)
+	}
+	a.n++
+}
+
+// Available implements Pair.
+func (p *memoryPair) Available(now time.Time) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.until.IsZero() {
+		return true
+	}
+	return !p.until.After(now) && !p.probing
+}
+
+// Start implements Pair.
+func (p *memoryPair) Start(now time.Time) bool {
+	p.inFlight.Add(1)
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.until.IsZero() || p.until.After(now) || p.probing {
+		return false
+	}
+	p.probing = true
+	return true
+}
+
+// Finish implements Pair.
+func (p *memoryPair) Finish(o Outcome, policy Policy, now time.Time) {
+	p.inFlight.Add(-1)
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if o.Probe {
+		p.probing = false
+	}
+	switch o.Result {
+	case Succeeded:
+		p.fails, p.until = 0, time.Time{}
+	case Failed:
+		p.fail(o.RetryAfter, policy, now)
+	default:
+		return // says nothing about the pair
+	}
+	if o.Timed {
+		p.observe(o)
+	}
+}
+
+// fail counts a consecutive failure. A retryAfter above zero starts a
+// cooldown of that length at once; otherwise the pair cools down once
+// the threshold is reached, twice as long for each failure beyond it.
+func (p *memoryPair) fail(retryAfter time.Duration, policy Policy, now time.Time) {
+	p.fails++
+	d := retryAfter
+	if d <= 0 && policy.FailThreshold > 0 && p.fails >= policy.FailThreshold && policy.Cooldown > 0 {
+		d = policy.Cooldown
+		for i := policy.FailThreshold; i < p.fails && d < MaxCooldown; i++ {
+			d *= 2
+		}
+	}
+	if d <= 0 {
+		return
+	}
+	if until := now.Add(min(d, MaxCooldown)); until.After(p.until) {
+		p.until = until
+	}
+}
+
+// observe folds a timed attempt into the averages; p.mu is held.
+func (p *memoryPair) observe(o Outcome) {
+	failed := o.Result == Failed
+	errSample := 0.0
+	if failed {
+		errSample = 1
+	}
+	p.errorRate.add(errSample)
+	if failed {
+		return
+	}
+	if o.Stream && o.FirstByte > 0 {
+		p.ttftMs.add(ms(o.FirstByte))
+	} else if !o.Stream && o.Total > 0 {
+		p.latencyMs.add(ms(o.Total))
+	}
+	gen := o.Total
+	if o.Stream {
+		gen -= o.FirstByte
+	}
+	if o.OutputTokens > 0 && gen > 0 {
+		p.tps.add(float64(o.OutputTokens) / gen.Seconds())
+	}
+}
+
+// Snapshot implements Pair.
+func (p *memoryPair) Snapshot() Stats {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return Stats{
+		LatencyMs:       p.latencyMs.v,
+		TTFTMs:          p.ttftMs.v,
+		TokensPerSecond: p.tps.v,
+		ErrorRate:       p.errorRate.v,
+		InFlight:        p.inFlight.Load(),
+		Samples:         p.errorRate.n,
+	}
+}
+
+// CooldownUntil implements Pair.
+func (p *memoryPair) CooldownUntil() time.Time {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.until
+}
+
+func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+
+// Interface guards
+var _ Pair = (*memoryPair)(nil)

@@ -1,0 +1,153 @@
+package upstreams
+
+import (
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+)
+
+// Pair is the live state of one provider+model pair: its health (the
+// consecutive failures, the cooldown and the half-open probe), its live
+// stats and its in-flight count. There is one Pair per pair identity
+// (see PairKey), shared by every configuration that uses the pair, so it
+// survives config reloads; it is released when no configuration uses
+// it. The in-memory implementation is the default; a shared one (for a
+// fleet) sits behind the same interface.
+type Pair interface {
+	// Available reports whether the pair may be tried at now: it is
+	// not cooling down and, once a cooldown has run out (half-open), no
+	// probe is under way.
+	Available(now time.Time) bool
+	// Start counts an attempt in flight. It reports whether the attempt
+	// is the half-open probe of a pair whose cooldown ran out; the
+	// answer goes back to Finish.
+	Start(now time.Time) (probe bool)
+	// Finish ends an attempt begun with Start: it folds the outcome
+	// into the stats and the health, under policy.
+	Finish(o Outcome, policy Policy, now time.Time)
+	// Snapshot returns the live stats.
+	Snapshot() Stats
+	// CooldownUntil returns the end of the current cooldown; a zero or
+	// past time means none.
+	CooldownUntil() time.Time
+}
+
+// Result is what an attempt says about the pair's health.
+type Result int
+
+const (
+	// Neutral attempts say nothing about the pair: the client went away,
+	// or the answer was the client's error.
+	Neutral Result = iota
+	// Succeeded attempts answered; they close the circuit.
+	Succeeded
+	// Failed attempts hit a connect error, a timeout, a retryable status
+	// or a stream that broke.
+	Failed
+)
+
+// Outcome is what one finished attempt measured.
+type Outcome struct {
+	Result Result
+	// Probe is Start's answer for this attempt.
+	Probe bool
+	// RetryAfter is the wait a 429 asked for (0: none); it starts a
+	// cooldown of that length at once.
+	RetryAfter time.Duration
+	// Timed is set when the attempt's times say something about the
+	// model's speed (a count of tokens, say, does not).
+	Timed bool
+	// Stream tells whether TTFT (stream) or total latency is measured.
+	Stream bool
+	// FirstByte is the time to the first body byte, Total the whole time.
+	FirstByte, Total time.Duration
+	// OutputTokens is the usage's completion tokens, 0 if unknown.
+	OutputTokens int64
+}
+
+// Policy is how failures turn into cooldowns: a pair cools down for
+// Cooldown after FailThreshold consecutive failures, and each failed
+// half-open probe after that doubles it, up to MaxCooldown.
+type Policy struct {
+	Cooldown      time.Duration
+	FailThreshold int
+}
+
+// MaxCooldown caps every cooldown, including one asked for by a
+// provider's Retry-After header.
+const MaxCooldown = 10 * time.Minute
+
+// Stats are live measurements of one provider+model pair.
+type Stats struct {
+	// LatencyMs is the EWMA of total request time for non-stream
+	// requests; TTFTMs the EWMA of the time to first token for streams.
+	LatencyMs, TTFTMs float64
+	// TokensPerSecond is the EWMA of output tokens per second.
+	TokensPerSecond float64
+	// ErrorRate is the EWMA of failed attempts (0..1).
+	ErrorRate float64
+	// InFlight is the number of attempts under way.
+	InFlight int64
+	// Samples is the number of finished attempts measured, failed ones
+	// included.
+	Samples int64
+}
+
+// pairs holds the state of every pair in use, by PairKey, across
+// configurations (as Caddy keeps its upstream hosts).
+var pairs = caddy.NewUsagePool()
+
+// PairKey identifies the pair of the provider p and the model it calls
+// upstreamModel.
+func PairKey(p *Provider, upstreamModel string) string {
+	return p.stateKey + "\x00" + upstreamModel
+}
+
+// AcquirePair returns the state of the pair of p and upstreamModel,
+// creating it on first use, and takes a reference to it; release it with
+// ReleasePair when the configuration that acquired it is cleaned up.
+func AcquirePair(p *Provider, upstreamModel string) Pair {
+	v, _, _ := pairs.LoadOrNew(PairKey(p, upstreamModel), func() (caddy.Destructor, error) {
+		return &pooledPair{provider: p.Name, model: upstreamModel, Pair: new(memoryPair)}, nil
+	})
+	return v.(*pooledPair).Pair
+}
+
+// pooledPair is a pair's entry in the pool: its state and whose it is.
+type pooledPair struct {
+	provider, model string
+	Pair
+}
+
+// Destruct implements caddy.Destructor; the state needs no cleanup.
+func (*pooledPair) Destruct() error { return nil }
+
+// ReleasePair drops a reference taken by AcquirePair; the state goes
+// with the last one.
+func ReleasePair(p *Provider, upstreamModel string) {
+	_, _ = pairs.Delete(PairKey(p, upstreamModel))
+}
+
+// PairInfo describes one pair in use.
+type PairInfo struct {
+	// Key is the pair's identity (PairKey).
+	Key string
+	// Provider is the provider's name and Model the upstream model.
+	Provider, Model string
+	// CooldownUntil is the end of the current cooldown, if any.
+	CooldownUntil time.Time
+	// Stats are the live stats.
+	Stats Stats
+}
+
+// Pairs lists the state of every pair in use.
+func Pairs() []PairInfo {
+	var out []PairInfo
+	pairs.Range(func(k, v any) bool {
+		pp := v.(*pooledPair)
+		out = append(out, PairInfo{Key: k.(string), Provider: pp.provider, Model: pp.model,
+			CooldownUntil: pp.CooldownUntil(), Stats: pp.Snapshot()})
+		return true
+	})
+	return out
+}
