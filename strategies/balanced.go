@@ -141,10 +141,7 @@ func (b Balanced) Select(req *Request, cands []Candidate) Decision {
 	}
 	costSpan, latSpan := maxCost-minCost, maxLat-minLat
 
-	var stack [stackKeys]sortKey
-	keys, kb := keysFor(&stack, len(cands))
-	for i := range cands {
-		c := &cands[i]
+	sortBy(cands, func(c *Candidate) (float64, float64) {
 		q := knownQuality(c)
 		if q == 0 {
 			q = 0.5
@@ -168,10 +165,8 @@ func (b Balanced) Select(req *Request, cands []Candidate) Decision {
 		if math.IsNaN(k) { // only with unvalidated weights
 			k = math.Inf(1)
 		}
-		keys[i] = sortKey{primary: k, pos: i}
-	}
-	orderByKeys(cands, keys)
-	releaseKeys(kb)
+		return k, 0
+	})
 	return Decision{Reason: "balanced"}
 }
 

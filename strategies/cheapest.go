@@ -50,20 +50,10 @@ func (c *Cheapest) Validate() error {
 // Select sorts cands by ascending estimated cost, unpriced last, then
 // by descending quality, stable.
 func (c Cheapest) Select(req *Request, cands []Candidate) Decision {
-	if len(cands) > 1 {
-		out := orDefault(c.ExpectedOutput, DefaultExpectedOutput)
-		var stack [stackKeys]sortKey
-		keys, kb := keysFor(&stack, len(cands))
-		for i := range cands {
-			keys[i] = sortKey{
-				primary:   costKey(req, &cands[i], out),
-				secondary: -knownQuality(&cands[i]),
-				pos:       i,
-			}
-		}
-		orderByKeys(cands, keys)
-		releaseKeys(kb)
-	}
+	out := orDefault(c.ExpectedOutput, DefaultExpectedOutput)
+	sortBy(cands, func(cand *Candidate) (float64, float64) {
+		return costKey(req, cand, out), -knownQuality(cand)
+	})
 	return Decision{Reason: "cheapest"}
 }
 

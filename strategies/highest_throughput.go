@@ -54,18 +54,12 @@ func (h HighestThroughput) Select(_ *Request, cands []Candidate) Decision {
 		return Decision{Reason: "highest_throughput"}
 	}
 	minSamples := int64(orDefault(h.MinSamples, DefaultMinSamples))
-	var stack [stackKeys]sortKey
-	keys, kb := keysFor(&stack, len(cands))
-	for i := range cands {
-		c := &cands[i]
-		k := math.Inf(-1) // cold: first
+	sortBy(cands, func(c *Candidate) (float64, float64) {
 		if v := c.Stats.TokensPerSecond; !cold(v, c.Stats.Samples, minSamples) {
-			k = -v
+			return -v, 0
 		}
-		keys[i] = sortKey{primary: k, pos: i}
-	}
-	orderByKeys(cands, keys)
-	releaseKeys(kb)
+		return math.Inf(-1), 0 // cold: first
+	})
 	if explore(cands, probability(h.Explore, DefaultExplore)) {
 		return Decision{Reason: "highest_throughput explore"}
 	}

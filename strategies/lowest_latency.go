@@ -55,18 +55,12 @@ func (l LowestLatency) Select(req *Request, cands []Candidate) Decision {
 		return Decision{Reason: "lowest_latency"}
 	}
 	minSamples := int64(orDefault(l.MinSamples, DefaultMinSamples))
-	var stack [stackKeys]sortKey
-	keys, kb := keysFor(&stack, len(cands))
-	for i := range cands {
-		c := &cands[i]
-		k := math.Inf(-1) // cold: first
+	sortBy(cands, func(c *Candidate) (float64, float64) {
 		if v := latencyOf(req, c); !cold(v, c.Stats.Samples, minSamples) {
-			k = v
+			return v, 0
 		}
-		keys[i] = sortKey{primary: k, pos: i}
-	}
-	orderByKeys(cands, keys)
-	releaseKeys(kb)
+		return math.Inf(-1), 0 // cold: first
+	})
 	if explore(cands, probability(l.Explore, DefaultExplore)) {
 		return Decision{Reason: "lowest_latency explore"}
 	}

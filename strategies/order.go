@@ -36,33 +36,45 @@ func compareKeys(a, b sortKey) int {
 	return a.pos - b.pos
 }
 
-// stackKeys is how many sort keys a strategy keeps on the stack; larger
-// candidate sets borrow a key buffer from keyPool.
-const stackKeys = 32
-
 // smallSort is the size up to which orderByKeys sorts by insertion.
 const smallSort = 16
+
+// stackKeys is how many sort keys sortBy keeps on the stack: as many as
+// it sorts by insertion, the usual case. Larger candidate sets borrow a
+// key buffer from keyPool; a larger stack array would cost every call
+// the zeroing of it.
+const stackKeys = smallSort
 
 // keyBuf is a pooled key buffer.
 type keyBuf struct{ s []sortKey }
 
 var keyPool = sync.Pool{New: func() any { return new(keyBuf) }}
 
-// keysFor returns n keys to fill: stack[:n] when they fit, else a buffer
-// from the pool, returned as the second result for releaseKeys.
-func keysFor(stack *[stackKeys]sortKey, n int) ([]sortKey, *keyBuf) {
-	if n <= stackKeys {
-		return stack[:n], nil
+// sortBy orders cands by the keys that key returns for each candidate,
+// once per candidate: by primary, then by secondary, ascending, ties in
+// the order the candidates came in (see sortKey). The keys must not be
+// NaN. It allocates nothing: the keys of up to stackKeys candidates are
+// on the stack, those of more in a pooled buffer.
+func sortBy(cands []Candidate, key func(c *Candidate) (primary, secondary float64)) {
+	if len(cands) < 2 {
+		return
 	}
-	kb := keyPool.Get().(*keyBuf)
-	if cap(kb.s) < n {
-		kb.s = make([]sortKey, n)
+	var stack [stackKeys]sortKey
+	keys := stack[:]
+	var kb *keyBuf
+	if len(cands) > stackKeys {
+		kb = keyPool.Get().(*keyBuf)
+		if cap(kb.s) < len(cands) {
+			kb.s = make([]sortKey, len(cands))
+		}
+		keys = kb.s
 	}
-	return kb.s[:n], kb
-}
-
-// releaseKeys returns a buffer from keysFor to the pool.
-func releaseKeys(kb *keyBuf) {
+	keys = keys[:len(cands)]
+	for i := range keys {
+		p, s := key(&cands[i])
+		keys[i] = sortKey{primary: p, secondary: s, pos: i}
+	}
+	orderByKeys(cands, keys)
 	if kb != nil {
 		keyPool.Put(kb)
 	}
@@ -79,9 +91,11 @@ func orderByKeys(cands []Candidate, keys []sortKey) {
 		// of candidates it is several times faster than a generic sort
 		// calling the comparator through a func value.
 		for i := 1; i < len(keys); i++ {
-			for j := i; j > 0 && compareKeys(keys[j], keys[j-1]) < 0; j-- {
-				keys[j], keys[j-1] = keys[j-1], keys[j]
+			k, j := keys[i], i
+			for ; j > 0 && compareKeys(k, keys[j-1]) < 0; j-- {
+				keys[j] = keys[j-1]
 			}
+			keys[j] = k
 		}
 	} else {
 		slices.SortFunc(keys, compareKeys)
