@@ -57,7 +57,7 @@ func priced(req *Request, c *Candidate, expectedOutput int) (float64, bool) {
 		return 0, false
 	}
 	v := Cost(req, c, expectedOutput)
-	if math.IsNaN(v) || math.IsInf(v, 0) {
+	if !(math.Abs(v) <= math.MaxFloat64) { // NaN or infinite
 		return 0, false
 	}
 	return v, true
