@@ -259,9 +259,6 @@ func (s *Difficulty) Select(req *Request, cands []Candidate) Decision {
 // cands and returns the tier's index, or -1 if no tier has a candidate.
 func (s *Difficulty) preferTier(cands []Candidate, score float64) int {
 	tiers := s.tiers
-	if tiers == nil {
-		tiers = s.Tiers // not provisioned; assume sorted
-	}
 	// The highest tier whose minimum the score reaches.
 	at := -1
 	for i, t := range tiers {

@@ -134,9 +134,4 @@ func TestDifficultyAddCues(t *testing.T) {
 	if got, want := replaced.Assess(req).Reasoning, hitScore(1); got != want {
 		t.Errorf("cues: reasoning %v, want %v", got, want)
 	}
-	// The unprovisioned zero value works with the defaults.
-	var zero Difficulty
-	if got, want := zero.Assess(req), base.Assess(req); got != want {
-		t.Errorf("zero value: %+v, provisioned defaults: %+v", got, want)
-	}
 }

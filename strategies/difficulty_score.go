@@ -3,8 +3,6 @@ package strategies
 import (
 	"math"
 	"strings"
-
-	"github.com/caddyserver/caddy/v2"
 )
 
 // DifficultyScores is the assessment of one request: the dimension
@@ -18,22 +16,11 @@ type DifficultyScores struct {
 // Assess returns the difficulty scores of req. The cue dimensions read
 // the last user message (the whole conversation when there is none); the
 // context dimension reads the sizes of the system prompt and of the
-// earlier turns.
+// earlier turns. s must be provisioned, as Caddy does when it loads the
+// module.
 func (s *Difficulty) Assess(req *Request) DifficultyScores {
 	if req == nil {
 		return DifficultyScores{}
-	}
-	w := s.weights
-	if s.matcher == nil { // not provisioned: defaults
-		var zero Difficulty
-		if err := zero.Provision(caddy.Context{}); err != nil {
-			return DifficultyScores{}
-		}
-		zero.LongTokens = orDefault(s.LongTokens, DefaultLongTokens)
-		zero.HistoryTokens = orDefault(s.HistoryTokens, DefaultHistoryTokens)
-		zero.SystemTokens = orDefault(s.SystemTokens, DefaultSystemTokens)
-		s = &zero
-		w = zero.weights
 	}
 	var sc DifficultyScores
 
@@ -75,6 +62,7 @@ func (s *Difficulty) Assess(req *Request) DifficultyScores {
 	load := float64(hist)*perByte/float64(s.HistoryTokens) + float64(sys)*perByte/float64(s.SystemTokens)
 	sc.Context = saturate(load, 1)
 
+	w := &s.weights
 	sc.Score = w[dimLength]*sc.Length + w[dimReasoning]*sc.Reasoning + w[dimStructure]*sc.Structure +
 		w[dimDomain]*sc.Domain + w[dimContext]*sc.Context
 	sc.Score = min(max(sc.Score, 0), 1)
