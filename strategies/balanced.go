@@ -92,7 +92,7 @@ func (b *Balanced) Validate() error {
 		{"cost_weight", b.CostWeight},
 		{"latency_weight", b.LatencyWeight},
 	} {
-		if err := checkRange("balanced: "+w.name, w.p, math.MaxFloat64); err != nil {
+		if err := checkWeight("balanced: "+w.name, w.p); err != nil {
 			return err
 		}
 	}
@@ -100,13 +100,10 @@ func (b *Balanced) Validate() error {
 	if wq == 0 && wc == 0 && wl == 0 {
 		return fmt.Errorf("balanced: quality_weight, cost_weight and latency_weight are all 0")
 	}
-	if b.ExpectedOutput < 0 {
-		return fmt.Errorf("balanced: expected_output must not be negative, got %d", b.ExpectedOutput)
+	if err := checkNotNegative("balanced: expected_output", b.ExpectedOutput); err != nil {
+		return err
 	}
-	if b.MinSamples < 0 {
-		return fmt.Errorf("balanced: min_samples must not be negative, got %d", b.MinSamples)
-	}
-	return nil
+	return checkNotNegative("balanced: min_samples", b.MinSamples)
 }
 
 // weights returns the quality, cost and latency weights, defaults
@@ -162,7 +159,7 @@ func (b Balanced) Select(req *Request, cands []Candidate) Decision {
 			}
 		}
 		k := -(wq*q - wc*cn - wl*ln)
-		if math.IsNaN(k) { // only with unvalidated weights
+		if math.IsNaN(k) { // extreme prices can overflow the cost span; NaN breaks a sort
 			k = math.Inf(1)
 		}
 		return k, 0
@@ -188,7 +185,7 @@ func (b *Balanced) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		switch d.Val() {
 		case "quality_weight", "cost_weight", "latency_weight":
 			name := d.Val()
-			v, err := floatArg(d, math.MaxFloat64)
+			v, err := floatArg(d)
 			if err != nil {
 				return err
 			}

@@ -1,7 +1,6 @@
 package strategies
 
 import (
-	"math"
 	"strconv"
 
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
@@ -9,17 +8,22 @@ import (
 
 // This file holds the Caddyfile helpers that the strategies'
 // UnmarshalCaddyfile methods share.
+//
+// The parsers check syntax only: argument counts, that a number parses
+// as a number, known subdirectives. Whether a value is allowed is for
+// the strategy's Validate to say, so that a JSON config gets the same
+// checks.
 
-// intArg parses the single argument of the current subdirective as a
-// non-negative integer.
+// intArg parses the single argument of the current subdirective as an
+// integer.
 func intArg(d *caddyfile.Dispenser) (int, error) {
 	name := d.Val()
 	if !d.NextArg() {
 		return 0, d.ArgErr()
 	}
 	v, err := strconv.Atoi(d.Val())
-	if err != nil || v < 0 {
-		return 0, d.Errf("invalid %s value '%s': want a non-negative integer", name, d.Val())
+	if err != nil {
+		return 0, d.Errf("invalid %s value '%s': want an integer", name, d.Val())
 	}
 	if d.NextArg() {
 		return 0, d.ArgErr()
@@ -28,15 +32,15 @@ func intArg(d *caddyfile.Dispenser) (int, error) {
 }
 
 // floatArg parses the single argument of the current subdirective as a
-// finite number in [0, upper].
-func floatArg(d *caddyfile.Dispenser, upper float64) (float64, error) {
+// number.
+func floatArg(d *caddyfile.Dispenser) (float64, error) {
 	name := d.Val()
 	if !d.NextArg() {
 		return 0, d.ArgErr()
 	}
 	v, err := strconv.ParseFloat(d.Val(), 64)
-	if err != nil || math.IsNaN(v) || v < 0 || v > upper {
-		return 0, d.Errf("invalid %s value '%s': want a number from 0 to %g", name, d.Val(), upper)
+	if err != nil {
+		return 0, d.Errf("invalid %s value '%s': want a number", name, d.Val())
 	}
 	if d.NextArg() {
 		return 0, d.ArgErr()

@@ -1,8 +1,6 @@
 package strategies
 
 import (
-	"fmt"
-
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 )
@@ -41,10 +39,7 @@ func (c *Cheapest) Provision(_ caddy.Context) error {
 
 // Validate ensures that c's configuration is valid.
 func (c *Cheapest) Validate() error {
-	if c.ExpectedOutput < 0 {
-		return fmt.Errorf("cheapest: expected_output must not be negative, got %d", c.ExpectedOutput)
-	}
-	return nil
+	return checkNotNegative("cheapest: expected_output", c.ExpectedOutput)
 }
 
 // Select sorts cands by ascending estimated cost, unpriced last, then

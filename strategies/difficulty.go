@@ -4,7 +4,7 @@ import (
 	"cmp"
 	"errors"
 	"fmt"
-	"math"
+	"maps"
 	"slices"
 	"strconv"
 	"strings"
@@ -127,8 +127,14 @@ func (Difficulty) CaddyModule() caddy.ModuleInfo {
 	}
 }
 
-// Provision sets up s: the weights, the sorted tiers and the cue matcher.
+// Provision sets up s: the defaults, the weights, the sorted tiers and
+// the cue matcher. It validates s first: values that Validate rejects
+// cannot be set up, and Caddy validates a module only after
+// provisioning it.
 func (s *Difficulty) Provision(_ caddy.Context) error {
+	if err := s.Validate(); err != nil {
+		return err
+	}
 	if s.LongTokens == 0 {
 		s.LongTokens = DefaultLongTokens
 	}
@@ -138,24 +144,7 @@ func (s *Difficulty) Provision(_ caddy.Context) error {
 	if s.SystemTokens == 0 {
 		s.SystemTokens = DefaultSystemTokens
 	}
-	w := defaultDimWeights
-	for name, v := range s.Weights {
-		i := slices.Index(dimNames[:], name)
-		if i < 0 {
-			return fmt.Errorf("difficulty: unknown dimension %q in weights (want one of %s)", name, strings.Join(dimNames[:], ", "))
-		}
-		w[i] = v
-	}
-	sum := 0.0
-	for _, v := range w {
-		if math.IsNaN(v) || math.IsInf(v, 0) || v < 0 {
-			return fmt.Errorf("difficulty: weights must be finite and non-negative, got %v", w)
-		}
-		sum += v
-	}
-	if sum <= 0 {
-		return errors.New("difficulty: at least one weight must be positive")
-	}
+	w, sum := s.dimWeights()
 	for i := range w {
 		w[i] /= sum
 	}
@@ -164,38 +153,83 @@ func (s *Difficulty) Provision(_ caddy.Context) error {
 	s.tiers = slices.Clone(s.Tiers)
 	slices.SortStableFunc(s.tiers, func(a, b DifficultyTier) int { return cmp.Compare(a.Min, b.Min) })
 
-	for _, cues := range []map[string][]string{s.Cues, s.AddCues} {
-		for name := range cues {
-			if err := checkCueDimension(name); err != nil {
-				return fmt.Errorf("difficulty: %v", err)
-			}
-		}
-	}
+	var err error
 	if len(s.Cues) == 0 && len(s.AddCues) == 0 {
-		m, err := defaultMatcher()
-		if err != nil {
-			return fmt.Errorf("difficulty: built-in cues: %v", err)
-		}
-		s.matcher = m
-		return nil
+		s.matcher, err = defaultMatcher()
+	} else {
+		s.matcher, err = newCueMatcher(s.cueLists())
 	}
-	m, err := newCueMatcher(s.cueLists())
 	if err != nil {
-		return fmt.Errorf("difficulty: %v", err)
+		return fmt.Errorf("difficulty: cues: %v", err)
 	}
-	s.matcher = m
 	return nil
+}
+
+// dimWeights returns the weight of each dimension, the defaults
+// overridden by Weights, and their sum.
+func (s *Difficulty) dimWeights() (w [numDims]float64, sum float64) {
+	w = defaultDimWeights
+	for name, v := range s.Weights {
+		if i := slices.Index(dimNames[:], name); i >= 0 {
+			w[i] = v
+		}
+	}
+	for _, v := range w {
+		sum += v
+	}
+	return w, sum
 }
 
 // Validate ensures that s's configuration is valid.
 func (s *Difficulty) Validate() error {
+	for _, name := range slices.Sorted(maps.Keys(s.Weights)) {
+		if !slices.Contains(dimNames[:], name) {
+			return fmt.Errorf("difficulty: weights: unknown dimension %q (want one of %s)", name, strings.Join(dimNames[:], ", "))
+		}
+		v := s.Weights[name]
+		if err := checkWeight("difficulty: weights: "+name, &v); err != nil {
+			return err
+		}
+	}
+	if _, sum := s.dimWeights(); sum <= 0 {
+		return errors.New("difficulty: weights: at least one weight must be positive")
+	}
+	for _, kv := range []struct {
+		name string
+		v    int
+	}{{"long_tokens", s.LongTokens}, {"history_tokens", s.HistoryTokens}, {"system_tokens", s.SystemTokens}} {
+		if err := checkNotNegative("difficulty: "+kv.name, kv.v); err != nil {
+			return err
+		}
+	}
+	for _, cues := range []struct {
+		name  string
+		lists map[string][]string
+	}{{"cues", s.Cues}, {"add_cues", s.AddCues}} {
+		for _, dim := range slices.Sorted(maps.Keys(cues.lists)) {
+			if err := checkCueDimension(dim); err != nil {
+				return fmt.Errorf("difficulty: %s: %v", cues.name, err)
+			}
+			for _, c := range cues.lists[dim] {
+				if _, err := parseCue(c); err != nil {
+					return fmt.Errorf("difficulty: %s: %s cue %q: %v", cues.name, dim, c, err)
+				}
+			}
+		}
+	}
+	if len(s.Cues) > 0 || len(s.AddCues) > 0 {
+		// The cues are valid; this counts them.
+		if _, _, err := cuePatterns(s.cueLists()); err != nil {
+			return fmt.Errorf("difficulty: cues: %v", err)
+		}
+	}
 	if len(s.Tiers) == 0 {
 		return errors.New("difficulty: at least one tier is required")
 	}
 	seen := make(map[float64]bool, len(s.Tiers))
 	for i, t := range s.Tiers {
-		if math.IsNaN(t.Min) || t.Min < 0 || t.Min > 1 {
-			return fmt.Errorf("difficulty: tier %d: min must be from 0 to 1, got %g", i, t.Min)
+		if err := checkRange(fmt.Sprintf("difficulty: tier %d: min", i), &t.Min, 1); err != nil {
+			return err
 		}
 		if seen[t.Min] {
 			return fmt.Errorf("difficulty: tier %d: another tier has min %g", i, t.Min)
@@ -204,36 +238,8 @@ func (s *Difficulty) Validate() error {
 		if len(t.Models) == 0 {
 			return fmt.Errorf("difficulty: tier %d: no models", i)
 		}
-		for _, m := range t.Models {
-			if m == "" {
-				return fmt.Errorf("difficulty: tier %d: empty model name", i)
-			}
-		}
-	}
-	for _, kv := range []struct {
-		name string
-		v    int
-	}{{"long_tokens", s.LongTokens}, {"history_tokens", s.HistoryTokens}, {"system_tokens", s.SystemTokens}} {
-		if kv.v < 0 {
-			return fmt.Errorf("difficulty: %s must not be negative, got %d", kv.name, kv.v)
-		}
-	}
-	for _, cues := range []map[string][]string{s.Cues, s.AddCues} {
-		for name, list := range cues {
-			if err := checkCueDimension(name); err != nil {
-				return fmt.Errorf("difficulty: %v", err)
-			}
-			for _, c := range list {
-				if _, err := parseCue(c); err != nil {
-					return fmt.Errorf("difficulty: %s cue %q: %v", name, c, err)
-				}
-			}
-		}
-	}
-	if s.matcher == nil {
-		// Not provisioned: check what Provision would build.
-		if _, err := newCueMatcher(s.cueLists()); err != nil {
-			return fmt.Errorf("difficulty: %v", err)
+		if slices.Contains(t.Models, "") {
+			return fmt.Errorf("difficulty: tier %d: empty model name", i)
 		}
 	}
 	return nil

@@ -154,8 +154,10 @@ type cueMatcher struct {
 	dims []uint8 // cue → dimension
 }
 
-// newCueMatcher builds the matcher of the cues of each dimension.
-func newCueMatcher(lists [numDims][]string) (*cueMatcher, error) {
+// cuePatterns parses the cues of each dimension into the patterns of a
+// matcher, each distinct cue of a dimension once, with the dimension of
+// each pattern. It fails on an invalid cue and on more than maxCues.
+func cuePatterns(lists [numDims][]string) ([]matchPattern, []uint8, error) {
 	var pats []matchPattern
 	var dims []uint8
 	seen := make(map[string]bool)
@@ -163,7 +165,7 @@ func newCueMatcher(lists [numDims][]string) (*cueMatcher, error) {
 		for _, c := range list {
 			p, err := parseCue(c)
 			if err != nil {
-				return nil, fmt.Errorf("%s cue %q: %v", dimNames[dim], c, err)
+				return nil, nil, fmt.Errorf("%s cue %q: %v", dimNames[dim], c, err)
 			}
 			key := strconv.Itoa(dim) + "\x00" + p.text + "\x00" + strconv.FormatBool(p.end)
 			if seen[key] {
@@ -175,7 +177,16 @@ func newCueMatcher(lists [numDims][]string) (*cueMatcher, error) {
 		}
 	}
 	if len(pats) > maxCues {
-		return nil, fmt.Errorf("%d cues, at most %d allowed", len(pats), maxCues)
+		return nil, nil, fmt.Errorf("%d cues, at most %d allowed", len(pats), maxCues)
+	}
+	return pats, dims, nil
+}
+
+// newCueMatcher builds the matcher of the cues of each dimension.
+func newCueMatcher(lists [numDims][]string) (*cueMatcher, error) {
+	pats, dims, err := cuePatterns(lists)
+	if err != nil {
+		return nil, err
 	}
 	m, err := newFoldMatcher(pats)
 	if err != nil {

@@ -3,6 +3,7 @@ package strategies
 import (
 	"encoding/json"
 	"fmt"
+	"math"
 	"reflect"
 	"regexp"
 	"slices"
@@ -189,6 +190,11 @@ func TestDifficultyJSONRoundTrip(t *testing.T) {
 }
 
 func TestDifficultyValidate(t *testing.T) {
+	// Too many cues, each valid.
+	many := make([]string, maxCues+1)
+	for i := range many {
+		many[i] = "cue" + strings.Repeat("x", i%50) + string(rune('a'+i%26)) + string(rune('a'+i/26%26))
+	}
 	tests := []struct {
 		s       Difficulty
 		wantErr string
@@ -204,34 +210,22 @@ func TestDifficultyValidate(t *testing.T) {
 		{Difficulty{Tiers: difficultyTiers, Cues: map[string][]string{"context": {"x"}}}, "has no cues"},
 		{Difficulty{Tiers: difficultyTiers, AddCues: map[string][]string{"domain": {strings.Repeat("x", 64)}}}, "longer than 63 bytes"},
 		{Difficulty{Tiers: difficultyTiers, AddCues: map[string][]string{"domain": {" "}}}, "empty"},
+		{Difficulty{Tiers: difficultyTiers, AddCues: map[string][]string{"domain": {"a*b"}}}, "only allowed at the end"},
+		{Difficulty{Tiers: difficultyTiers, Cues: map[string][]string{"domain": many}}, "at most 1024"},
+		{Difficulty{Tiers: difficultyTiers, Weights: map[string]float64{"size": 1}}, `unknown dimension "size"`},
+		{Difficulty{Tiers: difficultyTiers, Weights: map[string]float64{"length": -1}}, "length must be a finite number of at least 0"},
+		{Difficulty{Tiers: difficultyTiers, Weights: map[string]float64{"length": math.NaN()}}, "length must be a finite number of at least 0"},
+		{Difficulty{Tiers: difficultyTiers, Weights: map[string]float64{"length": 0, "reasoning": 0, "structure": 0, "domain": 0, "context": 0}}, "at least one weight"},
 	}
 	for i, tt := range tests {
 		err := tt.s.Validate()
 		if tt.wantErr == "" && err != nil || tt.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tt.wantErr)) {
 			t.Errorf("%d: Validate() = %v, want %q", i, err, tt.wantErr)
 		}
-	}
-	// Provision rejects what it cannot use.
-	for _, tt := range []struct {
-		s       Difficulty
-		wantErr string
-	}{
-		{Difficulty{Weights: map[string]float64{"size": 1}}, `unknown dimension "size"`},
-		{Difficulty{Weights: map[string]float64{"length": -1}}, "finite and non-negative"},
-		{Difficulty{Weights: map[string]float64{"length": 0, "reasoning": 0, "structure": 0, "domain": 0, "context": 0}}, "at least one weight"},
-		{Difficulty{AddCues: map[string][]string{"domain": {"a*b"}}}, "only allowed at the end"},
-	} {
-		if err := tt.s.Provision(caddy.Context{}); err == nil || !strings.Contains(err.Error(), tt.wantErr) {
-			t.Errorf("Provision(%+v) = %v, want %q", tt.s, err, tt.wantErr)
+		// Provision validates before it sets anything up.
+		if err := tt.s.Provision(caddy.Context{}); tt.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tt.wantErr)) {
+			t.Errorf("%d: Provision() = %v, want %q", i, err, tt.wantErr)
 		}
-	}
-	// Too many cues.
-	many := make([]string, maxCues+1)
-	for i := range many {
-		many[i] = "cue" + strings.Repeat("x", i%50) + string(rune('a'+i%26)) + string(rune('a'+i/26%26))
-	}
-	if err := (&Difficulty{Cues: map[string][]string{"domain": many}}).Provision(caddy.Context{}); err == nil || !strings.Contains(err.Error(), "at most 1024") {
-		t.Errorf("%d cues: %v", len(many), err)
 	}
 }
 

@@ -1,7 +1,6 @@
 package strategies
 
 import (
-	"fmt"
 	"math"
 
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
@@ -65,8 +64,8 @@ func (m *measured) provision() {
 
 // validate checks m, the config of the strategy that ranks by by.
 func (m *measured) validate(by metric) error {
-	if m.MinSamples < 0 {
-		return fmt.Errorf("%s: min_samples must not be negative, got %d", by.name(), m.MinSamples)
+	if err := checkNotNegative(by.name()+": min_samples", m.MinSamples); err != nil {
+		return err
 	}
 	return checkRange(by.name()+": explore", m.Explore, 1)
 }
@@ -112,7 +111,7 @@ func (m *measured) unmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			}
 			m.MinSamples = v
 		case "explore":
-			v, err := floatArg(d, 1)
+			v, err := floatArg(d)
 			if err != nil {
 				return err
 			}

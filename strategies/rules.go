@@ -1,13 +1,12 @@
 package strategies
 
 import (
-	"cmp"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"regexp"
 	"slices"
-	"strconv"
 	"strings"
 	"unicode"
 
@@ -136,19 +135,21 @@ func (Rules) CaddyModule() caddy.ModuleInfo {
 	}
 }
 
-// Provision compiles the conditions.
+// Provision compiles the conditions. It validates r first: values that
+// Validate rejects cannot be compiled, and Caddy validates a module only
+// after provisioning it.
 func (r *Rules) Provision(_ caddy.Context) error {
+	if err := r.Validate(); err != nil {
+		return err
+	}
 	kw := &ruleKeywords{ids: make(map[string]int)}
-	for i, rl := range r.Rules {
-		if rl == nil {
-			return fmt.Errorf("rule #%d is empty", i+1)
-		}
+	for _, rl := range r.Rules {
 		rl.reason = "rule=" + rl.Name
 		if rl.When == nil {
 			continue
 		}
-		if err := rl.When.provision(ruleScopeLastUser, kw); err != nil {
-			return fmt.Errorf("rule %s: %v", cmp.Or(rl.Name, "#"+strconv.Itoa(i+1)), err)
+		if err := rl.When.compile(ruleScopeLastUser, kw); err != nil {
+			return fmt.Errorf("rule %s: %v", rl.Name, err)
 		}
 	}
 	if err := kw.compile(); err != nil {
@@ -158,7 +159,8 @@ func (r *Rules) Provision(_ caddy.Context) error {
 	return nil
 }
 
-// Validate checks the rules: names, models and params.
+// Validate checks every value of r: the names, models and params of
+// the rules and of the default, and the conditions.
 func (r *Rules) Validate() error {
 	seen := make(map[string]bool, len(r.Rules))
 	for i, rl := range r.Rules {
@@ -177,6 +179,11 @@ func (r *Rules) Validate() error {
 		}
 		if err := checkRuleAction(rl.Models, rl.Params); err != nil {
 			return fmt.Errorf("rule %s: %v", rl.Name, err)
+		}
+		if rl.When != nil {
+			if err := rl.When.validate(); err != nil {
+				return fmt.Errorf("rule %s: %v", rl.Name, err)
+			}
 		}
 	}
 	if d := r.Default; d != nil {
@@ -231,6 +238,91 @@ func checkRuleAction(models []string, params map[string]json.RawMessage) error {
 		}
 		if !json.Valid(v) {
 			return fmt.Errorf("param %s: invalid JSON value", path)
+		}
+	}
+	return nil
+}
+
+// validate checks the values of c and of the conditions in it.
+func (c *RuleCondition) validate() error {
+	if c.Scope != "" {
+		if _, err := parseRuleScope(c.Scope); err != nil {
+			return err
+		}
+	}
+	for _, kws := range []struct {
+		name string
+		list []string
+	}{{"keywords", c.Keywords}, {"keywords_all", c.KeywordsAll}} {
+		if slices.ContainsFunc(kws.list, func(k string) bool { return strings.TrimSpace(k) == "" }) {
+			return fmt.Errorf("%s: empty keyword", kws.name)
+		}
+	}
+	if c.Regex != "" {
+		if _, err := regexp.Compile(c.Regex); err != nil {
+			return fmt.Errorf("invalid regex '%s': %v", c.Regex, err)
+		}
+	}
+	if err := checkNotNegative("min_tokens", c.MinTokens); err != nil {
+		return err
+	}
+	if err := checkNotNegative("max_tokens", c.MaxTokens); err != nil {
+		return err
+	}
+	if c.MaxTokens > 0 && c.MinTokens > c.MaxTokens {
+		return fmt.Errorf("min_tokens %d exceeds max_tokens %d", c.MinTokens, c.MaxTokens)
+	}
+	for _, name := range slices.Sorted(maps.Keys(c.Header)) {
+		switch {
+		case name == "":
+			return errors.New("header with an empty field name")
+		case len(c.Header[name]) == 0:
+			return fmt.Errorf("header %s: no values", name)
+		}
+	}
+	for _, name := range slices.Sorted(maps.Keys(c.HeaderRegex)) {
+		if name == "" {
+			return errors.New("header_regex with an empty field name")
+		}
+		pat := c.HeaderRegex[name]
+		if _, err := regexp.Compile(pat); err != nil {
+			return fmt.Errorf("header_regex %s: invalid regex '%s': %v", name, pat, err)
+		}
+	}
+	for _, path := range slices.Sorted(maps.Keys(c.Fields)) {
+		ops := c.Fields[path]
+		switch {
+		case path == "":
+			return errors.New("field with an empty path")
+		case len(ops) == 0:
+			return fmt.Errorf("field %s: no operators", path)
+		}
+		for _, op := range slices.Sorted(maps.Keys(ops)) {
+			if _, err := newRuleFieldOp(op, ops[op]); err != nil {
+				return fmt.Errorf("field %s: %v", path, err)
+			}
+		}
+	}
+	if err := validateRuleConditions("and", c.And); err != nil {
+		return err
+	}
+	if err := validateRuleConditions("or", c.Or); err != nil {
+		return err
+	}
+	if c.Not != nil {
+		return c.Not.validate()
+	}
+	return nil
+}
+
+// validateRuleConditions checks the conditions of an `and` or `or`.
+func validateRuleConditions(name string, conds []*RuleCondition) error {
+	for i, sub := range conds {
+		if sub == nil {
+			return fmt.Errorf("%s: condition #%d is empty", name, i+1)
+		}
+		if err := sub.validate(); err != nil {
+			return err
 		}
 	}
 	return nil

@@ -3,7 +3,6 @@ package strategies
 import (
 	"bytes"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"maps"
 	"math"
@@ -37,9 +36,10 @@ func parseRuleScope(s string) (ruleScope, error) {
 	return 0, fmt.Errorf("unknown scope '%s' (want last_user, conversation or system)", s)
 }
 
-// provision checks and compiles c and the conditions in it; parent is
-// the scope it inherits, and kw collects the keywords.
-func (c *RuleCondition) provision(parent ruleScope, kw *ruleKeywords) error {
+// compile compiles c and the conditions in it, which Validate has
+// checked; parent is the scope it inherits, and kw collects the
+// keywords.
+func (c *RuleCondition) compile(parent ruleScope, kw *ruleKeywords) error {
 	c.scope = parent
 	if c.Scope != "" {
 		s, err := parseRuleScope(c.Scope)
@@ -48,28 +48,17 @@ func (c *RuleCondition) provision(parent ruleScope, kw *ruleKeywords) error {
 		}
 		c.scope = s
 	}
+	c.kwAny = kw.add(c.Keywords, c.scope)
+	c.kwAll = kw.add(c.KeywordsAll, c.scope)
 
 	var err error
-	if c.kwAny, err = kw.add(c.Keywords, c.scope); err != nil {
-		return fmt.Errorf("keywords: %v", err)
-	}
-	if c.kwAll, err = kw.add(c.KeywordsAll, c.scope); err != nil {
-		return fmt.Errorf("keywords_all: %v", err)
-	}
-
 	c.re = nil
 	if c.Regex != "" {
 		if c.re, err = regexp.Compile(c.Regex); err != nil {
-			return fmt.Errorf("invalid regex '%s': %v", c.Regex, err)
+			return err
 		}
 	}
 
-	if c.MinTokens < 0 || c.MaxTokens < 0 {
-		return errors.New("token bounds must not be negative")
-	}
-	if c.MaxTokens > 0 && c.MinTokens > c.MaxTokens {
-		return fmt.Errorf("min_tokens %d exceeds max_tokens %d", c.MinTokens, c.MaxTokens)
-	}
 	// An estimate capped at tokLimit tells both bounds: whether it
 	// reaches MinTokens and whether it exceeds MaxTokens.
 	c.tokLimit = c.MinTokens
@@ -82,62 +71,41 @@ func (c *RuleCondition) provision(parent ruleScope, kw *ruleKeywords) error {
 
 	c.headers = nil
 	for name, vals := range c.Header {
-		if name == "" {
-			return errors.New("header with an empty field name")
-		}
-		if len(vals) == 0 {
-			return fmt.Errorf("header %s: no values", name)
-		}
 		c.headers = append(c.headers, ruleHeader{name: http.CanonicalHeaderKey(name), values: vals})
 	}
 	for name, pat := range c.HeaderRegex {
-		if name == "" {
-			return errors.New("header_regex with an empty field name")
-		}
 		re, err := regexp.Compile(pat)
 		if err != nil {
-			return fmt.Errorf("header_regex %s: invalid regex '%s': %v", name, pat, err)
+			return err
 		}
 		c.headers = append(c.headers, ruleHeader{name: http.CanonicalHeaderKey(name), re: re})
 	}
 
 	c.fields = nil
 	for path, ops := range c.Fields {
-		if path == "" {
-			return errors.New("field with an empty path")
-		}
-		if len(ops) == 0 {
-			return fmt.Errorf("field %s: no operators", path)
-		}
 		f := ruleField{path: path}
 		for _, op := range slices.Sorted(maps.Keys(ops)) {
 			fo, err := newRuleFieldOp(op, ops[op])
 			if err != nil {
-				return fmt.Errorf("field %s: %v", path, err)
+				return err
 			}
 			f.ops = append(f.ops, fo)
 		}
 		c.fields = append(c.fields, f)
 	}
 
-	for i, sub := range c.And {
-		if sub == nil {
-			return fmt.Errorf("and: condition #%d is empty", i+1)
-		}
-		if err := sub.provision(c.scope, kw); err != nil {
+	for _, sub := range c.And {
+		if err := sub.compile(c.scope, kw); err != nil {
 			return err
 		}
 	}
-	for i, sub := range c.Or {
-		if sub == nil {
-			return fmt.Errorf("or: condition #%d is empty", i+1)
-		}
-		if err := sub.provision(c.scope, kw); err != nil {
+	for _, sub := range c.Or {
+		if err := sub.compile(c.scope, kw); err != nil {
 			return err
 		}
 	}
 	if c.Not != nil {
-		return c.Not.provision(c.scope, kw)
+		return c.Not.compile(c.scope, kw)
 	}
 	return nil
 }
@@ -153,12 +121,9 @@ type ruleKeywords struct {
 }
 
 // add adds the keywords kws of a test on scope s and returns their ids.
-func (kw *ruleKeywords) add(kws []string, s ruleScope) ([]int, error) {
+func (kw *ruleKeywords) add(kws []string, s ruleScope) []int {
 	var ids []int
 	for _, k := range kws {
-		if strings.TrimSpace(k) == "" {
-			return nil, errors.New("empty keyword")
-		}
 		k = strings.ToLower(k)
 		id, ok := kw.ids[k]
 		if !ok {
@@ -169,7 +134,7 @@ func (kw *ruleKeywords) add(kws []string, s ruleScope) ([]int, error) {
 		ids = append(ids, id)
 		kw.scoped[s] = true
 	}
-	return ids, nil
+	return ids
 }
 
 // compile builds the matcher of the keywords added.

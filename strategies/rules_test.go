@@ -167,7 +167,9 @@ func TestRulesConcurrent(t *testing.T) {
 	wg.Wait()
 }
 
-func TestRulesProvisionErrors(t *testing.T) {
+// TestRulesValidate checks the values Validate rejects; Provision, which
+// validates before it compiles, rejects them too.
+func TestRulesValidate(t *testing.T) {
 	tests := []struct{ name, cfg, want string }{
 		{"bad regex", `{"rules":[{"name":"a","when":{"regex":"(unclosed"},"models":["m"]}]}`, "rule a: invalid regex '(unclosed'"},
 		{"bad nested regex", `{"rules":[{"name":"a","when":{"or":[{"regex":"["}]},"models":["m"]}]}`, "invalid regex '['"},
@@ -192,12 +194,23 @@ func TestRulesProvisionErrors(t *testing.T) {
 		{"empty model", `{"rules":[{"name":"a","models":[""]}]}`, "empty model name"},
 		{"empty default", `{"default":{}}`, "default has neither models nor params"},
 		{"empty param path", `{"rules":[{"name":"a","models":["m"],"params":{"":1}}]}`, "param with an empty path"},
+		{"negative max_tokens", `{"rules":[{"name":"a","when":{"max_tokens":-1},"models":["m"]}]}`, "max_tokens must not be negative"},
+		{"header without name", `{"rules":[{"name":"a","when":{"header":{"":["x"]}},"models":["m"]}]}`, "header with an empty field name"},
+		{"field without path", `{"rules":[{"name":"a","when":{"fields":{"":{"$eq":1}}},"models":["m"]}]}`, "field with an empty path"},
+		{"null and", `{"rules":[{"name":"a","when":{"and":[{"tools":true},null]},"models":["m"]}]}`, "and: condition #2 is empty"},
+		{"bad regex under not", `{"rules":[{"name":"a","when":{"not":{"and":[{"regex":"("}]}},"models":["m"]}]}`, "rule a: invalid regex '('"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			_, err := rulesTryLoad(tt.cfg)
-			if err == nil || !strings.Contains(err.Error(), tt.want) {
-				t.Errorf("error = %v, want one containing %q", err, tt.want)
+			var r Rules
+			if err := json.Unmarshal([]byte(tt.cfg), &r); err != nil {
+				t.Fatal(err)
+			}
+			if err := r.Validate(); err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("Validate: error = %v, want one containing %q", err, tt.want)
+			}
+			if _, err := rulesTryLoad(tt.cfg); err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("load: error = %v, want one containing %q", err, tt.want)
 			}
 		})
 	}

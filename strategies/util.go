@@ -1,7 +1,6 @@
 package strategies
 
 import (
-	"fmt"
 	"math"
 )
 
@@ -70,14 +69,6 @@ func costKey(req *Request, c *Candidate, expectedOutput int) float64 {
 		return v
 	}
 	return math.Inf(1)
-}
-
-// checkRange checks an optional number setting against [0, upper].
-func checkRange(name string, v *float64, upper float64) error {
-	if v != nil && (math.IsNaN(*v) || *v < 0 || *v > upper) {
-		return fmt.Errorf("%s must be from 0 to %g, got %g", name, upper, *v)
-	}
-	return nil
 }
 
 // orDefault returns v, or def when v is 0 (unset).
