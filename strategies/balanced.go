@@ -182,35 +182,23 @@ func (b *Balanced) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		return d.ArgErr()
 	}
 	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		var err error
 		switch d.Val() {
-		case "quality_weight", "cost_weight", "latency_weight":
-			name := d.Val()
-			v, err := floatArg(d)
-			if err != nil {
-				return err
-			}
-			switch name {
-			case "quality_weight":
-				b.QualityWeight = &v
-			case "cost_weight":
-				b.CostWeight = &v
-			default:
-				b.LatencyWeight = &v
-			}
+		case "quality_weight":
+			err = floatArg(d, &b.QualityWeight)
+		case "cost_weight":
+			err = floatArg(d, &b.CostWeight)
+		case "latency_weight":
+			err = floatArg(d, &b.LatencyWeight)
 		case "expected_output":
-			v, err := intArg(d)
-			if err != nil {
-				return err
-			}
-			b.ExpectedOutput = v
+			err = intArg(d, &b.ExpectedOutput)
 		case "min_samples":
-			v, err := intArg(d)
-			if err != nil {
-				return err
-			}
-			b.MinSamples = v
+			err = intArg(d, &b.MinSamples)
 		default:
-			return d.Errf("unrecognized subdirective: %s", d.Val())
+			err = d.Errf("unrecognized subdirective: %s", d.Val())
+		}
+		if err != nil {
+			return err
 		}
 	}
 	return nil

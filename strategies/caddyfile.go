@@ -15,37 +15,35 @@ import (
 // checks.
 
 // intArg parses the single argument of the current subdirective as an
-// integer.
-func intArg(d *caddyfile.Dispenser) (int, error) {
+// integer into dst.
+func intArg(d *caddyfile.Dispenser, dst *int) error {
 	name := d.Val()
-	if !d.NextArg() {
-		return 0, d.ArgErr()
+	var arg string
+	if !d.AllArgs(&arg) {
+		return d.ArgErr()
 	}
-	v, err := strconv.Atoi(d.Val())
+	v, err := strconv.Atoi(arg)
 	if err != nil {
-		return 0, d.Errf("invalid %s value '%s': want an integer", name, d.Val())
+		return d.Errf("invalid %s value '%s': want an integer", name, arg)
 	}
-	if d.NextArg() {
-		return 0, d.ArgErr()
-	}
-	return v, nil
+	*dst = v
+	return nil
 }
 
 // floatArg parses the single argument of the current subdirective as a
-// number.
-func floatArg(d *caddyfile.Dispenser) (float64, error) {
+// number into the optional setting dst.
+func floatArg(d *caddyfile.Dispenser, dst **float64) error {
 	name := d.Val()
-	if !d.NextArg() {
-		return 0, d.ArgErr()
+	var arg string
+	if !d.AllArgs(&arg) {
+		return d.ArgErr()
 	}
-	v, err := strconv.ParseFloat(d.Val(), 64)
+	v, err := strconv.ParseFloat(arg, 64)
 	if err != nil {
-		return 0, d.Errf("invalid %s value '%s': want a number", name, d.Val())
+		return d.Errf("invalid %s value '%s': want a number", name, arg)
 	}
-	if d.NextArg() {
-		return 0, d.ArgErr()
-	}
-	return v, nil
+	*dst = &v
+	return nil
 }
 
 // noOptions consumes a strategy that takes neither arguments nor a

@@ -65,11 +65,9 @@ func (c *Cheapest) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	for nesting := d.Nesting(); d.NextBlock(nesting); {
 		switch d.Val() {
 		case "expected_output":
-			v, err := intArg(d)
-			if err != nil {
+			if err := intArg(d, &c.ExpectedOutput); err != nil {
 				return err
 			}
-			c.ExpectedOutput = v
 		default:
 			return d.Errf("unrecognized subdirective: %s", d.Val())
 		}

@@ -44,19 +44,17 @@ func (s *Difficulty) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				}
 				s.Weights[args[i]] = v
 			}
-		case "long_tokens", "history_tokens", "system_tokens":
-			name := d.Val()
-			v, err := intArg(d)
-			if err != nil {
+		case "long_tokens":
+			if err := intArg(d, &s.LongTokens); err != nil {
 				return err
 			}
-			switch name {
-			case "long_tokens":
-				s.LongTokens = v
-			case "history_tokens":
-				s.HistoryTokens = v
-			default:
-				s.SystemTokens = v
+		case "history_tokens":
+			if err := intArg(d, &s.HistoryTokens); err != nil {
+				return err
+			}
+		case "system_tokens":
+			if err := intArg(d, &s.SystemTokens); err != nil {
+				return err
 			}
 		case "cues", "add_cues":
 			name := d.Val()

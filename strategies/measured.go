@@ -103,21 +103,17 @@ func (m *measured) unmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		return d.ArgErr()
 	}
 	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		var err error
 		switch d.Val() {
 		case "min_samples":
-			v, err := intArg(d)
-			if err != nil {
-				return err
-			}
-			m.MinSamples = v
+			err = intArg(d, &m.MinSamples)
 		case "explore":
-			v, err := floatArg(d)
-			if err != nil {
-				return err
-			}
-			m.Explore = &v
+			err = floatArg(d, &m.Explore)
 		default:
-			return d.Errf("unrecognized subdirective: %s", d.Val())
+			err = d.Errf("unrecognized subdirective: %s", d.Val())
+		}
+		if err != nil {
+			return err
 		}
 	}
 	return nil

@@ -178,10 +178,6 @@ func parseRuleCondition(d *caddyfile.Dispenser, c *RuleCondition) (bool, error) 
 		c.Scope = s
 
 	case "min_tokens", "max_tokens":
-		v, err := intArg(d)
-		if err != nil {
-			return true, err
-		}
 		p := &c.MinTokens
 		if name == "max_tokens" {
 			p = &c.MaxTokens
@@ -189,28 +185,14 @@ func parseRuleCondition(d *caddyfile.Dispenser, c *RuleCondition) (bool, error) 
 		if *p != 0 {
 			return true, d.Errf("%s already set", name)
 		}
-		*p = v
+		return true, intArg(d, p)
 
-	case "tools", "images", "json_mode":
-		v := true
-		if d.NextArg() {
-			b, err := strconv.ParseBool(d.Val())
-			if err != nil {
-				return true, d.Errf("invalid %s value '%s': want true or false", name, d.Val())
-			}
-			if d.NextArg() {
-				return true, d.ArgErr()
-			}
-			v = b
-		}
-		switch name {
-		case "tools":
-			c.Tools = &v
-		case "images":
-			c.Images = &v
-		default:
-			c.JSONMode = &v
-		}
+	case "tools":
+		return true, ruleFlagArg(d, &c.Tools)
+	case "images":
+		return true, ruleFlagArg(d, &c.Images)
+	case "json_mode":
+		return true, ruleFlagArg(d, &c.JSONMode)
 
 	case "header":
 		args := d.RemainingArgs()
@@ -373,6 +355,24 @@ func parseRuleField(d *caddyfile.Dispenser, c *RuleCondition) error {
 		c.Fields[path] = make(map[string]json.RawMessage)
 	}
 	c.Fields[path][op] = val
+	return nil
+}
+
+// ruleFlagArg parses the optional argument of a flag test, `true` (the
+// default) or `false`, into dst.
+func ruleFlagArg(d *caddyfile.Dispenser, dst **bool) error {
+	name := d.Val()
+	v := true
+	if d.NextArg() {
+		var err error
+		if v, err = strconv.ParseBool(d.Val()); err != nil {
+			return d.Errf("invalid %s value '%s': want true or false", name, d.Val())
+		}
+		if d.NextArg() {
+			return d.ArgErr()
+		}
+	}
+	*dst = &v
 	return nil
 }
 
