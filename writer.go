@@ -78,6 +78,7 @@ type attemptWriter struct {
 	body       []byte // a whole body waiting for translation
 	pending    []byte
 	scanned    int             // bytes of pending already inspected as complete lines
+	searched   int             // bytes of pending known to hold no newline after scanned
 	terminated bool            // the stream carried its terminator (or an error event)
 	streamErr  error           // why the writer stopped the stream itself
 	reported   translate.Usage // the usage objects read so far
@@ -228,7 +229,7 @@ func (aw *attemptWriter) finish() error {
 		} else {
 			_, _ = aw.w.Write(out)
 		}
-		aw.pending, aw.scanned = nil, 0
+		aw.pending, aw.scanned, aw.searched = nil, 0, 0
 	}
 	if !aw.stream {
 		aw.readUsage((*translate.Usage).Read, aw.tailUsage())
@@ -250,12 +251,16 @@ func (aw *attemptWriter) writeEvents(p []byte) (int, error) {
 	done := 0      // end of the last complete event
 	var out []byte // the complete events, translated
 	for {
-		i := bytes.IndexByte(aw.pending[aw.scanned:], '\n')
+		// A long line arrives over many writes: search only the bytes not
+		// searched yet, so the cost stays linear in the line's length.
+		from := max(aw.scanned, aw.searched)
+		i := bytes.IndexByte(aw.pending[from:], '\n')
 		if i < 0 {
+			aw.searched = len(aw.pending)
 			break
 		}
-		line := aw.pending[aw.scanned : aw.scanned+i+1]
-		aw.scanned += i + 1
+		line := aw.pending[aw.scanned : from+i+1]
+		aw.scanned = from + i + 1
 		var err error
 		if !aw.inspectLine(line) {
 			err = errMalformedEvent
@@ -269,7 +274,7 @@ func (aw *attemptWriter) writeEvents(p []byte) (int, error) {
 			} else if done > 0 {
 				_, _ = aw.w.Write(aw.pending[:done])
 			}
-			aw.pending, aw.scanned = nil, 0
+			aw.pending, aw.scanned, aw.searched = nil, 0, 0
 			aw.streamErr = err
 			return len(p), err
 		}
@@ -284,6 +289,7 @@ func (aw *attemptWriter) writeEvents(p []byte) (int, error) {
 	aw.size += int64(n)
 	aw.pending = append(aw.pending[:0], aw.pending[done:]...)
 	aw.scanned -= done
+	aw.searched = max(aw.searched-done, 0)
 	if err != nil {
 		return 0, err
 	}
