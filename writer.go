@@ -302,14 +302,15 @@ func (aw *attemptWriter) writeEvents(p []byte) (int, error) {
 func (aw *attemptWriter) rewrites() bool { return aw.tr != nil || aw.dropUsage }
 
 // passEvent appends what the client gets of one upstream event (its
-// lines up to and including the blank line that ends it) to dst: its
-// translation, nothing for a usage-only chunk the client did not ask
-// for, or the event as it is.
+// lines up to and including the blank line that ends it) to dst when
+// events are rewritten: its translation, nothing for a usage-only chunk
+// the client did not ask for, or the event as it is. When they are not,
+// it does nothing: the caller passes the pending bytes on as they came.
 func (aw *attemptWriter) passEvent(dst, event []byte) ([]byte, error) {
-	if aw.tr != nil {
+	switch {
+	case aw.tr != nil:
 		return aw.translateEvent(dst, event)
-	}
-	if aw.dropUsage && usageOnly(event) {
+	case !aw.dropUsage, usageOnly(event):
 		return dst, nil
 	}
 	return append(dst, event...), nil
