@@ -355,7 +355,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		// (Unknown providers are Validate's to report.)
 		for _, name := range m.Providers {
 			if prov := h.providers[name]; prov != nil {
-				m.serving = append(m.serving, serving{prov, upstreams.AcquirePair(prov, m.UpstreamName)})
+				m.serving = append(m.serving, serving{prov, upstreams.AcquirePair(prov, m.UpstreamName, nil)})
 			}
 		}
 	}
@@ -411,7 +411,7 @@ func (h *Handler) Cleanup() error {
 			continue
 		}
 		for _, s := range m.serving {
-			upstreams.ReleasePair(s.provider, m.UpstreamName)
+			upstreams.ReleasePair(s.provider, m.UpstreamName, nil)
 		}
 	}
 	h.closeStore()
