@@ -148,9 +148,6 @@ func NewShared(o SharedOptions) *Shared {
 	}
 }
 
-// ID returns this instance's id: its field in the stats hashes.
-func (s *Shared) ID() string { return s.id }
-
 // Errors returns how many exchanges with Redis have failed.
 func (s *Shared) Errors() uint64 { return s.errs.Load() }
 

@@ -306,6 +306,32 @@ func TestSharedRedisDown(t *testing.T) {
 	}
 }
 
+// A cooldown whose exchange failed is sent again: Redis refuses writes
+// for a while (CLIENT PAUSE WRITE), A's cooldown times out, and once
+// writes pass again B learns of it.
+func TestSharedResendsCooldown(t *testing.T) {
+	verifyNoLeaks(t)
+	srv := redistest.Start(t)
+	a, b := newInstance(t, srv.URL(), 200*time.Millisecond), newInstance(t, srv.URL(), 200*time.Millisecond)
+	prov := testProvider("alpha")
+	pa, pb := a.acquire(t, prov, "m"), b.acquire(t, prov, "m")
+	check := redis.NewClient(&redis.Options{Addr: srv.Addr})
+	defer check.Close()
+	ctx := context.Background()
+	if err := check.Do(ctx, "CLIENT", "PAUSE", 600000, "WRITE").Err(); err != nil {
+		t.Fatal(err)
+	}
+	fail(pa, time.Minute, Policy{}, time.Now())
+	eventually(t, "A's cooldown does not fail to reach a paused Redis", func() bool { return a.shared.Errors() > 0 })
+	if !pb.Available(time.Now()) {
+		t.Fatal("B learnt of a cooldown that Redis did not take")
+	}
+	if err := check.Do(ctx, "CLIENT", "UNPAUSE").Err(); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "A's cooldown is not sent again", func() bool { return !pb.Available(time.Now()) })
+}
+
 // blackHole accepts connections and never answers.
 func blackHole(t *testing.T) string {
 	t.Helper()
