@@ -94,9 +94,12 @@ type healthChange struct {
 	closed bool
 }
 
-// finish does Finish's work. A change in the health goes to changed,
-// if not nil, while p.mu is still held: in the order of the changes.
-func (p *memoryPair) finish(o Outcome, policy Policy, now time.Time, changed func(healthChange)) {
+// healthSink is told of the changes in a pair's health.
+type healthSink interface{ changed(healthChange) }
+
+// finish does Finish's work. A change in the health goes to sink, if
+// not nil, while p.mu is still held: in the order of the changes.
+func (p *memoryPair) finish(o Outcome, policy Policy, now time.Time, sink healthSink) {
 	var c healthChange
 	p.inFlight.Add(-1)
 	p.mu.Lock()
@@ -122,8 +125,8 @@ func (p *memoryPair) finish(o Outcome, policy Policy, now time.Time, changed fun
 	}
 	if c.closed || !c.until.IsZero() {
 		p.changes++
-		if changed != nil {
-			changed(c)
+		if sink != nil {
+			sink.changed(c)
 		}
 	}
 }

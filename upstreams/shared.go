@@ -289,7 +289,11 @@ func (l *syncLoop) sync(ctx context.Context, poll bool) {
 	gens := make([]uint64, len(pairs))
 	encs := make([]string, len(pairs))
 	for i, p := range pairs {
-		encs[i], gens[i] = p.local(now)
+		var some bool
+		encs[i], some, gens[i] = p.local(now)
+		if !some && !l.written[p] {
+			encs[i] = "" // nothing to tell yet
+		}
 	}
 	l.mu.Lock()
 	ops := l.pending
@@ -318,7 +322,7 @@ func (l *syncLoop) sync(ctx context.Context, poll bool) {
 		}
 		cools = pipe.MGet(ctx, keys...)
 		for i, p := range pairs {
-			if encs[i] != "" || l.written[p] {
+			if encs[i] != "" {
 				pipe.HSet(ctx, p.statsKey, l.id, encs[i])
 				pipe.PExpire(ctx, p.statsKey, l.statsTTL)
 				l.written[p] = true
@@ -476,8 +480,11 @@ type sharedPair struct {
 
 // Finish implements Pair.
 func (p *sharedPair) Finish(o Outcome, policy Policy, now time.Time) {
-	p.finish(o, policy, now, func(c healthChange) { p.shared.publish(p, c) })
+	p.finish(o, policy, now, p)
 }
+
+// changed implements healthSink: it queues the change for the fleet.
+func (p *sharedPair) changed(c healthChange) { p.shared.publish(p, c) }
 
 // Snapshot implements Pair.
 func (p *sharedPair) Snapshot() Stats {
@@ -498,9 +505,9 @@ func (p *sharedPair) Snapshot() Stats {
 	return s
 }
 
-// local returns the encoding of this process's stats ("" while there
-// is nothing to tell) and the health generation.
-func (p *sharedPair) local(now time.Time) (string, uint64) {
+// local returns the encoding of this process's stats, whether there is
+// anything in them, and the health generation.
+func (p *sharedPair) local(now time.Time) (enc string, some bool, gen uint64) {
 	p.mu.Lock()
 	e := statsEntry{
 		stamp:     now,
@@ -510,12 +517,10 @@ func (p *sharedPair) local(now time.Time) (string, uint64) {
 		tps:       p.tps,
 		errorRate: p.errorRate,
 	}
-	gen := p.changes
+	gen = p.changes
 	p.mu.Unlock()
-	if e.inFlight == 0 && e.errorRate.n == 0 && e.latency.n == 0 && e.ttft.n == 0 && e.tps.n == 0 {
-		return "", gen
-	}
-	return e.encode(), gen
+	some = e.inFlight != 0 || e.errorRate.n != 0 || e.latency.n != 0 || e.ttft.n != 0 || e.tps.n != 0
+	return e.encode(), some, gen
 }
 
 // observeFleet takes the fleet's cooldown as read at a health generation

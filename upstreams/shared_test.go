@@ -463,3 +463,26 @@ func TestStatsEncoding(t *testing.T) {
 		}
 	}
 }
+
+// The hot path of a shared pair allocates nothing: Available, Start,
+// Finish without a change in the health, and Snapshot with the fleet's
+// stats merged.
+func TestSharedHotPathAllocs(t *testing.T) {
+	verifyNoLeaks(t)
+	srv := redistest.Start(t)
+	a, b := newInstance(t, srv.URL(), 10*time.Second), newInstance(t, srv.URL(), 10*time.Second)
+	prov := testProvider("alpha")
+	pa, pb := a.acquire(t, prov, "m"), b.acquire(t, prov, "m")
+	finishTimed(pb, Succeeded, 100*time.Millisecond)
+	eventually(t, "A does not see B's stats", func() bool { return pa.Snapshot().Samples == 1 })
+	allocs := testing.AllocsPerRun(100, func() {
+		now := time.Now()
+		pa.Available(now)
+		probe := pa.Start(now)
+		pa.Finish(Outcome{Result: Succeeded, Probe: probe, Timed: true, Total: time.Millisecond}, Policy{}, now)
+		pa.Snapshot()
+	})
+	if allocs != 0 {
+		t.Errorf("%v allocations per request", allocs)
+	}
+}
