@@ -144,9 +144,10 @@ type Handler struct {
 	keys        []*ClientKey
 	resetLoc    *time.Location
 	quotas      limits.Store               // nil when nothing is limited
-	memory      *limits.Memory             // the process's store, taken when anything is limited
+	memory      *limits.Memory             // the process's store, taken when anything is limited or the state is in redis
 	redis       *limits.Redis              // the shared store, if configured
 	redisKey    string                     // its key in redisClients
+	shared      *upstreams.Shared          // shares the pairs' state through redis, if configured
 	provSubject map[string]*limits.Subject // by provider name
 	cleaned     int32                      // set by the first Cleanup
 	needsPrompt bool                       // a token or spend limit needs the prompt estimate
@@ -325,6 +326,11 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		h.resetLoc = loc
 	}
 
+	// Redis, when the state lives there, before the pairs are acquired.
+	if err := h.openRedis(); err != nil {
+		return err
+	}
+
 	h.providers = make(map[string]*upstreams.Provider, len(h.Providers))
 	for _, p := range h.Providers {
 		if p == nil {
@@ -355,7 +361,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		// (Unknown providers are Validate's to report.)
 		for _, name := range m.Providers {
 			if prov := h.providers[name]; prov != nil {
-				m.serving = append(m.serving, serving{prov, upstreams.AcquirePair(prov, m.UpstreamName)})
+				m.serving = append(m.serving, serving{prov, upstreams.AcquirePair(prov, m.UpstreamName, h.shared)})
 			}
 		}
 	}
@@ -411,7 +417,7 @@ func (h *Handler) Cleanup() error {
 			continue
 		}
 		for _, s := range m.serving {
-			upstreams.ReleasePair(s.provider, m.UpstreamName)
+			upstreams.ReleasePair(s.provider, m.UpstreamName, h.shared)
 		}
 	}
 	h.closeStore()

@@ -9,13 +9,16 @@ import (
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 
 	"github.com/caddy-llm-route/llmroute/limits"
+	"github.com/caddy-llm-route/llmroute/upstreams"
 )
 
-// State says where the counters of limits and budgets live.
+// State says where the counters of limits and budgets, and the
+// cooldowns and live stats of the provider+model pairs, live.
 type State struct {
 	// `memory` (default): in this process, kept across config reloads.
-	// `redis`: in Redis, shared by every instance that uses the same
-	// server and prefix.
+	// `redis`: counters in Redis, shared by every instance that uses the
+	// same server and prefix; cooldowns and live stats kept in each
+	// process and exchanged through Redis every sync_interval.
 	Backend string `json:"backend,omitempty"`
 
 	// The Redis URL: redis://[user:password@]host[:port][/db], or
@@ -38,6 +41,11 @@ type State struct {
 
 	// The prefix of every Redis key. Default: `llm_route:`.
 	Prefix string `json:"prefix,omitempty"`
+
+	// How often each instance exchanges the pairs' live stats and
+	// cooldowns with Redis; a cooldown it opens or closes is sent at
+	// once. Default: 1s.
+	SyncInterval caddy.Duration `json:"sync_interval,omitempty"`
 }
 
 // Validate checks the values.
@@ -60,18 +68,22 @@ func (s *State) Validate() error {
 	if s.Timeout < 0 {
 		return fmt.Errorf("state: timeout must not be negative")
 	}
+	if s.SyncInterval < 0 {
+		return fmt.Errorf("state: sync_interval must not be negative")
+	}
 	return nil
 }
 
-// openStore sets up the store of the handler's counters: the process's
-// memory store, and in front of it Redis when configured (the memory
-// store then holds the limits while Redis is unreachable).
-func (h *Handler) openStore() error {
-	h.memory = limits.AcquireMemory()
-	h.quotas = h.memory
+// openRedis opens the handler's Redis when the state lives there: the
+// store of the limit counters (in front of the process's memory store,
+// which holds the limits while Redis is unreachable) and the sharing of
+// the pairs' cooldowns and stats. Provision calls it before it acquires
+// the pairs, whether anything is limited or not.
+func (h *Handler) openRedis() error {
 	if h.State == nil || h.State.Backend != "redis" {
 		return nil
 	}
+	h.memory = limits.AcquireMemory()
 	repl := caddy.NewReplacer()
 	onError, _ := limits.ParseOnError(h.State.OnError)
 	opts := limits.RedisOptions{
@@ -84,36 +96,64 @@ func (h *Handler) openStore() error {
 		Local:    h.memory,
 		Logger:   h.logger,
 	}
+	interval := time.Duration(h.State.SyncInterval)
 	// One client per server and settings, shared by the configs that use
 	// it, so a reload keeps it open for the requests still in flight.
-	h.redisKey = fmt.Sprintf("%x", sha256.Sum256([]byte(fmt.Sprintf("%q %q %q %v %v %q", opts.URL, opts.Username, opts.Password, opts.Timeout, opts.OnError, opts.Prefix))))
+	h.redisKey = fmt.Sprintf("%x", sha256.Sum256([]byte(fmt.Sprintf("%q %q %q %v %v %q %v", opts.URL, opts.Username, opts.Password, opts.Timeout, opts.OnError, opts.Prefix, interval))))
 	v, _, err := redisClients.LoadOrNew(h.redisKey, func() (caddy.Destructor, error) {
 		r, err := limits.NewRedis(opts)
 		if err != nil {
 			return nil, err
 		}
-		return pooledRedis{r}, nil
+		return &pooledRedis{r, upstreams.NewShared(upstreams.SharedOptions{
+			Client:   r.Client(),
+			Prefix:   r.Prefix(),
+			Timeout:  r.Timeout(),
+			Interval: interval,
+			Logger:   h.logger,
+		})}, nil
 	})
 	if err != nil {
 		h.redisKey = ""
 		return fmt.Errorf("state redis: %v", err)
 	}
-	h.redis = v.(pooledRedis).Redis
-	h.quotas = h.redis
+	pr := v.(*pooledRedis)
+	h.redis, h.shared = pr.Redis, pr.shared
+	return nil
+}
+
+// openStore sets up the store of the handler's counters, when anything
+// is limited: the Redis store openRedis opened, or else the process's
+// memory store.
+func (h *Handler) openStore() error {
+	if h.memory == nil {
+		h.memory = limits.AcquireMemory()
+	}
+	h.quotas = h.memory
+	if h.redis != nil {
+		h.quotas = h.redis
+	}
 	return nil
 }
 
 // redisClients holds the Redis stores in use, by their settings.
 var redisClients = caddy.NewUsagePool()
 
-// pooledRedis is a Redis store's entry in the pool; it closes with the
-// last config that uses it.
-type pooledRedis struct{ *limits.Redis }
+// pooledRedis is a Redis store's entry in the pool, with the sharing of
+// pair state on the same client; both close with the last config that
+// uses them (which has released its pairs before).
+type pooledRedis struct {
+	*limits.Redis
+	shared *upstreams.Shared
+}
 
 // Destruct implements caddy.Destructor.
-func (p pooledRedis) Destruct() error { return p.Close() }
+func (p *pooledRedis) Destruct() error {
+	p.shared.Close()
+	return p.Close()
+}
 
-// closeStore releases what openStore took.
+// closeStore releases what openRedis and openStore took.
 func (h *Handler) closeStore() {
 	if h.redisKey != "" {
 		_, _ = redisClients.Delete(h.redisKey)
@@ -132,6 +172,7 @@ func (h *Handler) closeStore() {
 //		on_error allow|deny
 //		timeout <duration>
 //		prefix <prefix>
+//		sync_interval <duration>
 //	}
 func unmarshalState(d *caddyfile.Dispenser) (*State, error) {
 	s := new(State)
@@ -166,6 +207,12 @@ func unmarshalState(d *caddyfile.Dispenser) (*State, error) {
 				return nil, d.Errf("state: invalid timeout %q", v)
 			}
 			s.Timeout = caddy.Duration(dur)
+		case "sync_interval":
+			dur, err := caddy.ParseDuration(v)
+			if err != nil {
+				return nil, d.Errf("state: invalid sync_interval %q", v)
+			}
+			s.SyncInterval = caddy.Duration(dur)
 		default:
 			return nil, d.Errf("state: unrecognized subdirective: %s", dir)
 		}
