@@ -263,6 +263,16 @@ type loopResult struct {
 	Errors   int     `json:"errors"`
 	Lat      Dist    `json:"latency"` // from each request's scheduled time
 	FirstErr string  `json:"first_error,omitempty"`
+	// The server process's CPU time during the run, in 10 ms ticks.
+	CPUTicks int64 `json:"cpu_ticks"`
+}
+
+// cpuPerReq is the server's CPU time per request sent.
+func (l *loopResult) cpuPerReq() time.Duration {
+	if l == nil || l.Sent == 0 {
+		return 0
+	}
+	return time.Duration(l.CPUTicks) * clockTick / time.Duration(l.Sent)
 }
 
 // openLoop offers rate requests per second for dur: request i is due at
@@ -326,7 +336,10 @@ func openLoop(ctx context.Context, hc *http.Client, t target, body []byte, rate 
 		lr.FirstErr = *p
 	}
 	if end := lastDone.Load(); end > 0 {
-		lr.Achieved = float64(len(good)) / time.Unix(0, end).Sub(t0).Seconds()
+		// Over the offered window at least: n requests due over
+		// n intervals.
+		span := max(time.Unix(0, end).Sub(t0), time.Duration(n)*interval)
+		lr.Achieved = float64(len(good)) / span.Seconds()
 	}
 	return lr
 }

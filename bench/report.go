@@ -67,7 +67,11 @@ func (r *Report) Markdown(w io.Writer) {
 	}
 
 	if len(nonStream) > 0 {
-		fmt.Fprintf(w, "**Latency at concurrency 1** (non-stream; sequential requests, latency of the whole answer; \"− D\" and \"− C\" are differences of the percentiles, the latency a layer adds):\n\n")
+		how := "each arm alone"
+		if r.Options.Interleave {
+			how = "all arms running side by side in front of one mock, taking turns request by request, so that load from elsewhere falls on all alike"
+		}
+		fmt.Fprintf(w, "**Latency at concurrency 1** (non-stream; sequential requests, %s; latency of the whole answer; \"− D\" and \"− C\" are differences of the percentiles, the latency a layer adds):\n\n", how)
 		fmt.Fprintf(w, "| body | arm | p50 | p99 | p50 − D | p99 − D | p50 − C | p99 − C | n |\n|---|---|---:|---:|---:|---:|---:|---:|---:|\n")
 		for _, size := range nonStream {
 			d, cc := get(NonStream, size, "D"), get(NonStream, size, "C")
@@ -86,8 +90,8 @@ func (r *Report) Markdown(w io.Writer) {
 		fmt.Fprintln(w)
 
 		if bound := r.bound(); bound > 0 {
-			fmt.Fprintf(w, "**Max throughput at p99 ≤ %s** (open loop: constant arrival rate, latency from each request's due time; the highest rate offered that held with no error; ÷ C is the ratio to bare reverse_proxy; CPU is the server process's user+system time over the whole search divided by the requests sent, in 10 ms ticks; RSS is its peak, VmHWM):\n\n", fmtDur(bound))
-			fmt.Fprintf(w, "| body | arm | max req/s | p99 there | ÷ C | CPU per request | peak RSS |\n|---|---|---:|---:|---:|---:|---:|\n")
+			fmt.Fprintf(w, "**Max throughput at p99 ≤ %s** (open loop: constant arrival rate, latency from each request's due time; the highest rate offered that held with no error; ÷ C is the ratio to bare reverse_proxy; CPU is the server process's user+system time per request (10 ms ticks), while every arm is offered the same %.0f requests/s for %s, and at the arm's max rate; RSS is the server process's peak, VmHWM, after that fixed rate and after the whole search, whose failing rates overload it):\n\n", fmtDur(bound), r.Options.CPURate, r.Options.CPUDuration)
+			fmt.Fprintf(w, "| body | arm | max req/s | p99 there | ÷ C | CPU per request at %.0f/s | CPU per request at max | peak RSS at %.0f/s | peak RSS |\n|---|---|---:|---:|---:|---:|---:|---:|---:|\n", r.Options.CPURate, r.Options.CPURate)
 			for _, size := range nonStream {
 				cc := get(NonStream, size, "C")
 				for _, arm := range arms {
@@ -102,7 +106,7 @@ func (r *Report) Markdown(w io.Writer) {
 					if cc != nil && cc.Search != nil && cc.Search.MaxRate > 0 && arm != "C" {
 						ratio = fmt.Sprintf("%.2f", c.Search.MaxRate/cc.Search.MaxRate)
 					}
-					fmt.Fprintf(w, "| %s | %s | %.0f | %s | %s | %s | %s |\n", sizeLabel(size), arm, c.Search.MaxRate, p99, ratio, fmtCPU(c), fmtMiB(c.PeakRSS))
+					fmt.Fprintf(w, "| %s | %s | %.0f | %s | %s | %s | %s | %s | %s |\n", sizeLabel(size), arm, c.Search.MaxRate, p99, ratio, fmtCPU(c), fmtLoopCPU(c.Search.AtMax), fmtMiB(c.RSSAtCPURate), fmtMiB(c.PeakRSS))
 				}
 			}
 			fmt.Fprintln(w)
@@ -233,6 +237,17 @@ func fmtCPU(c *Cell) string {
 	}
 	s := fmtDur(c.CPUPerReq)
 	if c.CPUTicks < 20 {
+		s = "~" + s
+	}
+	return s
+}
+
+func fmtLoopCPU(l *loopResult) string {
+	if l == nil || l.Sent == 0 {
+		return "—"
+	}
+	s := fmtDur(l.cpuPerReq())
+	if l.CPUTicks < 20 {
 		s = "~" + s
 	}
 	return s

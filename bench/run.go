@@ -31,6 +31,7 @@ type Options struct {
 	ChunkGap time.Duration // the mock's pause between chunks
 
 	Warmup         int           // unrecorded requests before each phase
+	Interleave     bool          // concurrency-1 phase: all arms side by side, requests in turn
 	C1Requests     int           // concurrency-1 requests per non-stream cell
 	C1MaxDuration  time.Duration // and at most this long
 	StreamRequests int           // concurrency-1 streams per stream cell
@@ -40,9 +41,13 @@ type Options struct {
 	StepDuration time.Duration // each rate is offered this long
 	MaxSteps     int           // rates tried per cell at most
 	Resolution   float64       // stop when the failing rate is within this factor of the held one
+	Retries      int           // a rate that fails is offered again this many times before it counts as failed
 	P99Bound     time.Duration // a rate holds when p99 stays under this, with no error
 	MaxInflight  int           // open-loop requests outstanding at most
 	Timeout      time.Duration // per request
+
+	CPURate     float64       // the fixed rate of the CPU phase, the same for every arm
+	CPUDuration time.Duration // how long the CPU phase offers it
 
 	ConcStreams int           // streams open at once in the concurrent-streams cells; 0 skips them
 	ConcGap     time.Duration // the mock's chunk pause there
@@ -65,6 +70,7 @@ func DefaultOptions() Options {
 		Chunks:         64,
 		ChunkGap:       time.Millisecond,
 		Warmup:         200,
+		Interleave:     true,
 		C1Requests:     3000,
 		C1MaxDuration:  10 * time.Second,
 		StreamRequests: 100,
@@ -73,6 +79,9 @@ func DefaultOptions() Options {
 		StepDuration:   3 * time.Second,
 		MaxSteps:       12,
 		Resolution:     1.08,
+		Retries:        1,
+		CPURate:        500,
+		CPUDuration:    5 * time.Second,
 		P99Bound:       20 * time.Millisecond,
 		MaxInflight:    1024,
 		Timeout:        10 * time.Second,
@@ -134,13 +143,18 @@ type Cell struct {
 
 	Conc *concResult `json:"concurrent,omitempty"`
 
+	CPUPhase *loopResult `json:"cpu_phase,omitempty"`
+
 	// CPU of the server process (the mock for D) over the measured phase:
-	// the throughput search for non-stream cells, the streams otherwise.
+	// the CPU phase (a fixed open-loop rate) for non-stream cells, the
+	// streams otherwise.
 	CPUPerReq   time.Duration `json:"cpu_per_request_ns"`
 	CPUTicks    int64         `json:"cpu_ticks"` // 10 ms each
 	CPURequests int           `json:"cpu_requests"`
-	PeakRSS     int64         `json:"peak_rss_bytes"` // VmHWM of the server process
-	Load        string        `json:"load"`           // load average at the end
+	PeakRSS     int64         `json:"peak_rss_bytes"` // VmHWM of the server process at the end
+	// VmHWM after the CPU phase, before the search overloads the server.
+	RSSAtCPURate int64  `json:"rss_at_cpu_rate_bytes,omitempty"`
+	Load         string `json:"load"` // load average at the end
 }
 
 // Search is the result of the max-throughput search.
@@ -239,12 +253,17 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		wls = append(wls, wl{Concurrent, 1 << 10})
 	}
 	for _, w := range wls {
+		var c1 map[string]c1Result
+		if w.w == NonStream && o.Interleave {
+			o.logf("== concurrency 1, arms interleaved, %s", sizeLabel(w.size))
+			c1 = interleavedC1(ctx, o, arms, w.size)
+		}
 		for _, a := range arms {
 			if ctx.Err() != nil {
 				return rep, ctx.Err()
 			}
 			o.logf("== %s %s %s", a.Name(), w.w, sizeLabel(w.size))
-			c := runCell(ctx, o, a, w.w, w.size)
+			c := runCell(ctx, o, a, w.w, w.size, c1)
 			if c.Err != "" {
 				o.logf("   error: %s", c.Err)
 			}
@@ -289,11 +308,166 @@ func sizeLabel(n int) string {
 // The response headers a cell records from its first answer.
 var recordedHeaders = []string{HeaderMock, "X-LLM-Model", "X-LLM-Provider", "X-LLM-Route", "X-LLM-Attempts", "X-LLM-Route-Reason"}
 
-func runCell(ctx context.Context, o Options, a Arm, w Workload, size int) (c Cell) {
+// startArm starts what serves arm a in front of the mock at mockAddr: for
+// D nothing (the mock serves), for C and R a Caddy, for P Portkey. It
+// returns the server process, where to send requests, and how to stop what
+// it started.
+func startArm(o Options, a Arm, dir string, mock *proc, mockAddr string) (*proc, target, func(), error) {
+	noop := func() {}
+	switch a.Kind {
+	case ArmCaddy, ArmRoute:
+		adminPort, err1 := freePort()
+		sitePort, err2 := freePort()
+		if err := errors.Join(err1, err2); err != nil {
+			return nil, target{}, noop, err
+		}
+		p, err := startCaddy(o.CaddyBin, caddyfile(a, adminPort, sitePort, mockAddr), dir, adminPort, sitePort)
+		if err != nil {
+			return nil, target{}, noop, err
+		}
+		t := target{url: fmt.Sprintf("http://127.0.0.1:%d/v1/chat/completions", sitePort)}
+		return p, t, func() { p.stop(5 * time.Second) }, nil
+	case ArmPortkey:
+		port, err := freePort()
+		if err != nil {
+			return nil, target{}, noop, err
+		}
+		p, err := startPortkey(o.PortkeyDir, dir, port)
+		if err != nil {
+			return nil, target{}, noop, err
+		}
+		return p, portkeyTarget(port, mockAddr), func() { p.stop(5 * time.Second) }, nil
+	default:
+		return mock, target{url: "http://" + mockAddr + "/v1/chat/completions"}, noop, nil
+	}
+}
+
+// probe sends the first request of an arm, which proves the path: the
+// answer comes from this run's mock (and, for R, through llm_route). It
+// returns the recorded headers of the answer.
+func probe(ctx context.Context, hc *http.Client, t target, body []byte, stream bool) (map[string]string, error) {
+	if err := checkLoopback(t.url); err != nil {
+		return nil, err
+	}
+	first := do(ctx, hc, t, body, stream, time.Now())
+	if !first.ok() {
+		return nil, fmt.Errorf("first request: %w", describe(first))
+	}
+	h := map[string]string{}
+	for _, k := range recordedHeaders {
+		if v := first.header.Get(k); v != "" {
+			h[k] = v
+		}
+	}
+	if h[HeaderMock] != MockTag {
+		return h, errors.New("the first answer did not come from the harness's mock")
+	}
+	return h, nil
+}
+
+func armDir(o Options, parts ...string) (string, error) {
+	for i, p := range parts {
+		parts[i] = strings.ReplaceAll(p, ":", "-")
+	}
+	dir := filepath.Join(append([]string{o.WorkDir}, parts...)...)
+	return dir, os.MkdirAll(dir, 0o755)
+}
+
+// c1Result is an arm's concurrency-1 latency.
+type c1Result struct {
+	dist     Dist
+	errors   int
+	firstErr string
+	err      string // the arm could not be measured
+}
+
+// interleavedC1 measures the concurrency-1 latency of every arm at once:
+// all servers run side by side in front of one mock, and the requests go
+// to the arms in turn (in a rotating order), so that load from elsewhere
+// on the machine, which comes and goes, falls on every arm alike.
+func interleavedC1(ctx context.Context, o Options, arms []Arm, size int) map[string]c1Result {
+	out := map[string]c1Result{}
+	failAll := func(err error) map[string]c1Result {
+		for _, a := range arms {
+			out[a.Name()] = c1Result{err: err.Error()}
+		}
+		return out
+	}
+	dir, err := armDir(o, fmt.Sprintf("c1-%d", size))
+	if err != nil {
+		return failAll(err)
+	}
+	mock, mockAddr, err := startMock(o.Exe, MockConfig{Chunks: o.Chunks, Gap: o.ChunkGap}, dir)
+	if err != nil {
+		return failAll(err)
+	}
+	defer mock.stop(2 * time.Second)
+	type run struct {
+		name     string
+		t        target
+		hc       *http.Client
+		body     []byte
+		lat      latencies
+		errors   int
+		firstErr string
+	}
+	var runs []*run
+	for _, a := range arms {
+		adir, err := armDir(o, fmt.Sprintf("c1-%d", size), a.Name())
+		if err != nil {
+			out[a.Name()] = c1Result{err: err.Error()}
+			continue
+		}
+		_, t, stop, err := startArm(o, a, adir, mock, mockAddr)
+		if err != nil {
+			out[a.Name()] = c1Result{err: err.Error()}
+			continue
+		}
+		defer stop()
+		r := &run{name: a.Name(), t: t, hc: newClient(4, o.Timeout), body: RequestBody(a.model(), size, false)}
+		defer r.hc.CloseIdleConnections()
+		if _, err := probe(ctx, r.hc, t, r.body, false); err != nil {
+			out[a.Name()] = c1Result{err: err.Error()}
+			continue
+		}
+		runs = append(runs, r)
+	}
+	if len(runs) == 0 {
+		return out
+	}
+	for _, r := range runs {
+		for range o.Warmup {
+			do(ctx, r.hc, r.t, r.body, false, time.Now())
+		}
+	}
+	deadline := time.Now().Add(o.C1MaxDuration * time.Duration(len(runs)))
+	for i := 0; i < o.C1Requests && time.Now().Before(deadline) && ctx.Err() == nil; i++ {
+		for j := range runs {
+			r := runs[(i+j)%len(runs)]
+			start := time.Now()
+			res := do(ctx, r.hc, r.t, r.body, false, start)
+			el := time.Since(start)
+			if !res.ok() {
+				r.errors++
+				if r.firstErr == "" {
+					r.firstErr = describe(res).Error()
+				}
+				continue
+			}
+			r.lat = append(r.lat, el)
+		}
+	}
+	for _, r := range runs {
+		out[r.name] = c1Result{dist: summarize(r.lat), errors: r.errors, firstErr: r.firstErr}
+	}
+	return out
+}
+
+func runCell(ctx context.Context, o Options, a Arm, w Workload, size int, c1 map[string]c1Result) (c Cell) {
 	c = Cell{Arm: a.Name(), Workload: w, Size: size}
 	defer func() { c.Load = loadavg() }()
-	dir := filepath.Join(o.WorkDir, fmt.Sprintf("%s-%d-%s", w, size, strings.ReplaceAll(a.Name(), ":", "-")))
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+	dir, err := armDir(o, fmt.Sprintf("%s-%d", w, size), a.Name())
+	if err != nil {
 		c.Err = err.Error()
 		return c
 	}
@@ -307,46 +481,12 @@ func runCell(ctx context.Context, o Options, a Arm, w Workload, size int) (c Cel
 		return c
 	}
 	defer mock.stop(2 * time.Second)
-
-	server := mock
-	var t target
-	switch a.Kind {
-	case ArmDirect:
-		t = target{url: "http://" + mockAddr + "/v1/chat/completions"}
-	case ArmCaddy, ArmRoute:
-		adminPort, err1 := freePort()
-		sitePort, err2 := freePort()
-		if err := errors.Join(err1, err2); err != nil {
-			c.Err = err.Error()
-			return c
-		}
-		p, err := startCaddy(o.CaddyBin, caddyfile(a, adminPort, sitePort, mockAddr), dir, adminPort, sitePort)
-		if err != nil {
-			c.Err = err.Error()
-			return c
-		}
-		defer p.stop(5 * time.Second)
-		server = p
-		t = target{url: fmt.Sprintf("http://127.0.0.1:%d/v1/chat/completions", sitePort)}
-	case ArmPortkey:
-		port, err := freePort()
-		if err != nil {
-			c.Err = err.Error()
-			return c
-		}
-		p, err := startPortkey(o.PortkeyDir, dir, port)
-		if err != nil {
-			c.Err = err.Error()
-			return c
-		}
-		defer p.stop(5 * time.Second)
-		server = p
-		t = portkeyTarget(port, mockAddr)
-	}
-	if err := checkLoopback(t.url); err != nil {
+	server, t, stop, err := startArm(o, a, dir, mock, mockAddr)
+	if err != nil {
 		c.Err = err.Error()
 		return c
 	}
+	defer stop()
 
 	stream := w != NonStream
 	body := RequestBody(a.model(), size, stream)
@@ -356,41 +496,38 @@ func runCell(ctx context.Context, o Options, a Arm, w Workload, size int) (c Cel
 	}
 	hc := newClient(conns, o.Timeout)
 	defer hc.CloseIdleConnections()
-
-	// The first answer proves the path: it comes from this run's mock (and,
-	// for R, through llm_route).
-	first := do(ctx, hc, t, body, stream, time.Now())
-	if !first.ok() {
-		c.Err = "first request: " + describe(first).Error()
-		return c
-	}
-	c.Headers = map[string]string{}
-	for _, h := range recordedHeaders {
-		if v := first.header.Get(h); v != "" {
-			c.Headers[h] = v
-		}
-	}
-	if c.Headers[HeaderMock] != MockTag {
-		c.Err = "the first answer did not come from the harness's mock"
+	if c.Headers, err = probe(ctx, hc, t, body, stream); err != nil {
+		c.Err = err.Error()
 		return c
 	}
 
 	switch w {
 	case NonStream:
-		sr := sequential(ctx, hc, t, body, false, o.Warmup, o.C1Requests, o.C1MaxDuration)
-		d := summarize(sr.lat)
-		c.C1, c.C1Errors = &d, sr.errors
-		if sr.firstErr != nil {
-			c.FirstErr = sr.firstErr.Error()
+		if r, ok := c1[a.Name()]; ok {
+			if r.err != "" {
+				c.FirstErr = "concurrency 1, interleaved: " + r.err
+			} else {
+				c.C1, c.C1Errors, c.FirstErr = &r.dist, r.errors, r.firstErr
+			}
+		} else {
+			sr := sequential(ctx, hc, t, body, false, o.Warmup, o.C1Requests, o.C1MaxDuration)
+			d := summarize(sr.lat)
+			c.C1, c.C1Errors = &d, sr.errors
+			if sr.firstErr != nil {
+				c.FirstErr = sr.firstErr.Error()
+			}
 		}
-		t0, _ := server.cpuTicks()
-		s := maxThroughput(ctx, o, hc, t, body)
-		t1, _ := server.cpuTicks()
-		c.Search = s
-		for _, st := range s.Steps {
-			c.CPURequests += st.Sent
+		if o.CPURate > 0 && o.CPUDuration > 0 {
+			t0, _ := server.cpuTicks()
+			lr := openLoop(ctx, hc, t, body, o.CPURate, o.CPUDuration, o.MaxInflight)
+			t1, _ := server.cpuTicks()
+			lr.CPUTicks = t1 - t0
+			c.CPUPhase = &lr
+			c.CPUTicks, c.CPURequests = t1-t0, lr.Sent
+			o.logf("   cpu phase %.0f/s: %d ticks for %d requests, p99 %v, errors %d", o.CPURate, c.CPUTicks, lr.Sent, lr.Lat.P99.Round(time.Microsecond), lr.Errors)
 		}
-		c.CPUTicks = t1 - t0
+		c.RSSAtCPURate, _ = server.peakRSS()
+		c.Search = maxThroughput(ctx, o, server, hc, t, body)
 	case Stream:
 		for range o.Warmup / 20 {
 			do(ctx, hc, t, body, true, time.Now())
@@ -441,16 +578,30 @@ func streamStats(c *Cell, streams []result) {
 // maxThroughput finds the highest open-loop rate that holds (no error, p99
 // within the bound): it doubles the rate until one fails, then bisects
 // (geometrically) until the failing rate is within o.Resolution of the
-// held one, in at most o.MaxSteps runs.
-func maxThroughput(ctx context.Context, o Options, hc *http.Client, t target, body []byte) *Search {
+// held one, in at most o.MaxSteps rates. A rate that fails is offered
+// again o.Retries times, and fails only if every try does, so that a
+// moment of load from elsewhere on a shared machine does not end the
+// search.
+func maxThroughput(ctx context.Context, o Options, server *proc, hc *http.Client, t target, body []byte) *Search {
 	s := &Search{Bound: o.P99Bound}
 	rate := o.SearchStart
 	var good, bad float64
 	for step := 0; step < o.MaxSteps && ctx.Err() == nil; step++ {
-		lr := openLoop(ctx, hc, t, body, rate, o.StepDuration, o.MaxInflight)
-		s.Steps = append(s.Steps, lr)
-		o.logf("   %7.0f/s: p99 %v, errors %d, achieved %.0f/s", rate, lr.Lat.P99.Round(time.Microsecond), lr.Errors, lr.Achieved)
-		if lr.Errors == 0 && lr.Lat.N > 0 && lr.Lat.P99 <= o.P99Bound {
+		var lr loopResult
+		holds := false
+		for try := 0; try <= o.Retries && !holds && ctx.Err() == nil; try++ {
+			if try > 0 {
+				time.Sleep(300 * time.Millisecond)
+			}
+			t0, _ := server.cpuTicks()
+			lr = openLoop(ctx, hc, t, body, rate, o.StepDuration, o.MaxInflight)
+			t1, _ := server.cpuTicks()
+			lr.CPUTicks = t1 - t0
+			s.Steps = append(s.Steps, lr)
+			holds = lr.Errors == 0 && lr.Lat.N > 0 && lr.Lat.P99 <= o.P99Bound
+			o.logf("   %7.0f/s: p99 %v, errors %d, achieved %.0f/s, holds %t", rate, lr.Lat.P99.Round(time.Microsecond), lr.Errors, lr.Achieved, holds)
+		}
+		if holds {
 			good = rate
 			s.MaxRate = rate
 			held := lr

@@ -39,6 +39,7 @@ func smokeOptions(t *testing.T, arms string) Options {
 		Chunks:         64,
 		ChunkGap:       2 * time.Millisecond,
 		Warmup:         2,
+		Interleave:     true,
 		C1Requests:     10,
 		C1MaxDuration:  10 * time.Second,
 		StreamRequests: 3,
@@ -46,6 +47,9 @@ func smokeOptions(t *testing.T, arms string) Options {
 		SearchMax:      20,
 		StepDuration:   300 * time.Millisecond,
 		MaxSteps:       1,
+		Retries:        0,
+		CPURate:        20,
+		CPUDuration:    300 * time.Millisecond,
 		P99Bound:       time.Minute, // timings are not judged here
 		MaxInflight:    16,
 		Timeout:        30 * time.Second,
