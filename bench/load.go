@@ -204,10 +204,7 @@ func summarize(l latencies) Dist {
 	return d
 }
 
-// sequential sends requests one after another (concurrency 1): warmup
-// unrecorded ones, then up to n recorded ones or as many as fit in maxDur.
-// It returns the latencies of the successful ones, the error count and the
-// first error and successful answer seen.
+// seqResult is what a sequential run saw.
 type seqResult struct {
 	lat      latencies
 	errors   int
@@ -216,6 +213,10 @@ type seqResult struct {
 	streams  []result
 }
 
+// sequential sends requests one after another (concurrency 1): warmup
+// unrecorded ones, then up to n recorded ones or as many as fit in maxDur.
+// It returns the latencies of the successful ones, the error count and the
+// first error and successful answer seen.
 func sequential(ctx context.Context, hc *http.Client, t target, body []byte, stream bool, warmup, n int, maxDur time.Duration) seqResult {
 	var sr seqResult
 	for range warmup {
@@ -265,6 +266,8 @@ type loopResult struct {
 	FirstErr string  `json:"first_error,omitempty"`
 	// The server process's CPU time during the run, in 10 ms ticks.
 	CPUTicks int64 `json:"cpu_ticks"`
+	// CPU taken by other processes on the machine meanwhile, in cores.
+	OtherLoad float64 `json:"other_load"`
 }
 
 // cpuPerReq is the server's CPU time per request sent.
@@ -344,9 +347,7 @@ func openLoop(ctx context.Context, hc *http.Client, t target, body []byte, rate 
 	return lr
 }
 
-// concurrentStreams opens n streams, spread evenly over ramp, and reads
-// them all to the end. It reports how many completed with the full chunk
-// count, and the most that were open at once.
+// concResult is what a concurrent-streams run saw.
 type concResult struct {
 	Streams   int           `json:"streams"`
 	Completed int           `json:"completed"`
@@ -357,6 +358,9 @@ type concResult struct {
 	Duration  time.Duration `json:"duration_ns"`
 }
 
+// concurrentStreams opens n streams, spread evenly over ramp, and reads
+// them all to the end. It reports how many completed with the full chunk
+// count, and the most that were open at once.
 func concurrentStreams(ctx context.Context, hc *http.Client, t target, body []byte, n, chunks int, ramp time.Duration) concResult {
 	var mu sync.Mutex
 	cr := concResult{Streams: n}

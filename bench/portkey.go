@@ -99,10 +99,11 @@ func InstallPortkey(ctx context.Context, dir string) error {
 	if err := os.WriteFile(filepath.Join(dir, "package.json"), portkeyPackageJSON, 0o644); err != nil {
 		return err
 	}
-	// The lock file is written last, after a successful install, so that a
-	// failed one is never taken for a complete one.
-	tmpLock := filepath.Join(dir, "package-lock.json")
-	if err := os.WriteFile(tmpLock, portkeyLock, 0o644); err != nil {
+	// npm ci installs exactly what the lock file says; the lock file goes
+	// again if the install fails, so that a failed install is never taken
+	// for a complete one.
+	lockPath := filepath.Join(dir, "package-lock.json")
+	if err := os.WriteFile(lockPath, portkeyLock, 0o644); err != nil {
 		return err
 	}
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Minute)
@@ -110,7 +111,7 @@ func InstallPortkey(ctx context.Context, dir string) error {
 	cmd := exec.CommandContext(ctx, "npm", "ci", "--ignore-scripts", "--no-audit", "--no-fund", "--loglevel=error")
 	cmd.Dir = dir
 	if out, err := cmd.CombinedOutput(); err != nil {
-		os.Remove(tmpLock)
+		os.Remove(lockPath)
 		return fmt.Errorf("npm ci in %s: %v\n%s", dir, err, out)
 	}
 	if ok, why := PortkeyInstalled(dir); !ok {

@@ -106,8 +106,10 @@ const clockTick = 10 * time.Millisecond
 
 // cpuTicks returns the process's user+system CPU time in clock ticks (all
 // threads, exited ones included).
-func (p *proc) cpuTicks() (int64, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", p.pid()))
+func (p *proc) cpuTicks() (int64, error) { return statTicks(fmt.Sprintf("/proc/%d/stat", p.pid())) }
+
+func statTicks(path string) (int64, error) {
+	b, err := os.ReadFile(path)
 	if err != nil {
 		return 0, err
 	}
@@ -287,4 +289,65 @@ func FindRepo(dir string) (string, error) {
 		}
 		d = parent
 	}
+}
+
+// machineBusyTicks returns the CPU time all CPUs spent on processes (user,
+// nice and system time) or lost to the hypervisor (steal), in clock ticks,
+// from /proc/stat. Interrupt time is left out: the harness's own loopback
+// traffic is handled there, not charged to any process.
+func machineBusyTicks() (int64, error) {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0, err
+	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	f := strings.Fields(line)
+	if len(f) < 6 || f[0] != "cpu" {
+		return 0, errors.New("malformed /proc/stat")
+	}
+	var busy int64
+	for i, v := range f[1:] {
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil {
+			return 0, err
+		}
+		// user nice system idle iowait irq softirq steal (guest time is
+		// in user time already)
+		if i <= 2 || i == 7 {
+			busy += n
+		}
+	}
+	return busy, nil
+}
+
+// meter tells how much CPU the rest of the machine took while the
+// harness measured: the machine's busy time less that of the harness
+// itself and of the processes it started.
+type meter struct{ procs []*proc }
+
+type meterSample struct {
+	at         time.Time
+	busy, ours int64
+}
+
+func (m meter) sample() meterSample {
+	s := meterSample{at: time.Now()}
+	s.busy, _ = machineBusyTicks()
+	s.ours, _ = statTicks("/proc/self/stat")
+	for _, p := range m.procs {
+		t, _ := p.cpuTicks()
+		s.ours += t
+	}
+	return s
+}
+
+// otherLoad is the CPU, in cores, taken by other processes between a and
+// b.
+func otherLoad(a, b meterSample) float64 {
+	el := b.at.Sub(a.at)
+	if el <= 0 {
+		return 0
+	}
+	other := (b.busy - a.busy) - (b.ours - a.ours)
+	return max(0, float64(other)*float64(clockTick)/float64(el))
 }

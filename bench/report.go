@@ -71,8 +71,8 @@ func (r *Report) Markdown(w io.Writer) {
 		if r.Options.Interleave {
 			how = "all arms running side by side in front of one mock, taking turns request by request, so that load from elsewhere falls on all alike"
 		}
-		fmt.Fprintf(w, "**Latency at concurrency 1** (non-stream; sequential requests, %s; latency of the whole answer; \"− D\" and \"− C\" are differences of the percentiles, the latency a layer adds):\n\n", how)
-		fmt.Fprintf(w, "| body | arm | p50 | p99 | p50 − D | p99 − D | p50 − C | p99 − C | n |\n|---|---|---:|---:|---:|---:|---:|---:|---:|\n")
+		fmt.Fprintf(w, "**Latency at concurrency 1** (non-stream; sequential requests, %s; latency of the whole answer; \"− D\" and \"− C\" are differences of the percentiles, the latency a layer adds; other load is the CPU that processes other than the harness's took meanwhile, in cores):\n\n", how)
+		fmt.Fprintf(w, "| body | arm | p50 | p99 | p50 − D | p99 − D | p50 − C | p99 − C | n | other load |\n|---|---|---:|---:|---:|---:|---:|---:|---:|---:|\n")
 		for _, size := range nonStream {
 			d, cc := get(NonStream, size, "D"), get(NonStream, size, "C")
 			for _, arm := range arms {
@@ -80,18 +80,18 @@ func (r *Report) Markdown(w io.Writer) {
 				if c == nil || c.C1 == nil {
 					continue
 				}
-				fmt.Fprintf(w, "| %s | %s | %s | %s | %s | %s | %s | %s | %d |\n", sizeLabel(size), arm,
+				fmt.Fprintf(w, "| %s | %s | %s | %s | %s | %s | %s | %s | %d | %.2f |\n", sizeLabel(size), arm,
 					fmtDur(c.C1.P50), fmtDur(c.C1.P99),
 					diff(c, d, arm != "D", p50), diff(c, d, arm != "D", p99),
 					diff(c, cc, arm != "D" && arm != "C", p50), diff(c, cc, arm != "D" && arm != "C", p99),
-					c.C1.N)
+					c.C1.N, c.OtherLoad)
 			}
 		}
 		fmt.Fprintln(w)
 
 		if bound := r.bound(); bound > 0 {
-			fmt.Fprintf(w, "**Max throughput at p99 ≤ %s** (open loop: constant arrival rate, latency from each request's due time; the highest rate offered that held with no error; ÷ C is the ratio to bare reverse_proxy; CPU is the server process's user+system time per request (10 ms ticks), while every arm is offered the same %.0f requests/s for %s, and at the arm's max rate; RSS is the server process's peak, VmHWM, after that fixed rate and after the whole search, whose failing rates overload it):\n\n", fmtDur(bound), r.Options.CPURate, r.Options.CPUDuration)
-			fmt.Fprintf(w, "| body | arm | max req/s | p99 there | ÷ C | CPU per request at %.0f/s | CPU per request at max | peak RSS at %.0f/s | peak RSS |\n|---|---|---:|---:|---:|---:|---:|---:|---:|\n", r.Options.CPURate, r.Options.CPURate)
+			fmt.Fprintf(w, "**Max throughput at p99 ≤ %s** (open loop: constant arrival rate, latency from each request's due time; the highest rate offered that held with no error; ÷ C is the ratio to bare reverse_proxy; CPU is the server process's user+system time per request (10 ms ticks), while every arm is offered the same %.0f requests/s for %s, and at the arm's max rate, \"(over)\" where the arm did not hold the fixed rate; RSS is the server process's peak, VmHWM, after that fixed rate and after the whole search, whose failing rates overload it; other load is the CPU other processes took during the step at the max rate, in cores):\n\n", fmtDur(bound), r.Options.CPURate, r.Options.CPUDuration)
+			fmt.Fprintf(w, "| body | arm | max req/s | p99 there | ÷ C | CPU per request at %.0f/s | CPU per request at max | peak RSS at %.0f/s | peak RSS | other load |\n|---|---|---:|---:|---:|---:|---:|---:|---:|---:|\n", r.Options.CPURate, r.Options.CPURate)
 			for _, size := range nonStream {
 				cc := get(NonStream, size, "C")
 				for _, arm := range arms {
@@ -99,14 +99,19 @@ func (r *Report) Markdown(w io.Writer) {
 					if c == nil || c.Search == nil {
 						continue
 					}
-					p99, ratio := "—", "—"
+					p99, ratio, other := "—", "—", "—"
 					if c.Search.AtMax != nil {
 						p99 = fmtDur(c.Search.AtMax.Lat.P99)
+						other = fmt.Sprintf("%.2f", c.Search.AtMax.OtherLoad)
+					}
+					cpu := fmtCPU(c)
+					if p := c.CPUPhase; p != nil && (p.Errors > 0 || p.Lat.P99 > bound) {
+						cpu += " (over)"
 					}
 					if cc != nil && cc.Search != nil && cc.Search.MaxRate > 0 && arm != "C" {
 						ratio = fmt.Sprintf("%.2f", c.Search.MaxRate/cc.Search.MaxRate)
 					}
-					fmt.Fprintf(w, "| %s | %s | %.0f | %s | %s | %s | %s | %s | %s |\n", sizeLabel(size), arm, c.Search.MaxRate, p99, ratio, fmtCPU(c), fmtLoopCPU(c.Search.AtMax), fmtMiB(c.RSSAtCPURate), fmtMiB(c.PeakRSS))
+					fmt.Fprintf(w, "| %s | %s | %.0f | %s | %s | %s | %s | %s | %s | %s |\n", sizeLabel(size), arm, c.Search.MaxRate, p99, ratio, cpu, fmtLoopCPU(c.Search.AtMax), fmtMiB(c.RSSAtCPURate), fmtMiB(c.PeakRSS), other)
 				}
 			}
 			fmt.Fprintln(w)
@@ -115,7 +120,7 @@ func (r *Report) Markdown(w io.Writer) {
 
 	if len(stream) > 0 {
 		fmt.Fprintf(w, "**Streams at concurrency 1** (SSE, %d chunks the mock sends %s apart; TTFT from the request to the first chunk; gap between successive chunks as the client reads them; a delivery is a read that completed at least one chunk, so a layer that buffered would show few deliveries per stream):\n\n", r.Options.Chunks, fmtDur(r.Options.ChunkGap))
-		fmt.Fprintf(w, "| body | arm | TTFT p50 | TTFT p99 | TTFT p50 − D | TTFT p50 − C | gap p50 | gap p99 | gap p50 − D | chunks | deliveries (min / mean) | CPU per stream | peak RSS | n |\n|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+		fmt.Fprintf(w, "| body | arm | TTFT p50 | TTFT p99 | TTFT p50 − D | TTFT p50 − C | gap p50 | gap p99 | gap p50 − D | chunks | deliveries (min / mean) | CPU per stream | peak RSS | n | other load |\n|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
 		for _, size := range stream {
 			d, cc := get(Stream, size, "D"), get(Stream, size, "C")
 			for _, arm := range arms {
@@ -130,11 +135,11 @@ func (r *Report) Markdown(w io.Writer) {
 				if d != nil && (d.ChunksMin != c.ChunksMin || d.ChunksMax != c.ChunksMax) {
 					chunks += " (≠ D)"
 				}
-				fmt.Fprintf(w, "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %d / %.1f | %s | %s | %d |\n", sizeLabel(size), arm,
+				fmt.Fprintf(w, "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %d / %.1f | %s | %s | %d | %.2f |\n", sizeLabel(size), arm,
 					fmtDur(c.TTFT.P50), fmtDur(c.TTFT.P99),
 					streamDiff(c, d, arm != "D", ttft50), streamDiff(c, cc, arm != "D" && arm != "C", ttft50),
 					fmtDur(c.Gap.P50), fmtDur(c.Gap.P99), streamDiff(c, d, arm != "D", gap50),
-					chunks, c.DeliveriesMin, c.DeliveriesMean, fmtCPU(c), fmtMiB(c.PeakRSS), c.TTFT.N)
+					chunks, c.DeliveriesMin, c.DeliveriesMean, fmtCPU(c), fmtMiB(c.PeakRSS), c.TTFT.N, c.OtherLoad)
 			}
 		}
 		fmt.Fprintln(w)
@@ -148,9 +153,9 @@ func (r *Report) Markdown(w io.Writer) {
 	}
 	if len(conc) > 0 {
 		fmt.Fprintf(w, "**Concurrent streams** (%d streams of %d chunks %s apart, started evenly over %s; RSS is the server process's peak, VmHWM):\n\n", r.Options.ConcStreams, r.Options.Chunks, fmtDur(r.Options.ConcGap), fmtDur(r.Options.ConcRamp))
-		fmt.Fprintf(w, "| arm | streams | completed | with all %d chunks | most open at once | errors | peak RSS | CPU per stream | wall time |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|\n", r.Options.Chunks)
+		fmt.Fprintf(w, "| arm | streams | completed | with all %d chunks | most open at once | errors | peak RSS | CPU per stream | wall time | other load |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n", r.Options.Chunks)
 		for _, c := range conc {
-			fmt.Fprintf(w, "| %s | %d | %d | %d | %d | %d | %s | %s | %s |\n", c.Arm, c.Conc.Streams, c.Conc.Completed, c.Conc.FullCount, c.Conc.MaxOpen, c.Conc.Errors, fmtMiB(c.PeakRSS), fmtCPU(c), fmtDur(c.Conc.Duration))
+			fmt.Fprintf(w, "| %s | %d | %d | %d | %d | %d | %s | %s | %s | %.2f |\n", c.Arm, c.Conc.Streams, c.Conc.Completed, c.Conc.FullCount, c.Conc.MaxOpen, c.Conc.Errors, fmtMiB(c.PeakRSS), fmtCPU(c), fmtDur(c.Conc.Duration), c.OtherLoad)
 		}
 		fmt.Fprintln(w)
 	}

@@ -42,6 +42,10 @@ type Options struct {
 	MaxSteps     int           // rates tried per cell at most
 	Resolution   float64       // stop when the failing rate is within this factor of the held one
 	Retries      int           // a rate that fails is offered again this many times before it counts as failed
+	// A failing rate during which other processes took more than this
+	// many cores is offered again (up to 3 more times, not counted as
+	// tries): a shared machine's load, not the server, failed it.
+	MaxOtherLoad float64
 	P99Bound     time.Duration // a rate holds when p99 stays under this, with no error
 	MaxInflight  int           // open-loop requests outstanding at most
 	Timeout      time.Duration // per request
@@ -80,7 +84,8 @@ func DefaultOptions() Options {
 		MaxSteps:       12,
 		Resolution:     1.08,
 		Retries:        1,
-		CPURate:        500,
+		MaxOtherLoad:   0.3,
+		CPURate:        200,
 		CPUDuration:    5 * time.Second,
 		P99Bound:       20 * time.Millisecond,
 		MaxInflight:    1024,
@@ -155,6 +160,9 @@ type Cell struct {
 	// VmHWM after the CPU phase, before the search overloads the server.
 	RSSAtCPURate int64  `json:"rss_at_cpu_rate_bytes,omitempty"`
 	Load         string `json:"load"` // load average at the end
+	// CPU taken by other processes during the concurrency-1 phase
+	// (non-stream cells) or the streams, in cores.
+	OtherLoad float64 `json:"other_load"`
 }
 
 // Search is the result of the max-throughput search.
@@ -379,6 +387,8 @@ type c1Result struct {
 	errors   int
 	firstErr string
 	err      string // the arm could not be measured
+	// CPU taken by other processes meanwhile, in cores
+	otherLoad float64
 }
 
 // interleavedC1 measures the concurrency-1 latency of every arm at once:
@@ -404,6 +414,7 @@ func interleavedC1(ctx context.Context, o Options, arms []Arm, size int) map[str
 	defer mock.stop(2 * time.Second)
 	type run struct {
 		name     string
+		server   *proc
 		t        target
 		hc       *http.Client
 		body     []byte
@@ -418,13 +429,13 @@ func interleavedC1(ctx context.Context, o Options, arms []Arm, size int) map[str
 			out[a.Name()] = c1Result{err: err.Error()}
 			continue
 		}
-		_, t, stop, err := startArm(o, a, adir, mock, mockAddr)
+		server, t, stop, err := startArm(o, a, adir, mock, mockAddr)
 		if err != nil {
 			out[a.Name()] = c1Result{err: err.Error()}
 			continue
 		}
 		defer stop()
-		r := &run{name: a.Name(), t: t, hc: newClient(4, o.Timeout), body: RequestBody(a.model(), size, false)}
+		r := &run{name: a.Name(), server: server, t: t, hc: newClient(4, o.Timeout), body: RequestBody(a.model(), size, false)}
 		defer r.hc.CloseIdleConnections()
 		if _, err := probe(ctx, r.hc, t, r.body, false); err != nil {
 			out[a.Name()] = c1Result{err: err.Error()}
@@ -440,6 +451,13 @@ func interleavedC1(ctx context.Context, o Options, arms []Arm, size int) map[str
 			do(ctx, r.hc, r.t, r.body, false, time.Now())
 		}
 	}
+	m := meter{procs: []*proc{mock}}
+	for _, r := range runs {
+		if r.server != mock {
+			m.procs = append(m.procs, r.server)
+		}
+	}
+	s0 := m.sample()
 	deadline := time.Now().Add(o.C1MaxDuration * time.Duration(len(runs)))
 	for i := 0; i < o.C1Requests && time.Now().Before(deadline) && ctx.Err() == nil; i++ {
 		for j := range runs {
@@ -457,8 +475,9 @@ func interleavedC1(ctx context.Context, o Options, arms []Arm, size int) map[str
 			r.lat = append(r.lat, el)
 		}
 	}
+	other := otherLoad(s0, m.sample())
 	for _, r := range runs {
-		out[r.name] = c1Result{dist: summarize(r.lat), errors: r.errors, firstErr: r.firstErr}
+		out[r.name] = c1Result{dist: summarize(r.lat), errors: r.errors, firstErr: r.firstErr, otherLoad: other}
 	}
 	return out
 }
@@ -487,6 +506,10 @@ func runCell(ctx context.Context, o Options, a Arm, w Workload, size int, c1 map
 		return c
 	}
 	defer stop()
+	m := meter{procs: []*proc{mock}}
+	if server != mock {
+		m.procs = append(m.procs, server)
+	}
 
 	stream := w != NonStream
 	body := RequestBody(a.model(), size, stream)
@@ -507,10 +530,12 @@ func runCell(ctx context.Context, o Options, a Arm, w Workload, size int, c1 map
 			if r.err != "" {
 				c.FirstErr = "concurrency 1, interleaved: " + r.err
 			} else {
-				c.C1, c.C1Errors, c.FirstErr = &r.dist, r.errors, r.firstErr
+				c.C1, c.C1Errors, c.FirstErr, c.OtherLoad = &r.dist, r.errors, r.firstErr, r.otherLoad
 			}
 		} else {
+			s0 := m.sample()
 			sr := sequential(ctx, hc, t, body, false, o.Warmup, o.C1Requests, o.C1MaxDuration)
+			c.OtherLoad = otherLoad(s0, m.sample())
 			d := summarize(sr.lat)
 			c.C1, c.C1Errors = &d, sr.errors
 			if sr.firstErr != nil {
@@ -518,23 +543,22 @@ func runCell(ctx context.Context, o Options, a Arm, w Workload, size int, c1 map
 			}
 		}
 		if o.CPURate > 0 && o.CPUDuration > 0 {
-			t0, _ := server.cpuTicks()
-			lr := openLoop(ctx, hc, t, body, o.CPURate, o.CPUDuration, o.MaxInflight)
-			t1, _ := server.cpuTicks()
-			lr.CPUTicks = t1 - t0
+			lr := measuredLoop(ctx, o, m, server, hc, t, body, o.CPURate, o.CPUDuration)
 			c.CPUPhase = &lr
-			c.CPUTicks, c.CPURequests = t1-t0, lr.Sent
-			o.logf("   cpu phase %.0f/s: %d ticks for %d requests, p99 %v, errors %d", o.CPURate, c.CPUTicks, lr.Sent, lr.Lat.P99.Round(time.Microsecond), lr.Errors)
+			c.CPUTicks, c.CPURequests = lr.CPUTicks, lr.Sent
+			o.logf("   cpu phase %.0f/s: %d ticks for %d requests, p99 %v, errors %d, other load %.2f cores", o.CPURate, c.CPUTicks, lr.Sent, lr.Lat.P99.Round(time.Microsecond), lr.Errors, lr.OtherLoad)
 		}
 		c.RSSAtCPURate, _ = server.peakRSS()
-		c.Search = maxThroughput(ctx, o, server, hc, t, body)
+		c.Search = maxThroughput(ctx, o, m, server, hc, t, body)
 	case Stream:
 		for range o.Warmup / 20 {
 			do(ctx, hc, t, body, true, time.Now())
 		}
+		s0 := m.sample()
 		t0, _ := server.cpuTicks()
 		sr := sequential(ctx, hc, t, body, true, 0, o.StreamRequests, 10*time.Minute)
 		t1, _ := server.cpuTicks()
+		c.OtherLoad = otherLoad(s0, m.sample())
 		c.CPUTicks, c.CPURequests = t1-t0, len(sr.lat)+sr.errors
 		c.C1Errors = sr.errors
 		if sr.firstErr != nil {
@@ -542,9 +566,11 @@ func runCell(ctx context.Context, o Options, a Arm, w Workload, size int, c1 map
 		}
 		streamStats(&c, sr.streams)
 	case Concurrent:
+		s0 := m.sample()
 		t0, _ := server.cpuTicks()
 		cr := concurrentStreams(ctx, hc, t, body, o.ConcStreams, o.Chunks, o.ConcRamp)
 		t1, _ := server.cpuTicks()
+		c.OtherLoad = otherLoad(s0, m.sample())
 		c.Conc = &cr
 		c.CPUTicks, c.CPURequests = t1-t0, cr.Streams
 	}
@@ -581,25 +607,29 @@ func streamStats(c *Cell, streams []result) {
 // held one, in at most o.MaxSteps rates. A rate that fails is offered
 // again o.Retries times, and fails only if every try does, so that a
 // moment of load from elsewhere on a shared machine does not end the
-// search.
-func maxThroughput(ctx context.Context, o Options, server *proc, hc *http.Client, t target, body []byte) *Search {
+// search; a try during which other processes took more than
+// o.MaxOtherLoad cores does not count (three such at most).
+func maxThroughput(ctx context.Context, o Options, m meter, server *proc, hc *http.Client, t target, body []byte) *Search {
 	s := &Search{Bound: o.P99Bound}
 	rate := o.SearchStart
 	var good, bad float64
 	for step := 0; step < o.MaxSteps && ctx.Err() == nil; step++ {
 		var lr loopResult
 		holds := false
-		for try := 0; try <= o.Retries && !holds && ctx.Err() == nil; try++ {
-			if try > 0 {
-				time.Sleep(300 * time.Millisecond)
-			}
-			t0, _ := server.cpuTicks()
-			lr = openLoop(ctx, hc, t, body, rate, o.StepDuration, o.MaxInflight)
-			t1, _ := server.cpuTicks()
-			lr.CPUTicks = t1 - t0
+		for try, disturbed := 0, 0; try <= o.Retries && !holds && ctx.Err() == nil; {
+			lr = measuredLoop(ctx, o, m, server, hc, t, body, rate, o.StepDuration)
 			s.Steps = append(s.Steps, lr)
 			holds = lr.Errors == 0 && lr.Lat.N > 0 && lr.Lat.P99 <= o.P99Bound
-			o.logf("   %7.0f/s: p99 %v, errors %d, achieved %.0f/s, holds %t", rate, lr.Lat.P99.Round(time.Microsecond), lr.Errors, lr.Achieved, holds)
+			o.logf("   %7.0f/s: p99 %v, errors %d, achieved %.0f/s, other load %.2f cores, holds %t", rate, lr.Lat.P99.Round(time.Microsecond), lr.Errors, lr.Achieved, lr.OtherLoad, holds)
+			switch {
+			case holds:
+			case o.MaxOtherLoad > 0 && lr.OtherLoad > o.MaxOtherLoad && disturbed < 3:
+				disturbed++
+				time.Sleep(time.Second)
+			default:
+				try++
+				time.Sleep(300 * time.Millisecond)
+			}
 		}
 		if holds {
 			good = rate
@@ -676,4 +706,16 @@ func collectEnv(o Options) Env {
 		e.Kernel = strings.TrimSpace(string(b))
 	}
 	return e
+}
+
+// measuredLoop is an open-loop run with the server's CPU time and the
+// machine's other load recorded.
+func measuredLoop(ctx context.Context, o Options, m meter, server *proc, hc *http.Client, t target, body []byte, rate float64, dur time.Duration) loopResult {
+	s0 := m.sample()
+	t0, _ := server.cpuTicks()
+	lr := openLoop(ctx, hc, t, body, rate, dur, o.MaxInflight)
+	t1, _ := server.cpuTicks()
+	lr.CPUTicks = t1 - t0
+	lr.OtherLoad = otherLoad(s0, m.sample())
+	return lr
 }

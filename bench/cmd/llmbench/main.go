@@ -53,6 +53,7 @@ func main() {
 	flag.DurationVar(&d.StepDuration, "step", d.StepDuration, "how long each rate is offered")
 	flag.IntVar(&d.MaxSteps, "max-steps", d.MaxSteps, "rates tried per cell at most")
 	flag.IntVar(&d.Retries, "retries", d.Retries, "a rate that fails is offered again this many times before it counts as failed")
+	flag.Float64Var(&d.MaxOtherLoad, "max-other-load", d.MaxOtherLoad, "a failing rate during which other processes took more than this many cores is tried again, up to 3 times, without counting (0: never)")
 	flag.Float64Var(&d.CPURate, "cpu-rate", d.CPURate, "the fixed open-loop rate at which CPU per request is measured, requests/s (0 skips)")
 	flag.DurationVar(&d.CPUDuration, "cpu-duration", d.CPUDuration, "how long the CPU phase lasts")
 	flag.DurationVar(&d.P99Bound, "p99-bound", d.P99Bound, "a rate holds while p99 stays within this, with no error")
