@@ -15,8 +15,9 @@ import (
 	"time"
 )
 
-// Options configure a harness run. Zero values take the defaults of
-// [DefaultOptions]' full run.
+// Options configure a harness run; start from [DefaultOptions]. Run fills
+// in only the arms, the Portkey mode and directory, the in-flight cap, the
+// timeout, the chunk count and the search resolution when they are unset.
 type Options struct {
 	Exe      string // serves the mock when run with its environment; default: this executable
 	CaddyBin string // the Caddy under test (built from ./cmd/caddy)
@@ -62,8 +63,8 @@ type Options struct {
 	Portkey    string
 	PortkeyDir string
 
-	Command  string    // the command line, for the report
-	Progress io.Writer // progress lines; nil discards them
+	Command  string    `json:"-"` // the command line, for the report
+	Progress io.Writer `json:"-"` // progress lines; nil discards them
 }
 
 // DefaultOptions is the full run.
@@ -80,7 +81,7 @@ func DefaultOptions() Options {
 		StreamRequests: 100,
 		SearchStart:    250,
 		SearchMax:      64000,
-		StepDuration:   3 * time.Second,
+		StepDuration:   2 * time.Second,
 		MaxSteps:       12,
 		Resolution:     1.08,
 		Retries:        1,
@@ -177,7 +178,7 @@ type Search struct {
 type Report struct {
 	Command string   `json:"command"`
 	Env     Env      `json:"env"`
-	Options Options  `json:"-"`
+	Options Options  `json:"options"`
 	Notes   []string `json:"notes,omitempty"`
 	Cells   []Cell   `json:"cells"`
 }
