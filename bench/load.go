@@ -295,6 +295,7 @@ func openLoop(ctx context.Context, hc *http.Client, t target, body []byte, rate 
 	sem := make(chan struct{}, maxInflight)
 	var wg sync.WaitGroup
 	t0 := time.Now().Add(5 * time.Millisecond)
+	sent := 0
 	for i := range n {
 		due := t0.Add(time.Duration(i) * interval)
 		if d := time.Until(due); d > 0 {
@@ -303,6 +304,7 @@ func openLoop(ctx context.Context, hc *http.Client, t target, body []byte, rate 
 		if ctx.Err() != nil {
 			break
 		}
+		sent++
 		sem <- struct{}{}
 		wg.Add(1)
 		go func() {
@@ -334,7 +336,7 @@ func openLoop(ctx context.Context, hc *http.Client, t target, body []byte, rate 
 			good = append(good, lat[i])
 		}
 	}
-	lr := loopResult{Rate: rate, Sent: n, Errors: int(errs.Load()), Lat: summarize(good)}
+	lr := loopResult{Rate: rate, Sent: sent, Errors: int(errs.Load()), Lat: summarize(good)}
 	if p := firstErr.Load(); p != nil {
 		lr.FirstErr = *p
 	}

@@ -165,6 +165,8 @@ func (r *Report) Markdown(w io.Writer) {
 		switch {
 		case c.Err != "":
 			failed = append(failed, fmt.Sprintf("- %s %s %s failed: %s", c.Arm, c.Workload, sizeLabel(c.Size), oneLine(c.Err)))
+		case c.Workload == NonStream && c.C1 == nil && c.FirstErr != "":
+			failed = append(failed, fmt.Sprintf("- %s %s %s: no concurrency-1 figures: %s", c.Arm, c.Workload, sizeLabel(c.Size), oneLine(c.FirstErr)))
 		case c.C1Errors > 0:
 			failed = append(failed, fmt.Sprintf("- %s %s %s: %d errors at concurrency 1, the first: %s", c.Arm, c.Workload, sizeLabel(c.Size), c.C1Errors, oneLine(c.FirstErr)))
 		}

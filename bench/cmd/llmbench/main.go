@@ -6,7 +6,7 @@
 //
 // The full run, from the repository root:
 //
-//	go run ./bench/cmd/llmbench -out bench-results.md -json bench-results.json
+//	go run ./bench/cmd/llmbench -out bench.md -json bench.json
 package main
 
 import (
