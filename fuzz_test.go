@@ -5,13 +5,19 @@ import (
 	"errors"
 	"math/rand/v2"
 	"net/http"
+	"net/url"
+	"path"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 
+	"github.com/caddyserver/caddy/v2"
 	"github.com/tidwall/gjson"
+	"github.com/tidwall/sjson"
 
 	"github.com/caddy-llm-route/llmroute/translate"
+	"github.com/caddy-llm-route/llmroute/upstreams"
 )
 
 // FuzzParseRequest checks that parseRequest never panics, and that what
@@ -24,6 +30,8 @@ func FuzzParseRequest(f *testing.F) {
 		`{"model":"m","x":"\"[[[["}`, `{"model":"m\u0000"}`, `{"mod\u0065l":"m"}`,
 		strings.Repeat("[", 100), `{"model":"m","a":` + strings.Repeat(`{"a":`, 70) + `1` + strings.Repeat("}", 70) + `}`,
 		"{\"model\":\"m\xff\"}", `{"model":"m"}garbage`,
+		`{"models":["a"],"model":"m"}`, `{"model":"m","models":[]}`, ` { "models" : 1 , "model" : "m" , "x" : 2 } `,
+		`{"model":"m","MODEL":"n"}`, `{"Model":"m"}`, `{"model":"m","max_to\u212aens":1}`,
 	} {
 		f.Add([]byte(seed), uint8(64))
 	}
@@ -55,13 +63,36 @@ func FuzzParseRequest(f *testing.F) {
 		if req.MaxTokens < 0 || req.MaxTokens > maxTokensLimit {
 			t.Fatalf("MaxTokens = %d", req.MaxTokens)
 		}
-		// Whatever was accepted can be rewritten for an upstream.
+		// Whatever was accepted can be rewritten for an upstream, as
+		// sjson rewrites it, and its models list dropped: every other
+		// member stays as it was.
 		out, err := rewriteBody(body, "model", "upstream-model", false, nil)
 		if err != nil {
 			t.Fatalf("rewriteBody: %v", err)
 		}
-		if got := gjson.GetBytes(out, "model").Str; got != "upstream-model" {
-			t.Fatalf("rewritten model %q in %q", got, out)
+		if want, _ := sjson.SetBytes(body, "model", "upstream-model"); !bytes.Equal(out, want) {
+			t.Fatalf("rewritten body differs from sjson's:\n got %q\nwant %q", out, want)
+		}
+		dropped, err := rewriteBody(body, "model", "upstream-model", true, nil)
+		if err != nil {
+			t.Fatalf("rewriteBody: %v", err)
+		}
+		if !gjson.ValidBytes(dropped) {
+			t.Fatalf("dropping models made invalid JSON: %q", dropped)
+		}
+		var got, want []string
+		gjson.ParseBytes(dropped).ForEach(func(k, v gjson.Result) bool {
+			got = append(got, k.Raw+":"+v.Raw)
+			return true
+		})
+		gjson.ParseBytes(out).ForEach(func(k, v gjson.Result) bool {
+			if k.Str != "models" {
+				want = append(want, k.Raw+":"+v.Raw)
+			}
+			return true
+		})
+		if !slices.Equal(got, want) {
+			t.Fatalf("dropping models:\n got %q\nwant %q", got, want)
 		}
 	})
 }
@@ -211,4 +242,131 @@ func FuzzTranslatedEventStream(f *testing.F) {
 			}
 		}
 	})
+}
+
+// FuzzClientModels sends arbitrary `models` lists through
+// withClientModels. It must not panic; it must refuse what is not a
+// list of distinct model names no longer than its bound, and otherwise
+// add each listed name's targets once, in order, exactly as a plain
+// reading of the list with gjson does.
+func FuzzClientModels(f *testing.F) {
+	h := mustLoadHandler(f, resolveConfig)
+	for _, seed := range []string{
+		`["m"]`, `["r","m"]`, `["m","m"]`, `["a/m","b/m"]`, `[1]`, `"m"`, `[]`, `null`, `["nope"]`,
+		`["m\u0000"]`, `["\u006d"]`, `["\ud800","\udc00"]`, `[ "solo" , "fallback" ]`, `[["m"]]`,
+		`["auto","cheapest","fastest","best_quality","r","fallback","m","aliased","claude","mixed","solo","a/slashed","c/claude"]`,
+		`["m",` + strings.Repeat(`"r",`, 30) + `"m"]`,
+	} {
+		f.Add([]byte(seed))
+	}
+	limit := len(h.routes)
+	for _, m := range h.models {
+		limit += len(m.Providers)
+	}
+	f.Fuzz(func(t *testing.T, list []byte) {
+		body := append(append([]byte(`{"model":"m","models":`), list...), '}')
+		if _, rerr := parseRequest(body, "model", defaultMaxDepth); rerr != nil {
+			return // refused before any list is read
+		}
+		base := []*Target{{Model: "m"}}
+		got, rerr := h.withClientModels(body, base, nil)
+
+		// The reference: gjson's reading of the list.
+		want, wantCode := base, ""
+		if arr := gjson.GetBytes(body, "models"); arr.IsArray() {
+			var names []string
+			for _, v := range arr.Array() {
+				switch {
+				case v.Type != gjson.String:
+					wantCode = "invalid_models"
+				case len(names) == limit:
+					wantCode = "invalid_models"
+				case slices.Contains(names, v.Str):
+					wantCode = "invalid_models"
+				}
+				if wantCode != "" {
+					break
+				}
+				names = append(names, v.Str)
+				_, more, err := h.targetsFor(v.Str)
+				if err != nil {
+					wantCode = err.code
+					break
+				}
+				for _, t := range more {
+					if !slices.ContainsFunc(want, func(o *Target) bool { return o.Model == t.Model && o.Provider == t.Provider }) {
+						want = append(want, t)
+					}
+				}
+			}
+		}
+		if wantCode != "" {
+			if rerr == nil || rerr.code != wantCode {
+				t.Fatalf("list %s: got %v, want %s", list, rerr, wantCode)
+			}
+			return
+		}
+		if rerr != nil {
+			t.Fatalf("list %s: refused with %s (%s)", list, rerr.code, rerr.msg)
+		}
+		if len(got) != len(want) || len(got) > 1+limit*len(h.providers) {
+			t.Fatalf("list %s: %d targets, want %d", list, len(got), len(want))
+		}
+		for i := range got {
+			if got[i].Model != want[i].Model || got[i].Provider != want[i].Provider {
+				t.Fatalf("list %s: target %d is %s@%s, want %s@%s", list, i, got[i].Model, got[i].Provider, want[i].Model, want[i].Provider)
+			}
+		}
+		if len(base) != 1 {
+			t.Fatal("withClientModels changed its input")
+		}
+	})
+}
+
+// FuzzPathCheck sends arbitrary request targets through the path check
+// and, when it passes them, through the upstream path a provider builds
+// for enable_on_path_suffix *: however an upstream reads that path
+// (decoding it once or twice, taking '\' for '/', ";" parameters off,
+// then removing dot segments), it stays under the provider's base path.
+func FuzzPathCheck(f *testing.F) {
+	for _, seed := range []string{
+		"/v1/chat/completions", "/v1/%2e%2e/%2e%2e/admin", "/v1/..%2f..%2fadmin", "/x/../../../admin",
+		"/v1/./x", "/v1/..;/admin", "/v1/%252e%252e/admin", "/v1/%5c..%5cadmin", "/v1/a/b?x=1", "/", "//..", "/v1/.",
+		"/v1/%2e", "/v1/x%00y", "/v1//admin",
+	} {
+		f.Add(seed)
+	}
+	p := &upstreams.Provider{Name: "p", Format: upstreams.FormatOpenAI, BasePath: "/v1/restricted"}
+	repl := caddy.NewReplacer()
+	f.Fuzz(func(t *testing.T, target string) {
+		u, err := url.ParseRequestURI(target)
+		if err != nil || !safePath(u.Path) {
+			return
+		}
+		r := &http.Request{Method: "POST", URL: u, Header: http.Header{}}
+		p.PrepareRequest(r, endpointFor(u.Path, "*"), "m", repl)
+		sent := r.URL.EscapedPath()
+		for _, read := range []func(string) string{
+			func(s string) string { return s },
+			func(s string) string { d, _ := url.PathUnescape(s); return d },
+			func(s string) string { d, _ := url.PathUnescape(s); d, _ = url.PathUnescape(d); return d },
+		} {
+			for _, variant := range []string{read(sent), strings.ReplaceAll(read(sent), "\\", "/"), semicolonsOff(read(sent))} {
+				if got := path.Clean(variant); got != "/v1/restricted" && !strings.HasPrefix(got, "/v1/restricted/") {
+					t.Fatalf("request target %q: upstream path %q reads as %q", target, sent, got)
+				}
+			}
+		}
+	})
+}
+
+// semicolonsOff removes ";" parameters from every segment of a path, as
+// Java servlet containers do.
+func semicolonsOff(p string) string {
+	segs := strings.Split(p, "/")
+	for i, s := range segs {
+		s, _, _ = strings.Cut(s, ";")
+		segs[i] = s
+	}
+	return strings.Join(segs, "/")
 }

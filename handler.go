@@ -72,6 +72,10 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		return next.ServeHTTP(w, r)
 	}
 	endpoint := endpointFor(r.URL.Path, matched)
+	if !safePath(r.URL.Path) {
+		writeError(w, endpoint, http.StatusBadRequest, "invalid_path", "the request path has a segment that starts with a dot, or a '%' or '\\' once decoded")
+		return nil
+	}
 	key, rerr := h.authenticate(r)
 	if rerr != nil {
 		writeError(w, endpoint, rerr.status, rerr.code, rerr.msg)
@@ -82,7 +86,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		writeError(w, endpoint, http.StatusRequestEntityTooLarge, "request_too_large", fmt.Sprintf("request body is larger than %d bytes", h.MaxBody))
 		return nil
 	}
-	body, err := io.ReadAll(io.LimitReader(r.Body, h.MaxBody+1))
+	body, err := readBody(r, h.MaxBody)
 	if err != nil {
 		writeError(w, endpoint, http.StatusBadRequest, "body_read_error", "could not read the request body")
 		return nil
@@ -108,6 +112,38 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	}
 	writeError(w, endpoint, rerr.status, rerr.code, rerr.msg)
 	return nil
+}
+
+// readBody reads the request body, up to one byte past limit, so that
+// it costs its size once (twice when its length was not announced).
+func readBody(r *http.Request, limit int64) ([]byte, error) {
+	lr := io.LimitReader(r.Body, limit+1)
+	if r.ContentLength >= 0 && r.ContentLength <= limit {
+		var b bytes.Buffer
+		b.Grow(int(r.ContentLength) + bytes.MinRead)
+		_, err := b.ReadFrom(lr)
+		return b.Bytes(), err
+	}
+	// Blocks of up to 256 KiB, joined at the end: doubling one buffer
+	// would cost up to three times the body.
+	var blocks [][]byte
+	n := 4 << 10
+	for {
+		block := make([]byte, n)
+		m, err := io.ReadFull(lr, block)
+		blocks = append(blocks, block[:m])
+		if err == io.EOF || err == io.ErrUnexpectedEOF {
+			break
+		}
+		if err != nil {
+			return nil, err
+		}
+		n = min(4*n, 256<<10)
+	}
+	if len(blocks) == 1 {
+		return blocks[0], nil
+	}
+	return bytes.Join(blocks, nil), nil
 }
 
 // match reports whether the path ends in an enabled suffix, and which.

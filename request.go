@@ -1,13 +1,14 @@
 package llmroute
 
 import (
-	"bytes"
 	"encoding/json"
 	"fmt"
+	"hash/maphash"
 	"maps"
 	"math"
 	"slices"
 	"strings"
+	"unicode"
 	"unicode/utf8"
 
 	"github.com/tidwall/gjson"
@@ -42,6 +43,22 @@ func endpointFor(path, matched string) string {
 	return path
 }
 
+// safePath reports whether a request path (decoded) can give an
+// upstream path: no segment of it starts with a dot (".", "..", and
+// "..;", which some servers read as ".."), whether the client encoded the
+// dots or the slashes (%2e, %2f) or not, and it holds no '%' or '\' (a
+// server that decodes twice, or takes '\' for '/', could find a dot
+// segment there). With enable_on_path_suffix *, the path after /v1 is the
+// endpoint the provider is called at, under its base path.
+func safePath(path string) bool {
+	for seg := range strings.SplitSeq(path, "/") {
+		if strings.HasPrefix(seg, ".") {
+			return false
+		}
+	}
+	return !strings.ContainsAny(path, "%\\")
+}
+
 // requestError is a client error answered before routing.
 type requestError struct {
 	status int
@@ -54,6 +71,10 @@ func (e *requestError) Error() string { return e.msg }
 func badRequest(code, format string, args ...any) *requestError {
 	return &requestError{status: 400, code: code, msg: fmt.Sprintf(format, args...)}
 }
+
+// maxKeys bounds the top-level keys of a request body: no API has
+// nearly as many parameters, and each costs the duplicate check memory.
+const maxKeys = 1024
 
 // maxTokensLimit bounds integer token fields; anything above is absurd.
 const maxTokensLimit = 100_000_000
@@ -71,26 +92,43 @@ func parseRequest(body []byte, modelKey string, maxDepth int) (*strategies.Reque
 	if !gjson.ValidBytes(body) {
 		return nil, badRequest("invalid_json", "request body is not valid JSON")
 	}
-	root := gjson.ParseBytes(body)
-	if !root.IsObject() {
+	if skipSpace(body, 0) == len(body) || body[skipSpace(body, 0)] != '{' {
 		return nil, badRequest("invalid_request", "request body must be a JSON object")
 	}
 	// One pass over the top-level members: duplicates, and the fields
-	// routing reads.
+	// routing reads. The body is scanned in place.
 	req := &strategies.Request{Body: body}
 	var perr *requestError
 	var model gjson.Result
-	seen := make(map[string]struct{}, 16)
-	root.ForEach(func(k, v gjson.Result) bool {
-		if _, ok := seen[k.Str]; ok {
-			perr = badRequest("duplicate_key", "request body has the key %q more than once", truncate(k.Str, 64))
+	top, _, _ := strings.Cut(modelKey, ".")
+	foldedTop := foldKey(top)
+	// Keys are compared as Go's encoding/json matches them to fields (and
+	// so do Ollama and other Go servers): ignoring case, last one wins.
+	// The set holds a hash of each key's folded form, so that no key is
+	// copied.
+	seen := make(map[uint64]struct{}, 16)
+	eachMember(body, 0, func(m member) bool {
+		if len(seen) == maxKeys {
+			perr = badRequest("too_many_keys", "request body has more than %d top-level keys", maxKeys)
 			return false
 		}
-		seen[k.Str] = struct{}{}
-		switch k.Str {
-		case modelKey:
-			model = v
-		case "stream":
+		h := foldHash(m.name)
+		if _, ok := seen[h]; ok {
+			perr = badRequest("duplicate_key", "request body has the key %q more than once (keys differing only in case count as one)", truncate(m.key(), 64))
+			return false
+		}
+		seen[h] = struct{}{}
+		if foldable(m.name) && !m.is(top) && (foldEqual(m.name, foldedTop) || slices.ContainsFunc(readKeys, func(k string) bool { return foldEqual(m.name, k) })) {
+			// The gateway reads the key in lower case; a server that
+			// ignores case reads this one.
+			perr = ambiguousKey(m.key(), foldKey(m.key()))
+			return false
+		}
+		switch {
+		case m.is(modelKey):
+			model = gjson.ParseBytes(m.value)
+		case m.is("stream"):
+			v := gjson.ParseBytes(m.value)
 			if v.Type == gjson.Null {
 				break
 			}
@@ -99,18 +137,18 @@ func parseRequest(body []byte, modelKey string, maxDepth int) (*strategies.Reque
 				return false
 			}
 			req.Stream = v.Bool()
-		case "max_tokens", "max_completion_tokens", "max_output_tokens", "n":
-			n, err := tokenCount(k.Str, v)
+		case m.is("max_tokens"), m.is("max_completion_tokens"), m.is("max_output_tokens"), m.is("n"):
+			n, err := tokenCount(m.key(), gjson.ParseBytes(m.value))
 			if err != nil {
 				perr = err
 				return false
 			}
-			if k.Str != "n" {
+			if !m.is("n") {
 				req.MaxTokens = max(req.MaxTokens, n)
 			}
-		case "temperature", "top_p", "presence_penalty", "frequency_penalty":
-			if v.Type == gjson.Number && (math.IsInf(v.Float(), 0) || math.Abs(v.Float()) > 1e6) {
-				perr = badRequest("invalid_number", "%q is out of range", k.Str)
+		case m.is("temperature"), m.is("top_p"), m.is("presence_penalty"), m.is("frequency_penalty"):
+			if v := gjson.ParseBytes(m.value); v.Type == gjson.Number && (math.IsInf(v.Float(), 0) || math.Abs(v.Float()) > 1e6) {
+				perr = badRequest("invalid_number", "%q is out of range", m.key())
 				return false
 			}
 		}
@@ -119,19 +157,9 @@ func parseRequest(body []byte, modelKey string, maxDepth int) (*strategies.Reque
 	if perr != nil {
 		return nil, perr
 	}
-	if _, topLevel := seen[modelKey]; !topLevel {
-		model = gjson.GetBytes(body, modelKey)
-		if i := strings.LastIndexByte(modelKey, '.'); i > 0 && model.Exists() {
-			n := 0
-			gjson.GetBytes(body, modelKey[:i]).ForEach(func(k, _ gjson.Result) bool {
-				if k.Str == modelKey[i+1:] {
-					n++
-				}
-				return true
-			})
-			if n > 1 {
-				return nil, badRequest("duplicate_key", "request body has the key %q more than once", truncate(modelKey, 64))
-			}
+	if top != modelKey {
+		if model, perr = nestedKey(body, modelKey); perr != nil {
+			return nil, perr
 		}
 	}
 	switch {
@@ -142,6 +170,130 @@ func parseRequest(body []byte, modelKey string, maxDepth int) (*strategies.Reque
 	}
 	req.Model = model.Str
 	return req, nil
+}
+
+// readKeys are the top-level keys the gateway reads besides the model
+// key: those routing and limits read, and those of the prompt
+// (strategies.Request.ReadPrompt). A key that differs from one of them
+// only in case is refused: the gateway would not see it, a server that
+// ignores case would.
+var readKeys = []string{
+	"stream", "max_tokens", "max_completion_tokens", "max_output_tokens", "n",
+	"temperature", "top_p", "presence_penalty", "frequency_penalty", "models",
+	"messages", "system", "instructions", "prompt", "input", "tools", "functions",
+	"response_format", "output_format", "text", "output_config",
+}
+
+func ambiguousKey(key, as string) *requestError {
+	return badRequest("ambiguous_key", "request body has the key %q, which servers that ignore case read as %q", truncate(key, 64), truncate(as, 64))
+}
+
+// foldKey returns the form of an object key under which Go's
+// encoding/json considers keys equal: ASCII letters in lower case, other
+// characters folded through upper and lower case, so that the long s
+// (ſ) matches "s" and the Kelvin sign matches "k". A key with nothing to
+// fold is returned as is.
+func foldKey(k string) string {
+	if !foldable(k) {
+		return k
+	}
+	b := make([]byte, 0, len(k))
+	for _, r := range k {
+		b = utf8.AppendRune(b, foldRune(r))
+	}
+	return string(b)
+}
+
+// foldable reports whether foldKey would change anything in k: whether
+// it holds an upper case ASCII letter or a character beyond ASCII.
+func foldable[T string | []byte](k T) bool {
+	for i := 0; i < len(k); i++ {
+		if c := k[i]; c >= utf8.RuneSelf || 'A' <= c && c <= 'Z' {
+			return true
+		}
+	}
+	return false
+}
+
+func foldRune(r rune) rune {
+	if r < utf8.RuneSelf {
+		return unicode.ToLower(r)
+	}
+	return unicode.ToLower(unicode.ToUpper(unicode.ToLower(r)))
+}
+
+// foldEqual reports whether foldKey(k) == folded, without allocating.
+func foldEqual(k []byte, folded string) bool {
+	j := 0
+	for i := 0; i < len(k); {
+		r, n := utf8.DecodeRune(k[i:])
+		f, m := utf8.DecodeRuneInString(folded[j:])
+		if m == 0 || f != foldRune(r) {
+			return false
+		}
+		i, j = i+n, j+m
+	}
+	return j == len(folded)
+}
+
+// keySeed seeds foldHash; it is the process's own, so no client can
+// choose keys whose hashes collide.
+var keySeed = maphash.MakeSeed()
+
+// foldHash returns a hash of foldKey(k), without allocating.
+func foldHash(k []byte) uint64 {
+	if !foldable(k) {
+		return maphash.Bytes(keySeed, k)
+	}
+	var h maphash.Hash
+	h.SetSeed(keySeed)
+	var buf [64]byte
+	for i := 0; i < len(k); {
+		// the folded key, a bufferful at a time
+		n := 0
+		for i < len(k) && n <= len(buf)-utf8.UTFMax {
+			r, size := utf8.DecodeRune(k[i:])
+			n += utf8.EncodeRune(buf[n:], foldRune(r))
+			i += size
+		}
+		_, _ = h.Write(buf[:n])
+	}
+	return h.Sum64()
+}
+
+// nestedKey finds the value at a dotted path of object keys (such as
+// request.model), refusing a key on the way that its object holds twice
+// or in another case. A path with gjson's special characters is read
+// with gjson, unchecked.
+func nestedKey(body []byte, path string) (gjson.Result, *requestError) {
+	if strings.ContainsAny(path, "\\*?#|@!") {
+		return gjson.GetBytes(body, path), nil
+	}
+	v := body
+	for part := range strings.SplitSeq(path, ".") {
+		var found []byte
+		var perr *requestError
+		folded := foldKey(part)
+		eachMember(v, 0, func(m member) bool {
+			switch {
+			case !foldEqual(m.name, folded):
+				return true
+			case found != nil:
+				perr = badRequest("duplicate_key", "request body has the key %q more than once (keys differing only in case count as one)", truncate(path, 64))
+			case !m.is(part):
+				perr = ambiguousKey(m.key(), part)
+			default:
+				found = m.value
+				return true
+			}
+			return false
+		})
+		if perr != nil || found == nil {
+			return gjson.Result{}, perr
+		}
+		v = found
+	}
+	return gjson.ParseBytes(v), nil
 }
 
 // tokenCount validates a token count field: a finite integer within
@@ -167,22 +319,7 @@ func checkDepth(body []byte, max int) *requestError {
 	for i := 0; i < len(body); i++ {
 		switch body[i] {
 		case '"':
-			// Skip the string: find its closing quote, one not escaped
-			// by an odd run of backslashes.
-			for {
-				j := bytes.IndexByte(body[i+1:], '"')
-				if j < 0 {
-					return nil // unterminated; the JSON check reports it
-				}
-				i += j + 1
-				k := i - 1
-				for k >= 0 && body[k] == '\\' {
-					k--
-				}
-				if (i-1-k)%2 == 0 {
-					break
-				}
-			}
+			i = skipString(body, i) - 1
 		case '{', '[':
 			depth++
 			if depth > max {
@@ -197,23 +334,102 @@ func checkDepth(body []byte, max int) *requestError {
 
 // rewriteBody returns the body for one attempt: the model field set to
 // model, each set of parameters applied in turn (a later set wins), and
-// the client's `models` list removed when dropModels is set.
+// the client's `models` list removed when dropModels is set. A top-level
+// model key is rewritten in one pass that copies the body once.
 func rewriteBody(body []byte, modelKey, model string, dropModels bool, params ...map[string]json.RawMessage) ([]byte, error) {
-	out, err := sjson.SetBytes(body, modelKey, model)
-	if err != nil {
-		return nil, err
+	out, spliced := spliceModel(body, modelKey, model, dropModels)
+	if !spliced {
+		var err error
+		if out, err = sjson.SetBytes(body, modelKey, model); err != nil {
+			return nil, err
+		}
 	}
+	readded := false // a parameter set the models list again
 	for _, ps := range params {
 		for _, path := range slices.Sorted(maps.Keys(ps)) {
+			var err error
 			if out, err = sjson.SetRawBytes(out, path, ps[path]); err != nil {
 				return nil, err
 			}
+			readded = readded || path == "models" || strings.HasPrefix(path, "models.")
 		}
 	}
-	if dropModels {
+	if dropModels && (!spliced || readded) {
 		return sjson.DeleteBytes(out, "models")
 	}
 	return out, nil
+}
+
+// spliceModel sets a top-level model key of body to model, and drops
+// the top-level `models` member if asked, copying the body once. It
+// reports false, doing nothing, when the key is a path or is missing.
+func spliceModel(body []byte, modelKey, model string, dropModels bool) ([]byte, bool) {
+	if strings.ContainsAny(modelKey, ".\\*?#|@!") {
+		return nil, false
+	}
+	type edit struct {
+		start, end int
+		with       []byte
+	}
+	var edits []edit
+	var value, list *member // the model's value, the models list
+	listPrev, listNext := -1, -1
+	prevEnd := -1 // where the previous member's value ends
+	eachMember(body, 0, func(m member) bool {
+		if list != nil && listNext < 0 {
+			listNext = m.keyStart
+		}
+		switch {
+		case value == nil && m.is(modelKey):
+			value = &m
+			edits = append(edits, edit{m.valueStart, m.valueStart + len(m.value), quoteJSON(model)})
+		case dropModels && list == nil && m.is("models"):
+			list, listPrev = &m, prevEnd
+		}
+		prevEnd = m.valueStart + len(m.value)
+		return true
+	})
+	if value == nil {
+		return nil, false
+	}
+	if list != nil {
+		// The list goes with the comma before it, or, if it comes
+		// first, the one after it.
+		e := edit{start: listPrev, end: list.valueStart + len(list.value)}
+		if listPrev < 0 {
+			e.start = list.keyStart
+			if listNext >= 0 {
+				e.end = listNext
+			}
+		}
+		edits = append(edits, e)
+		if e.start < edits[0].start {
+			edits[0], edits[1] = edits[1], edits[0]
+		}
+	}
+	size := len(body)
+	for _, e := range edits {
+		size += len(e.with) - (e.end - e.start)
+	}
+	out := make([]byte, 0, size)
+	at := 0
+	for _, e := range edits {
+		out = append(out, body[at:e.start]...)
+		out = append(out, e.with...)
+		at = e.end
+	}
+	return append(out, body[at:]...), true
+}
+
+// quoteJSON returns s as a JSON string, escaped as sjson escapes it.
+func quoteJSON(s string) []byte {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < ' ' || c > 0x7f || c == '"' || c == '\\' {
+			b, _ := json.Marshal(s)
+			return b
+		}
+	}
+	return append(append(append(make([]byte, 0, len(s)+2), '"'), s...), '"')
 }
 
 // truncate shortens s to at most n bytes, marked with an ellipsis. It

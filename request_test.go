@@ -3,6 +3,7 @@ package llmroute
 import (
 	"bytes"
 	"encoding/json"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -64,6 +65,9 @@ func TestParseRequest(t *testing.T) {
 		{name: "whitespace around the body", body: " \n\t{\"model\":\"m\"}\r\n ", model: "m"},
 		{name: "string of brackets", body: `{"model":"m","x":"` + strings.Repeat("[", 1000) + `"}`, model: "m"},
 		{name: "escaped quotes before brackets", body: `{"model":"m","x":"\"` + strings.Repeat("[{", 500) + `\""}`, model: "m"},
+		{name: "a model key in upper case", body: `{"Model":"m5"}`, modelKey: "Model", model: "m5"},
+		{name: "unread keys in any case", body: `{"model":"m","generationConfig":{},"X-Custom":1}`, model: "m"},
+		{name: "nested model key next to others", body: `{"request":{"Other":1,"model":"m4"}}`, modelKey: "request.model", model: "m4"},
 		{name: "temperature in range", body: `{"model":"m","temperature":2,"top_p":1e6}`, model: "m"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -123,6 +127,18 @@ func TestParseRequestRejects(t *testing.T) {
 		{"duplicate max_tokens", `{"model":"m","max_tokens":1,"max_tokens":100000}`, "", "duplicate_key"},
 		{"duplicate other key", `{"model":"m","messages":[],"messages":[]}`, "", "duplicate_key"},
 		{"duplicate nested model key", `{"request":{"model":"cheap","model":"expensive"}}`, "request.model", "duplicate_key"},
+		// Go's encoding/json matches keys ignoring case, last one wins.
+		{"model in another case", `{"model":"cheap","MODEL":"expensive"}`, "", "duplicate_key"},
+		{"model in another case first", `{"Model":"expensive","model":"cheap"}`, "", "ambiguous_key"},
+		{"stream with a long s", `{"model":"m","stream":false,"ſtream":true}`, "", "duplicate_key"},
+		{"max_tokens with a Kelvin sign", `{"model":"m","max_tokens":1,"max_toKens":100000}`, "", "duplicate_key"},
+		{"other key in another case", `{"model":"m","messages":[],"Messages":[]}`, "", "duplicate_key"},
+		{"nested model key in another case", `{"request":{"model":"cheap","MODEL":"expensive"}}`, "request.model", "duplicate_key"},
+		{"nested parent in another case", `{"request":{"model":"cheap"},"Request":{"model":"expensive"}}`, "request.model", "duplicate_key"},
+		{"lone model in another case", `{"MODEL":"expensive"}`, "", "ambiguous_key"},
+		{"lone max_tokens in another case", `{"model":"m","Max_Tokens":100000}`, "", "ambiguous_key"},
+		{"lone messages in another case", `{"model":"m","MESSAGES":[]}`, "", "ambiguous_key"},
+		{"lone nested model in another case", `{"request":{"Model":"x"}}`, "request.model", "ambiguous_key"},
 		{"model missing", `{"messages":[]}`, "", "missing_model"},
 		{"nested model missing", `{"model":"m"}`, "request.model", "missing_model"},
 		{"model is a number", `{"model":4}`, "", "invalid_model"},
@@ -164,6 +180,44 @@ func TestParseRequestRejects(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestFoldKey: keys foldKey makes equal are the keys Go's encoding/json
+// reads into the same field.
+func TestFoldKey(t *testing.T) {
+	keys := []string{
+		"model", "MODEL", "Model", "mOdEl", "stream", "\u017ftream", "STREA\u017f", "max_tokens",
+		"max_to\u212aens", "MAX_TO\u212aENS", "modèle", "MODÈLE", "x", "\u00df", "\u1e9e",
+	}
+	for _, key := range keys {
+		for _, field := range keys {
+			same := foldKey(key) == foldKey(field)
+			if same != foldEqual([]byte(key), foldKey(field)) {
+				t.Errorf("foldEqual(%q, %q) disagrees with foldKey", key, field)
+			}
+			if same != (foldHash([]byte(key)) == foldHash([]byte(field))) {
+				t.Errorf("foldHash(%q) == foldHash(%q) disagrees with foldKey", key, field)
+			}
+			if matched := jsonMatches(t, key, field); same != matched {
+				t.Errorf("foldKey(%q) == foldKey(%q) is %v; encoding/json matches them: %v", key, field, same, matched)
+			}
+		}
+	}
+}
+
+// jsonMatches reports whether encoding/json reads the key into a field
+// named name.
+func jsonMatches(t *testing.T, key, name string) bool {
+	t.Helper()
+	typ := reflect.StructOf([]reflect.StructField{{
+		Name: "F", Type: reflect.TypeFor[*int](), Tag: reflect.StructTag(`json:"` + name + `"`),
+	}})
+	v := reflect.New(typ)
+	b, _ := json.Marshal(map[string]int{key: 1})
+	if err := json.Unmarshal(b, v.Interface()); err != nil {
+		t.Fatal(err)
+	}
+	return !v.Elem().Field(0).IsNil()
 }
 
 // TestParseRequestNullStream: the OpenAI API documents stream as
@@ -237,6 +291,29 @@ func TestParseRequestDeepBody(t *testing.T) {
 				t.Errorf("took %v", d)
 			}
 		})
+	}
+}
+
+func TestSafePath(t *testing.T) {
+	for path, want := range map[string]bool{
+		"/v1/chat/completions": true,
+		"/v1/custom/thing":     true,
+		"/":                    true,
+		"/v1//x":               true,
+		"/v1/a.b/c..d":         true,
+		"/v1/../admin":         false,
+		"/v1/./x":              false,
+		"/..":                  false,
+		"/v1/..;/admin":        false,
+		"/v1/.hidden":          false,
+		"/v1/x/..":             false,
+		"/v1/%2e%2e/admin":     false, // decoded once already: a '%' left is a second encoding
+		"/v1/..\\admin":        false,
+		"/v1/a\\b":             false,
+	} {
+		if got := safePath(path); got != want {
+			t.Errorf("safePath(%q) = %v, want %v", path, got, want)
+		}
 	}
 }
 

@@ -8,8 +8,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/tidwall/gjson"
-
 	"github.com/caddy-llm-route/llmroute/strategies"
 )
 
@@ -159,27 +157,54 @@ func newCandidate(m *Model, s serving, t *Target) strategies.Candidate {
 // withClientModels appends the targets of the models the client lists
 // in its `models` array (OpenRouter's fallback list) to targets, each
 // once. (The array is removed from the body sent upstream by
-// rewriteBody.)
+// rewriteBody.) The list must hold distinct names, no more of them than
+// the gateway has routes and model+provider pairs: a longer one repeats
+// itself or names what does not exist, and each entry costs a lookup.
 func (h *Handler) withClientModels(body []byte, targets []*Target, key *ClientKey) ([]*Target, *requestError) {
-	list := gjson.GetBytes(body, "models")
-	if !list.IsArray() {
-		return targets, nil
+	var list []byte
+	eachMember(body, 0, func(m member) bool {
+		if m.is("models") {
+			list = m.value
+		}
+		return list == nil
+	})
+	limit := len(h.routes)
+	for _, m := range h.models {
+		limit += len(m.Providers)
 	}
 	targets = slices.Clip(targets) // never append into a route's own slice
-	for _, v := range list.Array() {
-		if !key.permits(v.String()) {
-			return nil, &requestError{status: http.StatusForbidden, code: "model_not_allowed",
-				msg: fmt.Sprintf("this API key may not use the model %q", truncate(v.String(), 128))}
+	var names []string
+	var rerr *requestError
+	eachElement(list, func(v []byte) bool {
+		name, ok := jsonString(v)
+		switch {
+		case !ok:
+			rerr = badRequest("invalid_models", "\"models\" must be an array of model names")
+		case len(names) == limit:
+			rerr = badRequest("invalid_models", "\"models\" lists more than %d models", limit)
+		case slices.Contains(names, name):
+			rerr = badRequest("invalid_models", "\"models\" lists %q more than once", truncate(name, 128))
+		case !key.permits(name):
+			rerr = &requestError{status: http.StatusForbidden, code: "model_not_allowed",
+				msg: fmt.Sprintf("this API key may not use the model %q", truncate(name, 128))}
 		}
-		_, more, rerr := h.targetsFor(v.String())
 		if rerr != nil {
-			return nil, rerr
+			return false
+		}
+		names = append(names, name)
+		var more []*Target
+		if _, more, rerr = h.targetsFor(name); rerr != nil {
+			return false
 		}
 		for _, t := range more {
 			if !slices.ContainsFunc(targets, func(o *Target) bool { return o.Model == t.Model && o.Provider == t.Provider }) {
 				targets = append(targets, t)
 			}
 		}
+		return true
+	})
+	if rerr != nil {
+		return nil, rerr
 	}
 	return targets, nil
 }
