@@ -52,8 +52,9 @@ import (
 // A Redis error never reaches a request: the pairs go on with their
 // last view of the fleet (the other instances' stats dropped once
 // StatsTTL passed without a poll), and a cooldown that could not be
-// sent is sent again until it ends. Each error is counted (Errors) and
-// logged at most once per LogInterval.
+// sent is sent again until it ends. While Redis does not answer, the
+// polls back off up to 16 intervals apart. Each error is counted
+// (Errors) and logged at most once per LogInterval.
 type Shared struct {
 	client      *redis.Client
 	prefix      string
@@ -238,13 +239,28 @@ func (s *Shared) run(ctx context.Context, done chan struct{}) {
 	l := &syncLoop{Shared: s, written: make(map[*sharedPair]bool), stale: make(map[*sharedPair][]string), lastOK: time.Now()}
 	tick := time.NewTicker(s.interval)
 	defer tick.Stop()
-	l.sync(ctx, true)
+	// While Redis does not answer, the polls back off: after the n-th
+	// failure in a row, 2^(n-1)-1 ticks are skipped, at most 15.
+	failures, skip := 0, 0
+	poll := func() {
+		if l.sync(ctx, true) {
+			failures = 0
+			return
+		}
+		failures++
+		skip = 1<<min(failures-1, 4) - 1
+	}
+	poll()
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-tick.C:
-			l.sync(ctx, true)
+			if skip > 0 {
+				skip--
+				continue
+			}
+			poll()
 		case <-s.wake:
 			l.sync(ctx, false)
 		}
@@ -270,8 +286,9 @@ return 1
 
 // sync sends the queued cooldowns and, when poll is set, writes this
 // instance's stats of every pair and reads the fleet's cooldowns and
-// stats, all in one pipeline bounded by the timeout.
-func (l *syncLoop) sync(ctx context.Context, poll bool) {
+// stats, all in one pipeline bounded by the timeout. It reports whether
+// Redis answered (or there was nothing to ask).
+func (l *syncLoop) sync(ctx context.Context, poll bool) bool {
 	var pairs []*sharedPair
 	if poll {
 		l.mu.Lock()
@@ -300,7 +317,7 @@ func (l *syncLoop) sync(ctx context.Context, poll bool) {
 	l.pending = nil
 	l.mu.Unlock()
 	if len(ops) == 0 && len(pairs) == 0 {
-		return
+		return true
 	}
 
 	pipe := l.client.Pipeline()
@@ -338,7 +355,7 @@ func (l *syncLoop) sync(ctx context.Context, poll bool) {
 	_, err := pipe.Exec(cctx)
 	cancel()
 	if ctx.Err() != nil {
-		return // stopping
+		return true // stopping
 	}
 	now = time.Now()
 	// The replies count when the exchange went through, though a command
@@ -385,6 +402,7 @@ func (l *syncLoop) sync(ctx context.Context, poll bool) {
 		}
 		l.mu.Unlock()
 	}
+	return answered
 }
 
 // forget drops what the loop knows of pairs no longer shared.
