@@ -46,7 +46,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //		cooldown <duration>
 //		fail_threshold <n>
 //		reset_tz <IANA time zone>     # when daily and monthly limits reset
-//		state memory | redis <url> [{ ... }]  # where limit counters live
+//		state memory | redis <url> [{ ... }]  # where limit counters, cooldowns and stats live
 //
 //		key <name> {                  # client keys; with any, every request needs one
 //			secret <placeholder>
