@@ -36,6 +36,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //		strategy_header <field>
 //		model_to_header <field>
 //		provider_header <field>
+//		forward_headers <fields...>   # client headers providers get besides their format's
 //		enable_on_path_suffix <suffixes...> | *
 //		max_body <size>
 //		max_depth <levels>
@@ -98,9 +99,9 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 // daily_requests <n>, daily_tokens <n>, budget <USD> day|month; a
 // provider block takes them too.
 //
-// A subdirective that takes a list (enable_on_path_suffix, retry_on,
-// header, provider, capabilities, models, target, fallback) may be
-// repeated; each occurrence adds to the list.
+// A subdirective that takes a list (enable_on_path_suffix,
+// forward_headers, retry_on, header, provider, capabilities, models,
+// target, fallback) may be repeated; each occurrence adds to the list.
 func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // consume directive name
 	if d.NextArg() {
@@ -145,12 +146,17 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			case "strategy_header":
 				h.StrategyHeader = v
 			}
-		case "enable_on_path_suffix":
+		case "enable_on_path_suffix", "forward_headers":
+			dir := d.Val()
 			args := d.RemainingArgs()
 			if len(args) == 0 {
 				return d.ArgErr()
 			}
-			h.EnableOnPathSuffix = append(h.EnableOnPathSuffix, args...)
+			if dir == "forward_headers" {
+				h.ForwardHeaders = append(h.ForwardHeaders, args...)
+			} else {
+				h.EnableOnPathSuffix = append(h.EnableOnPathSuffix, args...)
+			}
 		case "max_body":
 			var v string
 			if !d.Args(&v) || d.NextArg() {

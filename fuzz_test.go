@@ -344,7 +344,7 @@ func FuzzPathCheck(f *testing.F) {
 			return
 		}
 		r := &http.Request{Method: "POST", URL: u, Header: http.Header{}}
-		p.PrepareRequest(r, endpointFor(u.Path, "*"), "m", repl)
+		p.PrepareRequest(r, endpointFor(u.Path, "*"), "m", nil, repl)
 		sent := r.URL.EscapedPath()
 		for _, read := range []func(string) string{
 			func(s string) string { return s },

@@ -72,6 +72,10 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		return next.ServeHTTP(w, r)
 	}
 	endpoint := endpointFor(r.URL.Path, matched)
+	// Once handled, the client's credentials (checked against its key,
+	// or stripped for the providers) leave no trace in what reads the
+	// request afterwards: placeholders, log_append, later handlers.
+	defer redactCredentials(r.Header)
 	if !safePath(r.URL.Path) {
 		writeError(w, endpoint, http.StatusBadRequest, "invalid_path", "the request path has a segment that starts with a dot, or a '%' or '\\' once decoded")
 		return nil
@@ -112,6 +116,16 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	}
 	writeError(w, endpoint, rerr.status, rerr.code, rerr.msg)
 	return nil
+}
+
+// redactCredentials replaces the values of the client's credential
+// headers with REDACTED, as Caddy's logs show Authorization and Cookie.
+func redactCredentials(h http.Header) {
+	for name := range h {
+		if upstreams.CredentialHeader(name) {
+			h[name] = []string{"REDACTED"}
+		}
+	}
 }
 
 // readBody reads the request body, up to one byte past limit, so that
@@ -312,7 +326,7 @@ func (h *Handler) attempt(w http.ResponseWriter, r *http.Request, req *strategie
 	up.ContentLength = int64(len(body))
 	up.TransferEncoding = nil
 	up.Header.Del("Content-Length")
-	c.Provider.PrepareRequest(up, endpoint, c.UpstreamModel, repl)
+	c.Provider.PrepareRequest(up, endpoint, c.UpstreamModel, h.forward, repl)
 
 	firstByte := time.AfterFunc(time.Duration(h.FirstByteTimeout), func() { cancel(errFirstByteTimeout) })
 	defer firstByte.Stop()

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"math"
+	"net/http"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -110,6 +111,15 @@ type Handler struct {
 	// array is removed before the body is forwarded. Off by default.
 	ClientModels bool `json:"client_models,omitempty"`
 
+	// Client request headers passed on to providers besides those their
+	// format needs (Content-Type, Accept, User-Agent, the trace context,
+	// OpenAI-Beta, anthropic-version and anthropic-beta). Every other
+	// client header, and the client's query string, is dropped: a client
+	// must not choose, with the operator's key, which organization or
+	// project is billed (OpenAI-Organization, OpenAI-Project). The
+	// model_to_header and provider_header headers are always passed on.
+	ForwardHeaders []string `json:"forward_headers,omitempty"`
+
 	// If set, a request header of this name may name a route whose
 	// strategy orders the requested route's candidates instead of its
 	// own (e.g. `X-LLM-Strategy: cheapest`). Off by default.
@@ -141,6 +151,7 @@ type Handler struct {
 	policy    upstreams.Policy
 	logger    *zap.Logger
 
+	forward     []string // headers passed on besides the formats' own, canonical
 	keys        []*ClientKey
 	resetLoc    *time.Location
 	quotas      limits.Store               // nil when nothing is limited
@@ -309,6 +320,12 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	}
 	if len(h.RetryOn) == 0 {
 		h.RetryOn = slices.Clone(defaultRetryOn)
+	}
+	h.forward = nil
+	for _, name := range append(slices.Clone(h.ForwardHeaders), h.ModelToHeader, h.ProviderHeader) {
+		if name != "" {
+			h.forward = append(h.forward, http.CanonicalHeaderKey(name))
+		}
 	}
 	if h.Cooldown == 0 {
 		h.Cooldown = caddy.Duration(defaultCooldown)
@@ -549,6 +566,14 @@ func (h *Handler) Validate() error {
 					return fmt.Errorf("route %s: target %s: parameter %s is not valid JSON", r.Name, t.Model, path)
 				}
 			}
+		}
+	}
+	for _, name := range h.ForwardHeaders {
+		if name == "" || strings.ContainsFunc(name, func(r rune) bool { return r <= ' ' || r >= 0x7f || strings.ContainsRune(`"(),/:;<=>?@[\]{}`, r) }) {
+			return fmt.Errorf("forward_headers: %q is not a header field name", name)
+		}
+		if upstreams.CredentialHeader(http.CanonicalHeaderKey(name)) {
+			return fmt.Errorf("forward_headers: %s carries the client's credentials; a provider passes them on with forward_client_auth", name)
 		}
 	}
 	for _, s := range h.EnableOnPathSuffix {

@@ -342,6 +342,16 @@ func TestValidate(t *testing.T) {
 			wantErr: `"chat/completions" must start with '/'`,
 		},
 		{
+			name:    "forward_headers naming a credential",
+			config:  `{"forward_headers": ["x-api-key"]}`,
+			wantErr: "forward_headers: x-api-key carries the client's credentials",
+		},
+		{
+			name:    "forward_headers with an invalid name",
+			config:  `{"forward_headers": ["X Bad"]}`,
+			wantErr: `forward_headers: "X Bad" is not a header field name`,
+		},
+		{
 			name: "param overriding the stream flag",
 			config: `{` + providers + `, "models": [{"name": "m", "providers": ["a"]}],
 				"routes": [{"name": "r", "targets": [{"model": "m", "params": {"stream": "true"}}]}]}`,

@@ -2,12 +2,16 @@ package e2e
 
 import (
 	"bytes"
+	"encoding/json"
 	"io"
 	"net/http"
+	"os"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 )
 
 // Tests of issue 9: each reproduces an attack on the gateway, or a
@@ -183,4 +187,167 @@ func TestPathTraversal(t *testing.T) {
 	if got := rec.last(t).Path; got != "/v1/restricted/custom/endpoint" {
 		t.Errorf("upstream path %q", got)
 	}
+}
+
+// The operator's key travels with what the client sends upstream: a
+// client's query string (?key=…) and billing headers (OpenAI-Organization,
+// OpenAI-Project) once went along, so a client chose which organization
+// or project the operator's key billed. Only what the provider's format
+// needs, and what the operator names, is forwarded.
+func TestForwardAllowlist(t *testing.T) {
+	t.Setenv("LLMROUTE_TEST_KEY", testKey)
+	srv, rec := newRecorder(t, false)
+	start(t, setup{Mocks: []mockSite{}, Route: `
+		forward_headers X-Request-Id
+		provider rec ` + srv.URL + ` {
+			api_key {env.LLMROUTE_TEST_KEY}
+		}
+		provider az ` + srv.URL + ` {
+			format azure
+			api_key {env.LLMROUTE_TEST_KEY}
+		}
+		model m rec
+		model deployment az`})
+	hc := newHTTPClient(t)
+	headers := []string{
+		"OpenAI-Organization", "org-chosen-by-client",
+		"OpenAI-Project", "proj-chosen-by-client",
+		"X-Custom", "client-header",
+		"X-Forwarded-Host", "evil.example",
+		"X-Request-Id", "req-1",
+		"OpenAI-Beta", "assistants=v2",
+		"Traceparent", "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+	}
+	for _, tc := range []struct{ model, path, query string }{
+		{"m", "/v1/chat/completions?key=client-chosen&organization=org-x", ""},
+		{"deployment", "/v1/chat/completions?api-version=1999-01-01&key=client-chosen", "api-version=2024-10-21"},
+	} {
+		t.Run(tc.model, func(t *testing.T) {
+			if res := post(t, hc, tc.path, chatBody(tc.model), headers...); res.Status != 200 {
+				t.Fatalf("%d %s", res.Status, res.Body)
+			}
+			got := rec.last(t)
+			if got.Query != tc.query {
+				t.Errorf("upstream query %q, want %q", got.Query, tc.query)
+			}
+			for _, name := range []string{"OpenAI-Organization", "OpenAI-Project", "X-Custom"} {
+				if v := got.Header.Values(name); len(v) != 0 {
+					t.Errorf("client header %s reached the upstream: %q", name, v)
+				}
+			}
+			if v := got.Header.Get("X-Forwarded-Host"); v == "evil.example" {
+				t.Errorf("the client's X-Forwarded-Host reached the upstream")
+			}
+			for name, want := range map[string]string{
+				"X-Request-Id": "req-1", "OpenAI-Beta": "assistants=v2",
+				"Traceparent":  "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+				"Content-Type": "application/json",
+			} {
+				if v := got.Header.Get(name); v != want {
+					t.Errorf("upstream %s = %q, want %q", name, v, want)
+				}
+			}
+		})
+	}
+}
+
+// Once llm_route has checked a client's key, or stripped the client's
+// credentials for a provider, what reads the request afterwards does not
+// see them: placeholders such as {http.request.header.X-Api-Key} in
+// log_append fields (the access log), later handlers. Caddy's own
+// record of the request as it arrived (the access log's request>headers)
+// is made before any handler runs: it redacts Authorization and Cookie
+// only, and the README's filter is what covers the rest.
+func TestClientKeysOutOfLogs(t *testing.T) {
+	secret := "sk-gateway-client-" + randomHex(8)
+	t.Setenv("LLMROUTE_CLIENT_SECRET", secret)
+	dir := t.TempDir()
+	plain, filtered := dir+"/access.log", dir+"/filtered.log"
+	logAppend := ""
+	for _, h := range []string{"Authorization", "X-Api-Key", "Api-Key", "X-Goog-Api-Key"} {
+		logAppend += "\tlog_append seen_" + h + " {http.request.header." + h + "}\n"
+	}
+	for _, keys := range []bool{true, false} {
+		name := "stripped"
+		route := defaultRoute
+		if keys {
+			name = "checked"
+			route += "\t\tkey team {\n\t\t\tsecret {env.LLMROUTE_CLIENT_SECRET}\n\t\t}\n"
+		}
+		t.Run(name, func(t *testing.T) {
+			start(t, setup{
+				Site: logAppend + "\tlog {\n\t\toutput file " + plain + "\n\t\tformat json\n\t}\n" +
+					"\tlog filtered {\n\t\toutput file " + filtered + "\n\t\tformat filter {\n\t\t\twrap json\n" +
+					"\t\t\trequest>headers>X-Api-Key replace REDACTED\n\t\t\trequest>headers>Api-Key replace REDACTED\n" +
+					"\t\t\trequest>headers>X-Goog-Api-Key replace REDACTED\n\t\t}\n\t}",
+				Route: route, Mocks: defaultMocks(),
+			})
+			hc := newHTTPClient(t)
+			for i, h := range []string{"Authorization", "X-Api-Key", "Api-Key", "X-Goog-Api-Key"} {
+				v := secret
+				if h == "Authorization" {
+					v = "Bearer " + secret
+				}
+				res := post(t, hc, "/v1/chat/completions", chatBody("chat"), h, v, "X-Test-Id", name+strconv.Itoa(i))
+				if res.Status != 200 {
+					t.Fatalf("%s: %d %s", h, res.Status, res.Body)
+				}
+			}
+			// the entries are written once the responses are
+			var entries map[string]map[string]any
+			for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+				entries = accessEntries(t, plain)
+				if _, ok := entries[name+"3"]; ok || time.Now().After(deadline) {
+					break
+				}
+			}
+			for i, h := range []string{"Authorization", "X-Api-Key", "Api-Key", "X-Goog-Api-Key"} {
+				e, ok := entries[name+strconv.Itoa(i)]
+				if !ok {
+					t.Fatalf("no access log entry for %s", h)
+				}
+				if got := e["seen_"+h]; got != "REDACTED" {
+					t.Errorf("log_append of %s after llm_route shows %q, want REDACTED", h, got)
+				}
+				req := e["request"].(map[string]any)
+				delete(req, "headers") // Caddy's record of the request as it arrived
+				if b, _ := json.Marshal(e); strings.Contains(string(b), secret) {
+					t.Errorf("the client key sent in %s is in the access log beyond Caddy's request>headers: %s", h, b)
+				}
+			}
+			b, err := os.ReadFile(filtered)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if strings.Contains(string(b), secret) {
+				t.Errorf("the client key is in the access log filtered as the README says")
+			}
+			// Caddy's own record of the request redacts Authorization
+			if strings.Contains(string(b), "Bearer "+secret) {
+				t.Errorf("Authorization in clear")
+			}
+		})
+	}
+}
+
+// accessEntries reads an access log file, by X-Test-Id.
+func accessEntries(t *testing.T, path string) map[string]map[string]any {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil && !os.IsNotExist(err) {
+		t.Fatal(err)
+	}
+	out := map[string]map[string]any{}
+	for _, line := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+		var e map[string]any
+		if json.Unmarshal([]byte(line), &e) != nil {
+			continue
+		}
+		req, _ := e["request"].(map[string]any)
+		hdr, _ := req["headers"].(map[string]any)
+		if ids, _ := hdr["X-Test-Id"].([]any); len(ids) == 1 {
+			out[ids[0].(string)] = e
+		}
+	}
+	return out
 }

@@ -156,6 +156,7 @@ http://localhost:9080 {
 			stream_idle_timeout 500ms
 			cooldown 30s
 			fail_threshold 1000
+			forward_headers X-Mock-Fault
 {{.Route}}
 		}
 		respond "next" 200

@@ -46,6 +46,7 @@ http://127.0.0.1:%d {
 			timeout 2s
 		}
 		fail_threshold 1000
+		forward_headers X-Mock-Fault
 		provider alpha http://127.0.0.1:%d
 		provider beta http://127.0.0.1:%d
 		model chat alpha beta {

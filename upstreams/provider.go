@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -45,6 +46,34 @@ const (
 var clientCredentialHeaders = []string{
 	"Authorization", "X-Api-Key", "Api-Key", "X-Goog-Api-Key", "Cookie",
 }
+
+// forwardedHeaders are the client's request headers an upstream request
+// keeps, by provider format ("" for every format): what the API needs to
+// read the body and answer in kind, its version and beta flags, and the
+// trace context. The others are dropped unless the handler's
+// forward_headers names them, so that a client cannot choose, for
+// instance, which organization or project the operator's key bills
+// (OpenAI-Organization, OpenAI-Project).
+// (Accept-Encoding is left to the transport, so that it can decompress
+// the answer and the gateway read it.)
+var forwardedHeaders = map[string][]string{
+	"":              {"Accept", "Content-Type", "User-Agent", "Traceparent", "Tracestate"},
+	FormatOpenAI:    {"Openai-Beta"},
+	FormatAzure:     {"Openai-Beta"},
+	FormatAnthropic: {"Anthropic-Version", "Anthropic-Beta"},
+}
+
+// forwardedQuery are the query parameters of the client's request an
+// upstream request keeps, by provider format: Anthropic's SDKs mark beta
+// calls with ?beta=true. Any other (a client's ?key=, say) is dropped.
+var forwardedQuery = map[string][]string{
+	FormatAnthropic: {"beta"},
+}
+
+// CredentialHeader reports whether a header (canonical name) carries a
+// client's own credentials: such a header reaches only providers that
+// set forward_client_auth.
+func CredentialHeader(name string) bool { return slices.Contains(clientCredentialHeaders, name) }
 
 // Provider is one LLM API endpoint: a name, a format, a credential and a
 // reverse_proxy that reaches one or more upstream addresses of it.
@@ -333,29 +362,36 @@ func (p *Provider) Available() bool {
 }
 
 // PrepareRequest shapes an upstream request for this provider: the path
-// (base path + endpoint, or the Azure deployment path), the query, the
-// format's protocol headers and the extra headers. The client's own
-// credentials are removed unless forward_client_auth is set. Credentials
-// of the provider itself are added later, by the transport.
+// (base path + endpoint, or the Azure deployment path), the query (what
+// the format needs, see forwardedQuery, and Azure's api-version), the format's
+// protocol headers and the extra headers. Of the client's headers it
+// keeps those the format needs (see forwardedHeaders), those named in
+// forward (canonical names), and its credentials if forward_client_auth
+// is set. Credentials of the provider itself are added later, by the
+// transport.
 //
 // upstreamModel is the registry's upstream name for the model; it is
 // operator configuration, never client input.
-func (p *Provider) PrepareRequest(r *http.Request, endpoint, upstreamModel string, repl *caddy.Replacer) {
-	if !p.ForwardClientAuth {
-		for _, h := range clientCredentialHeaders {
-			r.Header.Del(h)
+func (p *Provider) PrepareRequest(r *http.Request, endpoint, upstreamModel string, forward []string, repl *caddy.Replacer) {
+	for name := range r.Header {
+		if !slices.Contains(forwardedHeaders[""], name) && !slices.Contains(forwardedHeaders[p.Format], name) &&
+			!slices.Contains(forward, name) && !(p.ForwardClientAuth && CredentialHeader(name)) {
+			delete(r.Header, name)
 		}
 	}
-	// Let the transport negotiate compression itself, so the response
-	// body can be read for usage and decompressed transparently.
-	r.Header.Del("Accept-Encoding")
+	query := make(url.Values)
+	if r.URL.RawQuery != "" {
+		for name, vals := range r.URL.Query() {
+			if slices.Contains(forwardedQuery[p.Format], name) {
+				query[name] = vals
+			}
+		}
+	}
 
 	switch p.Format {
 	case FormatAzure:
 		r.URL.Path = p.BasePath + "/deployments/" + upstreamModel + endpoint
-		q := r.URL.Query()
-		q.Set("api-version", p.APIVersion)
-		r.URL.RawQuery = q.Encode()
+		query.Set("api-version", p.APIVersion)
 	case FormatAnthropic:
 		r.URL.Path = p.BasePath + endpoint
 		if r.Header.Get("anthropic-version") == "" {
@@ -365,6 +401,7 @@ func (p *Provider) PrepareRequest(r *http.Request, endpoint, upstreamModel strin
 		r.URL.Path = p.BasePath + endpoint
 	}
 	r.URL.RawPath = ""
+	r.URL.RawQuery = query.Encode()
 	r.RequestURI = ""
 	for name, vals := range p.Headers {
 		r.Header.Del(name)

@@ -61,30 +61,48 @@ func TestPrepareRequest(t *testing.T) {
 		{
 			name:     "openai",
 			provider: Provider{Format: FormatOpenAI, BasePath: "/v1"},
-			target:   "/gateway/v1/chat/completions?x=1",
+			target:   "/gateway/v1/chat/completions?x=1&key=client&beta=true",
 			endpoint: "/chat/completions",
 			model:    "gpt-4o",
 			reqHeaders: map[string]string{
-				"Authorization":   "Bearer client",
-				"X-Api-Key":       "client",
-				"Api-Key":         "client",
-				"X-Goog-Api-Key":  "client",
-				"Cookie":          "session=1",
-				"Accept-Encoding": "br",
-				"Content-Type":    "application/json",
-				"X-Custom":        "kept",
+				"Authorization":       "Bearer client",
+				"X-Api-Key":           "client",
+				"Api-Key":             "client",
+				"X-Goog-Api-Key":      "client",
+				"Cookie":              "session=1",
+				"Accept-Encoding":     "br",
+				"Content-Type":        "application/json",
+				"Accept":              "text/event-stream",
+				"User-Agent":          "sdk/1",
+				"Traceparent":         "00-1-2-01",
+				"Openai-Beta":         "assistants=v2",
+				"Openai-Organization": "org-client",
+				"Openai-Project":      "proj-client",
+				"X-Forwarded-For":     "10.0.0.1",
+				"X-Custom":            "dropped",
+				"X-Named":             "kept",
+				"Anthropic-Beta":      "x",
 			},
-			wantURI: "/v1/chat/completions?x=1",
+			wantURI: "/v1/chat/completions",
 			wantHeader: map[string]string{
-				"Authorization":     "",
-				"X-Api-Key":         "",
-				"Api-Key":           "",
-				"X-Goog-Api-Key":    "",
-				"Cookie":            "",
-				"Accept-Encoding":   "",
-				"Content-Type":      "application/json",
-				"X-Custom":          "kept",
-				"Anthropic-Version": "",
+				"Authorization":       "",
+				"X-Api-Key":           "",
+				"Api-Key":             "",
+				"X-Goog-Api-Key":      "",
+				"Cookie":              "",
+				"Accept-Encoding":     "",
+				"Content-Type":        "application/json",
+				"Accept":              "text/event-stream",
+				"User-Agent":          "sdk/1",
+				"Traceparent":         "00-1-2-01",
+				"Openai-Beta":         "assistants=v2",
+				"Openai-Organization": "",
+				"Openai-Project":      "",
+				"X-Forwarded-For":     "",
+				"X-Custom":            "",
+				"X-Named":             "kept",
+				"Anthropic-Beta":      "",
+				"Anthropic-Version":   "",
 			},
 		},
 		{
@@ -107,12 +125,12 @@ func TestPrepareRequest(t *testing.T) {
 		{
 			name:       "anthropic",
 			provider:   Provider{Format: FormatAnthropic, BasePath: "/v1", APIVersion: "2023-06-01"},
-			target:     "/v1/messages",
+			target:     "/v1/messages?beta=true&key=client",
 			endpoint:   "/messages",
 			model:      "claude",
-			reqHeaders: map[string]string{"X-Api-Key": "client", "Anthropic-Beta": "tools-2024"},
-			wantURI:    "/v1/messages",
-			wantHeader: map[string]string{"X-Api-Key": "", "Anthropic-Version": "2023-06-01", "Anthropic-Beta": "tools-2024"},
+			reqHeaders: map[string]string{"X-Api-Key": "client", "Anthropic-Beta": "tools-2024", "Openai-Beta": "x"},
+			wantURI:    "/v1/messages?beta=true",
+			wantHeader: map[string]string{"X-Api-Key": "", "Anthropic-Version": "2023-06-01", "Anthropic-Beta": "tools-2024", "Openai-Beta": ""},
 		},
 		{
 			name:       "anthropic keeps the client's version",
@@ -134,12 +152,12 @@ func TestPrepareRequest(t *testing.T) {
 			wantHeader: map[string]string{"Api-Key": ""},
 		},
 		{
-			name:     "azure replaces the client's api-version",
+			name:     "azure replaces the client's api-version and drops its query",
 			provider: Provider{Format: FormatAzure, BasePath: "/openai", APIVersion: "2024-10-21"},
 			target:   "/v1/embeddings?api-version=2020-01-01&extra=1",
 			endpoint: "/embeddings",
 			model:    "emb.v3",
-			wantURI:  "/openai/deployments/emb.v3/embeddings?api-version=2024-10-21&extra=1",
+			wantURI:  "/openai/deployments/emb.v3/embeddings?api-version=2024-10-21",
 		},
 		{
 			name:     "escaped client path is dropped",
@@ -155,7 +173,7 @@ func TestPrepareRequest(t *testing.T) {
 				r.Header.Set(k, v)
 			}
 			p := tc.provider
-			p.PrepareRequest(r, tc.endpoint, tc.model, caddy.NewReplacer())
+			p.PrepareRequest(r, tc.endpoint, tc.model, []string{"X-Named"}, caddy.NewReplacer())
 			if got := r.URL.RequestURI(); got != tc.wantURI {
 				t.Errorf("request URI = %q, want %q", got, tc.wantURI)
 			}
@@ -176,7 +194,7 @@ func TestPrepareRequest(t *testing.T) {
 func TestPrepareRequestAzureDeploymentEscaping(t *testing.T) {
 	p := Provider{Format: FormatAzure, BasePath: "/openai", APIVersion: "2024-10-21"}
 	r := httptest.NewRequest(http.MethodPost, "/v1/chat/completions", nil)
-	p.PrepareRequest(r, "/chat/completions", "my deployment:1", caddy.NewReplacer())
+	p.PrepareRequest(r, "/chat/completions", "my deployment:1", nil, caddy.NewReplacer())
 	if got, want := r.URL.EscapedPath(), "/openai/deployments/my%20deployment:1/chat/completions"; got != want {
 		t.Errorf("escaped path = %q, want %q", got, want)
 	}
@@ -200,7 +218,7 @@ func TestPrepareRequestExtraHeaders(t *testing.T) {
 	repl.Set("custom.id", "req-42")
 	r := httptest.NewRequest(http.MethodPost, "/v1/chat/completions", nil)
 	r.Header.Set("X-Overwritten", "client")
-	p.PrepareRequest(r, "/chat/completions", "m", repl)
+	p.PrepareRequest(r, "/chat/completions", "m", nil, repl)
 	for k, want := range map[string][]string{
 		"Http-Referer":  {"https://example.com"},
 		"X-Team":        {"blue"},
@@ -477,7 +495,7 @@ func TestProviderAuthEndToEnd(t *testing.T) {
 			r.Header.Set("Authorization", "Bearer client-key")
 			r.Header.Set("X-Api-Key", "client-key")
 			r = caddyhttp.PrepareRequest(r, repl, rec, &caddyhttp.Server{})
-			p.PrepareRequest(r, tc.endpoint, tc.model, repl)
+			p.PrepareRequest(r, tc.endpoint, tc.model, nil, repl)
 			next := caddyhttp.HandlerFunc(func(http.ResponseWriter, *http.Request) error { return nil })
 			if err := p.Proxy().ServeHTTP(rec, r, next); err != nil {
 				t.Fatalf("proxy: %v", err)
