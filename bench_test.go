@@ -8,6 +8,9 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/caddy-llm-route/llmroute/strategies"
 )
 
 // benchBody returns a chat completions body whose user message is about
@@ -70,3 +73,23 @@ type discardWriter struct{ h http.Header }
 func (d discardWriter) Header() http.Header         { return d.h }
 func (d discardWriter) Write(p []byte) (int, error) { return io.Discard.Write(p) }
 func (d discardWriter) WriteHeader(int)             {}
+
+// BenchmarkAdmission is the cost of the limits on one attempt: reserving
+// on a model with one limit (rpm) and settling, in memory.
+func BenchmarkAdmission(b *testing.B) {
+	h := mustLoadHandler(b, `{
+		"providers": [{"name": "a", "proxy": `+proxyTo("127.0.0.1:1")+`}],
+		"models": [{"name": "m", "providers": ["a"], "rpm": 1000000000000}]
+	}`)
+	req := &strategies.Request{Model: "m", Endpoint: "/chat/completions", MaxTokens: 256, PromptTokens: 100}
+	p := &plan{route: "m"}
+	c := newCandidate(h.models["m"], h.models["m"].serving[0], nil)
+	b.ReportAllocs()
+	for b.Loop() {
+		res, d := h.admit(context.Background(), req, p, &c, time.Now())
+		if d != nil || res == nil {
+			b.Fatal("not admitted")
+		}
+		h.settle(res, &c, outcomeDone, nil)
+	}
+}

@@ -48,6 +48,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //		cooldown <duration>
 //		fail_threshold <n>
 //		reset_tz <IANA time zone>     # when daily and monthly limits reset
+//		state memory | redis <url> [{ ... }]  # where limit counters, cooldowns and stats live
 //
 //		key <name> {                  # client keys; with any, every request needs one
 //			secret <placeholder>
@@ -114,6 +115,12 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return d.ArgErr()
 			}
 			h.ClientModels = true
+		case "state":
+			s, err := unmarshalState(d)
+			if err != nil {
+				return err
+			}
+			h.State = s
 		case "reset_tz":
 			if !d.Args(&h.ResetTZ) || d.NextArg() {
 				return d.ArgErr()

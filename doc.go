@@ -60,8 +60,19 @@ path, upstream addresses and api_key as written, or its state_key, plus
 the upstream model name), held in a caddy.UsagePool. [Handler.Provision]
 takes a reference for each model at each of its providers and
 [Handler.Cleanup] releases them, so the state survives a config reload
-and goes with the last config that uses it. Nothing else is kept across
-requests.
+and goes with the last config that uses it. With `state redis` a pair's
+cooldowns and stats are also shared with the fleet (upstreams.Shared: a
+background loop per Redis client, never on the request path).
+
+The counters of limits and budgets live in package limits: a Subject per
+limited client key, route, model and provider (quota.go builds them),
+reserved on a limits.Store (the process's Memory, or Redis in front of
+it) before each attempt and settled or released in finish. Client keys
+are checked in keys.go before the body is read. Nothing else is kept
+across requests.
+
+Step 4 also admits the attempt (quota.go: admit), and step 6 settles
+what it reserved on the answer's usage (settle).
 
 # Where things plug in
 

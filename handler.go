@@ -3,6 +3,7 @@ package llmroute
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -16,6 +17,7 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp/reverseproxy"
+	"github.com/tidwall/gjson"
 	"go.uber.org/zap"
 
 	"github.com/caddy-llm-route/llmroute/limits"
@@ -318,7 +320,12 @@ func (h *Handler) attempt(w http.ResponseWriter, r *http.Request, req *strategie
 	if req.Endpoint == countTokensEndpoint && c.Provider.API() != translate.Anthropic {
 		return h.countTokens(w, req, p, c, n)
 	}
-	body, err := rewriteBody(req.Body, h.ModelKey, c.UpstreamModel, h.ClientModels, c.Params, p.params, h.clampOutput(req, c))
+	askUsage := wantsStreamUsage(req, c)
+	var usageParam map[string]json.RawMessage
+	if askUsage {
+		usageParam = includeUsage
+	}
+	body, err := rewriteBody(req.Body, h.ModelKey, c.UpstreamModel, h.ClientModels, c.Params, p.params, h.clampOutput(req, c), usageParam)
 	if err != nil {
 		return attemptResult{outcome: outcomeFinal, status: http.StatusBadRequest, body: errorBody(req.Endpoint, 400, "invalid_request", "could not rewrite the request body")}
 	}
@@ -371,7 +378,7 @@ func (h *Handler) attempt(w http.ResponseWriter, r *http.Request, req *strategie
 	defer func() { h.finish(c, req, res, start, firstByteAt) }()
 
 	aw := newAttemptWriter(ctx, w)
-	aw.tr = tr
+	aw.tr, aw.dropUsage = tr, askUsage
 	aw.onStart = func(aw *attemptWriter) {
 		firstByte.Stop()
 		firstByteAt = time.Now()
@@ -486,6 +493,19 @@ func (h *Handler) finish(c *strategies.Candidate, req *strategies.Request, res a
 	}
 	c.Pair.Finish(o, h.policy, now)
 	h.settle(res.reservation, c, res.outcome, res.aw)
+}
+
+// includeUsage asks an OpenAI-format stream for its usage chunk.
+var includeUsage = map[string]json.RawMessage{"stream_options.include_usage": json.RawMessage("true")}
+
+// wantsStreamUsage reports whether the gateway asks a native OpenAI-format
+// stream for the usage chunk its client did not ask for, so that usage is
+// counted (the chunk is then held back from the client).
+func wantsStreamUsage(req *strategies.Request, c *strategies.Candidate) bool {
+	return req.Stream && c.Provider.API() == translate.OpenAI && c.Provider.StreamUsageOn() &&
+		c.Provider.Translation(req.Endpoint) == nil &&
+		(req.Endpoint == "/chat/completions" || req.Endpoint == "/completions") &&
+		!gjson.GetBytes(req.Body, "stream_options.include_usage").Bool()
 }
 
 // countTokens answers a count_tokens request for a provider that has no

@@ -579,7 +579,8 @@ func TestServeStream(t *testing.T) {
 	c := newUpstream(t, answer(500, ``))
 	h := gateway(t, a, b, c, "")
 
-	rec, repl, _, aborted := serveGateway(t, h, "POST", "/v1/chat/completions", `{"model":"m","stream":true}`)
+	// A client that asks for the usage chunk gets the stream as it came.
+	rec, repl, _, aborted := serveGateway(t, h, "POST", "/v1/chat/completions", `{"model":"m","stream":true,"stream_options":{"include_usage":true}}`)
 	if aborted {
 		t.Fatal("aborted")
 	}
@@ -588,6 +589,23 @@ func TestServeStream(t *testing.T) {
 	}
 	if got := repl.ReplaceAll("{llm.usage.total_tokens}", ""); got != "17" {
 		t.Errorf("total tokens = %q", got)
+	}
+
+	// One that does not: the gateway asks for it all the same, to count
+	// usage, and holds the usage chunk back.
+	rec, repl, _, aborted = serveGateway(t, h, "POST", "/v1/chat/completions", `{"model":"m","stream":true}`)
+	if aborted {
+		t.Fatal("aborted")
+	}
+	if got := gjson.Get(a.body(1), "stream_options.include_usage"); !got.Bool() {
+		t.Errorf("upstream request asks for no usage: %s", a.body(1))
+	}
+	usageChunk := "data: {\"id\":\"chatcmpl-1\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"gpt-4o\",\"choices\":[],\"usage\":{\"prompt_tokens\":12,\"completion_tokens\":5,\"total_tokens\":17,\"prompt_tokens_details\":{\"cached_tokens\":4}}}\n\n"
+	if want := strings.Replace(openAIStream, usageChunk, "", 1); want == openAIStream || rec.Body.String() != want {
+		t.Fatalf("response %d %q, want the stream without its usage chunk", rec.Code, rec.Body)
+	}
+	if got := repl.ReplaceAll("{llm.usage.total_tokens}", ""); got != "17" {
+		t.Errorf("total tokens of the held-back chunk = %q", got)
 	}
 }
 

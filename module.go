@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -148,6 +149,9 @@ type Handler struct {
 	// Default: UTC.
 	ResetTZ string `json:"reset_tz,omitempty"`
 
+	// Where the counters of limits and budgets live. Default: memory.
+	State *State `json:"state,omitempty"`
+
 	providers map[string]*upstreams.Provider
 	models    map[string]*Model
 	routes    map[string]*Route
@@ -157,8 +161,13 @@ type Handler struct {
 	forward     []string // headers passed on besides the formats' own, canonical
 	keys        []*ClientKey
 	resetLoc    *time.Location
-	quotas      *limits.Memory             // nil when nothing is limited
+	quotas      limits.Store               // nil when nothing is limited
+	memory      *limits.Memory             // the process's store, taken when anything is limited or the state is in redis
+	redis       *limits.Redis              // the shared store, if configured
+	redisKey    string                     // its key in redisClients
+	shared      *upstreams.Shared          // shares the pairs' state through redis, if configured
 	provSubject map[string]*limits.Subject // by provider name
+	cleaned     int32                      // set by the first Cleanup
 	needsPrompt bool                       // a token or spend limit needs the prompt estimate
 }
 
@@ -344,6 +353,11 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		h.resetLoc = loc
 	}
 
+	// Redis, when the state lives there, before the pairs are acquired.
+	if err := h.openRedis(); err != nil {
+		return err
+	}
+
 	h.providers = make(map[string]*upstreams.Provider, len(h.Providers))
 	for _, p := range h.Providers {
 		if p == nil {
@@ -374,7 +388,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		// (Unknown providers are Validate's to report.)
 		for _, name := range m.Providers {
 			if prov := h.providers[name]; prov != nil {
-				m.serving = append(m.serving, serving{prov, upstreams.AcquirePair(prov, m.UpstreamName)})
+				m.serving = append(m.serving, serving{prov, upstreams.AcquirePair(prov, m.UpstreamName, h.shared)})
 			}
 		}
 	}
@@ -413,26 +427,27 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		r.strategy = mod.(strategies.Strategy)
 		h.routes[a.name] = r
 	}
-	h.provisionLimits()
-	return nil
+	return h.provisionLimits()
 }
 
 // Cleanup releases the state of the provider+model pairs this handler
-// took; the state of a pair that another config still uses stays.
+// took (the state of a pair that another config still uses stays) and
+// its limit store. It changes nothing that requests still in flight on
+// this config read: they finish on the objects they hold. Only the
+// first call does anything.
 func (h *Handler) Cleanup() error {
+	if !atomic.CompareAndSwapInt32(&h.cleaned, 0, 1) {
+		return nil
+	}
 	for _, m := range h.Models {
 		if m == nil {
 			continue
 		}
 		for _, s := range m.serving {
-			upstreams.ReleasePair(s.provider, m.UpstreamName)
+			upstreams.ReleasePair(s.provider, m.UpstreamName, h.shared)
 		}
-		m.serving = nil
 	}
-	if h.quotas != nil {
-		limits.ReleaseMemory()
-		h.quotas = nil
-	}
+	h.closeStore()
 	return nil
 }
 
@@ -495,6 +510,20 @@ func (h *Handler) Validate() error {
 		if m.Context < 0 {
 			return fmt.Errorf("model %s: context must not be negative, got %d", m.Name, m.Context)
 		}
+		for _, p := range []struct {
+			name  string
+			value *float64
+		}{{"cache_read_price", m.CacheReadPrice}, {"cache_write_price", m.CacheWritePrice}} {
+			if p.value != nil && !nonNegative(*p.value) {
+				return fmt.Errorf("model %s: %s must not be negative, got %v", m.Name, p.name, *p.value)
+			}
+		}
+		if m.MaxOutput < 0 {
+			return fmt.Errorf("model %s: max_output must not be negative, got %d", m.Name, m.MaxOutput)
+		}
+		if err := m.Limits.Validate(); err != nil {
+			return fmt.Errorf("model %s: %v", m.Name, err)
+		}
 		for _, pn := range m.Providers {
 			// Azure puts the deployment (the upstream name) into the path.
 			if h.providers[pn].Format == upstreams.FormatAzure && strings.ContainsAny(m.UpstreamName, "/?#\\%") {
@@ -521,6 +550,12 @@ func (h *Handler) Validate() error {
 			return fmt.Errorf("route %s: max_price must not be negative, got %v %v", r.Name, r.MaxInputPrice, r.MaxOutputPrice)
 		}
 		if err := validStatuses(r.RetryOn); err != nil {
+			return fmt.Errorf("route %s: %v", r.Name, err)
+		}
+		if err := r.Limits.Validate(); err != nil {
+			return fmt.Errorf("route %s: %v", r.Name, err)
+		}
+		if err := h.validOnExhausted(r.OnExhausted); err != nil {
 			return fmt.Errorf("route %s: %v", r.Name, err)
 		}
 		for _, t := range r.Targets {
@@ -555,6 +590,58 @@ func (h *Handler) Validate() error {
 	for _, s := range h.EnableOnPathSuffix {
 		if s != "*" && !strings.HasPrefix(s, "/") {
 			return fmt.Errorf("enable_on_path_suffix: %q must start with '/' or be '*'", s)
+		}
+	}
+	if err := h.validKeys(); err != nil {
+		return err
+	}
+	if h.State != nil {
+		if err := h.State.Validate(); err != nil {
+			return err
+		}
+	}
+	if _, err := time.LoadLocation(h.ResetTZ); err != nil {
+		return fmt.Errorf("reset_tz: %v", err)
+	}
+	return nil
+}
+
+// validOnExhausted checks a route's on_exhausted: cheapest or next
+// alone, or registered models.
+func (h *Handler) validOnExhausted(order []string) error {
+	for _, v := range order {
+		if (v == "cheapest" || v == "next") && len(order) > 1 {
+			return fmt.Errorf("on_exhausted: %s stands alone", v)
+		}
+		if _, ok := h.models[v]; !ok && v != "cheapest" && v != "next" {
+			return fmt.Errorf("on_exhausted: unknown model %q (want cheapest, next or model names)", v)
+		}
+	}
+	return nil
+}
+
+// validKeys checks the client keys: names, a secret from one source,
+// known models and routes, and the limits.
+func (h *Handler) validKeys() error {
+	seen := make(map[string]bool, len(h.Keys))
+	for _, k := range h.Keys {
+		if err := validName(k.Name); err != nil {
+			return fmt.Errorf("key %q: %v", k.Name, err)
+		}
+		if seen[k.Name] {
+			return fmt.Errorf("key %s defined twice", k.Name)
+		}
+		seen[k.Name] = true
+		if (k.Secret == "") == (k.SecretFile == "") {
+			return fmt.Errorf("key %s: set exactly one of secret and secret_file", k.Name)
+		}
+		for _, name := range k.Models {
+			if h.models[name] == nil && h.routes[name] == nil {
+				return fmt.Errorf("key %s: unknown model or route %q", k.Name, name)
+			}
+		}
+		if err := k.Limits.Validate(); err != nil {
+			return fmt.Errorf("key %s: %v", k.Name, err)
 		}
 	}
 	return nil

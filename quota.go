@@ -20,9 +20,8 @@ import (
 const defaultOutputReserve = 4096
 
 // provisionLimits makes the limit subjects of the client keys, models,
-// providers and routes, and takes the in-memory store when anything is
-// limited.
-func (h *Handler) provisionLimits() {
+// providers and routes, and opens the store when anything is limited.
+func (h *Handler) provisionLimits() error {
 	limited := false
 	subject := func(name string, l limits.Limits) *limits.Subject {
 		if l.Empty() {
@@ -49,9 +48,10 @@ func (h *Handler) provisionLimits() {
 	for _, r := range h.Routes {
 		r.subject = subject("route:"+r.Name, r.Limits)
 	}
-	if limited {
-		h.quotas = limits.AcquireMemory()
+	if !limited {
+		return nil
 	}
+	return h.openStore()
 }
 
 // denial is why an attempt was not admitted.
@@ -79,27 +79,26 @@ func (h *Handler) admit(ctx context.Context, req *strategies.Request, p *plan, c
 	}
 	subjects[2], subjects[3] = m.subject, h.provSubject[c.Provider.Name]
 	a := estimate(req, m)
-	res := &limits.Reservation{Store: h.quotas}
-	owners := make([]*limits.Subject, 0, 8)
+	charges := make([]limits.Charge, 0, 4)
 	for _, s := range subjects {
-		if s == nil {
-			continue
-		}
-		n := len(res.Charges)
-		res.Charges = s.Charges(res.Charges, a, now)
-		for range len(res.Charges) - n {
-			owners = append(owners, s)
+		if s != nil {
+			charges = s.Charges(charges, a, now)
 		}
 	}
-	if len(res.Charges) == 0 {
+	if len(charges) == 0 {
 		return nil, nil
 	}
-	v, err := h.quotas.Reserve(ctx, res.Charges, now)
-	if err != nil {
-		return nil, nil // a store that fails open admits
-	}
-	if !v.OK {
-		return nil, &denial{kind: res.Charges[v.Denied].Kind, subject: owners[v.Denied].Name(), retryAfter: v.RetryAfter}
+	res, v, err := limits.Reserve(ctx, h.quotas, charges, now)
+	switch {
+	case err != nil:
+		// The store's on_error policy speaks through its verdict; an
+		// error it still returns admits the request.
+		return nil, nil
+	case v.Unavailable:
+		return nil, &denial{kind: charges[0].Kind, subject: "the shared state (unreachable)", retryAfter: v.RetryAfter}
+	case !v.OK:
+		ch := charges[v.Denied]
+		return nil, &denial{kind: ch.Kind, subject: limits.SubjectOf(ch.Counter), retryAfter: v.RetryAfter}
 	}
 	return res, nil
 }

@@ -178,7 +178,7 @@ func parseRequest(body []byte, modelKey string, maxDepth int) (*strategies.Reque
 // only in case is refused: the gateway would not see it, a server that
 // ignores case would.
 var readKeys = []string{
-	"stream", "max_tokens", "max_completion_tokens", "max_output_tokens", "n",
+	"stream", "stream_options", "max_tokens", "max_completion_tokens", "max_output_tokens", "n",
 	"temperature", "top_p", "presence_penalty", "frequency_penalty", "models",
 	"messages", "system", "instructions", "prompt", "input", "tools", "functions",
 	"response_format", "output_format", "text", "output_config",

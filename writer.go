@@ -73,6 +73,9 @@ type attemptWriter struct {
 	errBody     []byte
 
 	tr translate.Exchange // nil when the answer needs no translation
+	// dropUsage holds back the usage-only chunk of an OpenAI stream whose
+	// client did not ask for it (the gateway asked, to count usage).
+	dropUsage bool
 
 	// onStart runs once, on the first body byte of a good answer (for an
 	// event stream, at its first event with data).
@@ -88,6 +91,7 @@ type attemptWriter struct {
 	body       []byte    // a whole body waiting for translation, or to be whole
 	pending    []byte
 	scanned    int             // bytes of pending already inspected as complete lines
+	searched   int             // bytes of pending known to hold no newline after scanned
 	terminated bool            // the stream carried its terminator (or an error event)
 	heldData   bool            // a held stream has had a data line
 	heldError  bool            // a held stream has had an error event
@@ -304,15 +308,15 @@ func (aw *attemptWriter) finish() error {
 		var err error
 		if !aw.inspectLine(aw.pending[aw.scanned:]) {
 			err = errMalformedEvent
-		} else if aw.tr != nil {
-			out, err = aw.translateEvent(nil, aw.pending)
+		} else if aw.rewrites() {
+			out, err = aw.passEvent(nil, aw.pending)
 		}
 		if err != nil {
 			aw.streamErr = err
 		} else {
 			_, _ = aw.w.Write(out)
 		}
-		aw.pending, aw.scanned = nil, 0
+		aw.pending, aw.scanned, aw.searched = nil, 0, 0
 	}
 	if !aw.stream {
 		if aw.json != nil && !aw.json.ended() {
@@ -390,15 +394,15 @@ func (aw *attemptWriter) finishHeld() error {
 		return err
 	}
 	out := aw.pending
-	if aw.tr != nil {
-		if out, err = aw.translateEvent(nil, aw.pending); err != nil {
+	if aw.rewrites() {
+		if out, err = aw.passEvent(nil, aw.pending); err != nil {
 			aw.streamErr = err
 			return err
 		}
 	}
 	n, _ := aw.w.Write(out)
 	aw.size += int64(n)
-	aw.pending, aw.scanned = nil, 0
+	aw.pending, aw.scanned, aw.searched = nil, 0, 0
 	return nil
 }
 
@@ -408,7 +412,7 @@ func (aw *attemptWriter) fail(err error) {
 	if errors.Is(err, errErrorEvent) && !aw.committed {
 		aw.status, aw.errBody = errorEventAnswer(aw.pending)
 	}
-	aw.pending, aw.scanned = nil, 0
+	aw.pending, aw.scanned, aw.searched = nil, 0, 0
 	aw.streamErr = err
 }
 
@@ -466,12 +470,16 @@ func (aw *attemptWriter) writeEvents(p []byte) (int, error) {
 	done := 0      // end of the last complete event
 	var out []byte // the complete events, translated
 	for {
-		i := bytes.IndexByte(aw.pending[aw.scanned:], '\n')
+		// A long line arrives over many writes: search only the bytes not
+		// searched yet, so the cost stays linear in the line's length.
+		from := max(aw.scanned, aw.searched)
+		i := bytes.IndexByte(aw.pending[from:], '\n')
 		if i < 0 {
+			aw.searched = len(aw.pending)
 			break
 		}
-		line := aw.pending[aw.scanned : aw.scanned+i+1]
-		aw.scanned += i + 1
+		line := aw.pending[aw.scanned : from+i+1]
+		aw.scanned = from + i + 1
 		var err error
 		if !aw.inspectLine(line) {
 			err = errMalformedEvent
@@ -483,13 +491,13 @@ func (aw *attemptWriter) writeEvents(p []byte) (int, error) {
 				}
 			}
 			if err == nil {
-				out, err = aw.translateEvent(out, aw.pending[done:aw.scanned])
+				out, err = aw.passEvent(out, aw.pending[done:aw.scanned])
 				done = aw.scanned
 			}
 		}
 		if err != nil {
 			if aw.committed {
-				if aw.tr != nil {
+				if aw.rewrites() {
 					_, _ = aw.w.Write(out)
 				} else if done > 0 {
 					_, _ = aw.w.Write(aw.pending[:done])
@@ -502,17 +510,54 @@ func (aw *attemptWriter) writeEvents(p []byte) (int, error) {
 	if done == 0 {
 		return len(p), nil
 	}
-	if aw.tr == nil {
+	if !aw.rewrites() {
 		out = aw.pending[:done]
 	}
 	n, err := aw.w.Write(out)
 	aw.size += int64(n)
 	aw.pending = append(aw.pending[:0], aw.pending[done:]...)
 	aw.scanned -= done
+	aw.searched = max(aw.searched-done, 0)
 	if err != nil {
 		return 0, err
 	}
 	return len(p), nil
+}
+
+// rewrites reports whether stream events are rewritten on their way to
+// the client (translated, or some held back), rather than passed on as
+// they came.
+func (aw *attemptWriter) rewrites() bool { return aw.tr != nil || aw.dropUsage }
+
+// passEvent appends what the client gets of one upstream event (its
+// lines up to and including the blank line that ends it) to dst when
+// events are rewritten: its translation, nothing for a usage-only chunk
+// the client did not ask for, or the event as it is. When they are not,
+// it does nothing: the caller passes the pending bytes on as they came.
+func (aw *attemptWriter) passEvent(dst, event []byte) ([]byte, error) {
+	switch {
+	case aw.tr != nil:
+		return aw.translateEvent(dst, event)
+	case !aw.dropUsage, usageOnly(event):
+		return dst, nil
+	}
+	return append(dst, event...), nil
+}
+
+// usageOnly reports whether an OpenAI stream event is the usage chunk:
+// no choices, a usage object.
+func usageOnly(event []byte) bool {
+	for line := range bytes.Lines(event) {
+		data, ok := bytes.CutPrefix(bytes.TrimRight(line, "\r\n"), []byte("data:"))
+		if !ok {
+			continue
+		}
+		ev := gjson.ParseBytes(bytes.TrimSpace(data))
+		if ch := ev.Get("choices"); ch.IsArray() && !ch.Get("0").Exists() && ev.Get("usage").IsObject() {
+			return true
+		}
+	}
+	return false
 }
 
 // translateEvent appends the client's translation of one upstream event

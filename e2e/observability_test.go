@@ -26,6 +26,7 @@ type accessEntry struct {
 	Model            string `json:"llm_model"`
 	Provider         string `json:"llm_provider"`
 	Attempts         int    `json:"llm_attempts"`
+	Key              string `json:"llm_key"`
 	PromptTokens     int64  `json:"llm_prompt_tokens"`
 	CompletionTokens int64  `json:"llm_completion_tokens"`
 }

@@ -205,6 +205,17 @@ func NewRedis(o RedisOptions) (*Redis, error) {
 // Close closes the connections to Redis.
 func (r *Redis) Close() error { return r.client.Close() }
 
+// Client returns the go-redis client, for other state kept in the same
+// Redis: its calls are bounded by Timeout (connecting included) and are
+// never retried.
+func (r *Redis) Client() *redis.Client { return r.client }
+
+// Prefix returns the prefix of every key.
+func (r *Redis) Prefix() string { return r.prefix }
+
+// Timeout returns the longest a call waits on Redis.
+func (r *Redis) Timeout() time.Duration { return r.timeout }
+
 // Errors returns how many calls to Redis have failed.
 func (r *Redis) Errors() uint64 { return r.errs.Load() }
 

@@ -2,6 +2,7 @@ package limits
 
 import (
 	"context"
+	"strings"
 	"sync"
 	"time"
 )
@@ -129,13 +130,20 @@ func (r *Reservation) Release(ctx context.Context, now time.Time) error {
 	return r.adjust(ctx, now, func(ch Charge) float64 { return -ch.Amount })
 }
 
+// adjust turns the reservation's charges into their adjustments, in
+// place (a reservation is settled or released once), and applies them.
 func (r *Reservation) adjust(ctx context.Context, now time.Time, delta func(Charge) float64) error {
 	if r == nil || len(r.Charges) == 0 {
 		return nil
 	}
-	adj := make([]Charge, len(r.Charges))
-	for i, ch := range r.Charges {
-		adj[i] = Charge{Counter: ch.Counter, Kind: ch.Kind, Amount: delta(ch)}
+	for i := range r.Charges {
+		r.Charges[i].Amount = delta(r.Charges[i])
 	}
-	return r.Store.Adjust(ctx, adj, now)
+	return r.Store.Adjust(ctx, r.Charges, now)
+}
+
+// SubjectOf returns the name of the subject whose counter c is.
+func SubjectOf(c Counter) string {
+	name, _, _ := strings.Cut(c.Key, "|")
+	return name
 }

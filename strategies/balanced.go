@@ -92,7 +92,7 @@ func (b *Balanced) Validate() error {
 		{"cost_weight", b.CostWeight},
 		{"latency_weight", b.LatencyWeight},
 	} {
-		if err := checkRange("balanced: "+w.name, w.p, math.MaxFloat64); err != nil {
+		if err := checkWeight("balanced: "+w.name, w.p); err != nil {
 			return err
 		}
 	}
@@ -100,13 +100,10 @@ func (b *Balanced) Validate() error {
 	if wq == 0 && wc == 0 && wl == 0 {
 		return fmt.Errorf("balanced: quality_weight, cost_weight and latency_weight are all 0")
 	}
-	if b.ExpectedOutput < 0 {
-		return fmt.Errorf("balanced: expected_output must not be negative, got %d", b.ExpectedOutput)
+	if err := checkNotNegative("balanced: expected_output", b.ExpectedOutput); err != nil {
+		return err
 	}
-	if b.MinSamples < 0 {
-		return fmt.Errorf("balanced: min_samples must not be negative, got %d", b.MinSamples)
-	}
-	return nil
+	return checkNotNegative("balanced: min_samples", b.MinSamples)
 }
 
 // weights returns the quality, cost and latency weights, defaults
@@ -141,10 +138,7 @@ func (b Balanced) Select(req *Request, cands []Candidate) Decision {
 	}
 	costSpan, latSpan := maxCost-minCost, maxLat-minLat
 
-	var stack [stackKeys]sortKey
-	keys, kb := keysFor(&stack, len(cands))
-	for i := range cands {
-		c := &cands[i]
+	sortBy(cands, func(c *Candidate) (float64, float64) {
 		q := knownQuality(c)
 		if q == 0 {
 			q = 0.5
@@ -165,13 +159,11 @@ func (b Balanced) Select(req *Request, cands []Candidate) Decision {
 			}
 		}
 		k := -(wq*q - wc*cn - wl*ln)
-		if math.IsNaN(k) { // only with unvalidated weights
+		if math.IsNaN(k) { // extreme prices can overflow the cost span; NaN breaks a sort
 			k = math.Inf(1)
 		}
-		keys[i] = sortKey{primary: k, pos: i}
-	}
-	orderByKeys(cands, keys)
-	releaseKeys(kb)
+		return k, 0
+	})
 	return Decision{Reason: "balanced"}
 }
 
@@ -190,35 +182,23 @@ func (b *Balanced) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		return d.ArgErr()
 	}
 	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		var err error
 		switch d.Val() {
-		case "quality_weight", "cost_weight", "latency_weight":
-			name := d.Val()
-			v, err := floatArg(d, math.MaxFloat64)
-			if err != nil {
-				return err
-			}
-			switch name {
-			case "quality_weight":
-				b.QualityWeight = &v
-			case "cost_weight":
-				b.CostWeight = &v
-			default:
-				b.LatencyWeight = &v
-			}
+		case "quality_weight":
+			err = floatArg(d, &b.QualityWeight)
+		case "cost_weight":
+			err = floatArg(d, &b.CostWeight)
+		case "latency_weight":
+			err = floatArg(d, &b.LatencyWeight)
 		case "expected_output":
-			v, err := intArg(d)
-			if err != nil {
-				return err
-			}
-			b.ExpectedOutput = v
+			err = intArg(d, &b.ExpectedOutput)
 		case "min_samples":
-			v, err := intArg(d)
-			if err != nil {
-				return err
-			}
-			b.MinSamples = v
+			err = intArg(d, &b.MinSamples)
 		default:
-			return d.Errf("unrecognized subdirective: %s", d.Val())
+			err = d.Errf("unrecognized subdirective: %s", d.Val())
+		}
+		if err != nil {
+			return err
 		}
 	}
 	return nil

@@ -27,19 +27,10 @@ func (BestQuality) CaddyModule() caddy.ModuleInfo {
 // Select sorts cands by descending quality, unknown last, then by
 // ascending cost, stable.
 func (BestQuality) Select(req *Request, cands []Candidate) Decision {
-	if len(cands) > 1 {
-		var stack [stackKeys]sortKey
-		keys, kb := keysFor(&stack, len(cands))
-		for i := range cands {
-			keys[i] = sortKey{
-				primary:   -knownQuality(&cands[i]), // unknown (0) after all known
-				secondary: costKey(req, &cands[i], DefaultExpectedOutput),
-				pos:       i,
-			}
-		}
-		orderByKeys(cands, keys)
-		releaseKeys(kb)
-	}
+	sortBy(cands, func(c *Candidate) (float64, float64) {
+		// unknown quality (0) after all known
+		return -knownQuality(c), costKey(req, c, DefaultExpectedOutput)
+	})
 	return Decision{Reason: "best_quality"}
 }
 

@@ -1,8 +1,6 @@
 package strategies
 
 import (
-	"fmt"
-
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 )
@@ -41,29 +39,16 @@ func (c *Cheapest) Provision(_ caddy.Context) error {
 
 // Validate ensures that c's configuration is valid.
 func (c *Cheapest) Validate() error {
-	if c.ExpectedOutput < 0 {
-		return fmt.Errorf("cheapest: expected_output must not be negative, got %d", c.ExpectedOutput)
-	}
-	return nil
+	return checkNotNegative("cheapest: expected_output", c.ExpectedOutput)
 }
 
 // Select sorts cands by ascending estimated cost, unpriced last, then
 // by descending quality, stable.
 func (c Cheapest) Select(req *Request, cands []Candidate) Decision {
-	if len(cands) > 1 {
-		out := orDefault(c.ExpectedOutput, DefaultExpectedOutput)
-		var stack [stackKeys]sortKey
-		keys, kb := keysFor(&stack, len(cands))
-		for i := range cands {
-			keys[i] = sortKey{
-				primary:   costKey(req, &cands[i], out),
-				secondary: -knownQuality(&cands[i]),
-				pos:       i,
-			}
-		}
-		orderByKeys(cands, keys)
-		releaseKeys(kb)
-	}
+	out := orDefault(c.ExpectedOutput, DefaultExpectedOutput)
+	sortBy(cands, func(cand *Candidate) (float64, float64) {
+		return costKey(req, cand, out), -knownQuality(cand)
+	})
 	return Decision{Reason: "cheapest"}
 }
 
@@ -80,11 +65,9 @@ func (c *Cheapest) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	for nesting := d.Nesting(); d.NextBlock(nesting); {
 		switch d.Val() {
 		case "expected_output":
-			v, err := intArg(d)
-			if err != nil {
+			if err := intArg(d, &c.ExpectedOutput); err != nil {
 				return err
 			}
-			c.ExpectedOutput = v
 		default:
 			return d.Errf("unrecognized subdirective: %s", d.Val())
 		}

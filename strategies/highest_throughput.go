@@ -1,8 +1,6 @@
 package strategies
 
 import (
-	"math"
-
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 )
@@ -38,38 +36,19 @@ func (HighestThroughput) CaddyModule() caddy.ModuleInfo {
 
 // Provision sets up h's defaults.
 func (h *HighestThroughput) Provision(_ caddy.Context) error {
-	provisionExploration(&h.MinSamples, &h.Explore)
+	(*measured)(h).provision()
 	return nil
 }
 
 // Validate ensures that h's configuration is valid.
 func (h *HighestThroughput) Validate() error {
-	return validateExploration("highest_throughput", h.MinSamples, h.Explore)
+	return (*measured)(h).validate(byThroughput)
 }
 
-// Select sorts cands cold first, then by descending tokens per second,
-// stable, and may then explore.
-func (h HighestThroughput) Select(_ *Request, cands []Candidate) Decision {
-	if len(cands) < 2 {
-		return Decision{Reason: "highest_throughput"}
-	}
-	minSamples := int64(orDefault(h.MinSamples, DefaultMinSamples))
-	var stack [stackKeys]sortKey
-	keys, kb := keysFor(&stack, len(cands))
-	for i := range cands {
-		c := &cands[i]
-		k := math.Inf(-1) // cold: first
-		if v := c.Stats.TokensPerSecond; !cold(v, c.Stats.Samples, minSamples) {
-			k = -v
-		}
-		keys[i] = sortKey{primary: k, pos: i}
-	}
-	orderByKeys(cands, keys)
-	releaseKeys(kb)
-	if explore(cands, probability(h.Explore, DefaultExplore)) {
-		return Decision{Reason: "highest_throughput explore"}
-	}
-	return Decision{Reason: "highest_throughput"}
+// Select sorts cands cold first, then by descending tokens per
+// second, stable, and may then explore.
+func (h HighestThroughput) Select(req *Request, cands []Candidate) Decision {
+	return measured(h).rank(req, cands, byThroughput)
 }
 
 // UnmarshalCaddyfile sets up the module from Caddyfile tokens. Syntax:
@@ -79,7 +58,7 @@ func (h HighestThroughput) Select(_ *Request, cands []Candidate) Decision {
 //		explore     <probability>
 //	}
 func (h *HighestThroughput) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
-	return unmarshalExploration(d, &h.MinSamples, &h.Explore)
+	return (*measured)(h).unmarshalCaddyfile(d)
 }
 
 // Interface guards

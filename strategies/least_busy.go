@@ -23,15 +23,9 @@ func (LeastBusy) CaddyModule() caddy.ModuleInfo {
 
 // Select sorts cands by Stats.InFlight, ascending and stable.
 func (LeastBusy) Select(_ *Request, cands []Candidate) Decision {
-	if len(cands) > 1 {
-		var stack [stackKeys]sortKey
-		keys, kb := keysFor(&stack, len(cands))
-		for i := range cands {
-			keys[i] = sortKey{primary: float64(cands[i].Stats.InFlight), pos: i}
-		}
-		orderByKeys(cands, keys)
-		releaseKeys(kb)
-	}
+	sortBy(cands, func(c *Candidate) (float64, float64) {
+		return float64(c.Stats.InFlight), 0
+	})
 	return Decision{Reason: "least_busy"}
 }
 

@@ -1,8 +1,6 @@
 package strategies
 
 import (
-	"math"
-
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 )
@@ -39,38 +37,19 @@ func (LowestLatency) CaddyModule() caddy.ModuleInfo {
 
 // Provision sets up l's defaults.
 func (l *LowestLatency) Provision(_ caddy.Context) error {
-	provisionExploration(&l.MinSamples, &l.Explore)
+	(*measured)(l).provision()
 	return nil
 }
 
 // Validate ensures that l's configuration is valid.
 func (l *LowestLatency) Validate() error {
-	return validateExploration("lowest_latency", l.MinSamples, l.Explore)
+	return (*measured)(l).validate(byLatency)
 }
 
-// Select sorts cands cold first, then by ascending latency, stable, and
-// may then explore.
+// Select sorts cands cold first, then by ascending latency, stable,
+// and may then explore.
 func (l LowestLatency) Select(req *Request, cands []Candidate) Decision {
-	if len(cands) < 2 {
-		return Decision{Reason: "lowest_latency"}
-	}
-	minSamples := int64(orDefault(l.MinSamples, DefaultMinSamples))
-	var stack [stackKeys]sortKey
-	keys, kb := keysFor(&stack, len(cands))
-	for i := range cands {
-		c := &cands[i]
-		k := math.Inf(-1) // cold: first
-		if v := latencyOf(req, c); !cold(v, c.Stats.Samples, minSamples) {
-			k = v
-		}
-		keys[i] = sortKey{primary: k, pos: i}
-	}
-	orderByKeys(cands, keys)
-	releaseKeys(kb)
-	if explore(cands, probability(l.Explore, DefaultExplore)) {
-		return Decision{Reason: "lowest_latency explore"}
-	}
-	return Decision{Reason: "lowest_latency"}
+	return measured(l).rank(req, cands, byLatency)
 }
 
 // UnmarshalCaddyfile sets up the module from Caddyfile tokens. Syntax:
@@ -80,7 +59,7 @@ func (l LowestLatency) Select(req *Request, cands []Candidate) Decision {
 //		explore     <probability>
 //	}
 func (l *LowestLatency) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
-	return unmarshalExploration(d, &l.MinSamples, &l.Explore)
+	return (*measured)(l).unmarshalCaddyfile(d)
 }
 
 // Interface guards

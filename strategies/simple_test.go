@@ -144,7 +144,7 @@ func TestSelectOnlyReorders(t *testing.T) {
 	r := selRand()
 	for _, name := range selBuiltin {
 		s := selLoad(t, name)
-		for _, n := range []int{0, 1, 2, 3, 10, 63, 64, 65, 200} {
+		for _, n := range []int{0, 1, 2, 3, 10, 16, 17, 32, 33, 63, 64, 65, 200} {
 			for _, stream := range []bool{false, true} {
 				req := &strategies.Request{PromptTokens: r.IntN(5000), Stream: stream, MaxTokens: int64(r.IntN(2) * 100)}
 				for range 5 {

@@ -43,21 +43,17 @@ func (Weighted) Select(_ *Request, cands []Candidate) Decision {
 			break
 		}
 	}
-	var stack [stackKeys]sortKey
-	keys, kb := keysFor(&stack, len(cands))
-	for i := range cands {
-		k := math.Inf(1)
-		if uniform {
-			k = rand.ExpFloat64()
-		} else if w := cands[i].Weight; w > 0 { // NaN is not > 0
+	sortBy(cands, func(c *Candidate) (float64, float64) {
+		switch {
+		case uniform:
+			return rand.ExpFloat64(), 0
+		case c.Weight > 0: // NaN is not > 0
 			// A tiny weight must not overflow into the +Inf of the
 			// candidates that cannot be drawn.
-			k = min(rand.ExpFloat64()/w, math.MaxFloat64)
+			return min(rand.ExpFloat64()/c.Weight, math.MaxFloat64), 0
 		}
-		keys[i] = sortKey{primary: k, pos: i}
-	}
-	orderByKeys(cands, keys)
-	releaseKeys(kb)
+		return math.Inf(1), 0
+	})
 	return Decision{Reason: "weighted"}
 }
 

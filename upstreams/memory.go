@@ -21,6 +21,13 @@ type memoryPair struct {
 	until   time.Time // end of the cooldown; zero: none since the last success
 	probing bool      // a half-open probe is under way
 
+	// For a shared pair (shared.go), the fleet's cooldown as last
+	// polled, zero: none; and a count of the health changes made by
+	// Finish, which tells the poll that its reading may be older than
+	// them. Always zero in a memory-only pair.
+	fleet   time.Time
+	changes uint64
+
 	latencyMs avg
 	ttftMs    avg
 	tps       avg
@@ -43,14 +50,24 @@ func (a *avg) add(sample float64) {
 	a.n++
 }
 
+// cooling returns the end of the cooldown that applies: the later of
+// this process's and the fleet's; p.mu is held.
+func (p *memoryPair) cooling() time.Time {
+	if p.fleet.After(p.until) {
+		return p.fleet
+	}
+	return p.until
+}
+
 // Available implements Pair.
 func (p *memoryPair) Available(now time.Time) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.until.IsZero() {
+	until := p.cooling()
+	if until.IsZero() {
 		return true
 	}
-	return !p.until.After(now) && !p.probing
+	return !until.After(now) && !p.probing
 }
 
 // Start implements Pair.
@@ -58,7 +75,7 @@ func (p *memoryPair) Start(now time.Time) bool {
 	p.inFlight.Add(1)
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.until.IsZero() || p.until.After(now) || p.probing {
+	if until := p.cooling(); until.IsZero() || until.After(now) || p.probing {
 		return false
 	}
 	p.probing = true
@@ -67,6 +84,23 @@ func (p *memoryPair) Start(now time.Time) bool {
 
 // Finish implements Pair.
 func (p *memoryPair) Finish(o Outcome, policy Policy, now time.Time) {
+	p.finish(o, policy, now, nil)
+}
+
+// healthChange is what a finished attempt changed in a pair's health:
+// a cooldown it opened or extended (until), or one it closed.
+type healthChange struct {
+	until  time.Time
+	closed bool
+}
+
+// healthSink is told of the changes in a pair's health.
+type healthSink interface{ changed(healthChange) }
+
+// finish does Finish's work. A change in the health goes to sink, if
+// not nil, while p.mu is still held: in the order of the changes.
+func (p *memoryPair) finish(o Outcome, policy Policy, now time.Time, sink healthSink) {
+	var c healthChange
 	p.inFlight.Add(-1)
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -75,14 +109,25 @@ func (p *memoryPair) Finish(o Outcome, policy Policy, now time.Time) {
 	}
 	switch o.Result {
 	case Succeeded:
-		p.fails, p.until = 0, time.Time{}
+		c.closed = !p.cooling().IsZero()
+		p.fails, p.until, p.fleet = 0, time.Time{}, time.Time{}
 	case Failed:
+		before := p.cooling()
 		p.fail(o.RetryAfter, policy, now)
+		if p.until.After(before) {
+			c.until = p.until
+		}
 	default:
 		return // says nothing about the pair
 	}
 	if o.Timed {
 		p.observe(o)
+	}
+	if c.closed || !c.until.IsZero() {
+		p.changes++
+		if sink != nil {
+			sink.changed(c)
+		}
 	}
 }
 
@@ -149,7 +194,7 @@ func (p *memoryPair) Snapshot() Stats {
 func (p *memoryPair) CooldownUntil() time.Time {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return p.until
+	return p.cooling()
 }
 
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }

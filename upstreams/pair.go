@@ -12,7 +12,8 @@ import (
 // (see PairKey), shared by every configuration that uses the pair, so it
 // survives config reloads; it is released when no configuration uses
 // it. The in-memory implementation is the default; a shared one (for a
-// fleet) sits behind the same interface.
+// fleet, see Shared) sits behind the same interface. No method waits on
+// I/O.
 type Pair interface {
 	// Available reports whether the pair may be tried at now: it is
 	// not cooling down and, once a cooldown has run out (half-open), no
@@ -106,26 +107,56 @@ func PairKey(p *Provider, upstreamModel string) string {
 // AcquirePair returns the state of the pair of p and upstreamModel,
 // creating it on first use, and takes a reference to it; release it with
 // ReleasePair when the configuration that acquired it is cleaned up.
-func AcquirePair(p *Provider, upstreamModel string) Pair {
-	v, _, _ := pairs.LoadOrNew(PairKey(p, upstreamModel), func() (caddy.Destructor, error) {
-		return &pooledPair{provider: p.Name, model: upstreamModel, Pair: new(memoryPair)}, nil
+//
+// With shared nil the state is this process's alone. Otherwise its
+// cooldowns and stats are shared through shared's Redis (see Shared):
+// such a pair is another pool entry than the memory-only one of the
+// same identity, and than one shared through another Shared, so a
+// reload that changes where the state lives never hands one config's
+// kind of pair to the other.
+func AcquirePair(p *Provider, upstreamModel string, shared *Shared) Pair {
+	key := PairKey(p, upstreamModel)
+	v, _, _ := pairs.LoadOrNew(poolKey(key, shared), func() (caddy.Destructor, error) {
+		pp := &pooledPair{key: key, provider: p.Name, model: upstreamModel}
+		if shared == nil {
+			pp.Pair = new(memoryPair)
+		} else {
+			pp.shared = shared.newPair(key)
+			pp.Pair = pp.shared
+		}
+		return pp, nil
 	})
 	return v.(*pooledPair).Pair
 }
 
-// pooledPair is a pair's entry in the pool: its state and whose it is.
-type pooledPair struct {
-	provider, model string
-	Pair
+// poolKey is the pool's key of the pair key shared through shared.
+func poolKey(key string, shared *Shared) string {
+	if shared == nil {
+		return key
+	}
+	return key + "\x00redis:" + shared.id
 }
 
-// Destruct implements caddy.Destructor; the state needs no cleanup.
-func (*pooledPair) Destruct() error { return nil }
+// pooledPair is a pair's entry in the pool: its state and whose it is.
+type pooledPair struct {
+	key, provider, model string
+	Pair
+	shared *sharedPair // the state, if shared
+}
 
-// ReleasePair drops a reference taken by AcquirePair; the state goes
-// with the last one.
-func ReleasePair(p *Provider, upstreamModel string) {
-	_, _ = pairs.Delete(PairKey(p, upstreamModel))
+// Destruct implements caddy.Destructor: a shared pair stops being
+// shared (the last one stops its Shared's goroutine).
+func (pp *pooledPair) Destruct() error {
+	if pp.shared != nil {
+		pp.shared.shared.remove(pp.shared)
+	}
+	return nil
+}
+
+// ReleasePair drops a reference taken by AcquirePair with the same
+// arguments; the state goes with the last one.
+func ReleasePair(p *Provider, upstreamModel string, shared *Shared) {
+	_, _ = pairs.Delete(poolKey(PairKey(p, upstreamModel), shared))
 }
 
 // PairInfo describes one pair in use.
@@ -134,6 +165,9 @@ type PairInfo struct {
 	Key string
 	// Provider is the provider's name and Model the upstream model.
 	Provider, Model string
+	// Shared tells whether the state is shared through Redis; then
+	// CooldownUntil and Stats include the fleet's, as last polled.
+	Shared bool
 	// CooldownUntil is the end of the current cooldown, if any.
 	CooldownUntil time.Time
 	// Stats are the live stats.
@@ -145,8 +179,8 @@ func Pairs() []PairInfo {
 	var out []PairInfo
 	pairs.Range(func(k, v any) bool {
 		pp := v.(*pooledPair)
-		out = append(out, PairInfo{Key: k.(string), Provider: pp.provider, Model: pp.model,
-			CooldownUntil: pp.CooldownUntil(), Stats: pp.Snapshot()})
+		out = append(out, PairInfo{Key: pp.key, Provider: pp.provider, Model: pp.model,
+			Shared: pp.shared != nil, CooldownUntil: pp.CooldownUntil(), Stats: pp.Snapshot()})
 		return true
 	})
 	return out

@@ -132,6 +132,12 @@ type Provider struct {
 	// address or key, or to share it between providers on purpose.
 	StateKey string `json:"state_key,omitempty"`
 
+	// Ask for the usage chunk of OpenAI-format streams
+	// (`stream_options.include_usage`) when the client did not, so that
+	// usage is counted; that client never sees the chunk. Default: on;
+	// turn it off for a server that refuses the field.
+	StreamUsage *bool `json:"stream_usage,omitempty"`
+
 	// The provider's own limits (an account's rpm, tpm, daily limits),
 	// over all its models.
 	limits.Limits
@@ -298,6 +304,10 @@ func (p *Provider) Validate() error {
 	return nil
 }
 
+// StreamUsageOn reports whether the gateway asks the provider's streams
+// for their usage (see StreamUsage).
+func (p *Provider) StreamUsageOn() bool { return p.StreamUsage == nil || *p.StreamUsage }
+
 // Identity returns the provider's identity (see state_key), under which
 // its live state and its limits are kept.
 func (p *Provider) Identity() string { return p.stateKey }
@@ -406,7 +416,7 @@ func (p *Provider) PrepareRequest(r *http.Request, endpoint, upstreamModel strin
 var providerDirectives = map[string]bool{
 	"format": true, "api_key": true, "base_path": true, "api_version": true,
 	"header": true, "forward_client_auth": true, "default_max_tokens": true,
-	"max_tokens_field": true, "state_key": true,
+	"max_tokens_field": true, "state_key": true, "stream_usage": true,
 }
 
 // UnmarshalCaddyfile sets up the provider from Caddyfile tokens. The
@@ -422,6 +432,7 @@ var providerDirectives = map[string]bool{
 //		default_max_tokens <n>
 //		max_tokens_field max_tokens|max_completion_tokens
 //		state_key <key>
+//		stream_usage on|off
 //		rpm|tpm|max_concurrent|daily_requests|daily_tokens <n>
 //		budget <USD> day|month
 //		# any reverse_proxy subdirective: to, lb_policy, health_uri,
@@ -514,6 +525,12 @@ func (p *Provider) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				p.APIVersion = args[0]
 			case "state_key":
 				p.StateKey = args[0]
+			case "stream_usage":
+				if args[0] != "on" && args[0] != "off" {
+					return pd.Errf("provider %s: stream_usage is on or off, not %q", p.Name, args[0])
+				}
+				on := args[0] == "on"
+				p.StreamUsage = &on
 			case "default_max_tokens":
 				n, err := strconv.Atoi(args[0])
 				if err != nil {

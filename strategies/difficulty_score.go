@@ -1,0 +1,125 @@
+package strategies
+
+import (
+	"math"
+	"strings"
+)
+
+// DifficultyScores is the assessment of one request: the dimension
+// scores and their weighted mean, each in 0..1.
+type DifficultyScores struct {
+	Length, Reasoning, Structure, Domain, Context float64
+	// Score is the weighted mean of the dimension scores.
+	Score float64
+}
+
+// Assess returns the difficulty scores of req. The cue dimensions read
+// the last user message (the whole conversation when there is none); the
+// context dimension reads the sizes of the system prompt and of the
+// earlier turns. s must be provisioned, as Caddy does when it loads the
+// module.
+func (s *Difficulty) Assess(req *Request) DifficultyScores {
+	if req == nil {
+		return DifficultyScores{}
+	}
+	var sc DifficultyScores
+
+	// Length.
+	sc.Length = saturate(float64(req.PromptTokens), float64(s.LongTokens))
+
+	// Cues.
+	text := req.LastUser
+	if text == "" {
+		text = req.Conversation
+	}
+	hits := s.matcher.count(text)
+	hits[dimStructure] += listItems(text)
+	if req.HasTools {
+		hits[dimStructure]++
+	}
+	if req.JSONMode {
+		hits[dimStructure]++
+	}
+	sc.Reasoning = hitScore(hits[dimReasoning])
+	sc.Structure = hitScore(hits[dimStructure])
+	sc.Domain = hitScore(hits[dimDomain])
+
+	// Context: the system prompt and the turns before the last user
+	// message, in tokens, estimated from their share of the conversation.
+	conv, sys := len(req.Conversation), len(req.System)
+	hist := conv - sys - len(req.LastUser)
+	if sys > 0 {
+		hist-- // the newline after the system prompt
+	}
+	if req.LastUser != "" {
+		hist-- // the newline before the last user message
+	}
+	hist = max(hist, 0)
+	perByte := 0.25
+	if conv > 0 && req.TextTokens > 0 {
+		perByte = float64(req.TextTokens) / float64(conv)
+	}
+	load := float64(hist)*perByte/float64(s.HistoryTokens) + float64(sys)*perByte/float64(s.SystemTokens)
+	sc.Context = saturate(load, 1)
+
+	w := &s.weights
+	sc.Score = w[dimLength]*sc.Length + w[dimReasoning]*sc.Reasoning + w[dimStructure]*sc.Structure +
+		w[dimDomain]*sc.Domain + w[dimContext]*sc.Context
+	sc.Score = min(max(sc.Score, 0), 1)
+	return sc
+}
+
+// saturate maps x >= 0 to 0..1, reaching 0.95 at full.
+func saturate(x, full float64) float64 {
+	if x <= 0 || full <= 0 {
+		return 0
+	}
+	return 1 - math.Exp(-3*x/full)
+}
+
+// hitScore maps a number of distinct cue hits to 0..1.
+func hitScore(n int) float64 {
+	if n <= 0 {
+		return 0
+	}
+	return 1 - math.Exp(-float64(n)/1.5)
+}
+
+// listItems counts the structure hits of list items in text: one for two
+// or more numbered items ("1.", "2)", "3、"), one more for four or more,
+// and one for three or more bullets ("- ", "* ", "• ").
+func listItems(text string) int {
+	numbered, bullets := 0, 0
+	for i := 0; i < len(text); {
+		// At the start of a line: skip indentation.
+		for i < len(text) && (text[i] == ' ' || text[i] == '\t') {
+			i++
+		}
+		j := i
+		for j < len(text) && j-i < 3 && text[j] >= '0' && text[j] <= '9' {
+			j++
+		}
+		switch rest := text[j:]; {
+		case j > i && (strings.HasPrefix(rest, ". ") || strings.HasPrefix(rest, ") ") || strings.HasPrefix(rest, "、")):
+			numbered++
+		case j == i && (strings.HasPrefix(rest, "- ") || strings.HasPrefix(rest, "* ") || strings.HasPrefix(rest, "• ")):
+			bullets++
+		}
+		k := strings.IndexByte(text[i:], '\n')
+		if k < 0 {
+			break
+		}
+		i += k + 1
+	}
+	n := 0
+	if numbered >= 2 {
+		n++
+	}
+	if numbered >= 4 {
+		n++
+	}
+	if bullets >= 3 {
+		n++
+	}
+	return n
+}
