@@ -33,8 +33,8 @@ func scrubHeader(h http.Header, secret string) {
 }
 
 // scrubReader passes a response body on with every occurrence of a
-// secret replaced (by as many bytes). It holds back only the end of what it read that could
-// begin the secret, so a stream flows as it arrives.
+// secret replaced (by as many bytes). It holds back only the end of what
+// it read that could begin the secret, so a stream flows as it arrives.
 type scrubReader struct {
 	src    io.ReadCloser
 	secret []byte
