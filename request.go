@@ -44,13 +44,17 @@ func endpointFor(path, matched string) string {
 }
 
 // safePath reports whether a request path (decoded) can give an
-// upstream path: no segment of it starts with a dot (".", "..", and
+// upstream path: it begins with a slash (not so the "*" of OPTIONS), no
+// segment of it starts with a dot (".", "..", and
 // "..;", which some servers read as ".."), whether the client encoded the
 // dots or the slashes (%2e, %2f) or not, and it holds no '%' or '\' (a
 // server that decodes twice, or takes '\' for '/', could find a dot
 // segment there). With enable_on_path_suffix *, the path after /v1 is the
 // endpoint the provider is called at, under its base path.
 func safePath(path string) bool {
+	if !strings.HasPrefix(path, "/") {
+		return false
+	}
 	for seg := range strings.SplitSeq(path, "/") {
 		if strings.HasPrefix(seg, ".") {
 			return false

@@ -308,6 +308,8 @@ func TestSafePath(t *testing.T) {
 		"/v1/.hidden":          false,
 		"/v1/x/..":             false,
 		"/v1/%2e%2e/admin":     false, // decoded once already: a '%' left is a second encoding
+		"*":                    false,
+		"v1/chat/completions":  false,
 		"/v1/..\\admin":        false,
 		"/v1/a\\b":             false,
 	} {
