@@ -23,6 +23,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"text/template"
 	"time"
@@ -67,10 +68,20 @@ const (
 	clientKey = "sk-client-0d5e1f2a3b4c"
 )
 
-// TestMain refuses to run when another process already listens on one of
-// the suite's ports: Caddy binds with SO_REUSEPORT, so a stray server on
-// the same port would silently answer part of the requests.
+// TestMain waits its turn behind any other run of this suite on the
+// machine (they would share its fixed ports), then refuses to run when
+// another process already listens on one of the suite's ports: Caddy
+// binds with SO_REUSEPORT, so a stray server on the same port would
+// silently answer part of the requests.
 func TestMain(m *testing.M) {
+	lock, err := os.OpenFile(filepath.Join(os.TempDir(), "llmroute-e2e.lock"), os.O_CREATE|os.O_RDWR, 0o666)
+	if err == nil {
+		err = syscall.Flock(int(lock.Fd()), syscall.LOCK_EX) // released when the process exits
+	}
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "e2e: cannot take the suite's lock: %v\n", err)
+		os.Exit(1)
+	}
 	for _, port := range []int{9080, 2999, portAlpha, portBeta, portClaude, portClaude2, portExtra1, portExtra2, portDead1, portDead2} {
 		conn, err := net.DialTimeout("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), 200*time.Millisecond)
 		if err == nil {
