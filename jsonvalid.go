@@ -11,17 +11,14 @@ const (
 	jsonTooDeep           // objects and arrays nested deeper than allowed
 )
 
-// checkJSON tells, in one pass without recursion or allocation (up to
-// 256 levels), whether b is one JSON value nested at most maxDepth
+// checkJSON tells, in one pass without recursion (and without
+// allocation up to 256 levels), whether b is one JSON value nested at most maxDepth
 // levels deep. It is as strict as encoding/json (it does not check
 // UTF-8, which neither does gjson), and it skips over the plain bytes of
 // strings, where a request spends most of its length, eight at a time.
 func checkJSON(b []byte, maxDepth int) jsonCheck {
 	var small [4]uint64 // a bit per open container: set for an array
 	open := small[:]
-	if n := maxDepth/64 + 1; n > len(open) {
-		open = make([]uint64, n)
-	}
 	isArray := func(d int) bool { return open[d/64]&(1<<(d%64)) != 0 }
 	depth := 0
 	i := skipSpace(b, 0)
@@ -35,6 +32,9 @@ func checkJSON(b []byte, maxDepth int) jsonCheck {
 			case '{', '[':
 				if depth == maxDepth {
 					return jsonTooDeep
+				}
+				if depth/64 == len(open) {
+					open = append(open, 0)
 				}
 				if c == '[' {
 					open[depth/64] |= 1 << (depth % 64)
