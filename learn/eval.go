@@ -55,6 +55,8 @@ type EvalOptions struct {
 	// Decisions, when set, receives every decision as a JSON line
 	// {"id","knob","model"}.
 	Decisions io.Writer
+
+	classifier *strategies.Classifier // provisioned, for tests
 }
 
 // Point is the outcome of one knob value over the data.
@@ -178,11 +180,14 @@ func Eval(recs []Record, opt EvalOptions) (*Report, error) {
 	var runs []run
 	switch head.Name {
 	case "classifier":
-		base, err := newStrategy(opt.Strategy, nil)
-		if err != nil {
-			return nil, err
+		c := opt.classifier
+		if c == nil {
+			base, err := newStrategy(opt.Strategy, nil)
+			if err != nil {
+				return nil, err
+			}
+			c = base.(*strategies.Classifier)
 		}
-		c := base.(*strategies.Classifier)
 		for i := 0; i <= opt.Steps; i++ {
 			k := float64(i) / float64(opt.Steps)
 			runs = append(runs, run{k, c.WithKnob(k)})
@@ -300,7 +305,7 @@ func writeDecision(w *bufio.Writer, id string, knob float64, model string) {
 	if math.IsNaN(knob) {
 		w.WriteString("null")
 	} else {
-		w.WriteString(strconv.FormatFloat(knob, 'g', 6, 64))
+		w.WriteString(strconv.FormatFloat(knob, 'g', -1, 64))
 	}
 	w.WriteString(`,"model":`)
 	w.Write(mj)

@@ -18,7 +18,7 @@ type TrainOptions struct {
 	// Seed of the order in which examples are visited. Training is
 	// deterministic for a seed.
 	Seed int64
-	// Rate is AdaGrad's learning rate. Default 0.2.
+	// Rate is AdaGrad's learning rate. Default 0.02.
 	Rate float64
 	// L2Shared and L2Own are the L2 penalties of the shared weights and
 	// of each model's own weights. Defaults 1e-4 and 1e-3.
@@ -36,7 +36,7 @@ func (o *TrainOptions) defaults() {
 		o.Epochs = 12
 	}
 	if o.Rate == 0 {
-		o.Rate = 0.2
+		o.Rate = 0.02
 	}
 	if o.L2Shared == 0 {
 		o.L2Shared = 1e-4
