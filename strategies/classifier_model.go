@@ -227,19 +227,22 @@ func ClassifierFeatures(req *Request, bits int, dst []Feature) []Feature {
 		text = req.Conversation
 	}
 	mask := uint64(1)<<bits - 1
-	// Count the words first, for the weight of each.
+	start := len(dst)
 	nwords := 0
-	eachWord(text, func(uint64) { nwords++ })
-	wv := float32(1 / math.Sqrt(float64(max(nwords, 1))))
 	var prev uint64
-	first := true
 	eachWord(text, func(h uint64) {
-		dst = append(dst, Feature{int32(h & mask), wv})
-		if !first {
-			dst = append(dst, Feature{int32(mix(prev*31+h) & mask), wv})
+		dst = append(dst, Feature{int32(h & mask), 1})
+		if nwords > 0 {
+			dst = append(dst, Feature{int32(mix(prev*31+h) & mask), 1})
 		}
-		prev, first = h, false
+		prev = h
+		nwords++
 	})
+	// Each occurrence weighs 1/sqrt(words).
+	wv := float32(1 / math.Sqrt(float64(max(nwords, 1))))
+	for i := start; i < len(dst); i++ {
+		dst[i].Value = wv
+	}
 
 	sc := featureDifficulty.Assess(req)
 	tokens := float64(req.PromptTokens)
