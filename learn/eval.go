@@ -412,7 +412,8 @@ func (rep *Report) Print(w io.Writer) {
 			}
 			fmt.Fprintf(w, "  m%-2d %s\n", j+1, verdict)
 		}
-		sq := rep.Singles[rep.Strongest]
+		// The flagship: the most expensive model.
+		sq := rep.Singles[top]
 		reach := math.NaN()
 		for _, p := range rep.Points {
 			if p.Quality >= sq.Quality && !(p.Cost >= reach) {
@@ -420,9 +421,9 @@ func (rep *Report) Print(w io.Writer) {
 			}
 		}
 		if math.IsNaN(reach) {
-			fmt.Fprintf(w, "the strongest model's quality (%.4f) is not reached\n", sq.Quality)
+			fmt.Fprintf(w, "the most expensive model's quality (m%d, %.4f) is not reached\n", top+1, sq.Quality)
 		} else {
-			fmt.Fprintf(w, "the strongest model's quality (%.4f) is reached at %.1f%% of its cost\n", sq.Quality, 100*reach/sq.Cost)
+			fmt.Fprintf(w, "the most expensive model's quality (m%d, %.4f) is reached at %.1f%% of its cost\n", top+1, sq.Quality, 100*reach/sq.Cost)
 		}
 	}
 }

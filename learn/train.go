@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"slices"
 
 	"github.com/caddy-llm-route/llmroute/strategies"
 )
@@ -75,7 +76,7 @@ func Train(recs []Record, opt TrainOptions) (*strategies.ClassifierModel, error)
 	for i, s := range st {
 		q := min(max(s.Quality, 0.01), 0.99)
 		m.Models = append(m.Models, strategies.ClassifierArm{
-			Name: s.Name, Bias: float32(math.Log(q / (1 - q))),
+			Name: s.Name, Bias: float32(math.Log(q / (1 - q))), Scale: 1,
 			Weights: make(strategies.Floats, dim), MeanQuality: s.Quality, Price: s.Price,
 		})
 		index[s.Name] = i
@@ -88,6 +89,7 @@ func Train(recs []Record, opt TrainOptions) (*strategies.ClassifierModel, error)
 		gOwn[i] = make([]float32, dim)
 	}
 	gBias := make([]float64, len(st))
+	gScale := make([]float64, len(st))
 	type label struct {
 		arm int
 		y   float64
@@ -98,42 +100,54 @@ func Train(recs []Record, opt TrainOptions) (*strategies.ClassifierModel, error)
 			labels[i] = append(labels[i], label{index[name], y})
 		}
 		// Map order is random: sort for determinism.
-		ls := labels[i]
-		for a := 1; a < len(ls); a++ {
-			for b := a; b > 0 && ls[b].arm < ls[b-1].arm; b-- {
-				ls[b], ls[b-1] = ls[b-1], ls[b]
-			}
-		}
+		slices.SortFunc(labels[i], func(a, b label) int { return a.arm - b.arm })
 	}
 	rng := rand.New(rand.NewPCG(uint64(opt.Seed), 0x6c6c6d))
 	order := make([]int, len(recs))
 	for i := range order {
 		order[i] = i
 	}
+	// The result is the average of the weights after each epoch of the
+	// second half (averaged SGD), which is steadier than the last ones.
+	avg := newAverage(m)
 	rate := float32(opt.Rate)
 	l2s, l2o := float32(opt.L2Shared), float32(opt.L2Own)
-	for range opt.Epochs {
+	for epoch := range opt.Epochs {
 		rng.Shuffle(len(order), func(i, j int) { order[i], order[j] = order[j], order[i] })
 		for _, i := range order {
 			x := xs[i]
+			shared := m.SharedScore(x)
+			var gs float32 // the shared score's gradient over the labels
 			for _, l := range labels[i] {
 				arm := &m.Models[l.arm]
-				g := float32(m.Predict(arm, x) - l.y)
-				gBias[l.arm] += float64(g * g)
-				arm.Bias -= rate * g / float32(math.Sqrt(gBias[l.arm]+1e-8))
+				g := m.PredictShared(arm, shared, x) - l.y
+				gBias[l.arm] += g * g
+				arm.Bias -= float32(opt.Rate * g / math.Sqrt(gBias[l.arm]+1e-8))
+				ga := g*shared + opt.L2Own*float64(arm.Scale-1)
+				gScale[l.arm] += ga * ga
+				gs += float32(g) * arm.Scale
+				arm.Scale -= float32(opt.Rate * ga / math.Sqrt(gScale[l.arm]+1e-8))
 				own := gOwn[l.arm]
+				g32 := float32(g)
 				for _, f := range x {
 					j := f.Index
-					gs := g*f.Value + l2s*m.Shared[j]
-					gShared[j] += gs * gs
-					m.Shared[j] -= rate * gs / sqrt32(gShared[j]+1e-8)
-					go_ := g*f.Value + l2o*arm.Weights[j]
-					own[j] += go_ * go_
-					arm.Weights[j] -= rate * go_ / sqrt32(own[j]+1e-8)
+					gw := g32*f.Value + l2o*arm.Weights[j]
+					own[j] += gw * gw
+					arm.Weights[j] -= rate * gw / sqrt32(own[j]+1e-8)
 				}
 			}
+			for _, f := range x {
+				j := f.Index
+				gw := gs*f.Value + l2s*m.Shared[j]
+				gShared[j] += gw * gw
+				m.Shared[j] -= rate * gw / sqrt32(gShared[j]+1e-8)
+			}
+		}
+		if 2*(epoch+1) > opt.Epochs {
+			avg.add(m)
 		}
 	}
+	avg.into(m)
 	m.Lambdas = calibrate(m, recs, reqs, xs, opt.KnobSteps)
 	if err := m.Check(); err != nil {
 		return nil, err
@@ -142,6 +156,54 @@ func Train(recs []Record, opt TrainOptions) (*strategies.ClassifierModel, error)
 }
 
 func sqrt32(v float32) float32 { return float32(math.Sqrt(float64(v))) }
+
+// average sums a model's parameters over epochs.
+type average struct {
+	n           int
+	shared      []float64
+	own         [][]float64
+	bias, scale []float64
+}
+
+func newAverage(m *strategies.ClassifierModel) *average {
+	a := &average{shared: make([]float64, len(m.Shared)), bias: make([]float64, len(m.Models)), scale: make([]float64, len(m.Models))}
+	for range m.Models {
+		a.own = append(a.own, make([]float64, len(m.Shared)))
+	}
+	return a
+}
+
+func (a *average) add(m *strategies.ClassifierModel) {
+	a.n++
+	for j, v := range m.Shared {
+		a.shared[j] += float64(v)
+	}
+	for i := range m.Models {
+		a.bias[i] += float64(m.Models[i].Bias)
+		a.scale[i] += float64(m.Models[i].Scale)
+		for j, v := range m.Models[i].Weights {
+			a.own[i][j] += float64(v)
+		}
+	}
+}
+
+// into sets m's parameters to the average.
+func (a *average) into(m *strategies.ClassifierModel) {
+	if a.n == 0 {
+		return
+	}
+	n := float64(a.n)
+	for j := range m.Shared {
+		m.Shared[j] = float32(a.shared[j] / n)
+	}
+	for i := range m.Models {
+		m.Models[i].Bias = float32(a.bias[i] / n)
+		m.Models[i].Scale = float32(a.scale[i] / n)
+		for j := range m.Models[i].Weights {
+			m.Models[i].Weights[j] = float32(a.own[i][j] / n)
+		}
+	}
+}
 
 // calibrate returns the knob's price on quality at steps+1 evenly spaced
 // knob values: at knob k, the price at which the picks on recs spend

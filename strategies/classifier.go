@@ -154,12 +154,13 @@ func (s *Classifier) Select(req *Request, cands []Candidate) Decision {
 		out = float64(req.MaxTokens)
 	}
 	premium := -1
+	shared := s.model.SharedScore(sc.x)
 	for i := range cands {
 		c := &cands[i]
 		arm := s.arms[c.Model]
 		switch {
 		case arm != nil:
-			sc.pred[i] = s.model.Predict(arm, sc.x)
+			sc.pred[i] = s.model.PredictShared(arm, shared, sc.x)
 		case c.Quality > 0:
 			sc.pred[i] = c.Quality
 		default:

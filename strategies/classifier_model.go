@@ -48,7 +48,9 @@ type ClassifierArm struct {
 	Name string `json:"name"`
 	// Bias is the model's intercept (logit).
 	Bias float32 `json:"bias"`
-	// Weights are the model's own weights, added to the shared ones.
+	// Scale is the weight of the shared score for this model.
+	Scale float32 `json:"scale"`
+	// Weights are the model's own weights.
 	Weights Floats `json:"weights"`
 	// MeanQuality is the model's mean score in the training data.
 	MeanQuality float64 `json:"mean_quality"`
@@ -181,11 +183,26 @@ type Feature struct {
 
 // Predict returns the probability that arm answers well, for features x.
 func (m *ClassifierModel) Predict(arm *ClassifierArm, x []Feature) float64 {
-	z := float64(arm.Bias)
+	return m.PredictShared(arm, m.SharedScore(x), x)
+}
+
+// SharedScore is the shared weights' score of features x, the same for
+// every model.
+func (m *ClassifierModel) SharedScore(x []Feature) float64 {
+	var z float32
 	for _, f := range x {
-		z += float64((m.Shared[f.Index] + arm.Weights[f.Index]) * f.Value)
+		z += m.Shared[f.Index] * f.Value
 	}
-	return Sigmoid(z)
+	return float64(z)
+}
+
+// PredictShared is Predict given the shared score of x.
+func (m *ClassifierModel) PredictShared(arm *ClassifierArm, shared float64, x []Feature) float64 {
+	var z float32
+	for _, f := range x {
+		z += arm.Weights[f.Index] * f.Value
+	}
+	return Sigmoid(float64(arm.Bias) + float64(arm.Scale)*shared + float64(z))
 }
 
 // Sigmoid is the logistic function.

@@ -187,7 +187,7 @@ func BenchmarkClassifierSelect4KB(b *testing.B) {
 		for j := range w {
 			w[j] = float32(j%7) * 0.01
 		}
-		m.Models = append(m.Models, ClassifierArm{Name: name, Bias: float32(i) / 10, Weights: w, Price: float64(i+1) * 1e-7})
+		m.Models = append(m.Models, ClassifierArm{Name: name, Bias: float32(i) / 10, Scale: 1, Weights: w, Price: float64(i+1) * 1e-7})
 	}
 	s := &Classifier{ModelFile: "bench"}
 	s.SetModel(m)
