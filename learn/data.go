@@ -30,7 +30,8 @@ import (
 //
 //	{"id": "req-1", "prompt": "…", "model": "gpt-4o", "score": 0.8, "cost": 0.002}
 //
-// A feedback score above 1 is read on a 1..5 scale and mapped to 0..1.
+// Scores are 0..1 in both forms: a rating on a 1..5 scale is (rating−1)/4
+// (a score of 1 cannot tell the two scales apart, so none is guessed).
 type Record struct {
 	ID     string             `json:"id"`
 	Prompt string             `json:"prompt"`
@@ -73,11 +74,7 @@ func Read(r io.Reader) ([]Record, error) {
 			return nil, fmt.Errorf("line %d: %v", n, err)
 		}
 		if rec.Model != "" && rec.Score != nil {
-			s := *rec.Score
-			if s > 1 {
-				s = (s - 1) / 4
-			}
-			rec.Scores = map[string]float64{rec.Model: s}
+			rec.Scores = map[string]float64{rec.Model: *rec.Score}
 			if rec.Cost != nil {
 				rec.Costs = map[string]float64{rec.Model: *rec.Cost}
 			}
@@ -87,7 +84,7 @@ func Read(r io.Reader) ([]Record, error) {
 		}
 		for m, s := range rec.Scores {
 			if !(s >= 0 && s <= 1) {
-				return nil, fmt.Errorf("line %d: score of %s is %g, want 0..1 (or 1..5 for feedback)", n, m, s)
+				return nil, fmt.Errorf("line %d: score of %s is %g, want 0..1 (a 1..5 rating r as (r-1)/4)", n, m, s)
 			}
 		}
 		for m, c := range rec.Costs {

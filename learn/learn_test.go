@@ -311,7 +311,7 @@ func TestAIQ(t *testing.T) {
 
 // TestReadFeedback reads the feedback form of a record.
 func TestReadFeedback(t *testing.T) {
-	recs, err := Read(strings.NewReader(`{"id":"r1","prompt":"hi","model":"m","score":5}` + "\n\n" +
+	recs, err := Read(strings.NewReader(`{"id":"r1","prompt":"hi","model":"m","score":1}` + "\n\n" +
 		`{"prompt":"yo","model":"n","score":0.25,"cost":0.5}`))
 	if err != nil {
 		t.Fatal(err)
@@ -319,7 +319,7 @@ func TestReadFeedback(t *testing.T) {
 	if len(recs) != 2 || recs[0].Scores["m"] != 1 || recs[1].Scores["n"] != 0.25 || recs[1].Costs["n"] != 0.5 || recs[1].ID != "3" {
 		t.Fatalf("%+v", recs)
 	}
-	for _, bad := range []string{`{"prompt":"x"}`, `{"prompt":"x","scores":{"m":2}}`, `nope`, ``} {
+	for _, bad := range []string{`{"prompt":"x"}`, `{"prompt":"x","scores":{"m":2}}`, `{"prompt":"x","model":"m","score":5}`, `nope`, ``} {
 		if _, err := Read(strings.NewReader(bad)); err == nil {
 			t.Errorf("%q: no error", bad)
 		}
@@ -336,5 +336,85 @@ func TestSplitSubjects(t *testing.T) {
 	// Sorted: mmlu_a, mmlu_a_x, mmlu_b, mmlu_c → train a, b; test a_x, c.
 	if strings.Join(subjects, ",") != "mmlu_a_x,mmlu_c" || len(train) != 3 || len(test) != 2 {
 		t.Fatalf("train %v test %v subjects %v", train, test, subjects)
+	}
+}
+
+// TestTrainOnFeedback trains on feedback records (one model's score of
+// one prompt each, as the decision log joined with feedback gives) and
+// recovers the same rule.
+func TestTrainOnFeedback(t *testing.T) {
+	var buf bytes.Buffer
+	for _, r := range synthetic(800, 1, []string{"small", "large"}) {
+		for _, m := range []string{"small", "large"} {
+			b, _ := json.Marshal(map[string]any{"id": r.ID, "prompt": r.Prompt, "model": m, "score": r.Scores[m], "cost": r.Costs[m]})
+			buf.Write(b)
+			buf.WriteByte('\n')
+		}
+	}
+	recs, err := Read(&buf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := Train(recs, TrainOptions{Bits: 14, Seed: 3, Rate: 0.1, Epochs: 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	target := 0.5
+	c := &strategies.Classifier{ModelFile: "unused", QualityTarget: &target}
+	c.SetModel(m)
+	wrong := 0
+	test := synthetic(200, 99, []string{"small", "large"})
+	for _, r := range test {
+		req := PromptRequest(r.Prompt)
+		cands := []strategies.Candidate{{Model: "small"}, {Model: "large"}}
+		c.Select(&req, cands)
+		if (cands[0].Model == "large") != (r.Scores["small"] == 0) {
+			wrong++
+		}
+	}
+	if wrong > 0 {
+		t.Fatalf("%d of %d prompts routed against the rule", wrong, len(test))
+	}
+}
+
+// TestEvalConfigRoute replays a route of a JSON Caddy config: its
+// strategy and its targets' registry entries.
+func TestEvalConfigRoute(t *testing.T) {
+	cfg := `{"apps":{"http":{"servers":{"s":{"routes":[{"handle":[{"handler":"llm_route",
+		"models":[{"name":"small","input_price":0.1,"output_price":0.1,"quality":0.6},
+		          {"name":"large","input_price":10,"output_price":10,"quality":0.9},
+		          {"name":"unused","input_price":1,"output_price":1}],
+		"routes":[{"name":"r","targets":[{"model":"large"},{"model":"small"}],
+		           "strategy":{"name":"rules","rules":[{"name":"hard","when":{"keywords":["integral"]},"models":["large"]}],"default":{"models":["small"]}}},
+		          {"name":"plain","targets":[{"model":"small"}]}]}]}]}}}}}`
+	path := filepath.Join(t.TempDir(), "caddy.json")
+	if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	h, err := loadHandler(path, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rt := h.route("r")
+	reg := h.targetModels(rt)
+	if len(reg) != 2 || reg[0].Name != "large" || reg[1].Name != "small" || reg[0].InputPrice != 10 {
+		t.Fatalf("registry %+v", reg)
+	}
+	rep, err := Eval(synthetic(60, 42, []string{"small", "large"}), EvalOptions{Strategy: rt.Strategy, Registry: reg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The rule sends exactly the hard prompts to large: full quality.
+	if len(rep.Points) != 1 || rep.Points[0].Quality != 1 || rep.Points[0].Share[0] == 0 {
+		t.Fatalf("points %+v", rep.Points)
+	}
+	// A route without a strategy replays the fallback order.
+	plain := h.route("plain")
+	h.targetModels(plain)
+	if string(plain.Strategy) != `{"name":"fallback"}` {
+		t.Fatalf("strategy %s", plain.Strategy)
+	}
+	if _, err := loadHandler(filepath.Join(t.TempDir(), "none.json"), ""); err == nil {
+		t.Error("a missing config loads")
 	}
 }
