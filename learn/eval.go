@@ -2,6 +2,7 @@ package learn
 
 import (
 	"bufio"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -148,6 +149,8 @@ func Eval(recs []Record, opt EvalOptions) (*Report, error) {
 		rep.Singles[rep.Strongest].Cost = 1
 	}
 
+	ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
+	defer cancel()
 	newStrategy := func(raw json.RawMessage, setup func(caddy.Module)) (strategies.Strategy, error) {
 		mod := info.New()
 		if err := json.Unmarshal(raw, mod); err != nil {
@@ -157,7 +160,7 @@ func Eval(recs []Record, opt EvalOptions) (*Report, error) {
 			setup(mod)
 		}
 		if p, ok := mod.(caddy.Provisioner); ok {
-			if err := p.Provision(caddy.Context{}); err != nil {
+			if err := p.Provision(ctx); err != nil {
 				return nil, err
 			}
 		}

@@ -13,6 +13,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/caddyserver/caddy/v2"
+
 	"github.com/caddy-llm-route/llmroute/strategies"
 )
 
@@ -416,5 +418,74 @@ func TestEvalConfigRoute(t *testing.T) {
 	}
 	if _, err := loadHandler(filepath.Join(t.TempDir(), "none.json"), ""); err == nil {
 		t.Error("a missing config loads")
+	}
+}
+
+// TestEvalEveryStrategy replays every registered strategy that needs no
+// configuration, so none fails or panics offline.
+func TestEvalEveryStrategy(t *testing.T) {
+	three := []string{"small", "mid", "large"}
+	data := synthetic(30, 5, three)
+	reg := RegistryFromData(data)
+	for _, mi := range caddy.GetModules(strategies.Namespace) {
+		name := mi.ID.Name()
+		if name == "classifier" || name == "rules" {
+			continue // need a model file / rules: covered above
+		}
+		t.Run(name, func(t *testing.T) {
+			rep, err := Eval(data, EvalOptions{Strategy: strategyJSON(name), Registry: reg, Steps: 4})
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, p := range rep.Points {
+				sum := 0.0
+				for _, s := range p.Share {
+					sum += s
+				}
+				if math.Abs(sum-1) > 1e-9 {
+					t.Fatalf("shares sum to %v: %+v", sum, p)
+				}
+			}
+		})
+	}
+}
+
+// TestCommands runs `llm-route train` then `llm-route eval` on files, as
+// a user does.
+func TestCommands(t *testing.T) {
+	dir := t.TempDir()
+	train := writeRecords(t, synthetic(300, 1, []string{"small", "large"}))
+	test := writeRecords(t, synthetic(40, 2, []string{"small", "large"}))
+	model := filepath.Join(dir, "m.json")
+	tc := trainCommand()
+	tc.SetArgs([]string{"--data", train, "--out", model, "--seed", "7", "--bits", "12"})
+	if err := tc.Execute(); err != nil {
+		t.Fatal(err)
+	}
+	dec := filepath.Join(dir, "dec.jsonl")
+	ec := evalCommand()
+	var out bytes.Buffer
+	ec.SetOut(&out)
+	ec.SetArgs([]string{"--data", test, "--registry", train, "--steps", "4", "--decisions", dec,
+		"--strategy", `{"name":"classifier","model_file":"` + model + `"}`})
+	if err := ec.Execute(); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out.String(), "APGR ") || !strings.Contains(out.String(), "strategy classifier: 40 prompts, 2 models") {
+		t.Fatalf("output:\n%s", out.String())
+	}
+	b, err := os.ReadFile(dec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := bytes.Count(b, []byte("\n")); n != 5*40 {
+		t.Fatalf("%d decisions, want 200", n)
+	}
+	ec = evalCommand()
+	ec.SetOut(&out)
+	ec.SetErr(&out)
+	ec.SetArgs([]string{"--data", test, "--route", "r"})
+	if err := ec.Execute(); err == nil || !strings.Contains(err.Error(), "--route needs --config") {
+		t.Fatalf("--route without --config: %v", err)
 	}
 }
