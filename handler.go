@@ -119,6 +119,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 			if h.ModelToHeader != "" {
 				r.Header.Set(h.ModelToHeader, req.Model)
 			}
+			if h.orchestrated(req, p) {
+				return h.orchestrate(w, r, req, p)
+			}
 			return h.serve(w, r, req, p)
 		}
 	}

@@ -558,6 +558,9 @@ func (h *Handler) Validate() error {
 		if err := h.validOnExhausted(r.OnExhausted); err != nil {
 			return fmt.Errorf("route %s: %v", r.Name, err)
 		}
+		if err := h.validJudge(r.strategy); err != nil {
+			return fmt.Errorf("route %s: %v", r.Name, err)
+		}
 		for _, t := range r.Targets {
 			if t.Weight != nil && !nonNegative(*t.Weight) {
 				return fmt.Errorf("route %s: target %s: weight must not be negative", r.Name, t.Model)
