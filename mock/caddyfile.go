@@ -30,10 +30,14 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //	    cache_write_tokens <n>
 //	    fault_header       <field>
 //	    fault              <kind>[,<key>=<value>...]
+//	    reply              <match> <text...>
+//	    refuse             <match> <text...>
 //	}
 //
 // The fault subdirective may be repeated; each takes one fault spec
-// without spaces, such as status,code=503,count=2.
+// without spaces, such as status,code=503,count=2. reply and refuse
+// may be repeated: each scripts the answer (refuse: a refusal) to the
+// requests whose text contains match, the first match winning.
 func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // consume directive name
 	if d.NextArg() {
@@ -110,6 +114,13 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return d.Errf("invalid fault '%s': %v", spec, err)
 			}
 			h.Faults = append(h.Faults, spec)
+		case "reply", "refuse":
+			refusal := d.Val() == "refuse"
+			args := d.RemainingArgs()
+			if len(args) < 2 || args[0] == "" {
+				return d.ArgErr()
+			}
+			h.Replies = append(h.Replies, Reply{Match: args[0], Text: strings.Join(args[1:], " "), Refusal: refusal})
 		default:
 			return d.Errf("unrecognized subdirective: %s", d.Val())
 		}

@@ -130,6 +130,10 @@ type Handler struct {
 	// input_tokens). Chat completions have no such field and ignore it.
 	CacheWriteTokens int `json:"cache_write_tokens,omitempty"`
 
+	// Answers scripted by what the request says: the first whose match
+	// the request's text contains replaces Text (and may be a refusal).
+	Replies []Reply `json:"replies,omitempty"`
+
 	// Faults applied to every request, as specs like
 	// "status,code=503,count=2". A fault with count=N applies only to
 	// the first N inference requests this mock serves; requests to the
@@ -156,6 +160,11 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	h.requests = new(atomic.Int64)
 	if h.Text == "" {
 		h.Text = DefaultText
+	}
+	for _, rp := range h.Replies {
+		if rp.Match == "" {
+			return fmt.Errorf("a scripted reply needs a match")
+		}
 	}
 	if h.FaultHeader == "" {
 		h.FaultHeader = DefaultFaultHeader

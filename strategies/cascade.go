@@ -137,7 +137,7 @@ func (c *Cascade) Check(req *Request, a Answer) []string {
 	if a.Finish == "length" {
 		failed = append(failed, "length")
 	}
-	if c.MinLength > 0 && a.ToolCalls == "" && len([]rune(text)) < c.MinLength {
+	if c.MinLength > 0 && a.ToolCalls == "" && len([]rune(text+a.Refusal)) < c.MinLength {
 		failed = append(failed, "short")
 	}
 	if want, schema := RequestedJSON(req.Body); want && a.ToolCalls == "" {
