@@ -75,17 +75,12 @@ const (
 
 var firstNumber = regexp.MustCompile(`-?\d+(?:\.\d+)?`)
 
-// Provision compiles the score pattern.
-func (j *Judge) Provision() error {
+// Provision compiles the score pattern (Validate reports an error).
+func (j *Judge) Provision() {
 	j.score = firstNumber
-	if j.Score != "" {
-		re, err := regexp.Compile(j.Score)
-		if err != nil {
-			return err
-		}
+	if re, err := regexp.Compile(j.Score); j.Score != "" && err == nil {
 		j.score = re
 	}
-	return nil
 }
 
 // Validate checks the judge's values.

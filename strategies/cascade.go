@@ -80,16 +80,14 @@ func (c *Cascade) Provision(_ caddy.Context) error {
 	if len(patterns) == 0 {
 		patterns = DefaultRefusalPatterns
 	}
-	c.refusals = c.refusals[:0]
+	c.refusals = make([]*regexp.Regexp, 0, len(patterns))
 	for _, p := range patterns {
-		re, err := regexp.Compile(p)
-		if err != nil {
-			return fmt.Errorf("cascade: refusal pattern: %v", err)
+		if re, err := regexp.Compile(p); err == nil { // (Validate reports an error)
+			c.refusals = append(c.refusals, re)
 		}
-		c.refusals = append(c.refusals, re)
 	}
 	if c.Judge != nil {
-		return c.Judge.Provision()
+		c.Judge.Provision()
 	}
 	return nil
 }

