@@ -9,6 +9,7 @@ import (
 	"github.com/anthropics/anthropic-sdk-go"
 	"github.com/openai/openai-go/v3"
 	oaoption "github.com/openai/openai-go/v3/option"
+	"github.com/openai/openai-go/v3/responses"
 	"github.com/openai/openai-go/v3/shared"
 
 	"github.com/caddy-llm-route/llmroute/strategies"
@@ -210,6 +211,25 @@ func TestCascade(t *testing.T) {
 		wantWords := wordCount(cheapText) + 2 + wordCount(midText) + 1
 		if u := a.resp.Usage; u.PromptTokens != wantPrompt || u.CompletionTokens != wantWords {
 			t.Errorf("usage %d+%d, want %d+%d (the judge's calls included)", u.PromptTokens, u.CompletionTokens, wantPrompt, wantWords)
+		}
+	})
+
+	t.Run("responses API", func(t *testing.T) {
+		const q = "EMPTYQ responses"
+		var hr *http.Response
+		resp, err := c.Responses.New(ctxT(t), responses.ResponseNewParams{Model: "tiered",
+			Input: responses.ResponseNewParamsInputUnion{OfString: openai.String(q)}}, oaoption.WithResponseInto(&hr))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got, want := hr.Header.Get("X-LLM-Cascade"), "cheap:empty,short > mid:ok"; got != want {
+			t.Errorf("X-LLM-Cascade %q, want %q", got, want)
+		}
+		if resp.OutputText() != midText {
+			t.Errorf("text %q", resp.OutputText())
+		}
+		if u := resp.Usage; u.InputTokens != 2*promptTokens(q) || u.OutputTokens != wordCount(midText) {
+			t.Errorf("usage %d+%d, want %d+%d", u.InputTokens, u.OutputTokens, 2*promptTokens(q), wordCount(midText))
 		}
 	})
 
