@@ -3,6 +3,7 @@ package e2e
 import (
 	"fmt"
 	"net/http"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -391,4 +392,30 @@ func TestConsensus(t *testing.T) {
 			t.Errorf("text %q", a.text())
 		}
 	})
+}
+
+// The access log and the {llm.usage.*} placeholders count every call
+// of a cascade or a consensus, as the answer's usage does.
+func TestMulticallAccessLog(t *testing.T) {
+	logFile := filepath.Join(t.TempDir(), "access.log")
+	s := multiSetup()
+	s.Site = fmt.Sprintf("\tlog {\n\t\toutput file %s\n\t\tformat json\n\t}", logFile)
+	start(t, s)
+	c := oaClient(t)
+	id := func(s string) oaoption.RequestOption { return oaoption.WithHeader("X-Test-Id", s) }
+
+	a := ask(t, c, chatParams("vote", voteQ), id("vote"))
+	b := ask(t, c, chatParams("tiered", "EMPTYQ log"), id("cascade"))
+	unload(t) // flushes and closes the log
+	log := readAccessLog(t, logFile)
+	for name, got := range map[string]answer{"vote": a, "cascade": b} {
+		e := log[name]
+		u := got.resp.Usage
+		if e.PromptTokens != u.PromptTokens || e.CompletionTokens != u.CompletionTokens || e.Attempts != got.route().Attempts || e.Model != got.route().Model {
+			t.Errorf("%s: logged %+v, answered %d+%d %s", name, e, u.PromptTokens, u.CompletionTokens, got.route())
+		}
+	}
+	if e := log["vote"]; e.Attempts != 3 || e.CompletionTokens != wordCount(cheapVote)+wordCount(midVote)+wordCount(premVote) {
+		t.Errorf("vote: logged %+v", e)
+	}
 }
