@@ -391,6 +391,15 @@ func parseRoute(d *caddyfile.Dispenser) (*Route, error) {
 			if !ok1 || !ok2 {
 				return nil, d.Errf("route %s: invalid max_price %s %s", r.Name, in, out)
 			}
+		case "hedge":
+			if r.Hedge != nil {
+				return nil, d.Errf("route %s: hedge set twice", r.Name)
+			}
+			hg, err := parseHedge(d)
+			if err != nil {
+				return nil, err
+			}
+			r.Hedge = hg
 		case "on_exhausted":
 			args := d.RemainingArgs()
 			if len(args) == 0 {

@@ -23,6 +23,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //	    model              <model>
 //	    latency            <duration>
 //	    ttft               <duration>
+//	    ttft_tail          <share> [<factor>]
 //	    tokens_per_second  <rate>
 //	    text               <text...>
 //	    api_key            <key>
@@ -66,6 +67,21 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return err
 			}
 			h.TTFT = dur
+		case "ttft_tail":
+			args := d.RemainingArgs()
+			if len(args) < 1 || len(args) > 2 {
+				return d.ArgErr()
+			}
+			v, err := strconv.ParseFloat(args[0], 64)
+			if err != nil {
+				return d.Errf("bad ttft_tail share '%s'", args[0])
+			}
+			h.TTFTTail = v
+			if len(args) == 2 {
+				if h.TTFTTailFactor, err = strconv.ParseFloat(args[1], 64); err != nil {
+					return d.Errf("bad ttft_tail factor '%s'", args[1])
+				}
+			}
 		case "tokens_per_second":
 			var val string
 			if !d.AllArgs(&val) {
