@@ -92,6 +92,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //			max_price <input> <output>
 //			retry_on <statuses...>
 //			on_exhausted cheapest|next|<models...>
+//			hedge <delay>|p95 [<min delay>] [budget <share>|<n>%]
 //			<limits>
 //		}
 //	}

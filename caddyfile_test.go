@@ -352,6 +352,18 @@ func TestValueErrorsCaddyfileAndJSON(t *testing.T) {
 			withRoute(`{"name": "r", "targets": [{"model": "m"}], "strategy": {"name": "cascade", "refusal_patterns": ["["]}}`),
 			"cascade: refusal pattern",
 		},
+		{
+			"hedge without a delay",
+			prov + "model m a\nroute r m {\n\thedge budget 0.5\n}",
+			withRoute(`{"name": "r", "targets": [{"model": "m"}], "hedge": {"budget": 0.5}}`),
+			"route r: hedge: a delay or p95 is required",
+		},
+		{
+			"hedge budget above 1",
+			prov + "model m a\nroute r m {\n\thedge 1s budget 150%\n}",
+			withRoute(`{"name": "r", "targets": [{"model": "m"}], "hedge": {"delay": "1s", "budget": 1.5}}`),
+			"route r: hedge: budget must be from 0 to 1, got 1.5",
+		},
 		{"retry_on status too high", "retry_on 429 600", `{"retry_on": [429, 600]}`, "retry_on: invalid status 600"},
 		{"retry_on status too low", "retry_on 099", `{"retry_on": [99]}`, "retry_on: invalid status 99"},
 		{"retry_on two-digit status", "retry_on 99", `{"retry_on": [99]}`, "retry_on: invalid status"},

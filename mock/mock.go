@@ -235,9 +235,10 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.
 	}
 
 	if ep != endpointModels && ep != endpointUnknown {
+		count(&served, h.Name)
 		defer func() {
 			if ctx.Err() != nil {
-				countCancel(h.Name)
+				count(&cancels, h.Name)
 			}
 		}()
 	}

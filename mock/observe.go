@@ -19,8 +19,22 @@ func Cancels(name string) int64 {
 	return 0
 }
 
-func countCancel(name string) {
-	v, _ := cancels.LoadOrStore(name, new(atomic.Int64))
+
+// served counts, per mock name, the inference requests the mock
+// received.
+var served sync.Map // name → *atomic.Int64
+
+// Served returns how many inference requests the mock called name
+// received.
+func Served(name string) int64 {
+	if v, ok := served.Load(name); ok {
+		return v.(*atomic.Int64).Load()
+	}
+	return 0
+}
+
+func count(m *sync.Map, name string) {
+	v, _ := m.LoadOrStore(name, new(atomic.Int64))
 	v.(*atomic.Int64).Add(1)
 }
 
