@@ -19,7 +19,6 @@ func Cancels(name string) int64 {
 	return 0
 }
 
-
 // served counts, per mock name, the inference requests the mock
 // received.
 var served sync.Map // name → *atomic.Int64
