@@ -180,13 +180,14 @@ func (g *hedgeGate) WriteHeader(status int) {
 	if rc.winner == nil {
 		rc.winner, g.won = g, true
 	}
+	gates := rc.gates
 	rc.mu.Unlock()
 	if !g.won {
 		g.status = status
 		g.cancel(errHedgeLost)
 		return
 	}
-	for _, o := range rc.gates {
+	for _, o := range gates {
 		if o != g && o != nil {
 			o.cancel(errHedgeLost)
 		}
@@ -251,11 +252,9 @@ func (h *Handler) attemptHedged(w http.ResponseWriter, r *http.Request, req *str
 	}
 	primary, pctx := newGate("primary")
 	rc.gates[0] = primary
-	rc.onWin = func(g *hedgeGate) {
-		if g == primary {
-			firstBytes.add(key, time.Since(rc.start))
-		}
-	}
+	// The primary's time to first byte: when it answered, or at least
+	// the time the hedge took to answer.
+	rc.onWin = func(*hedgeGate) { firstBytes.add(key, time.Since(rc.start)) }
 	defer primary.cancel(nil)
 
 	attempted := make(chan attemptResult, 1)
@@ -269,11 +268,11 @@ func (h *Handler) attemptHedged(w http.ResponseWriter, r *http.Request, req *str
 	}
 	select {
 	case res = <-attempted:
-		return h.unhedged(res, r, rc, key), false, nil
+		return res, false, nil
 	case <-timeout:
 	}
 	if rc.won() != nil || !hg.take() {
-		return h.unhedged(<-attempted, r, rc, key), false, nil
+		return <-attempted, false, nil
 	}
 
 	hedge, hctx := newGate("hedge")
@@ -295,12 +294,10 @@ func (h *Handler) attemptHedged(w http.ResponseWriter, r *http.Request, req *str
 		// The primary answered (or failed in a way the client must see).
 		hedge.cancel(errHedgeLost)
 		<-served
-		return h.unhedged(res, r, rc, key), false, nil
+		return res, false, nil
 	}
-	if rc.won() == nil {
-		// The primary failed: the hedge is the rest of the loop.
-		firstBytes.add(key, time.Since(rc.start))
-	}
+	// The hedge answered, or the primary failed and the hedge is the
+	// rest of the loop.
 	err = <-served
 	if rc.won() != hedge {
 		// The hedge's error answer is the last word.
@@ -317,16 +314,6 @@ func (h *Handler) attemptHedged(w http.ResponseWriter, r *http.Request, req *str
 		_, _ = w.Write(hedge.body.Bytes())
 	}
 	return attemptResult{}, true, err
-}
-
-// unhedged is the result of the primary attempt when the hedge did not
-// answer: its time to first byte is noted (a failure's time as a lower
-// bound) unless it answered, which onWin noted.
-func (h *Handler) unhedged(res attemptResult, r *http.Request, rc *hedgeRace, key string) attemptResult {
-	if rc.won() == nil && r.Context().Err() == nil {
-		firstBytes.add(key, time.Since(rc.start))
-	}
-	return res
 }
 
 // won returns the gate that claimed the response, or nil.
