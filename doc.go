@@ -64,6 +64,15 @@ and both may ask a judge model (another call). respond sends the chosen
 answer with the usage of every call, as JSON or as a stream
 synthesized in the client's format (synthstream.go).
 
+# Hedging
+
+A route with hedge has serve call attemptHedged (hedge.go) for each
+candidate: the attempt runs behind a gate, and when its answer has not
+started after the delay (and the route's budget allows), the rest of
+the candidates run in parallel through serve behind another gate. The
+first gate to commit a good answer claims the response and cancels the
+other call.
+
 # State
 
 The state of a provider+model pair lives in package upstreams: one

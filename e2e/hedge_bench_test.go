@@ -16,7 +16,7 @@ import (
 // BenchmarkHedgeTTFT measures the time to first token of streamed
 // answers through a route of two providers whose time to first token
 // has a heavy tail (50ms, and 10× that for 5% of requests), without
-// hedging and with it (after 100ms, or after the live p95; budget 10%). It reports p50 and p99 TTFT
+// hedging and with it (after 80ms, or after the live p95; budget 10%). It reports p50 and p99 TTFT
 // and the extra upstream calls as a share of requests. Each iteration
 // runs hedgeBenchRequests requests per arm, one at a time; run it with
 // -benchtime 1x:
@@ -24,7 +24,7 @@ import (
 //	go test -run '^$' -bench BenchmarkHedgeTTFT -benchtime 1x ./e2e/
 func BenchmarkHedgeTTFT(b *testing.B) {
 	const hedgeBenchRequests = 600
-	for _, arm := range []struct{ name, route string }{{"plain", "plain"}, {"hedge_100ms", "hedged"}, {"hedge_p95", "hedged-p95"}} {
+	for _, arm := range []struct{ name, route string }{{"plain", "plain"}, {"hedge_80ms", "hedged"}, {"hedge_p95", "hedged-p95"}} {
 		b.Run(arm.name, func(b *testing.B) {
 			s := setup{
 				Mocks: []mockSite{
@@ -42,7 +42,7 @@ func BenchmarkHedgeTTFT(b *testing.B) {
 		}
 		route hedged {
 			models a b
-			hedge 100ms budget 0.1
+			hedge 80ms budget 0.1
 		}
 		route hedged-p95 {
 			models a b
