@@ -124,11 +124,16 @@ func TestConsensusKey(t *testing.T) {
 		{Consensus{Extract: "json", Pattern: "result.value"}, `{"result":{"value":"  B "}}`, "b"},
 		{Consensus{Extract: "json", Pattern: "result.value"}, `{"result":{"value":2.50}}`, "2.5"},
 		{Consensus{Extract: "json", Pattern: "result.value"}, `not json`, ""},
+		{Consensus{Extract: "last_number"}, "", "tool:get {\"id\":1}\n"}, // a tool call votes with its call
 	} {
 		if err := tc.c.Provision(caddy.Context{}); err != nil {
 			t.Fatal(err)
 		}
-		if got := tc.c.Key(Answer{Text: tc.text}); got != tc.want {
+		a := Answer{Text: tc.text}
+		if tc.text == "" {
+			a.ToolCalls = "get {\"id\":1}\n"
+		}
+		if got := tc.c.Key(a); got != tc.want {
 			t.Errorf("%s %q: key %q, want %q", tc.c.Extract, tc.text, got, tc.want)
 		}
 	}
