@@ -92,6 +92,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //			max_price <input> <output>
 //			retry_on <statuses...>
 //			on_exhausted cheapest|next|<models...>
+//			hedge <delay>|p95 [<min delay>] [budget <share>|<n>%]
 //			<limits>
 //		}
 //	}
@@ -391,6 +392,15 @@ func parseRoute(d *caddyfile.Dispenser) (*Route, error) {
 			if !ok1 || !ok2 {
 				return nil, d.Errf("route %s: invalid max_price %s %s", r.Name, in, out)
 			}
+		case "hedge":
+			if r.Hedge != nil {
+				return nil, d.Errf("route %s: hedge set twice", r.Name)
+			}
+			hg, err := parseHedge(d)
+			if err != nil {
+				return nil, err
+			}
+			r.Hedge = hg
 		case "on_exhausted":
 			args := d.RemainingArgs()
 			if len(args) == 0 {

@@ -52,6 +52,27 @@ back across them before the first byte reaches the client.
     stats. serve then sets the {llm.*} placeholders and access-log fields,
     or answers with the last upstream error.
 
+# Several calls for one answer
+
+When the route's strategy is cascade or consensus, ServeHTTP hands the
+plan to orchestrate (multicall.go) instead of serve. A call runs serve
+for one model's candidates into an in-memory response, as a non-stream
+request, so each call is an ordinary run of the attempt loop (limits
+admitted and settled, pair state, translation); cascade.go checks the
+answers tier by tier, consensus.go asks the voters at once and votes,
+and both may ask a judge model (another call). respond sends the chosen
+answer with the usage of every call, as JSON or as a stream
+synthesized in the client's format (synthstream.go).
+
+# Hedging
+
+A route with hedge has serve call attemptHedged (hedge.go) for each
+candidate: the attempt runs behind a gate, and when its answer has not
+started after the delay (and the route's budget allows), the rest of
+the candidates run in parallel through serve behind another gate. The
+first gate to commit a good answer claims the response and cancels the
+other call.
+
 # State
 
 The state of a provider+model pair lives in package upstreams: one

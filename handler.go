@@ -119,6 +119,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 			if h.ModelToHeader != "" {
 				r.Header.Set(h.ModelToHeader, req.Model)
 			}
+			if h.orchestrated(req, p) {
+				return h.orchestrate(w, r, req, p)
+			}
 			return h.serve(w, r, req, p)
 		}
 	}
@@ -227,7 +230,10 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, req *strategies.
 	var exhausted *denial // the first limit that turned a candidate away
 	attempts := 0
 	for i := range p.candidates {
-		next := h.attempt(w, r, req, p, &p.candidates[i], attempts+1, repl)
+		next, hedged, err := h.attemptHedged(w, r, req, p, i, attempts+1, repl)
+		if hedged {
+			return err // the hedge (the rest of the candidates) answered
+		}
 		switch next.outcome {
 		case outcomeUnfit:
 			// Skipped without calling it: kept only to explain a

@@ -261,6 +261,10 @@ type Route struct {
 	// strategy's order), or a list of model names tried first, in order.
 	OnExhausted []string `json:"on_exhausted,omitempty"`
 
+	// Hedge slow answers: after a delay without an answer, the rest of
+	// the candidates are asked at once, and the first answer wins.
+	Hedge *Hedge `json:"hedge,omitempty"`
+
 	// The route's limits, over all its candidates.
 	limits.Limits
 
@@ -557,6 +561,14 @@ func (h *Handler) Validate() error {
 		}
 		if err := h.validOnExhausted(r.OnExhausted); err != nil {
 			return fmt.Errorf("route %s: %v", r.Name, err)
+		}
+		if err := h.validJudge(r.strategy); err != nil {
+			return fmt.Errorf("route %s: %v", r.Name, err)
+		}
+		if r.Hedge != nil {
+			if err := r.Hedge.Validate(); err != nil {
+				return fmt.Errorf("route %s: %v", r.Name, err)
+			}
 		}
 		for _, t := range r.Targets {
 			if t.Weight != nil && !nonNegative(*t.Weight) {

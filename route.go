@@ -20,7 +20,8 @@ type plan struct {
 	candidates []strategies.Candidate
 	retryOn    []int
 	reason     string
-	pinned     string // the provider a provider/model request names
+	pinned     string              // the provider a provider/model request names
+	strategy   strategies.Strategy // the strategy that ordered the candidates, if any
 	// params are set on every attempt's body (from the strategy).
 	params map[string]json.RawMessage
 }
@@ -58,6 +59,7 @@ func (h *Handler) resolve(r *http.Request, req *strategies.Request, key *ClientK
 	// when a strategy, a filter or a token or spend limit will look at
 	// them.
 	strategy := h.strategyFor(r, rt)
+	p.strategy = strategy
 	if strategy != nil || h.needsPrompt || h.filtersApply(rt, targets) {
 		req.ReadPrompt()
 	}

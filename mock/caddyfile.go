@@ -23,6 +23,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //	    model              <model>
 //	    latency            <duration>
 //	    ttft               <duration>
+//	    ttft_tail          <share> [<factor>]
 //	    tokens_per_second  <rate>
 //	    text               <text...>
 //	    api_key            <key>
@@ -30,10 +31,14 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //	    cache_write_tokens <n>
 //	    fault_header       <field>
 //	    fault              <kind>[,<key>=<value>...]
+//	    reply              <match> <text...>
+//	    refuse             <match> <text...>
 //	}
 //
 // The fault subdirective may be repeated; each takes one fault spec
-// without spaces, such as status,code=503,count=2.
+// without spaces, such as status,code=503,count=2. reply and refuse
+// may be repeated: each scripts the answer (refuse: a refusal) to the
+// requests whose text contains match, the first match winning.
 func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // consume directive name
 	if d.NextArg() {
@@ -62,6 +67,21 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return err
 			}
 			h.TTFT = dur
+		case "ttft_tail":
+			args := d.RemainingArgs()
+			if len(args) < 1 || len(args) > 2 {
+				return d.ArgErr()
+			}
+			v, err := strconv.ParseFloat(args[0], 64)
+			if err != nil {
+				return d.Errf("bad ttft_tail share '%s'", args[0])
+			}
+			h.TTFTTail = v
+			if len(args) == 2 {
+				if h.TTFTTailFactor, err = strconv.ParseFloat(args[1], 64); err != nil {
+					return d.Errf("bad ttft_tail factor '%s'", args[1])
+				}
+			}
 		case "tokens_per_second":
 			var val string
 			if !d.AllArgs(&val) {
@@ -110,6 +130,13 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return d.Errf("invalid fault '%s': %v", spec, err)
 			}
 			h.Faults = append(h.Faults, spec)
+		case "reply", "refuse":
+			refusal := d.Val() == "refuse"
+			args := d.RemainingArgs()
+			if len(args) < 2 || args[0] == "" {
+				return d.ArgErr()
+			}
+			h.Replies = append(h.Replies, Reply{Match: args[0], Text: strings.Join(args[1:], " "), Refusal: refusal})
 		default:
 			return d.Errf("unrecognized subdirective: %s", d.Val())
 		}

@@ -72,6 +72,7 @@ type reply struct {
 	model        string
 	words        []string  // output tokens actually emitted
 	truncated    bool      // output was cut short by a max tokens parameter
+	refusal      bool      // the answer is a refusal (a scripted reply)
 	tool         *toolCall // the answer is this tool call instead of words
 	promptTokens int
 	cacheRead    int      // prompt tokens read from the cache
@@ -131,7 +132,11 @@ func (h *Handler) newReply(ep endpoint, req gjson.Result) (*reply, error) {
 		// a tool call ignores the output limit
 		return rp, nil
 	}
-	rp.words = strings.Fields(h.Text)
+	text := h.Text
+	if script := h.scripted(req); script != nil {
+		text, rp.refusal = script.Text, script.Refusal
+	}
+	rp.words = strings.Fields(text)
 	if limit := maxTokens(req); limit > 0 && limit < len(rp.words) {
 		rp.words = rp.words[:limit]
 		rp.truncated = true
@@ -229,6 +234,8 @@ func (rp *reply) finishReason() string {
 		return "tool_use"
 	case rp.tool != nil:
 		return "tool_calls"
+	case rp.endpoint == endpointMessages && rp.refusal:
+		return "refusal"
 	case rp.endpoint == endpointMessages && rp.truncated:
 		return "max_tokens"
 	case rp.endpoint == endpointMessages:
@@ -301,6 +308,9 @@ func (rp *reply) chatCompletion() obj {
 		"role":    "assistant",
 		"content": rp.text(),
 		"refusal": nil,
+	}
+	if rp.refusal {
+		message["content"], message["refusal"] = nil, rp.text()
 	}
 	if rp.tool != nil {
 		message["content"] = nil

@@ -130,6 +130,17 @@ type Handler struct {
 	// input_tokens). Chat completions have no such field and ignore it.
 	CacheWriteTokens int `json:"cache_write_tokens,omitempty"`
 
+	// A slow tail: this share of inference requests (0..1, spread
+	// evenly) waits TTFTTailFactor times the ttft for its first token.
+	TTFTTail float64 `json:"ttft_tail,omitempty"`
+
+	// How many times slower the tail's first token is. Default: 10.
+	TTFTTailFactor float64 `json:"ttft_tail_factor,omitempty"`
+
+	// Answers scripted by what the request says: the first whose match
+	// the request's text contains replaces Text (and may be a refusal).
+	Replies []Reply `json:"replies,omitempty"`
+
 	// Faults applied to every request, as specs like
 	// "status,code=503,count=2". A fault with count=N applies only to
 	// the first N inference requests this mock serves; requests to the
@@ -137,9 +148,10 @@ type Handler struct {
 	// such faults.
 	Faults []string `json:"faults,omitempty"`
 
-	faults   []fault
-	requests *atomic.Int64 // inference requests served, for fault counts
-	logger   *zap.Logger
+	faults    []fault
+	requests  *atomic.Int64 // inference requests served, for fault counts
+	tailCount *atomic.Int64 // inference requests, for the slow tail
+	logger    *zap.Logger
 }
 
 // CaddyModule returns the Caddy module information.
@@ -154,8 +166,14 @@ func (Handler) CaddyModule() caddy.ModuleInfo {
 func (h *Handler) Provision(ctx caddy.Context) error {
 	h.logger = ctx.Logger()
 	h.requests = new(atomic.Int64)
+	h.tailCount = new(atomic.Int64)
 	if h.Text == "" {
 		h.Text = DefaultText
+	}
+	for _, rp := range h.Replies {
+		if rp.Match == "" {
+			return fmt.Errorf("a scripted reply needs a match")
+		}
 	}
 	if h.FaultHeader == "" {
 		h.FaultHeader = DefaultFaultHeader
@@ -181,6 +199,12 @@ func (h *Handler) Validate() error {
 	}
 	if h.TokensPerSecond < 0 || math.IsNaN(h.TokensPerSecond) || math.IsInf(h.TokensPerSecond, 0) {
 		return fmt.Errorf("tokens_per_second must be a finite number, at least 0")
+	}
+	if !(h.TTFTTail >= 0 && h.TTFTTail <= 1) {
+		return fmt.Errorf("ttft_tail must be from 0 to 1")
+	}
+	if h.TTFTTailFactor < 0 || math.IsNaN(h.TTFTTailFactor) || math.IsInf(h.TTFTTailFactor, 0) {
+		return fmt.Errorf("ttft_tail_factor must be a finite number, at least 0")
 	}
 	if h.CachedTokens < 0 {
 		return fmt.Errorf("cached_tokens must not be negative")
@@ -210,6 +234,22 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.
 		h.logger.Debug("injecting faults", zap.String("mock", h.Name), zap.Strings("faults", specs))
 	}
 
+	if ep != endpointModels && ep != endpointUnknown {
+		count(&served, h.Name)
+		defer func() {
+			if ctx.Err() != nil {
+				count(&cancels, h.Name)
+			}
+		}()
+	}
+	ttft := time.Duration(h.TTFT)
+	if h.TTFTTail > 0 && ep != endpointModels && h.tailCount != nil && slowTail(h.tailCount.Add(1), h.TTFTTail) {
+		factor := h.TTFTTailFactor
+		if factor == 0 {
+			factor = 10
+		}
+		ttft = time.Duration(float64(ttft) * factor)
+	}
 	if !sleep(ctx, time.Duration(h.Latency)) {
 		return nil
 	}
@@ -256,12 +296,12 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.
 	}
 
 	if req.Get("stream").Bool() && ep != endpointEmbeddings && ep != endpointModels && ep != endpointCountTokens {
-		return h.serveStream(w, r, rp, plan)
+		return h.serveStream(w, r, rp, plan, ttft)
 	}
 
 	wait := plan.firstTokenDelay
 	if ep != endpointModels {
-		wait += time.Duration(h.TTFT) + time.Duration(rp.completionTokens())*h.tokenInterval()
+		wait += ttft + time.Duration(rp.completionTokens())*h.tokenInterval()
 	}
 	return serveBody(w, r, rp.body(), wait, plan)
 }
@@ -297,7 +337,7 @@ func serveBody(w http.ResponseWriter, r *http.Request, body []byte, wait time.Du
 
 // serveStream writes the answer as server-sent events, applying the
 // plan's stream faults.
-func (h *Handler) serveStream(w http.ResponseWriter, r *http.Request, rp *reply, plan faultPlan) error {
+func (h *Handler) serveStream(w http.ResponseWriter, r *http.Request, rp *reply, plan faultPlan, ttft time.Duration) error {
 	ctx := r.Context()
 	s := rp.stream()
 
@@ -306,7 +346,7 @@ func (h *Handler) serveStream(w http.ResponseWriter, r *http.Request, rp *reply,
 	w.WriteHeader(http.StatusOK)
 	flush(w)
 
-	if !sleep(ctx, time.Duration(h.TTFT)+plan.firstTokenDelay) {
+	if !sleep(ctx, ttft+plan.firstTokenDelay) {
 		return nil
 	}
 

@@ -1,0 +1,91 @@
+package e2e
+
+import (
+	"testing"
+	"time"
+
+	"github.com/caddy-llm-route/llmroute/mock"
+)
+
+// waitFor waits until cond holds, up to a generous deadline.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("waited in vain for %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func TestHedge(t *testing.T) {
+	start(t, withDefaults(`
+		first_byte_timeout 30s
+		route hedged {
+			models only-alpha only-beta
+			hedge 100ms budget 1
+		}
+		route hedged-budget {
+			models only-alpha only-beta
+			hedge 50ms budget 0.5
+		}
+`))
+	c := oaClient(t)
+
+	t.Run("an answer in time is not hedged", func(t *testing.T) {
+		a := ask(t, c, chatParams("hedged", prompt))
+		expectRoute(t, a.hr, "only-alpha", "alpha", "hedged", 1)
+		if got := a.hr.Header.Get("X-LLM-Hedged"); got != "primary" {
+			t.Errorf("X-LLM-Hedged %q, want primary", got)
+		}
+	})
+
+	t.Run("a slow primary loses to the hedge and is cancelled", func(t *testing.T) {
+		before := mock.Cancels("alpha")
+		a := ask(t, c, chatParams("hedged", prompt), faultHeader("alpha:slow_first_token,delay=20s"))
+		if got := a.hr.Header.Get("X-LLM-Hedged"); got != "hedge" || a.provider() != "beta" || a.text() != betaText {
+			t.Errorf("X-LLM-Hedged %q, provider %q, text %q: want beta's answer by the hedge", got, a.provider(), a.text())
+		}
+		// The loser's upstream request was cancelled (long before its
+		// 20s delay, and with first_byte_timeout at 30s).
+		waitFor(t, "alpha to see its request cancelled", func() bool { return mock.Cancels("alpha") == before+1 })
+		if s := pairInfo(t, "alpha", "only-alpha").Stats; s.ErrorRate != 0 {
+			t.Errorf("the loser counted as a failure: %+v", s)
+		}
+	})
+
+	t.Run("streams too", func(t *testing.T) {
+		before := mock.Cancels("alpha")
+		res := chatStream(t, c, chatParams("hedged", prompt), faultHeader("alpha:slow_first_token,delay=20s"))
+		if res.Err != nil || res.Text != betaText || res.Resp.Header.Get("X-LLM-Hedged") != "hedge" {
+			t.Errorf("err %v text %q hedged %q", res.Err, res.Text, res.Resp.Header.Get("X-LLM-Hedged"))
+		}
+		waitFor(t, "alpha to see its stream cancelled", func() bool { return mock.Cancels("alpha") == before+1 })
+	})
+
+	t.Run("the budget caps the hedges", func(t *testing.T) {
+		// budget 0.5: every second slow request may be hedged; the others
+		// wait for the slow primary.
+		hedges := 0
+		for i := range 4 {
+			a := ask(t, c, chatParams("hedged-budget", prompt), faultHeader("alpha:slow_first_token,delay=2s"))
+			switch got := a.hr.Header.Get("X-LLM-Hedged"); got {
+			case "hedge":
+				hedges++
+				if a.provider() != "beta" {
+					t.Errorf("request %d: hedged, answered by %s", i, a.provider())
+				}
+			case "primary":
+				if a.provider() != "alpha" {
+					t.Errorf("request %d: not hedged, answered by %s", i, a.provider())
+				}
+			default:
+				t.Errorf("request %d: X-LLM-Hedged %q", i, got)
+			}
+		}
+		if hedges != 2 {
+			t.Errorf("%d of 4 slow requests hedged, want 2 (budget 0.5)", hedges)
+		}
+	})
+}

@@ -1,0 +1,359 @@
+package llmroute
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+
+	"github.com/caddy-llm-route/llmroute/strategies"
+	"github.com/caddy-llm-route/llmroute/upstreams"
+)
+
+// Hedge asks the rest of a route's candidates in parallel when the
+// current one has not started its answer after a delay: the first answer
+// to start wins, and the other call is cancelled (its upstream
+// connection closed). A budget caps the extra calls, so that an outage
+// does not double the load.
+type Hedge struct {
+	// How long to wait for the answer to start (for a stream, its first
+	// event; for JSON, the whole answer) before hedging.
+	Delay caddy.Duration `json:"delay,omitempty"`
+
+	// `p95`: the delay is the 95th percentile of the candidate's recent
+	// times to first byte (at least Delay); no hedging until 20 are
+	// known.
+	Adaptive string `json:"adaptive,omitempty"`
+
+	// The most hedged calls, as a share of the route's requests (0..1).
+	// Default: 0.1.
+	Budget *float64 `json:"budget,omitempty"`
+
+	mu     sync.Mutex
+	tokens float64 // hedges the budget allows now
+}
+
+// HeaderHedged says which call answered a hedged request: `primary` or
+// `hedge`.
+const HeaderHedged = "X-LLM-Hedged"
+
+const (
+	defaultHedgeBudget = 0.1
+	hedgeSamples       = 128 // first-byte times kept per pair for p95
+	hedgeMinSamples    = 20
+)
+
+var errHedgeLost = errors.New("another call answered first")
+
+// Validate checks the values.
+func (hg *Hedge) Validate() error {
+	if hg.Delay < 0 {
+		return fmt.Errorf("hedge: delay must not be negative")
+	}
+	if hg.Adaptive != "" && hg.Adaptive != "p95" {
+		return fmt.Errorf("hedge: unknown adaptive delay %q (want p95)", hg.Adaptive)
+	}
+	if hg.Adaptive == "" && hg.Delay == 0 {
+		return fmt.Errorf("hedge: a delay or p95 is required")
+	}
+	if b := hg.Budget; b != nil && !(*b >= 0 && *b <= 1) {
+		return fmt.Errorf("hedge: budget must be from 0 to 1, got %g", *b)
+	}
+	return nil
+}
+
+// deposit counts a request into the budget: each request adds budget
+// hedges (up to 10 saved), each hedge takes one, so the hedges stay
+// under budget × requests (plus what was saved).
+func (hg *Hedge) deposit() {
+	b := defaultHedgeBudget
+	if hg.Budget != nil {
+		b = *hg.Budget
+	}
+	hg.mu.Lock()
+	hg.tokens = min(hg.tokens+b, 10)
+	hg.mu.Unlock()
+}
+
+// take reports whether the budget allows a hedge, and takes it.
+func (hg *Hedge) take() bool {
+	hg.mu.Lock()
+	defer hg.mu.Unlock()
+	if hg.tokens < 1 {
+		return false
+	}
+	hg.tokens--
+	return true
+}
+
+// delayFor is the hedge delay for candidate c; ok is false when there is
+// none yet.
+func (hg *Hedge) delayFor(c *strategies.Candidate) (time.Duration, bool) {
+	if hg.Adaptive != "p95" {
+		return time.Duration(hg.Delay), true
+	}
+	p95, ok := firstBytes.p95(upstreams.PairKey(c.Provider, c.UpstreamModel))
+	return max(p95, time.Duration(hg.Delay)), ok
+}
+
+// firstByteSamples keeps the recent times to first byte of the pairs
+// that hedged routes call.
+type firstByteSamples struct {
+	mu sync.Mutex
+	m  map[string][]time.Duration
+}
+
+var firstBytes = &firstByteSamples{m: make(map[string][]time.Duration)}
+
+func (s *firstByteSamples) add(key string, d time.Duration) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	r := s.m[key]
+	if len(r) == hedgeSamples {
+		r = r[1:]
+	}
+	s.m[key] = append(r, d)
+}
+
+func (s *firstByteSamples) p95(key string) (time.Duration, bool) {
+	s.mu.Lock()
+	r := slices.Clone(s.m[key])
+	s.mu.Unlock()
+	if len(r) < hedgeMinSamples {
+		return 0, false
+	}
+	sort.Slice(r, func(i, j int) bool { return r[i] < r[j] })
+	return r[(len(r)*95)/100], true
+}
+
+// hedgeGate is the response writer of one of two racing calls: the
+// first to start a good answer (a status below 400) claims the real
+// response and the other is cancelled; until then headers are its own.
+// An error answer is kept, not claimed.
+type hedgeGate struct {
+	race   *hedgeRace
+	w      http.ResponseWriter
+	name   string
+	header http.Header
+	cancel context.CancelCauseFunc
+	won    bool
+	status int
+	body   bytes.Buffer // an error answer
+}
+
+// hedgeRace is what the two gates share.
+type hedgeRace struct {
+	mu     sync.Mutex
+	winner *hedgeGate
+	gates  [2]*hedgeGate
+	start  time.Time
+	onWin  func(g *hedgeGate)
+}
+
+func (g *hedgeGate) Header() http.Header {
+	if g.won {
+		return g.w.Header()
+	}
+	return g.header
+}
+
+func (g *hedgeGate) WriteHeader(status int) {
+	if g.won || g.status != 0 || status < 200 {
+		return
+	}
+	if status >= 400 {
+		g.status = status
+		return
+	}
+	rc := g.race
+	rc.mu.Lock()
+	if rc.winner == nil {
+		rc.winner, g.won = g, true
+	}
+	gates := rc.gates
+	rc.mu.Unlock()
+	if !g.won {
+		g.status = status
+		g.cancel(errHedgeLost)
+		return
+	}
+	for _, o := range gates {
+		if o != g && o != nil {
+			o.cancel(errHedgeLost)
+		}
+	}
+	if rc.onWin != nil {
+		rc.onWin(g)
+	}
+	dst := g.w.Header()
+	for k, v := range g.header {
+		dst[k] = v
+	}
+	dst.Set(HeaderHedged, g.name)
+	g.w.WriteHeader(status)
+}
+
+func (g *hedgeGate) Write(p []byte) (int, error) {
+	if g.status == 0 && !g.won {
+		g.WriteHeader(http.StatusOK)
+	}
+	switch {
+	case g.won:
+		return g.w.Write(p)
+	case g.status >= 400:
+		return g.body.Write(p)
+	}
+	return 0, errHedgeLost
+}
+
+// Flush flushes the real response once claimed.
+func (g *hedgeGate) Flush() {
+	if g.won {
+		_ = http.NewResponseController(g.w).Flush()
+	}
+}
+
+// attemptHedged runs the attempt on candidate i, hedged when the route
+// says so: if no answer has started after the hedge delay, and the
+// budget allows, the rest of the candidates are tried at once (the
+// attempt loop for them, into a gate of their own). When the hedge
+// answered the client, or its error is the answer, done is true and
+// serve returns err; otherwise res is the attempt's, as h.attempt
+// returns it.
+func (h *Handler) attemptHedged(w http.ResponseWriter, r *http.Request, req *strategies.Request, p *plan, i, n int, repl *caddy.Replacer) (res attemptResult, done bool, err error) {
+	c := &p.candidates[i]
+	var hg *Hedge
+	if p.rt != nil {
+		hg = p.rt.Hedge
+	}
+	if hg == nil || i == len(p.candidates)-1 {
+		return h.attempt(w, r, req, p, c, n, repl), false, nil
+	}
+	if n == 1 {
+		hg.deposit()
+	}
+	delay, known := hg.delayFor(c)
+	rc := &hedgeRace{start: time.Now()}
+	key := upstreams.PairKey(c.Provider, c.UpstreamModel)
+	newGate := func(name string) (*hedgeGate, context.Context) {
+		ctx, cancel := context.WithCancelCause(r.Context())
+		g := &hedgeGate{race: rc, w: w, name: name, header: make(http.Header), cancel: cancel}
+		return g, ctx
+	}
+	primary, pctx := newGate("primary")
+	rc.gates[0] = primary
+	// The primary's time to first byte: when it answered, or at least
+	// the time the hedge took to answer.
+	rc.onWin = func(*hedgeGate) { firstBytes.add(key, time.Since(rc.start)) }
+	defer primary.cancel(nil)
+
+	attempted := make(chan attemptResult, 1)
+	go func() { attempted <- h.attempt(primary, r.WithContext(pctx), req, p, c, n, repl) }()
+
+	var timeout <-chan time.Time
+	if known {
+		timer := time.NewTimer(delay)
+		defer timer.Stop()
+		timeout = timer.C
+	}
+	select {
+	case res = <-attempted:
+		return res, false, nil
+	case <-timeout:
+	}
+	if rc.won() != nil || !hg.take() {
+		return <-attempted, false, nil
+	}
+
+	hedge, hctx := newGate("hedge")
+	rc.mu.Lock()
+	rc.gates[1] = hedge
+	if rc.winner != nil {
+		hedge.cancel(errHedgeLost)
+	}
+	rc.mu.Unlock()
+	defer hedge.cancel(nil)
+	sp := *p
+	sp.candidates = slices.Clone(p.candidates[i+1:])
+	hr := r.Clone(hctx)
+	served := make(chan error, 1)
+	go func() { served <- h.serve(hedge, hr, req, &sp) }()
+
+	res = <-attempted
+	if winner := rc.won(); winner == primary || winner == nil && res.outcome != outcomeRetry {
+		// The primary answered (or failed in a way the client must see).
+		hedge.cancel(errHedgeLost)
+		<-served
+		return res, false, nil
+	}
+	// The hedge answered, or the primary failed and the hedge is the
+	// rest of the loop.
+	err = <-served
+	if rc.won() != hedge {
+		// The hedge's error answer is the last word.
+		hdr := w.Header()
+		for k, v := range hedge.header {
+			hdr[k] = v
+		}
+		hdr.Set(HeaderHedged, hedge.name)
+		status := hedge.status
+		if status == 0 {
+			status = http.StatusBadGateway
+		}
+		w.WriteHeader(status)
+		_, _ = w.Write(hedge.body.Bytes())
+	}
+	return attemptResult{}, true, err
+}
+
+// won returns the gate that claimed the response, or nil.
+func (rc *hedgeRace) won() *hedgeGate {
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	return rc.winner
+}
+
+// parseHedge parses a route's hedge subdirective:
+//
+//	hedge <delay>|p95 [<min delay>] [budget <share>]
+func parseHedge(d *caddyfile.Dispenser) (*Hedge, error) {
+	hg := new(Hedge)
+	args := d.RemainingArgs()
+	if len(args) == 0 {
+		return nil, d.ArgErr()
+	}
+	if args[0] == "p95" {
+		hg.Adaptive, args = "p95", args[1:]
+	}
+	if len(args) > 0 && args[0] != "budget" {
+		dur, err := caddy.ParseDuration(args[0])
+		if err != nil {
+			return nil, d.Errf("hedge: invalid delay %q: %v", args[0], err)
+		}
+		hg.Delay, args = caddy.Duration(dur), args[1:]
+	}
+	if len(args) > 0 {
+		if args[0] != "budget" || len(args) != 2 {
+			return nil, d.ArgErr()
+		}
+		v, err := strconv.ParseFloat(strings.TrimSuffix(args[1], "%"), 64)
+		if err != nil {
+			return nil, d.Errf("hedge: invalid budget %q", args[1])
+		}
+		if strings.HasSuffix(args[1], "%") {
+			v /= 100
+		}
+		hg.Budget = &v
+	}
+	return hg, nil
+}

@@ -1,0 +1,130 @@
+package llmroute
+
+import (
+	"context"
+	"net/http/httptest"
+	"strings"
+	"testing"
+
+	"github.com/tidwall/gjson"
+
+	"github.com/caddy-llm-route/llmroute/strategies"
+	"github.com/caddy-llm-route/llmroute/translate"
+)
+
+func TestReadAnswer(t *testing.T) {
+	for _, tc := range []struct {
+		endpoint, body string
+		want           strategies.Answer
+	}{
+		{"/chat/completions", `{"choices":[{"message":{"content":"Hi there","refusal":null},"finish_reason":"stop"}]}`,
+			strategies.Answer{Text: "Hi there", Finish: "stop"}},
+		{"/chat/completions", `{"choices":[{"message":{"content":null,"refusal":"No."},"finish_reason":"stop"}]}`,
+			strategies.Answer{Refusal: "No.", Finish: "stop"}},
+		{"/chat/completions", `{"choices":[{"message":{"content":[{"type":"text","text":"a"},{"type":"text","text":"b"}],"tool_calls":[{"function":{"name":"f","arguments":"{ \"x\": 1 }"}}]},"finish_reason":"tool_calls"}]}`,
+			strategies.Answer{Text: "ab", ToolCalls: "f {\"x\":1}\n", Finish: "tool_calls"}},
+		{"/completions", `{"choices":[{"text":"cut","finish_reason":"length"}]}`,
+			strategies.Answer{Text: "cut", Finish: "length"}},
+		{"/messages", `{"content":[{"type":"thinking","thinking":"hmm"},{"type":"text","text":"Yes"},{"type":"tool_use","name":"g","input":{"a":[1]}}],"stop_reason":"max_tokens"}`,
+			strategies.Answer{Text: "Yes", ToolCalls: "g {\"a\":[1]}\n", Finish: "length"}},
+		{"/messages", `{"content":[{"type":"text","text":""}],"stop_reason":"refusal"}`,
+			strategies.Answer{Finish: "refusal"}},
+		{"/responses", `{"status":"incomplete","incomplete_details":{"reason":"max_output_tokens"},"output":[{"type":"reasoning"},{"type":"message","content":[{"type":"output_text","text":"Part"}]},{"type":"function_call","name":"h","arguments":"{}"}]}`,
+			strategies.Answer{Text: "Part", ToolCalls: "h {}\n", Finish: "length"}},
+		{"/responses", `{"status":"completed","output":[{"type":"message","content":[{"type":"refusal","refusal":"Nope"}]}]}`,
+			strategies.Answer{Refusal: "Nope", Finish: "stop"}},
+	} {
+		if got := readAnswer(tc.endpoint, []byte(tc.body)); got != tc.want {
+			t.Errorf("%s %s:\n got %+v\nwant %+v", tc.endpoint, tc.body, got, tc.want)
+		}
+	}
+}
+
+func TestWithUsage(t *testing.T) {
+	u := Usage{PromptTokens: 100, CompletionTokens: 20, CacheReadTokens: 30, CacheWriteTokens: 10}
+	for _, tc := range []struct {
+		endpoint, body string
+		want           map[string]int64
+	}{
+		{"/chat/completions", `{"usage":{"prompt_tokens":1,"completion_tokens":1,"total_tokens":2}}`,
+			map[string]int64{"prompt_tokens": 100, "completion_tokens": 20, "total_tokens": 120, "prompt_tokens_details.cached_tokens": 30, "cache_creation_input_tokens": 10}},
+		{"/messages", `{"usage":{"input_tokens":1,"output_tokens":1}}`,
+			map[string]int64{"input_tokens": 60, "output_tokens": 20, "cache_read_input_tokens": 30, "cache_creation_input_tokens": 10}},
+		{"/responses", `{"usage":{"input_tokens":1,"output_tokens":1,"total_tokens":2}}`,
+			map[string]int64{"input_tokens": 100, "output_tokens": 20, "total_tokens": 120, "input_tokens_details.cached_tokens": 30}},
+	} {
+		out := withUsage(tc.endpoint, []byte(tc.body), u)
+		for path, n := range tc.want {
+			if got := gjson.GetBytes(out, "usage."+path).Int(); got != n {
+				t.Errorf("%s: usage.%s = %d, want %d in %s", tc.endpoint, path, got, n, out)
+			}
+		}
+		// read back, the usage is the same
+		if back := bodyUsage(out); tc.endpoint != "/responses" && back != u {
+			t.Errorf("%s: read back %+v, want %+v", tc.endpoint, back, u)
+		}
+	}
+}
+
+// TestSynthStream checks the synthesized streams with the gateway's own
+// stream checks (every data line JSON, a terminator), and what a client
+// of the same API would read from them.
+func TestSynthStream(t *testing.T) {
+	for _, tc := range []struct {
+		endpoint, body string
+		usage          bool
+		text           string
+	}{
+		{"/chat/completions", `{"id":"c1","created":5,"model":"m","choices":[{"index":0,"message":{"role":"assistant","content":"Hello world","tool_calls":[{"id":"t","type":"function","function":{"name":"f","arguments":"{}"}}]},"finish_reason":"tool_calls"}],"usage":{"prompt_tokens":3,"completion_tokens":2,"total_tokens":5}}`, true, "Hello world"},
+		{"/completions", `{"id":"c2","created":5,"model":"m","choices":[{"index":0,"text":"Once upon","finish_reason":"length"}],"usage":{"prompt_tokens":3,"completion_tokens":2,"total_tokens":5}}`, false, "Once upon"},
+		{"/messages", `{"id":"m1","type":"message","role":"assistant","model":"m","content":[{"type":"thinking","thinking":"so","signature":"sig"},{"type":"text","text":"Hello world"},{"type":"tool_use","id":"t","name":"f","input":{"a":1}}],"stop_reason":"tool_use","stop_sequence":null,"usage":{"input_tokens":3,"output_tokens":2}}`, false, "Hello world"},
+	} {
+		t.Run(tc.endpoint, func(t *testing.T) {
+			events, err := synthStream(tc.endpoint, []byte(tc.body), tc.usage)
+			if err != nil {
+				t.Fatal(err)
+			}
+			rec := httptest.NewRecorder()
+			aw := newAttemptWriter(context.Background(), rec)
+			aw.Header().Set("Content-Type", "text/event-stream")
+			if _, err := aw.Write(events); err != nil {
+				t.Fatalf("%v in\n%s", err, events)
+			}
+			if err := aw.finish(); err != nil || !aw.terminated || aw.streamErr != nil {
+				t.Fatalf("finish %v, terminated %v, stream error %v:\n%s", err, aw.terminated, aw.streamErr, events)
+			}
+			if tc.usage || tc.endpoint == "/messages" {
+				if aw.usage.PromptTokens != 3 || aw.usage.CompletionTokens != 2 {
+					t.Errorf("usage read from the stream: %+v", aw.usage)
+				}
+			}
+			if got := streamText(t, tc.endpoint, events); got != tc.text {
+				t.Errorf("text %q, want %q", got, tc.text)
+			}
+		})
+	}
+	if _, err := synthStream("/responses", []byte(`{}`), false); err == nil {
+		t.Error("a stream for /responses")
+	}
+}
+
+// streamText gathers the text deltas of a stream.
+func streamText(t *testing.T, endpoint string, events []byte) string {
+	var b strings.Builder
+	for line := range strings.Lines(string(events)) {
+		data, ok := strings.CutPrefix(strings.TrimSpace(line), "data: ")
+		if !ok || data == "[DONE]" {
+			continue
+		}
+		ev := gjson.Parse(data)
+		switch {
+		case translate.IsMessages(endpoint):
+			b.WriteString(ev.Get("delta.text").Str)
+		case endpoint == "/completions":
+			b.WriteString(ev.Get("choices.0.text").Str)
+		default:
+			b.WriteString(ev.Get("choices.0.delta.content").Str)
+		}
+	}
+	return b.String()
+}
