@@ -15,7 +15,6 @@ import (
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
-	"github.com/tidwall/gjson"
 
 	"github.com/caddy-llm-route/llmroute/limits"
 	"github.com/caddy-llm-route/llmroute/upstreams"
@@ -300,8 +299,8 @@ func (h *Handler) adminState(ctx context.Context, name string, now time.Time) ad
 		r := h.routes[name]
 		ar := adminRoute{Name: r.Name, Strategy: "fallback", Builtin: !slices.Contains(h.Routes, r),
 			Fallback: r.Fallback, Quota: q.of(r.subject)}
-		if s := gjson.GetBytes(r.StrategyRaw, "name").Str; s != "" {
-			ar.Strategy = s
+		if m, ok := r.strategy.(caddy.Module); ok {
+			ar.Strategy = m.CaddyModule().ID.Name()
 		}
 		for _, t := range r.Targets {
 			ar.Targets = append(ar.Targets, adminTarget{Model: t.Model, Provider: t.Provider})

@@ -122,27 +122,37 @@ func (h *Handler) startDiscovery(ctx caddy.Context) {
 	}
 	h.disc = d
 	var wg sync.WaitGroup
-	for _, p := range provs {
+	failed := make([]bool, len(provs))
+	for i, p := range provs {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			d.fetch(ctx, p)
+			_, ok := d.fetch(ctx, p)
+			failed[i] = !ok
 		}()
 	}
 	wg.Wait()
 	d.rebuild()
 	loopCtx, cancel := context.WithCancel(context.Background())
 	d.cancel = cancel
-	for _, p := range provs {
+	for i, p := range provs {
 		d.wg.Add(1)
-		go d.refresh(loopCtx, p)
+		go d.refresh(loopCtx, p, failed[i])
 	}
 }
 
 // refresh fetches p's list every refresh interval until ctx ends.
-func (d *discovery) refresh(ctx context.Context, p *upstreams.Provider) {
+// After a failed fetch it tries again sooner: in 1s, then twice as
+// long each time, up to the interval (a provider that is a site of the
+// same Caddy, say, listens only once the configuration has started).
+func (d *discovery) refresh(ctx context.Context, p *upstreams.Provider, failed bool) {
 	defer d.wg.Done()
-	t := time.NewTimer(p.RefreshInterval())
+	interval, retry := p.RefreshInterval(), min(retryFirst, p.RefreshInterval())
+	wait := interval
+	if failed {
+		wait = retry
+	}
+	t := time.NewTimer(wait)
 	defer t.Stop()
 	for {
 		select {
@@ -150,19 +160,28 @@ func (d *discovery) refresh(ctx context.Context, p *upstreams.Provider) {
 			return
 		case <-t.C:
 		}
-		if d.fetch(ctx, p) {
+		changed, ok := d.fetch(ctx, p)
+		if changed {
 			d.rebuild()
 		}
-		t.Reset(p.RefreshInterval())
+		if wait = interval; !ok {
+			wait, retry = retry, min(2*retry, interval)
+		} else {
+			retry = min(retryFirst, interval)
+		}
+		t.Reset(wait)
 	}
 }
 
+// retryFirst is the first wait after a failed fetch.
+const retryFirst = time.Second
+
 // fetch fetches p's model list and records the outcome; it reports
-// whether the list changed.
-func (d *discovery) fetch(ctx context.Context, p *upstreams.Provider) bool {
+// whether the list changed and whether the fetch succeeded.
+func (d *discovery) fetch(ctx context.Context, p *upstreams.Provider) (changed, ok bool) {
 	ids, err := p.ListModels(ctx)
 	if ctx.Err() != nil {
-		return false // the config is going away
+		return false, false // the config is going away
 	}
 	l := d.lists[p.Name]
 	l.mu.Lock()
@@ -172,12 +191,12 @@ func (d *discovery) fetch(ctx context.Context, p *upstreams.Provider) bool {
 		l.err, l.failedAt = err.Error(), time.Now()
 		d.h.logger.Warn("model discovery failed; keeping the last known list",
 			zap.String("provider", p.Name), zap.Error(err), zap.Int("models", len(l.ids)), zap.Time("last_success", l.fetched))
-		return false
+		return false, false
 	}
-	changed := !slices.Equal(ids, l.ids)
+	changed = !slices.Equal(ids, l.ids)
 	l.ids, l.fetched, l.err = ids, time.Now(), ""
 	d.h.logger.Debug("model discovery", zap.String("provider", p.Name), zap.Int("models", len(ids)), zap.Bool("changed", changed))
-	return changed
+	return changed, true
 }
 
 // rebuild makes the catalog of discovered models from the lists.
