@@ -40,7 +40,8 @@ type modelList struct {
 	fetched  time.Time // of the last successful fetch
 	err      string    // of the last fetch; "" when it succeeded
 	failedAt time.Time
-	fetches  int64 // fetches finished, failed ones included
+	fetches  int64  // fetches finished, failed ones included
+	version  uint64 // counts the changes of ids
 }
 
 // Destruct implements caddy.Destructor.
@@ -53,12 +54,13 @@ type listStatus struct {
 	Err      string
 	FailedAt time.Time
 	Fetches  int64
+	Version  uint64
 }
 
 func (l *modelList) status() listStatus {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return listStatus{IDs: l.ids, Fetched: l.fetched, Err: l.err, FailedAt: l.failedAt, Fetches: l.fetches}
+	return listStatus{IDs: l.ids, Fetched: l.fetched, Err: l.err, FailedAt: l.failedAt, Fetches: l.fetches, Version: l.version}
 }
 
 // discovery is a handler's model discovery.
@@ -70,6 +72,7 @@ type discovery struct {
 
 	mu    sync.Mutex
 	pairs map[[2]string]upstreams.Pair // acquired for discovered models: provider name, model id
+	built map[string]uint64            // the version of each list the catalog was built from
 
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -115,7 +118,8 @@ func (h *Handler) startDiscovery(ctx caddy.Context) {
 	if len(provs) == 0 {
 		return
 	}
-	d := &discovery{h: h, provs: provs, lists: make(map[string]*modelList), pairs: make(map[[2]string]upstreams.Pair)}
+	d := &discovery{h: h, provs: provs, lists: make(map[string]*modelList),
+		pairs: make(map[[2]string]upstreams.Pair), built: make(map[string]uint64)}
 	for _, p := range provs {
 		v, _, _ := modelLists.LoadOrNew(p.Identity(), func() (caddy.Destructor, error) { return new(modelList), nil })
 		d.lists[p.Name] = v.(*modelList)
@@ -160,8 +164,10 @@ func (d *discovery) refresh(ctx context.Context, p *upstreams.Provider, failed b
 			return
 		case <-t.C:
 		}
-		changed, ok := d.fetch(ctx, p)
-		if changed {
+		// (A list shared with another config's provider of the same
+		// identity may have changed by that one's fetch.)
+		_, ok := d.fetch(ctx, p)
+		if d.stale() {
 			d.rebuild()
 		}
 		if wait = interval; !ok {
@@ -194,6 +200,9 @@ func (d *discovery) fetch(ctx context.Context, p *upstreams.Provider) (changed, 
 		return false, false
 	}
 	changed = !slices.Equal(ids, l.ids)
+	if changed {
+		l.version++
+	}
 	l.ids, l.fetched, l.err = ids, time.Now(), ""
 	d.h.logger.Debug("model discovery", zap.String("provider", p.Name), zap.Int("models", len(ids)), zap.Bool("changed", changed))
 	return changed, true
@@ -206,7 +215,9 @@ func (d *discovery) rebuild() {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	for _, p := range d.provs {
-		for _, id := range d.lists[p.Name].status().IDs {
+		st := d.lists[p.Name].status()
+		d.built[p.Name] = st.Version
+		for _, id := range st.IDs {
 			if h.models[id] != nil {
 				continue // the registry's entry overrides
 			}
@@ -226,6 +237,18 @@ func (d *discovery) rebuild() {
 		}
 	}
 	d.catalog.Store(&cat)
+}
+
+// stale reports whether a list changed since the catalog was built.
+func (d *discovery) stale() bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for _, p := range d.provs {
+		if d.lists[p.Name].status().Version != d.built[p.Name] {
+			return true
+		}
+	}
+	return false
 }
 
 // newDiscovered is the model of a discovered id, with the settings of

@@ -51,7 +51,7 @@ func (p *Provider) validDiscovery() error {
 
 // Discovers reports whether the provider's models are discovered
 // (models auto).
-func (p *Provider) Discovers() bool { return p.Models == "auto" }
+func (p *Provider) Discovers() bool { return p.Models == "auto" && p.Format != FormatAzure }
 
 // RefreshInterval is how often the model list is fetched again.
 func (p *Provider) RefreshInterval() time.Duration {
