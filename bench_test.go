@@ -1,14 +1,20 @@
 package llmroute
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp/reverseproxy"
 
 	"github.com/caddy-llm-route/llmroute/strategies"
 )
@@ -91,5 +97,58 @@ func BenchmarkAdmission(b *testing.B) {
 			b.Fatal("not admitted")
 		}
 		h.settle(res, &c, outcomeDone, nil)
+	}
+}
+
+// BenchmarkServe is one non-stream chat completion through a handler,
+// in process, to a loopback upstream: "proxy" is a bare reverse_proxy,
+// "llm_route" the gateway with one model in front of the same upstream.
+// The difference between the two is what llm_route adds to a request.
+func BenchmarkServe(b *testing.B) {
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = io.WriteString(w, okChat)
+	}))
+	b.Cleanup(up.Close)
+	addr := strings.TrimPrefix(up.URL, "http://")
+
+	var proxy reverseproxy.Handler
+	if err := json.Unmarshal([]byte(gatewayProxy(addr)), &proxy); err != nil {
+		b.Fatal(err)
+	}
+	if err := proxy.Provision(newContext(b)); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _ = proxy.Cleanup() })
+	gw := mustLoadHandler(b, `{
+		"providers": [{"name": "a", "proxy": `+gatewayProxy(addr)+`}],
+		"models": [{"name": "small", "providers": ["a"], "input_price": 0.15, "output_price": 0.6}]
+	}`)
+	handlers := []struct {
+		name string
+		h    caddyhttp.MiddlewareHandler
+	}{
+		{"proxy", &proxy},
+		{"llm_route", gw},
+	}
+	for _, size := range []int{1 << 10, 10 << 10, 100 << 10} {
+		body := benchBody(size)
+		body = bytes.Replace(body, []byte(`"stream":true`), []byte(`"stream":false`), 1)
+		for _, arm := range handlers {
+			b.Run(fmt.Sprintf("%s/%dKB", arm.name, size>>10), func(b *testing.B) {
+				b.SetBytes(int64(len(body)))
+				b.ReportAllocs()
+				for b.Loop() {
+					rec := httptest.NewRecorder()
+					r := httptest.NewRequest(http.MethodPost, "http://gateway.example/v1/chat/completions", bytes.NewReader(body))
+					r.Header.Set("Content-Type", "application/json")
+					r = caddyhttp.PrepareRequest(r, caddy.NewReplacer(), rec, &caddyhttp.Server{})
+					if err := arm.h.ServeHTTP(rec, r, nil); err != nil || rec.Code != http.StatusOK {
+						b.Fatalf("status %d, error %v", rec.Code, err)
+					}
+				}
+			})
+		}
 	}
 }

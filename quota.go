@@ -79,28 +79,32 @@ func (h *Handler) admit(ctx context.Context, req *strategies.Request, p *plan, c
 	}
 	subjects[2], subjects[3] = m.subject, h.provSubject[c.Provider.Name]
 	a := estimate(req, m)
-	charges := make([]limits.Charge, 0, 4)
+	res := limits.NewReservation()
 	for _, s := range subjects {
 		if s != nil {
-			charges = s.Charges(charges, a, now)
+			res.Charges = s.Charges(res.Charges, a, now)
 		}
 	}
-	if len(charges) == 0 {
+	if len(res.Charges) == 0 {
+		res.Free()
 		return nil, nil
 	}
-	res, v, err := limits.Reserve(ctx, h.quotas, charges, now)
+	v, err := res.Reserve(ctx, h.quotas, now)
+	var d *denial
 	switch {
 	case err != nil:
 		// The store's on_error policy speaks through its verdict; an
 		// error it still returns admits the request.
-		return nil, nil
 	case v.Unavailable:
-		return nil, &denial{kind: charges[0].Kind, subject: "the shared state (unreachable)", retryAfter: v.RetryAfter}
+		d = &denial{kind: res.Charges[0].Kind, subject: "the shared state (unreachable)", retryAfter: v.RetryAfter}
 	case !v.OK:
-		ch := charges[v.Denied]
-		return nil, &denial{kind: ch.Kind, subject: limits.SubjectOf(ch.Counter), retryAfter: v.RetryAfter}
+		ch := res.Charges[v.Denied]
+		d = &denial{kind: ch.Kind, subject: limits.SubjectOf(ch.Counter), retryAfter: v.RetryAfter}
+	default:
+		return res, nil
 	}
-	return res, nil
+	res.Free()
+	return nil, d
 }
 
 // estimate is what a request may take at most on model m: one request,

@@ -90,10 +90,10 @@ const maxTokensLimit = 100_000_000
 // nesting is checked iteratively before anything recursive looks at the
 // body.
 func parseRequest(body []byte, modelKey string, maxDepth int) (*strategies.Request, *requestError) {
-	if err := checkDepth(body, maxDepth); err != nil {
-		return nil, err
-	}
-	if !gjson.ValidBytes(body) {
+	switch checkJSON(body, maxDepth) {
+	case jsonTooDeep:
+		return nil, badRequest("too_deep", "request body is nested deeper than %d levels", maxDepth)
+	case jsonInvalid:
 		return nil, badRequest("invalid_json", "request body is not valid JSON")
 	}
 	if skipSpace(body, 0) == len(body) || body[skipSpace(body, 0)] != '{' {
@@ -314,26 +314,6 @@ func tokenCount(name string, v gjson.Result) (int64, *requestError) {
 		return 0, badRequest("invalid_number", "%q must be an integer between 0 and %d", name, maxTokensLimit)
 	}
 	return int64(n), nil
-}
-
-// checkDepth rejects bodies nested deeper than max without recursion, so
-// a body of millions of '[' cannot exhaust the stack.
-func checkDepth(body []byte, max int) *requestError {
-	depth := 0
-	for i := 0; i < len(body); i++ {
-		switch body[i] {
-		case '"':
-			i = skipString(body, i) - 1
-		case '{', '[':
-			depth++
-			if depth > max {
-				return badRequest("too_deep", "request body is nested deeper than %d levels", max)
-			}
-		case '}', ']':
-			depth--
-		}
-	}
-	return nil
 }
 
 // rewriteBody returns the body for one attempt: the model field set to

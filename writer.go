@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"math"
 	"net/http"
 	"strconv"
 	"strings"
@@ -280,7 +281,7 @@ func (aw *attemptWriter) finish() error {
 				aw.streamErr = err
 				return err
 			}
-		} else if !gjson.ValidBytes(out) {
+		} else if checkJSON(out, math.MaxInt) != jsonValid {
 			aw.streamErr = errCutShort
 			return errCutShort
 		}

@@ -83,7 +83,10 @@ func ParseArms(s string) ([]Arm, error) {
 var DefaultStrategies = []string{"fallback", "cheapest", "rules", "difficulty"}
 
 // routeBodies configures the R arms' routes. A strategy not listed here
-// gets a route over both models with its default configuration.
+// gets a route over both models with its default configuration. "quota"
+// is the fallback route with limits that never deny (rpm, tpm, a daily
+// request count and a daily budget, kept in memory): R:quota against
+// R:fallback is what admission costs.
 //
 // The rules route holds ten rules that all miss the harness's prompts (its
 // filler text has none of their keywords and is longer than the token
@@ -92,6 +95,13 @@ var routeBodies = map[string]string{
 	"fallback": `
 			models small large
 			strategy fallback`,
+	"quota": `
+			models small large
+			strategy fallback
+			rpm 1000000000
+			tpm 1000000000000
+			daily_requests 1000000000000
+			budget 1000000000 day`,
 	"cheapest": `
 			models large small
 			strategy cheapest`,

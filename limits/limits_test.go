@@ -63,7 +63,7 @@ func TestCalendar(t *testing.T) {
 // reserve reserves a on s's counters in m.
 func reserve(t *testing.T, m Store, s *Subject, a Amount, now time.Time) (*Reservation, Verdict) {
 	t.Helper()
-	r, v, err := Reserve(ctx, m, s.Charges(nil, a, now), now)
+	r, v, err := reserveCharges(ctx, m, s.Charges(nil, a, now), now)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -236,7 +236,7 @@ func testOvershootBound(t *testing.T, fleet []Store, actualFactor float64) {
 	for i := range 50 {
 		wg.Go(func() {
 			charges := s.Charges(make([]Charge, 0, 4), Amount{Cost: each}, now)
-			r, v, err := Reserve(ctx, fleet[i%len(fleet)], charges, now)
+			r, v, err := reserveCharges(ctx, fleet[i%len(fleet)], charges, now)
 			if err != nil {
 				t.Error(err)
 			}
@@ -263,22 +263,39 @@ func testOvershootBound(t *testing.T, fleet []Store, actualFactor float64) {
 	// with a limit that cannot stop it.
 	probe := s.Charges(nil, Amount{}, now)
 	probe[0].Counter.Limit = 1000
-	if _, v, err := Reserve(ctx, fleet[0], probe, now); err != nil || !v.OK || math.Abs(1000-probe[0].Left-spent) > 1e-9 {
+	if _, v, err := reserveCharges(ctx, fleet[0], probe, now); err != nil || !v.OK || math.Abs(1000-probe[0].Left-spent) > 1e-9 {
 		t.Errorf("factor %v: counter at %v, want %v spent (%+v, %v)", actualFactor, 1000-probe[0].Left, spent, v, err)
 	}
 }
 
+// BenchmarkAdmission is one reservation on a limit in memory and its
+// settlement, as a request makes them.
 func BenchmarkAdmission(b *testing.B) {
 	m := NewMemory()
 	s := NewSubject("model:m", Limits{RPM: 1 << 40}, time.UTC)
-	var buf [8]Charge
 	now := time.Now()
 	b.ReportAllocs()
 	for b.Loop() {
-		charges := s.Charges(buf[:0], Amount{Requests: 1, Tokens: 100}, now)
-		if v, _ := m.Reserve(ctx, charges, now); !v.OK {
+		r := NewReservation()
+		r.Charges = s.Charges(r.Charges, Amount{Requests: 1, Tokens: 100}, now)
+		if v, _ := r.Reserve(ctx, m, now); !v.OK {
 			b.Fatal("denied")
 		}
-		_ = m.Adjust(ctx, charges[:0], now)
+		_ = r.Settle(ctx, Amount{Requests: 1, Tokens: 90}, now)
 	}
+}
+
+// reserveCharges reserves charges on st as one reservation, returning it
+// when it was reserved (nil otherwise); what the store wrote on the
+// charges (Left) is copied back to them.
+func reserveCharges(ctx context.Context, st Store, charges []Charge, now time.Time) (*Reservation, Verdict, error) {
+	r := NewReservation()
+	r.Charges = append(r.Charges, charges...)
+	v, err := r.Reserve(ctx, st, now)
+	copy(charges, r.Charges)
+	if err != nil || !v.OK {
+		r.Free()
+		return nil, v, err
+	}
+	return r, v, nil
 }

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net/url"
 	"strconv"
-	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -45,18 +44,13 @@ import (
 // go-redis itself logs failed dials on its process-wide logger
 // (redis.SetLogger), a line each until its pool stops dialling.
 type Redis struct {
-	client      *redis.Client
-	prefix      string
-	timeout     time.Duration
-	onError     OnError
-	local       Store
-	idleMs      string // ConcurrencyTTL in ms
-	logger      *zap.Logger
-	logInterval time.Duration
-
-	errs     atomic.Uint64
-	lastLog  atomic.Int64  // unix ns of the last error logged
-	loggedAt atomic.Uint64 // errs when it was logged
+	client   *redis.Client
+	prefix   string
+	timeout  time.Duration
+	onError  OnError
+	local    Store
+	idleMs   string // ConcurrencyTTL in ms
+	failures *Failures
 }
 
 // OnError is what a Redis store does when Redis cannot be reached.
@@ -191,14 +185,13 @@ func NewRedis(o RedisOptions) (*Redis, error) {
 	opt.DialerRetryTimeout = time.Microsecond
 	opt.MaintNotificationsConfig = &maintnotifications.Config{Mode: maintnotifications.ModeDisabled}
 	return &Redis{
-		client:      redis.NewClient(opt),
-		prefix:      o.Prefix,
-		timeout:     o.Timeout,
-		onError:     o.OnError,
-		local:       o.Local,
-		idleMs:      strconv.FormatInt(o.ConcurrencyTTL.Milliseconds(), 10),
-		logger:      o.Logger,
-		logInterval: o.LogInterval,
+		client:   redis.NewClient(opt),
+		prefix:   o.Prefix,
+		timeout:  o.Timeout,
+		onError:  o.OnError,
+		local:    o.Local,
+		idleMs:   strconv.FormatInt(o.ConcurrencyTTL.Milliseconds(), 10),
+		failures: NewFailures(o.Logger, o.LogInterval, "redis state: call failed", zap.String("on_error", o.OnError.String())),
 	}, nil
 }
 
@@ -217,7 +210,7 @@ func (r *Redis) Prefix() string { return r.prefix }
 func (r *Redis) Timeout() time.Duration { return r.timeout }
 
 // Errors returns how many calls to Redis have failed.
-func (r *Redis) Errors() uint64 { return r.errs.Load() }
+func (r *Redis) Errors() uint64 { return r.failures.Count() }
 
 // Ping checks that Redis answers within the timeout.
 func (r *Redis) Ping(ctx context.Context) error {
@@ -302,7 +295,7 @@ func (r *Redis) Reserve(ctx context.Context, charges []Charge, now time.Time) (V
 	if err == nil {
 		return v, nil
 	}
-	r.fail(err)
+	r.failures.Add(err)
 	if r.onError == OnErrorDeny {
 		return Verdict{RetryAfter: unavailableWait, Unavailable: true}, nil
 	}
@@ -358,7 +351,7 @@ func (r *Redis) Adjust(ctx context.Context, charges []Charge, now time.Time) err
 	ctx, cancel := r.callContext(ctx)
 	defer cancel()
 	if err := adjustScript.Run(ctx, r.client, keys, args...).Err(); err != nil {
-		r.fail(err)
+		r.failures.Add(err)
 		return fmt.Errorf("redis state: %w", err)
 	}
 	return nil
@@ -387,23 +380,6 @@ func (r *Redis) args(charges []Charge, now time.Time) ([]string, []any) {
 			strconv.FormatInt(expires, 10), formatFloat(ch.Amount))
 	}
 	return keys, args
-}
-
-// fail counts a Redis error and logs it unless one was logged less than
-// the log interval ago.
-func (r *Redis) fail(err error) {
-	n := r.errs.Add(1)
-	now := time.Now().UnixNano()
-	last := r.lastLog.Load()
-	if last != 0 && now-last < int64(r.logInterval) || !r.lastLog.CompareAndSwap(last, now) {
-		return
-	}
-	since := n - r.loggedAt.Swap(n)
-	r.logger.Warn("redis state: call failed",
-		zap.Error(err),
-		zap.String("on_error", r.onError.String()),
-		zap.Uint64("errors", n),
-		zap.Uint64("errors_since_last_log", since))
 }
 
 func formatFloat(f float64) string { return strconv.FormatFloat(f, 'g', -1, 64) }

@@ -206,11 +206,11 @@ func TestRedisAgreesWithMemory(t *testing.T) {
 			}
 		}
 		charges[1] = slices.Clone(charges[0])
-		rm, vm, err := Reserve(ctx, m, charges[0], now)
+		rm, vm, err := reserveCharges(ctx, m, charges[0], now)
 		if err != nil {
 			t.Fatal(err)
 		}
-		rr, vr, err := Reserve(ctx, r, charges[1], now)
+		rr, vr, err := reserveCharges(ctx, r, charges[1], now)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -451,7 +451,7 @@ func testRedisDown(t *testing.T, policy OnError, midTest bool) {
 	answers := make(chan answer, n)
 	for range n {
 		go func() {
-			res, v, err := Reserve(ctx, r, s.Charges(nil, Amount{Requests: 1}, now), now)
+			res, v, err := reserveCharges(ctx, r, s.Charges(nil, Amount{Requests: 1}, now), now)
 			answers <- answer{res, v, err}
 		}()
 	}
@@ -533,10 +533,11 @@ func BenchmarkRedisAdmission(b *testing.B) {
 	r := newRedis(b, RedisOptions{URL: srv.URL(), Timeout: 10 * time.Second, OnError: OnErrorDeny})
 	s := NewSubject("model:m", Limits{RPM: 1 << 40, TPM: 1 << 50, MaxConcurrent: 1 << 30, DailyBudget: 1e12}, time.UTC)
 	var reserving atomic.Int64 // ns
-	op := func(b *testing.B, buf []Charge) {
+	op := func(b *testing.B) {
 		now := time.Now()
-		charges := s.Charges(buf[:0], Amount{Requests: 1, Tokens: 100, Cost: 0.001}, now)
-		res, v, err := Reserve(context.Background(), r, charges, now)
+		res := NewReservation()
+		res.Charges = s.Charges(res.Charges, Amount{Requests: 1, Tokens: 100, Cost: 0.001}, now)
+		v, err := res.Reserve(context.Background(), r, now)
 		reserving.Add(int64(time.Since(now)))
 		if err != nil || !v.OK {
 			b.Fatalf("denied: %+v %v", v, err)
@@ -549,11 +550,10 @@ func BenchmarkRedisAdmission(b *testing.B) {
 		b.ReportMetric(float64(reserving.Swap(0))/float64(b.N), "reserve-ns/op")
 	}
 	b.Run("serial", func(b *testing.B) {
-		var buf [8]Charge
 		reserving.Store(0)
 		b.ReportAllocs()
 		for b.Loop() {
-			op(b, buf[:])
+			op(b)
 		}
 		report(b)
 	})
@@ -561,9 +561,8 @@ func BenchmarkRedisAdmission(b *testing.B) {
 		reserving.Store(0)
 		b.ReportAllocs()
 		b.RunParallel(func(pb *testing.PB) {
-			var buf [8]Charge
 			for pb.Next() {
-				op(b, buf[:])
+				op(b)
 			}
 		})
 		report(b)

@@ -92,25 +92,40 @@ func (s *Subject) Charges(dst []Charge, a Amount, now time.Time) []Charge {
 	return dst
 }
 
-// Reservation is what a request reserved on a store; settle or release
-// it exactly once.
+// Reservation is what a request reserves on a store: take one with
+// NewReservation, append its charges, and Reserve. A reserved one is
+// settled or released exactly once; one that was not (denied, or an
+// error) is freed. Either recycles it: it must not be used after.
 type Reservation struct {
-	Store   Store
+	Store   Store // where it is held, once reserved
 	Charges []Charge
 }
 
-// Reserve reserves charges on st at now. When every charge was
-// reserved it returns the reservation to settle or release, on the
-// store that holds it (Verdict.Store when set).
-func Reserve(ctx context.Context, st Store, charges []Charge, now time.Time) (*Reservation, Verdict, error) {
-	v, err := st.Reserve(ctx, charges, now)
-	if err != nil || !v.OK {
-		return nil, v, err
+var reservations = sync.Pool{New: func() any { return &Reservation{Charges: make([]Charge, 0, 8)} }}
+
+// NewReservation returns an empty reservation, recycled when possible
+// (admission allocates nothing).
+func NewReservation() *Reservation { return reservations.Get().(*Reservation) }
+
+// Reserve reserves the charges on st at now. When every charge was
+// reserved, the reservation is held on the store that holds it
+// (Verdict.Store when set).
+func (r *Reservation) Reserve(ctx context.Context, st Store, now time.Time) (Verdict, error) {
+	v, err := st.Reserve(ctx, r.Charges, now)
+	if err == nil && v.OK {
+		r.Store = st
+		if v.Store != nil {
+			r.Store = v.Store
+		}
 	}
-	if v.Store != nil {
-		st = v.Store
-	}
-	return &Reservation{Store: st, Charges: charges}, v, nil
+	return v, err
+}
+
+// Free recycles a reservation that holds nothing.
+func (r *Reservation) Free() {
+	clear(r.Charges)
+	r.Store, r.Charges = nil, r.Charges[:0]
+	reservations.Put(r)
 }
 
 // Settle replaces the reserved amounts with the actual ones and frees the
@@ -131,7 +146,7 @@ func (r *Reservation) Release(ctx context.Context, now time.Time) error {
 }
 
 // adjust turns the reservation's charges into their adjustments, in
-// place (a reservation is settled or released once), and applies them.
+// place, applies them, and frees the reservation.
 func (r *Reservation) adjust(ctx context.Context, now time.Time, delta func(Charge) float64) error {
 	if r == nil || len(r.Charges) == 0 {
 		return nil
@@ -139,7 +154,9 @@ func (r *Reservation) adjust(ctx context.Context, now time.Time, delta func(Char
 	for i := range r.Charges {
 		r.Charges[i].Amount = delta(r.Charges[i])
 	}
-	return r.Store.Adjust(ctx, r.Charges, now)
+	err := r.Store.Adjust(ctx, r.Charges, now)
+	r.Free()
+	return err
 }
 
 // SubjectOf returns the name of the subject whose counter c is.

@@ -14,6 +14,8 @@ import (
 
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
+
+	"github.com/caddy-llm-route/llmroute/limits"
 )
 
 // Shared shares the health and the live stats of its pairs with the
@@ -56,18 +58,13 @@ import (
 // polls back off up to 16 intervals apart. Each error is counted
 // (Errors) and logged at most once per LogInterval.
 type Shared struct {
-	client      *redis.Client
-	prefix      string
-	timeout     time.Duration
-	interval    time.Duration
-	statsTTL    time.Duration
-	id          string
-	logger      *zap.Logger
-	logInterval time.Duration
-
-	errs     atomic.Uint64
-	lastLog  atomic.Int64  // unix ns of the last error logged
-	loggedAt atomic.Uint64 // errs when it was logged
+	client   *redis.Client
+	prefix   string
+	timeout  time.Duration
+	interval time.Duration
+	statsTTL time.Duration
+	id       string
+	failures *limits.Failures
 
 	wake chan struct{} // a cooldown to send; capacity 1
 
@@ -136,21 +133,20 @@ func NewShared(o SharedOptions) *Shared {
 	var b [8]byte
 	_, _ = rand.Read(b[:])
 	return &Shared{
-		client:      o.Client,
-		prefix:      o.Prefix,
-		timeout:     o.Timeout,
-		interval:    o.Interval,
-		statsTTL:    o.StatsTTL,
-		id:          hex.EncodeToString(b[:]),
-		logger:      o.Logger,
-		logInterval: o.LogInterval,
-		wake:        make(chan struct{}, 1),
-		pairs:       make(map[*sharedPair]struct{}),
+		client:   o.Client,
+		prefix:   o.Prefix,
+		timeout:  o.Timeout,
+		interval: o.Interval,
+		statsTTL: o.StatsTTL,
+		id:       hex.EncodeToString(b[:]),
+		failures: limits.NewFailures(o.Logger, o.LogInterval, "redis state: sharing cooldowns and stats failed"),
+		wake:     make(chan struct{}, 1),
+		pairs:    make(map[*sharedPair]struct{}),
 	}
 }
 
 // Errors returns how many exchanges with Redis have failed.
-func (s *Shared) Errors() uint64 { return s.errs.Load() }
+func (s *Shared) Errors() uint64 { return s.failures.Count() }
 
 // Close stops the goroutine, if it runs, and waits until it has
 // returned; pairs acquired after it are not shared any more.
@@ -365,7 +361,7 @@ func (l *syncLoop) sync(ctx context.Context, poll bool) bool {
 	if err != nil {
 		var reply redis.Error
 		answered = errors.As(err, &reply)
-		l.fail(err)
+		l.failures.Add(err)
 		l.requeue(ops, now)
 	}
 	if !answered {
@@ -467,22 +463,6 @@ func (l *syncLoop) merge(p *sharedPair, fields map[string]string, now time.Time)
 		return nil
 	}
 	return &f
-}
-
-// fail counts a Redis error and logs it unless one was logged less than
-// the log interval ago.
-func (s *Shared) fail(err error) {
-	n := s.errs.Add(1)
-	now := time.Now().UnixNano()
-	last := s.lastLog.Load()
-	if last != 0 && now-last < int64(s.logInterval) || !s.lastLog.CompareAndSwap(last, now) {
-		return
-	}
-	since := n - s.loggedAt.Swap(n)
-	s.logger.Warn("redis state: sharing cooldowns and stats failed",
-		zap.Error(err),
-		zap.Uint64("errors", n),
-		zap.Uint64("errors_since_last_log", since))
 }
 
 // sharedPair is a pair whose cooldowns and stats are shared by a
