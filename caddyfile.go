@@ -31,6 +31,8 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 // UnmarshalCaddyfile sets up the handler from Caddyfile tokens. Syntax:
 //
 //	llm_route [<matcher>] {
+//		name <name>                   # in the admin API
+//		list_models on|off            # GET .../models answers the gateway's list (default on)
 //		model_key <gjson path>
 //		client_models
 //		strategy_header <field>
@@ -66,10 +68,13 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //			forward_client_auth
 //			default_max_tokens <n>
 //			max_tokens_field max_tokens|max_completion_tokens
+//			models auto                 # discover the provider's models
+//			models_refresh <duration>
+//			models_timeout <duration>
 //			<any reverse_proxy subdirective>
 //		}
 //
-//		model <name> [<providers...>] {
+//		model <name or pattern> [<providers...>] {  # a pattern (gpt-4o*) sets defaults for discovered models
 //			provider <names...>
 //			upstream_name <name>
 //			price <input USD/1M> <output USD/1M>
@@ -132,13 +137,22 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return err
 			}
 			h.Keys = append(h.Keys, k)
-		case "model_key", "model_to_header", "provider_header", "strategy_header":
+		case "list_models":
+			var v string
+			if !d.Args(&v) || d.NextArg() || v != "on" && v != "off" {
+				return d.Errf("list_models is on or off")
+			}
+			on := v == "on"
+			h.ListModels = &on
+		case "name", "model_key", "model_to_header", "provider_header", "strategy_header":
 			dir := d.Val()
 			var v string
 			if !d.Args(&v) || d.NextArg() {
 				return d.ArgErr()
 			}
 			switch dir {
+			case "name":
+				h.Name = v
 			case "model_key":
 				h.ModelKey = v
 			case "model_to_header":

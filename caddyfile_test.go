@@ -377,6 +377,54 @@ func TestValueErrorsCaddyfileAndJSON(t *testing.T) {
 		{"negative stream_idle_timeout", "stream_idle_timeout -5s", `{"stream_idle_timeout": "-5s"}`, "stream_idle_timeout must not be negative"},
 		{"negative read_body_timeout", "read_body_timeout -1s", `{"read_body_timeout": "-1s"}`, "read_body_timeout must not be negative"},
 		{"negative cooldown", "cooldown -1m", `{"cooldown": -60000000000}`, "cooldown must not be negative"},
+		{
+			"models not auto",
+			"provider a https://a.example.com {\n\tmodels all\n}",
+			provider(`"models": "all"`),
+			`provider a: models must be auto, not "all"`,
+		},
+		{
+			"models auto on azure",
+			"provider a https://a.example.com {\n\tformat azure\n\tmodels auto\n}",
+			provider(`"format": "azure", "models": "auto"`),
+			"provider a: models auto is not supported for azure",
+		},
+		{
+			"models_refresh without models auto",
+			"provider a https://a.example.com {\n\tmodels_refresh 1m\n}",
+			provider(`"models_refresh": "1m"`),
+			"provider a: models_refresh and models_timeout need models auto",
+		},
+		{
+			"models_refresh below a second",
+			"provider a https://a.example.com {\n\tmodels auto\n\tmodels_refresh 10ms\n}",
+			provider(`"models": "auto", "models_refresh": "10ms"`),
+			"provider a: models_refresh must be at least 1s",
+		},
+		{
+			"negative models_timeout",
+			"provider a https://a.example.com {\n\tmodels auto\n\tmodels_timeout -1s\n}",
+			provider(`"models": "auto", "models_timeout": "-1s"`),
+			"provider a: models_refresh and models_timeout must not be negative",
+		},
+		{
+			"pattern with providers",
+			prov + "model gpt-* a",
+			withProvider(`"models": [{"name": "gpt-*", "providers": ["a"]}]`),
+			"model gpt-*: a pattern sets defaults for discovered models",
+		},
+		{
+			"bad pattern",
+			prov + "model gpt-[* {\n\tprice 1 2\n}",
+			withProvider(`"models": [{"name": "gpt-[*"}]`),
+			"model gpt-[*: invalid pattern",
+		},
+		{
+			"route to a pattern",
+			prov + "model gpt-* {\n\tprice 1 2\n}\nroute r gpt-*",
+			withProvider(`"models": [{"name": "gpt-*"}], "routes": [{"name": "r", "targets": [{"model": "gpt-*"}]}]`),
+			`route r: unknown model "gpt-*"`,
+		},
 		{"path suffix without slash", "enable_on_path_suffix chat/completions", `{"enable_on_path_suffix": ["chat/completions"]}`, `"chat/completions" must start with '/'`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

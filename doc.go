@@ -95,6 +95,19 @@ across requests.
 Step 4 also admits the attempt (quota.go: admit), and step 6 settles
 what it reserved on the answer's usage (settle).
 
+# Beside the request path
+
+  - GET …/models (models_list.go) answers the gateway's own model list,
+    dispatched from the top of ServeHTTP.
+  - Model discovery (discovery.go; the fetch in upstreams/discovery.go):
+    providers with `models auto` are listed at provision and by one
+    refresh goroutine each, stopped in Cleanup; the discovered models
+    are an atomic snapshot read through Handler.model, beside the
+    registry's.
+  - The admin API (admin.go, module admin.api.llm_route) reads the
+    handlers that Provision registered and Cleanup unregistered: pair
+    state, upstreams, discovery and quota levels (limits.Reader).
+
 # Where things plug in
 
   - A strategy: a Caddy module in the namespace

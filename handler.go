@@ -71,6 +71,10 @@ type attemptResult struct {
 
 // ServeHTTP implements caddyhttp.MiddlewareHandler.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
+	if id, ok := modelsPath(r.URL.Path); ok && r.Method == http.MethodGet && h.listsModels() {
+		defer redactCredentials(r.Header)
+		return h.serveModelList(w, r, id) // models_list.go
+	}
 	matched, ok := h.match(r.URL.Path)
 	if !ok || r.Method != http.MethodPost {
 		return next.ServeHTTP(w, r)

@@ -758,13 +758,21 @@ func TestServePassThrough(t *testing.T) {
 	for _, tc := range []struct{ method, path string }{
 		{"GET", "/v1/chat/completions"},
 		{"POST", "/v1/models"},
-		{"GET", "/v1/models"},
 		{"POST", "/health"},
 	} {
 		rec, _, nextCalled, _ := serveGateway(t, h, tc.method, tc.path, `{"model":"m"}`)
 		if !nextCalled || rec.Code != http.StatusTeapot {
 			t.Errorf("%s %s: next called %v, status %d", tc.method, tc.path, nextCalled, rec.Code)
 		}
+	}
+	// GET …/models is the gateway's model list, unless list_models is off.
+	rec, _, nextCalled, _ := serveGateway(t, h, "GET", "/v1/models", "")
+	if nextCalled || rec.Code != http.StatusOK || !strings.Contains(rec.Body.String(), `"object":"list"`) {
+		t.Errorf("GET /v1/models: next called %v, status %d %s", nextCalled, rec.Code, rec.Body)
+	}
+	off := gateway(t, a, a, a, `"list_models": false,`)
+	if rec, _, nextCalled, _ := serveGateway(t, off, "GET", "/v1/models", ""); !nextCalled || rec.Code != http.StatusTeapot {
+		t.Errorf("GET /v1/models with list_models off: next called %v, status %d", nextCalled, rec.Code)
 	}
 	if a.requests() != 0 {
 		t.Errorf("upstream got %d requests", a.requests())

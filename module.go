@@ -56,6 +56,15 @@ var defaultRetryOn = []int{429, 5}
 // Requests on paths that do not end in one of enable_on_path_suffix pass
 // to the next handler untouched.
 type Handler struct {
+	// The handler's name in the admin API (/llm_route/). Default: a
+	// name made from its providers, models and routes.
+	Name string `json:"name,omitempty"`
+
+	// Answer GET requests on paths ending in /models (and /models/<id>)
+	// with the models and routes a client may ask for, in OpenAI's
+	// shape, or Anthropic's for Anthropic clients. Default: on.
+	ListModels *bool `json:"list_models,omitempty"`
+
 	// The gjson path of the model field in the request body. Default: `model`.
 	ModelKey string `json:"model_key,omitempty"`
 
@@ -169,6 +178,10 @@ type Handler struct {
 	provSubject map[string]*limits.Subject // by provider name
 	cleaned     int32                      // set by the first Cleanup
 	needsPrompt bool                       // a token or spend limit needs the prompt estimate
+
+	templates   []*Model   // registry entries for discovered models (names with '*')
+	disc        *discovery // model discovery, if a provider has models auto
+	provisioned time.Time  // (the created time of the model list)
 }
 
 // Model is a registry entry: a model clients can ask for by name and the
@@ -380,6 +393,10 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		if m == nil {
 			return fmt.Errorf("null model")
 		}
+		if isTemplate(m) {
+			h.templates = append(h.templates, m)
+			continue
+		}
 		if m.UpstreamName == "" {
 			m.UpstreamName = m.Name
 		}
@@ -422,6 +439,9 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		}
 		r := &Route{Name: a.name, StrategyRaw: json.RawMessage(`{"name":"` + a.strategy + `"}`)}
 		for _, m := range h.Models {
+			if isTemplate(m) {
+				continue
+			}
 			r.Targets = append(r.Targets, &Target{Model: m.Name})
 		}
 		mod, err := ctx.LoadModule(r, "StrategyRaw")
@@ -431,7 +451,13 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		r.strategy = mod.(strategies.Strategy)
 		h.routes[a.name] = r
 	}
-	return h.provisionLimits()
+	if err := h.provisionLimits(); err != nil {
+		return err
+	}
+	h.startDiscovery(ctx)
+	h.provisioned = time.Now()
+	register(h)
+	return nil
 }
 
 // Cleanup releases the state of the provider+model pairs this handler
@@ -443,6 +469,8 @@ func (h *Handler) Cleanup() error {
 	if !atomic.CompareAndSwapInt32(&h.cleaned, 0, 1) {
 		return nil
 	}
+	unregister(h)
+	h.stopDiscovery()
 	for _, m := range h.Models {
 		if m == nil {
 			continue
@@ -491,7 +519,11 @@ func (h *Handler) Validate() error {
 		if err := validName(m.Name); err != nil {
 			return fmt.Errorf("model %q: %v", m.Name, err)
 		}
-		if len(m.Providers) == 0 {
+		if isTemplate(m) {
+			if err := validTemplate(m); err != nil {
+				return err
+			}
+		} else if len(m.Providers) == 0 {
 			return fmt.Errorf("model %s: no provider", m.Name)
 		}
 		for i, p := range m.Providers {
@@ -648,7 +680,7 @@ func (h *Handler) validKeys() error {
 			return fmt.Errorf("key %s: set exactly one of secret and secret_file", k.Name)
 		}
 		for _, name := range k.Models {
-			if h.models[name] == nil && h.routes[name] == nil {
+			if h.model(name) == nil && h.routes[name] == nil {
 				return fmt.Errorf("key %s: unknown model or route %q", k.Name, name)
 			}
 		}

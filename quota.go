@@ -69,7 +69,7 @@ func (h *Handler) admit(ctx context.Context, req *strategies.Request, p *plan, c
 	if h.quotas == nil || req.Endpoint == countTokensEndpoint {
 		return nil, nil
 	}
-	m := h.models[c.Model]
+	m := h.model(c.Model)
 	var subjects [4]*limits.Subject
 	if p.key != nil {
 		subjects[0] = p.key.subject
@@ -119,7 +119,7 @@ func estimate(req *strategies.Request, m *Model) limits.Amount {
 // clampOutput returns the parameters that lower the request's output
 // cap fields to the model's max_output, or nil when none is above it.
 func (h *Handler) clampOutput(req *strategies.Request, c *strategies.Candidate) map[string]json.RawMessage {
-	m := h.models[c.Model]
+	m := h.model(c.Model)
 	if m.MaxOutput <= 0 || req.MaxTokens <= m.MaxOutput {
 		return nil
 	}
@@ -187,7 +187,7 @@ func (h *Handler) settle(res *limits.Reservation, c *strategies.Candidate, outco
 	var used limits.Amount
 	ok := false
 	if aw != nil {
-		used, ok = actual(aw.usage, h.models[c.Model])
+		used, ok = actual(aw.usage, h.model(c.Model))
 	}
 	if !ok {
 		used = reserved(res)

@@ -71,7 +71,7 @@ func (h *Handler) resolve(r *http.Request, req *strategies.Request, key *ClientK
 	var healthy, cooling []strategies.Candidate
 	var why string
 	for _, t := range targets {
-		m := h.models[t.Model]
+		m := h.model(t.Model)
 		if reason := h.unfit(m, rt, req); reason != "" {
 			why = reason
 			continue
@@ -116,7 +116,7 @@ func (h *Handler) resolve(r *http.Request, req *strategies.Request, key *ClientK
 			if slices.ContainsFunc(p.candidates, func(c strategies.Candidate) bool { return c.Model == name }) {
 				continue
 			}
-			m := h.models[name]
+			m := h.model(name)
 			if reason := h.unfit(m, nil, req); reason != "" {
 				why = reason
 				continue
@@ -174,6 +174,9 @@ func (h *Handler) withClientModels(body []byte, targets []*Target, key *ClientKe
 	for _, m := range h.models {
 		limit += len(m.Providers)
 	}
+	for _, m := range h.discoveredModels() {
+		limit += len(m.Providers)
+	}
 	targets = slices.Clip(targets) // never append into a route's own slice
 	var names []string
 	var rerr *requestError
@@ -217,12 +220,12 @@ func (h *Handler) targetsFor(name string) (*Route, []*Target, *requestError) {
 	if rt, ok := h.routes[name]; ok {
 		return rt, rt.Targets, nil
 	}
-	if _, ok := h.models[name]; ok {
+	if h.model(name) != nil {
 		return nil, []*Target{{Model: name}}, nil
 	}
 	if prov, model, ok := strings.Cut(name, "/"); ok && h.providers[prov] != nil {
-		m, ok := h.models[model]
-		if !ok || !slices.Contains(m.Providers, prov) {
+		m := h.model(model)
+		if m == nil || !slices.Contains(m.Providers, prov) {
 			return nil, nil, &requestError{status: http.StatusNotFound, code: "model_not_found",
 				msg: fmt.Sprintf("model %q is not served by provider %q", truncate(model, 128), prov)}
 		}
@@ -253,7 +256,7 @@ func (h *Handler) strategyFor(r *http.Request, rt *Route) strategies.Strategy {
 // price cap reads no text.)
 func (h *Handler) filtersApply(rt *Route, targets []*Target) bool {
 	needs := func(name string) bool {
-		m := h.models[name]
+		m := h.model(name)
 		return m.Context > 0 || len(m.Capabilities) > 0
 	}
 	if rt != nil && slices.ContainsFunc(rt.Fallback, needs) {

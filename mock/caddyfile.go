@@ -21,6 +21,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //	llm_mock [<matcher>] {
 //	    name               <name>
 //	    model              <model>
+//	    models             <ids...>
 //	    latency            <duration>
 //	    ttft               <duration>
 //	    ttft_tail          <share> [<factor>]
@@ -55,6 +56,12 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if !d.AllArgs(&h.Model) {
 				return d.ArgErr()
 			}
+		case "models":
+			ids := d.RemainingArgs()
+			if len(ids) == 0 {
+				return d.ArgErr()
+			}
+			h.Models = append(h.Models, ids...)
 		case "latency":
 			dur, err := parseDurationArg(d)
 			if err != nil {

@@ -21,6 +21,7 @@ const (
 	faultStall          = "stall"
 	faultMalformed      = "malformed"
 	faultNoDone         = "no_done"
+	faultListStatus     = "list_status"
 )
 
 // faultKeys lists, for each fault kind, the keys it accepts
@@ -34,6 +35,7 @@ var faultKeys = map[string][]string{
 	faultStall:          {"after"},
 	faultMalformed:      {"after"},
 	faultNoDone:         nil,
+	faultListStatus:     {"code", "after"},
 }
 
 // fault is one parsed fault spec, such as "status,code=429,retry_after=1".
@@ -106,6 +108,9 @@ func parseFault(spec string) (fault, error) {
 		}
 	}
 
+	if f.kind == faultListStatus && !strings.Contains(spec, "after=") {
+		f.after = 0
+	}
 	if f.retryAfter >= 0 && f.retryAfterDate >= 0 {
 		return f, fmt.Errorf("fault %s: retry_after and retry_after_date both set the Retry-After header; use only one", f.kind)
 	}
@@ -187,7 +192,7 @@ func newFaultPlan(faults []fault) faultPlan {
 	for i := range faults {
 		f := &faults[i]
 		switch f.kind {
-		case faultStatus:
+		case faultStatus, faultListStatus:
 			p.status = f
 		case faultReset:
 			p.reset = true
@@ -220,13 +225,27 @@ func (p faultPlan) breaksBody() bool {
 // configured faults with a count never apply to other requests.
 func (h *Handler) activeFaults(r *http.Request, ep endpoint) ([]fault, error) {
 	counted := ep != endpointUnknown && ep != endpointModels
-	var n int64
+	var n, lists int64
 	if counted {
 		n = h.requests.Add(1)
+	}
+	if ep == endpointModels {
+		lists = h.lists.Add(1)
+	}
+	// list_status applies to the models endpoint alone, once the first
+	// `after` requests to it passed.
+	listFault := func(f fault) bool {
+		return ep == endpointModels && lists > int64(f.after)
 	}
 
 	var active []fault
 	for _, f := range h.faults {
+		if f.kind == faultListStatus {
+			if listFault(f) {
+				active = append(active, f)
+			}
+			continue
+		}
 		if f.count == 0 || (counted && n <= int64(f.count)) {
 			active = append(active, f)
 		}
@@ -241,7 +260,7 @@ func (h *Handler) activeFaults(r *http.Request, ep endpoint) ([]fault, error) {
 		return active, fmt.Errorf("invalid %s header: %v", h.FaultHeader, err)
 	}
 	for _, f := range headerFaults {
-		if f.target == "" || f.target == h.Name {
+		if (f.target == "" || f.target == h.Name) && (f.kind != faultListStatus || listFault(f)) {
 			active = append(active, f)
 		}
 	}

@@ -300,7 +300,7 @@ func (rp *reply) body() []byte {
 	case endpointCountTokens:
 		return marshal(obj{"input_tokens": rp.promptTokens})
 	}
-	return marshal(rp.models())
+	return nil // (the models endpoint: serveModels)
 }
 
 func (rp *reply) chatCompletion() obj {
@@ -380,18 +380,6 @@ func embed(s string) []float64 {
 		}
 	}
 	return vec
-}
-
-func (rp *reply) models() obj {
-	return obj{
-		"object": "list",
-		"data": []obj{{
-			"id":       rp.model,
-			"object":   "model",
-			"created":  rp.created,
-			"owned_by": "llm_mock",
-		}},
-	}
 }
 
 // response is a responses API response object.

@@ -34,6 +34,8 @@
 //   - stall (after, default 2): stop sending after some content chunks.
 //   - malformed (after, default 2): send an invalid event after some content chunks.
 //   - no_done: leave out the stream terminator.
+//   - list_status (code, after, default 0): the models endpoint alone
+//     answers with an error status once it has answered `after` times.
 //
 // Every kind also accepts count=N, which limits a configured fault to the
 // first N requests the mock serves; header faults ignore it.
@@ -148,9 +150,15 @@ type Handler struct {
 	// such faults.
 	Faults []string `json:"faults,omitempty"`
 
+	// The model ids the models endpoint lists (GET .../models), in
+	// OpenAI's shape, or Anthropic's (paged by limit and after_id) for a
+	// request with anthropic-version. Default: the model, or "mock".
+	Models []string `json:"models,omitempty"`
+
 	faults    []fault
 	requests  *atomic.Int64 // inference requests served, for fault counts
 	tailCount *atomic.Int64 // inference requests, for the slow tail
+	lists     *atomic.Int64 // requests to the models endpoint, for list_status
 	logger    *zap.Logger
 }
 
@@ -167,6 +175,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	h.logger = ctx.Logger()
 	h.requests = new(atomic.Int64)
 	h.tailCount = new(atomic.Int64)
+	h.lists = new(atomic.Int64)
 	if h.Text == "" {
 		h.Text = DefaultText
 	}
@@ -290,6 +299,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.
 		return writeError(w, ep, plan.status.code, fmt.Sprintf("llm_mock: injected %d fault", plan.status.code))
 	}
 
+	if ep == endpointModels {
+		return h.serveModels(w, r)
+	}
 	rp, err := h.newReply(ep, req)
 	if err != nil {
 		return writeError(w, ep, http.StatusBadRequest, err.Error())

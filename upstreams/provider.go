@@ -138,6 +138,18 @@ type Provider struct {
 	// turn it off for a server that refuses the field.
 	StreamUsage *bool `json:"stream_usage,omitempty"`
 
+	// `auto`: fetch the provider's model list (GET <base_path>/models)
+	// at provision and every models_refresh, and register the models it
+	// lists (see discovery in the README). Not for azure.
+	Models string `json:"models,omitempty"`
+
+	// How often a discovered model list is fetched again. Default: 10m.
+	ModelsRefresh caddy.Duration `json:"models_refresh,omitempty"`
+
+	// How long one fetch of the model list may take; provisioning waits
+	// at most this long on a provider that does not answer. Default: 5s.
+	ModelsTimeout caddy.Duration `json:"models_timeout,omitempty"`
+
 	// The provider's own limits (an account's rpm, tpm, daily limits),
 	// over all its models.
 	limits.Limits
@@ -297,6 +309,9 @@ func (p *Provider) Validate() error {
 	if p.BasePath != "" && !strings.HasPrefix(p.BasePath, "/") {
 		return fmt.Errorf("provider %s: base_path must start with '/'", p.Name)
 	}
+	if err := p.validDiscovery(); err != nil {
+		return err
+	}
 	// (The proxy is loaded by Provision, which fails without one.)
 	if p.proxy != nil && len(p.proxy.Upstreams) == 0 && p.proxy.DynamicUpstreams == nil {
 		return fmt.Errorf("provider %s: no upstream address", p.Name)
@@ -417,6 +432,7 @@ var providerDirectives = map[string]bool{
 	"format": true, "api_key": true, "base_path": true, "api_version": true,
 	"header": true, "forward_client_auth": true, "default_max_tokens": true,
 	"max_tokens_field": true, "state_key": true, "stream_usage": true,
+	"models": true, "models_refresh": true, "models_timeout": true,
 }
 
 // UnmarshalCaddyfile sets up the provider from Caddyfile tokens. The
@@ -433,6 +449,9 @@ var providerDirectives = map[string]bool{
 //		max_tokens_field max_tokens|max_completion_tokens
 //		state_key <key>
 //		stream_usage on|off
+//		models auto                 # discover the provider's models
+//		models_refresh <duration>
+//		models_timeout <duration>
 //		rpm|tpm|max_concurrent|daily_requests|daily_tokens <n>
 //		budget <USD> day|month
 //		# any reverse_proxy subdirective: to, lb_policy, health_uri,
@@ -543,6 +562,18 @@ func (p *Provider) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				p.DefaultMaxTokens = n
 			case "max_tokens_field":
 				p.MaxTokensField = args[0]
+			case "models":
+				p.Models = args[0]
+			case "models_refresh", "models_timeout":
+				dur, err := caddy.ParseDuration(args[0])
+				if err != nil {
+					return pd.Errf("provider %s: invalid %s %q", p.Name, dir, args[0])
+				}
+				if dir == "models_refresh" {
+					p.ModelsRefresh = caddy.Duration(dur)
+				} else {
+					p.ModelsTimeout = caddy.Duration(dur)
+				}
 			}
 		}
 		pd.DeleteN(len(args) + 1)
