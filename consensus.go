@@ -50,7 +50,7 @@ func (h *Handler) consensus(w http.ResponseWriter, r *http.Request, req *strateg
 	quality := make([]float64, len(answered))
 	for i, c := range answered {
 		keys[i] = s.Key(c.answer)
-		if m := h.models[c.model]; m != nil {
+		if m := h.model(c.model); m != nil {
 			quality[i] = m.Quality
 		}
 	}
