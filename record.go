@@ -39,18 +39,18 @@ type DecisionLog struct {
 type cause uint8
 
 const (
-	causeOK         cause = iota // answered
-	causeConnect                 // no answer: connect error, closed before answering
-	causeTimeout                 // first_byte_timeout or stream_idle_timeout
-	cause429                     // rate limited upstream
-	cause5xx                     // upstream server error
-	cause4xx                     // the client's error, passed on
-	causeInvalid                 // an answer that could not be passed on
-	causeBroken                  // failed after the answer started
-	causeGone                    // the client went away
-	causeQuota                   // a limit had no room: not called
-	causeCooldown                // the pair was cooling down: passed over
-	causeUnfit                   // the target cannot serve this request: not called
+	causeOK       cause = iota // answered
+	causeConnect               // no answer: connect error, closed before answering
+	causeTimeout               // first_byte_timeout or stream_idle_timeout
+	cause429                   // rate limited upstream
+	cause5xx                   // upstream server error
+	cause4xx                   // the client's error, passed on
+	causeInvalid               // an answer that could not be passed on
+	causeBroken                // failed after the answer started
+	causeGone                  // the client went away
+	causeQuota                 // a limit had no room: not called
+	causeCooldown              // the pair was cooling down: passed over
+	causeUnfit                 // the target cannot serve this request: not called
 	numCauses
 )
 
