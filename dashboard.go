@@ -24,7 +24,7 @@ import (
 func init() {
 	caddy.RegisterModule(Dashboard{})
 	httpcaddyfile.RegisterHandlerDirective("llm_route_dashboard", parseDashboard)
-	httpcaddyfile.RegisterDirectiveOrder("llm_route_dashboard", httpcaddyfile.Before, "llm_route")
+	httpcaddyfile.RegisterDirectiveOrder("llm_route_dashboard", httpcaddyfile.Before, "metrics")
 }
 
 //go:embed dashboard.html
