@@ -161,4 +161,3 @@ func orZero(s string) string {
 	}
 	return s
 }
-

@@ -156,9 +156,9 @@ func TestDecisionRecord(t *testing.T) {
 	attempts, _ := json.Marshal(rec["attempts"])
 	var atts []struct {
 		Model, Provider, Cause string
-		Status                int
-		UpstreamMs            float64 `json:"upstream_ms"`
-		TTFTMs                float64 `json:"ttft_ms"`
+		Status                 int
+		UpstreamMs             float64 `json:"upstream_ms"`
+		TTFTMs                 float64 `json:"ttft_ms"`
 	}
 	if err := json.Unmarshal(attempts, &atts); err != nil {
 		t.Fatal(err)
