@@ -106,16 +106,36 @@ func TestDashboardInBrowser(t *testing.T) {
 		t.Errorf("decision row: provider %q attempts %q", provider, attempts)
 	}
 
-	// Traffic while the page watches: the charts plot it.
-	for range 3 {
-		if _, err := c.Chat.Completions.New(ctxT(t), chatParams("chat", prompt)); err != nil {
+	// Traffic while the page watches, over a few refreshes (one round
+	// with a fallback): the charts plot it.
+	refreshes := func() int {
+		v, err := chromedp.Run(ctx, chromedp.AttributeValue(chromedp.CSS("body"), "data-refreshes"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		n, _ := strconv.Atoi(v.Value)
+		return n
+	}
+	for round := range 6 {
+		for range round%3 + 1 {
+			var opts []oaoption.RequestOption
+			if round == 3 {
+				opts = append(opts, faultHeader("alpha:status,code=503"))
+			}
+			if _, err := c.Chat.Completions.New(ctxT(t), chatParams("chat", prompt), opts...); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if _, err := chromedp.Run(ctx, chromedp.Poll[bool](fmt.Sprintf(`Number(document.body.getAttribute("data-refreshes")) > %d`, refreshes()),
+			chromedp.WithPollingInterval(20*time.Millisecond))); err != nil {
 			t.Fatal(err)
 		}
 	}
 	if _, err := chromedp.Run(ctx, chromedp.Poll[bool](`Number(document.querySelector("#chart-requests").getAttribute("data-max")) >= 1 &&
-			document.querySelector('#chart-requests polyline[data-series="chat@alpha"]') !== null`,
+			document.querySelector('#chart-requests polyline[data-series="chat@alpha"]') !== null &&
+			Number(document.querySelector("#chart-fallbacks").getAttribute("data-max")) >= 1`,
 		chromedp.WithPollingInterval(50*time.Millisecond), chromedp.WithPollingTimeout(60*time.Second))); err != nil {
-		t.Fatalf("the requests chart did not plot the traffic: %v", err)
+		t.Fatalf("the charts did not plot the traffic: %v", err)
 	}
 	tokens, err := chromedp.Run(ctx, chromedp.AttributeValue(chromedp.CSS("#chart-tokens"), "data-max"))
 	if err != nil {
@@ -140,11 +160,7 @@ func TestDashboardInBrowser(t *testing.T) {
 	}
 
 	// A few more refreshes, to catch an error in a later render.
-	refreshes, err := chromedp.Run(ctx, chromedp.AttributeValue(chromedp.CSS("body"), "data-refreshes"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := chromedp.Run(ctx, chromedp.Poll[bool](fmt.Sprintf(`Number(document.body.getAttribute("data-refreshes")) >= %s + 3`, orZero(refreshes.Value)),
+	if _, err := chromedp.Run(ctx, chromedp.Poll[bool](fmt.Sprintf(`Number(document.body.getAttribute("data-refreshes")) >= %d`, refreshes()+3),
 		chromedp.WithPollingInterval(50*time.Millisecond))); err != nil {
 		t.Fatal(err)
 	}
@@ -153,11 +169,4 @@ func TestDashboardInBrowser(t *testing.T) {
 	if len(consoleErrors) > 0 {
 		t.Errorf("the page logged errors:\n%s", strings.Join(consoleErrors, "\n"))
 	}
-}
-
-func orZero(s string) string {
-	if s == "" {
-		return "0"
-	}
-	return s
 }
