@@ -74,6 +74,13 @@ across requests.
 Step 4 also admits the attempt (quota.go: admit), and step 6 settles
 what it reserved on the answer's usage (settle).
 
+What happened to a request is its record (record.go): begun in
+ServeHTTP, told of the plan and of every attempt by serve, and
+emitted once when ServeHTTP returns, into the Prometheus metrics
+(metrics.go), the dashboard's ring (dashboard.go) and, with
+decision_log, the log http.handlers.llm_route.decisions. Feedback
+on an answer (feedback.go) joins it there by X-LLM-Request-Id.
+
 # Where things plug in
 
   - A strategy: a Caddy module in the namespace
