@@ -43,7 +43,11 @@ func chromiumPath(t *testing.T) string {
 // screenshot of the page (the README's docs/dashboard.png).
 func TestDashboardInBrowser(t *testing.T) {
 	chromium := chromiumPath(t)
-	s := withDefaults("")
+	// chat priced, so the cost shows
+	s := setup{Route: strings.Replace(defaultRoute, "upstream_name mock-chat\n", "upstream_name mock-chat\n\t\t\tprice 2.5 10\n", 1), Mocks: defaultMocks()}
+	if !strings.Contains(s.Route, "price 2.5 10") {
+		t.Fatal("defaultRoute changed: the test cannot price chat")
+	}
 	s.Extra = fmt.Sprintf("http://localhost:%d {\n\tbind 127.0.0.1\n\tllm_route_dashboard {\n\t\trefresh 300ms\n\t}\n}\n", portExtra1)
 	start(t, s)
 	pageURL := fmt.Sprintf("http://localhost:%d/", portExtra1)
@@ -143,6 +147,13 @@ func TestDashboardInBrowser(t *testing.T) {
 	}
 	if v, _ := strconv.ParseFloat(tokens.Value, 64); v <= 0 {
 		t.Errorf("the tokens chart has no data (max %q) after answers with usage", tokens.Value)
+	}
+	cost, err := chromedp.Run(ctx, chromedp.AttributeValue(chromedp.CSS("#chart-cost"), "data-max"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v, _ := strconv.ParseFloat(cost.Value, 64); v <= 0 {
+		t.Errorf("the cost chart has no data (max %q) after priced answers", cost.Value)
 	}
 	if err := chromedp.Do(ctx, chromedp.WaitVisible(chromedp.CSS(`#models tr[data-model="chat@alpha"]`)),
 		chromedp.WaitVisible(chromedp.CSS(`#pairs tbody tr`))); err != nil {

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	goruntime "runtime"
 	"sort"
 	"strconv"
 	"strings"
@@ -139,6 +140,9 @@ func TestDecisionRecord(t *testing.T) {
 	if len(all) != 1 {
 		t.Errorf("%d lines in the decision log after one request, want 1", len(all))
 	}
+	if len(rec) == 0 {
+		t.Fatal("empty record")
+	}
 	if rec["logger"] != "http.handlers.llm_route.decisions" {
 		t.Errorf("logger %v", rec["logger"])
 	}
@@ -194,6 +198,22 @@ func TestDecisionRecord(t *testing.T) {
 		if strings.Contains(string(b), secret) {
 			t.Errorf("a key is in the decision log: %s", b)
 		}
+	}
+
+	// A stream: its usage, its time to first token, stream among the
+	// features.
+	sp := chatParams("chat", prompt)
+	sr := chatStream(t, c, sp)
+	if sr.Err != nil {
+		t.Fatal(sr.Err)
+	}
+	_, srec := decisionLog(t, logFile, "decision", sr.Resp.Header.Get("X-LLM-Request-Id"))
+	sfeats, _ := srec["features"].(map[string]any)
+	satts, _ := srec["attempts"].([]any)
+	sfirst, _ := satts[0].(map[string]any)
+	if sfeats["stream"] != true || srec["provider"] != "alpha" || srec["output_tokens"] != float64(len(strings.Fields(alphaText))) ||
+		srec["ttft_ms"] == nil || sfirst["ttft_ms"] == nil || sfirst["cause"] != "ok" {
+		t.Errorf("record of a stream: %v", srec)
 	}
 
 	// A request refused before routing has a record and an id too.
@@ -445,5 +465,47 @@ func TestMetricsSequence(t *testing.T) {
 	s = series("llm_route_requests_total", "route", "only-beta", "model", "only-beta", "provider", "beta", "status", "200")
 	if again[s]-after[s] != 1 {
 		t.Errorf("%s moved by %v after the reload, want 1", s, again[s]-after[s])
+	}
+}
+
+// Config reloads register llm_route's metrics into each new registry
+// without a duplicate-registration error, and leave no growth behind:
+// the same series, and about as many goroutines as before.
+func TestMetricsAcrossReloads(t *testing.T) {
+	logFile := filepath.Join(t.TempDir(), "decisions.log")
+	start(t, recordsSetup(t, logFile, ""))
+	c := oaClient(t)
+	ask := func() {
+		t.Helper()
+		var resp *http.Response
+		if _, err := c.Chat.Completions.New(ctxT(t), chatParams("chat", prompt), oaoption.WithResponseInto(&resp)); err != nil {
+			t.Fatal(err)
+		}
+		decisionLog(t, logFile, "decision", resp.Header.Get("X-LLM-Request-Id"))
+	}
+	ask()
+	first := metricsNow(t)
+	goroutines := goruntime.NumGoroutine()
+	const reloads = 30
+	for range reloads {
+		restart(t)
+		ask()
+	}
+	last := metricsNow(t)
+	s := series("llm_route_requests_total", "route", "chat", "model", "chat", "provider", "alpha", "status", "200")
+	if last[s]-first[s] != reloads {
+		t.Errorf("%s moved by %v over %d reloads with a request each", s, last[s]-first[s], reloads)
+	}
+	for k := range last {
+		if _, ok := first[k]; !ok {
+			t.Errorf("new series after reloads: %s", k)
+		}
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for goruntime.NumGoroutine() > goroutines+20 {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d goroutines after %d reloads, %d before", goruntime.NumGoroutine(), reloads, goroutines)
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }
