@@ -7,6 +7,7 @@ import (
 	"math"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	goruntime "runtime"
 	"sort"
@@ -279,20 +280,46 @@ func TestFeedbackJoinsRecord(t *testing.T) {
 	// The join the README describes: the decision of the same request id
 	// gives the model (and, with prompt_bytes, the prompt) to train on.
 	joined := joinFeedback(all)
-	if len(joined) != 1 || joined[0].Model != "chat" || joined[0].Prompt != "What is two plus two?" || joined[0].Score != 0.75 {
+	if len(joined) != 1 || joined[0].ID != id || joined[0].Model != "chat" || joined[0].Prompt != "What is two plus two?" ||
+		joined[0].Score != 0.75 || joined[0].Cost <= 0 {
 		t.Errorf("joined %+v", joined)
 	}
 	b, _ := os.ReadFile(logFile)
 	if strings.Contains(string(b), clientKey) {
 		t.Errorf("the client key is in the decision log")
 	}
+
+	// The README's jq command makes the same join.
+	if _, err := exec.LookPath("jq"); err != nil {
+		t.Log("jq is not installed: the README's join command is not checked")
+		return
+	}
+	readme, err := os.ReadFile("../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, program, ok := strings.Cut(string(readme), "jq -c -n '")
+	program, _, ok2 := strings.Cut(program, "' llm-decisions.log")
+	if !ok || !ok2 {
+		t.Fatal("the README has no jq join command")
+	}
+	out, err := exec.Command("jq", "-c", "-n", program, logFile).Output()
+	if err != nil {
+		t.Fatalf("the README's jq command: %v", err)
+	}
+	var fromJQ trainRow
+	if err := json.Unmarshal(out, &fromJQ); err != nil || fromJQ != joined[0] {
+		t.Errorf("the README's jq command gives %s (%v), want %+v", out, err, joined[0])
+	}
 }
 
-// trainRow is one line of train's input.
+// trainRow is one line of train's input (a feedback record).
 type trainRow struct {
+	ID     string  `json:"id"`
 	Prompt string  `json:"prompt"`
 	Model  string  `json:"model"`
 	Score  float64 `json:"score"`
+	Cost   float64 `json:"cost"`
 }
 
 // joinFeedback joins feedback records to decision records by request id,
@@ -310,10 +337,12 @@ func joinFeedback(lines []map[string]any) []trainRow {
 		if e["msg"] != "feedback" || d == nil {
 			continue
 		}
+		id, _ := e["request_id"].(string)
 		p, _ := d["prompt"].(string)
 		m, _ := d["model"].(string)
 		s, _ := e["score_norm"].(float64)
-		out = append(out, trainRow{p, m, s})
+		c, _ := d["cost_usd"].(float64)
+		out = append(out, trainRow{id, p, m, s, c})
 	}
 	return out
 }
