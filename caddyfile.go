@@ -51,6 +51,10 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //		fail_threshold <n>
 //		reset_tz <IANA time zone>     # when daily and monthly limits reset
 //		state memory | redis <url> [{ ... }]  # where limit counters, cooldowns and stats live
+//		decision_log [{                # one record per request on http.handlers.llm_route.decisions
+//			prompt_bytes <n>           # with up to n bytes of the last user message
+//		}]
+//		feedback_path <path>          # POST {"request_id","score","comment"} here
 //
 //		key <name> {                  # client keys; with any, every request needs one
 //			secret <placeholder>
@@ -131,6 +135,16 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if !d.Args(&h.ResetTZ) || d.NextArg() {
 				return d.ArgErr()
 			}
+		case "feedback_path":
+			if !d.Args(&h.FeedbackPath) || d.NextArg() {
+				return d.ArgErr()
+			}
+		case "decision_log":
+			dl, err := unmarshalDecisionLog(d)
+			if err != nil {
+				return err
+			}
+			h.DecisionLog = dl
 		case "key":
 			k, err := parseKey(d)
 			if err != nil {

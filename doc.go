@@ -95,6 +95,13 @@ across requests.
 Step 4 also admits the attempt (quota.go: admit), and step 6 settles
 what it reserved on the answer's usage (settle).
 
+What happened to a request is its record (record.go): begun in
+ServeHTTP, told of the plan and of every attempt by serve, and
+emitted once when ServeHTTP returns, into the Prometheus metrics
+(metrics.go), the dashboard's ring (dashboard.go) and, with
+decision_log, the log http.handlers.llm_route.decisions. Feedback
+on an answer (feedback.go) joins it there by X-LLM-Request-Id.
+
 # Beside the request path
 
   - GET …/models (models_list.go) answers the gateway's own model list,

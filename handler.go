@@ -67,6 +67,11 @@ type attemptResult struct {
 	header      http.Header         // upstream error headers
 	err         error               // transport error or timeout
 	aw          *attemptWriter
+	// called is when the provider's reverse proxy got the request,
+	// firstByte when the answer's first byte came (zero: never), and
+	// upstream how long the reverse proxy took.
+	called, firstByte time.Time
+	upstream          time.Duration
 }
 
 // ServeHTTP implements caddyhttp.MiddlewareHandler.
@@ -75,11 +80,17 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		defer redactCredentials(r.Header)
 		return h.serveModelList(w, r, id) // models_list.go
 	}
+	if h.FeedbackPath != "" && r.URL.Path == h.FeedbackPath {
+		return h.serveFeedback(w, r)
+	}
 	matched, ok := h.match(r.URL.Path)
 	if !ok || r.Method != http.MethodPost {
 		return next.ServeHTTP(w, r)
 	}
 	endpoint := endpointFor(r.URL.Path, matched)
+	rec := h.startRecord(w, r, endpoint)
+	defer h.finishRecord(rec)
+	w = rec
 	// Once handled, the client's credentials (checked against its key,
 	// or stripped for the providers) leave no trace in what reads the
 	// request afterwards: placeholders, log_append, later handlers.
@@ -111,6 +122,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		writeError(w, endpoint, http.StatusRequestEntityTooLarge, "request_too_large", fmt.Sprintf("request body is larger than %d bytes", h.MaxBody))
 		return nil
 	}
+	rec.bodyRead()
 	req, rerr := parseRequest(body, h.ModelKey, h.MaxDepth)
 	if rerr == nil && !key.permits(req.Model) {
 		rerr = &requestError{status: http.StatusForbidden, code: "model_not_allowed",
@@ -120,6 +132,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		req.Endpoint = endpoint
 		var p *plan
 		if p, rerr = h.resolve(r, req, key); rerr == nil {
+			rec.decide(r, req, p)
 			if h.ModelToHeader != "" {
 				r.Header.Set(h.ModelToHeader, req.Model)
 			}
@@ -238,6 +251,7 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, req *strategies.
 		if hedged {
 			return err // the hedge (the rest of the candidates) answered
 		}
+		p.rec.attempt(&p.candidates[i], &next)
 		switch next.outcome {
 		case outcomeUnfit:
 			// Skipped without calling it: kept only to explain a
@@ -401,8 +415,10 @@ func (h *Handler) attempt(w http.ResponseWriter, r *http.Request, req *strategie
 		setRateHeaders(w.Header(), reservation)
 	}
 
+	res.called = time.Now()
 	err, aborted := serveProxy(c.Provider.Proxy(), aw, up)
 	res.aw, res.err = aw, err
+	res.upstream, res.firstByte = time.Since(res.called), firstByteAt
 
 	if aw.committed {
 		if err == nil && !aborted {

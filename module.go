@@ -161,11 +161,22 @@ type Handler struct {
 	// Where the counters of limits and budgets live. Default: memory.
 	State *State `json:"state,omitempty"`
 
+	// If set, one record per request (route, strategy, reason, features,
+	// candidates, attempts and their causes, status, times, tokens, cost)
+	// is logged at INFO on the logger http.handlers.llm_route.decisions.
+	DecisionLog *DecisionLog `json:"decision_log,omitempty"`
+
+	// If set, POST requests to this path take feedback on an answer,
+	// `{"request_id", "score", "comment"}`, authenticated like other
+	// requests, and log it on http.handlers.llm_route.decisions.
+	FeedbackPath string `json:"feedback_path,omitempty"`
+
 	providers map[string]*upstreams.Provider
 	models    map[string]*Model
 	routes    map[string]*Route
 	policy    upstreams.Policy
 	logger    *zap.Logger
+	decisions *zap.Logger // the decision log and feedback
 
 	forward     []string // headers passed on besides the formats' own, canonical
 	keys        []*ClientKey
@@ -324,6 +335,10 @@ func (Handler) CaddyModule() caddy.ModuleInfo {
 // Provision sets up the handler: defaults, indexes and providers.
 func (h *Handler) Provision(ctx caddy.Context) error {
 	h.logger = ctx.Logger()
+	h.decisions = h.logger.Named("decisions")
+	if err := registerMetrics(ctx); err != nil {
+		return err
+	}
 	if h.ModelKey == "" {
 		h.ModelKey = "model"
 	}
@@ -630,6 +645,12 @@ func (h *Handler) Validate() error {
 		if upstreams.CredentialHeader(http.CanonicalHeaderKey(name)) {
 			return fmt.Errorf("forward_headers: %s carries the client's credentials; a provider passes them on with forward_client_auth", name)
 		}
+	}
+	if h.FeedbackPath != "" && !strings.HasPrefix(h.FeedbackPath, "/") {
+		return fmt.Errorf("feedback_path: %q must start with '/'", h.FeedbackPath)
+	}
+	if h.DecisionLog != nil && h.DecisionLog.PromptBytes < 0 {
+		return fmt.Errorf("decision_log: prompt_bytes must not be negative")
 	}
 	for _, s := range h.EnableOnPathSuffix {
 		if s != "*" && !strings.HasPrefix(s, "/") {

@@ -22,6 +22,9 @@ type plan struct {
 	reason     string
 	pinned     string              // the provider a provider/model request names
 	strategy   strategies.Strategy // the strategy that ordered the candidates, if any
+	rec        *record
+	// healthy candidates come first, then cooling ones cooling down.
+	healthy, cooling int
 	// params are set on every attempt's body (from the strategy).
 	params map[string]json.RawMessage
 }
@@ -111,6 +114,7 @@ func (h *Handler) resolve(r *http.Request, req *strategies.Request, key *ClientK
 		}
 	}
 	p.candidates = append(healthy, cooling...)
+	p.healthy, p.cooling = len(healthy), len(cooling)
 	if rt != nil {
 		for _, name := range rt.Fallback {
 			if slices.ContainsFunc(p.candidates, func(c strategies.Candidate) bool { return c.Model == name }) {

@@ -1,0 +1,248 @@
+package llmroute
+
+import (
+	"errors"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/caddy-llm-route/llmroute/limits"
+	"github.com/caddy-llm-route/llmroute/upstreams"
+)
+
+// The metrics are the process's, created once and registered into the
+// metrics registry of every configuration that uses llm_route (Caddy
+// makes a registry per configuration), so their counts run on across
+// reloads. Their labels hold configured names only (routes, models,
+// providers, limit subjects), status codes and causes: never request
+// ids, keys or prompts.
+var metrics = struct {
+	requests    *prometheus.CounterVec
+	tokens      *prometheus.CounterVec
+	cost        *prometheus.CounterVec
+	attempts    *prometheus.CounterVec
+	fallbacks   *prometheus.CounterVec
+	decision    *prometheus.HistogramVec
+	ttft        *prometheus.HistogramVec
+	upstream    *prometheus.HistogramVec
+	overhead    *prometheus.HistogramVec
+	quotaLeft   *prometheus.GaugeVec
+	pairs       prometheus.Collector
+	all         []prometheus.Collector
+	own         *prometheus.Registry // the dashboard reads these metrics here
+	statusLabel [600]string
+}{}
+
+func init() {
+	const ns = "llm_route"
+	m := &metrics
+	m.requests = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "requests_total",
+		Help: "Requests handled, by route, the model and provider that answered last, and the status returned."},
+		[]string{"route", "model", "provider", "status"})
+	m.tokens = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "tokens_total",
+		Help: "Tokens of the answers' usage, by direction (input or output)."},
+		[]string{"route", "model", "provider", "direction"})
+	m.cost = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "cost_usd_total",
+		Help: "Cost of the answers in USD, from their usage and the models' prices."},
+		[]string{"route", "model", "provider"})
+	m.attempts = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "attempts_total",
+		Help: "Calls to providers, by how they ended: ok, connect, timeout, 429, 5xx, 4xx, invalid, broken, client_gone."},
+		[]string{"model", "provider", "cause"})
+	m.fallbacks = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "fallbacks_total",
+		Help: "Candidates passed for a later one, by cause: a failed call (connect, timeout, 429, 5xx, invalid), a limit with no room (quota), a pair cooling down (cooldown) or a target that cannot serve the request (unfit)."},
+		[]string{"model", "provider", "cause"})
+	m.decision = prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: ns, Name: "decision_seconds",
+		Help:    "Time to choose the candidates (resolve and the strategy).",
+		Buckets: prometheus.ExponentialBuckets(5e-6, 4, 10)}, []string{"route"})
+	latency := []float64{.025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 120, 300}
+	m.ttft = prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: ns, Name: "upstream_ttft_seconds",
+		Help: "Time from calling a provider to the first byte of its answer.", Buckets: latency},
+		[]string{"model", "provider"})
+	m.upstream = prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: ns, Name: "upstream_seconds",
+		Help: "Time inside a provider's reverse proxy, per call, the whole answer included.", Buckets: latency},
+		[]string{"model", "provider"})
+	m.overhead = prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: ns, Name: "overhead_seconds",
+		Help:    "Time the gateway added to a request: from the end of reading its body to the end, minus the time inside providers' reverse proxies.",
+		Buckets: prometheus.ExponentialBuckets(1e-5, 4, 10)}, []string{"route"})
+	m.quotaLeft = prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: ns, Name: "quota_remaining",
+		Help: "Room left on a limit after the last reservation on it, by subject (key:, route:, model:, provider: and a name) and limit."},
+		[]string{"subject", "limit"})
+	m.pairs = pairCollector{
+		cooling: prometheus.NewDesc(ns+"_cooldown_remaining_seconds",
+			"Time left of a provider+model pair's cooldown; 0 when it may be called.", []string{"provider", "model"}, nil),
+		inFlight: prometheus.NewDesc(ns+"_in_flight",
+			"Calls under way to a provider+model pair.", []string{"provider", "model"}, nil),
+	}
+	m.all = []prometheus.Collector{m.requests, m.tokens, m.cost, m.attempts, m.fallbacks,
+		m.decision, m.ttft, m.upstream, m.overhead, m.quotaLeft, m.pairs}
+	m.own = prometheus.NewRegistry()
+	m.own.MustRegister(m.all...)
+	for i := range m.statusLabel {
+		m.statusLabel[i] = strconv.Itoa(i)
+	}
+}
+
+// registerMetrics adds llm_route's metrics to the configuration's
+// registry; another llm_route of the same configuration has done so
+// already.
+func registerMetrics(ctx caddy.Context) error {
+	reg := ctx.GetMetricsRegistry()
+	if reg == nil {
+		return nil
+	}
+	for _, c := range metrics.all {
+		if err := reg.Register(c); err != nil {
+			var dup prometheus.AlreadyRegisteredError
+			if !errors.As(err, &dup) {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// statusLabel is a status code as a label value.
+func statusLabel(status int) string {
+	if status >= 0 && status < len(metrics.statusLabel) {
+		return metrics.statusLabel[status]
+	}
+	return "other"
+}
+
+// observe counts a finished request in the metrics.
+func observe(rec *record, end time.Time) {
+	m := &metrics
+	var route, model, provider string
+	if rec.p != nil {
+		route = rec.p.route
+	}
+	chosen := rec.chosen()
+	if chosen != nil {
+		model, provider = chosen.c.Model, chosen.c.Provider.Name
+	}
+	m.requests.WithLabelValues(route, model, provider, statusLabel(rec.status)).Inc()
+	if chosen != nil {
+		u := rec.usage()
+		if u.PromptTokens > 0 {
+			m.tokens.WithLabelValues(route, model, provider, "input").Add(float64(u.PromptTokens))
+		}
+		if u.CompletionTokens > 0 {
+			m.tokens.WithLabelValues(route, model, provider, "output").Add(float64(u.CompletionTokens))
+		}
+		if cost, priced := rec.cost(); priced && cost > 0 {
+			m.cost.WithLabelValues(route, model, provider).Add(cost)
+		}
+	}
+	if rec.p == nil {
+		return
+	}
+	if !rec.read.IsZero() {
+		m.decision.WithLabelValues(route).Observe(rec.decided.Sub(rec.read).Seconds())
+	}
+	for i := range rec.attempts {
+		a := &rec.attempts[i]
+		am, ap := a.c.Model, a.c.Provider.Name
+		called := a.cause != causeQuota && a.cause != causeUnfit
+		if called {
+			m.attempts.WithLabelValues(am, ap, a.cause.String()).Inc()
+			if a.upstream > 0 {
+				m.upstream.WithLabelValues(am, ap).Observe(a.upstream.Seconds())
+			}
+			if a.firstByte > 0 {
+				m.ttft.WithLabelValues(am, ap).Observe(a.firstByte.Seconds())
+			}
+		}
+		if i < len(rec.attempts)-1 {
+			m.fallbacks.WithLabelValues(am, ap, a.cause.String()).Inc()
+		}
+		if a.res != nil {
+			quotaLeft(a.res, ap)
+		}
+	}
+	if chosen != nil {
+		m.overhead.WithLabelValues(route).Observe(rec.overhead(end).Seconds())
+	}
+	// Pairs cooling down that the plan put behind healthy candidates and
+	// that were not reached.
+	if rec.p.healthy > 0 {
+		for _, c := range rec.candidates {
+			if c.cooling && !rec.tried(c) {
+				m.fallbacks.WithLabelValues(c.model, c.provider, "cooldown").Inc()
+			}
+		}
+	}
+}
+
+// tried reports whether the candidate was attempted (or turned away by
+// a limit).
+func (rec *record) tried(c candidateRecord) bool {
+	for _, a := range rec.attempts {
+		if a.c.Model == c.model && a.c.Provider.Name == c.provider {
+			return true
+		}
+	}
+	return false
+}
+
+// quotaLeft sets the room left on each limit a reservation charged.
+// A provider's subject is named by the provider's name (its state
+// identity is a digest that labels should not carry).
+func quotaLeft(res *limits.Reservation, provider string) {
+	for _, ch := range res.Charges {
+		subject := limits.SubjectOf(ch.Counter)
+		if strings.HasPrefix(subject, "provider:") {
+			subject = "provider:" + provider
+		}
+		metrics.quotaLeft.WithLabelValues(subject, ch.Kind.String()).Set(max(ch.Left, 0))
+	}
+}
+
+// pairCollector reports the state of the provider+model pairs in use,
+// read when the metrics are gathered.
+type pairCollector struct {
+	cooling, inFlight *prometheus.Desc
+}
+
+// Describe implements prometheus.Collector.
+func (pc pairCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- pc.cooling
+	ch <- pc.inFlight
+}
+
+// Collect implements prometheus.Collector. Pairs of the same provider
+// name and model (two sites may each have their own `openai`) are
+// reported as one: the longest cooldown, the sum of calls.
+func (pc pairCollector) Collect(ch chan<- prometheus.Metric) {
+	type key struct{ provider, model string }
+	type state struct {
+		cooling  float64
+		inFlight int64
+	}
+	now := time.Now()
+	seen := map[key]*state{}
+	var order []key
+	for _, p := range upstreams.Pairs() {
+		k := key{p.Provider, p.Model}
+		s := seen[k]
+		if s == nil {
+			s = new(state)
+			seen[k] = s
+			order = append(order, k)
+		}
+		if left := p.CooldownUntil.Sub(now).Seconds(); left > s.cooling {
+			s.cooling = left
+		}
+		s.inFlight += p.Stats.InFlight
+	}
+	for _, k := range order {
+		s := seen[k]
+		ch <- prometheus.MustNewConstMetric(pc.cooling, prometheus.GaugeValue, s.cooling, k.provider, k.model)
+		ch <- prometheus.MustNewConstMetric(pc.inFlight, prometheus.GaugeValue, float64(s.inFlight), k.provider, k.model)
+	}
+}
+
+// Interface guards
+var _ prometheus.Collector = pairCollector{}

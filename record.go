@@ -1,0 +1,482 @@
+package llmroute
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+
+	"github.com/caddy-llm-route/llmroute/limits"
+	"github.com/caddy-llm-route/llmroute/strategies"
+)
+
+// HeaderRequestID carries the id of the request's record on every
+// answer llm_route gives: the key that joins the decision log, feedback
+// and Caddy's access log (its `uuid` field).
+const HeaderRequestID = "X-LLM-Request-Id"
+
+// DecisionLog turns on the decision log: one record per request, emitted
+// at INFO on the logger `http.handlers.llm_route.decisions`, which Caddy's
+// `log` configuration routes like any other (e.g. to a rolled file).
+type DecisionLog struct {
+	// Put up to this many bytes of the last user message into each record
+	// as `prompt`, so the log joined with feedback can train a router. Off
+	// (0) by default: prompts may be confidential.
+	PromptBytes int `json:"prompt_bytes,omitempty"`
+}
+
+// cause is why an attempt ended the way it did, or why a candidate was
+// passed over without a call. Its names are metric label values.
+type cause uint8
+
+const (
+	causeOK       cause = iota // answered
+	causeConnect               // no answer: connect error, closed before answering
+	causeTimeout               // first_byte_timeout or stream_idle_timeout
+	cause429                   // rate limited upstream
+	cause5xx                   // upstream server error
+	cause4xx                   // the client's error, passed on
+	causeInvalid               // an answer that could not be passed on
+	causeBroken                // failed after the answer started
+	causeGone                  // the client went away
+	causeQuota                 // a limit had no room: not called
+	causeCooldown              // the pair was cooling down: passed over
+	causeUnfit                 // the target cannot serve this request: not called
+	numCauses
+)
+
+var causeNames = [numCauses]string{"ok", "connect", "timeout", "429", "5xx", "4xx", "invalid", "broken", "client_gone", "quota", "cooldown", "unfit"}
+
+func (c cause) String() string { return causeNames[c] }
+
+// causeOf classifies an attempt's result.
+func causeOf(res *attemptResult) cause {
+	switch res.outcome {
+	case outcomeDone:
+		return causeOK
+	case outcomeQuota:
+		return causeQuota
+	case outcomeUnfit:
+		return causeUnfit
+	case outcomeGone:
+		return causeGone
+	case outcomeBroken:
+		return causeBroken
+	}
+	switch {
+	case res.body != nil && res.status == http.StatusTooManyRequests:
+		return cause429
+	case res.body != nil && res.status >= 500:
+		return cause5xx
+	case res.body != nil:
+		return cause4xx
+	case errors.Is(res.err, errFirstByteTimeout), errors.Is(res.err, errStreamIdle):
+		return causeTimeout
+	case errors.Is(res.err, errUnusable):
+		return causeInvalid
+	}
+	return causeConnect
+}
+
+// candidateRecord is one candidate of the plan, in its order.
+type candidateRecord struct {
+	model, provider string
+	cooling         bool // demoted because the pair was cooling down
+}
+
+// attemptRecord is one attempt, or one candidate passed over for a limit.
+type attemptRecord struct {
+	c         *strategies.Candidate
+	cause     cause
+	status    int           // the upstream's status, 0 without one
+	limit     string        // the limit that turned it away (quota)
+	upstream  time.Duration // inside the provider's reverse proxy
+	firstByte time.Duration // from the upstream call to its first byte; 0: none
+	aw        *attemptWriter
+	res       *limits.Reservation
+}
+
+// record is what happened to one request: built as the request goes
+// (start, read, decided, attempt) and emitted once when it ends. It also
+// stands between llm_route and the response writer, to see the status
+// and to set X-LLM-Request-Id on every answer.
+type record struct {
+	http.ResponseWriter
+	h      *Handler
+	status int
+
+	id       string
+	endpoint string
+	start    time.Time
+	read     time.Time // the body was read
+	decided  time.Time // the plan was made
+	first    time.Time // the answer's first byte reached the client
+
+	req      *strategies.Request
+	p        *plan
+	strategy strategies.Strategy
+
+	candBuf    [6]candidateRecord
+	candidates []candidateRecord
+	attBuf     [3]attemptRecord
+	attempts   []attemptRecord
+}
+
+// startRecord begins the record of a request llm_route handles.
+func (h *Handler) startRecord(w http.ResponseWriter, r *http.Request, endpoint string) *record {
+	rec := &record{ResponseWriter: w, h: h, endpoint: endpoint, start: time.Now()}
+	rec.id = requestID(r)
+	return rec
+}
+
+// requestID is Caddy's UUID of the request (the access log's `uuid`
+// field), made now if nothing asked for it yet.
+func requestID(r *http.Request) string {
+	if repl, ok := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer); ok {
+		if id, ok := repl.GetString("http.request.uuid"); ok && id != "" {
+			return id
+		}
+	}
+	return newID()
+}
+
+// WriteHeader sets the request id and notes the status.
+func (rec *record) WriteHeader(status int) {
+	if rec.status == 0 && status >= 200 {
+		rec.status = status
+		rec.Header().Set(HeaderRequestID, rec.id)
+		if rec.first.IsZero() {
+			rec.first = time.Now()
+		}
+	}
+	rec.ResponseWriter.WriteHeader(status)
+}
+
+func (rec *record) Write(b []byte) (int, error) {
+	if rec.status == 0 {
+		rec.WriteHeader(http.StatusOK)
+	}
+	return rec.ResponseWriter.Write(b)
+}
+
+// Unwrap lets http.ResponseController reach the real writer.
+func (rec *record) Unwrap() http.ResponseWriter { return rec.ResponseWriter }
+
+// bodyRead notes the end of reading the request body.
+func (rec *record) bodyRead() { rec.read = time.Now() }
+
+// decide notes the plan made for the request.
+func (rec *record) decide(r *http.Request, req *strategies.Request, p *plan) {
+	rec.decided = time.Now()
+	rec.req, rec.p = req, p
+	p.rec = rec
+	rec.strategy = rec.h.strategyFor(r, p.rt)
+	if dl := rec.h.DecisionLog; dl != nil && dl.PromptBytes > 0 {
+		req.ReadPrompt()
+	}
+	rec.candidates = rec.candBuf[:0]
+	for i := range p.candidates {
+		c := &p.candidates[i]
+		rec.candidates = append(rec.candidates, candidateRecord{model: c.Model, provider: c.Provider.Name,
+			cooling: i >= p.healthy && i < p.healthy+p.cooling})
+	}
+}
+
+// attempt notes what the attempt loop got from candidate c.
+func (rec *record) attempt(c *strategies.Candidate, res *attemptResult) {
+	if rec == nil {
+		return
+	}
+	a := attemptRecord{c: c, cause: causeOf(res), aw: res.aw, upstream: res.upstream, res: res.reservation}
+	if res.body != nil {
+		a.status = res.status
+	}
+	if res.aw != nil && !res.firstByte.IsZero() && !res.called.IsZero() {
+		a.firstByte = res.firstByte.Sub(res.called)
+	}
+	if res.denial != nil {
+		a.limit = res.denial.kind.String()
+	}
+	if rec.attempts == nil {
+		rec.attempts = rec.attBuf[:0]
+	}
+	rec.attempts = append(rec.attempts, a)
+	if ce := rec.h.logger.Check(zap.DebugLevel, "attempt"); ce != nil {
+		ce.Write(zap.String("request_id", rec.id), zap.String("model", c.Model), zap.String("provider", c.Provider.Name),
+			zap.Stringer("cause", a.cause), zap.Int("status", a.status), zap.Duration("upstream", a.upstream), zap.Error(res.err))
+	}
+}
+
+// chosen is the last candidate called, or nil.
+func (rec *record) chosen() *attemptRecord {
+	for i := len(rec.attempts) - 1; i >= 0; i-- {
+		if a := &rec.attempts[i]; a.cause != causeQuota && a.cause != causeUnfit {
+			return a
+		}
+	}
+	return nil
+}
+
+// usage is the chosen answer's token usage.
+func (rec *record) usage() Usage {
+	if a := rec.chosen(); a != nil && a.aw != nil {
+		return a.aw.usage
+	}
+	return Usage{}
+}
+
+// cost is the chosen answer's cost in USD from its usage, and whether
+// the model has a price.
+func (rec *record) cost() (float64, bool) {
+	a := rec.chosen()
+	if a == nil {
+		return 0, false
+	}
+	m := rec.h.models[a.c.Model]
+	if m == nil || m.InputPrice == 0 && m.OutputPrice == 0 {
+		return 0, false
+	}
+	amount, _ := actual(rec.usage(), m)
+	return amount.Cost, true
+}
+
+// upstreamTime is the time spent inside providers' reverse proxies.
+func (rec *record) upstreamTime() time.Duration {
+	var d time.Duration
+	for _, a := range rec.attempts {
+		d += a.upstream
+	}
+	return d
+}
+
+// overhead is the gateway's own time: from the end of reading the body
+// (before it, the client was sending) to the end, minus the time inside
+// the providers' reverse proxies.
+func (rec *record) overhead(end time.Time) time.Duration {
+	from := rec.read
+	if from.IsZero() {
+		from = rec.start
+	}
+	return max(end.Sub(from)-rec.upstreamTime(), 0)
+}
+
+// finishRecord ends the record: metrics, the dashboard's ring and the
+// decision log.
+func (h *Handler) finishRecord(rec *record) {
+	end := time.Now()
+	if rec.status == 0 {
+		// The handler wrote nothing: the client went away.
+		rec.status = 499
+	}
+	observe(rec, end)
+	if dashboards.Load() > 0 {
+		remember(rec, end)
+	}
+	if h.DecisionLog == nil {
+		return
+	}
+	if ce := h.decisions.Check(zap.InfoLevel, "decision"); ce != nil {
+		ce.Write(zap.Inline(recordFields{rec, end}))
+	}
+}
+
+// recordFields marshals a record for the decision log.
+type recordFields struct {
+	rec *record
+	end time.Time
+}
+
+// MarshalLogObject implements zapcore.ObjectMarshaler.
+func (f recordFields) MarshalLogObject(enc zapcore.ObjectEncoder) error {
+	rec := f.rec
+	enc.AddString("request_id", rec.id)
+	enc.AddString("endpoint", truncate(rec.endpoint, 64))
+	enc.AddInt("status", rec.status)
+	if rec.p != nil {
+		p := rec.p
+		enc.AddString("requested", truncate(rec.req.Model, 128))
+		enc.AddString("route", p.route)
+		if rec.strategy != nil {
+			enc.AddString("strategy", caddy.GetModuleName(rec.strategy))
+		}
+		enc.AddString("reason", p.reason)
+		if p.key != nil {
+			enc.AddString("key", p.key.Name)
+		}
+		_ = enc.AddObject("features", features{rec.req, p.reason})
+		_ = enc.AddArray("candidates", zapcore.ArrayMarshalerFunc(func(ae zapcore.ArrayEncoder) error {
+			for _, c := range rec.candidates {
+				_ = ae.AppendObject(zapcore.ObjectMarshalerFunc(func(oe zapcore.ObjectEncoder) error {
+					oe.AddString("model", c.model)
+					oe.AddString("provider", c.provider)
+					if c.cooling {
+						oe.AddBool("cooling", true)
+					}
+					return nil
+				}))
+			}
+			return nil
+		}))
+		if n := rec.h.DecisionLog.PromptBytes; n > 0 && rec.req.LastUser != "" {
+			enc.AddString("prompt", truncateBytes(rec.req.LastUser, n))
+		}
+	}
+	calls := 0
+	_ = enc.AddArray("attempts", zapcore.ArrayMarshalerFunc(func(ae zapcore.ArrayEncoder) error {
+		for _, a := range rec.attempts {
+			if a.cause != causeQuota && a.cause != causeUnfit {
+				calls++
+			}
+			_ = ae.AppendObject(zapcore.ObjectMarshalerFunc(func(oe zapcore.ObjectEncoder) error {
+				oe.AddString("model", a.c.Model)
+				oe.AddString("provider", a.c.Provider.Name)
+				oe.AddString("cause", a.cause.String())
+				if a.status != 0 {
+					oe.AddInt("status", a.status)
+				}
+				if a.limit != "" {
+					oe.AddString("limit", a.limit)
+				}
+				if a.upstream > 0 {
+					oe.AddFloat64("upstream_ms", ms(a.upstream))
+				}
+				if a.firstByte > 0 {
+					oe.AddFloat64("ttft_ms", ms(a.firstByte))
+				}
+				return nil
+			}))
+		}
+		return nil
+	}))
+	if a := rec.chosen(); a != nil {
+		enc.AddString("model", a.c.Model)
+		enc.AddString("provider", a.c.Provider.Name)
+	}
+	enc.AddInt("calls", calls)
+	enc.AddFloat64("duration_ms", ms(f.end.Sub(rec.start)))
+	if !rec.first.IsZero() && rec.status < 300 {
+		enc.AddFloat64("ttft_ms", ms(rec.first.Sub(rec.start)))
+	}
+	if !rec.decided.IsZero() && !rec.read.IsZero() {
+		enc.AddFloat64("decision_ms", ms(rec.decided.Sub(rec.read)))
+	}
+	enc.AddFloat64("upstream_ms", ms(rec.upstreamTime()))
+	enc.AddFloat64("overhead_ms", ms(rec.overhead(f.end)))
+	u := rec.usage()
+	enc.AddInt64("input_tokens", u.PromptTokens)
+	enc.AddInt64("output_tokens", u.CompletionTokens)
+	if u.CacheReadTokens > 0 {
+		enc.AddInt64("cache_read_tokens", u.CacheReadTokens)
+	}
+	if cost, priced := rec.cost(); priced {
+		enc.AddFloat64("cost_usd", cost)
+	}
+	return nil
+}
+
+// features are what the routing decision could see of the request, and
+// the numbers its strategy reported in its reason (key=value).
+type features struct {
+	req    *strategies.Request
+	reason string
+}
+
+// MarshalLogObject implements zapcore.ObjectMarshaler.
+func (f features) MarshalLogObject(enc zapcore.ObjectEncoder) error {
+	if f.req.PromptTokens > 0 {
+		enc.AddInt("prompt_tokens", f.req.PromptTokens)
+	}
+	if f.req.MaxTokens > 0 {
+		enc.AddInt64("max_tokens", f.req.MaxTokens)
+	}
+	enc.AddBool("stream", f.req.Stream)
+	if f.req.HasTools {
+		enc.AddBool("tools", true)
+	}
+	if f.req.HasImages {
+		enc.AddBool("images", true)
+	}
+	if f.req.JSONMode {
+		enc.AddBool("json", true)
+	}
+	for _, field := range strings.Fields(f.reason) {
+		k, v, ok := strings.Cut(field, "=")
+		if !ok || k == "" {
+			continue
+		}
+		if n, err := strconv.ParseFloat(v, 64); err == nil {
+			enc.AddFloat64(k, n)
+		} else {
+			enc.AddString(k, truncate(v, 64))
+		}
+	}
+	return nil
+}
+
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1e3 }
+
+// truncateBytes cuts s to at most n bytes, on a rune boundary.
+func truncateBytes(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && n < len(s) && s[n]&0xC0 == 0x80 {
+		n--
+	}
+	return s[:n]
+}
+
+// idPrefix and idSeq make request ids when Caddy's UUID is not at hand
+// (a handler called outside Caddy's server): random per process, then a
+// counter.
+var (
+	idPrefix = func() string {
+		var b [8]byte
+		_, _ = rand.Read(b[:])
+		return hex.EncodeToString(b[:]) + "-"
+	}()
+	idSeq atomic.Uint64
+)
+
+func newID() string { return idPrefix + strconv.FormatUint(idSeq.Add(1), 10) }
+
+// Interface guards
+var (
+	_ http.ResponseWriter     = (*record)(nil)
+	_ zapcore.ObjectMarshaler = recordFields{}
+	_ zapcore.ObjectMarshaler = features{}
+)
+
+// unmarshalDecisionLog parses `decision_log [{ prompt_bytes <n> }]`.
+func unmarshalDecisionLog(d *caddyfile.Dispenser) (*DecisionLog, error) {
+	dl := new(DecisionLog)
+	if d.NextArg() {
+		return nil, d.ArgErr()
+	}
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		switch d.Val() {
+		case "prompt_bytes":
+			var v string
+			if !d.Args(&v) || d.NextArg() {
+				return nil, d.ArgErr()
+			}
+			n, err := strconv.Atoi(v)
+			if err != nil {
+				return nil, d.Errf("prompt_bytes: %v", err)
+			}
+			dl.PromptBytes = n
+		default:
+			return nil, d.Errf("unrecognized subdirective: %s", d.Val())
+		}
+	}
+	return dl, nil
+}

@@ -1,0 +1,147 @@
+package llmroute
+
+import (
+	"errors"
+	"fmt"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"go.uber.org/zap/zaptest/observer"
+
+	"github.com/caddy-llm-route/llmroute/strategies"
+)
+
+func TestParseFeedback(t *testing.T) {
+	for _, tc := range []struct {
+		body string
+		norm float64
+		err  string
+	}{
+		{`{"request_id":"abc","score":0.5}`, 0.5, ""},
+		{`{"request_id":"abc","score":1}`, 1, ""},
+		{`{"request_id":"abc","score":0}`, 0, ""},
+		{`{"request_id":"abc","score":5,"comment":"great"}`, 1, ""},
+		{`{"request_id":"abc","score":2}`, 0.25, ""},
+		{`{"request_id":"abc","score":1,"scale":5}`, 0, ""},
+		{`{"request_id":"abc","score":1,"scale":1}`, 1, ""},
+		{`{"request_id":"abc","score":0.5,"scale":5}`, 0, "within 1..5"},
+		{`{"request_id":"abc","score":3,"scale":1}`, 0, "within 0..1"},
+		{`{"request_id":"abc","score":3,"scale":10}`, 0, "scale must be"},
+		{`{"request_id":"abc","score":-0.1}`, 0, "score must be"},
+		{`{"request_id":"abc","score":5.5}`, 0, "score must be"},
+		{`{"request_id":"abc","score":"5"}`, 0, "JSON object"},
+		{`{"request_id":"abc"}`, 0, "score is required"},
+		{`{"score":1}`, 0, "request_id"},
+		{`{"request_id":"a b","score":1}`, 0, "printable"},
+		{`{"request_id":"` + strings.Repeat("x", 129) + `","score":1}`, 0, "request_id"},
+		{`{"request_id":"abc","score":1,"comment":"` + strings.Repeat("x", maxComment+1) + `"}`, 0, "comment"},
+		{`{"request_id":"abc","score":1,"extra":true}`, 0, "unknown field"},
+		{`{"request_id":"abc","score":1,"request_id":"def"}`, 0, "twice"},
+		{`["abc",1]`, 0, "JSON object"},
+		{`{"request_id":"abc","score":1`, 0, "JSON object"},
+		{``, 0, "JSON object"},
+	} {
+		_, norm, msg := parseFeedback([]byte(tc.body))
+		if tc.err == "" && (msg != "" || norm != tc.norm) || tc.err != "" && !strings.Contains(msg, tc.err) {
+			t.Errorf("%.60s: norm %v, error %q; want %v, error with %q", tc.body, norm, msg, tc.norm, tc.err)
+		}
+	}
+}
+
+func TestCauseOf(t *testing.T) {
+	for _, tc := range []struct {
+		res  attemptResult
+		want cause
+	}{
+		{attemptResult{outcome: outcomeDone}, causeOK},
+		{attemptResult{outcome: outcomeQuota}, causeQuota},
+		{attemptResult{outcome: outcomeUnfit}, causeUnfit},
+		{attemptResult{outcome: outcomeGone}, causeGone},
+		{attemptResult{outcome: outcomeBroken}, causeBroken},
+		{attemptResult{outcome: outcomeRetry, status: 429, body: []byte("{}")}, cause429},
+		{attemptResult{outcome: outcomeRetry, status: 503, body: []byte{}}, cause5xx},
+		{attemptResult{outcome: outcomeFinal, status: 400, body: []byte("{}")}, cause4xx},
+		{attemptResult{outcome: outcomeRetry, status: 504, err: errFirstByteTimeout}, causeTimeout},
+		{attemptResult{outcome: outcomeRetry, status: 502, err: fmt.Errorf("%w: x", errUnusable)}, causeInvalid},
+		{attemptResult{outcome: outcomeRetry, status: 502, err: errors.New("dial tcp: refused")}, causeConnect},
+	} {
+		if got := causeOf(&tc.res); got != tc.want {
+			t.Errorf("%+v: %s, want %s", tc.res, got, tc.want)
+		}
+	}
+}
+
+// The record of a request that fell back: the response carries its id,
+// and the decision log has one entry with the attempts and their causes.
+func TestRecordOfFallback(t *testing.T) {
+	a := newUpstream(t, answer(503, `{"error":{"message":"busy"}}`))
+	b := newUpstream(t, answer(200, okChat))
+	c := newUpstream(t, answer(500, ``))
+	h := gateway(t, a, b, c, `"decision_log": {},`)
+	core, logs := observer.New(zapcore.DebugLevel)
+	h.logger = zap.New(core)
+	h.decisions = h.logger.Named("decisions")
+
+	rec, repl, _, _ := serveGateway(t, h, "POST", "/v1/chat/completions", `{"model":"m","messages":[{"role":"user","content":"hi"}]}`)
+	id := rec.Header().Get(HeaderRequestID)
+	if uuid, _ := repl.GetString("http.request.uuid"); id == "" || id != uuid {
+		t.Fatalf("X-LLM-Request-Id %q, Caddy's request UUID %q", id, uuid)
+	}
+	entries := logs.FilterLoggerName("decisions").FilterMessage("decision").All()
+	if len(entries) != 1 {
+		t.Fatalf("%d decision records", len(entries))
+	}
+	f := entries[0].ContextMap()
+	if f["request_id"] != id || f["model"] != "m" || f["provider"] != "b" || fmt.Sprint(f["status"]) != "200" ||
+		fmt.Sprint(f["calls"]) != "2" || fmt.Sprint(f["input_tokens"]) != "3" || fmt.Sprint(f["output_tokens"]) != "2" {
+		t.Errorf("record %v", f)
+	}
+	atts := fmt.Sprint(f["attempts"])
+	if !strings.Contains(atts, "cause:5xx") || !strings.Contains(atts, "cause:ok") {
+		t.Errorf("attempts %s", atts)
+	}
+	if n := logs.FilterMessage("attempt").Len(); n != 2 {
+		t.Errorf("%d debug lines of attempts, want 2", n)
+	}
+
+	// Without decision_log, nothing is logged (the metrics still count).
+	h.DecisionLog = nil
+	serveGateway(t, h, "POST", "/v1/chat/completions", `{"model":"m","messages":[{"role":"user","content":"hi"}]}`)
+	if n := logs.FilterMessage("decision").Len(); n != 1 {
+		t.Errorf("%d decision records with decision_log off", n)
+	}
+}
+
+// BenchmarkRecord measures what a request's record costs the hot path
+// besides the request itself: start, decide, one attempt and the finish
+// (the metrics), with the decision log off.
+func BenchmarkRecord(b *testing.B) {
+	h := mustLoadHandler(b, resolveConfig)
+	w := httptest.NewRecorder()
+	r := httptest.NewRequest("POST", "http://gateway.example/v1/chat/completions", nil)
+	repl := caddy.NewReplacer()
+	r = caddyhttp.PrepareRequest(r, repl, w, &caddyhttp.Server{})
+	req := &strategies.Request{Endpoint: "/chat/completions", Model: "m"}
+	p, rerr := h.resolve(r, req, nil)
+	if rerr != nil {
+		b.Fatal(rerr.msg)
+	}
+	aw := newAttemptWriter(r.Context(), w)
+	aw.usage = Usage{PromptTokens: 100, CompletionTokens: 20}
+	now := time.Now()
+	res := attemptResult{outcome: outcomeDone, aw: aw, called: now, firstByte: now.Add(time.Millisecond), upstream: 2 * time.Millisecond}
+	b.ReportAllocs()
+	for b.Loop() {
+		rec := &record{ResponseWriter: w, h: h, endpoint: req.Endpoint, start: now, id: "id"}
+		rec.bodyRead()
+		rec.decide(r, req, p)
+		rec.attempt(&p.candidates[0], &res)
+		h.finishRecord(rec)
+	}
+}
