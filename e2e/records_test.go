@@ -19,9 +19,9 @@ import (
 	oaoption "github.com/openai/openai-go/v3/option"
 )
 
-// providerSecret is the provider key of the records tests: it must
+// recordsProviderKey is the provider key of the records tests: it must
 // appear in no record.
-const providerSecret = "sk-provider-9f8e7d6c5b4a"
+const recordsProviderKey = "sk-provider-9f8e7d6c5b4a"
 
 // recordsSetup routes `chat` (alpha then beta, priced) and `limited`
 // (alpha, one request a minute, then only-beta through the route
@@ -29,7 +29,7 @@ const providerSecret = "sk-provider-9f8e7d6c5b4a"
 // feedback at /v1/feedback.
 func recordsSetup(t *testing.T, logFile, extraRoute string) setup {
 	t.Setenv("LLMROUTE_RECORDS_CLIENT", clientKey)
-	t.Setenv("LLMROUTE_RECORDS_PROVIDER", providerSecret)
+	t.Setenv("LLMROUTE_RECORDS_PROVIDER", recordsProviderKey)
 	return setup{
 		Global: fmt.Sprintf("\tlog {\n\t\tlevel ERROR\n\t}\n\tlog decisions {\n\t\toutput file %s\n\t\tformat json\n\t\tinclude http.handlers.llm_route.decisions\n\t}", logFile),
 		Route: `
@@ -195,7 +195,7 @@ func TestDecisionRecord(t *testing.T) {
 		t.Errorf("no decision_ms")
 	}
 	b, _ := os.ReadFile(logFile)
-	for _, secret := range []string{clientKey, providerSecret} {
+	for _, secret := range []string{clientKey, recordsProviderKey} {
 		if strings.Contains(string(b), secret) {
 			t.Errorf("a key is in the decision log: %s", b)
 		}
@@ -472,7 +472,7 @@ func TestMetricsSequence(t *testing.T) {
 	}
 	// No request id, key or prompt in any label.
 	for s := range after {
-		for _, bad := range []string{resp.Header.Get("X-LLM-Request-Id"), clientKey, providerSecret, prompt} {
+		for _, bad := range []string{resp.Header.Get("X-LLM-Request-Id"), clientKey, recordsProviderKey, prompt} {
 			if strings.Contains(s, bad) {
 				t.Errorf("series %s holds %q", s, bad)
 			}
