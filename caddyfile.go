@@ -45,6 +45,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //		read_body_timeout <duration>
 //		retry_on <statuses...>        # e.g. 429 5xx
 //		max_attempts <n>
+//		rescue on|off                 # continue a broken text stream on the next candidate
 //		cooldown <duration>
 //		fail_threshold <n>
 //		reset_tz <IANA time zone>     # when daily and monthly limits reset
@@ -66,6 +67,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //			forward_client_auth
 //			default_max_tokens <n>
 //			max_tokens_field max_tokens|max_completion_tokens
+//			continuation prefill|continue_final_message|instruction|off
 //			<any reverse_proxy subdirective>
 //		}
 //
@@ -91,6 +93,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //			fallback <models...>
 //			max_price <input> <output>
 //			retry_on <statuses...>
+//			rescue on|off
 //			on_exhausted cheapest|next|<models...>
 //			<limits>
 //		}
@@ -207,6 +210,12 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return err
 			}
 			h.RetryOn = append(h.RetryOn, codes...)
+		case "rescue":
+			on, err := onOffArg(d)
+			if err != nil {
+				return err
+			}
+			h.Rescue = &on
 		case "provider":
 			p := new(upstreams.Provider)
 			if err := p.UnmarshalCaddyfile(d); err != nil {
@@ -366,6 +375,12 @@ func parseRoute(d *caddyfile.Dispenser) (*Route, error) {
 				return nil, err
 			}
 			r.RetryOn = append(r.RetryOn, codes...)
+		case "rescue":
+			on, err := onOffArg(d)
+			if err != nil {
+				return nil, err
+			}
+			r.Rescue = &on
 		case "models":
 			args := d.RemainingArgs()
 			if len(args) == 0 {
@@ -424,6 +439,19 @@ func parseRoute(d *caddyfile.Dispenser) (*Route, error) {
 		}
 	}
 	return r, nil
+}
+
+// onOffArg reads the single on|off argument of a subdirective.
+func onOffArg(d *caddyfile.Dispenser) (bool, error) {
+	dir := d.Val()
+	var v string
+	if !d.Args(&v) || d.NextArg() {
+		return false, d.ArgErr()
+	}
+	if v != "on" && v != "off" {
+		return false, d.Errf("%s is on or off, not %q", dir, v)
+	}
+	return v == "on", nil
 }
 
 // parseKey reads a client key block. Syntax:

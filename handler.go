@@ -226,8 +226,14 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, req *strategies.
 	var c *strategies.Candidate
 	var exhausted *denial // the first limit that turned a candidate away
 	attempts := 0
+	// A text stream goes to the client through a splice (rescue.go).
+	out := w
+	sp := newSplice(w, req, h.rescueOn(p))
+	if sp != nil {
+		out = sp
+	}
 	for i := range p.candidates {
-		next := h.attempt(w, r, req, p, &p.candidates[i], attempts+1, repl)
+		next := h.attempt(out, r, req, p, &p.candidates[i], attempts+1, repl)
 		switch next.outcome {
 		case outcomeUnfit:
 			// Skipped without calling it: kept only to explain a
@@ -248,6 +254,9 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, req *strategies.
 		}
 		c, res = &p.candidates[i], next
 		attempts++
+		if h.rescueNext(sp, req, p, c, &res) {
+			continue
+		}
 		if res.outcome != outcomeRetry {
 			break
 		}
@@ -272,6 +281,7 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, req *strategies.
 		c, res = &p.candidates[0], unfit
 		res.outcome = outcomeFinal
 	}
+	rescueEnd(sp, &res)
 	h.setPlaceholders(r, repl, p, c, attempts, res.aw)
 
 	switch res.outcome {
@@ -282,6 +292,9 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, req *strategies.
 	case outcomeBroken:
 		h.logger.Warn("upstream broke after the response started; aborting",
 			zap.String("route", p.route), zap.String("model", c.Model), zap.String("provider", c.Provider.Name), zap.Error(res.err))
+		if res.aw != nil && res.aw.stream && !res.aw.terminated {
+			writeStreamError(w, req.Endpoint, res.aw, res.err)
+		}
 		panic(http.ErrAbortHandler)
 	}
 
@@ -325,7 +338,18 @@ func (h *Handler) attempt(w http.ResponseWriter, r *http.Request, req *strategie
 	if askUsage {
 		usageParam = includeUsage
 	}
-	body, err := rewriteBody(req.Body, h.ModelKey, c.UpstreamModel, h.ClientModels, c.Params, p.params, h.clampOutput(req, c), usageParam)
+	src := req.Body
+	sp := spliceOf(w)
+	if sp.rescuing() {
+		if c.Provider.ContinuationMethod() == upstreams.ContinueOff {
+			return attemptResult{outcome: outcomeUnfit}
+		}
+		var err error
+		if src, err = sp.continuationBody(src); err != nil {
+			return attemptResult{outcome: outcomeUnfit}
+		}
+	}
+	body, err := rewriteBody(src, h.ModelKey, c.UpstreamModel, h.ClientModels, c.Params, p.params, h.clampOutput(req, c), usageParam)
 	if err != nil {
 		return attemptResult{outcome: outcomeFinal, status: http.StatusBadRequest, body: errorBody(req.Endpoint, 400, "invalid_request", "could not rewrite the request body")}
 	}
@@ -340,6 +364,11 @@ func (h *Handler) attempt(w http.ResponseWriter, r *http.Request, req *strategie
 				body: errorBody(req.Endpoint, http.StatusBadRequest, "unsupported_parameter", msg)}
 		}
 		endpoint = translate.Endpoint(c.Provider.API())
+	}
+	if sp.rescuing() {
+		if body, err = continueUpstream(body, c.Provider, sp); err != nil {
+			return attemptResult{outcome: outcomeUnfit}
+		}
 	}
 
 	// Each attempt gets its own copy of Caddy's request variables: the
@@ -416,8 +445,15 @@ func (h *Handler) attempt(w http.ResponseWriter, r *http.Request, req *strategie
 			res.outcome = outcomeGone
 			return res
 		}
-		if aw.stream {
-			writeStreamError(w, req.Endpoint, aw, res.err)
+		if sp != nil && sp.finished {
+			// The answer's finish went out: only the terminator is
+			// missing.
+			sp.complete()
+			res.outcome = outcomeDone
+			return res
+		}
+		if sp != nil && sp.err != nil {
+			res.err = sp.err
 		}
 		res.outcome = outcomeBroken
 		return res

@@ -103,6 +103,12 @@ type Handler struct {
 	// The most targets tried for one request; 0 means all of them.
 	MaxAttempts int `json:"max_attempts,omitempty"`
 
+	// Mid-stream rescue: when a text stream (chat completions or
+	// messages) breaks after it reached the client, the next candidate
+	// continues the answer from the text already sent, spliced into the
+	// same stream. Routes may set their own. Default: on.
+	Rescue *bool `json:"rescue,omitempty"`
+
 	// How long a provider+model pair is skipped after fail_threshold
 	// consecutive failures; it doubles for each failed probe after that,
 	// up to 10m. A 429's Retry-After (seconds, HTTP-date or
@@ -255,6 +261,10 @@ type Route struct {
 	// Upstream statuses that move on to the next target for this route;
 	// default: the handler's retry_on.
 	RetryOn []int `json:"retry_on,omitempty"`
+
+	// Mid-stream rescue for this route (see the handler's rescue);
+	// default: the handler's.
+	Rescue *bool `json:"rescue,omitempty"`
 
 	// What comes after a candidate over a limit: `cheapest` (default:
 	// the cheapest remaining candidate with headroom first), `next` (the

@@ -21,6 +21,7 @@ const (
 	faultStall          = "stall"
 	faultMalformed      = "malformed"
 	faultNoDone         = "no_done"
+	faultErrorEvent     = "error_event"
 )
 
 // faultKeys lists, for each fault kind, the keys it accepts
@@ -34,6 +35,7 @@ var faultKeys = map[string][]string{
 	faultStall:          {"after"},
 	faultMalformed:      {"after"},
 	faultNoDone:         nil,
+	faultErrorEvent:     {"after"},
 }
 
 // fault is one parsed fault spec, such as "status,code=429,retry_after=1".
@@ -47,7 +49,7 @@ type fault struct {
 	retryAfterMS   int           // status: retry-after-ms; -1 if unset
 	retryAfterDate int           // status: Retry-After as a date this many seconds ahead; -1 if unset
 	delay          time.Duration // slow_first_token: how long to hold back the first token
-	after          int           // cut, stall, malformed: content chunks sent before the fault
+	after          int           // cut, stall, malformed, error_event: content chunks sent before the fault
 	count          int           // config faults only: apply to the first count requests; 0 = always
 }
 
@@ -179,11 +181,12 @@ type faultPlan struct {
 	stallAfter      int           // block after this many content chunks; -1 = off
 	malformedAfter  int           // inject a broken event after this many content chunks; -1 = off
 	noDone          bool          // leave out the stream terminator
+	errorEventAfter int           // end with an error event after this many content chunks; -1 = off
 }
 
 // newFaultPlan combines faults into a plan.
 func newFaultPlan(faults []fault) faultPlan {
-	p := faultPlan{cutAfter: -1, stallAfter: -1, malformedAfter: -1}
+	p := faultPlan{cutAfter: -1, stallAfter: -1, malformedAfter: -1, errorEventAfter: -1}
 	for i := range faults {
 		f := &faults[i]
 		switch f.kind {
@@ -203,6 +206,8 @@ func newFaultPlan(faults []fault) faultPlan {
 			p.malformedAfter = f.after
 		case faultNoDone:
 			p.noDone = true
+		case faultErrorEvent:
+			p.errorEventAfter = f.after
 		}
 	}
 	return p
@@ -210,7 +215,7 @@ func newFaultPlan(faults []fault) faultPlan {
 
 // breaksBody reports whether the plan damages a non-streamed body.
 func (p faultPlan) breaksBody() bool {
-	return p.cutAfter >= 0 || p.stallAfter >= 0 || p.malformedAfter >= 0
+	return p.cutAfter >= 0 || p.stallAfter >= 0 || p.malformedAfter >= 0 || p.errorEventAfter >= 0
 }
 
 // activeFaults returns the faults that apply to r: configured faults

@@ -34,6 +34,12 @@
 //   - stall (after, default 2): stop sending after some content chunks.
 //   - malformed (after, default 2): send an invalid event after some content chunks.
 //   - no_done: leave out the stream terminator.
+//   - error_event (after, default 2): end the stream with an error event
+//     (an overloaded error) after some content chunks.
+//
+// A chat completions or messages request whose conversation ends with
+// an assistant turn (a prefill) is answered, by default, with the rest
+// of the text when the prefill is its beginning (see Prefill).
 //
 // Every kind also accepts count=N, which limits a configured fault to the
 // first N requests the mock serves; header faults ignore it.
@@ -137,6 +143,13 @@ type Handler struct {
 	// such faults.
 	Faults []string `json:"faults,omitempty"`
 
+	// What to do with a chat or messages request whose conversation ends
+	// with an assistant turn (a prefill): `continue` (default) answers
+	// with the rest of the text when the prefill is its beginning,
+	// `ignore` answers with the whole text (a model that restarts), and
+	// `refuse` answers 400 (a model without prefill support).
+	Prefill string `json:"prefill,omitempty"`
+
 	faults   []fault
 	requests *atomic.Int64 // inference requests served, for fault counts
 	logger   *zap.Logger
@@ -187,6 +200,11 @@ func (h *Handler) Validate() error {
 	}
 	if h.CacheWriteTokens < 0 {
 		return fmt.Errorf("cache_write_tokens must not be negative")
+	}
+	switch h.Prefill {
+	case "", PrefillContinue, PrefillIgnore, PrefillRefuse:
+	default:
+		return fmt.Errorf("prefill must be continue, ignore or refuse, not %q", h.Prefill)
 	}
 	return nil
 }
@@ -334,6 +352,10 @@ func (h *Handler) serveStream(w http.ResponseWriter, r *http.Request, rp *reply,
 		}
 		if hit(plan.cutAfter) {
 			panic(http.ErrAbortHandler)
+		}
+		if hit(plan.errorEventAfter) {
+			send(s.errorEvent(rp.endpoint))
+			return nil
 		}
 		if hit(plan.stallAfter) {
 			<-ctx.Done()

@@ -138,6 +138,15 @@ type Provider struct {
 	// turn it off for a server that refuses the field.
 	StreamUsage *bool `json:"stream_usage,omitempty"`
 
+	// How the provider continues an answer another provider's stream
+	// broke off (mid-stream rescue): `prefill` (default) sends the text
+	// already sent as a trailing assistant turn (Anthropic, and OpenAI-
+	// compatible servers that continue a final assistant message),
+	// `continue_final_message` adds vLLM's switch for it,
+	// `instruction` adds a user turn asking to continue, and `off`
+	// never asks this provider to continue an answer.
+	Continuation string `json:"continuation,omitempty"`
+
 	// The provider's own limits (an account's rpm, tpm, daily limits),
 	// over all its models.
 	limits.Limits
@@ -289,6 +298,14 @@ func (p *Provider) Validate() error {
 	if p.DefaultMaxTokens < 0 {
 		return fmt.Errorf("provider %s: default_max_tokens must not be negative", p.Name)
 	}
+	switch p.Continuation {
+	case "", ContinuePrefill, ContinueFinalMessage, ContinueInstruction, ContinueOff:
+	default:
+		return fmt.Errorf("provider %s: continuation must be prefill, continue_final_message, instruction or off, not %q", p.Name, p.Continuation)
+	}
+	if p.Continuation == ContinueFinalMessage && p.Format == FormatAnthropic {
+		return fmt.Errorf("provider %s: continuation continue_final_message is for OpenAI-compatible servers; anthropic providers continue a prefill", p.Name)
+	}
 	switch p.MaxTokensField {
 	case "", "max_tokens", "max_completion_tokens":
 	default:
@@ -302,6 +319,22 @@ func (p *Provider) Validate() error {
 		return fmt.Errorf("provider %s: no upstream address", p.Name)
 	}
 	return nil
+}
+
+// The ways of continuing an answer (see Continuation).
+const (
+	ContinuePrefill      = "prefill"
+	ContinueFinalMessage = "continue_final_message"
+	ContinueInstruction  = "instruction"
+	ContinueOff          = "off"
+)
+
+// ContinuationMethod returns how the provider continues an answer.
+func (p *Provider) ContinuationMethod() string {
+	if p.Continuation == "" {
+		return ContinuePrefill
+	}
+	return p.Continuation
 }
 
 // StreamUsageOn reports whether the gateway asks the provider's streams
@@ -417,6 +450,7 @@ var providerDirectives = map[string]bool{
 	"format": true, "api_key": true, "base_path": true, "api_version": true,
 	"header": true, "forward_client_auth": true, "default_max_tokens": true,
 	"max_tokens_field": true, "state_key": true, "stream_usage": true,
+	"continuation": true,
 }
 
 // UnmarshalCaddyfile sets up the provider from Caddyfile tokens. The
@@ -543,6 +577,8 @@ func (p *Provider) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				p.DefaultMaxTokens = n
 			case "max_tokens_field":
 				p.MaxTokensField = args[0]
+			case "continuation":
+				p.Continuation = args[0]
 			}
 		}
 		pd.DeleteN(len(args) + 1)
