@@ -415,7 +415,8 @@ func (h *Handler) attempt(w http.ResponseWriter, r *http.Request, req *strategie
 		idle = time.AfterFunc(idleTimeout, func() { cancel(errStreamIdle) })
 		aw.onWrite = func() { idle.Reset(idleTimeout) }
 	}
-	aw.onCommit = func(*attemptWriter) {
+	aw.onCommit = func(aw *attemptWriter) {
+		sp.committing(aw)
 		setRouted(w.Header(), p, c, n)
 		setRateHeaders(w.Header(), reservation)
 	}
@@ -426,7 +427,7 @@ func (h *Handler) attempt(w http.ResponseWriter, r *http.Request, req *strategie
 	if aw.committed {
 		if err == nil && !aborted {
 			// (A JSON answer passed on as it came may turn out cut short.)
-			if aw.finish() == nil && (!aw.stream || aw.terminated) {
+			if aw.finish() == nil && (!aw.stream || aw.terminated) && (sp == nil || sp.err == nil) {
 				res.outcome = outcomeDone
 				return res
 			}
@@ -466,8 +467,11 @@ func (h *Handler) attempt(w http.ResponseWriter, r *http.Request, req *strategie
 	if err == nil && !aborted && !aw.failed() {
 		// A success without a body, or a whole body to translate.
 		if res.err = aw.finish(); res.err == nil {
-			res.outcome = outcomeDone
-			return res
+			if sp == nil || sp.err == nil {
+				res.outcome = outcomeDone
+				return res
+			}
+			res.err = sp.err // (a continuation that is no stream)
 		}
 	}
 	if aw.failed() {

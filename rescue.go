@@ -20,6 +20,7 @@ import (
 var (
 	errMidStreamError = errors.New("upstream sent an error event mid-stream")
 	errRestarted      = errors.New("the continuation restarted the answer instead of continuing it")
+	errNotStream      = errors.New("the continuation is not an event stream")
 )
 
 // restartProbe is how much of the text already sent a continuation's
@@ -77,6 +78,7 @@ type splice struct {
 	heldText         strings.Builder
 	mergedOpenedText bool // messages: the continuation's first text block merged into the open one
 	kept             keptState
+	notStream        bool // the attempt under way answered with something else than a stream
 }
 
 // keptState is what a continuation's held events may change of the
@@ -133,6 +135,10 @@ func (sp *splice) Unwrap() http.ResponseWriter { return sp.w }
 func (sp *splice) Write(p []byte) (int, error) {
 	if !sp.wroteHeader {
 		sp.WriteHeader(http.StatusOK)
+	}
+	if sp.notStream {
+		sp.err = errNotStream
+		return 0, errNotStream
 	}
 	sp.buf = append(sp.buf, p...)
 	var out []byte
@@ -446,6 +452,14 @@ func (sp *splice) broken() bool {
 		sp.checkedRestart = true
 	}
 	return sp.rescue && sp.wroteHeader && !sp.tools && !sp.done && !sp.finished && !sp.prefilled
+}
+
+// committing is told that an attempt commits its answer: a
+// continuation must be an event stream.
+func (sp *splice) committing(aw *attemptWriter) {
+	if sp != nil {
+		sp.notStream = sp.continuations > 0 && !aw.stream
+	}
 }
 
 // rescuing reports whether the attempt under way continues a broken
