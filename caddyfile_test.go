@@ -221,6 +221,12 @@ func TestValueErrorsCaddyfileAndJSON(t *testing.T) {
 			`provider a: max_tokens_field must be max_tokens or max_completion_tokens, not "n_predict"`,
 		},
 		{
+			"unknown continuation",
+			"provider a https://a.example.com {\n\tcontinuation guess\n}",
+			provider(`"continuation": "guess"`),
+			`provider a: continuation must be prefill, continue_final_message, instruction or off, not "guess"`,
+		},
+		{
 			"negative default_max_tokens",
 			"provider a https://a.example.com {\n\tdefault_max_tokens -1\n}",
 			provider(`"default_max_tokens": -1`),
