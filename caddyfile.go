@@ -45,6 +45,9 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //		read_body_timeout <duration>
 //		retry_on <statuses...>        # e.g. 429 5xx
 //		max_attempts <n>
+//		retries <n>                   # tries again on a 5xx or connect error, with backoff
+//		max_retry_wait <duration>     # a 429 asking for at most this is retried after it
+//		fallback_on content_filter    # move on after a content-policy refusal too
 //		rescue on|off                 # continue a broken text stream on the next candidate
 //		cooldown <duration>
 //		fail_threshold <n>
@@ -174,7 +177,7 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return errZero(d, "max_body")
 			}
 			h.MaxBody = int64(size)
-		case "max_depth", "max_attempts", "fail_threshold":
+		case "max_depth", "max_attempts", "fail_threshold", "retries":
 			dir := d.Val()
 			n, err := intArg(d)
 			if err != nil {
@@ -187,8 +190,10 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				h.MaxAttempts = n
 			case "fail_threshold":
 				h.FailThreshold = n
+			case "retries":
+				h.Retries = n
 			}
-		case "first_byte_timeout", "stream_idle_timeout", "read_body_timeout", "cooldown":
+		case "first_byte_timeout", "stream_idle_timeout", "read_body_timeout", "cooldown", "max_retry_wait":
 			dir := d.Val()
 			dur, err := durationArg(d)
 			if err != nil {
@@ -203,6 +208,8 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				h.ReadBodyTimeout = dur
 			case "cooldown":
 				h.Cooldown = dur
+			case "max_retry_wait":
+				h.MaxRetryWait = dur
 			}
 		case "retry_on":
 			codes, err := statusArgs(d)
@@ -216,6 +223,12 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return err
 			}
 			h.Rescue = &on
+		case "fallback_on":
+			args := d.RemainingArgs()
+			if len(args) == 0 {
+				return d.ArgErr()
+			}
+			h.FallbackOn = append(h.FallbackOn, args...)
 		case "provider":
 			p := new(upstreams.Provider)
 			if err := p.UnmarshalCaddyfile(d); err != nil {

@@ -221,6 +221,18 @@ func TestValueErrorsCaddyfileAndJSON(t *testing.T) {
 			`provider a: max_tokens_field must be max_tokens or max_completion_tokens, not "n_predict"`,
 		},
 		{
+			"unknown fallback_on",
+			"fallback_on timeouts",
+			`{"fallback_on": ["timeouts"]}`,
+			`fallback_on: unknown error kind "timeouts" (want content_filter)`,
+		},
+		{
+			"negative retries",
+			"retries -1",
+			`{"retries": -1}`,
+			"retries must not be negative",
+		},
+		{
 			"unknown continuation",
 			"provider a https://a.example.com {\n\tcontinuation guess\n}",
 			provider(`"continuation": "guess"`),

@@ -66,6 +66,7 @@ type attemptResult struct {
 	body        []byte              // upstream error body
 	header      http.Header         // upstream error headers
 	err         error               // transport error or timeout
+	kind        string              // the kind of the upstream error (fallback.go), if known
 	aw          *attemptWriter
 }
 
@@ -225,6 +226,7 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, req *strategies.
 	var res, unfit attemptResult
 	var c *strategies.Candidate
 	var exhausted *denial // the first limit that turned a candidate away
+	var esc escalation    // context-length errors so far
 	attempts := 0
 	// A text stream goes to the client through a splice (rescue.go).
 	out := w
@@ -233,6 +235,9 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, req *strategies.
 		out = sp
 	}
 	for i := range p.candidates {
+		if esc.skips(&p.candidates[i]) {
+			continue
+		}
 		next := h.attempt(out, r, req, p, &p.candidates[i], attempts+1, repl)
 		switch next.outcome {
 		case outcomeUnfit:
@@ -254,6 +259,10 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, req *strategies.
 		}
 		c, res = &p.candidates[i], next
 		attempts++
+		if !sp.rescuing() {
+			h.retry(r.Context(), &res, &attempts, func(n int) attemptResult { return h.attempt(out, r, req, p, c, n, repl) })
+		}
+		esc.escalate(&res, c, p.candidates[i+1:])
 		if h.rescueNext(sp, req, p, c, &res) {
 			continue
 		}
@@ -486,6 +495,7 @@ func (h *Handler) attempt(w http.ResponseWriter, r *http.Request, req *strategie
 		if matchesStatus(aw.status, p.retryOn) {
 			res.outcome = outcomeRetry
 		}
+		h.classify(&res)
 		return res
 	}
 	// Nothing reached the client: a connect error, a timeout, a response
@@ -518,6 +528,9 @@ func (h *Handler) finish(c *strategies.Candidate, req *strategies.Request, res a
 	case outcomeDone:
 		o.Result = upstreams.Succeeded
 	case outcomeRetry, outcomeBroken:
+		if res.kind != "" {
+			break // the request's fault (its prompt, its content), not the pair's
+		}
 		o.Result = upstreams.Failed
 		if res.status == http.StatusTooManyRequests && res.header != nil {
 			o.RetryAfter = upstreams.RetryAfter(res.header, now)

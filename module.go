@@ -103,6 +103,22 @@ type Handler struct {
 	// The most targets tried for one request; 0 means all of them.
 	MaxAttempts int `json:"max_attempts,omitempty"`
 
+	// How many times a target is tried again, after a jittered backoff
+	// (100ms doubling, at most 2s), when it fails with a 5xx or a
+	// connect error, before the next target. Default: 0.
+	Retries int `json:"retries,omitempty"`
+
+	// A 429 whose Retry-After is at most this long is retried once on
+	// the same target after that wait, rather than moving on. Default:
+	// 0 (never).
+	MaxRetryWait caddy.Duration `json:"max_retry_wait,omitempty"`
+
+	// Errors that move on to the next target although they would not by
+	// default: `content_filter` (a content-policy refusal). A prompt too
+	// long for a model's context moves on, to a model with a larger
+	// `context` only, without being listed.
+	FallbackOn []string `json:"fallback_on,omitempty"`
+
 	// Mid-stream rescue: when a text stream (chat completions or
 	// messages) breaks after it reached the client, the next candidate
 	// continues the answer from the text already sent, spliced into the
@@ -477,6 +493,8 @@ func (h *Handler) Validate() error {
 		{"stream_idle_timeout", int64(h.StreamIdleTimeout)},
 		{"read_body_timeout", int64(h.ReadBodyTimeout)},
 		{"cooldown", int64(h.Cooldown)},
+		{"retries", int64(h.Retries)},
+		{"max_retry_wait", int64(h.MaxRetryWait)},
 	} {
 		if f.value < 0 {
 			return fmt.Errorf("%s must not be negative", f.name)
@@ -487,6 +505,11 @@ func (h *Handler) Validate() error {
 	}
 	if err := validStatuses(h.RetryOn); err != nil {
 		return err
+	}
+	for _, f := range h.FallbackOn {
+		if f != kindContentFilter {
+			return fmt.Errorf("fallback_on: unknown error kind %q (want content_filter)", f)
+		}
 	}
 	for _, p := range h.Providers {
 		if err := p.Validate(); err != nil {

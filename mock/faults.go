@@ -11,6 +11,12 @@ import (
 	"github.com/caddyserver/caddy/v2"
 )
 
+// Kinds of error a status fault's body can tell.
+const (
+	errorContextLength = "context_length"
+	errorContentFilter = "content_filter"
+)
+
 // Fault kinds. See the package documentation for what each one does.
 const (
 	faultStatus         = "status"
@@ -27,7 +33,7 @@ const (
 // faultKeys lists, for each fault kind, the keys it accepts
 // besides count, which every kind accepts.
 var faultKeys = map[string][]string{
-	faultStatus:         {"code", "retry_after", "retry_after_ms", "retry_after_date"},
+	faultStatus:         {"code", "retry_after", "retry_after_ms", "retry_after_date", "error"},
 	faultReset:          nil,
 	faultNoAnswer:       nil,
 	faultSlowFirstToken: {"delay"},
@@ -45,6 +51,7 @@ type fault struct {
 	target string // mock name from a "name:" prefix; header faults only
 
 	code           int           // status: the status code to reply with
+	errorKind      string        // status: context_length or content_filter: the error body says so
 	retryAfter     int           // status: Retry-After in seconds; -1 if unset
 	retryAfterMS   int           // status: retry-after-ms; -1 if unset
 	retryAfterDate int           // status: Retry-After as a date this many seconds ahead; -1 if unset
@@ -97,6 +104,11 @@ func parseFault(spec string) (fault, error) {
 			f.after, err = parseInt(val, 0, -1)
 		case "count":
 			f.count, err = parseInt(val, 0, -1)
+		case "error":
+			f.errorKind = val
+			if val != errorContextLength && val != errorContentFilter {
+				err = fmt.Errorf("want %s or %s", errorContextLength, errorContentFilter)
+			}
 		case "delay":
 			f.delay, err = caddy.ParseDuration(val)
 			if err == nil && f.delay < 0 {
