@@ -51,6 +51,8 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //		rescue on|off                 # continue a broken text stream on the next candidate
 //		cooldown <duration>
 //		fail_threshold <n>
+//		probe_interval <duration>     # a probe goes through a cooldown this often
+//		ramp <duration>               # traffic returns to a recovered pair over this long
 //		reset_tz <IANA time zone>     # when daily and monthly limits reset
 //		state memory | redis <url> [{ ... }]  # where limit counters, cooldowns and stats live
 //
@@ -193,7 +195,7 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			case "retries":
 				h.Retries = n
 			}
-		case "first_byte_timeout", "stream_idle_timeout", "read_body_timeout", "cooldown", "max_retry_wait":
+		case "first_byte_timeout", "stream_idle_timeout", "read_body_timeout", "cooldown", "max_retry_wait", "probe_interval", "ramp":
 			dir := d.Val()
 			dur, err := durationArg(d)
 			if err != nil {
@@ -210,6 +212,10 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				h.Cooldown = dur
 			case "max_retry_wait":
 				h.MaxRetryWait = dur
+			case "probe_interval":
+				h.ProbeInterval = dur
+			case "ramp":
+				h.Ramp = dur
 			}
 		case "retry_on":
 			codes, err := statusArgs(d)

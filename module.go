@@ -32,6 +32,8 @@ const (
 	defaultReadBodyTimeout   = 30 * time.Second
 	defaultCooldown          = 30 * time.Second
 	defaultFailThreshold     = 3
+	defaultProbeInterval     = time.Second
+	defaultRamp              = 2 * time.Second
 )
 
 // DefaultPathSuffixes are the request path suffixes llm_route acts on when
@@ -134,6 +136,18 @@ type Handler struct {
 	// Consecutive failures (connect errors, timeouts, retryable
 	// statuses) before a pair cools down. Default: 3.
 	FailThreshold int `json:"fail_threshold,omitempty"`
+
+	// Fast recovery: during a cooldown (other than one a 429's
+	// Retry-After asked for), a single probe request goes to the pair
+	// once this long has passed since its last failure, so a recovered
+	// provider gets traffic back without waiting out the cooldown. One at
+	// least as long as the cooldown turns early probes off. Default: 1s.
+	ProbeInterval caddy.Duration `json:"probe_interval,omitempty"`
+
+	// Once a probe (or any attempt) succeeds on a cooling pair, traffic
+	// returns to it gradually over this long: a share of the requests
+	// that grows from a quarter to all. Default: 2s.
+	Ramp caddy.Duration `json:"ramp,omitempty"`
 
 	// Honour an OpenRouter-style `models` array in the request body: an
 	// ordered list of fallback models tried after the requested one. The
@@ -369,7 +383,14 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if h.FailThreshold == 0 {
 		h.FailThreshold = defaultFailThreshold
 	}
-	h.policy = upstreams.Policy{Cooldown: time.Duration(h.Cooldown), FailThreshold: h.FailThreshold}
+	if h.ProbeInterval == 0 {
+		h.ProbeInterval = caddy.Duration(defaultProbeInterval)
+	}
+	if h.Ramp == 0 {
+		h.Ramp = caddy.Duration(defaultRamp)
+	}
+	h.policy = upstreams.Policy{Cooldown: time.Duration(h.Cooldown), FailThreshold: h.FailThreshold,
+		ProbeInterval: time.Duration(h.ProbeInterval), Ramp: time.Duration(h.Ramp)}
 	h.resetLoc = time.UTC
 	if h.ResetTZ != "" {
 		loc, err := time.LoadLocation(h.ResetTZ)
@@ -494,6 +515,8 @@ func (h *Handler) Validate() error {
 		{"read_body_timeout", int64(h.ReadBodyTimeout)},
 		{"cooldown", int64(h.Cooldown)},
 		{"retries", int64(h.Retries)},
+		{"probe_interval", int64(h.ProbeInterval)},
+		{"ramp", int64(h.Ramp)},
 		{"max_retry_wait", int64(h.MaxRetryWait)},
 	} {
 		if f.value < 0 {
