@@ -26,6 +26,7 @@ type memoryPair struct {
 	// returns traffic after a cooldown closed: its start, its length
 	// and the credit of requests it has let through.
 	probeAt  time.Time
+	hinted   bool // the cooldown is one a provider's Retry-After asked for
 	rampFrom time.Time
 	rampFor  time.Duration
 	credit   float64
@@ -162,8 +163,12 @@ func (p *memoryPair) finish(o Outcome, policy Policy, now time.Time, sink health
 		p.fails, p.until, p.fleet, p.probeAt = 0, time.Time{}, time.Time{}, time.Time{}
 		if c.closed {
 			p.recoveries++
-			p.rampFrom, p.rampFor, p.credit = now, policy.Ramp, 0
+			if !p.hinted {
+				// (A provider that asked for a pause has had it.)
+				p.rampFrom, p.rampFor, p.credit = now, policy.Ramp, 0
+			}
 		}
+		p.hinted = false
 	case Failed:
 		before := p.cooling()
 		p.fail(o.RetryAfter, policy, now)
@@ -206,7 +211,8 @@ func (p *memoryPair) fail(retryAfter time.Duration, policy Policy, now time.Time
 	// A cooldown the provider asked for is honoured whole; one of the
 	// gateway's own is probed once every probe interval.
 	p.probeAt = time.Time{}
-	if retryAfter <= 0 && policy.ProbeInterval > 0 {
+	p.hinted = retryAfter > 0
+	if !p.hinted && policy.ProbeInterval > 0 {
 		p.probeAt = now.Add(policy.ProbeInterval)
 	}
 }

@@ -262,3 +262,22 @@ func TestPairFastRecovery(t *testing.T) {
 		t.Error("not half-open after the Retry-After cooldown")
 	}
 }
+
+// A cooldown a provider's Retry-After asked for ends without a ramp.
+func TestPairNoRampAfterRetryAfter(t *testing.T) {
+	policy := Policy{Cooldown: 30 * time.Second, FailThreshold: 1, ProbeInterval: time.Second, Ramp: 2 * time.Second}
+	now := time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC)
+	p := new(memoryPair)
+	fail(p, 500*time.Millisecond, policy, now)
+	now = now.Add(time.Second)
+	probe := p.Start(now)
+	p.Finish(Outcome{Result: Succeeded, Probe: probe}, policy, now)
+	if s, _, recoveries := p.health(now); s != StateClosed || recoveries != 1 {
+		t.Fatalf("state %s, %d recoveries after a Retry-After cooldown closed", s, recoveries)
+	}
+	for range 10 {
+		if !p.Available(now) {
+			t.Fatal("a request held back after a Retry-After cooldown")
+		}
+	}
+}

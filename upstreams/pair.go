@@ -74,7 +74,7 @@ type Outcome struct {
 // has passed since the failure that opened or extended the cooldown,
 // without waiting for the cooldown's end (a cooldown a 429's
 // Retry-After asked for is waited out). With Ramp above zero, a success
-// that closes a cooldown starts a ramp: for Ramp, a share of the
+// that closes such a cooldown (not a Retry-After one) starts a ramp: for Ramp, a share of the
 // requests that grows from a quarter to all finds the pair available.
 type Policy struct {
 	Cooldown      time.Duration
