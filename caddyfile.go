@@ -47,8 +47,14 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //		read_body_timeout <duration>
 //		retry_on <statuses...>        # e.g. 429 5xx
 //		max_attempts <n>
+//		retries <n>                   # tries again on a 5xx or connect error, with backoff
+//		max_retry_wait <duration>     # a 429 asking for at most this is retried after it
+//		fallback_on content_filter    # move on after a content-policy refusal too
+//		rescue on|off                 # continue a broken text stream on the next candidate
 //		cooldown <duration>
 //		fail_threshold <n>
+//		probe_interval <duration>     # a probe goes through a cooldown this often
+//		ramp <duration>               # traffic returns to a recovered pair over this long
 //		reset_tz <IANA time zone>     # when daily and monthly limits reset
 //		state memory | redis <url> [{ ... }]  # where limit counters, cooldowns and stats live
 //		decision_log [{                # one record per request on http.handlers.llm_route.decisions
@@ -75,6 +81,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //			models auto                 # discover the provider's models
 //			models_refresh <duration>
 //			models_timeout <duration>
+//			continuation prefill|continue_final_message|instruction|off
 //			<any reverse_proxy subdirective>
 //		}
 //
@@ -100,6 +107,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //			fallback <models...>
 //			max_price <input> <output>
 //			retry_on <statuses...>
+//			rescue on|off
 //			on_exhausted cheapest|next|<models...>
 //			hedge <delay>|p95 [<min delay>] [budget <share>|<n>%]
 //			<limits>
@@ -200,7 +208,7 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return errZero(d, "max_body")
 			}
 			h.MaxBody = int64(size)
-		case "max_depth", "max_attempts", "fail_threshold":
+		case "max_depth", "max_attempts", "fail_threshold", "retries":
 			dir := d.Val()
 			n, err := intArg(d)
 			if err != nil {
@@ -213,8 +221,10 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				h.MaxAttempts = n
 			case "fail_threshold":
 				h.FailThreshold = n
+			case "retries":
+				h.Retries = n
 			}
-		case "first_byte_timeout", "stream_idle_timeout", "read_body_timeout", "cooldown":
+		case "first_byte_timeout", "stream_idle_timeout", "read_body_timeout", "cooldown", "max_retry_wait", "probe_interval", "ramp":
 			dir := d.Val()
 			dur, err := durationArg(d)
 			if err != nil {
@@ -229,6 +239,12 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				h.ReadBodyTimeout = dur
 			case "cooldown":
 				h.Cooldown = dur
+			case "max_retry_wait":
+				h.MaxRetryWait = dur
+			case "probe_interval":
+				h.ProbeInterval = dur
+			case "ramp":
+				h.Ramp = dur
 			}
 		case "retry_on":
 			codes, err := statusArgs(d)
@@ -236,6 +252,18 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return err
 			}
 			h.RetryOn = append(h.RetryOn, codes...)
+		case "rescue":
+			on, err := onOffArg(d)
+			if err != nil {
+				return err
+			}
+			h.Rescue = &on
+		case "fallback_on":
+			args := d.RemainingArgs()
+			if len(args) == 0 {
+				return d.ArgErr()
+			}
+			h.FallbackOn = append(h.FallbackOn, args...)
 		case "provider":
 			p := new(upstreams.Provider)
 			if err := p.UnmarshalCaddyfile(d); err != nil {
@@ -395,6 +423,12 @@ func parseRoute(d *caddyfile.Dispenser) (*Route, error) {
 				return nil, err
 			}
 			r.RetryOn = append(r.RetryOn, codes...)
+		case "rescue":
+			on, err := onOffArg(d)
+			if err != nil {
+				return nil, err
+			}
+			r.Rescue = &on
 		case "models":
 			args := d.RemainingArgs()
 			if len(args) == 0 {
@@ -462,6 +496,19 @@ func parseRoute(d *caddyfile.Dispenser) (*Route, error) {
 		}
 	}
 	return r, nil
+}
+
+// onOffArg reads the single on|off argument of a subdirective.
+func onOffArg(d *caddyfile.Dispenser) (bool, error) {
+	dir := d.Val()
+	var v string
+	if !d.Args(&v) || d.NextArg() {
+		return false, d.ArgErr()
+	}
+	if v != "on" && v != "off" {
+		return false, d.Errf("%s is on or off, not %q", dir, v)
+	}
+	return v == "on", nil
 }
 
 // parseKey reads a client key block. Syntax:

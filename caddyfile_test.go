@@ -221,6 +221,24 @@ func TestValueErrorsCaddyfileAndJSON(t *testing.T) {
 			`provider a: max_tokens_field must be max_tokens or max_completion_tokens, not "n_predict"`,
 		},
 		{
+			"unknown fallback_on",
+			"fallback_on timeouts",
+			`{"fallback_on": ["timeouts"]}`,
+			`fallback_on: unknown error kind "timeouts" (want content_filter)`,
+		},
+		{
+			"negative retries",
+			"retries -1",
+			`{"retries": -1}`,
+			"retries must not be negative",
+		},
+		{
+			"unknown continuation",
+			"provider a https://a.example.com {\n\tcontinuation guess\n}",
+			provider(`"continuation": "guess"`),
+			`provider a: continuation must be prefill, continue_final_message, instruction or off, not "guess"`,
+		},
+		{
 			"negative default_max_tokens",
 			"provider a https://a.example.com {\n\tdefault_max_tokens -1\n}",
 			provider(`"default_max_tokens": -1`),

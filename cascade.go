@@ -28,7 +28,7 @@ func (h *Handler) cascade(w http.ResponseWriter, r *http.Request, req *strategie
 		if c.err != nil || r.Context().Err() != nil {
 			return gone(r)
 		}
-		total.add(c.usage)
+		total = total.add(c.usage)
 		calls += c.attempts
 		name := tier[0].Model
 		if c.model != "" {
@@ -50,7 +50,7 @@ func (h *Handler) cascade(w http.ResponseWriter, r *http.Request, req *strategie
 			if jc.err != nil || r.Context().Err() != nil {
 				return gone(r)
 			}
-			total.add(jc.usage)
+			total = total.add(jc.usage)
 			calls += jc.attempts
 			switch {
 			case !ok:

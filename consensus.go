@@ -35,7 +35,7 @@ func (h *Handler) consensus(w http.ResponseWriter, r *http.Request, req *strateg
 	var answered []*call
 	for i := range calls {
 		c := &calls[i]
-		total.add(c.usage)
+		total = total.add(c.usage)
 		attempts += c.attempts
 		if c.ok() {
 			answered = append(answered, c)
@@ -81,7 +81,7 @@ func (h *Handler) consensus(w http.ResponseWriter, r *http.Request, req *strateg
 		}
 		winner = -1
 		for i := range answered {
-			total.add(judged[i].usage)
+			total = total.add(judged[i].usage)
 			attempts += judged[i].attempts
 			if winner < 0 || scores[i] > scores[winner] || scores[i] == scores[winner] && quality[i] > quality[winner] {
 				winner = i

@@ -222,7 +222,7 @@ type dashboardData struct {
 	Time      time.Time       `json:"time"`
 	RefreshMs int64           `json:"refresh_ms"`
 	Models    []*modelStats   `json:"models"`
-	Pairs     []dashPair     `json:"pairs"`
+	Pairs     []dashPair      `json:"pairs"`
 	Decisions []decisionEntry `json:"decisions"`
 }
 

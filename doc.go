@@ -27,7 +27,19 @@ back across them before the first byte reaches the client.
 
  3. serve (handler.go) is the attempt loop: it tries the plan's
     candidates in order until one answers, one fails in a way the client
-    must see, or the response has started.
+    must see, or the response has started. fallback.go decides what an
+    error answer does beyond retry_on: a prompt too long for a model's
+    context moves on only to a larger context (escalation), a
+    content-policy refusal only with fallback_on, and a transient
+    failure is tried again on the same target (retries,
+    max_retry_wait). A text stream (chat completions or messages) goes
+    to the client through a splice (rescue.go): when it breaks after
+    its first byte, the loop goes on with continuations — the next
+    candidates get the request plus the text already sent as a
+    prefill, and their events are spliced into the same stream (one id,
+    one role, one finish, usage summed) — until one finishes the
+    answer; a stream that ends after its finish without its terminator
+    is finished for the client.
 
  4. attempt (handler.go) rewrites the body for its candidate
     (rewriteBody in request.go: model, target and strategy parameters,
@@ -47,9 +59,10 @@ back across them before the first byte reaches the client.
     translates events for the client and reads the usage.
 
  6. finish (handler.go) reports the attempt's outcome to the pair's
-    state: a success closes the circuit, a failure counts toward a
-    cooldown (a 429's Retry-After starts one), the timing feeds the live
-    stats. serve then sets the {llm.*} placeholders and access-log fields,
+    state: a success closes the circuit (and ramps traffic back after a
+    cooldown), a failure counts toward a cooldown (a 429's Retry-After
+    starts one; others let a probe through every probe_interval), the
+    timing feeds the live stats. serve then sets the {llm.*} placeholders and access-log fields,
     or answers with the last upstream error.
 
 # Several calls for one answer

@@ -66,6 +66,7 @@ type attemptResult struct {
 	body        []byte              // upstream error body
 	header      http.Header         // upstream error headers
 	err         error               // transport error or timeout
+	kind        string              // the kind of the upstream error (fallback.go), if known
 	aw          *attemptWriter
 	// called is when the provider's reverse proxy got the request,
 	// firstByte when the answer's first byte came (zero: never), and
@@ -245,9 +246,19 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, req *strategies.
 	var res, unfit attemptResult
 	var c *strategies.Candidate
 	var exhausted *denial // the first limit that turned a candidate away
+	var esc escalation    // context-length errors so far
 	attempts := 0
+	// A text stream goes to the client through a splice (rescue.go).
+	out := w
+	sp := newSplice(w, req, h.rescueOn(p))
+	if sp != nil {
+		out = sp
+	}
 	for i := range p.candidates {
-		next, hedged, err := h.attemptHedged(w, r, req, p, i, attempts+1, repl)
+		if esc.skips(&p.candidates[i]) {
+			continue
+		}
+		next, hedged, err := h.attemptHedged(out, r, req, p, i, attempts+1, repl)
 		if hedged {
 			return err // the hedge (the rest of the candidates) answered
 		}
@@ -272,6 +283,13 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, req *strategies.
 		}
 		c, res = &p.candidates[i], next
 		attempts++
+		if !sp.rescuing() {
+			h.retry(r.Context(), &res, &attempts, func(n int) attemptResult { return h.attempt(out, r, req, p, c, n, repl) })
+		}
+		esc.escalate(&res, c, p.candidates[i+1:])
+		if h.rescueNext(sp, req, p, c, &res) {
+			continue
+		}
 		if res.outcome != outcomeRetry {
 			break
 		}
@@ -296,6 +314,7 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, req *strategies.
 		c, res = &p.candidates[0], unfit
 		res.outcome = outcomeFinal
 	}
+	rescueEnd(sp, &res)
 	h.setPlaceholders(r, repl, p, c, attempts, res.aw)
 
 	switch res.outcome {
@@ -306,6 +325,9 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, req *strategies.
 	case outcomeBroken:
 		h.logger.Warn("upstream broke after the response started; aborting",
 			zap.String("route", p.route), zap.String("model", c.Model), zap.String("provider", c.Provider.Name), zap.Error(res.err))
+		if res.aw != nil && res.aw.stream && !res.aw.terminated {
+			writeStreamError(w, req.Endpoint, res.aw, res.err)
+		}
 		panic(http.ErrAbortHandler)
 	}
 
@@ -349,7 +371,18 @@ func (h *Handler) attempt(w http.ResponseWriter, r *http.Request, req *strategie
 	if askUsage {
 		usageParam = includeUsage
 	}
-	body, err := rewriteBody(req.Body, h.ModelKey, c.UpstreamModel, h.ClientModels, c.Params, p.params, h.clampOutput(req, c), usageParam)
+	src := req.Body
+	sp := spliceOf(w)
+	if sp.rescuing() {
+		if c.Provider.ContinuationMethod() == upstreams.ContinueOff {
+			return attemptResult{outcome: outcomeUnfit}
+		}
+		var err error
+		if src, err = sp.continuationBody(src); err != nil {
+			return attemptResult{outcome: outcomeUnfit}
+		}
+	}
+	body, err := rewriteBody(src, h.ModelKey, c.UpstreamModel, h.ClientModels, c.Params, p.params, h.clampOutput(req, c), usageParam)
 	if err != nil {
 		return attemptResult{outcome: outcomeFinal, status: http.StatusBadRequest, body: errorBody(req.Endpoint, 400, "invalid_request", "could not rewrite the request body")}
 	}
@@ -364,6 +397,11 @@ func (h *Handler) attempt(w http.ResponseWriter, r *http.Request, req *strategie
 				body: errorBody(req.Endpoint, http.StatusBadRequest, "unsupported_parameter", msg)}
 		}
 		endpoint = translate.Endpoint(c.Provider.API())
+	}
+	if sp.rescuing() {
+		if body, err = continueUpstream(body, c.Provider, sp); err != nil {
+			return attemptResult{outcome: outcomeUnfit}
+		}
 	}
 
 	// Each attempt gets its own copy of Caddy's request variables: the
@@ -410,7 +448,8 @@ func (h *Handler) attempt(w http.ResponseWriter, r *http.Request, req *strategie
 		idle = time.AfterFunc(idleTimeout, func() { cancel(errStreamIdle) })
 		aw.onWrite = func() { idle.Reset(idleTimeout) }
 	}
-	aw.onCommit = func(*attemptWriter) {
+	aw.onCommit = func(aw *attemptWriter) {
+		sp.committing(aw)
 		setRouted(w.Header(), p, c, n)
 		setRateHeaders(w.Header(), reservation)
 	}
@@ -423,7 +462,7 @@ func (h *Handler) attempt(w http.ResponseWriter, r *http.Request, req *strategie
 	if aw.committed {
 		if err == nil && !aborted {
 			// (A JSON answer passed on as it came may turn out cut short.)
-			if aw.finish() == nil && (!aw.stream || aw.terminated) {
+			if aw.finish() == nil && (!aw.stream || aw.terminated) && (sp == nil || sp.err == nil) {
 				res.outcome = outcomeDone
 				return res
 			}
@@ -442,8 +481,15 @@ func (h *Handler) attempt(w http.ResponseWriter, r *http.Request, req *strategie
 			res.outcome = outcomeGone
 			return res
 		}
-		if aw.stream {
-			writeStreamError(w, req.Endpoint, aw, res.err)
+		if sp != nil && sp.finished {
+			// The answer's finish went out: only the terminator is
+			// missing.
+			sp.complete()
+			res.outcome = outcomeDone
+			return res
+		}
+		if sp != nil && sp.err != nil {
+			res.err = sp.err
 		}
 		res.outcome = outcomeBroken
 		return res
@@ -456,8 +502,11 @@ func (h *Handler) attempt(w http.ResponseWriter, r *http.Request, req *strategie
 	if err == nil && !aborted && !aw.failed() {
 		// A success without a body, or a whole body to translate.
 		if res.err = aw.finish(); res.err == nil {
-			res.outcome = outcomeDone
-			return res
+			if sp == nil || sp.err == nil {
+				res.outcome = outcomeDone
+				return res
+			}
+			res.err = sp.err // (a continuation that is no stream)
 		}
 	}
 	if aw.failed() {
@@ -472,6 +521,7 @@ func (h *Handler) attempt(w http.ResponseWriter, r *http.Request, req *strategie
 		if matchesStatus(aw.status, p.retryOn) {
 			res.outcome = outcomeRetry
 		}
+		h.classify(&res)
 		return res
 	}
 	// Nothing reached the client: a connect error, a timeout, a response
@@ -504,6 +554,9 @@ func (h *Handler) finish(c *strategies.Candidate, req *strategies.Request, res a
 	case outcomeDone:
 		o.Result = upstreams.Succeeded
 	case outcomeRetry, outcomeBroken:
+		if res.kind != "" {
+			break // the request's fault (its prompt, its content), not the pair's
+		}
 		o.Result = upstreams.Failed
 		if res.status == http.StatusTooManyRequests && res.header != nil {
 			o.RetryAfter = upstreams.RetryAfter(res.header, now)

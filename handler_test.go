@@ -620,16 +620,26 @@ func TestServeStreamBroken(t *testing.T) {
 	})
 	b := newUpstream(t, answer(200, okChat))
 	c := newUpstream(t, answer(500, ``))
-	h := gateway(t, a, b, c, "")
+	for _, rescue := range []bool{false, true} {
+		h := gateway(t, a, b, c, fmt.Sprintf(`"rescue": %t,`, rescue))
+		before := b.requests()
+		rec, _, _, aborted := serveGateway(t, h, "POST", "/v1/chat/completions", `{"model":"m","stream":true}`)
+		if !aborted {
+			t.Errorf("rescue %t: a stream broken after the first byte did not abort the response", rescue)
+		}
+		// With rescue on, b is asked to continue, and its answer (not a
+		// stream) is no continuation.
+		if tried := b.requests() - before; !rescue && tried != 0 || rescue && tried != 1 {
+			t.Errorf("rescue %t: %d calls of the next target", rescue, tried)
+		}
+		expectStreamError(t, rec.Body.String(), first)
+	}
+}
 
-	rec, _, _, aborted := serveGateway(t, h, "POST", "/v1/chat/completions", `{"model":"m","stream":true}`)
-	if !aborted {
-		t.Error("a stream broken after the first byte did not abort the response")
-	}
-	if b.requests() != 0 {
-		t.Error("moved on to the next target after the first byte")
-	}
-	out := rec.Body.String()
+// expectStreamError checks that a stream is its first event then the
+// gateway's error event.
+func expectStreamError(t *testing.T, out, first string) {
+	t.Helper()
 	rest, ok := strings.CutPrefix(out, first)
 	if !ok {
 		t.Fatalf("output %q does not start with the first event", out)

@@ -32,6 +32,8 @@ const (
 	defaultReadBodyTimeout   = 30 * time.Second
 	defaultCooldown          = 30 * time.Second
 	defaultFailThreshold     = 3
+	defaultProbeInterval     = time.Second
+	defaultRamp              = 2 * time.Second
 )
 
 // DefaultPathSuffixes are the request path suffixes llm_route acts on when
@@ -112,6 +114,28 @@ type Handler struct {
 	// The most targets tried for one request; 0 means all of them.
 	MaxAttempts int `json:"max_attempts,omitempty"`
 
+	// How many times a target is tried again, after a jittered backoff
+	// (100ms doubling, at most 2s), when it fails with a 5xx or a
+	// connect error, before the next target. Default: 0.
+	Retries int `json:"retries,omitempty"`
+
+	// A 429 whose Retry-After is at most this long is retried once on
+	// the same target after that wait, rather than moving on. Default:
+	// 0 (never).
+	MaxRetryWait caddy.Duration `json:"max_retry_wait,omitempty"`
+
+	// Errors that move on to the next target although they would not by
+	// default: `content_filter` (a content-policy refusal). A prompt too
+	// long for a model's context moves on, to a model with a larger
+	// `context` only, without being listed.
+	FallbackOn []string `json:"fallback_on,omitempty"`
+
+	// Mid-stream rescue: when a text stream (chat completions or
+	// messages) breaks after it reached the client, the next candidate
+	// continues the answer from the text already sent, spliced into the
+	// same stream. Routes may set their own. Default: on.
+	Rescue *bool `json:"rescue,omitempty"`
+
 	// How long a provider+model pair is skipped after fail_threshold
 	// consecutive failures; it doubles for each failed probe after that,
 	// up to 10m. A 429's Retry-After (seconds, HTTP-date or
@@ -121,6 +145,18 @@ type Handler struct {
 	// Consecutive failures (connect errors, timeouts, retryable
 	// statuses) before a pair cools down. Default: 3.
 	FailThreshold int `json:"fail_threshold,omitempty"`
+
+	// Fast recovery: during a cooldown (other than one a 429's
+	// Retry-After asked for), a single probe request goes to the pair
+	// once this long has passed since its last failure, so a recovered
+	// provider gets traffic back without waiting out the cooldown. One at
+	// least as long as the cooldown turns early probes off. Default: 1s.
+	ProbeInterval caddy.Duration `json:"probe_interval,omitempty"`
+
+	// Once a probe (or any attempt) succeeds on a cooling pair, traffic
+	// returns to it gradually over this long: a share of the requests
+	// that grows from a quarter to all. Default: 2s.
+	Ramp caddy.Duration `json:"ramp,omitempty"`
 
 	// Honour an OpenRouter-style `models` array in the request body: an
 	// ordered list of fallback models tried after the requested one. The
@@ -280,6 +316,10 @@ type Route struct {
 	// default: the handler's retry_on.
 	RetryOn []int `json:"retry_on,omitempty"`
 
+	// Mid-stream rescue for this route (see the handler's rescue);
+	// default: the handler's.
+	Rescue *bool `json:"rescue,omitempty"`
+
 	// What comes after a candidate over a limit: `cheapest` (default:
 	// the cheapest remaining candidate with headroom first), `next` (the
 	// strategy's order), or a list of model names tried first, in order.
@@ -375,7 +415,14 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if h.FailThreshold == 0 {
 		h.FailThreshold = defaultFailThreshold
 	}
-	h.policy = upstreams.Policy{Cooldown: time.Duration(h.Cooldown), FailThreshold: h.FailThreshold}
+	if h.ProbeInterval == 0 {
+		h.ProbeInterval = caddy.Duration(defaultProbeInterval)
+	}
+	if h.Ramp == 0 {
+		h.Ramp = caddy.Duration(defaultRamp)
+	}
+	h.policy = upstreams.Policy{Cooldown: time.Duration(h.Cooldown), FailThreshold: h.FailThreshold,
+		ProbeInterval: time.Duration(h.ProbeInterval), Ramp: time.Duration(h.Ramp)}
 	h.resetLoc = time.UTC
 	if h.ResetTZ != "" {
 		loc, err := time.LoadLocation(h.ResetTZ)
@@ -514,6 +561,10 @@ func (h *Handler) Validate() error {
 		{"stream_idle_timeout", int64(h.StreamIdleTimeout)},
 		{"read_body_timeout", int64(h.ReadBodyTimeout)},
 		{"cooldown", int64(h.Cooldown)},
+		{"retries", int64(h.Retries)},
+		{"probe_interval", int64(h.ProbeInterval)},
+		{"ramp", int64(h.Ramp)},
+		{"max_retry_wait", int64(h.MaxRetryWait)},
 	} {
 		if f.value < 0 {
 			return fmt.Errorf("%s must not be negative", f.name)
@@ -524,6 +575,11 @@ func (h *Handler) Validate() error {
 	}
 	if err := validStatuses(h.RetryOn); err != nil {
 		return err
+	}
+	for _, f := range h.FallbackOn {
+		if f != kindContentFilter {
+			return fmt.Errorf("fallback_on: unknown error kind %q (want content_filter)", f)
+		}
 	}
 	for _, p := range h.Providers {
 		if err := p.Validate(); err != nil {

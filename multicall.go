@@ -207,14 +207,6 @@ func (b *bufferedResponse) Write(p []byte) (int, error) {
 // Flush does nothing: the answer goes out once chosen.
 func (b *bufferedResponse) Flush() {}
 
-// add sums usage.
-func (u *Usage) add(o Usage) {
-	u.PromptTokens += o.PromptTokens
-	u.CompletionTokens += o.CompletionTokens
-	u.CacheReadTokens += o.CacheReadTokens
-	u.CacheWriteTokens += o.CacheWriteTokens
-}
-
 // bodyUsage reads the usage of an answer in any API's shape.
 func bodyUsage(body []byte) Usage {
 	var t translate.Usage

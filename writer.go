@@ -42,6 +42,12 @@ type Usage struct {
 	CacheWriteTokens int64
 }
 
+// add returns the sum of two usages.
+func (u Usage) add(v Usage) Usage {
+	return Usage{PromptTokens: u.PromptTokens + v.PromptTokens, CompletionTokens: u.CompletionTokens + v.CompletionTokens,
+		CacheReadTokens: u.CacheReadTokens + v.CacheReadTokens, CacheWriteTokens: u.CacheWriteTokens + v.CacheWriteTokens}
+}
+
 // attemptWriter stands between one attempt's reverse proxy and the
 // client. It keeps the attempt's headers in a map of its own and holds
 // the status until the first body byte, so a failed attempt (an error

@@ -166,6 +166,7 @@ http://localhost:9080 {
 			first_byte_timeout 500ms
 			stream_idle_timeout 500ms
 			cooldown 30s
+			probe_interval 1m
 			fail_threshold 1000
 			forward_headers X-Mock-Fault
 {{.Route}}

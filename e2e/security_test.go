@@ -325,6 +325,7 @@ func TestCanaryKeyNeverLeaks(t *testing.T) {
 			format anthropic
 			api_key %[6]s
 		}
+		rescue off
 		model chat alpha beta
 		model claude-chat claude
 		model dead dead1

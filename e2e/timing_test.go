@@ -17,13 +17,15 @@ import (
 const slowText = "one two three four five six"
 
 // A stream that takes longer than first_byte_timeout in total but never
-// pauses for stream_idle_timeout is not cut; one that pauses longer is.
+// pauses for stream_idle_timeout is not cut; one that pauses longer is
+// (not rescued here: beta's answer is another).
 func TestSlowStreams(t *testing.T) {
 	s := withDefaults(fmt.Sprintf(`
 		provider steady http://127.0.0.1:%d
 		provider halting http://127.0.0.1:%d
 		model steady steady
 		model halting halting beta
+		rescue off
 `, portExtra1, portExtra2))
 	s.Mocks = append(s.Mocks,
 		mockSite{Port: portExtra1, Name: "steady", Text: slowText, Lines: []string{"ttft 300ms", "tokens_per_second 5"}},

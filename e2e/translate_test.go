@@ -1257,9 +1257,9 @@ func TestTranslateRefusals(t *testing.T) {
 	})
 }
 
-// TestTranslateBrokenStream: a translated stream that breaks ends with an
-// explicit error event in the client's format, never with the format's
-// terminator.
+// TestTranslateBrokenStream: a translated stream that breaks, with no
+// other candidate to continue it, ends with an explicit error event in
+// the client's format, never with the format's terminator.
 func TestTranslateBrokenStream(t *testing.T) {
 	startTranslate(t)
 	hc := newHTTPClient(t)
@@ -1285,7 +1285,7 @@ func TestTranslateBrokenStream(t *testing.T) {
 
 	t.Run("openai client, anthropic provider", func(t *testing.T) {
 		restart(t)
-		body, readErr := raw(t, "/v1/chat/completions", chatBody("claude-chat", `"stream":true`), "claude:cut,after=2")
+		body, readErr := raw(t, "/v1/chat/completions", chatBody("solo-claude", `"stream":true`), "claude:cut,after=2")
 		if readErr == nil {
 			t.Errorf("the response ended like a complete one; a broken stream should be aborted")
 		}
@@ -1321,13 +1321,13 @@ func TestTranslateBrokenStream(t *testing.T) {
 			t.Errorf("received %q, want the first 2 words of %q", got, claudeText)
 		}
 
-		p := chatParams("claude-chat", prompt)
+		p := chatParams("solo-claude", prompt)
 		p.StreamOptions = openai.ChatCompletionStreamOptionsParam{IncludeUsage: openai.Bool(true)}
 		s := oaAccumulate(t, oc, p, faultHeader("claude:cut,after=2"))
 		if s.Err == nil || !strings.Contains(s.Err.Error(), "stream_interrupted") {
 			t.Errorf("SDK error %v, want the gateway's stream_interrupted error", s.Err)
 		}
-		expectRoute(t, s.Resp, "claude-chat", "claude", "claude-chat", 1)
+		expectRoute(t, s.Resp, "solo-claude", "claude", "solo-claude", 1)
 		if s.Usage != nil {
 			t.Errorf("a usage chunk in a broken stream: %+v", *s.Usage)
 		}

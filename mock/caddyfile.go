@@ -31,6 +31,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //	    cached_tokens      <n>
 //	    cache_write_tokens <n>
 //	    fault_header       <field>
+//	    prefill            continue|ignore|refuse
 //	    fault              <kind>[,<key>=<value>...]
 //	    reply              <match> <text...>
 //	    refuse             <match> <text...>
@@ -123,6 +124,10 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				h.CachedTokens = n
 			} else {
 				h.CacheWriteTokens = n
+			}
+		case "prefill":
+			if !d.AllArgs(&h.Prefill) {
+				return d.ArgErr()
 			}
 		case "fault_header":
 			if !d.AllArgs(&h.FaultHeader) {

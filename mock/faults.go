@@ -11,6 +11,12 @@ import (
 	"github.com/caddyserver/caddy/v2"
 )
 
+// Kinds of error a status fault's body can tell.
+const (
+	errorContextLength = "context_length"
+	errorContentFilter = "content_filter"
+)
+
 // Fault kinds. See the package documentation for what each one does.
 const (
 	faultStatus         = "status"
@@ -22,12 +28,13 @@ const (
 	faultMalformed      = "malformed"
 	faultNoDone         = "no_done"
 	faultListStatus     = "list_status"
+	faultErrorEvent     = "error_event"
 )
 
 // faultKeys lists, for each fault kind, the keys it accepts
 // besides count, which every kind accepts.
 var faultKeys = map[string][]string{
-	faultStatus:         {"code", "retry_after", "retry_after_ms", "retry_after_date"},
+	faultStatus:         {"code", "retry_after", "retry_after_ms", "retry_after_date", "error"},
 	faultReset:          nil,
 	faultNoAnswer:       nil,
 	faultSlowFirstToken: {"delay"},
@@ -36,6 +43,7 @@ var faultKeys = map[string][]string{
 	faultMalformed:      {"after"},
 	faultNoDone:         nil,
 	faultListStatus:     {"code", "after"},
+	faultErrorEvent:     {"after"},
 }
 
 // fault is one parsed fault spec, such as "status,code=429,retry_after=1".
@@ -45,11 +53,12 @@ type fault struct {
 	target string // mock name from a "name:" prefix; header faults only
 
 	code           int           // status: the status code to reply with
+	errorKind      string        // status: context_length or content_filter: the error body says so
 	retryAfter     int           // status: Retry-After in seconds; -1 if unset
 	retryAfterMS   int           // status: retry-after-ms; -1 if unset
 	retryAfterDate int           // status: Retry-After as a date this many seconds ahead; -1 if unset
 	delay          time.Duration // slow_first_token: how long to hold back the first token
-	after          int           // cut, stall, malformed: content chunks sent before the fault
+	after          int           // cut, stall, malformed, error_event: content chunks sent before the fault
 	count          int           // config faults only: apply to the first count requests; 0 = always
 }
 
@@ -97,6 +106,11 @@ func parseFault(spec string) (fault, error) {
 			f.after, err = parseInt(val, 0, -1)
 		case "count":
 			f.count, err = parseInt(val, 0, -1)
+		case "error":
+			f.errorKind = val
+			if val != errorContextLength && val != errorContentFilter {
+				err = fmt.Errorf("want %s or %s", errorContextLength, errorContentFilter)
+			}
 		case "delay":
 			f.delay, err = caddy.ParseDuration(val)
 			if err == nil && f.delay < 0 {
@@ -184,11 +198,12 @@ type faultPlan struct {
 	stallAfter      int           // block after this many content chunks; -1 = off
 	malformedAfter  int           // inject a broken event after this many content chunks; -1 = off
 	noDone          bool          // leave out the stream terminator
+	errorEventAfter int           // end with an error event after this many content chunks; -1 = off
 }
 
 // newFaultPlan combines faults into a plan.
 func newFaultPlan(faults []fault) faultPlan {
-	p := faultPlan{cutAfter: -1, stallAfter: -1, malformedAfter: -1}
+	p := faultPlan{cutAfter: -1, stallAfter: -1, malformedAfter: -1, errorEventAfter: -1}
 	for i := range faults {
 		f := &faults[i]
 		switch f.kind {
@@ -208,6 +223,8 @@ func newFaultPlan(faults []fault) faultPlan {
 			p.malformedAfter = f.after
 		case faultNoDone:
 			p.noDone = true
+		case faultErrorEvent:
+			p.errorEventAfter = f.after
 		}
 	}
 	return p
@@ -215,7 +232,7 @@ func newFaultPlan(faults []fault) faultPlan {
 
 // breaksBody reports whether the plan damages a non-streamed body.
 func (p faultPlan) breaksBody() bool {
-	return p.cutAfter >= 0 || p.stallAfter >= 0 || p.malformedAfter >= 0
+	return p.cutAfter >= 0 || p.stallAfter >= 0 || p.malformedAfter >= 0 || p.errorEventAfter >= 0
 }
 
 // activeFaults returns the faults that apply to r: configured faults

@@ -71,6 +71,7 @@ type reply struct {
 	created      int64
 	model        string
 	words        []string  // output tokens actually emitted
+	lead         string    // whitespace before the first word (a continuation's)
 	truncated    bool      // output was cut short by a max tokens parameter
 	refusal      bool      // the answer is a refusal (a scripted reply)
 	tool         *toolCall // the answer is this tool call instead of words
@@ -132,11 +133,18 @@ func (h *Handler) newReply(ep endpoint, req gjson.Result) (*reply, error) {
 		// a tool call ignores the output limit
 		return rp, nil
 	}
-	text := h.Text
+	text, err := h.continueText(ep, req)
+	if err != nil {
+		return nil, err
+	}
 	if script := h.scripted(req); script != nil {
 		text, rp.refusal = script.Text, script.Refusal
 	}
 	rp.words = strings.Fields(text)
+	if len(rp.words) > 0 {
+		// a continuation may begin with the space between two words
+		rp.lead = text[:len(text)-len(strings.TrimLeft(text, " \t\n"))]
+	}
 	if limit := maxTokens(req); limit > 0 && limit < len(rp.words) {
 		rp.words = rp.words[:limit]
 		rp.truncated = true
@@ -206,16 +214,20 @@ func randomID() string {
 
 // text is the full output text.
 func (rp *reply) text() string {
-	return strings.Join(rp.words, " ")
+	return rp.lead + strings.Join(rp.words, " ")
 }
 
 // token is the text of the i-th content chunk: one word, followed by a
 // space unless it is the last one.
 func (rp *reply) token(i int) string {
-	if i < len(rp.words)-1 {
-		return rp.words[i] + " "
+	t := rp.words[i]
+	if i == 0 {
+		t = rp.lead + t
 	}
-	return rp.words[i]
+	if i < len(rp.words)-1 {
+		return t + " "
+	}
+	return t
 }
 
 // completionTokens is the number of output tokens: words, or the
@@ -484,6 +496,16 @@ type stream struct {
 	tail      []sseEvent // sent after the last content chunk
 	done      []sseEvent // terminator, left out by the no_done fault
 	malformed sseEvent   // invalid event injected by the malformed fault
+}
+
+// errorEvent is the event of the error_event fault: an overload error
+// in the endpoint's shape.
+func (s *stream) errorEvent(ep endpoint) sseEvent {
+	const msg = "llm_mock: injected error event"
+	if ep == endpointMessages {
+		return sseEvent{name: "error", data: marshal(obj{"type": "error", "error": obj{"type": "overloaded_error", "message": msg}})}
+	}
+	return sseEvent{data: marshal(obj{"error": obj{"message": msg, "type": "server_error", "code": "server_error"}})}
 }
 
 // stream renders the streamed answer.

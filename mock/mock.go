@@ -25,8 +25,12 @@
 //
 // The fault kinds are:
 //
-//   - status (code, retry_after, retry_after_ms, retry_after_date):
-//     reply with an error status; code defaults to 503.
+//   - status (code, retry_after, retry_after_ms, retry_after_date, error):
+//     reply with an error status; code defaults to 503. error=context_length
+//     or error=content_filter makes the body the error a provider sends
+//     for a prompt longer than the context window, or one its content
+//     policy refused (OpenAI's codes context_length_exceeded and
+//     content_filter; Anthropic's "prompt is too long").
 //   - reset: abort the connection before responding.
 //   - no_answer: never respond; wait until the client gives up.
 //   - slow_first_token (delay, default 5s): hold back the first token.
@@ -36,6 +40,12 @@
 //   - no_done: leave out the stream terminator.
 //   - list_status (code, after, default 0): the models endpoint alone
 //     answers with an error status once it has answered `after` times.
+//   - error_event (after, default 2): end the stream with an error event
+//     (an overloaded error) after some content chunks.
+//
+// A chat completions or messages request whose conversation ends with
+// an assistant turn (a prefill) is answered, by default, with the rest
+// of the text when the prefill is its beginning (see Prefill).
 //
 // Every kind also accepts count=N, which limits a configured fault to the
 // first N requests the mock serves; header faults ignore it.
@@ -150,6 +160,13 @@ type Handler struct {
 	// such faults.
 	Faults []string `json:"faults,omitempty"`
 
+	// What to do with a chat or messages request whose conversation ends
+	// with an assistant turn (a prefill): `continue` (default) answers
+	// with the rest of the text when the prefill is its beginning,
+	// `ignore` answers with the whole text (a model that restarts), and
+	// `refuse` answers 400 (a model without prefill support).
+	Prefill string `json:"prefill,omitempty"`
+
 	// The model ids the models endpoint lists (GET .../models), in
 	// OpenAI's shape, or Anthropic's (paged by limit and after_id) for a
 	// request with anthropic-version. Default: the model, or "mock".
@@ -220,6 +237,11 @@ func (h *Handler) Validate() error {
 	}
 	if h.CacheWriteTokens < 0 {
 		return fmt.Errorf("cache_write_tokens must not be negative")
+	}
+	switch h.Prefill {
+	case "", PrefillContinue, PrefillIgnore, PrefillRefuse:
+	default:
+		return fmt.Errorf("prefill must be continue, ignore or refuse, not %q", h.Prefill)
 	}
 	return nil
 }
@@ -296,6 +318,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.
 
 	if plan.status != nil {
 		plan.status.setRetryHeaders(w.Header())
+		if plan.status.errorKind != "" {
+			return writeKindError(w, ep, plan.status.code, plan.status.errorKind)
+		}
 		return writeError(w, ep, plan.status.code, fmt.Sprintf("llm_mock: injected %d fault", plan.status.code))
 	}
 
@@ -387,6 +412,10 @@ func (h *Handler) serveStream(w http.ResponseWriter, r *http.Request, rp *reply,
 		if hit(plan.cutAfter) {
 			panic(http.ErrAbortHandler)
 		}
+		if hit(plan.errorEventAfter) {
+			send(s.errorEvent(rp.endpoint))
+			return nil
+		}
 		if hit(plan.stallAfter) {
 			<-ctx.Done()
 			return nil
@@ -455,6 +484,30 @@ func (h *Handler) checkAPIKey(r *http.Request) string {
 // writeError writes an error response in the endpoint's shape.
 func writeError(w http.ResponseWriter, ep endpoint, status int, msg string) error {
 	body := errorBody(ep, status, msg)
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Content-Length", strconv.Itoa(len(body)))
+	w.WriteHeader(status)
+	_, _ = w.Write(body)
+	return nil
+}
+
+// writeKindError writes the error body a provider sends for a kind of
+// error (see the status fault's error key).
+func writeKindError(w http.ResponseWriter, ep endpoint, status int, kind string) error {
+	anthropic := ep == endpointMessages || ep == endpointCountTokens
+	var body []byte
+	switch {
+	case kind == errorContextLength && anthropic:
+		body = marshal(obj{"type": "error", "error": obj{"type": "invalid_request_error", "message": "prompt is too long: 210000 tokens > 200000 maximum"}})
+	case kind == errorContextLength:
+		body = marshal(obj{"error": obj{"message": "This model's maximum context length is 8192 tokens. However, your messages resulted in 9000 tokens.",
+			"type": "invalid_request_error", "param": "messages", "code": "context_length_exceeded"}})
+	case anthropic:
+		body = marshal(obj{"type": "error", "error": obj{"type": "invalid_request_error", "message": "Output blocked by content filtering policy"}})
+	default:
+		body = marshal(obj{"error": obj{"message": "The response was filtered due to the prompt triggering the content management policy.",
+			"type": "invalid_request_error", "param": "prompt", "code": "content_filter"}})
+	}
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Content-Length", strconv.Itoa(len(body)))
 	w.WriteHeader(status)

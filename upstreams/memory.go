@@ -21,6 +21,19 @@ type memoryPair struct {
 	until   time.Time // end of the cooldown; zero: none since the last success
 	probing bool      // a half-open probe is under way
 
+	// Fast recovery (see Policy): the time from which a probe may go
+	// through before the cooldown ends (zero: none), and the ramp that
+	// returns traffic after a cooldown closed: its start, its length
+	// and the credit of requests it has let through.
+	probeAt  time.Time
+	hinted   bool // the cooldown is one a provider's Retry-After asked for
+	rampFrom time.Time
+	rampFor  time.Duration
+	credit   float64
+	// Counts of half-open probes begun and of cooldowns a success
+	// closed, for observers (PairInfo).
+	probes, recoveries uint64
+
 	// For a shared pair (shared.go), the fleet's cooldown as last
 	// polled, zero: none; and a count of the health changes made by
 	// Finish, which tells the poll that its reading may be older than
@@ -59,15 +72,51 @@ func (p *memoryPair) cooling() time.Time {
 	return p.until
 }
 
-// Available implements Pair.
+// halfOpen reports whether a probe may go through at now: the cooldown
+// ran out, or this process's own cooldown (not one a provider's
+// Retry-After asked for) has run for its probe interval; p.mu is held.
+func (p *memoryPair) halfOpen(now time.Time) bool {
+	until := p.cooling()
+	if !until.After(now) {
+		return true
+	}
+	return !p.probeAt.IsZero() && !p.probeAt.After(now) && !p.fleet.After(p.until)
+}
+
+// Available implements Pair. While a ramp runs, a growing share of the
+// requests finds the pair available (from rampFloor of them to all),
+// so traffic returns gradually to a pair that recovered.
 func (p *memoryPair) Available(now time.Time) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	until := p.cooling()
 	if until.IsZero() {
+		return p.ramp(now)
+	}
+	return p.halfOpen(now) && !p.probing
+}
+
+// rampFloor is the share of the requests a ramp lets through at its
+// start.
+const rampFloor = 0.25
+
+// ramp reports whether the ramp, if one runs at now, lets this request
+// through; p.mu is held.
+func (p *memoryPair) ramp(now time.Time) bool {
+	if p.rampFor <= 0 {
 		return true
 	}
-	return !until.After(now) && !p.probing
+	elapsed := now.Sub(p.rampFrom)
+	if elapsed >= p.rampFor || elapsed < 0 {
+		p.rampFor = 0
+		return true
+	}
+	p.credit += max(rampFloor, float64(elapsed)/float64(p.rampFor))
+	if p.credit < 1 {
+		return false
+	}
+	p.credit--
+	return true
 }
 
 // Start implements Pair.
@@ -75,10 +124,11 @@ func (p *memoryPair) Start(now time.Time) bool {
 	p.inFlight.Add(1)
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if until := p.cooling(); until.IsZero() || until.After(now) || p.probing {
+	if p.cooling().IsZero() || !p.halfOpen(now) || p.probing {
 		return false
 	}
 	p.probing = true
+	p.probes++
 	return true
 }
 
@@ -110,7 +160,15 @@ func (p *memoryPair) finish(o Outcome, policy Policy, now time.Time, sink health
 	switch o.Result {
 	case Succeeded:
 		c.closed = !p.cooling().IsZero()
-		p.fails, p.until, p.fleet = 0, time.Time{}, time.Time{}
+		p.fails, p.until, p.fleet, p.probeAt = 0, time.Time{}, time.Time{}, time.Time{}
+		if c.closed {
+			p.recoveries++
+			if !p.hinted {
+				// (A provider that asked for a pause has had it.)
+				p.rampFrom, p.rampFor, p.credit = now, policy.Ramp, 0
+			}
+		}
+		p.hinted = false
 	case Failed:
 		before := p.cooling()
 		p.fail(o.RetryAfter, policy, now)
@@ -148,6 +206,14 @@ func (p *memoryPair) fail(retryAfter time.Duration, policy Policy, now time.Time
 	}
 	if until := now.Add(min(d, MaxCooldown)); until.After(p.until) {
 		p.until = until
+	}
+	p.rampFor = 0
+	// A cooldown the provider asked for is honoured whole; one of the
+	// gateway's own is probed once every probe interval.
+	p.probeAt = time.Time{}
+	p.hinted = retryAfter > 0
+	if !p.hinted && policy.ProbeInterval > 0 {
+		p.probeAt = now.Add(policy.ProbeInterval)
 	}
 }
 
@@ -188,6 +254,25 @@ func (p *memoryPair) Snapshot() Stats {
 		InFlight:        p.inFlight.Load(),
 		Samples:         p.errorRate.n,
 	}
+}
+
+// health describes the pair's health at now for observers.
+func (p *memoryPair) health(now time.Time) (state string, probes, recoveries uint64) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	switch {
+	case p.probing:
+		state = StateProbing
+	case !p.cooling().IsZero() && p.halfOpen(now):
+		state = StateHalfOpen
+	case !p.cooling().IsZero():
+		state = StateOpen
+	case p.rampFor > 0 && now.Sub(p.rampFrom) < p.rampFor:
+		state = StateRamping
+	default:
+		state = StateClosed
+	}
+	return state, p.probes, p.recoveries
 }
 
 // CooldownUntil implements Pair.

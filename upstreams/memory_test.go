@@ -193,3 +193,91 @@ func TestPairConcurrent(t *testing.T) {
 		t.Errorf("in flight %d after every attempt finished", got)
 	}
 }
+
+func TestPairFastRecovery(t *testing.T) {
+	policy := Policy{Cooldown: 30 * time.Second, FailThreshold: 1, ProbeInterval: time.Second, Ramp: 2 * time.Second}
+	now := time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC)
+	p := new(memoryPair)
+	state := func(at time.Time) string { s, _, _ := p.health(at); return s }
+
+	fail(p, 0, policy, now)
+	if p.Available(now.Add(999*time.Millisecond)) || state(now.Add(999*time.Millisecond)) != StateOpen {
+		t.Fatal("available before the probe interval")
+	}
+	// Once the probe interval passed, one probe goes through, well
+	// before the cooldown's end.
+	now = now.Add(time.Second)
+	if !p.Available(now) || state(now) != StateHalfOpen {
+		t.Fatalf("not half-open after the probe interval (%s)", state(now))
+	}
+	if !p.Start(now) {
+		t.Fatal("the first attempt after the probe interval is no probe")
+	}
+	if p.Available(now) || p.Start(now) || state(now) != StateProbing {
+		t.Fatal("a second probe at once")
+	}
+	p.Finish(Outcome{Result: Failed, Probe: true}, policy, now)
+	// A failed probe: the next one after another interval.
+	if p.Available(now.Add(500 * time.Millisecond)) {
+		t.Fatal("available right after a failed probe")
+	}
+	now = now.Add(time.Second)
+	if !p.Start(now) {
+		t.Fatal("no second probe")
+	}
+	p.Finish(Outcome{Result: Succeeded, Probe: true}, policy, now)
+	if s, probes, recoveries := p.health(now); s != StateRamping || probes != 2 || recoveries != 1 || !p.CooldownUntil().IsZero() {
+		t.Fatalf("after a successful probe: %s, %d probes, %d recoveries, cooling until %v", s, probes, recoveries, p.CooldownUntil())
+	}
+	// The ramp: a quarter of the requests at its start, all at its end.
+	admitted := 0
+	for range 100 {
+		if p.Available(now.Add(10 * time.Millisecond)) {
+			admitted++
+		}
+	}
+	if admitted < 20 || admitted > 35 {
+		t.Errorf("%d of 100 requests admitted at the ramp's start, want about 25", admitted)
+	}
+	admitted = 0
+	for range 100 {
+		if p.Available(now.Add(1500 * time.Millisecond)) {
+			admitted++
+		}
+	}
+	if admitted < 70 || admitted > 80 {
+		t.Errorf("%d of 100 requests admitted at 3/4 of the ramp, want about 75", admitted)
+	}
+	if !p.Available(now.Add(2*time.Second)) || state(now.Add(2*time.Second)) != StateClosed {
+		t.Error("the ramp did not end")
+	}
+
+	// A cooldown the provider asked for (Retry-After) is waited out.
+	q := new(memoryPair)
+	fail(q, 10*time.Second, policy, now)
+	if q.Available(now.Add(5 * time.Second)) {
+		t.Error("a Retry-After cooldown was probed early")
+	}
+	if !q.Available(now.Add(10 * time.Second)) {
+		t.Error("not half-open after the Retry-After cooldown")
+	}
+}
+
+// A cooldown a provider's Retry-After asked for ends without a ramp.
+func TestPairNoRampAfterRetryAfter(t *testing.T) {
+	policy := Policy{Cooldown: 30 * time.Second, FailThreshold: 1, ProbeInterval: time.Second, Ramp: 2 * time.Second}
+	now := time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC)
+	p := new(memoryPair)
+	fail(p, 500*time.Millisecond, policy, now)
+	now = now.Add(time.Second)
+	probe := p.Start(now)
+	p.Finish(Outcome{Result: Succeeded, Probe: probe}, policy, now)
+	if s, _, recoveries := p.health(now); s != StateClosed || recoveries != 1 {
+		t.Fatalf("state %s, %d recoveries after a Retry-After cooldown closed", s, recoveries)
+	}
+	for range 10 {
+		if !p.Available(now) {
+			t.Fatal("a request held back after a Retry-After cooldown")
+		}
+	}
+}

@@ -69,10 +69,28 @@ type Outcome struct {
 // Policy is how failures turn into cooldowns: a pair cools down for
 // Cooldown after FailThreshold consecutive failures, and each failed
 // half-open probe after that doubles it, up to MaxCooldown.
+//
+// With ProbeInterval above zero, a single probe goes through once it
+// has passed since the failure that opened or extended the cooldown,
+// without waiting for the cooldown's end (a cooldown a 429's
+// Retry-After asked for is waited out). With Ramp above zero, a success
+// that closes such a cooldown (not a Retry-After one) starts a ramp: for Ramp, a share of the
+// requests that grows from a quarter to all finds the pair available.
 type Policy struct {
 	Cooldown      time.Duration
 	FailThreshold int
+	ProbeInterval time.Duration
+	Ramp          time.Duration
 }
+
+// The states of a pair's health, as PairInfo shows them.
+const (
+	StateClosed   = "closed"    // available
+	StateOpen     = "open"      // cooling down
+	StateHalfOpen = "half-open" // a probe may go through
+	StateProbing  = "probing"   // a probe is under way
+	StateRamping  = "ramping"   // recovered; traffic returns gradually
+)
 
 // MaxCooldown caps every cooldown, including one asked for by a
 // provider's Retry-After header.
@@ -172,6 +190,11 @@ type PairInfo struct {
 	CooldownUntil time.Time
 	// Stats are the live stats.
 	Stats Stats
+	// State is the health's state (StateClosed, ...); Probes counts the
+	// half-open probes begun and Recoveries the cooldowns a success
+	// closed.
+	State              string
+	Probes, Recoveries uint64
 }
 
 // Pairs lists the state of every pair in use.
@@ -179,8 +202,14 @@ func Pairs() []PairInfo {
 	var out []PairInfo
 	pairs.Range(func(k, v any) bool {
 		pp := v.(*pooledPair)
-		out = append(out, PairInfo{Key: pp.key, Provider: pp.provider, Model: pp.model,
-			Shared: pp.shared != nil, CooldownUntil: pp.CooldownUntil(), Stats: pp.Snapshot()})
+		info := PairInfo{Key: pp.key, Provider: pp.provider, Model: pp.model,
+			Shared: pp.shared != nil, CooldownUntil: pp.CooldownUntil(), Stats: pp.Snapshot()}
+		if h, ok := pp.Pair.(interface {
+			health(time.Time) (string, uint64, uint64)
+		}); ok {
+			info.State, info.Probes, info.Recoveries = h.health(time.Now())
+		}
+		out = append(out, info)
 		return true
 	})
 	return out

@@ -149,6 +149,14 @@ type Provider struct {
 	// How long one fetch of the model list may take; provisioning waits
 	// at most this long on a provider that does not answer. Default: 5s.
 	ModelsTimeout caddy.Duration `json:"models_timeout,omitempty"`
+	// How the provider continues an answer another provider's stream
+	// broke off (mid-stream rescue): `prefill` (default) sends the text
+	// already sent as a trailing assistant turn (Anthropic, and OpenAI-
+	// compatible servers that continue a final assistant message),
+	// `continue_final_message` adds vLLM's switch for it,
+	// `instruction` adds a user turn asking to continue, and `off`
+	// never asks this provider to continue an answer.
+	Continuation string `json:"continuation,omitempty"`
 
 	// The provider's own limits (an account's rpm, tpm, daily limits),
 	// over all its models.
@@ -301,6 +309,14 @@ func (p *Provider) Validate() error {
 	if p.DefaultMaxTokens < 0 {
 		return fmt.Errorf("provider %s: default_max_tokens must not be negative", p.Name)
 	}
+	switch p.Continuation {
+	case "", ContinuePrefill, ContinueFinalMessage, ContinueInstruction, ContinueOff:
+	default:
+		return fmt.Errorf("provider %s: continuation must be prefill, continue_final_message, instruction or off, not %q", p.Name, p.Continuation)
+	}
+	if p.Continuation == ContinueFinalMessage && p.Format == FormatAnthropic {
+		return fmt.Errorf("provider %s: continuation continue_final_message is for OpenAI-compatible servers; anthropic providers continue a prefill", p.Name)
+	}
 	switch p.MaxTokensField {
 	case "", "max_tokens", "max_completion_tokens":
 	default:
@@ -317,6 +333,22 @@ func (p *Provider) Validate() error {
 		return fmt.Errorf("provider %s: no upstream address", p.Name)
 	}
 	return nil
+}
+
+// The ways of continuing an answer (see Continuation).
+const (
+	ContinuePrefill      = "prefill"
+	ContinueFinalMessage = "continue_final_message"
+	ContinueInstruction  = "instruction"
+	ContinueOff          = "off"
+)
+
+// ContinuationMethod returns how the provider continues an answer.
+func (p *Provider) ContinuationMethod() string {
+	if p.Continuation == "" {
+		return ContinuePrefill
+	}
+	return p.Continuation
 }
 
 // StreamUsageOn reports whether the gateway asks the provider's streams
@@ -433,6 +465,7 @@ var providerDirectives = map[string]bool{
 	"header": true, "forward_client_auth": true, "default_max_tokens": true,
 	"max_tokens_field": true, "state_key": true, "stream_usage": true,
 	"models": true, "models_refresh": true, "models_timeout": true,
+	"continuation": true,
 }
 
 // UnmarshalCaddyfile sets up the provider from Caddyfile tokens. The
@@ -574,6 +607,8 @@ func (p *Provider) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				} else {
 					p.ModelsTimeout = caddy.Duration(dur)
 				}
+			case "continuation":
+				p.Continuation = args[0]
 			}
 		}
 		pd.DeleteN(len(args) + 1)

@@ -1,0 +1,73 @@
+package llmroute
+
+import (
+	"errors"
+	"net/http"
+	"testing"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+)
+
+func TestErrorKind(t *testing.T) {
+	for _, tc := range []struct{ body, want string }{
+		{`{"error":{"message":"This model's maximum context length is 8192 tokens.","code":"context_length_exceeded"}}`, kindContextLength},
+		{`{"type":"error","error":{"type":"invalid_request_error","message":"prompt is too long: 210000 tokens > 200000 maximum"}}`, kindContextLength},
+		// vLLM
+		{`{"object":"error","message":"This model's maximum context length is 4096 tokens. However, you requested 5000 tokens.","type":"BadRequestError","code":400}`, kindContextLength},
+		// Ollama
+		{`{"error":"input length exceeds the context length"}`, kindContextLength},
+		// llama.cpp
+		{`{"error":{"code":400,"message":"the request exceeds the available context size, try increasing it","type":"exceed_context_size_error"}}`, kindContextLength},
+		// Azure OpenAI
+		{`{"error":{"code":"content_filter","message":"The response was filtered due to the prompt triggering Azure OpenAI's content management policy."}}`, kindContentFilter},
+		{`{"error":{"message":"Your request was rejected as a result of our safety system.","code":"content_policy_violation"}}`, kindContentFilter},
+		{`{"error":{"message":"Rate limit reached","code":"rate_limit_exceeded"}}`, ""},
+		{``, ""},
+	} {
+		if got := errorKind([]byte(tc.body)); got != tc.want {
+			t.Errorf("errorKind(%s) = %q, want %q", tc.body, got, tc.want)
+		}
+	}
+}
+
+func TestRetryWait(t *testing.T) {
+	h := &Handler{Retries: 3, MaxRetryWait: caddy.Duration(2 * time.Second)}
+	now := time.Now()
+	fail := func(status int, body []byte, err error) *attemptResult {
+		return &attemptResult{outcome: outcomeRetry, status: status, body: body, err: err, header: http.Header{}}
+	}
+	for tries := 1; tries <= 3; tries++ {
+		full := min(retryBackoff<<(tries-1), maxRetryBackoff)
+		for range 20 {
+			d, ok := h.retryWait(fail(503, []byte(`{}`), nil), tries, now)
+			if !ok || d < full/2 || d > full {
+				t.Fatalf("try %d: wait %v %v, want between %v and %v", tries, d, ok, full/2, full)
+			}
+		}
+	}
+	if _, ok := h.retryWait(fail(503, []byte(`{}`), nil), 4, now); ok {
+		t.Error("a fourth retry with retries 3")
+	}
+	if _, ok := h.retryWait(fail(502, nil, errors.New("connection refused")), 1, now); !ok {
+		t.Error("a connect error is not retried")
+	}
+	if _, ok := h.retryWait(fail(504, nil, errFirstByteTimeout), 1, now); ok {
+		t.Error("a first-byte timeout is retried on the same target")
+	}
+	r429 := fail(429, []byte(`{}`), nil)
+	r429.header.Set("Retry-After", "1")
+	if d, ok := h.retryWait(r429, 1, now); !ok || d != time.Second {
+		t.Errorf("429 Retry-After 1: %v %v", d, ok)
+	}
+	if _, ok := h.retryWait(r429, 2, now); ok {
+		t.Error("a 429 retried twice")
+	}
+	r429.header.Set("Retry-After", "3")
+	if _, ok := h.retryWait(r429, 1, now); ok {
+		t.Error("a 429 asking for more than max_retry_wait is retried")
+	}
+	if _, ok := h.retryWait(&attemptResult{outcome: outcomeFinal, status: 400, body: []byte(`{}`)}, 1, now); ok {
+		t.Error("a 400 is retried")
+	}
+}

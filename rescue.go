@@ -1,0 +1,620 @@
+package llmroute
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+
+	"github.com/tidwall/gjson"
+	"github.com/tidwall/sjson"
+	"go.uber.org/zap"
+
+	"github.com/caddy-llm-route/llmroute/strategies"
+	"github.com/caddy-llm-route/llmroute/translate"
+	"github.com/caddy-llm-route/llmroute/upstreams"
+)
+
+// Why a stream that reached the client fails in the splice's eyes.
+var (
+	errMidStreamError = errors.New("upstream sent an error event mid-stream")
+	errRestarted      = errors.New("the continuation restarted the answer instead of continuing it")
+	errNotStream      = errors.New("the continuation is not an event stream")
+)
+
+// restartProbe is how much of the text already sent a continuation's
+// opening is compared with, to tell a restart from a continuation.
+const restartProbe = 16
+
+// continueInstruction is the user turn the `instruction` continuation
+// method adds after the text already sent.
+const continueInstruction = "Your previous answer was cut off. Continue it exactly where it stopped, without repeating any of it and without any preamble."
+
+// splice is the client's side of a text stream of chat completions or
+// messages: it stands between the attempts' writers (which give it whole
+// events in the client's format, translated if need be) and the client.
+// It follows what the client has been sent (the text, the ids, whether a
+// finish or the terminator went out, tool calls) so that
+//
+//   - a stream that ends after its finish but without its terminator is
+//     finished for the client (complete);
+//   - with rescue on, a stream that breaks can be continued by the next
+//     candidate (mid-stream rescue): the continuation's events are
+//     spliced in as if the first call had sent them: the first call's
+//     id, model and created, no second role or message_start, content
+//     block indices that go on from the client's, and usage that sums
+//     every call. Its opening is held until it shows that it continues
+//     the text rather than restarting it.
+//
+// With rescue on, an error event mid-stream is a break like any other,
+// and is not passed on.
+type splice struct {
+	w      http.ResponseWriter
+	api    string // the client's API (translate.OpenAI or translate.Anthropic)
+	rescue bool
+
+	buf []byte // the start of an event not ended yet
+
+	// What the client has been sent.
+	sent             strings.Builder // the answer's text
+	id, model        string
+	created          string // raw JSON
+	finished         bool   // a finish reason went out
+	done             bool   // the terminator went out
+	tools            bool   // a tool call, a non-text block or several choices went out
+	next, open       int    // messages: the next block index, the open text block (-1: none)
+	prefilled        bool   // the request already ends with an assistant turn
+	prior            Usage  // usage of the calls before the attempt under way
+	err              error  // why the splice stopped the attempt under way
+	wroteHeader      bool
+	continuations    int // continuations begun
+	checkedRestart   bool
+	deltas           int64 // content deltas of the attempt under way
+	trim             string
+	base             string      // the text sent when the continuation began, trimmed
+	blocks           map[int]int // messages: the continuation's block index → the client's
+	held             []byte      // a continuation's events held until checked
+	heldText         strings.Builder
+	mergedOpenedText bool // messages: the continuation's first text block merged into the open one
+	kept             keptState
+	notStream        bool // the attempt under way answered with something else than a stream
+}
+
+// keptState is what a continuation's held events may change of the
+// client's view, as it was when the continuation began: restored when
+// the held events are dropped.
+type keptState struct {
+	next, open            int
+	finished, done, tools bool
+}
+
+// newSplice returns the splice of a text stream request, or nil when the
+// request is not one (not a stream, or another endpoint).
+func newSplice(w http.ResponseWriter, req *strategies.Request, rescue bool) *splice {
+	api := translate.ClientAPI(req.Endpoint)
+	if !req.Stream || api == "" {
+		return nil
+	}
+	sp := &splice{w: w, api: api, rescue: rescue, open: -1, checkedRestart: true}
+	msgs := gjson.GetBytes(req.Body, "messages").Array()
+	sp.prefilled = len(msgs) > 0 && msgs[len(msgs)-1].Get("role").Str == "assistant"
+	if n := gjson.GetBytes(req.Body, "n"); n.Exists() && n.Int() != 1 {
+		sp.tools = true // several choices cannot be continued as one
+	}
+	return sp
+}
+
+// spliceOf returns w's splice, or nil.
+func spliceOf(w http.ResponseWriter) *splice {
+	sp, _ := w.(*splice)
+	return sp
+}
+
+// Header returns the client's header map.
+func (sp *splice) Header() http.Header { return sp.w.Header() }
+
+// WriteHeader writes the first attempt's status; a continuation's goes
+// nowhere.
+func (sp *splice) WriteHeader(status int) {
+	if sp.wroteHeader {
+		return
+	}
+	sp.wroteHeader = true
+	sp.w.WriteHeader(status)
+}
+
+// FlushError flushes what went to the client.
+func (sp *splice) FlushError() error { return http.NewResponseController(sp.w).Flush() }
+
+// Unwrap returns the client's writer, for http.ResponseController.
+func (sp *splice) Unwrap() http.ResponseWriter { return sp.w }
+
+// Write takes whole events (and the start of one, kept until it ends),
+// and passes on to the client what it should get of them.
+func (sp *splice) Write(p []byte) (int, error) {
+	if !sp.wroteHeader {
+		sp.WriteHeader(http.StatusOK)
+	}
+	if sp.notStream {
+		sp.err = errNotStream
+		return 0, errNotStream
+	}
+	sp.buf = append(sp.buf, p...)
+	var out []byte
+	for {
+		end := eventEnd(sp.buf)
+		if end < 0 {
+			break
+		}
+		ev := sp.buf[:end]
+		res, err := sp.event(ev)
+		if err != nil {
+			sp.buf = nil
+			sp.err = err
+			sp.write(out)
+			return 0, err
+		}
+		out = append(out, res...)
+		sp.buf = sp.buf[end:]
+	}
+	if err := sp.write(out); err != nil {
+		return 0, err
+	}
+	return len(p), nil
+}
+
+func (sp *splice) write(out []byte) error {
+	if len(out) == 0 {
+		return nil
+	}
+	_, err := sp.w.Write(out)
+	return err
+}
+
+// eventEnd returns the end of the first whole event in b (after the
+// blank line that ends it), or -1.
+func eventEnd(b []byte) int {
+	for i := 0; i < len(b); {
+		j := bytes.IndexByte(b[i:], '\n')
+		if j < 0 {
+			return -1
+		}
+		line := bytes.TrimRight(b[i:i+j], "\r")
+		i += j + 1
+		if len(line) == 0 {
+			return i
+		}
+	}
+	return -1
+}
+
+// event returns what the client gets of one event.
+func (sp *splice) event(ev []byte) ([]byte, error) {
+	var name string
+	var data []byte
+	for line := range bytes.Lines(ev) {
+		line = bytes.TrimRight(line, "\r\n")
+		if v, ok := bytes.CutPrefix(line, []byte("event:")); ok {
+			name = string(bytes.TrimSpace(v))
+		} else if v, ok := bytes.CutPrefix(line, []byte("data:")); ok {
+			data = bytes.TrimSpace(v)
+		}
+	}
+	switch {
+	case len(data) == 0:
+		return sp.pass(ev, "", false)
+	case string(data) == "[DONE]":
+		sp.done = true
+		return sp.pass(ev, "", true)
+	case !gjson.ValidBytes(data):
+		return ev, nil // (the attempt's writer stops such a stream)
+	}
+	j := gjson.ParseBytes(data)
+	if isErrorEvent(j) {
+		if sp.rescue && !sp.done && !sp.finished {
+			return nil, errMidStreamError
+		}
+		return ev, nil
+	}
+	if sp.api == translate.Anthropic {
+		return sp.messagesEvent(name, ev, j)
+	}
+	return sp.chunk(ev, j)
+}
+
+// chunk handles a chat completion chunk.
+func (sp *splice) chunk(ev []byte, j gjson.Result) ([]byte, error) {
+	if sp.id == "" {
+		sp.id, sp.model, sp.created = j.Get("id").Str, j.Get("model").Str, j.Get("created").Raw
+	}
+	ch := j.Get("choices.0")
+	delta := ch.Get("delta")
+	if delta.Get("tool_calls").Exists() || delta.Get("function_call").Exists() || j.Get("choices.1").Exists() {
+		sp.tools = true
+	}
+	finish := ch.Get("finish_reason").Type == gjson.String
+	if sp.continuations == 0 {
+		sp.finished = sp.finished || finish
+	} // (a continuation's, once it is passed on)
+	text := delta.Get("content").Str
+	if text != "" {
+		sp.deltas++
+	}
+	if sp.continuations == 0 {
+		sp.sent.WriteString(text)
+		return ev, nil
+	}
+	data := []byte(j.Raw)
+	set := func(path string, v any) {
+		if out, err := sjson.SetBytes(data, path, v); err == nil {
+			data = out
+		}
+	}
+	if sp.id != "" {
+		set("id", sp.id)
+		set("model", sp.model)
+	}
+	if sp.created != "" {
+		if out, err := sjson.SetRawBytes(data, "created", []byte(sp.created)); err == nil {
+			data = out
+		}
+	}
+	if delta.Get("role").Exists() {
+		if out, err := sjson.DeleteBytes(data, "choices.0.delta.role"); err == nil {
+			data = out
+		}
+	}
+	if text != "" {
+		if t := sp.cut(text); t != text {
+			text = t
+			set("choices.0.delta.content", t)
+		}
+	}
+	u := j.Get("usage")
+	if u.IsObject() {
+		p := u.Get("prompt_tokens").Int() + sp.prior.PromptTokens
+		c := u.Get("completion_tokens").Int() + sp.prior.CompletionTokens
+		set("usage.prompt_tokens", p)
+		set("usage.completion_tokens", c)
+		set("usage.total_tokens", p+c)
+		if cr := u.Get("prompt_tokens_details.cached_tokens"); cr.Exists() {
+			set("usage.prompt_tokens_details.cached_tokens", cr.Int()+sp.prior.CacheReadTokens)
+		}
+	}
+	if text == "" && !finish && !u.IsObject() && !sp.tools && ch.Exists() {
+		return nil, nil // the continuation's opening (role) chunk
+	}
+	out := append(append([]byte("data: "), data...), "\n\n"...)
+	return sp.pass(out, text, finish)
+}
+
+// messagesEvent handles a messages stream event.
+func (sp *splice) messagesEvent(name string, ev []byte, j gjson.Result) ([]byte, error) {
+	typ := j.Get("type").Str
+	if name == "" {
+		name = typ
+	}
+	cont := sp.continuations > 0
+	data := []byte(j.Raw)
+	set := func(path string, v any) {
+		if out, err := sjson.SetBytes(data, path, v); err == nil {
+			data = out
+		}
+	}
+	// index maps a block index of the attempt to the client's.
+	index := func() int {
+		i := int(j.Get("index").Int())
+		if !cont {
+			return i
+		}
+		ci, ok := sp.blocks[i]
+		if !ok {
+			ci = sp.next
+			sp.blocks[i] = ci
+			sp.next++
+		}
+		set("index", ci)
+		return ci
+	}
+	text, finish := "", false
+	switch typ {
+	case "message_start":
+		if cont {
+			return nil, nil
+		}
+		sp.id, sp.model = j.Get("message.id").Str, j.Get("message.model").Str
+	case "content_block_start":
+		kind := j.Get("content_block.type").Str
+		if kind != "text" {
+			sp.tools = true
+		}
+		if cont && kind == "text" && sp.open >= 0 && !sp.mergedOpenedText {
+			// The continuation's text goes on in the open text block.
+			sp.mergedOpenedText = true
+			sp.blocks[int(j.Get("index").Int())] = sp.open
+			return nil, nil
+		}
+		i := index()
+		sp.next = max(sp.next, i+1)
+		if kind == "text" {
+			sp.open = i
+		}
+	case "content_block_delta":
+		i := index()
+		_ = i
+		if j.Get("delta.type").Str != "text_delta" {
+			sp.tools = true
+			break
+		}
+		text = j.Get("delta.text").Str
+		if text != "" {
+			sp.deltas++
+		}
+		if !cont {
+			sp.sent.WriteString(text)
+			return ev, nil
+		}
+		if t := sp.cut(text); t != text {
+			text = t
+			set("delta.text", t)
+		}
+	case "content_block_stop":
+		if i := index(); i == sp.open {
+			sp.open = -1
+		}
+	case "message_delta":
+		finish = j.Get("delta.stop_reason").Type == gjson.String
+		if !cont {
+			sp.finished = sp.finished || finish
+		}
+		if cont {
+			u := j.Get("usage")
+			set("usage.output_tokens", u.Get("output_tokens").Int()+sp.prior.CompletionTokens)
+			if in := u.Get("input_tokens"); in.Exists() {
+				set("usage.input_tokens", in.Int()+sp.prior.PromptTokens-sp.prior.CacheReadTokens-sp.prior.CacheWriteTokens)
+			}
+			if v := u.Get("cache_read_input_tokens"); v.Exists() {
+				set("usage.cache_read_input_tokens", v.Int()+sp.prior.CacheReadTokens)
+			}
+			if v := u.Get("cache_creation_input_tokens"); v.Exists() {
+				set("usage.cache_creation_input_tokens", v.Int()+sp.prior.CacheWriteTokens)
+			}
+		}
+	case "message_stop":
+		sp.done = true
+		finish = true
+	}
+	if !cont {
+		return ev, nil
+	}
+	out := append(append(append(append([]byte("event: "), name...), "\ndata: "...), data...), "\n\n"...)
+	return sp.pass(out, text, finish)
+}
+
+// cut drops from a continuation's first text the whitespace that was
+// trimmed off the end of the prefill (the client has it already).
+func (sp *splice) cut(text string) string {
+	if sp.trim == "" {
+		return text
+	}
+	k := 0
+	for k < len(text) && k < len(sp.trim) && strings.IndexByte(" \t\r\n", text[k]) >= 0 {
+		k++
+	}
+	sp.trim = ""
+	return text[k:]
+}
+
+// pass returns an event of a continuation for the client, holding it
+// while the continuation's opening is checked; text is the event's
+// text and end tells whether it ends the answer. The first attempt's
+// events pass as they are.
+func (sp *splice) pass(ev []byte, text string, end bool) ([]byte, error) {
+	if sp.checkedRestart {
+		if sp.continuations > 0 {
+			sp.sent.WriteString(text)
+			sp.finished = sp.finished || end
+		}
+		return ev, nil
+	}
+	sp.held = append(sp.held, ev...)
+	sp.heldText.WriteString(text)
+	opening := strings.TrimLeft(sp.heldText.String(), " \t\r\n")
+	need := min(len(sp.base), restartProbe)
+	if len(opening) < need && !end {
+		return nil, nil
+	}
+	if n := min(need, len(opening)); n > 0 && strings.HasPrefix(sp.base, opening[:n]) {
+		return nil, errRestarted
+	}
+	sp.checkedRestart = true
+	sp.finished = sp.finished || end
+	sp.sent.WriteString(sp.heldText.String())
+	out := sp.held
+	sp.held = nil
+	sp.heldText.Reset()
+	return out, nil
+}
+
+// broken is told that the attempt under way failed after its first
+// byte: it drops the events it held (which the client never saw), and
+// reports whether another candidate can continue the stream.
+func (sp *splice) broken() bool {
+	if sp == nil {
+		return false
+	}
+	if !sp.checkedRestart {
+		k := sp.kept
+		sp.next, sp.open, sp.finished, sp.done, sp.tools = k.next, k.open, k.finished, k.done, k.tools
+		sp.held = nil
+		sp.heldText.Reset()
+		sp.checkedRestart = true
+	}
+	return sp.rescue && sp.wroteHeader && !sp.tools && !sp.done && !sp.finished && !sp.prefilled
+}
+
+// committing is told that an attempt commits its answer: a
+// continuation must be an event stream.
+func (sp *splice) committing(aw *attemptWriter) {
+	if sp != nil {
+		sp.notStream = sp.continuations > 0 && !aw.stream
+	}
+}
+
+// rescuing reports whether the attempt under way continues a broken
+// stream.
+func (sp *splice) rescuing() bool { return sp != nil && sp.continuations > 0 }
+
+// carry adds a call that reached the stream (the one that broke, or a
+// continuation that failed) to the usage of the calls before the next,
+// and gets ready for a continuation. A call that broke before it
+// reported its usage counts its content deltas as its output tokens
+// (about one token each) and the gateway's estimate as its prompt.
+func (sp *splice) carry(aw *attemptWriter, req *strategies.Request) {
+	var u Usage
+	if aw != nil {
+		u = aw.usage
+	}
+	if u.PromptTokens == 0 {
+		req.ReadPrompt()
+		u.PromptTokens = int64(req.PromptTokens)
+	}
+	u.CompletionTokens = max(u.CompletionTokens, sp.deltas)
+	sp.prior = sp.prior.add(u)
+	sp.continuations++
+	sp.err = nil
+	sp.buf, sp.held, sp.deltas = nil, nil, 0
+	sp.heldText.Reset()
+	text := sp.sent.String()
+	sp.base = strings.TrimSpace(text)
+	sp.trim = text[len(strings.TrimRight(text, " \t\r\n")):]
+	sp.checkedRestart = sp.base == ""
+	sp.blocks = make(map[int]int)
+	sp.mergedOpenedText = false
+	sp.kept = keptState{next: sp.next, open: sp.open, finished: sp.finished, done: sp.done, tools: sp.tools}
+}
+
+// total is the usage of every call: the calls before the last and the
+// last one's.
+func (sp *splice) total(last Usage) Usage { return sp.prior.add(last) }
+
+// complete ends a stream whose finish went out but whose terminator did
+// not come: the client gets the terminator.
+func (sp *splice) complete() {
+	if sp.done {
+		return
+	}
+	sp.done = true
+	term := "data: [DONE]\n\n"
+	if sp.api == translate.Anthropic {
+		term = "event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n"
+	}
+	_, _ = sp.w.Write([]byte(term))
+	_ = sp.FlushError()
+}
+
+// continuationBody returns the client's request with the text already
+// sent as a trailing assistant turn (trimmed of trailing whitespace,
+// which Anthropic refuses there), in the client's format.
+func (sp *splice) continuationBody(body []byte) ([]byte, error) {
+	text := strings.TrimRight(sp.sent.String(), " \t\r\n")
+	if text == "" {
+		return body, nil
+	}
+	msg, _ := sjson.SetBytes([]byte(`{"role":"assistant"}`), "content", text)
+	return sjson.SetRawBytes(body, "messages.-1", msg)
+}
+
+// continueUpstream applies the provider's continuation method to a
+// continuation's request body in the provider's format.
+func continueUpstream(body []byte, p *upstreams.Provider, sp *splice) ([]byte, error) {
+	if p.API() != translate.OpenAI || strings.TrimSpace(sp.sent.String()) == "" {
+		return body, nil
+	}
+	switch p.ContinuationMethod() {
+	case upstreams.ContinueFinalMessage:
+		out, err := sjson.SetBytes(body, "continue_final_message", true)
+		if err != nil {
+			return nil, err
+		}
+		return sjson.SetBytes(out, "add_generation_prompt", false)
+	case upstreams.ContinueInstruction:
+		msg, _ := sjson.SetBytes([]byte(`{"role":"user"}`), "content", continueInstruction)
+		return sjson.SetRawBytes(body, "messages.-1", msg)
+	}
+	return body, nil
+}
+
+// rescueOn reports whether plan p's broken text streams are continued.
+func (h *Handler) rescueOn(p *plan) bool {
+	if p.rt != nil && p.rt.Hedge != nil {
+		// A hedged attempt writes through its race (hedge.go), which a
+		// splice cannot follow: hedged routes are not rescued yet.
+		return false
+	}
+	if p.rt != nil && p.rt.Rescue != nil {
+		return *p.rt.Rescue
+	}
+	return h.Rescue == nil || *h.Rescue
+}
+
+// rescueNext decides, after an attempt of the loop, whether the loop
+// goes on to continue a text stream: after a stream broke that another
+// candidate can continue, and after a continuation that failed or was
+// refused (a 400 on the prefill) while candidates remain.
+func (h *Handler) rescueNext(sp *splice, req *strategies.Request, p *plan, c *strategies.Candidate, res *attemptResult) bool {
+	if sp == nil {
+		return false
+	}
+	switch res.outcome {
+	case outcomeBroken:
+		if !sp.broken() {
+			return false
+		}
+		sp.carry(res.aw, req)
+		h.logger.Warn("stream broke after it reached the client; continuing it on the next target",
+			zap.String("route", p.route), zap.String("model", c.Model), zap.String("provider", c.Provider.Name),
+			zap.Int("continuation", sp.continuations), zap.Error(res.err))
+		return true
+	case outcomeRetry, outcomeFinal:
+		if !sp.rescuing() {
+			return false
+		}
+		h.logger.Warn("a target could not continue the broken stream",
+			zap.String("route", p.route), zap.String("model", c.Model), zap.String("provider", c.Provider.Name),
+			zap.Int("status", res.status), zap.Error(res.err))
+		return true
+	}
+	return false
+}
+
+// rescueEnd settles the attempt loop's result once a stream was being
+// continued: a continuation that finished the answer reports the usage
+// of every call; with none, the stream that reached the client is
+// broken, whatever the last continuation's failure.
+func rescueEnd(sp *splice, res *attemptResult) {
+	if !sp.rescuing() {
+		return
+	}
+	switch res.outcome {
+	case outcomeDone:
+		if res.aw != nil {
+			res.aw.usage = sp.total(res.aw.usage)
+		}
+	case outcomeGone:
+	default:
+		res.outcome = outcomeBroken
+		cause := res.err
+		if cause == nil && res.status != 0 {
+			cause = fmt.Errorf("status %d", res.status)
+		}
+		res.err = fmt.Errorf("no target could continue it (last: %v)", cause)
+		u := sp.prior
+		if res.aw != nil && res.aw.committed {
+			u = u.add(res.aw.usage)
+		}
+		// (what the placeholders show, and what the error event ends)
+		res.aw = &attemptWriter{stream: true, usage: u}
+	}
+}
