@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -114,6 +115,10 @@ type record struct {
 	h      *Handler
 	status int
 
+	// mu orders the attempts of calls made in parallel for one answer
+	// (consensus); everything else is read once they have all returned.
+	mu sync.Mutex
+
 	id       string
 	endpoint string
 	start    time.Time
@@ -206,10 +211,12 @@ func (rec *record) attempt(c *strategies.Candidate, res *attemptResult) {
 	if res.denial != nil {
 		a.limit = res.denial.kind.String()
 	}
+	rec.mu.Lock()
 	if rec.attempts == nil {
 		rec.attempts = rec.attBuf[:0]
 	}
 	rec.attempts = append(rec.attempts, a)
+	rec.mu.Unlock()
 	if ce := rec.h.logger.Check(zap.DebugLevel, "attempt"); ce != nil {
 		ce.Write(zap.String("request_id", rec.id), zap.String("model", c.Model), zap.String("provider", c.Provider.Name),
 			zap.Stringer("cause", a.cause), zap.Int("status", a.status), zap.Duration("upstream", a.upstream), zap.Error(res.err))
