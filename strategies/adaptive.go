@@ -21,7 +21,7 @@ func init() {
 const (
 	DefaultAdaptiveCostWeight   = 0.5
 	DefaultAdaptiveBuckets      = 3
-	DefaultAdaptivePrior        = 2
+	DefaultAdaptivePrior        = 20
 	DefaultAdaptiveWindow       = 1000
 	DefaultAdaptiveFailWeight   = 1
 	adaptiveContextDifficulty   = "difficulty"
@@ -33,17 +33,20 @@ const (
 // Adaptive is a strategy that learns online which model to call: a
 // contextual bandit with Thompson sampling. In each context (by default
 // the prompt's difficulty bucket), each model's quality (0..1) has a
-// Beta posterior, starting from its registry quality (0.5 when unknown)
-// with the weight of prior_weight observations. For each request it
+// Beta posterior, starting from its registry quality with the weight of
+// prior_weight observations (uniform when it has none). For each request it
 // draws a quality q from each candidate's posterior and ranks the
 // candidates by
 //
-//	q − cost_weight · cost / highest cost among candidates
+//	q − cost_weight · log(cost / lowest) / log(highest / lowest)
 //
 // where cost is the request's estimated cost on the candidate (as for
-// cheapest; an unpriced candidate counts as the most expensive). So it
-// optimises quality per cost, not quality alone: cost_weight 0 learns
-// the best model, higher values trade quality for price. Drawing from
+// cheapest; an unpriced candidate counts as the most expensive) and
+// lowest and highest are the candidates' extremes: the cheapest pays
+// nothing, the dearest cost_weight, and each doubling of the price the
+// same share between them. So it optimises quality per cost, not quality
+// alone: cost_weight 0 learns the best model, higher values trade
+// quality for price. Drawing from
 // the posterior explores models it knows little about and exploits the
 // ones it knows are good, as the evidence grows.
 //
@@ -61,8 +64,8 @@ const (
 // The decision reads "adaptive=0.81 context=d1 n=14": the posterior mean
 // quality of the pick, the context, and the evidence behind the pick.
 type Adaptive struct {
-	// CostWeight is λ, the price on quality of the full cost range.
-	// Default: 0.5.
+	// CostWeight is λ, the quality given up to go from the cheapest
+	// candidate to the dearest (on a log scale of cost). Default: 0.5.
 	CostWeight *float64 `json:"cost_weight,omitempty"`
 
 	// Context is what a context is: `difficulty` (default: the bucket
@@ -73,8 +76,9 @@ type Adaptive struct {
 	// Buckets is the number of difficulty buckets. Default: 3.
 	Buckets int `json:"buckets,omitempty"`
 
-	// PriorWeight is how many observations the registry quality counts
-	// as. Default: 2.
+	// PriorWeight is how many observations a model's registry quality
+	// counts as (a model without one starts from a uniform prior, worth
+	// 2). Default: 20.
 	PriorWeight *float64 `json:"prior_weight,omitempty"`
 
 	// Window is the most weight of evidence an arm keeps; older evidence
@@ -291,12 +295,12 @@ func (a *Adaptive) Select(req *Request, cands []Candidate) Decision {
 	}
 	models := make([]string, len(cands))
 	costs := make([]float64, len(cands))
-	maxCost := 0.0
+	lo, hi := math.Inf(1), 0.0
 	for i := range cands {
 		models[i] = cands[i].Model
 		if cands[i].Priced {
 			costs[i] = Cost(req, &cands[i], a.ExpectedOutput)
-			maxCost = max(maxCost, costs[i])
+			lo, hi = min(lo, costs[i]), max(hi, costs[i])
 		} else {
 			costs[i] = math.Inf(1)
 		}
@@ -310,21 +314,14 @@ func (a *Adaptive) Select(req *Request, cands []Candidate) Decision {
 	rs := make([]ranked, len(cands))
 	a.rng.Lock()
 	for i := range cands {
-		q0 := cands[i].Quality
+		q0, w := cands[i].Quality, a.prior
 		if q0 <= 0 || q0 > 1 {
-			q0 = 0.5
+			q0, w = 0.5, min(w, 2) // unknown: a uniform prior
 		}
-		al := a.prior*q0 + arms[i].Alpha
-		be := a.prior*(1-q0) + arms[i].Beta
+		al := w*q0 + arms[i].Alpha
+		be := w*(1-q0) + arms[i].Beta
 		al, be = max(al, 1e-3), max(be, 1e-3)
-		norm := 1.0
-		if !math.IsInf(costs[i], 1) {
-			norm = 0
-			if maxCost > 0 {
-				norm = costs[i] / maxCost
-			}
-		}
-		rs[i] = ranked{c: cands[i], u: sampleBeta(a.rng.Rand, al, be) - a.lambda*norm, mean: al / (al + be), n: arms[i].N()}
+		rs[i] = ranked{c: cands[i], u: sampleBeta(a.rng.Rand, al, be) - a.lambda*CostPenalty(costs[i], lo, hi), mean: al / (al + be), n: arms[i].N()}
 	}
 	a.rng.Unlock()
 	slices.SortStableFunc(rs, func(x, y ranked) int {
@@ -347,6 +344,23 @@ func (a *Adaptive) Select(req *Request, cands []Candidate) Decision {
 	b = append(b, " n="...)
 	b = strconv.AppendFloat(b, math.Round(rs[0].n), 'f', 0, 64)
 	return Decision{Reason: string(b)}
+}
+
+// CostPenalty places cost on a log scale from the cheapest (lo: 0) to
+// the dearest (hi: 1) of the candidates, so that each doubling of the
+// price costs the same quality whatever the prices' range. An unknown
+// (infinite) cost is 1; with one price or none, 0.
+func CostPenalty(cost, lo, hi float64) float64 {
+	switch {
+	case math.IsInf(cost, 1):
+		return 1
+	case !(lo > 0) || !(hi > lo) || math.IsInf(hi, 1):
+		if cost > lo && lo >= 0 && hi > lo {
+			return cost / hi // a free candidate among priced ones
+		}
+		return 0
+	}
+	return min(max(math.Log(cost/lo)/math.Log(hi/lo), 0), 1)
 }
 
 // Interface guards.
