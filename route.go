@@ -27,6 +27,8 @@ type plan struct {
 	healthy, cooling int
 	// params are set on every attempt's body (from the strategy).
 	params map[string]json.RawMessage
+	// learner learns from the attempts' outcomes, if the strategy does.
+	learner strategies.Learner
 }
 
 // resolve turns the request into a plan: it finds the targets of the
@@ -100,6 +102,7 @@ func (h *Handler) resolve(r *http.Request, req *strategies.Request, key *ClientK
 	}
 	if strategy != nil && len(healthy) > 0 {
 		d := strategy.Select(req, healthy)
+		p.learner, _ = strategy.(strategies.Learner)
 		p.reason = d.Reason
 		// A strategy may set parameters, but never the model or the
 		// stream flag: those belong to the target and the client.

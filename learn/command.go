@@ -22,6 +22,7 @@ func init() {
 Offline tools of the llm_route module, run without a server.
 
   caddy llm-route eval --data FILE (--strategy JSON|NAME | --config FILE --route NAME) [--decisions OUT]
+  caddy llm-route eval --simulate --data FILE --strategy '{"name":"adaptive"}' [--registry TRAIN]
   caddy llm-route train --data FILE[,FILE...] --out MODEL.json [--seed N]
 
 Data files are JSON lines: routing-eval records {"id","prompt","scores":{model:0..1},"costs":{model:USD}}
@@ -119,6 +120,7 @@ and prompt-shape features. Pure Go, single-threaded, deterministic for a seed.`,
 func evalCommand() *cobra.Command {
 	var data, strategy, config, adapter, route, registry, decisions, half string
 	var steps int
+	var simulate bool
 	c := &cobra.Command{
 		Use:   "eval",
 		Short: "Replay a route's strategy over routing data and sweep its knob",
@@ -137,10 +139,17 @@ data, e.g. a train split) or from --data itself.`,
 			if err != nil {
 				return err
 			}
+			all := recs
 			if recs, err = subjectHalf(recs, half); err != nil {
 				return err
 			}
 			opt := EvalOptions{Steps: steps}
+			if simulate && half == "test" && registry == "" && config == "" {
+				// The simulated strategy's priors come from the train
+				// subjects, never from the subjects it is scored on.
+				train, _, _ := SplitSubjects(all)
+				opt.Registry = RegistryFromData(train)
+			}
 			if config != "" {
 				h, err := loadHandler(config, adapter)
 				if err != nil {
@@ -173,6 +182,14 @@ data, e.g. a train split) or from --data itself.`,
 				}
 				opt.Registry = RegistryFromData(src)
 			}
+			if simulate {
+				rep, err := Simulate(recs, SimOptions{Strategy: opt.Strategy, Registry: opt.Registry})
+				if err != nil {
+					return err
+				}
+				rep.Print(cmd.OutOrStdout())
+				return nil
+			}
 			if decisions != "" {
 				f, err := os.Create(decisions)
 				if err != nil {
@@ -199,6 +216,7 @@ data, e.g. a train split) or from --data itself.`,
 	f.StringVar(&decisions, "decisions", "", `write every decision to this file, {"id","knob","model"} a line`)
 	f.StringVar(&half, "subject-half", "", "split the data by subject (MMLU ids) and replay the 'test' (or 'train') half")
 	f.IntVar(&steps, "steps", 40, "intervals of the knob sweep")
+	f.BoolVar(&simulate, "simulate", false, "stream the data in order through a learning strategy (adaptive), which learns each pick's score as feedback; report running quality and cost against the best fixed model")
 	return c
 }
 

@@ -152,28 +152,7 @@ func Eval(recs []Record, opt EvalOptions) (*Report, error) {
 	ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
 	defer cancel()
 	newStrategy := func(raw json.RawMessage, setup func(caddy.Module)) (strategies.Strategy, error) {
-		mod := info.New()
-		if err := json.Unmarshal(raw, mod); err != nil {
-			return nil, fmt.Errorf("strategy %s: %v", head.Name, err)
-		}
-		if setup != nil {
-			setup(mod)
-		}
-		if p, ok := mod.(caddy.Provisioner); ok {
-			if err := p.Provision(ctx); err != nil {
-				return nil, err
-			}
-		}
-		if v, ok := mod.(caddy.Validator); ok {
-			if err := v.Validate(); err != nil {
-				return nil, err
-			}
-		}
-		s, ok := mod.(strategies.Strategy)
-		if !ok {
-			return nil, fmt.Errorf("module %s is not a strategy", head.Name)
-		}
-		return s, nil
+		return provisionStrategy(ctx, info, raw, setup)
 	}
 
 	type run struct {
@@ -296,6 +275,33 @@ func Eval(recs []Record, opt EvalOptions) (*Report, error) {
 		}
 	}
 	return rep, nil
+}
+
+// provisionStrategy sets up the strategy module info from its JSON config
+// as Caddy does (setup, when given, changes it before provisioning).
+func provisionStrategy(ctx caddy.Context, info caddy.ModuleInfo, raw json.RawMessage, setup func(caddy.Module)) (strategies.Strategy, error) {
+	mod := info.New()
+	if err := json.Unmarshal(raw, mod); err != nil {
+		return nil, fmt.Errorf("strategy %s: %v", info.ID.Name(), err)
+	}
+	if setup != nil {
+		setup(mod)
+	}
+	if p, ok := mod.(caddy.Provisioner); ok {
+		if err := p.Provision(ctx); err != nil {
+			return nil, err
+		}
+	}
+	if v, ok := mod.(caddy.Validator); ok {
+		if err := v.Validate(); err != nil {
+			return nil, err
+		}
+	}
+	s, ok := mod.(strategies.Strategy)
+	if !ok {
+		return nil, fmt.Errorf("module %s is not a strategy", info.ID.Name())
+	}
+	return s, nil
 }
 
 // writeDecision writes one decision line.

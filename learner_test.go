@@ -1,0 +1,74 @@
+package llmroute
+
+import (
+	"net/http/httptest"
+	"testing"
+	"time"
+
+	"github.com/caddy-llm-route/llmroute/strategies"
+)
+
+// adaptiveConfig is a handler with an adaptive route named route over
+// two models.
+func adaptiveConfig(route string) string {
+	return `{
+		"providers": [{"name": "openai", "api_key": "k", "proxy": ` + proxyTo("127.0.0.1:1") + `}],
+		"models": [{"name": "a", "providers": ["openai"], "input_price": 1, "output_price": 1},
+		           {"name": "b", "providers": ["openai"], "input_price": 2, "output_price": 2}],
+		"routes": [{"name": "` + route + `", "targets": [{"model": "a"}, {"model": "b"}], "strategy": {"name": "adaptive", "seed": 1}}]
+	}`
+}
+
+func adaptiveOf(t *testing.T, h *Handler, route string) *strategies.Adaptive {
+	t.Helper()
+	a, ok := h.routes[route].strategy.(*strategies.Adaptive)
+	if !ok {
+		t.Fatalf("route %s: strategy %T", route, h.routes[route].strategy)
+	}
+	return a
+}
+
+// What an adaptive route learned survives a reload: a second handler
+// with the same route is provisioned and finds the state; a route of
+// another name does not.
+func TestAdaptiveStateSurvivesHandlerReload(t *testing.T) {
+	old := mustLoadHandler(t, adaptiveConfig("learned"))
+	adaptiveOf(t, old, "learned").Observe("d0", "b", 1)
+
+	next := mustLoadHandler(t, adaptiveConfig("learned"))
+	if err := old.Cleanup(); err != nil {
+		t.Fatal(err)
+	}
+	if arms := adaptiveOf(t, next, "learned").Store().Arms(nil, "d0", []string{"b"}); arms[0].Alpha != 1 {
+		t.Fatalf("after the reload: %+v, want the observation", arms[0])
+	}
+	other := mustLoadHandler(t, adaptiveConfig("elsewhere"))
+	if arms := adaptiveOf(t, other, "elsewhere").Store().Arms(nil, "d0", []string{"b"}); arms[0].N() != 0 {
+		t.Errorf("another route sees the state: %+v", arms[0])
+	}
+}
+
+// The plan of an adaptive route carries the strategy as its learner,
+// and an attempt's failure reaches it as implicit feedback in the
+// request's context; a client error does not.
+func TestAdaptiveLearnsFromAttempts(t *testing.T) {
+	h := mustLoadHandler(t, adaptiveConfig("learns"))
+	body := []byte(`{"model":"learns","messages":[{"role":"user","content":"hi"}]}`)
+	req := strategies.BuildRequest("/chat/completions", body)
+	req.Model = "learns"
+	p, rerr := h.resolve(httptest.NewRequest("POST", "/v1/chat/completions", nil), &req, nil)
+	if rerr != nil {
+		t.Fatal(rerr)
+	}
+	if p.learner == nil {
+		t.Fatal("the plan of an adaptive route has no learner")
+	}
+	c := &p.candidates[0]
+	p.learn(&req, c, attemptResult{outcome: outcomeRetry}, time.Now())
+	p.learn(&req, c, attemptResult{outcome: outcomeFinal}, time.Now())
+	a := adaptiveOf(t, h, "learns")
+	arms := a.Store().Arms(nil, a.ContextOf(&req), []string{c.Model})
+	if arms[0].Beta != 1 || arms[0].Alpha != 0 {
+		t.Fatalf("arm of %s after a failure and a client error: %+v, want one failure", c.Model, arms[0])
+	}
+}
