@@ -73,6 +73,8 @@ func (h *Handler) serveFeedback(w http.ResponseWriter, r *http.Request) error {
 	if key != nil {
 		fields = append(fields, zap.String("key", key.Name))
 	}
+	// A strategy that learns from feedback (adaptive) learns it now.
+	fields = append(fields, zap.Bool("learned", h.awaiting.teach(fb.RequestID, norm)))
 	h.decisions.Info("feedback", fields...)
 	out, _ := json.Marshal(struct {
 		RequestID string  `json:"request_id"`

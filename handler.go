@@ -437,7 +437,7 @@ func (h *Handler) attempt(w http.ResponseWriter, r *http.Request, req *strategie
 	}
 	var firstByteAt time.Time
 	res := attemptResult{probe: c.Pair.Start(start), reservation: reservation}
-	defer func() { h.finish(c, req, res, start, firstByteAt); p.learn(req, c, res, start) }()
+	defer func() { h.finish(c, req, res, start, firstByteAt); h.learn(p, req, c, res, start) }()
 
 	aw := newAttemptWriter(ctx, w)
 	aw.tr, aw.dropUsage = tr, askUsage

@@ -1,6 +1,7 @@
 package llmroute
 
 import (
+	"sync"
 	"time"
 
 	"github.com/caddy-llm-route/llmroute/strategies"
@@ -19,7 +20,10 @@ func bindRoute(r *Route) {
 // failure on the upstream's side (an error status, a timeout, a broken
 // stream). An attempt that says nothing of the model (the client went
 // away, a client error, a limit) is not reported.
-func (p *plan) learn(req *strategies.Request, c *strategies.Candidate, res attemptResult, start time.Time) {
+//
+// A success is also remembered under the request's id, so that feedback
+// on it (feedback_path) teaches the same strategy: see awaiting.
+func (h *Handler) learn(p *plan, req *strategies.Request, c *strategies.Candidate, res attemptResult, start time.Time) {
 	if p.learner == nil {
 		return
 	}
@@ -27,10 +31,65 @@ func (p *plan) learn(req *strategies.Request, c *strategies.Candidate, res attem
 	switch res.outcome {
 	case outcomeDone:
 		sig.Latency = time.Since(start)
+		if p.rec != nil && p.rec.id != "" {
+			h.awaiting.remember(p.rec.id, lesson{p.learner, p.learner.ContextOf(req), c.Model})
+		}
 	case outcomeRetry, outcomeBroken:
 		sig.Failed = true
 	default:
 		return
 	}
 	p.learner.Outcome(req, c.Model, sig)
+}
+
+// maxAwaiting bounds the decisions kept for feedback per handler; the
+// oldest is forgotten first.
+const maxAwaiting = 10_000
+
+// lesson is what feedback on one answer teaches: the strategy that
+// chose it, the request's context for it, and the model that answered.
+type lesson struct {
+	learner strategies.Learner
+	context string
+	model   string
+}
+
+// awaiting holds the lessons of the last answers a learning strategy
+// routed, by request id, until feedback on them comes (or they are
+// forgotten). It lives as long as its handler: feedback sent after a
+// config reload on an answer from before it is logged but not learned.
+type awaiting struct {
+	mu    sync.Mutex
+	byID  map[string]lesson
+	order []string // ids in the order remembered, a ring of maxAwaiting
+	next  int
+}
+
+func (a *awaiting) remember(id string, l lesson) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.byID == nil {
+		a.byID = make(map[string]lesson)
+	}
+	if len(a.order) < maxAwaiting {
+		a.order = append(a.order, id)
+	} else {
+		delete(a.byID, a.order[a.next])
+		a.order[a.next] = id
+		a.next = (a.next + 1) % maxAwaiting
+	}
+	a.byID[id] = l
+}
+
+// teach gives score (0..1) on the answer to request id to the strategy
+// that chose it, once; it reports whether one was waiting for it.
+func (a *awaiting) teach(id string, score float64) bool {
+	a.mu.Lock()
+	l, ok := a.byID[id]
+	delete(a.byID, id)
+	a.mu.Unlock()
+	if ok {
+		l.learner.Observe(l.context, l.model, score)
+	}
+	return ok
 }

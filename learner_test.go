@@ -2,6 +2,7 @@ package llmroute
 
 import (
 	"net/http/httptest"
+	"strconv"
 	"testing"
 	"time"
 
@@ -64,11 +65,65 @@ func TestAdaptiveLearnsFromAttempts(t *testing.T) {
 		t.Fatal("the plan of an adaptive route has no learner")
 	}
 	c := &p.candidates[0]
-	p.learn(&req, c, attemptResult{outcome: outcomeRetry}, time.Now())
-	p.learn(&req, c, attemptResult{outcome: outcomeFinal}, time.Now())
+	h.learn(p, &req, c, attemptResult{outcome: outcomeRetry}, time.Now())
+	h.learn(p, &req, c, attemptResult{outcome: outcomeFinal}, time.Now())
 	a := adaptiveOf(t, h, "learns")
 	arms := a.Store().Arms(nil, a.ContextOf(&req), []string{c.Model})
 	if arms[0].Beta != 1 || arms[0].Alpha != 0 {
 		t.Fatalf("arm of %s after a failure and a client error: %+v, want one failure", c.Model, arms[0])
+	}
+}
+
+// Feedback on an answer an adaptive route chose teaches that route's
+// strategy the score, in the request's context, once; feedback on an
+// unknown or already taught request teaches nothing.
+func TestFeedbackTeachesAdaptive(t *testing.T) {
+	h := mustLoadHandler(t, adaptiveConfig("taught"))
+	body := []byte(`{"model":"taught","messages":[{"role":"user","content":"hi"}]}`)
+	req := strategies.BuildRequest("/chat/completions", body)
+	req.Model = "taught"
+	p, rerr := h.resolve(httptest.NewRequest("POST", "/v1/chat/completions", nil), &req, nil)
+	if rerr != nil {
+		t.Fatal(rerr)
+	}
+	p.rec = &record{id: "req-1"}
+	c := &p.candidates[0]
+	h.learn(p, &req, c, attemptResult{outcome: outcomeDone}, time.Now())
+	a := adaptiveOf(t, h, "taught")
+	before := a.Store().Arms(nil, a.ContextOf(&req), []string{c.Model})[0]
+	if h.awaiting.teach("req-2", 1) {
+		t.Error("feedback on an unknown request was taught")
+	}
+	if !h.awaiting.teach("req-1", 1) {
+		t.Fatal("feedback on the answer was not taught")
+	}
+	after := a.Store().Arms(nil, a.ContextOf(&req), []string{c.Model})[0]
+	if after.Alpha <= before.Alpha || after.Beta != before.Beta {
+		t.Errorf("arm after a score of 1: %+v, before %+v", after, before)
+	}
+	if h.awaiting.teach("req-1", 1) {
+		t.Error("the same feedback was taught twice")
+	}
+}
+
+// The table of answers awaiting feedback keeps the last maxAwaiting.
+func TestAwaitingForgetsTheOldest(t *testing.T) {
+	var a awaiting
+	var l lesson
+	for i := range maxAwaiting + 5 {
+		a.remember(strconv.Itoa(i), l)
+	}
+	if len(a.byID) != maxAwaiting {
+		t.Fatalf("%d kept, want %d", len(a.byID), maxAwaiting)
+	}
+	for _, id := range []string{"0", "4"} {
+		if _, ok := a.byID[id]; ok {
+			t.Errorf("%s is still kept", id)
+		}
+	}
+	for _, id := range []string{"5", strconv.Itoa(maxAwaiting + 4)} {
+		if _, ok := a.byID[id]; !ok {
+			t.Errorf("%s was forgotten", id)
+		}
 	}
 }

@@ -213,6 +213,7 @@ type Handler struct {
 	policy    upstreams.Policy
 	logger    *zap.Logger
 	decisions *zap.Logger // the decision log and feedback
+	awaiting  *awaiting   // answers of learning strategies, for their feedback
 
 	forward     []string // headers passed on besides the formats' own, canonical
 	keys        []*ClientKey
@@ -376,6 +377,7 @@ func (Handler) CaddyModule() caddy.ModuleInfo {
 func (h *Handler) Provision(ctx caddy.Context) error {
 	h.logger = ctx.Logger()
 	h.decisions = h.logger.Named("decisions")
+	h.awaiting = new(awaiting)
 	if err := registerMetrics(ctx); err != nil {
 		return err
 	}
