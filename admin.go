@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"slices"
 	"sort"
@@ -282,12 +283,7 @@ func (h *Handler) adminState(ctx context.Context, name string, now time.Time) ad
 		}
 	}
 	disc := h.discoveredModels()
-	ids := make([]string, 0, len(disc))
-	for id := range disc {
-		ids = append(ids, id)
-	}
-	sort.Strings(ids)
-	for _, id := range ids {
+	for _, id := range slices.Sorted(maps.Keys(disc)) {
 		addModel(disc[id], true)
 	}
 	routeNames := make([]string, 0, len(h.routes))

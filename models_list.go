@@ -3,9 +3,9 @@ package llmroute
 import (
 	"encoding/json"
 	"fmt"
+	"maps"
 	"net/http"
 	"slices"
-	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -158,13 +158,7 @@ func (h *Handler) listedModels(key *ClientKey) []string {
 			add(m.Name)
 		}
 	}
-	disc := h.discoveredModels()
-	ids := make([]string, 0, len(disc))
-	for id := range disc {
-		ids = append(ids, id)
-	}
-	sort.Strings(ids)
-	for _, id := range ids {
+	for _, id := range slices.Sorted(maps.Keys(h.discoveredModels())) {
 		add(id)
 	}
 	return names

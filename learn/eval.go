@@ -232,17 +232,7 @@ func Eval(recs []Record, opt EvalOptions) (*Report, error) {
 	for _, rn := range runs {
 		p := Point{Knob: rn.knob, Share: make([]float64, len(reg))}
 		for i, r := range recs {
-			cands = cands[:0]
-			for _, m := range reg {
-				if _, ok := r.Scores[m.Name]; ok {
-					cands = append(cands, strategies.Candidate{
-						Model: m.Name, UpstreamModel: m.Name,
-						InputPrice: m.InputPrice, OutputPrice: m.OutputPrice,
-						Priced:  m.InputPrice > 0 || m.OutputPrice > 0,
-						Quality: m.Quality, Weight: 1,
-					})
-				}
-			}
+			cands = candidatesOf(cands[:0], &r, reg)
 			if len(cands) == 0 {
 				continue
 			}
@@ -323,6 +313,22 @@ func writeDecision(w *bufio.Writer, id string, knob float64, model string) {
 
 // cheapestModel is the registry model with the lowest input+output
 // price (unpriced ones last), the first on ties.
+// candidatesOf appends to dst the registry's models that record r has a
+// score of, as the candidates of its prompt.
+func candidatesOf(dst []strategies.Candidate, r *Record, reg []RegistryModel) []strategies.Candidate {
+	for _, m := range reg {
+		if _, ok := r.Scores[m.Name]; ok {
+			dst = append(dst, strategies.Candidate{
+				Model: m.Name, UpstreamModel: m.Name,
+				InputPrice: m.InputPrice, OutputPrice: m.OutputPrice,
+				Priced:  m.InputPrice > 0 || m.OutputPrice > 0,
+				Quality: m.Quality, Weight: 1,
+			})
+		}
+	}
+	return dst
+}
+
 func cheapestModel(reg []RegistryModel) string {
 	best, bestPrice := 0, math.Inf(1)
 	for i, m := range reg {

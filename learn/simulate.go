@@ -135,17 +135,7 @@ func Simulate(recs []Record, opt SimOptions) (*SimReport, error) {
 	for i := range recs {
 		r := &recs[i]
 		req := PromptRequest(r.Prompt)
-		cands = cands[:0]
-		for _, m := range reg {
-			if _, ok := r.Scores[m.Name]; ok {
-				cands = append(cands, strategies.Candidate{
-					Model: m.Name, UpstreamModel: m.Name,
-					InputPrice: m.InputPrice, OutputPrice: m.OutputPrice,
-					Priced:  m.InputPrice > 0 || m.OutputPrice > 0,
-					Quality: m.Quality, Weight: 1,
-				})
-			}
-		}
+		cands = candidatesOf(cands[:0], r, reg)
 		if len(cands) == 0 {
 			continue
 		}
