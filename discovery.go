@@ -195,8 +195,11 @@ func (d *discovery) fetch(ctx context.Context, p *upstreams.Provider) (changed, 
 	l.fetches++
 	if err != nil {
 		l.err, l.failedAt = err.Error(), time.Now()
-		d.h.logger.Warn("model discovery failed; keeping the last known list",
-			zap.String("provider", p.Name), zap.Error(err), zap.Int("models", len(l.ids)), zap.Time("last_success", l.fetched))
+		fields := []zap.Field{zap.String("provider", p.Name), zap.Error(err), zap.Int("models", len(l.ids))}
+		if !l.fetched.IsZero() {
+			fields = append(fields, zap.Time("last_success", l.fetched))
+		}
+		d.h.logger.Warn("model discovery failed; keeping the last known list", fields...)
 		return false, false
 	}
 	changed = !slices.Equal(ids, l.ids)
