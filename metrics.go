@@ -124,15 +124,22 @@ func observe(rec *record, end time.Time) {
 		model, provider = chosen.c.Model, chosen.c.Provider.Name
 	}
 	m.requests.WithLabelValues(route, model, provider, statusLabel(rec.status)).Inc()
-	if chosen != nil {
-		u := rec.usage()
+	// Tokens and cost go to the model and provider of each call that
+	// used them: a rescue, a cascade or a consensus makes several.
+	for i := range rec.attempts {
+		a := &rec.attempts[i]
+		if a.aw == nil {
+			continue
+		}
+		u := a.aw.usage
+		model, provider := a.c.Model, a.c.Provider.Name
 		if u.PromptTokens > 0 {
 			m.tokens.WithLabelValues(route, model, provider, "input").Add(float64(u.PromptTokens))
 		}
 		if u.CompletionTokens > 0 {
 			m.tokens.WithLabelValues(route, model, provider, "output").Add(float64(u.CompletionTokens))
 		}
-		if cost, priced := rec.cost(); priced && cost > 0 {
+		if cost, priced := rec.attemptCost(a); priced && cost > 0 {
 			m.cost.WithLabelValues(route, model, provider).Add(cost)
 		}
 	}

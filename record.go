@@ -233,26 +233,41 @@ func (rec *record) chosen() *attemptRecord {
 	return nil
 }
 
-// usage is the chosen answer's token usage.
+// usage is the token usage of every call made for the request: a
+// rescue, a cascade or a consensus makes several, and each is paid for.
 func (rec *record) usage() Usage {
-	if a := rec.chosen(); a != nil && a.aw != nil {
-		return a.aw.usage
+	var u Usage
+	for i := range rec.attempts {
+		if a := &rec.attempts[i]; a.aw != nil {
+			u = u.add(a.aw.usage)
+		}
 	}
-	return Usage{}
+	return u
 }
 
-// cost is the chosen answer's cost in USD from its usage, and whether
-// the model has a price.
+// cost is the cost in USD of every call made for the request, each at
+// its model's prices, and whether any of them had a price.
 func (rec *record) cost() (float64, bool) {
-	a := rec.chosen()
-	if a == nil {
+	total, priced := 0.0, false
+	for i := range rec.attempts {
+		if c, ok := rec.attemptCost(&rec.attempts[i]); ok {
+			total, priced = total+c, true
+		}
+	}
+	return total, priced
+}
+
+// attemptCost is the cost in USD of one call from its usage, and
+// whether its model has a price.
+func (rec *record) attemptCost(a *attemptRecord) (float64, bool) {
+	if a.aw == nil {
 		return 0, false
 	}
-	m := rec.h.models[a.c.Model]
+	m := rec.h.model(a.c.Model)
 	if m == nil || m.InputPrice == 0 && m.OutputPrice == 0 {
 		return 0, false
 	}
-	amount, _ := actual(rec.usage(), m)
+	amount, _ := actual(a.aw.usage, m)
 	return amount.Cost, true
 }
 

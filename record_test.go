@@ -3,6 +3,7 @@ package llmroute
 import (
 	"errors"
 	"fmt"
+	"math"
 	"net/http/httptest"
 	"strings"
 	"testing"
@@ -143,5 +144,32 @@ func BenchmarkRecord(b *testing.B) {
 		rec.decide(r, req, p)
 		rec.attempt(&p.candidates[0], &res)
 		h.finishRecord(rec)
+	}
+}
+
+// Every call made for one request is paid for: a record's usage and
+// cost are the sums over its calls, each at its own model's prices.
+func TestRecordSumsCalls(t *testing.T) {
+	h := mustLoadHandler(t, `{
+		"providers": [{"name": "a", "proxy": `+proxyTo("127.0.0.1:1")+`}],
+		"models": [
+			{"name": "cheap", "providers": ["a"], "input_price": 1, "output_price": 2},
+			{"name": "dear", "providers": ["a"], "input_price": 10, "output_price": 20}
+		]
+	}`)
+	cheap := newCandidate(h.models["cheap"], h.models["cheap"].serving[0], nil)
+	dear := newCandidate(h.models["dear"], h.models["dear"].serving[0], nil)
+	rec := &record{h: h}
+	rec.attempts = []attemptRecord{
+		{c: &cheap, aw: &attemptWriter{usage: Usage{PromptTokens: 1000, CompletionTokens: 500}}},
+		{c: &dear, aw: &attemptWriter{usage: Usage{PromptTokens: 2000, CompletionTokens: 100}}},
+		{c: &dear, cause: causeQuota},
+	}
+	if u := rec.usage(); u.PromptTokens != 3000 || u.CompletionTokens != 600 {
+		t.Errorf("usage %+v, want 3000 in and 600 out", u)
+	}
+	want := (1000*1 + 500*2 + 2000*10 + 100*20) / 1e6
+	if cost, priced := rec.cost(); !priced || math.Abs(cost-want) > 1e-12 {
+		t.Errorf("cost %v (priced %v), want %v", cost, priced, want)
 	}
 }
