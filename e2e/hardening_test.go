@@ -71,9 +71,13 @@ func allocated(f func()) uint64 {
 // (no repeats, no more entries than the gateway has routes and
 // model+provider pairs) and reading a request costs about its size.
 func TestClientModelsBomb(t *testing.T) {
+	// The bodies' read deadline is raised: eight 8 MiB uploads at once
+	// under -race on a loaded machine may take longer than the default
+	// 30s, and this test is about memory, not time.
 	start(t, withDefaults(`
 		client_models
-		max_body 16MB`))
+		max_body 16MB
+		read_body_timeout 10m`))
 	hc := newHTTPClient(t)
 	bomb := func(item string) []byte {
 		var b bytes.Buffer
