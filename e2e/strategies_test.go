@@ -242,16 +242,17 @@ func TestAliases(t *testing.T) {
 	})
 }
 
-// latencySetup serves the model pool from the mocks b (40ms) and a (the
+// latencySetup serves the model pool from the mocks b (300ms) and a (the
 // given latency), b first in the configured order; the route quick
 // orders them by lowest_latency.
 func latencySetup(aLatency string) setup {
 	return setup{
 		Mocks: []mockSite{
 			{Port: portAlpha, Name: "a", Text: "A answers.", Lines: []string{"latency " + aLatency}},
-			{Port: portBeta, Name: "b", Text: "B answers.", Lines: []string{"latency 40ms"}},
+			{Port: portBeta, Name: "b", Text: "B answers.", Lines: []string{"latency 300ms"}},
 		},
 		Route: fmt.Sprintf(`
+		first_byte_timeout 10s
 		provider a http://127.0.0.1:%d
 		provider b http://127.0.0.1:%d
 		model pool b a {
@@ -289,8 +290,8 @@ func TestLowestLatencyShiftsTraffic(t *testing.T) {
 	t.Logf("%s; %s", pairStats(t, "a", "pool-up"), pairStats(t, "b", "pool-up"))
 
 	// a slows down: a new configuration; the stats survive the reload
-	loadConfig(t, latencySetup("200ms"))
-	if s := pairInfo(t, "a", "pool-up").Stats; s.Samples < 10 || s.LatencyMs <= 0 || s.LatencyMs > 35 {
+	loadConfig(t, latencySetup("1s"))
+	if s := pairInfo(t, "a", "pool-up").Stats; s.Samples < 10 || s.LatencyMs <= 0 || s.LatencyMs > 150 {
 		t.Fatalf("a's stats after the reload: %s", pairStats(t, "a", "pool-up"))
 	}
 	c = oaClient(t)
@@ -303,8 +304,9 @@ func TestLowestLatencyShiftsTraffic(t *testing.T) {
 	if seq[0] != "a" {
 		t.Errorf("first request after the reload went to %s: the measurements did not survive", seq[0])
 	}
-	// a's average (about 10ms) passes b's 40ms after one or two slow
-	// samples (alpha 0.2: 10 → 48 → 78)
+	// a's average (about 10ms) passes b's 300ms after two slow samples
+	// (alpha 0.2: 10 → 208 → 366). The latencies are far apart, so that
+	// a loaded machine's delays (tens of ms) do not change the order.
 	slow := 0
 	for _, p := range seq {
 		if p == "a" {
