@@ -102,18 +102,9 @@ func Eval(recs []Record, opt EvalOptions) (*Report, error) {
 	}
 
 	// The candidates: registry models that the data scores.
-	inData := map[string]bool{}
-	for _, m := range modelNames(recs) {
-		inData[m] = true
-	}
-	var reg []RegistryModel
-	for _, m := range opt.Registry {
-		if inData[m.Name] {
-			reg = append(reg, m)
-		}
-	}
-	if len(reg) == 0 {
-		return nil, errors.New("no registry model has the name of a model in the data")
+	reg, err := scoredModels(opt.Registry, recs)
+	if err != nil {
+		return nil, err
 	}
 	rep := &Report{Strategy: head.Name, Prompts: len(recs), CostIsUSD: hasCosts(recs)}
 	for _, m := range reg {
@@ -313,6 +304,24 @@ func writeDecision(w *bufio.Writer, id string, knob float64, model string) {
 
 // cheapestModel is the registry model with the lowest input+output
 // price (unpriced ones last), the first on ties.
+// scoredModels returns the registry's models that the data scores.
+func scoredModels(registry []RegistryModel, recs []Record) ([]RegistryModel, error) {
+	inData := map[string]bool{}
+	for _, m := range modelNames(recs) {
+		inData[m] = true
+	}
+	var reg []RegistryModel
+	for _, m := range registry {
+		if inData[m.Name] {
+			reg = append(reg, m)
+		}
+	}
+	if len(reg) == 0 {
+		return nil, errors.New("no registry model has the name of a model in the data")
+	}
+	return reg, nil
+}
+
 // candidatesOf appends to dst the registry's models that record r has a
 // score of, as the candidates of its prompt.
 func candidatesOf(dst []strategies.Candidate, r *Record, reg []RegistryModel) []strategies.Candidate {

@@ -3,7 +3,6 @@ package learn
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"math"
@@ -79,18 +78,9 @@ func Simulate(recs []Record, opt SimOptions) (*SimReport, error) {
 	if len(opt.Checkpoints) == 0 {
 		opt.Checkpoints = []int{100, 200, 500}
 	}
-	inData := map[string]bool{}
-	for _, m := range modelNames(recs) {
-		inData[m] = true
-	}
-	var reg []RegistryModel
-	for _, m := range opt.Registry {
-		if inData[m.Name] {
-			reg = append(reg, m)
-		}
-	}
-	if len(reg) == 0 {
-		return nil, errors.New("no registry model has the name of a model in the data")
+	reg, err := scoredModels(opt.Registry, recs)
+	if err != nil {
+		return nil, err
 	}
 	rep := &SimReport{Strategy: head.Name, Prompts: len(recs), CostIsUSD: hasCosts(recs), Picks: make([]int, len(reg))}
 	topPrice := 0.0
