@@ -133,7 +133,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		req.Endpoint = endpoint
 		var p *plan
 		if p, rerr = h.resolve(r, req, key); rerr == nil {
-			rec.decide(r, req, p)
+			rec.decide(req, p)
 			if h.ModelToHeader != "" {
 				r.Header.Set(h.ModelToHeader, req.Model)
 			}

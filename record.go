@@ -126,9 +126,8 @@ type record struct {
 	decided  time.Time // the plan was made
 	first    time.Time // the answer's first byte reached the client
 
-	req      *strategies.Request
-	p        *plan
-	strategy strategies.Strategy
+	req *strategies.Request
+	p   *plan
 
 	candBuf    [6]candidateRecord
 	candidates []candidateRecord
@@ -180,11 +179,10 @@ func (rec *record) Unwrap() http.ResponseWriter { return rec.ResponseWriter }
 func (rec *record) bodyRead() { rec.read = time.Now() }
 
 // decide notes the plan made for the request.
-func (rec *record) decide(r *http.Request, req *strategies.Request, p *plan) {
+func (rec *record) decide(req *strategies.Request, p *plan) {
 	rec.decided = time.Now()
 	rec.req, rec.p = req, p
 	p.rec = rec
-	rec.strategy = rec.h.strategyFor(r, p.rt)
 	if dl := rec.h.DecisionLog; dl != nil && dl.PromptBytes > 0 {
 		req.ReadPrompt()
 	}
@@ -327,8 +325,8 @@ func (f recordFields) MarshalLogObject(enc zapcore.ObjectEncoder) error {
 		p := rec.p
 		enc.AddString("requested", truncate(rec.req.Model, 128))
 		enc.AddString("route", p.route)
-		if rec.strategy != nil {
-			enc.AddString("strategy", caddy.GetModuleName(rec.strategy))
+		if p.strategy != nil {
+			enc.AddString("strategy", caddy.GetModuleName(p.strategy))
 		}
 		enc.AddString("reason", p.reason)
 		if p.key != nil {

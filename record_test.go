@@ -141,7 +141,7 @@ func BenchmarkRecord(b *testing.B) {
 	for b.Loop() {
 		rec := &record{ResponseWriter: w, h: h, endpoint: req.Endpoint, start: now, id: "id"}
 		rec.bodyRead()
-		rec.decide(r, req, p)
+		rec.decide(req, p)
 		rec.attempt(&p.candidates[0], &res)
 		h.finishRecord(rec)
 	}
