@@ -123,13 +123,13 @@ func InstallPortkey(ctx context.Context, dir string) error {
 // startPortkey runs the installed gateway on a loopback port, with the
 // preload that binds it to 127.0.0.1 and lets its streams work on Node
 // (see portkey/preload.mjs).
-func startPortkey(dir, runDir string, port int) (*proc, error) {
+func startPortkey(pin Pinning, dir, runDir string, port int) (*proc, error) {
 	preload := filepath.Join(runDir, "portkey-preload.mjs")
 	if err := os.WriteFile(preload, portkeyPreload, 0o644); err != nil {
 		return nil, err
 	}
-	cmd := exec.Command("node", "--import", preload, portkeyServer(dir), "--port="+strconv.Itoa(port), "--headless")
-	cmd.Env = append(os.Environ(), "NODE_ENV=production")
+	cmd := pin.command("node", "--import", preload, portkeyServer(dir), "--port="+strconv.Itoa(port), "--headless")
+	cmd.Env = append(cmd.Environ(), "NODE_ENV=production")
 	cmd.Dir = dir
 	p, err := start("portkey", cmd, filepath.Join(runDir, "portkey.log"))
 	if err != nil {

@@ -152,6 +152,17 @@ func (p *proc) peakRSS() (int64, error) {
 	return 0, errors.New("no VmHWM in status")
 }
 
+// allowedCPUs is the process's Cpus_allowed_list, as /proc shows it.
+func (p *proc) allowedCPUs() string {
+	b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", p.pid()))
+	for line := range strings.SplitSeq(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "Cpus_allowed_list:"); ok {
+			return strings.TrimSpace(v)
+		}
+	}
+	return ""
+}
+
 // startMock runs the mock: the command (the harness's own executable, or
 // the test binary) with the environment that makes [MaybeServeMock] serve.
 // It returns the process and its address.
@@ -216,16 +227,16 @@ func waitHTTP(p *proc, url string, timeout time.Duration) error {
 
 // startCaddy runs the Caddy binary with a Caddyfile and waits for its
 // admin endpoint and its site.
-func startCaddy(bin, caddyfile, dir string, adminPort, sitePort int) (*proc, error) {
+func startCaddy(pin Pinning, bin, caddyfile, dir string, adminPort, sitePort int) (*proc, error) {
 	cfgPath := filepath.Join(dir, "Caddyfile")
 	if err := os.WriteFile(cfgPath, []byte(caddyfile), 0o644); err != nil {
 		return nil, err
 	}
-	cmd := exec.Command(bin, "run", "--config", cfgPath, "--adapter", "caddyfile")
+	cmd := pin.command(bin, "run", "--config", cfgPath, "--adapter", "caddyfile")
 	// Caddy's data and config directories (autosave, storage) stay in the
 	// run's own directory.
 	home := filepath.Join(dir, "home")
-	cmd.Env = append(os.Environ(), "HOME="+home, "XDG_CONFIG_HOME="+filepath.Join(home, "config"), "XDG_DATA_HOME="+filepath.Join(home, "data"))
+	cmd.Env = append(cmd.Environ(), "HOME="+home, "XDG_CONFIG_HOME="+filepath.Join(home, "config"), "XDG_DATA_HOME="+filepath.Join(home, "data"))
 	p, err := start("caddy", cmd, filepath.Join(dir, "caddy.log"))
 	if err != nil {
 		return nil, err

@@ -23,6 +23,7 @@ func (r *Report) Markdown(w io.Writer) {
 	row("CPU", fmt.Sprintf("%s, %d cores", e.CPU, e.Cores))
 	row("kernel", e.Kernel)
 	row("load average (1, 5, 15 min) at start / end", e.LoadStart+" / "+e.LoadEnd)
+	row("pinning", e.Pinning)
 	row("Go", e.GoVersion)
 	row("Caddy", e.CaddyVersion)
 	row("llm_route", e.LLMRoute)
@@ -90,8 +91,8 @@ func (r *Report) Markdown(w io.Writer) {
 		fmt.Fprintln(w)
 
 		if bound := r.bound(); bound > 0 {
-			fmt.Fprintf(w, "**Max throughput at p99 ≤ %s** (open loop: constant arrival rate, latency from each request's due time; the highest rate offered that held with no error; ÷ C is the ratio to bare reverse_proxy; CPU is the server process's user+system time per request (10 ms ticks), while every arm is offered the same %.0f requests/s for %s, and at the arm's max rate, \"(over)\" where the arm did not hold the fixed rate; RSS is the server process's peak, VmHWM, after that fixed rate and after the whole search, whose failing rates overload it; other load is the CPU other processes took during the step at the max rate, in cores):\n\n", fmtDur(bound), r.Options.CPURate, r.Options.CPUDuration)
-			fmt.Fprintf(w, "| body | arm | max req/s | p99 there | ÷ C | CPU per request at %.0f/s | CPU per request at max | peak RSS at %.0f/s | peak RSS | other load |\n|---|---|---:|---:|---:|---:|---:|---:|---:|---:|\n", r.Options.CPURate, r.Options.CPURate)
+			fmt.Fprintf(w, "**Max throughput at p99 ≤ %s** (open loop: constant arrival rate, latency from each request's due time; the highest rate offered that held with no error, in each round of the search (every arm of a body size takes its turn in a round, on fresh processes) and the median of the rounds; ÷ C is the ratio of the medians to bare reverse_proxy's; \"p99 there\" is the first round's; CPU is the server process's user+system time per request (10 ms ticks), while every arm is offered the same %.0f requests/s for %s, and at the arm's max rate, \"(over)\" where the arm did not hold the fixed rate; RSS is the server process's peak, VmHWM, after that fixed rate and after the whole search, whose failing rates overload it; other load is the CPU other processes took during the first round's step at the max rate, in cores):\n\n", fmtDur(bound), r.Options.CPURate, r.Options.CPUDuration)
+			fmt.Fprintf(w, "| body | arm | max req/s | rounds | p99 there | ÷ C | CPU per request at %.0f/s | CPU per request at max | peak RSS at %.0f/s | peak RSS | other load |\n|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n", r.Options.CPURate, r.Options.CPURate)
 			for _, size := range nonStream {
 				cc := get(NonStream, size, "C")
 				for _, arm := range arms {
@@ -108,10 +109,14 @@ func (r *Report) Markdown(w io.Writer) {
 					if p := c.CPUPhase; p != nil && (p.Errors > 0 || p.Lat.P99 > bound) {
 						cpu += " (over)"
 					}
-					if cc != nil && cc.Search != nil && cc.Search.MaxRate > 0 && arm != "C" {
-						ratio = fmt.Sprintf("%.2f", c.Search.MaxRate/cc.Search.MaxRate)
+					if cc != nil && cc.Search != nil && cc.MedianMaxRate() > 0 && arm != "C" {
+						ratio = fmt.Sprintf("%.2f", c.MedianMaxRate()/cc.MedianMaxRate())
 					}
-					fmt.Fprintf(w, "| %s | %s | %.0f | %s | %s | %s | %s | %s | %s | %s |\n", sizeLabel(size), arm, c.Search.MaxRate, p99, ratio, cpu, fmtLoopCPU(c.Search.AtMax), fmtMiB(c.RSSAtCPURate), fmtMiB(c.PeakRSS), other)
+					var rounds []string
+					for _, r := range c.MaxRates() {
+						rounds = append(rounds, fmt.Sprintf("%.0f", r))
+					}
+					fmt.Fprintf(w, "| %s | %s | %.0f | %s | %s | %s | %s | %s | %s | %s | %s |\n", sizeLabel(size), arm, c.MedianMaxRate(), strings.Join(rounds, " / "), p99, ratio, cpu, fmtLoopCPU(c.Search.AtMax), fmtMiB(c.RSSAtCPURate), fmtMiB(c.PeakRSS), other)
 				}
 			}
 			fmt.Fprintln(w)

@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"time"
 )
@@ -58,6 +59,16 @@ type Options struct {
 	ConcGap     time.Duration // the mock's chunk pause there
 	ConcRamp    time.Duration // the streams start evenly over this
 
+	// Pin the server under test and the harness to separate CPUs.
+	Pin Pinning
+
+	// Rounds of the throughput search: the first in each cell, the others
+	// after every arm of a body size had its cell, in turn (the arms in a
+	// rotating order), each on fresh processes. The report gives the
+	// median of the rounds, so that one disturbed search cannot decide a
+	// ratio.
+	Rounds int
+
 	// Portkey: "auto" installs it if missing (npm registry), "installed"
 	// uses it only if it is installed already, "off" skips the P arm.
 	Portkey    string
@@ -94,6 +105,7 @@ func DefaultOptions() Options {
 		ConcStreams:    500,
 		ConcGap:        25 * time.Millisecond,
 		ConcRamp:       500 * time.Millisecond,
+		Rounds:         1,
 		Portkey:        "auto",
 	}
 }
@@ -110,6 +122,7 @@ type Env struct {
 	Kernel         string `json:"kernel"`
 	LoadStart      string `json:"load_start"`
 	LoadEnd        string `json:"load_end"`
+	Pinning        string `json:"pinning,omitempty"`
 	Started        string `json:"started"`
 	Duration       string `json:"duration"`
 }
@@ -138,7 +151,13 @@ type Cell struct {
 	C1Errors int    `json:"c1_errors,omitempty"`
 	FirstErr string `json:"first_error,omitempty"`
 
+	// The CPUs the server process may run on (Cpus_allowed_list), read
+	// when it started: proof of Options.Pin.
+	ServerCPUs string `json:"server_cpus,omitempty"`
+
 	Search *Search `json:"search,omitempty"`
+	// The throughput searches of the later rounds (Options.Rounds).
+	Rounds []*Search `json:"rounds,omitempty"`
 
 	TTFT           *Dist   `json:"ttft,omitempty"`
 	Gap            *Dist   `json:"gap,omitempty"` // between chunks
@@ -229,9 +248,17 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	if o.Resolution <= 1 {
 		o.Resolution = d.Resolution
 	}
+	o.Rounds = max(o.Rounds, 1)
+	if err := o.Pin.Validate(); err != nil {
+		return nil, err
+	}
+	if err := o.Pin.PinSelf(); err != nil {
+		return nil, err
+	}
 	start := time.Now()
 	rep := &Report{Command: o.Command, Options: o}
 	rep.Env = collectEnv(o)
+	rep.Env.Pinning = o.Pin.String()
 
 	var arms []Arm
 	for _, a := range o.Arms {
@@ -267,6 +294,7 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 			o.logf("== concurrency 1, arms interleaved, %s", sizeLabel(w.size))
 			c1 = interleavedC1(ctx, o, arms, w.size)
 		}
+		first := len(rep.Cells)
 		for _, a := range arms {
 			if ctx.Err() != nil {
 				return rep, ctx.Err()
@@ -277,6 +305,31 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 				o.logf("   error: %s", c.Err)
 			}
 			rep.Cells = append(rep.Cells, c)
+		}
+		if w.w != NonStream {
+			continue
+		}
+		cells := rep.Cells[first:]
+		for round := 1; round < o.Rounds; round++ {
+			for i := range cells {
+				// A rotating order: no arm is always measured first
+				// or last in a round.
+				c := &cells[(i+round)%len(cells)]
+				if ctx.Err() != nil {
+					return rep, ctx.Err()
+				}
+				if c.Err != "" || c.Search == nil {
+					continue
+				}
+				o.logf("== %s %s %s, throughput round %d", c.Arm, w.w, sizeLabel(w.size), round+1)
+				a := arms[slices.IndexFunc(arms, func(a Arm) bool { return a.Name() == c.Arm })]
+				s, err := searchRound(ctx, o, a, w.size, round)
+				if err != nil {
+					o.logf("   error: %s", err)
+					continue
+				}
+				c.Rounds = append(c.Rounds, s)
+			}
 		}
 	}
 	rep.Env.LoadEnd = loadavg()
@@ -330,7 +383,7 @@ func startArm(o Options, a Arm, dir string, mock *proc, mockAddr string) (*proc,
 		if err := errors.Join(err1, err2); err != nil {
 			return nil, target{}, noop, err
 		}
-		p, err := startCaddy(o.CaddyBin, caddyfile(a, adminPort, sitePort, mockAddr), dir, adminPort, sitePort)
+		p, err := startCaddy(o.Pin, o.CaddyBin, caddyfile(a, adminPort, sitePort, mockAddr), dir, adminPort, sitePort)
 		if err != nil {
 			return nil, target{}, noop, err
 		}
@@ -341,7 +394,7 @@ func startArm(o Options, a Arm, dir string, mock *proc, mockAddr string) (*proc,
 		if err != nil {
 			return nil, target{}, noop, err
 		}
-		p, err := startPortkey(o.PortkeyDir, dir, port)
+		p, err := startPortkey(o.Pin, o.PortkeyDir, dir, port)
 		if err != nil {
 			return nil, target{}, noop, err
 		}
@@ -511,6 +564,7 @@ func runCell(ctx context.Context, o Options, a Arm, w Workload, size int, c1 map
 	if server != mock {
 		m.procs = append(m.procs, server)
 	}
+	c.ServerCPUs = server.allowedCPUs()
 
 	stream := w != NonStream
 	body := RequestBody(a.model(), size, stream)
@@ -580,6 +634,63 @@ func runCell(ctx context.Context, o Options, a Arm, w Workload, size int, c1 map
 	}
 	c.PeakRSS, _ = server.peakRSS()
 	return c
+}
+
+// searchRound is a later round of an arm's throughput search, on fresh
+// processes of its own.
+func searchRound(ctx context.Context, o Options, a Arm, size, round int) (*Search, error) {
+	dir, err := armDir(o, fmt.Sprintf("%s-%d-round%d", NonStream, size, round+1), a.Name())
+	if err != nil {
+		return nil, err
+	}
+	mock, mockAddr, err := startMock(o.Exe, MockConfig{Chunks: o.Chunks, Gap: o.ChunkGap}, dir)
+	if err != nil {
+		return nil, err
+	}
+	defer mock.stop(2 * time.Second)
+	server, t, stop, err := startArm(o, a, dir, mock, mockAddr)
+	if err != nil {
+		return nil, err
+	}
+	defer stop()
+	m := meter{procs: []*proc{mock}}
+	if server != mock {
+		m.procs = append(m.procs, server)
+	}
+	body := RequestBody(a.model(), size, false)
+	hc := newClient(o.MaxInflight, o.Timeout)
+	defer hc.CloseIdleConnections()
+	if _, err := probe(ctx, hc, t, body, false); err != nil {
+		return nil, err
+	}
+	return maxThroughput(ctx, o, m, server, hc, t, body), nil
+}
+
+// MaxRates is the highest rate that held in each round of the cell's
+// throughput search, the first round first.
+func (c *Cell) MaxRates() []float64 {
+	if c.Search == nil {
+		return nil
+	}
+	r := []float64{c.Search.MaxRate}
+	for _, s := range c.Rounds {
+		r = append(r, s.MaxRate)
+	}
+	return r
+}
+
+// MedianMaxRate is the median over the rounds (the mean of the middle two
+// for an even count).
+func (c *Cell) MedianMaxRate() float64 {
+	r := slices.Sorted(slices.Values(c.MaxRates()))
+	switch n := len(r); {
+	case n == 0:
+		return 0
+	case n%2 == 1:
+		return r[n/2]
+	default:
+		return (r[n/2-1] + r[n/2]) / 2
+	}
 }
 
 func streamStats(c *Cell, streams []result) {

@@ -6,6 +6,8 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"runtime"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -65,6 +67,14 @@ func smokeOptions(t *testing.T, arms string) Options {
 // default strategy) through each workload once.
 func TestSmoke(t *testing.T) {
 	o := smokeOptions(t, "D,C,R")
+	// The server on the last CPU; the harness on all of them, which
+	// exercises the pinning without slowing the rest of the tests.
+	n := runtime.NumCPU()
+	o.Pin = Pinning{Server: strconv.Itoa(n - 1), Client: "0-" + strconv.Itoa(n-1)}
+	if n == 1 {
+		o.Pin.Client = "0"
+	}
+	o.Rounds = 2
 	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
 	defer cancel()
 	o.CaddyBin = filepath.Join(t.TempDir(), "caddy")
@@ -73,7 +83,16 @@ func TestSmoke(t *testing.T) {
 	}
 	rep := runSmoke(ctx, t, o)
 
+	if rep.Env.Pinning == "" {
+		t.Error("the pinning is not recorded")
+	}
 	for _, c := range rep.Cells {
+		if c.Arm != "D" && c.ServerCPUs != o.Pin.Server {
+			t.Errorf("%s %s: the server ran on CPUs %q, want %q", c.Arm, c.Workload, c.ServerCPUs, o.Pin.Server)
+		}
+		if c.Workload == NonStream && len(c.MaxRates()) != o.Rounds {
+			t.Errorf("%s: %d throughput rounds, want %d", c.Arm, len(c.MaxRates()), o.Rounds)
+		}
 		if !strings.HasPrefix(c.Arm, "R:") {
 			continue
 		}
@@ -185,4 +204,21 @@ func runSmoke(ctx context.Context, t *testing.T, o Options) *Report {
 		t.Logf("report:\n%s", md.String())
 	}
 	return rep
+}
+
+func TestCPUList(t *testing.T) {
+	n := runtime.NumCPU()
+	if _, c, err := cpuList("0"); err != nil || c != 1 {
+		t.Errorf(`cpuList("0") = %d CPUs, %v`, c, err)
+	}
+	if n >= 2 {
+		if _, c, err := cpuList("0-1,1"); err != nil || c != 2 {
+			t.Errorf(`cpuList("0-1,1") = %d CPUs, %v`, c, err)
+		}
+	}
+	for _, bad := range []string{"", "x", "1-0", "-1", strconv.Itoa(n), "0," + strconv.Itoa(n+3)} {
+		if _, _, err := cpuList(bad); err == nil {
+			t.Errorf("cpuList(%q): no error", bad)
+		}
+	}
 }
