@@ -157,10 +157,18 @@ func (r *Report) Markdown(w io.Writer) {
 		}
 	}
 	if len(conc) > 0 {
-		fmt.Fprintf(w, "**Concurrent streams** (%d streams of %d chunks %s apart, started evenly over %s; RSS is the server process's peak, VmHWM):\n\n", r.Options.ConcStreams, r.Options.Chunks, fmtDur(r.Options.ConcGap), fmtDur(r.Options.ConcRamp))
-		fmt.Fprintf(w, "| arm | streams | completed | with all %d chunks | most open at once | errors | peak RSS | CPU per stream | wall time | other load |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n", r.Options.Chunks)
+		bound := "no bound"
+		if b := r.Options.ConcRSSBoundMiB; b > 0 {
+			bound = fmt.Sprintf("the bound on a gateway's (C, R) peak RSS is %d MiB", b)
+		}
+		fmt.Fprintf(w, "**Concurrent streams** (%d streams of %d chunks %s apart, started evenly over %s; RSS is the server process's peak, VmHWM; %s):\n\n", r.Options.ConcStreams, r.Options.Chunks, fmtDur(r.Options.ConcGap), fmtDur(r.Options.ConcRamp), bound)
+		fmt.Fprintf(w, "| arm | streams | completed | with all %d chunks | most open at once | errors | peak RSS | within bound | CPU per stream | wall time | other load |\n|---|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|\n", r.Options.Chunks)
 		for _, c := range conc {
-			fmt.Fprintf(w, "| %s | %d | %d | %d | %d | %d | %s | %s | %s | %.2f |\n", c.Arm, c.Conc.Streams, c.Conc.Completed, c.Conc.FullCount, c.Conc.MaxOpen, c.Conc.Errors, fmtMiB(c.PeakRSS), fmtCPU(c), fmtDur(c.Conc.Duration), c.OtherLoad)
+			within := "—"
+			if ok, judged := r.concWithinBound(c); judged {
+				within = map[bool]string{true: "yes", false: "**no**"}[ok]
+			}
+			fmt.Fprintf(w, "| %s | %d | %d | %d | %d | %d | %s | %s | %s | %s | %.2f |\n", c.Arm, c.Conc.Streams, c.Conc.Completed, c.Conc.FullCount, c.Conc.MaxOpen, c.Conc.Errors, fmtMiB(c.PeakRSS), within, fmtCPU(c), fmtDur(c.Conc.Duration), c.OtherLoad)
 		}
 		fmt.Fprintln(w)
 	}
@@ -172,6 +180,8 @@ func (r *Report) Markdown(w io.Writer) {
 			failed = append(failed, fmt.Sprintf("- %s %s %s failed: %s", c.Arm, c.Workload, sizeLabel(c.Size), oneLine(c.Err)))
 		case c.Workload == NonStream && c.C1 == nil && c.FirstErr != "":
 			failed = append(failed, fmt.Sprintf("- %s %s %s: no concurrency-1 figures: %s", c.Arm, c.Workload, sizeLabel(c.Size), oneLine(c.FirstErr)))
+		case c.Workload == Concurrent && c.Conc != nil && !first(r.concWithinBound(&c)):
+			failed = append(failed, fmt.Sprintf("- %s held %d concurrent streams at a peak RSS of %s, over the bound of %d MiB", c.Arm, c.Conc.Streams, fmtMiB(c.PeakRSS), r.Options.ConcRSSBoundMiB))
 		case c.C1Errors > 0:
 			failed = append(failed, fmt.Sprintf("- %s %s %s: %d errors at concurrency 1, the first: %s", c.Arm, c.Workload, sizeLabel(c.Size), c.C1Errors, oneLine(c.FirstErr)))
 		}
@@ -180,6 +190,19 @@ func (r *Report) Markdown(w io.Writer) {
 		fmt.Fprintf(w, "Errors:\n\n%s\n\n", strings.Join(failed, "\n"))
 	}
 }
+
+// concWithinBound tells whether a gateway arm's peak RSS under the
+// concurrent streams stayed within the bound; judged is false for the
+// mock (D), Portkey (P) and when there is no bound.
+func (r *Report) concWithinBound(c *Cell) (ok, judged bool) {
+	b := r.Options.ConcRSSBoundMiB
+	if b <= 0 || c.PeakRSS <= 0 || (c.Arm != "C" && !strings.HasPrefix(c.Arm, "R:")) {
+		return true, false
+	}
+	return c.PeakRSS <= int64(b)<<20, true
+}
+
+func first(ok, _ bool) bool { return ok }
 
 func oneLine(s string) string {
 	s = strings.Join(strings.Fields(s), " ")

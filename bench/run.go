@@ -58,6 +58,10 @@ type Options struct {
 	ConcStreams int           // streams open at once in the concurrent-streams cells; 0 skips them
 	ConcGap     time.Duration // the mock's chunk pause there
 	ConcRamp    time.Duration // the streams start evenly over this
+	// The bound on a gateway's peak RSS (VmHWM) while it holds the
+	// concurrent streams, in MiB; the report marks every gateway arm
+	// against it and lists one over it as an error. 0: no bound.
+	ConcRSSBoundMiB int
 
 	// Pin the server under test and the harness to separate CPUs.
 	Pin Pinning
@@ -81,32 +85,33 @@ type Options struct {
 // DefaultOptions is the full run.
 func DefaultOptions() Options {
 	return Options{
-		Sizes:          []int{1 << 10, 4 << 10, 10 << 10, 100 << 10},
-		StreamSizes:    []int{1 << 10},
-		Chunks:         64,
-		ChunkGap:       time.Millisecond,
-		Warmup:         200,
-		Interleave:     true,
-		C1Requests:     3000,
-		C1MaxDuration:  10 * time.Second,
-		StreamRequests: 100,
-		SearchStart:    250,
-		SearchMax:      64000,
-		StepDuration:   2 * time.Second,
-		MaxSteps:       12,
-		Resolution:     1.08,
-		Retries:        1,
-		MaxOtherLoad:   0.3,
-		CPURate:        200,
-		CPUDuration:    5 * time.Second,
-		P99Bound:       20 * time.Millisecond,
-		MaxInflight:    1024,
-		Timeout:        10 * time.Second,
-		ConcStreams:    500,
-		ConcGap:        25 * time.Millisecond,
-		ConcRamp:       500 * time.Millisecond,
-		Rounds:         1,
-		Portkey:        "auto",
+		Sizes:           []int{1 << 10, 4 << 10, 10 << 10, 100 << 10},
+		StreamSizes:     []int{1 << 10},
+		Chunks:          64,
+		ChunkGap:        time.Millisecond,
+		Warmup:          200,
+		Interleave:      true,
+		C1Requests:      3000,
+		C1MaxDuration:   10 * time.Second,
+		StreamRequests:  100,
+		SearchStart:     250,
+		SearchMax:       64000,
+		StepDuration:    2 * time.Second,
+		MaxSteps:        12,
+		Resolution:      1.08,
+		Retries:         1,
+		MaxOtherLoad:    0.3,
+		CPURate:         200,
+		CPUDuration:     5 * time.Second,
+		P99Bound:        20 * time.Millisecond,
+		MaxInflight:     1024,
+		Timeout:         10 * time.Second,
+		ConcStreams:     500,
+		ConcGap:         25 * time.Millisecond,
+		ConcRamp:        500 * time.Millisecond,
+		ConcRSSBoundMiB: 192,
+		Rounds:          1,
+		Portkey:         "auto",
 	}
 }
 

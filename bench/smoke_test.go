@@ -33,33 +33,34 @@ func smokeOptions(t *testing.T, arms string) Options {
 		t.Fatal(err)
 	}
 	return Options{
-		RepoDir:        repo,
-		WorkDir:        t.TempDir(),
-		Arms:           a,
-		Sizes:          []int{1 << 10},
-		StreamSizes:    []int{1 << 10},
-		Chunks:         64,
-		ChunkGap:       2 * time.Millisecond,
-		Warmup:         2,
-		Interleave:     true,
-		C1Requests:     10,
-		C1MaxDuration:  10 * time.Second,
-		StreamRequests: 3,
-		SearchStart:    20,
-		SearchMax:      20,
-		StepDuration:   300 * time.Millisecond,
-		MaxSteps:       1,
-		Retries:        0,
-		CPURate:        20,
-		CPUDuration:    300 * time.Millisecond,
-		P99Bound:       time.Minute, // timings are not judged here
-		MaxInflight:    16,
-		Timeout:        30 * time.Second,
-		ConcStreams:    8,
-		ConcGap:        2 * time.Millisecond,
-		ConcRamp:       50 * time.Millisecond,
-		Portkey:        "installed",
-		Command:        "go test ./bench",
+		RepoDir:         repo,
+		WorkDir:         t.TempDir(),
+		Arms:            a,
+		Sizes:           []int{1 << 10},
+		StreamSizes:     []int{1 << 10},
+		Chunks:          64,
+		ChunkGap:        2 * time.Millisecond,
+		Warmup:          2,
+		Interleave:      true,
+		C1Requests:      10,
+		C1MaxDuration:   10 * time.Second,
+		StreamRequests:  3,
+		SearchStart:     20,
+		SearchMax:       20,
+		StepDuration:    300 * time.Millisecond,
+		MaxSteps:        1,
+		Retries:         0,
+		CPURate:         20,
+		CPUDuration:     300 * time.Millisecond,
+		P99Bound:        time.Minute, // timings are not judged here
+		MaxInflight:     16,
+		Timeout:         30 * time.Second,
+		ConcStreams:     8,
+		ConcGap:         2 * time.Millisecond,
+		ConcRamp:        50 * time.Millisecond,
+		ConcRSSBoundMiB: 192,
+		Portkey:         "installed",
+		Command:         "go test ./bench",
 	}
 }
 
@@ -183,6 +184,9 @@ func runSmoke(ctx context.Context, t *testing.T, o Options) *Report {
 		case Concurrent:
 			if cr := c.Conc; cr == nil || cr.Completed != o.ConcStreams || cr.FullCount != o.ConcStreams || cr.Errors != 0 {
 				t.Errorf("%s: concurrent streams: %+v", name, c.Conc)
+			}
+			if ok, judged := rep.concWithinBound(&c); !ok || judged != (c.Arm == "C" || strings.HasPrefix(c.Arm, "R:")) {
+				t.Errorf("%s: peak RSS %d bytes: within the %d MiB bound %t, judged %t", name, c.PeakRSS, o.ConcRSSBoundMiB, ok, judged)
 			}
 		}
 	}

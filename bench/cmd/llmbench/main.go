@@ -60,6 +60,7 @@ func main() {
 	flag.IntVar(&d.MaxInflight, "max-inflight", d.MaxInflight, "open-loop requests outstanding at most")
 	flag.DurationVar(&d.Timeout, "timeout", d.Timeout, "per-request timeout")
 	flag.IntVar(&d.ConcStreams, "concurrent-streams", d.ConcStreams, "streams open at once in the concurrent-streams cells; 0 skips them")
+	flag.IntVar(&d.ConcRSSBoundMiB, "conc-rss-bound", d.ConcRSSBoundMiB, "the bound on a gateway's peak RSS with the concurrent streams open, MiB (0: none); a gateway over it is reported as an error")
 	flag.DurationVar(&d.ConcGap, "concurrent-gap", d.ConcGap, "the mock's chunk pause in the concurrent-streams cells")
 	flag.StringVar(&d.Pin.Server, "server-cpus", "", "run the server under test (Caddy, Portkey) on these CPUs, a taskset list such as 1 or 2-3, with GOMAXPROCS set to their count")
 	flag.StringVar(&d.Pin.Client, "client-cpus", "", "run the harness (load generator) and the mock upstream on these CPUs")
