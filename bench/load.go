@@ -19,6 +19,7 @@ import (
 type target struct {
 	url    string      // loopback only
 	header http.Header // extra request headers (Portkey's)
+	admin  string      // Caddy's admin API (C and R arms), for profiles
 }
 
 // checkLoopback refuses any URL whose host is not a loopback IP: the

@@ -63,6 +63,14 @@ type Options struct {
 	// against it and lists one over it as an error. 0: no bound.
 	ConcRSSBoundMiB int
 
+	// Where CPU profiles of the C and R arms go (empty: none): after the
+	// throughput search, each such arm is offered ProfileLoad of its max
+	// rate for ProfileDuration while Caddy's admin API profiles it
+	// (/debug/pprof/profile); the file is <body>-<arm>.pprof (1KB-R-rules.pprof).
+	ProfileDir      string
+	ProfileDuration time.Duration
+	ProfileLoad     float64
+
 	// Pin the server under test and the harness to separate CPUs.
 	Pin Pinning
 
@@ -111,6 +119,8 @@ func DefaultOptions() Options {
 		ConcRamp:        500 * time.Millisecond,
 		ConcRSSBoundMiB: 192,
 		Rounds:          1,
+		ProfileDuration: 10 * time.Second,
+		ProfileLoad:     0.9,
 		Portkey:         "auto",
 	}
 }
@@ -161,6 +171,9 @@ type Cell struct {
 	ServerCPUs string `json:"server_cpus,omitempty"`
 
 	Search *Search `json:"search,omitempty"`
+	// The CPU profile taken at a share of the max rate, if any.
+	Profile string `json:"profile,omitempty"`
+
 	// The throughput searches of the later rounds (Options.Rounds).
 	Rounds []*Search `json:"rounds,omitempty"`
 
@@ -252,6 +265,12 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	}
 	if o.Resolution <= 1 {
 		o.Resolution = d.Resolution
+	}
+	if o.ProfileLoad <= 0 {
+		o.ProfileLoad = d.ProfileLoad
+	}
+	if o.ProfileDuration <= 0 {
+		o.ProfileDuration = d.ProfileDuration
 	}
 	o.Rounds = max(o.Rounds, 1)
 	if err := o.Pin.Validate(); err != nil {
@@ -392,7 +411,7 @@ func startArm(o Options, a Arm, dir string, mock *proc, mockAddr string) (*proc,
 		if err != nil {
 			return nil, target{}, noop, err
 		}
-		t := target{url: fmt.Sprintf("http://127.0.0.1:%d/v1/chat/completions", sitePort)}
+		t := target{url: fmt.Sprintf("http://127.0.0.1:%d/v1/chat/completions", sitePort), admin: fmt.Sprintf("http://127.0.0.1:%d", adminPort)}
 		return p, t, func() { p.stop(5 * time.Second) }, nil
 	case ArmPortkey:
 		port, err := freePort()
@@ -610,6 +629,12 @@ func runCell(ctx context.Context, o Options, a Arm, w Workload, size int, c1 map
 		}
 		c.RSSAtCPURate, _ = server.peakRSS()
 		c.Search = maxThroughput(ctx, o, m, server, hc, t, body)
+		if o.ProfileDir != "" && t.admin != "" && c.Search.MaxRate > 0 {
+			c.Profile, err = profile(ctx, o, hc, t, body, c.Search.MaxRate*o.ProfileLoad, fmt.Sprintf("%s-%s.pprof", strings.ReplaceAll(sizeLabel(size), " ", ""), a.Name()))
+			if err != nil {
+				c.FirstErr = "profile: " + err.Error()
+			}
+		}
 	case Stream:
 		for range o.Warmup / 20 {
 			do(ctx, hc, t, body, true, time.Now())

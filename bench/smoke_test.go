@@ -76,6 +76,8 @@ func TestSmoke(t *testing.T) {
 		o.Pin.Client = "0"
 	}
 	o.Rounds = 2
+	o.ProfileDir = t.TempDir()
+	o.ProfileDuration = time.Second
 	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
 	defer cancel()
 	o.CaddyBin = filepath.Join(t.TempDir(), "caddy")
@@ -93,6 +95,11 @@ func TestSmoke(t *testing.T) {
 		}
 		if c.Workload == NonStream && len(c.MaxRates()) != o.Rounds {
 			t.Errorf("%s: %d throughput rounds, want %d", c.Arm, len(c.MaxRates()), o.Rounds)
+		}
+		if c.Workload == NonStream && c.Arm != "D" {
+			if fi, err := os.Stat(c.Profile); err != nil || fi.Size() == 0 {
+				t.Errorf("%s: no CPU profile: %q, %v", c.Arm, c.Profile, err)
+			}
 		}
 		if !strings.HasPrefix(c.Arm, "R:") {
 			continue
