@@ -58,8 +58,9 @@ const (
 // that weight. What it learned belongs to its route and survives config
 // reloads (state_key, when set, names the state instead, and configs
 // that use the same state_key share it). The state is held in this
-// process (AdaptiveStore is the interface a shared store would
-// implement; Redis is not implemented yet).
+// process, or, when the handler's state is in Redis (`state redis`), in
+// Redis, shared by every instance on it (see AdaptiveRedis: each sees
+// the others' evidence within about two sync intervals).
 //
 // The decision reads "adaptive=0.81 context=d1 n=14": the posterior mean
 // quality of the pick, the context, and the evidence behind the pick.
@@ -108,7 +109,9 @@ type Adaptive struct {
 	lambda, prior, failW float64
 	difficulty           *Difficulty
 	store                AdaptiveStore
-	key                  string // the pool key held, if any
+	key                  string       // the pool key held, if any
+	shared               *SharedState // the fleet's Redis, if bound to it
+	release              func()       // drops the pool reference held
 
 	rng *lockedRand
 }
@@ -224,14 +227,37 @@ func (a *Adaptive) BindRoute(route string) {
 
 func (a *Adaptive) bind(key string) {
 	a.key = key
+	if a.shared != nil {
+		a.store = acquireAdaptiveRedis(a.shared, key, a.Window)
+		pk := adaptiveRedisKey(a.shared, key)
+		a.release = func() { _, _ = adaptiveRedisStates.Delete(pk) }
+		return
+	}
 	a.store = acquireAdaptive(key, a.Window)
+	a.release = func() { releaseAdaptive(key) }
+}
+
+// BindShared implements SharedBinder: a keeps its state (its route's, or
+// state_key's) in s, shared with every instance that uses the same
+// Redis and prefix, instead of in this process.
+func (a *Adaptive) BindShared(s *SharedState) {
+	if s == nil || s.Client == nil {
+		return
+	}
+	key := a.key
+	_ = a.Cleanup()
+	a.shared = s
+	if key != "" {
+		a.bind(key)
+	}
 }
 
 // Cleanup implements caddy.CleanerUpper: it drops a's reference to its
 // route's state, which goes with the last config that uses it.
 func (a *Adaptive) Cleanup() error {
-	if a.key != "" {
-		releaseAdaptive(a.key)
+	if a.release != nil {
+		a.release()
+		a.release = nil
 		a.key = ""
 	}
 	return nil
@@ -368,6 +394,7 @@ var (
 	_ Strategy           = (*Adaptive)(nil)
 	_ Learner            = (*Adaptive)(nil)
 	_ RouteBinder        = (*Adaptive)(nil)
+	_ SharedBinder       = (*Adaptive)(nil)
 	_ caddy.Provisioner  = (*Adaptive)(nil)
 	_ caddy.Validator    = (*Adaptive)(nil)
 	_ caddy.CleanerUpper = (*Adaptive)(nil)
