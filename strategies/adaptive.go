@@ -26,6 +26,8 @@ const (
 	DefaultAdaptiveFailWeight   = 1
 	adaptiveContextDifficulty   = "difficulty"
 	adaptiveContextNone         = "none"
+	adaptivePolicyThompson      = "thompson"
+	adaptivePolicyUCB           = "ucb"
 	adaptiveStateKeyPrefix      = "route\x00"
 	adaptiveNamedStateKeyPrefix = "key\x00"
 )
@@ -68,6 +70,12 @@ type Adaptive struct {
 	// CostWeight is λ, the quality given up to go from the cheapest
 	// candidate to the dearest (on a log scale of cost). Default: 0.5.
 	CostWeight *float64 `json:"cost_weight,omitempty"`
+
+	// Policy is how it balances exploration against exploitation:
+	// `thompson` (default: Thompson sampling, a quality drawn from each
+	// posterior) or `ucb` (deterministic: each posterior's mean plus
+	// an upper-confidence bonus, UCB1-Tuned).
+	Policy string `json:"policy,omitempty"`
 
 	// Context is what a context is: `difficulty` (default: the bucket
 	// of the difficulty strategy's score, with its default settings) or
@@ -142,6 +150,9 @@ func (a *Adaptive) Provision(_ caddy.Context) error {
 	if a.Context == "" {
 		a.Context = adaptiveContextDifficulty
 	}
+	if a.Policy == "" {
+		a.Policy = adaptivePolicyThompson
+	}
 	if a.Buckets == 0 {
 		a.Buckets = DefaultAdaptiveBuckets
 	}
@@ -193,6 +204,11 @@ func (a *Adaptive) Validate() error {
 	case "", adaptiveContextDifficulty, adaptiveContextNone:
 	default:
 		return fmt.Errorf("adaptive: context must be difficulty or none, got %q", a.Context)
+	}
+	switch a.Policy {
+	case "", adaptivePolicyThompson, adaptivePolicyUCB:
+	default:
+		return fmt.Errorf("adaptive: policy must be thompson or ucb, got %q", a.Policy)
 	}
 	if a.Buckets < 0 || a.Buckets > 100 {
 		return fmt.Errorf("adaptive: buckets must be from 1 to 100, got %d", a.Buckets)
@@ -333,23 +349,31 @@ func (a *Adaptive) Select(req *Request, cands []Candidate) Decision {
 	}
 	arms := a.store.Arms(make([]AdaptiveArm, 0, len(cands)), ctx, models)
 	type ranked struct {
-		c       Candidate
-		u, mean float64
-		n       float64
+		c               Candidate
+		u, mean, al, be float64
+		n               float64
 	}
 	rs := make([]ranked, len(cands))
-	a.rng.Lock()
+	total := 0.0 // the weight of every candidate's posterior (UCB)
 	for i := range cands {
-		q0, w := cands[i].Quality, a.prior
-		if q0 <= 0 || q0 > 1 {
-			q0, w = 0.5, min(w, 2) // unknown: a uniform prior
-		}
-		al := w*q0 + arms[i].Alpha
-		be := w*(1-q0) + arms[i].Beta
-		al, be = max(al, 1e-3), max(be, 1e-3)
-		rs[i] = ranked{c: cands[i], u: sampleBeta(a.rng.Rand, al, be) - a.lambda*CostPenalty(costs[i], lo, hi), mean: al / (al + be), n: arms[i].N()}
+		al, be := a.posterior(&cands[i], arms[i])
+		rs[i] = ranked{c: cands[i], mean: al / (al + be), al: al, be: be, n: arms[i].N()}
+		total += al + be
 	}
-	a.rng.Unlock()
+	if a.Policy == adaptivePolicyUCB {
+		for i := range rs {
+			rs[i].u = ucbIndex(rs[i].mean, rs[i].al+rs[i].be, total)
+		}
+	} else {
+		a.rng.Lock()
+		for i := range rs {
+			rs[i].u = sampleBeta(a.rng.Rand, rs[i].al, rs[i].be)
+		}
+		a.rng.Unlock()
+	}
+	for i := range rs {
+		rs[i].u -= a.lambda * CostPenalty(costs[i], lo, hi)
+	}
 	slices.SortStableFunc(rs, func(x, y ranked) int {
 		switch {
 		case x.u > y.u:
@@ -370,6 +394,33 @@ func (a *Adaptive) Select(req *Request, cands []Candidate) Decision {
 	b = append(b, " n="...)
 	b = strconv.AppendFloat(b, math.Round(rs[0].n), 'f', 0, 64)
 	return Decision{Reason: string(b)}
+}
+
+// posterior returns the Beta posterior of c's quality: its registry
+// quality worth prior_weight observations (a uniform prior worth 2 when
+// it has none) plus the arm's evidence.
+func (a *Adaptive) posterior(c *Candidate, arm AdaptiveArm) (al, be float64) {
+	q0, w := c.Quality, a.prior
+	if q0 <= 0 || q0 > 1 {
+		q0, w = 0.5, min(w, 2) // unknown: a uniform prior
+	}
+	al = max(w*q0+arm.Alpha, 1e-3)
+	be = max(w*(1-q0)+arm.Beta, 1e-3)
+	return al, be
+}
+
+// ucbIndex is UCB1-Tuned's index of an arm of posterior mean quality
+// mean and weight n among arms of total weight total: the mean plus
+// sqrt(ln(total)/n · min(1/4, V)), where V is the Bernoulli variance
+// mean·(1−mean) plus sqrt(2·ln(total)/n). Its bonus shrinks as the arm's
+// evidence grows, and for arms near 0 or 1 faster than UCB1's.
+func ucbIndex(mean, n, total float64) float64 {
+	if n <= 0 {
+		return math.Inf(1)
+	}
+	l := math.Log(max(total, 1))
+	v := mean*(1-mean) + math.Sqrt(2*l/n)
+	return mean + math.Sqrt(l/n*min(0.25, v))
 }
 
 // CostPenalty places cost on a log scale from the cheapest (lo: 0) to
