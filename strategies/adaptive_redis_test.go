@@ -99,3 +99,30 @@ func TestAdaptiveRedisSteersTheOther(t *testing.T) {
 		}
 	}
 }
+
+// While Redis cannot be reached, the evidence stays with the instance:
+// it is seen at once, kept for later (not lost, not counted twice), and
+// each failed exchange is counted.
+func TestAdaptiveRedisUnreachable(t *testing.T) {
+	c := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1", MaxRetries: -1, DialTimeout: 50 * time.Millisecond})
+	t.Cleanup(func() { _ = c.Close() })
+	s := NewAdaptiveRedis(&SharedState{Client: c, Prefix: "test:", Timeout: 50 * time.Millisecond, Interval: 5 * time.Millisecond}, "down", 0)
+	defer s.Close()
+	s.Observe("all", "a", 1, 2)
+	deadline := time.Now().Add(30 * time.Second)
+	for s.Errors() < 3 {
+		if time.Now().After(deadline) {
+			t.Fatal("no failed exchange counted")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if got := s.Arms(nil, "all", []string{"a"})[0]; got.Alpha != 2 || got.Beta != 0 {
+		t.Errorf("after failed exchanges: %+v, want the evidence once (alpha 2)", got)
+	}
+	// Invalid input is ignored.
+	s.Observe("all", "a", 2, 1)
+	s.Observe("all", "a\x00b", 1, 1)
+	if got := s.Arms(nil, "all", []string{"a"})[0]; got.Alpha != 2 {
+		t.Errorf("invalid observations counted: %+v", got)
+	}
+}
