@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/caddyserver/caddy/v2"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/caddy-llm-route/llmroute/internal/redistest"
@@ -124,5 +125,36 @@ func TestAdaptiveRedisUnreachable(t *testing.T) {
 	s.Observe("all", "a\x00b", 1, 1)
 	if got := s.Arms(nil, "all", []string{"a"})[0]; got.Alpha != 2 {
 		t.Errorf("invalid observations counted: %+v", got)
+	}
+}
+
+// BenchmarkAdaptiveSelectRedis measures a decision and its feedback with
+// the state in Redis, against the memory store: the hot path reads and
+// writes this process's view only (no round trip per request).
+func BenchmarkAdaptiveSelectRedis(b *testing.B) {
+	req := BuildRequest("/chat/completions", []byte(`{"messages":[{"role":"user","content":"Explain why the sky is blue."}]}`))
+	for _, store := range []string{"memory", "redis"} {
+		b.Run(store, func(b *testing.B) {
+			a := new(Adaptive)
+			a.Seed = 1
+			if err := a.Provision(caddy.Context{}); err != nil {
+				b.Fatal(err)
+			}
+			defer a.Cleanup()
+			if store == "redis" {
+				srv := redistest.Start(b)
+				c := redis.NewClient(&redis.Options{Addr: srv.Addr, MaxRetries: -1})
+				defer c.Close()
+				a.BindShared(&SharedState{Client: c, Prefix: "bench:", Timeout: time.Second, Interval: 10 * time.Millisecond})
+				a.BindRoute("bench")
+			}
+			cs := make([]Candidate, 0, 11)
+			b.ReportAllocs()
+			for b.Loop() {
+				cs = append(cs[:0], banditCands()...)
+				a.Select(&req, cs)
+				a.Observe("d0", cs[0].Model, 1)
+			}
+		})
 	}
 }
