@@ -2,6 +2,7 @@ package strategies
 
 import (
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -17,7 +18,7 @@ import (
 // sigmoid(premiumBias); the knob runs from a prohibitive price on cost
 // (knob 0) to none (knob 1).
 func handModel(cheapBias, premiumBias float32) *ClassifierModel {
-	m := &ClassifierModel{Version: 1, Bits: 4, Lambdas: []float64{10, 0}}
+	m := &ClassifierModel{Version: ClassifierVersion, Bits: 4, Lambdas: []float64{10, 0}}
 	m.Shared = make(Floats, m.Dim())
 	m.Models = []ClassifierArm{
 		{Name: "cheap", Bias: cheapBias, Weights: make(Floats, m.Dim()), MeanQuality: 0.5, Price: 1e-7},
@@ -146,10 +147,17 @@ func TestClassifierValidate(t *testing.T) {
 	m.Models[1].Weights = m.Models[1].Weights[:3]
 	path := filepath.Join(dir, "short.json")
 	writeModel(t, path, m)
-	if err := (&Classifier{ModelFile: path}).Provision(caddy.Context{}); err == nil || !strings.Contains(err.Error(), "want 36 weights, got 3") {
+	if err := (&Classifier{ModelFile: path}).Provision(caddy.Context{}); err == nil || !strings.Contains(err.Error(), fmt.Sprintf("want %d weights, got 3", m.Dim())) {
 		t.Errorf("a model file with missing weights: %v", err)
 	}
-	os.WriteFile(path, []byte(`{"version":1,"bits":4,"shared":"!!"}`), 0o644)
+	// A file of the first version was trained on other features.
+	m = handModel(0, 0)
+	m.Version = 1
+	writeModel(t, path, m)
+	if err := (&Classifier{ModelFile: path}).Provision(caddy.Context{}); err == nil || !strings.Contains(err.Error(), "train the model file again") {
+		t.Errorf("a version 1 model file: %v", err)
+	}
+	os.WriteFile(path, []byte(`{"version":2,"bits":4,"shared":"!!"}`), 0o644)
 	if err := (&Classifier{ModelFile: path}).Provision(caddy.Context{}); err == nil {
 		t.Error("a model file with bad base64 provisions")
 	}
@@ -172,12 +180,55 @@ func TestClassifierFeaturesChinese(t *testing.T) {
 	}
 }
 
+// TestClassifierFeaturesQuestion: the text features are those of the
+// question, the last paragraph: a few-shot prefix shared by every prompt
+// adds none, and two prompts with the same prefix differ by their
+// questions only.
+func TestClassifierFeaturesQuestion(t *testing.T) {
+	const prefix = "Which gas do plants absorb?\nA) oxygen\nB) carbon dioxide\nAnswer:\nB\n\n"
+	const question = "Which planet is closest to the sun?\nA) Venus\nB) Mercury\nAnswer:"
+	// The text features but the difficulty score's bucket, which
+	// assesses the whole prompt.
+	text := func(req *Request) map[int32]float32 {
+		out := map[int32]float32{}
+		for _, f := range ClassifierFeatures(req, 12, nil) {
+			if f.Index < 1<<12 {
+				out[f.Index] += f.Value
+			}
+		}
+		delete(out, int32(mix(0x44494600+uint64(featureDifficulty.Assess(req).Score*20))&(1<<12-1)))
+		return out
+	}
+	few := text(&Request{LastUser: prefix + question, PromptTokens: 40})
+	alone := text(&Request{LastUser: question, PromptTokens: 20})
+	// The length bucket is the question's, so both have the same one.
+	if len(few) != len(alone) {
+		t.Fatalf("%d text features with the few-shot prefix, %d without", len(few), len(alone))
+	}
+	for i, v := range alone {
+		if few[i] != v {
+			t.Fatalf("feature %d: %v with the prefix, %v without", i, few[i], v)
+		}
+	}
+	// The dense features see the options of the question.
+	x := ClassifierFeatures(&Request{LastUser: question, PromptTokens: 20}, 12, nil)
+	options := float32(-1)
+	for _, f := range x {
+		if f.Index == 1<<12+9 {
+			options = f.Value
+		}
+	}
+	if options != 0.5 {
+		t.Fatalf("options feature %v, want 0.5 (two options)", options)
+	}
+}
+
 // BenchmarkClassifierSelect4KB is the decision latency of classifier on
 // a 4 KB prompt over 11 candidates with a 2^16-feature model. Besides the
 // mean it reports the median of the single decisions (p50-ns), which a
 // loaded machine's preemptions move less than the mean.
 func BenchmarkClassifierSelect4KB(b *testing.B) {
-	m := &ClassifierModel{Version: 1, Bits: 16, Lambdas: []float64{10, 0}}
+	m := &ClassifierModel{Version: ClassifierVersion, Bits: 16, Lambdas: []float64{10, 0}}
 	m.Shared = make(Floats, m.Dim())
 	var names []string
 	for i := range 11 {
