@@ -14,7 +14,7 @@ import (
 type TrainOptions struct {
 	// Bits is the log2 of the number of hashed text features. Default 16.
 	Bits int
-	// Epochs over the data. Default 12.
+	// Epochs over the data. Default 6.
 	Epochs int
 	// Seed of the order in which examples are visited. Training is
 	// deterministic for a seed.
@@ -38,7 +38,7 @@ func (o *TrainOptions) defaults() {
 		o.Bits = 16
 	}
 	if o.Epochs == 0 {
-		o.Epochs = 12
+		o.Epochs = 6
 	}
 	if o.Rate == 0 {
 		o.Rate = 0.02
