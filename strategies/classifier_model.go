@@ -240,6 +240,8 @@ var featureDifficulty = func() *Difficulty {
 //     of letters and digits, lowercased; each Han, Hiragana, Katakana or
 //     Hangul character is a word of its own), each occurrence weighted by
 //     1/sqrt(words), so a prompt's text features have a bounded norm;
+//   - hashed word unigrams of the context before the question, apart
+//     from the question's, weighted the same way over the context;
 //   - hashed buckets of the question's length and of the difficulty
 //     score;
 //   - dense features, which do not depend on the subject's vocabulary:
@@ -254,7 +256,7 @@ func ClassifierFeatures(req *Request, bits int, dst []Feature) []Feature {
 	if text == "" {
 		text = req.Conversation
 	}
-	q, paragraphs := lastParagraph(text)
+	context, q, paragraphs := lastParagraph(text)
 	mask := uint64(1)<<bits - 1
 	start := len(dst)
 	nwords, negation, which := 0, 0, 0
@@ -277,6 +279,20 @@ func ClassifierFeatures(req *Request, bits int, dst []Feature) []Feature {
 	wv := float32(1 / math.Sqrt(float64(max(nwords, 1))))
 	for i := start; i < len(dst); i++ {
 		dst[i].Value = wv
+	}
+	// The context before the question: its words apart from the
+	// question's (unigrams, hashed with a salt of their own), each
+	// occurrence weighing 1/sqrt(words of the context).
+	if context != "" {
+		start, nctx := len(dst), 0
+		eachWord(context, func(h uint64) {
+			dst = append(dst, Feature{int32(mix(h^0x43545800) & mask), 1})
+			nctx++
+		})
+		cv := float32(1 / math.Sqrt(float64(max(nctx, 1))))
+		for i := start; i < len(dst); i++ {
+			dst[i].Value = cv
+		}
 	}
 
 	sc := featureDifficulty.Assess(req)
@@ -393,17 +409,18 @@ func ClassifierFeatures(req *Request, bits int, dst []Feature) []Feature {
 	return dst
 }
 
-// lastParagraph returns the text after the last blank line of text (the
-// whole text when it has none, or when what follows is too short to be a
-// question) and the number of paragraphs.
-func lastParagraph(text string) (string, int) {
-	paragraphs := 1 + strings.Count(text, "\n\n")
+// lastParagraph splits text at its last blank line into the context
+// before and the question after it (the whole text is the question when
+// it has none, or when what follows is too short to be a question), and
+// counts its paragraphs.
+func lastParagraph(text string) (context, question string, paragraphs int) {
+	paragraphs = 1 + strings.Count(text, "\n\n")
 	t := strings.TrimRight(text, " \t\r\n")
 	i := strings.LastIndex(t, "\n\n")
 	if i < 0 || len(t)-i < 24 {
-		return t, paragraphs
+		return "", t, paragraphs
 	}
-	return t[i+2:], paragraphs
+	return t[:i], t[i+2:], paragraphs
 }
 
 // Hashes of the cue words of ClassifierFeatures.

@@ -3,6 +3,7 @@ package strategies
 import (
 	"encoding/json"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -180,35 +181,44 @@ func TestClassifierFeaturesChinese(t *testing.T) {
 	}
 }
 
-// TestClassifierFeaturesQuestion: the text features are those of the
-// question, the last paragraph: a few-shot prefix shared by every prompt
-// adds none, and two prompts with the same prefix differ by their
-// questions only.
+// TestClassifierFeaturesQuestion: the word features are those of the
+// question, the last paragraph, and apart from them those of the
+// context before it: a few-shot prefix shared by two prompts adds the
+// same features to both, and leaves the question's unchanged.
 func TestClassifierFeaturesQuestion(t *testing.T) {
 	const prefix = "Which gas do plants absorb?\nA) oxygen\nB) carbon dioxide\nAnswer:\nB\n\n"
 	const question = "Which planet is closest to the sun?\nA) Venus\nB) Mercury\nAnswer:"
+	const other = "What is the boiling point of water at sea level?\nA) 90 C\nB) 100 C\nAnswer:"
+	const bits = 16
 	// The text features but the difficulty score's bucket, which
 	// assesses the whole prompt.
-	text := func(req *Request) map[int32]float32 {
+	text := func(prompt string) map[int32]float32 {
+		req := &Request{LastUser: prompt, PromptTokens: len(prompt) / 4}
 		out := map[int32]float32{}
-		for _, f := range ClassifierFeatures(req, 12, nil) {
-			if f.Index < 1<<12 {
+		for _, f := range ClassifierFeatures(req, bits, nil) {
+			if f.Index < 1<<bits {
 				out[f.Index] += f.Value
 			}
 		}
-		delete(out, int32(mix(0x44494600+uint64(featureDifficulty.Assess(req).Score*20))&(1<<12-1)))
+		delete(out, int32(mix(0x44494600+uint64(featureDifficulty.Assess(req).Score*20))&(1<<bits-1)))
 		return out
 	}
-	few := text(&Request{LastUser: prefix + question, PromptTokens: 40})
-	alone := text(&Request{LastUser: question, PromptTokens: 20})
-	// The length bucket is the question's, so both have the same one.
-	if len(few) != len(alone) {
-		t.Fatalf("%d text features with the few-shot prefix, %d without", len(few), len(alone))
-	}
-	for i, v := range alone {
-		if few[i] != v {
-			t.Fatalf("feature %d: %v with the prefix, %v without", i, few[i], v)
+	// added returns the features of with that are not those of without,
+	// after checking that every feature of without is in with unchanged.
+	added := func(with, without map[int32]float32) map[int32]float32 {
+		out := maps.Clone(with)
+		for i, v := range without {
+			if with[i] != v {
+				t.Fatalf("feature %d: %v with the prefix, %v without", i, with[i], v)
+			}
+			delete(out, i)
 		}
+		return out
+	}
+	a := added(text(prefix+question), text(question))
+	b := added(text(prefix+other), text(other))
+	if len(a) == 0 || !maps.Equal(a, b) {
+		t.Fatalf("the prefix adds %v to one question, %v to the other", a, b)
 	}
 	// The dense features see the options of the question.
 	x := ClassifierFeatures(&Request{LastUser: question, PromptTokens: 20}, 12, nil)
@@ -242,7 +252,8 @@ func BenchmarkClassifierSelect4KB(b *testing.B) {
 	}
 	s := &Classifier{ModelFile: "bench"}
 	s.SetModel(m)
-	prompt := strings.Repeat("Explain why the derivative of x^2 is 2x, step by step, with 3 examples. ", 57)[:4096]
+	// Paragraphs: the last one is the question, the others its context.
+	prompt := strings.Repeat("Explain why the derivative of x^2 is 2x, step by step, with 3 examples.\n\n", 57)[:4096]
 	req := Request{LastUser: prompt, Conversation: prompt, PromptTokens: 1000, TextTokens: 1000}
 	cands := make([]Candidate, len(names))
 	var took []time.Duration
