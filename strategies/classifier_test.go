@@ -220,16 +220,28 @@ func TestClassifierFeaturesQuestion(t *testing.T) {
 	if len(a) == 0 || !maps.Equal(a, b) {
 		t.Fatalf("the prefix adds %v to one question, %v to the other", a, b)
 	}
-	// The dense features see the options of the question.
-	x := ClassifierFeatures(&Request{LastUser: question, PromptTokens: 20}, 12, nil)
-	options := float32(-1)
-	for _, f := range x {
-		if f.Index == 1<<12+9 {
-			options = f.Value
+	// The dense features see the question's options and cues.
+	dense := func(prompt string) map[int]float32 {
+		out := map[int]float32{}
+		for _, f := range ClassifierFeatures(&Request{LastUser: prompt, PromptTokens: len(prompt) / 4}, 12, nil) {
+			if f.Index >= 1<<12 {
+				out[int(f.Index)-1<<12] = f.Value
+			}
 		}
+		return out
 	}
-	if options != 0.5 {
-		t.Fatalf("options feature %v, want 0.5 (two options)", options)
+	const options, negation, which, blank = 9, 19, 20, 21
+	d := dense(question)
+	if d[options] != 0.5 || d[negation] != 0 || d[which] != 0 || d[blank] != 0 {
+		t.Fatalf("plain question: options %v, negation %v, which %v, blank %v", d[options], d[negation], d[which], d[blank])
+	}
+	d = dense(prefix + "Which of the following is NOT a planet?\nA) Mars\nB) Pluto\nC) Venus\nD) Earth\nAnswer:")
+	if d[options] != 1 || d[negation] == 0 || d[which] != 1 || d[blank] != 0 {
+		t.Fatalf("negated question: options %v, negation %v, which %v, blank %v", d[options], d[negation], d[which], d[blank])
+	}
+	d = dense("The trophy does not fit in the suitcase because _ is too big.\nA) trophy\nB) suitcase")
+	if d[blank] != 1 {
+		t.Fatalf("fill-in question: blank %v", d[blank])
 	}
 }
 
