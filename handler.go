@@ -247,7 +247,7 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, req *strategies.
 	var c *strategies.Candidate
 	var exhausted *denial // the first limit that turned a candidate away
 	var esc escalation    // context-length errors so far
-	attempts := 0
+	attempts := p.calls   // (a hedge's loop counts on from its primary)
 	// A text stream goes to the client through a splice (rescue.go).
 	out := w
 	sp := newSplice(w, req, h.rescueOn(p))
@@ -262,6 +262,7 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, req *strategies.
 		if hedged {
 			return err // the hedge (the rest of the candidates) answered
 		}
+		hedgeLost(r, &next)
 		p.rec.attempt(&p.candidates[i], &next)
 		switch next.outcome {
 		case outcomeUnfit:
@@ -299,7 +300,7 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, req *strategies.
 				zap.Int("attempt", attempts), zap.Int("status", res.status), zap.Error(res.err))
 		}
 	}
-	if attempts == 0 && exhausted != nil {
+	if attempts == p.calls && exhausted != nil {
 		// Every target that could take the request is over a limit.
 		c = &p.candidates[0]
 		h.setPlaceholders(r, repl, p, c, 0, nil)
@@ -309,7 +310,7 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, req *strategies.
 			fmt.Sprintf("every candidate is over a limit (first: %s of %s); retry after %s", exhausted.kind, exhausted.subject, retryAfterSeconds(exhausted.retryAfter)+"s"))
 		return nil
 	}
-	if attempts == 0 {
+	if attempts == p.calls {
 		// Every target refused the request before any call.
 		c, res = &p.candidates[0], unfit
 		res.outcome = outcomeFinal
@@ -456,6 +457,7 @@ func (h *Handler) attempt(w http.ResponseWriter, r *http.Request, req *strategie
 
 	res.called = time.Now()
 	err, aborted := serveProxy(c.Provider.Proxy(), aw, up)
+	sp = spliceOf(w) // (a hedged call reaches the client's splice only once it won)
 	res.aw, res.err = aw, err
 	res.upstream, res.firstByte = time.Since(res.called), firstByteAt
 

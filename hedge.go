@@ -53,7 +53,10 @@ const (
 	hedgeMinSamples    = 20
 )
 
-var errHedgeLost = errors.New("another call answered first")
+var (
+	errHedgeLost    = errors.New("another call answered first")
+	errHedgeAborted = errors.New("the hedge's stream broke after it reached the client")
+)
 
 // Validate checks the values.
 func (hg *Hedge) Validate() error {
@@ -158,6 +161,7 @@ type hedgeRace struct {
 	gates  [2]*hedgeGate
 	start  time.Time
 	onWin  func(g *hedgeGate)
+	calls  int // the primary's attempt number: the hedge's calls come after it
 }
 
 func (g *hedgeGate) Header() http.Header {
@@ -200,6 +204,10 @@ func (g *hedgeGate) WriteHeader(status int) {
 		dst[k] = v
 	}
 	dst.Set(HeaderHedged, g.name)
+	if g == gates[0] && gates[1] != nil {
+		// The primary won a race the hedge had joined: both called.
+		dst.Set(HeaderAttempts, strconv.Itoa(rc.calls+1))
+	}
 	g.w.WriteHeader(status)
 }
 
@@ -236,21 +244,23 @@ func (h *Handler) attemptHedged(w http.ResponseWriter, r *http.Request, req *str
 	if p.rt != nil {
 		hg = p.rt.Hedge
 	}
-	if hg == nil || i == len(p.candidates)-1 {
+	if hg == nil || i == len(p.candidates)-1 || spliceOf(w).rescuing() {
+		// (A continuation of a broken stream is not hedged: the stream
+		// has started.)
 		return h.attempt(w, r, req, p, c, n, repl), false, nil
 	}
 	if n == 1 {
 		hg.deposit()
 	}
 	delay, known := hg.delayFor(c)
-	rc := &hedgeRace{start: time.Now()}
+	rc := &hedgeRace{start: time.Now(), calls: n}
 	key := upstreams.PairKey(c.Provider, c.UpstreamModel)
-	newGate := func(name string) (*hedgeGate, context.Context) {
+	newGate := func(name string, w http.ResponseWriter) (*hedgeGate, context.Context) {
 		ctx, cancel := context.WithCancelCause(r.Context())
 		g := &hedgeGate{race: rc, w: w, name: name, header: make(http.Header), cancel: cancel}
 		return g, ctx
 	}
-	primary, pctx := newGate("primary")
+	primary, pctx := newGate("primary", w)
 	rc.gates[0] = primary
 	// The primary's time to first byte: when it answered, or at least
 	// the time the hedge took to answer.
@@ -275,7 +285,15 @@ func (h *Handler) attemptHedged(w http.ResponseWriter, r *http.Request, req *str
 		return <-attempted, false, nil
 	}
 
-	hedge, hctx := newGate("hedge")
+	// The hedge is an attempt loop of its own over the rest of the
+	// candidates, with its own splice (and rescue) for a text stream: it
+	// writes beneath this loop's splice, which only the primary's
+	// answer goes through.
+	hw := w
+	if sp := spliceOf(w); sp != nil {
+		hw = sp.w
+	}
+	hedge, hctx := newGate("hedge", hw)
 	rc.mu.Lock()
 	rc.gates[1] = hedge
 	if rc.winner != nil {
@@ -285,9 +303,23 @@ func (h *Handler) attemptHedged(w http.ResponseWriter, r *http.Request, req *str
 	defer hedge.cancel(nil)
 	sp := *p
 	sp.candidates = slices.Clone(p.candidates[i+1:])
+	sp.calls = n // the hedge's calls are counted on from the primary's
 	hr := r.Clone(hctx)
 	served := make(chan error, 1)
-	go func() { served <- h.serve(hedge, hr, req, &sp) }()
+	go func() {
+		defer func() {
+			// A stream the hedge answered that broke for good ends the
+			// response: the abort happens here, in the request's
+			// goroutine, below.
+			if v := recover(); v != nil {
+				if v != http.ErrAbortHandler {
+					panic(v)
+				}
+				served <- errHedgeAborted
+			}
+		}()
+		served <- h.serve(hedge, hr, req, &sp)
+	}()
 
 	res = <-attempted
 	if winner := rc.won(); winner == primary || winner == nil && res.outcome != outcomeRetry {
@@ -297,8 +329,13 @@ func (h *Handler) attemptHedged(w http.ResponseWriter, r *http.Request, req *str
 		return res, false, nil
 	}
 	// The hedge answered, or the primary failed and the hedge is the
-	// rest of the loop.
+	// rest of the loop. The primary's call is part of the record.
+	hedgeLost(r.WithContext(pctx), &res)
+	p.rec.attempt(c, &res)
 	err = <-served
+	if errors.Is(err, errHedgeAborted) && rc.won() == hedge {
+		panic(http.ErrAbortHandler)
+	}
 	if rc.won() != hedge {
 		// The hedge's error answer is the last word.
 		hdr := w.Header()
@@ -313,7 +350,16 @@ func (h *Handler) attemptHedged(w http.ResponseWriter, r *http.Request, req *str
 		w.WriteHeader(status)
 		_, _ = w.Write(hedge.body.Bytes())
 	}
-	return attemptResult{}, true, err
+	return res, true, err
+}
+
+// hedgeLost marks the result of an attempt that a hedge race cancelled
+// (its request's context ended with errHedgeLost), so that the record
+// tells it from a client that went away.
+func hedgeLost(r *http.Request, res *attemptResult) {
+	if res.outcome == outcomeGone && errors.Is(context.Cause(r.Context()), errHedgeLost) {
+		res.err = errHedgeLost
+	}
 }
 
 // won returns the gate that claimed the response, or nil.

@@ -52,10 +52,11 @@ const (
 	causeQuota                 // a limit had no room: not called
 	causeCooldown              // the pair was cooling down: passed over
 	causeUnfit                 // the target cannot serve this request: not called
+	causeHedged                // cancelled: the other call of a hedge answered first
 	numCauses
 )
 
-var causeNames = [numCauses]string{"ok", "connect", "timeout", "429", "5xx", "4xx", "invalid", "broken", "client_gone", "quota", "cooldown", "unfit"}
+var causeNames = [numCauses]string{"ok", "connect", "timeout", "429", "5xx", "4xx", "invalid", "broken", "client_gone", "quota", "cooldown", "unfit", "hedge_lost"}
 
 func (c cause) String() string { return causeNames[c] }
 
@@ -69,6 +70,9 @@ func causeOf(res *attemptResult) cause {
 	case outcomeUnfit:
 		return causeUnfit
 	case outcomeGone:
+		if errors.Is(res.err, errHedgeLost) {
+			return causeHedged
+		}
 		return causeGone
 	case outcomeBroken:
 		return causeBroken
@@ -221,8 +225,15 @@ func (rec *record) attempt(c *strategies.Candidate, res *attemptResult) {
 	}
 }
 
-// chosen is the last candidate called, or nil.
+// chosen is the last call that answered, else the last candidate
+// called, or nil. (A hedge's calls are recorded as they end, so the
+// one that answered need not be the last.)
 func (rec *record) chosen() *attemptRecord {
+	for i := len(rec.attempts) - 1; i >= 0; i-- {
+		if a := &rec.attempts[i]; a.cause == causeOK {
+			return a
+		}
+	}
 	for i := len(rec.attempts) - 1; i >= 0; i-- {
 		if a := &rec.attempts[i]; a.cause != causeQuota && a.cause != causeUnfit {
 			return a

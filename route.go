@@ -29,6 +29,9 @@ type plan struct {
 	params map[string]json.RawMessage
 	// learner learns from the attempts' outcomes, if the strategy does.
 	learner strategies.Learner
+	// calls made for the request before this plan's attempt loop began
+	// (a hedge's loop counts on from its primary's).
+	calls int
 }
 
 // resolve turns the request into a plan: it finds the targets of the
