@@ -143,14 +143,15 @@ func (h *Handler) retryWait(res *attemptResult, tries int, now time.Time) (time.
 }
 
 // retry tries candidate c again, after a wait, while its failure allows
-// (retryWait) and the client is still there. Each retry is an attempt.
-func (h *Handler) retry(ctx context.Context, res *attemptResult, attempts *int, again func(n int) attemptResult) {
+// (retryWait) and the client is still there. Each retry is an attempt:
+// again makes the nth attempt, the try-th retry (and records it).
+func (h *Handler) retry(ctx context.Context, res *attemptResult, attempts *int, again func(n, try int) attemptResult) {
 	for tries := 1; ; tries++ {
 		wait, ok := h.retryWait(res, tries, time.Now())
 		if !ok || !sleepCtx(ctx, wait) {
 			return
 		}
-		next := again(*attempts + 1)
+		next := again(*attempts+1, tries)
 		if next.outcome == outcomeQuota || next.outcome == outcomeUnfit {
 			return
 		}

@@ -67,6 +67,7 @@ type attemptResult struct {
 	header      http.Header         // upstream error headers
 	err         error               // transport error or timeout
 	kind        string              // the kind of the upstream error (fallback.go), if known
+	retry       int                 // the try on the same target after its first (retries), 0 for the first
 	aw          *attemptWriter
 	// called is when the provider's reverse proxy got the request,
 	// firstByte when the answer's first byte came (zero: never), and
@@ -285,7 +286,12 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, req *strategies.
 		c, res = &p.candidates[i], next
 		attempts++
 		if !sp.rescuing() {
-			h.retry(r.Context(), &res, &attempts, func(n int) attemptResult { return h.attempt(out, r, req, p, c, n, repl) })
+			h.retry(r.Context(), &res, &attempts, func(n, try int) attemptResult {
+				next := h.attempt(out, r, req, p, c, n, repl)
+				next.retry = try
+				p.rec.attempt(c, &next)
+				return next
+			})
 		}
 		esc.escalate(&res, c, p.candidates[i+1:])
 		if h.rescueNext(sp, req, p, c, &res) {

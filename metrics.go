@@ -162,7 +162,8 @@ func observe(rec *record, end time.Time) {
 				m.ttft.WithLabelValues(am, ap).Observe(a.firstByte.Seconds())
 			}
 		}
-		if i < len(rec.attempts)-1 {
+		if i < len(rec.attempts)-1 && rec.attempts[i+1].retry == 0 {
+			// (not when the next is a retry of the same target)
 			m.fallbacks.WithLabelValues(am, ap, a.cause.String()).Inc()
 		}
 		if a.res != nil {

@@ -104,6 +104,7 @@ type attemptRecord struct {
 	cause     cause
 	status    int           // the upstream's status, 0 without one
 	limit     string        // the limit that turned it away (quota)
+	retry     int           // the retry of the same target (retries), 0 for its first try
 	upstream  time.Duration // inside the provider's reverse proxy
 	firstByte time.Duration // from the upstream call to its first byte; 0: none
 	aw        *attemptWriter
@@ -203,7 +204,7 @@ func (rec *record) attempt(c *strategies.Candidate, res *attemptResult) {
 	if rec == nil {
 		return
 	}
-	a := attemptRecord{c: c, cause: causeOf(res), aw: res.aw, upstream: res.upstream, res: res.reservation}
+	a := attemptRecord{c: c, cause: causeOf(res), aw: res.aw, upstream: res.upstream, res: res.reservation, retry: res.retry}
 	if res.body != nil {
 		a.status = res.status
 	}
@@ -221,7 +222,7 @@ func (rec *record) attempt(c *strategies.Candidate, res *attemptResult) {
 	rec.mu.Unlock()
 	if ce := rec.h.logger.Check(zap.DebugLevel, "attempt"); ce != nil {
 		ce.Write(zap.String("request_id", rec.id), zap.String("model", c.Model), zap.String("provider", c.Provider.Name),
-			zap.Stringer("cause", a.cause), zap.Int("status", a.status), zap.Duration("upstream", a.upstream), zap.Error(res.err))
+			zap.Stringer("cause", a.cause), zap.Int("status", a.status), zap.Int("retry", a.retry), zap.Duration("upstream", a.upstream), zap.Error(res.err))
 	}
 }
 
@@ -376,6 +377,9 @@ func (f recordFields) MarshalLogObject(enc zapcore.ObjectEncoder) error {
 				}
 				if a.limit != "" {
 					oe.AddString("limit", a.limit)
+				}
+				if a.retry > 0 {
+					oe.AddInt("retry", a.retry)
 				}
 				if a.upstream > 0 {
 					oe.AddFloat64("upstream_ms", ms(a.upstream))
