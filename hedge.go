@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"net/http"
 	"slices"
-	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -17,7 +16,6 @@ import (
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 
 	"github.com/caddy-llm-route/llmroute/strategies"
-	"github.com/caddy-llm-route/llmroute/upstreams"
 )
 
 // Hedge asks the rest of a route's candidates in parallel when the
@@ -31,8 +29,9 @@ type Hedge struct {
 	Delay caddy.Duration `json:"delay,omitempty"`
 
 	// `p95`: the delay is the 95th percentile of the candidate's recent
-	// times to first byte (at least Delay); no hedging until 20 are
-	// known.
+	// times to answer (at least Delay), from the pair's live stats: of
+	// streams, the time to the first token; of other answers, the whole
+	// time. No hedging until 20 are known.
 	Adaptive string `json:"adaptive,omitempty"`
 
 	// The most hedged calls, as a share of the route's requests (0..1).
@@ -47,11 +46,7 @@ type Hedge struct {
 // `hedge`.
 const HeaderHedged = "X-LLM-Hedged"
 
-const (
-	defaultHedgeBudget = 0.1
-	hedgeSamples       = 128 // first-byte times kept per pair for p95
-	hedgeMinSamples    = 20
-)
+const defaultHedgeBudget = 0.1
 
 var (
 	errHedgeLost    = errors.New("another call answered first")
@@ -99,44 +94,14 @@ func (hg *Hedge) take() bool {
 	return true
 }
 
-// delayFor is the hedge delay for candidate c; ok is false when there is
-// none yet.
-func (hg *Hedge) delayFor(c *strategies.Candidate) (time.Duration, bool) {
+// delayFor is the hedge delay for candidate c of a request that
+// streams or not; ok is false when there is none yet.
+func (hg *Hedge) delayFor(c *strategies.Candidate, stream bool) (time.Duration, bool) {
 	if hg.Adaptive != "p95" {
 		return time.Duration(hg.Delay), true
 	}
-	p95, ok := firstBytes.p95(upstreams.PairKey(c.Provider, c.UpstreamModel))
+	p95, ok := c.Pair.Percentile(stream, 0.95)
 	return max(p95, time.Duration(hg.Delay)), ok
-}
-
-// firstByteSamples keeps the recent times to first byte of the pairs
-// that hedged routes call.
-type firstByteSamples struct {
-	mu sync.Mutex
-	m  map[string][]time.Duration
-}
-
-var firstBytes = &firstByteSamples{m: make(map[string][]time.Duration)}
-
-func (s *firstByteSamples) add(key string, d time.Duration) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	r := s.m[key]
-	if len(r) == hedgeSamples {
-		r = r[1:]
-	}
-	s.m[key] = append(r, d)
-}
-
-func (s *firstByteSamples) p95(key string) (time.Duration, bool) {
-	s.mu.Lock()
-	r := slices.Clone(s.m[key])
-	s.mu.Unlock()
-	if len(r) < hedgeMinSamples {
-		return 0, false
-	}
-	sort.Slice(r, func(i, j int) bool { return r[i] < r[j] })
-	return r[(len(r)*95)/100], true
 }
 
 // hedgeGate is the response writer of one of two racing calls: the
@@ -159,8 +124,6 @@ type hedgeRace struct {
 	mu     sync.Mutex
 	winner *hedgeGate
 	gates  [2]*hedgeGate
-	start  time.Time
-	onWin  func(g *hedgeGate)
 	calls  int // the primary's attempt number: the hedge's calls come after it
 }
 
@@ -195,9 +158,6 @@ func (g *hedgeGate) WriteHeader(status int) {
 		if o != g && o != nil {
 			o.cancel(errHedgeLost)
 		}
-	}
-	if rc.onWin != nil {
-		rc.onWin(g)
 	}
 	dst := g.w.Header()
 	for k, v := range g.header {
@@ -252,9 +212,8 @@ func (h *Handler) attemptHedged(w http.ResponseWriter, r *http.Request, req *str
 	if n == 1 {
 		hg.deposit()
 	}
-	delay, known := hg.delayFor(c)
-	rc := &hedgeRace{start: time.Now(), calls: n}
-	key := upstreams.PairKey(c.Provider, c.UpstreamModel)
+	delay, known := hg.delayFor(c, req.Stream)
+	rc := &hedgeRace{calls: n}
 	newGate := func(name string, w http.ResponseWriter) (*hedgeGate, context.Context) {
 		ctx, cancel := context.WithCancelCause(r.Context())
 		g := &hedgeGate{race: rc, w: w, name: name, header: make(http.Header), cancel: cancel}
@@ -262,9 +221,6 @@ func (h *Handler) attemptHedged(w http.ResponseWriter, r *http.Request, req *str
 	}
 	primary, pctx := newGate("primary", w)
 	rc.gates[0] = primary
-	// The primary's time to first byte: when it answered, or at least
-	// the time the hedge took to answer.
-	rc.onWin = func(*hedgeGate) { firstBytes.add(key, time.Since(rc.start)) }
 	defer primary.cancel(nil)
 
 	attempted := make(chan attemptResult, 1)

@@ -105,3 +105,30 @@ func TestHedge(t *testing.T) {
 		}
 	})
 }
+
+// hedge p95 reads the pair's live stats, which every route's traffic
+// feeds: once a pair has answered 20 streams through any route, a
+// hedged route knows its p95 from its first request.
+func TestHedgeP95FromPairStats(t *testing.T) {
+	start(t, withDefaults(`
+		first_byte_timeout 30s
+		route plain {
+			models only-alpha only-beta
+		}
+		route hedged-p95 {
+			models only-alpha only-beta
+			hedge p95 budget 1
+		}
+`))
+	c := oaClient(t)
+	for range 20 {
+		if res := chatStream(t, c, chatParams("plain", prompt)); res.Err != nil || res.Text != alphaText {
+			t.Fatalf("plain stream: %v, %q", res.Err, res.Text)
+		}
+	}
+	waitFor(t, "the pair's p95", func() bool { return pairInfo(t, "alpha", "only-alpha").Stats.Samples >= 20 })
+	res := chatStream(t, c, chatParams("hedged-p95", prompt), faultHeader("alpha:slow_first_token,delay=5s"))
+	if res.Err != nil || res.Text != betaText || res.Resp.Header.Get("X-LLM-Hedged") != "hedge" {
+		t.Errorf("err %v, text %q, X-LLM-Hedged %q: want beta's answer by the hedge", res.Err, res.Text, res.Resp.Header.Get("X-LLM-Hedged"))
+	}
+}

@@ -1,6 +1,8 @@
 package upstreams
 
 import (
+	"math"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -45,6 +47,34 @@ type memoryPair struct {
 	ttftMs    avg
 	tps       avg
 	errorRate avg
+	// The recent times the averages latencyMs and ttftMs took in, for
+	// Percentile.
+	latencies, ttfts recent
+}
+
+// recent is a ring of the last PercentileSamples times, in ms.
+type recent struct {
+	v [PercentileSamples]float64
+	n int // samples taken
+}
+
+func (r *recent) add(ms float64) {
+	r.v[r.n%PercentileSamples] = ms
+	r.n++
+}
+
+// quantile returns the q-quantile of the samples kept (nearest rank),
+// or false with fewer than MinPercentileSamples.
+func (r *recent) quantile(q float64) (time.Duration, bool) {
+	n := min(r.n, PercentileSamples)
+	if n < MinPercentileSamples {
+		return 0, false
+	}
+	s := make([]float64, n)
+	copy(s, r.v[:n])
+	slices.Sort(s)
+	i := min(max(int(math.Ceil(q*float64(n)))-1, 0), n-1)
+	return time.Duration(s[i] * float64(time.Millisecond)), true
 }
 
 // avg is an exponentially weighted moving average; its first sample is
@@ -230,8 +260,10 @@ func (p *memoryPair) observe(o Outcome) {
 	}
 	if o.Stream && o.FirstByte > 0 {
 		p.ttftMs.add(ms(o.FirstByte))
+		p.ttfts.add(ms(o.FirstByte))
 	} else if !o.Stream && o.Total > 0 {
 		p.latencyMs.add(ms(o.Total))
+		p.latencies.add(ms(o.Total))
 	}
 	gen := o.Total
 	if o.Stream {
@@ -254,6 +286,16 @@ func (p *memoryPair) Snapshot() Stats {
 		InFlight:        p.inFlight.Load(),
 		Samples:         p.errorRate.n,
 	}
+}
+
+// Percentile implements Pair.
+func (p *memoryPair) Percentile(stream bool, q float64) (time.Duration, bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if stream {
+		return p.ttfts.quantile(q)
+	}
+	return p.latencies.quantile(q)
 }
 
 // health describes the pair's health at now for observers.

@@ -45,6 +45,7 @@ func (p *memoryPair) resetWith(what int, sink healthSink) {
 	}
 	if what&ResetStats != 0 {
 		p.latencyMs, p.ttftMs, p.tps, p.errorRate = avg{}, avg{}, avg{}, avg{}
+		p.latencies, p.ttfts = recent{}, recent{}
 	}
 }
 
