@@ -9,6 +9,8 @@ import (
 	"slices"
 	"time"
 
+	"github.com/tidwall/gjson"
+
 	"github.com/caddy-llm-route/llmroute/strategies"
 	"github.com/caddy-llm-route/llmroute/upstreams"
 )
@@ -72,6 +74,31 @@ func (h *Handler) classify(res *attemptResult) {
 	case kindContextLength:
 		res.outcome = outcomeFinal
 	}
+}
+
+// fallsBackOnRefusal reports whether an answer of candidate c that
+// ends with a content-policy refusal moves on to the next candidate:
+// with fallback_on content_filter, when c is not the plan's last (the
+// last one's refusal is the answer).
+func (h *Handler) fallsBackOnRefusal(p *plan, c *strategies.Candidate) bool {
+	return slices.Contains(h.FallbackOn, kindContentFilter) && len(p.candidates) > 0 && c != &p.candidates[len(p.candidates)-1]
+}
+
+// refusal reports whether a whole answer, in its provider's format,
+// ended with a content-policy refusal: OpenAI's finish_reason
+// content_filter (chat) or incomplete_details.reason content_filter
+// (responses), Anthropic's stop_reason refusal.
+func refusal(body []byte) bool {
+	if gjson.GetBytes(body, "stop_reason").Str == "refusal" ||
+		gjson.GetBytes(body, "incomplete_details.reason").Str == "content_filter" {
+		return true
+	}
+	for _, ch := range gjson.GetBytes(body, "choices").Array() {
+		if ch.Get("finish_reason").Str == "content_filter" {
+			return true
+		}
+	}
+	return false
 }
 
 // escalation follows the context-length errors of one request: once a

@@ -448,6 +448,7 @@ func (h *Handler) attempt(w http.ResponseWriter, r *http.Request, req *strategie
 
 	aw := newAttemptWriter(ctx, w)
 	aw.tr, aw.dropUsage = tr, askUsage
+	aw.refuses = h.fallsBackOnRefusal(p, c)
 	aw.onStart = func(aw *attemptWriter) {
 		firstByte.Stop()
 		firstByteAt = time.Now()
@@ -543,6 +544,9 @@ func (h *Handler) attempt(w http.ResponseWriter, r *http.Request, req *strategie
 		res.status, res.err = http.StatusGatewayTimeout, cause
 	case aw.streamErr != nil:
 		res.err = fmt.Errorf("%w: %w", errUnusable, aw.streamErr)
+		if errors.Is(aw.streamErr, errRefusal) {
+			res.kind = kindContentFilter // (the request's content, not the pair's fault)
+		}
 	case res.err == nil:
 		res.err = errors.New("upstream closed the connection before answering")
 	}

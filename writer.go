@@ -22,6 +22,7 @@ var (
 	errCutShort       = errors.New("upstream answer is a JSON text cut short")
 	errErrorEvent     = errors.New("upstream stream began with an error event")
 	errNoEvent        = errors.New("upstream stream ended before its first event")
+	errRefusal        = errors.New("upstream answer ended with a content-policy refusal")
 )
 
 const (
@@ -83,6 +84,9 @@ type attemptWriter struct {
 	// dropUsage holds back the usage-only chunk of an OpenAI stream whose
 	// client did not ask for it (the gateway asked, to count usage).
 	dropUsage bool
+	// refuses fails a whole answer held until its end that ends with a
+	// content-policy refusal (fallback_on content_filter, fallback.go).
+	refuses bool
 
 	// onStart runs once, on the first body byte of a good answer (for an
 	// event stream, at its first event with data).
@@ -280,6 +284,11 @@ func (aw *attemptWriter) finish() error {
 		return aw.finishHeld()
 	}
 	if aw.started && !aw.committed {
+		if aw.refuses && refusal(aw.body) {
+			aw.readUsage((*translate.Usage).Read, gjson.GetBytes(aw.body, "usage"))
+			aw.streamErr = errRefusal
+			return errRefusal
+		}
 		out := aw.body
 		if aw.tr != nil {
 			var err error
