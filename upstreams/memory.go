@@ -42,6 +42,10 @@ type memoryPair struct {
 	// them. Always zero in a memory-only pair.
 	fleet   time.Time
 	changes uint64
+	// fleetProbe is when a probe may go through the fleet's cooldown
+	// (the probe time of the instance that set it); zero: not before
+	// its end (a Retry-After cooldown, or none).
+	fleetProbe time.Time
 
 	latencyMs avg
 	ttftMs    avg
@@ -102,15 +106,18 @@ func (p *memoryPair) cooling() time.Time {
 	return p.until
 }
 
-// halfOpen reports whether a probe may go through at now: the cooldown
-// ran out, or this process's own cooldown (not one a provider's
-// Retry-After asked for) has run for its probe interval; p.mu is held.
+// halfOpen reports whether a probe may go through at now: each
+// cooldown that applies, this process's and the fleet's, ran out or
+// (unless a provider's Retry-After asked for it) has run for its probe
+// interval; p.mu is held.
 func (p *memoryPair) halfOpen(now time.Time) bool {
-	until := p.cooling()
-	if !until.After(now) {
+	if !p.cooling().After(now) {
 		return true
 	}
-	return !p.probeAt.IsZero() && !p.probeAt.After(now) && !p.fleet.After(p.until)
+	over := func(until, probeAt time.Time) bool {
+		return !until.After(now) || !probeAt.IsZero() && !probeAt.After(now)
+	}
+	return over(p.until, p.probeAt) && over(p.fleet, p.fleetProbe)
 }
 
 // Available implements Pair. While a ramp runs, a growing share of the
@@ -170,8 +177,9 @@ func (p *memoryPair) Finish(o Outcome, policy Policy, now time.Time) {
 // healthChange is what a finished attempt changed in a pair's health:
 // a cooldown it opened or extended (until), or one it closed.
 type healthChange struct {
-	until  time.Time
-	closed bool
+	until   time.Time
+	probeAt time.Time // when a probe may go through it (zero: at its end)
+	closed  bool
 }
 
 // healthSink is told of the changes in a pair's health.
@@ -190,7 +198,7 @@ func (p *memoryPair) finish(o Outcome, policy Policy, now time.Time, sink health
 	switch o.Result {
 	case Succeeded:
 		c.closed = !p.cooling().IsZero()
-		p.fails, p.until, p.fleet, p.probeAt = 0, time.Time{}, time.Time{}, time.Time{}
+		p.fails, p.until, p.fleet, p.probeAt, p.fleetProbe = 0, time.Time{}, time.Time{}, time.Time{}, time.Time{}
 		if c.closed {
 			p.recoveries++
 			if !p.hinted {
@@ -203,7 +211,7 @@ func (p *memoryPair) finish(o Outcome, policy Policy, now time.Time, sink health
 		before := p.cooling()
 		p.fail(o.RetryAfter, policy, now)
 		if p.until.After(before) {
-			c.until = p.until
+			c.until, c.probeAt = p.until, p.probeAt
 		}
 	default:
 		return // says nothing about the pair
