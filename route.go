@@ -96,7 +96,9 @@ func (h *Handler) resolve(r *http.Request, req *strategies.Request, key *ClientK
 			if strategy != nil {
 				c.Stats = s.pair.Snapshot()
 			}
-			if s.pair.Available(now) && s.provider.Available() {
+			up := s.provider.Available() // (Caddy's health checks)
+			s.pair.HealthChecked(up, now)
+			if up && s.pair.Available(now) {
 				healthy = append(healthy, c)
 			} else {
 				cooling = append(cooling, c)

@@ -17,6 +17,9 @@ const ewmaAlpha = 0.2
 // comparisons and float operations per attempt.
 type memoryPair struct {
 	inFlight atomic.Int64
+	// unhealthy: the provider's health checks found no upstream
+	// available when last told (HealthChecked).
+	unhealthy atomic.Bool
 
 	mu      sync.Mutex
 	fails   int       // consecutive failures
@@ -293,6 +296,25 @@ func (p *memoryPair) Snapshot() Stats {
 		ErrorRate:       p.errorRate.v,
 		InFlight:        p.inFlight.Load(),
 		Samples:         p.errorRate.n,
+	}
+}
+
+// HealthChecked implements Pair.
+func (p *memoryPair) HealthChecked(up bool, now time.Time) {
+	if !up {
+		p.unhealthy.Store(true)
+		return
+	}
+	if !p.unhealthy.CompareAndSwap(true, false) {
+		return
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.until.After(now) && !p.hinted && (p.probeAt.IsZero() || p.probeAt.After(now)) {
+		p.probeAt = now
+	}
+	if p.fleet.After(now) && p.fleetProbe.After(now) {
+		p.fleetProbe = now
 	}
 }
 

@@ -37,6 +37,12 @@ type Pair interface {
 	// CooldownUntil returns the end of the current cooldown; a zero or
 	// past time means none.
 	CooldownUntil() time.Time
+	// HealthChecked tells the pair whether its provider's upstreams are
+	// available by Caddy's health checks (active and passive) at now.
+	// When they are again after none was, a cooldown of the gateway's
+	// own lets a probe through at once (one a Retry-After asked for is
+	// still waited out).
+	HealthChecked(up bool, now time.Time)
 }
 
 // Result is what an attempt says about the pair's health.
