@@ -81,10 +81,14 @@ synthesized in the client's format (synthstream.go).
 
 A route with hedge has serve call attemptHedged (hedge.go) for each
 candidate: the attempt runs behind a gate, and when its answer has not
-started after the delay (and the route's budget allows), the rest of
-the candidates run in parallel through serve behind another gate. The
-first gate to commit a good answer claims the response and cancels the
-other call.
+started after the delay (`p95`: the pair's Percentile, from the same
+live stats the strategies read; and the route's budget allows), the
+rest of the candidates run in parallel through serve behind another
+gate, a loop of its own (its own splice and rescue, its attempts
+numbered on from the primary's). The first gate to commit a good
+answer claims the response and cancels the other call, which the
+record keeps as hedge_lost. A primary that answered and broke is
+rescued by the loop it belongs to; a continuation is never hedged.
 
 # State
 
