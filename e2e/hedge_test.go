@@ -57,12 +57,12 @@ func TestHedge(t *testing.T) {
 
 	t.Run("a primary that wins the race the hedge joined", func(t *testing.T) {
 		// The hedge starts after 100ms and waits on beta; alpha answers
-		// after 300ms and wins. Both calls are counted: the headers say
+		// after 2s and wins. Both calls are counted: the headers say
 		// two attempts, and the record has beta's call, cancelled.
 		before := mock.Cancels("beta")
 		m0 := metricsNow(t)
 		lost := series("llm_route_attempts_total", "model", "only-beta", "provider", "beta", "cause", "hedge_lost")
-		a := ask(t, c, chatParams("hedged", prompt), faultHeader("alpha:slow_first_token,delay=300ms;beta:slow_first_token,delay=20s"))
+		a := ask(t, c, chatParams("hedged", prompt), faultHeader("alpha:slow_first_token,delay=2s;beta:slow_first_token,delay=20s"))
 		expectRoute(t, a.hr, "only-alpha", "alpha", "hedged", 2)
 		if got := a.hr.Header.Get("X-LLM-Hedged"); got != "primary" || a.text() != alphaText {
 			t.Errorf("X-LLM-Hedged %q, text %q: want alpha's answer by the primary", got, a.text())
