@@ -31,7 +31,7 @@ type Hedge struct {
 	// `p95`: the delay is the 95th percentile of the candidate's recent
 	// times to answer (at least Delay), from the pair's live stats: of
 	// streams, the time to the first token; of other answers, the whole
-	// time. No hedging until 20 are known.
+	// time. Until 20 are known, the delay is Delay (none: no hedging).
 	Adaptive string `json:"adaptive,omitempty"`
 
 	// The most hedged calls, as a share of the route's requests (0..1).
@@ -101,7 +101,10 @@ func (hg *Hedge) delayFor(c *strategies.Candidate, stream bool) (time.Duration, 
 		return time.Duration(hg.Delay), true
 	}
 	p95, ok := c.Pair.Percentile(stream, 0.95)
-	return max(p95, time.Duration(hg.Delay)), ok
+	if !ok {
+		return time.Duration(hg.Delay), hg.Delay > 0
+	}
+	return max(p95, time.Duration(hg.Delay)), true
 }
 
 // hedgeGate is the response writer of one of two racing calls: the
