@@ -46,3 +46,43 @@ func TestHedgeDelay(t *testing.T) {
 	}
 	expect("p95 50ms of other answers", p95min, false, 50*time.Millisecond, true)
 }
+
+// A call that did not answer gives its reservation back, unless it
+// reported usage (a hedge's loser whose answer came whole as the other
+// won): then its limits are charged what it used.
+func TestSettleOnReportedUsage(t *testing.T) {
+	h := mustLoadHandler(t, `{
+		"providers": [{"name": "a", "proxy": `+proxyTo("127.0.0.1:1")+`}],
+		"models": [{"name": "m", "providers": ["a"], "daily_tokens": 1000000}]
+	}`)
+	req := &strategies.Request{Model: "m", Endpoint: "/chat/completions", MaxTokens: 256, PromptTokens: 100}
+	c := newCandidate(h.models["m"], h.models["m"].serving[0], nil)
+	used := func() float64 {
+		t.Helper()
+		q := &quotaReader{h: h, ctx: t.Context(), now: time.Now()}
+		items := q.of(h.models["m"].subject)
+		if len(items) != 1 || q.err != nil {
+			t.Fatalf("quota %+v %v", items, q.err)
+		}
+		return items[0].Used
+	}
+	for _, tc := range []struct {
+		name  string
+		usage Usage
+		want  float64
+	}{
+		{"no usage: released", Usage{}, 0},
+		{"usage reported: settled on it", Usage{PromptTokens: 30, CompletionTokens: 12}, 42},
+	} {
+		before := used()
+		res, d := h.admit(t.Context(), req, &plan{route: "m"}, &c, time.Now())
+		if d != nil || res == nil {
+			t.Fatal("not admitted")
+		}
+		aw := &attemptWriter{usage: tc.usage}
+		h.settle(res, &c, outcomeGone, aw)
+		if got := used() - before; got != tc.want {
+			t.Errorf("%s: %v tokens charged, want %v", tc.name, got, tc.want)
+		}
+	}
+}
