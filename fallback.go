@@ -88,12 +88,23 @@ func (h *Handler) fallsBackOnRefusal(p *plan, c *strategies.Candidate) bool {
 // ended with a content-policy refusal: OpenAI's finish_reason
 // content_filter (chat) or incomplete_details.reason content_filter
 // (responses), Anthropic's stop_reason refusal.
-func refusal(body []byte) bool {
-	if gjson.GetBytes(body, "stop_reason").Str == "refusal" ||
-		gjson.GetBytes(body, "incomplete_details.reason").Str == "content_filter" {
-		return true
+func refusal(body []byte) bool { return refused(gjson.ParseBytes(body)) }
+
+// refused reports whether an answer or a stream event ends the answer
+// with a content-policy refusal (see refusal; of events: a chunk's
+// finish_reason, a message_delta's stop_reason, a response.incomplete).
+func refused(j gjson.Result) bool {
+	for _, path := range []string{"stop_reason", "delta.stop_reason"} {
+		if j.Get(path).Str == "refusal" {
+			return true
+		}
 	}
-	for _, ch := range gjson.GetBytes(body, "choices").Array() {
+	for _, path := range []string{"incomplete_details.reason", "response.incomplete_details.reason"} {
+		if j.Get(path).Str == "content_filter" {
+			return true
+		}
+	}
+	for _, ch := range j.Get("choices").Array() {
 		if ch.Get("finish_reason").Str == "content_filter" {
 			return true
 		}

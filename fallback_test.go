@@ -2,6 +2,7 @@ package llmroute
 
 import (
 	"errors"
+	"io"
 	"net/http"
 	"strings"
 	"testing"
@@ -101,6 +102,33 @@ func TestFallbackOnContentFilterFinish(t *testing.T) {
 			}
 			if s := pairOf(t, h, "m", "a").Snapshot(); s.ErrorRate != 0 {
 				t.Errorf("the refusal counted against the pair: %+v", s)
+			}
+		})
+	}
+	// A stream whose first event is the refusal: nothing reached the
+	// client yet.
+	sse := func(chunks ...string) func(http.ResponseWriter, *http.Request) {
+		return func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Type", "text/event-stream")
+			for _, c := range chunks {
+				_, _ = io.WriteString(w, "data: "+c+"\n\n")
+			}
+		}
+	}
+	filteredChunk := `{"id":"c1","object":"chat.completion.chunk","choices":[{"index":0,"delta":{"role":"assistant","content":""},"finish_reason":"content_filter"}]}`
+	okChunk := `{"id":"c2","object":"chat.completion.chunk","choices":[{"index":0,"delta":{"role":"assistant","content":"hi"},"finish_reason":"stop"}]}`
+	for _, tc := range []struct{ name, extra, want string }{
+		{"stream off", ``, "a"},
+		{"stream on", `"fallback_on": ["content_filter"],`, "b"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			a := newUpstream(t, sse(filteredChunk, "[DONE]"))
+			b := newUpstream(t, sse(okChunk, "[DONE]"))
+			c := newUpstream(t, answer(500, ``))
+			h := gateway(t, a, b, c, tc.extra)
+			rec, _, _, _ := serveGateway(t, h, "POST", "/v1/chat/completions", `{"model":"m","stream":true,"messages":[{"role":"user","content":"hi"}]}`)
+			if rec.Code != 200 || rec.Header().Get(HeaderProvider) != tc.want {
+				t.Fatalf("status %d, provider %q: want %s's stream (%s)", rec.Code, rec.Header().Get(HeaderProvider), tc.want, rec.Body)
 			}
 		})
 	}

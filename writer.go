@@ -84,8 +84,9 @@ type attemptWriter struct {
 	// dropUsage holds back the usage-only chunk of an OpenAI stream whose
 	// client did not ask for it (the gateway asked, to count usage).
 	dropUsage bool
-	// refuses fails a whole answer held until its end that ends with a
-	// content-policy refusal (fallback_on content_filter, fallback.go).
+	// refuses fails an answer held until its end, or a stream whose
+	// first event, that ends with a content-policy refusal (fallback_on
+	// content_filter, fallback.go): nothing of it reached the client.
 	refuses bool
 
 	// onStart runs once, on the first body byte of a good answer (for an
@@ -106,6 +107,7 @@ type attemptWriter struct {
 	terminated bool            // the stream carried its terminator (or an error event)
 	heldData   bool            // a held stream has had a data line
 	heldError  bool            // a held stream has had an error event
+	heldRefuse bool            // a held stream has had a refusal, with refuses
 	streamErr  error           // why the writer stopped the stream itself
 	reported   translate.Usage // the usage objects read so far
 	usage      Usage           // reported, in the placeholders' terms
@@ -220,6 +222,8 @@ func (aw *attemptWriter) openStream() error {
 	switch {
 	case aw.heldError:
 		return errErrorEvent
+	case aw.heldRefuse:
+		return errRefusal
 	case aw.heldData:
 		if err := aw.ctx.Err(); err != nil {
 			return err // the attempt was abandoned (first_byte_timeout)
@@ -631,6 +635,9 @@ func (aw *attemptWriter) inspectData(data []byte) bool {
 	ev := gjson.ParseBytes(data)
 	if !aw.committed && isErrorEvent(ev) {
 		aw.heldError = true
+	}
+	if !aw.committed && aw.refuses && refused(ev) {
+		aw.heldRefuse = true
 	}
 	switch ev.Get("type").Str {
 	case "message_start":
