@@ -30,7 +30,8 @@ back across them before the first byte reaches the client.
     must see, or the response has started. fallback.go decides what an
     error answer does beyond retry_on: a prompt too long for a model's
     context moves on only to a larger context (escalation), a
-    content-policy refusal only with fallback_on, and a transient
+    content-policy refusal (an error, or a 200 that ends in one before
+    anything reached the client) only with fallback_on, and a transient
     failure is tried again on the same target (retries,
     max_retry_wait). A text stream (chat completions or messages) goes
     to the client through a splice (rescue.go): when it breaks after
