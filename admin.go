@@ -184,9 +184,14 @@ type (
 	}
 	adminPair struct {
 		Provider string `json:"provider"`
-		// Health is healthy, cooling (cooldown_until ahead) or
-		// half_open (the cooldown ran out; the next attempt probes).
+		// Health is the pair's own state: healthy, cooling (a
+		// cooldown runs), half_open (a probe may go through), probing
+		// (a probe is under way) or ramping (recovered; traffic
+		// returns gradually). Probes counts the probes begun and
+		// Recoveries the cooldowns a success ended.
 		Health              string     `json:"health"`
+		Probes              uint64     `json:"probes"`
+		Recoveries          uint64     `json:"recoveries"`
 		CooldownUntil       *time.Time `json:"cooldown_until,omitempty"`
 		CooldownRemainingMs int64      `json:"cooldown_remaining_ms,omitempty"`
 		Shared              bool       `json:"shared,omitempty"`
@@ -329,13 +334,23 @@ func pairState(s serving, now time.Time) adminPair {
 	}
 	if until := s.pair.CooldownUntil(); !until.IsZero() {
 		ap.CooldownUntil = &until
-		ap.Health = "half_open"
 		if until.After(now) {
-			ap.Health = "cooling"
 			ap.CooldownRemainingMs = until.Sub(now).Milliseconds()
 		}
 	}
+	var state string
+	state, ap.Probes, ap.Recoveries = upstreams.Health(s.pair, now)
+	ap.Health = healthWords[state]
 	return ap
+}
+
+// healthWords names the pair states in the admin API.
+var healthWords = map[string]string{
+	upstreams.StateClosed:   "healthy",
+	upstreams.StateOpen:     "cooling",
+	upstreams.StateHalfOpen: "half_open",
+	upstreams.StateProbing:  "probing",
+	upstreams.StateRamping:  "ramping",
 }
 
 // quotaReader reads the usage of limit subjects from a handler's store.

@@ -217,6 +217,18 @@ type PairInfo struct {
 	Probes, Recoveries uint64
 }
 
+// Health is a pair's health at now for observers: its state (StateClosed,
+// ...), the half-open probes begun and the cooldowns a success closed;
+// "" for a Pair that keeps no such state.
+func Health(p Pair, now time.Time) (state string, probes, recoveries uint64) {
+	if h, ok := p.(interface {
+		health(time.Time) (string, uint64, uint64)
+	}); ok {
+		return h.health(now)
+	}
+	return "", 0, 0
+}
+
 // Pairs lists the state of every pair in use.
 func Pairs() []PairInfo {
 	var out []PairInfo
@@ -224,11 +236,7 @@ func Pairs() []PairInfo {
 		pp := v.(*pooledPair)
 		info := PairInfo{Key: pp.key, Provider: pp.provider, Model: pp.model,
 			Shared: pp.shared != nil, CooldownUntil: pp.CooldownUntil(), Stats: pp.Snapshot()}
-		if h, ok := pp.Pair.(interface {
-			health(time.Time) (string, uint64, uint64)
-		}); ok {
-			info.State, info.Probes, info.Recoveries = h.health(time.Now())
-		}
+		info.State, info.Probes, info.Recoveries = Health(pp.Pair, time.Now())
 		out = append(out, info)
 		return true
 	})
