@@ -66,17 +66,19 @@ func FuzzParseRequest(f *testing.F) {
 		// Whatever was accepted can be rewritten for an upstream, as
 		// sjson rewrites it, and its models list dropped: every other
 		// member stays as it was.
-		out, err := rewriteBody(body, "model", "upstream-model", false, nil)
+		rewritten, err := rewriteBody(body, "model", "upstream-model", false, nil)
 		if err != nil {
 			t.Fatalf("rewriteBody: %v", err)
 		}
+		out := sentBytes(t, &rewritten)
 		if want, _ := sjson.SetBytes(body, "model", "upstream-model"); !bytes.Equal(out, want) {
 			t.Fatalf("rewritten body differs from sjson's:\n got %q\nwant %q", out, want)
 		}
-		dropped, err := rewriteBody(body, "model", "upstream-model", true, nil)
+		droppedBody, err := rewriteBody(body, "model", "upstream-model", true, nil)
 		if err != nil {
 			t.Fatalf("rewriteBody: %v", err)
 		}
+		dropped := sentBytes(t, &droppedBody)
 		if !gjson.ValidBytes(dropped) {
 			t.Fatalf("dropping models made invalid JSON: %q", dropped)
 		}

@@ -389,19 +389,23 @@ func (h *Handler) attempt(w http.ResponseWriter, r *http.Request, req *strategie
 	endpoint := req.Endpoint
 	var tr translate.Exchange
 	if pair := c.Provider.Translation(req.Endpoint); pair != nil {
-		if body, tr, err = pair.Request(body, translate.Options{
+		var translated []byte
+		if translated, tr, err = pair.Request(body.bytes(), translate.Options{
 			DefaultMaxTokens: c.Provider.DefaultMaxTokens, MaxTokensField: c.Provider.MaxTokensField,
 		}); err != nil {
 			msg := fmt.Sprintf("%s (model %s at provider %s)", err.Error(), c.Model, c.Provider.Name)
 			return attemptResult{outcome: outcomeUnfit, status: http.StatusBadRequest,
 				body: errorBody(req.Endpoint, http.StatusBadRequest, "unsupported_parameter", msg)}
 		}
+		body = wholeBody(translated)
 		endpoint = translate.Endpoint(c.Provider.API())
 	}
 	if sp.rescuing() {
-		if body, err = continueUpstream(body, c.Provider, sp); err != nil {
+		continued, err := continueUpstream(body.bytes(), c.Provider, sp)
+		if err != nil {
 			return attemptResult{outcome: outcomeUnfit}
 		}
+		body = wholeBody(continued)
 	}
 
 	// Each attempt gets its own copy of Caddy's request variables: the
@@ -414,9 +418,7 @@ func (h *Handler) attempt(w http.ResponseWriter, r *http.Request, req *strategie
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	up := r.Clone(ctx)
-	up.Body = io.NopCloser(bytes.NewReader(body))
-	up.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(body)), nil }
-	up.ContentLength = int64(len(body))
+	body.setOn(up)
 	up.TransferEncoding = nil
 	up.Header.Del("Content-Length")
 	c.Provider.PrepareRequest(up, endpoint, c.UpstreamModel, h.forward, repl)

@@ -319,90 +319,116 @@ func tokenCount(name string, v gjson.Result) (int64, *requestError) {
 // rewriteBody returns the body for one attempt: the model field set to
 // model, each set of parameters applied in turn (a later set wins), and
 // the client's `models` list removed when dropModels is set. A top-level
-// model key is rewritten in one pass that copies the body once.
-func rewriteBody(body []byte, modelKey, model string, dropModels bool, params ...map[string]json.RawMessage) ([]byte, error) {
+// model key with no parameters to apply is rewritten without copying
+// the body: the result is the parts of body around the edits.
+func rewriteBody(body []byte, modelKey, model string, dropModels bool, params ...map[string]json.RawMessage) (sendBody, error) {
 	out, spliced := spliceModel(body, modelKey, model, dropModels)
-	if !spliced {
+	hasParams := false
+	for _, ps := range params {
+		hasParams = hasParams || len(ps) > 0
+	}
+	if spliced && !hasParams {
+		return out, nil
+	}
+	var flat []byte
+	if spliced {
+		flat = out.bytes()
+	} else {
 		var err error
-		if out, err = sjson.SetBytes(body, modelKey, model); err != nil {
-			return nil, err
+		if flat, err = sjson.SetBytes(body, modelKey, model); err != nil {
+			return sendBody{}, err
 		}
 	}
 	readded := false // a parameter set the models list again
 	for _, ps := range params {
-		for _, path := range slices.Sorted(maps.Keys(ps)) {
+		for path, v := range sortedParams(ps) {
 			var err error
-			if out, err = sjson.SetRawBytes(out, path, ps[path]); err != nil {
-				return nil, err
+			if flat, err = sjson.SetRawBytes(flat, path, v); err != nil {
+				return sendBody{}, err
 			}
 			readded = readded || path == "models" || strings.HasPrefix(path, "models.")
 		}
 	}
 	if dropModels && (!spliced || readded) {
-		return sjson.DeleteBytes(out, "models")
+		var err error
+		if flat, err = sjson.DeleteBytes(flat, "models"); err != nil {
+			return sendBody{}, err
+		}
 	}
-	return out, nil
+	return wholeBody(flat), nil
+}
+
+// sortedParams yields a set of parameters in the order of their paths.
+func sortedParams(ps map[string]json.RawMessage) func(yield func(string, json.RawMessage) bool) {
+	return func(yield func(string, json.RawMessage) bool) {
+		if len(ps) == 1 {
+			for k, v := range ps {
+				yield(k, v)
+			}
+			return
+		}
+		for _, k := range slices.Sorted(maps.Keys(ps)) {
+			if !yield(k, ps[k]) {
+				return
+			}
+		}
+	}
 }
 
 // spliceModel sets a top-level model key of body to model, and drops
-// the top-level `models` member if asked, copying the body once. It
-// reports false, doing nothing, when the key is a path or is missing.
-func spliceModel(body []byte, modelKey, model string, dropModels bool) ([]byte, bool) {
+// the top-level `models` member if asked, without copying the body: the
+// result is the parts of body around the edits. It reports false, doing
+// nothing, when the key is a path or is missing.
+func spliceModel(body []byte, modelKey, model string, dropModels bool) (sendBody, bool) {
 	if strings.ContainsAny(modelKey, ".\\*?#|@!") {
-		return nil, false
+		return sendBody{}, false
 	}
-	type edit struct {
-		start, end int
-		with       []byte
-	}
-	var edits []edit
-	var value, list *member // the model's value, the models list
+	type span struct{ start, end int }
+	value, list := span{-1, -1}, span{-1, -1} // the model's value, the models list
 	listPrev, listNext := -1, -1
 	prevEnd := -1 // where the previous member's value ends
 	eachMember(body, 0, func(m member) bool {
-		if list != nil && listNext < 0 {
+		if list.start >= 0 && listNext < 0 {
 			listNext = m.keyStart
 		}
 		switch {
-		case value == nil && m.is(modelKey):
-			value = &m
-			edits = append(edits, edit{m.valueStart, m.valueStart + len(m.value), quoteJSON(model)})
-		case dropModels && list == nil && m.is("models"):
-			list, listPrev = &m, prevEnd
+		case value.start < 0 && m.is(modelKey):
+			value = span{m.valueStart, m.valueStart + len(m.value)}
+		case dropModels && list.start < 0 && m.is("models"):
+			list, listPrev = span{m.keyStart, m.valueStart + len(m.value)}, prevEnd
 		}
 		prevEnd = m.valueStart + len(m.value)
 		return true
 	})
-	if value == nil {
-		return nil, false
+	if value.start < 0 {
+		return sendBody{}, false
 	}
-	if list != nil {
-		// The list goes with the comma before it, or, if it comes
-		// first, the one after it.
-		e := edit{start: listPrev, end: list.valueStart + len(list.value)}
-		if listPrev < 0 {
-			e.start = list.keyStart
-			if listNext >= 0 {
-				e.end = listNext
-			}
-		}
-		edits = append(edits, e)
-		if e.start < edits[0].start {
-			edits[0], edits[1] = edits[1], edits[0]
-		}
+	var out sendBody
+	if list.start < 0 {
+		out.add(body[:value.start])
+		out.add(quoteJSON(model))
+		out.add(body[value.end:])
+		return out, true
 	}
-	size := len(body)
-	for _, e := range edits {
-		size += len(e.with) - (e.end - e.start)
+	// The list goes with the comma before it, or, if it comes first, the
+	// one after it.
+	if listPrev >= 0 {
+		list.start = listPrev
+	} else if listNext >= 0 {
+		list.end = listNext
 	}
-	out := make([]byte, 0, size)
-	at := 0
-	for _, e := range edits {
-		out = append(out, body[at:e.start]...)
-		out = append(out, e.with...)
-		at = e.end
+	if list.start < value.start {
+		out.add(body[:list.start])
+		out.add(body[list.end:value.start])
+		out.add(quoteJSON(model))
+		out.add(body[value.end:])
+	} else {
+		out.add(body[:value.start])
+		out.add(quoteJSON(model))
+		out.add(body[value.end:list.start])
+		out.add(body[list.end:])
 	}
-	return append(out, body[at:]...), true
+	return out, true
 }
 
 // quoteJSON returns s as a JSON string, escaped as sjson escapes it.
