@@ -19,6 +19,7 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp/reverseproxy"
 	"github.com/tidwall/gjson"
 	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 
 	"github.com/caddy-llm-route/llmroute/limits"
 	"github.com/caddy-llm-route/llmroute/strategies"
@@ -602,11 +603,19 @@ func (h *Handler) countTokens(w http.ResponseWriter, req *strategies.Request, p 
 // setRouted sets the headers of an answer from candidate c, the nth
 // attempt of plan p.
 func setRouted(hdr http.Header, p *plan, c *strategies.Candidate, n int) {
-	hdr.Set(HeaderModel, c.Model)
-	hdr.Set(HeaderProvider, c.Provider.Name)
-	hdr.Set(HeaderRoute, p.route)
-	hdr.Set(HeaderAttempts, strconv.Itoa(n))
-	hdr.Set(HeaderReason, p.reason)
+	// As hdr.Set would, with the keys in canonical form already and the
+	// values in one allocation.
+	v := &[5]string{c.Model, c.Provider.Name, p.route, strconv.Itoa(n), p.reason}
+	for i, k := range routedKeys {
+		hdr[k] = v[i : i+1 : i+1]
+	}
+}
+
+// routedKeys are the canonical forms of the headers setRouted sets, in
+// its order.
+var routedKeys = [5]string{
+	http.CanonicalHeaderKey(HeaderModel), http.CanonicalHeaderKey(HeaderProvider), http.CanonicalHeaderKey(HeaderRoute),
+	http.CanonicalHeaderKey(HeaderAttempts), http.CanonicalHeaderKey(HeaderReason),
 }
 
 // serveProxy runs a reverse proxy, turning its abort panic (a response
@@ -677,15 +686,36 @@ func (h *Handler) setPlaceholders(r *http.Request, repl *caddy.Replacer, p *plan
 	repl.Set("llm.usage.cache_read_tokens", u.CacheReadTokens)
 	repl.Set("llm.usage.cache_write_tokens", u.CacheWriteTokens)
 	if extra, ok := r.Context().Value(caddyhttp.ExtraLogFieldsCtxKey).(*caddyhttp.ExtraLogFields); ok {
-		extra.Set(zap.String("llm_route", p.route))
-		extra.Set(zap.String("llm_model", c.Model))
-		extra.Set(zap.String("llm_provider", c.Provider.Name))
-		extra.Set(zap.Int("llm_attempts", attempts))
-		extra.Set(zap.String("llm_reason", p.reason))
+		f := &accessLogFields{route: p.route, model: c.Model, provider: c.Provider.Name, reason: p.reason,
+			attempts: attempts, promptTokens: u.PromptTokens, completionTokens: u.CompletionTokens}
 		if p.key != nil {
-			extra.Set(zap.String("llm_key", p.key.Name))
+			f.key = &p.key.Name
 		}
-		extra.Set(zap.Int64("llm_prompt_tokens", u.PromptTokens))
-		extra.Set(zap.Int64("llm_completion_tokens", u.CompletionTokens))
+		// One field that adds them all (each Set costs Caddy an
+		// allocation); a later call replaces it.
+		extra.Set(zap.Field{Key: "llm_route fields", Type: zapcore.InlineMarshalerType, Interface: f})
 	}
+}
+
+// accessLogFields are the fields setPlaceholders adds to the access log.
+type accessLogFields struct {
+	route, model, provider, reason string
+	key                            *string
+	attempts                       int
+	promptTokens, completionTokens int64
+}
+
+// MarshalLogObject implements zapcore.ObjectMarshaler.
+func (f *accessLogFields) MarshalLogObject(enc zapcore.ObjectEncoder) error {
+	enc.AddString("llm_route", f.route)
+	enc.AddString("llm_model", f.model)
+	enc.AddString("llm_provider", f.provider)
+	enc.AddInt("llm_attempts", f.attempts)
+	enc.AddString("llm_reason", f.reason)
+	if f.key != nil {
+		enc.AddString("llm_key", *f.key)
+	}
+	enc.AddInt64("llm_prompt_tokens", f.promptTokens)
+	enc.AddInt64("llm_completion_tokens", f.completionTokens)
+	return nil
 }

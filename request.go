@@ -110,18 +110,16 @@ func parseRequest(body []byte, modelKey string, maxDepth int) (*strategies.Reque
 	// so do Ollama and other Go servers): ignoring case, last one wins.
 	// The set holds a hash of each key's folded form, so that no key is
 	// copied.
-	seen := make(map[uint64]struct{}, 16)
+	var seen keySet
 	eachMember(body, 0, func(m member) bool {
-		if len(seen) == maxKeys {
+		if seen.len() == maxKeys {
 			perr = badRequest("too_many_keys", "request body has more than %d top-level keys", maxKeys)
 			return false
 		}
-		h := foldHash(m.name)
-		if _, ok := seen[h]; ok {
+		if !seen.add(foldHash(m.name)) {
 			perr = badRequest("duplicate_key", "request body has the key %q more than once (keys differing only in case count as one)", truncate(m.key(), 64))
 			return false
 		}
-		seen[h] = struct{}{}
 		if foldable(m.name) && !m.is(top) && (foldEqual(m.name, foldedTop) || slices.ContainsFunc(readKeys, func(k string) bool { return foldEqual(m.name, k) })) {
 			// The gateway reads the key in lower case; a server that
 			// ignores case reads this one.
@@ -174,6 +172,36 @@ func parseRequest(body []byte, modelKey string, maxDepth int) (*strategies.Reque
 	}
 	req.Model = model.Str
 	return req, nil
+}
+
+// keySet is a set of key hashes: the first few in an array searched in
+// turn (a request has a dozen keys or so), the rest in a map.
+type keySet struct {
+	few  [24]uint64
+	n    int
+	more map[uint64]struct{}
+}
+
+func (s *keySet) len() int { return s.n + len(s.more) }
+
+// add adds h, and reports false if it was in the set already.
+func (s *keySet) add(h uint64) bool {
+	if slices.Contains(s.few[:s.n], h) {
+		return false
+	}
+	if _, ok := s.more[h]; ok {
+		return false
+	}
+	if s.n < len(s.few) {
+		s.few[s.n] = h
+		s.n++
+		return true
+	}
+	if s.more == nil {
+		s.more = make(map[uint64]struct{}, 16)
+	}
+	s.more[h] = struct{}{}
+	return true
 }
 
 // readKeys are the top-level keys the gateway reads besides the model
