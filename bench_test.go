@@ -41,6 +41,23 @@ func BenchmarkParseRequest(b *testing.B) {
 	}
 }
 
+// BenchmarkCheckJSON is the validation parseRequest starts with: one
+// pass over the body, for its syntax and its nesting.
+func BenchmarkCheckJSON(b *testing.B) {
+	for _, size := range []int{200, 4 << 10, 64 << 10} {
+		body := benchBody(size)
+		b.Run(fmt.Sprintf("%dB", size), func(b *testing.B) {
+			b.SetBytes(int64(len(body)))
+			b.ReportAllocs()
+			for b.Loop() {
+				if checkJSON(body, defaultMaxDepth) != jsonValid {
+					b.Fatal("invalid")
+				}
+			}
+		})
+	}
+}
+
 // BenchmarkRewriteBody: "model" sets the model (an attempt's usual
 // rewrite, which copies nothing), "param" also sets one parameter (with
 // sjson, on a copy).

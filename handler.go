@@ -182,21 +182,19 @@ func readBody(w http.ResponseWriter, r *http.Request, limit int64, timeout time.
 
 func readAll(r *http.Request, limit int64) ([]byte, error) {
 	lr := io.LimitReader(r.Body, limit+1)
-	if r.ContentLength >= 0 && r.ContentLength <= limit {
-		var b bytes.Buffer
-		b.Grow(int(r.ContentLength) + bytes.MinRead)
-		_, err := b.ReadFrom(lr)
-		return b.Bytes(), err
-	}
-	// Blocks of up to 256 KiB, joined at the end: doubling one buffer
-	// would cost up to three times the body.
-	var blocks [][]byte
 	n := 4 << 10
+	if r.ContentLength >= 0 && r.ContentLength <= limit {
+		// The announced length, and a byte more to see the end.
+		n = int(r.ContentLength) + 1
+	}
+	// Then blocks of up to 256 KiB, joined at the end: doubling one
+	// buffer would cost up to three times the body.
+	var blocks [][]byte
 	for {
 		block := make([]byte, n)
-		m, err := io.ReadFull(lr, block)
+		m, err := fill(lr, block)
 		blocks = append(blocks, block[:m])
-		if err == io.EOF || err == io.ErrUnexpectedEOF {
+		if err == io.EOF {
 			break
 		}
 		if err != nil {
@@ -208,6 +206,21 @@ func readAll(r *http.Request, limit int64) ([]byte, error) {
 		return blocks[0], nil
 	}
 	return bytes.Join(blocks, nil), nil
+}
+
+// fill reads into b until it is full (nil) or r ends (io.EOF). Unlike
+// io.ReadFull, it tells the end of r from a body cut short, which
+// net/http reports as io.ErrUnexpectedEOF.
+func fill(r io.Reader, b []byte) (int, error) {
+	m := 0
+	for m < len(b) {
+		k, err := r.Read(b[m:])
+		m += k
+		if err != nil {
+			return m, err
+		}
+	}
+	return m, nil
 }
 
 // match reports whether the path ends in an enabled suffix, and which.
