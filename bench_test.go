@@ -59,8 +59,10 @@ func BenchmarkCheckJSON(b *testing.B) {
 }
 
 // BenchmarkRewriteBody: "model" sets the model (an attempt's usual
-// rewrite, which copies nothing), "param" also sets one parameter (with
-// sjson, on a copy).
+// rewrite, which copies nothing), "usage" also adds
+// stream_options.include_usage (as for an OpenAI stream: a new member,
+// which copies nothing either), "param" changes an existing parameter
+// (with sjson, on a copy).
 func BenchmarkRewriteBody(b *testing.B) {
 	for _, size := range []int{200, 4 << 10, 64 << 10} {
 		body := benchBody(size)
@@ -69,6 +71,7 @@ func BenchmarkRewriteBody(b *testing.B) {
 			params map[string]json.RawMessage
 		}{
 			{"model", nil},
+			{"usage", includeUsage}, // a new member, as for an OpenAI stream
 			{"param", map[string]json.RawMessage{"temperature": json.RawMessage("0.2")}},
 		} {
 			b.Run(fmt.Sprintf("%s/%dB", arm.name, size), func(b *testing.B) {

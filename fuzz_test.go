@@ -2,7 +2,9 @@ package llmroute
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
+	"maps"
 	"math/rand/v2"
 	"net/http"
 	"net/url"
@@ -95,6 +97,27 @@ func FuzzParseRequest(f *testing.F) {
 		})
 		if !slices.Equal(got, want) {
 			t.Fatalf("dropping models:\n got %q\nwant %q", got, want)
+		}
+		// Parameters that add members (spliced when the body has none of
+		// their keys) or change them (sjson) give what sjson gives, up to
+		// the white space around the object, which sjson drops.
+		for _, ps := range []map[string]json.RawMessage{includeUsage, {"a.b": json.RawMessage(`[1]`), "max_tokens": json.RawMessage(`5`)}} {
+			withParams, err := rewriteBody(body, "model", "upstream-model", false, ps)
+			want, werr := sjson.SetBytes(body, "model", "upstream-model")
+			for _, path := range slices.Sorted(maps.Keys(ps)) {
+				if werr == nil {
+					want, werr = sjson.SetRawBytes(want, path, ps[path])
+				}
+			}
+			if (err != nil) != (werr != nil) {
+				t.Fatalf("rewriteBody: %v, sjson: %v", err, werr)
+			}
+			if err != nil {
+				continue // (a parameter under an array, say)
+			}
+			if got := sentBytes(t, &withParams); !bytes.Equal(bytes.TrimSpace(got), bytes.TrimSpace(want)) {
+				t.Fatalf("with parameters %v:\n got %q\nwant %q", slices.Sorted(maps.Keys(ps)), got, want)
+			}
 		}
 	})
 }

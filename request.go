@@ -347,15 +347,15 @@ func tokenCount(name string, v gjson.Result) (int64, *requestError) {
 // rewriteBody returns the body for one attempt: the model field set to
 // model, each set of parameters applied in turn (a later set wins), and
 // the client's `models` list removed when dropModels is set. A top-level
-// model key with no parameters to apply is rewritten without copying
-// the body: the result is the parts of body around the edits.
+// model key is rewritten without copying the body, and so are
+// parameters that add new members (such as stream_options.include_usage
+// on a body without stream_options): the result is the parts of body
+// around the edits. Other parameters are set with sjson, on a copy.
 func rewriteBody(body []byte, modelKey, model string, dropModels bool, params ...map[string]json.RawMessage) (sendBody, error) {
-	out, spliced := spliceModel(body, modelKey, model, dropModels)
-	hasParams := false
-	for _, ps := range params {
-		hasParams = hasParams || len(ps) > 0
-	}
-	if spliced && !hasParams {
+	var topBuf [4]string
+	added, tops := newMembers(modelKey, params, topBuf[:0])
+	out, spliced, paramsDone := spliceModel(body, modelKey, model, dropModels, added, tops)
+	if spliced && paramsDone {
 		return out, nil
 	}
 	var flat []byte
@@ -368,10 +368,11 @@ func rewriteBody(body []byte, modelKey, model string, dropModels bool, params ..
 		}
 	}
 	readded := false // a parameter set the models list again
+	var one [1]string
 	for _, ps := range params {
-		for path, v := range sortedParams(ps) {
+		for _, path := range paramPaths(ps, &one) {
 			var err error
-			if flat, err = sjson.SetRawBytes(flat, path, v); err != nil {
+			if flat, err = sjson.SetRawBytes(flat, path, ps[path]); err != nil {
 				return sendBody{}, err
 			}
 			readded = readded || path == "models" || strings.HasPrefix(path, "models.")
@@ -386,35 +387,97 @@ func rewriteBody(body []byte, modelKey, model string, dropModels bool, params ..
 	return wholeBody(flat), nil
 }
 
-// sortedParams yields a set of parameters in the order of their paths.
-func sortedParams(ps map[string]json.RawMessage) func(yield func(string, json.RawMessage) bool) {
-	return func(yield func(string, json.RawMessage) bool) {
-		if len(ps) == 1 {
-			for k, v := range ps {
-				yield(k, v)
-			}
-			return
+// paramPaths returns the paths of a set of parameters in order; one
+// holds the path of a set of one.
+func paramPaths(ps map[string]json.RawMessage, one *[1]string) []string {
+	switch len(ps) {
+	case 0:
+		return nil
+	case 1:
+		for k := range ps {
+			one[0] = k
 		}
-		for _, k := range slices.Sorted(maps.Keys(ps)) {
-			if !yield(k, ps[k]) {
-				return
+		return one[:]
+	}
+	return slices.Sorted(maps.Keys(ps))
+}
+
+// newMembers returns the text that setting params adds at the end of the
+// top-level object, as sjson writes it (`,"a":{"b":1}` for a.b), and the
+// first key of each path, when each path is a plain dotted path of keys
+// (no array index, no pattern) whose first key no other path shares and
+// is neither modelKey nor "models", appended to tops; else nil, nil.
+// The members are new only if the body has none of those keys, which
+// spliceModel checks. Without parameters the text is nil and tops is
+// returned empty.
+func newMembers(modelKey string, params []map[string]json.RawMessage, tops []string) ([]byte, []string) {
+	var out []byte
+	var one [1]string
+	for _, ps := range params {
+		for _, path := range paramPaths(ps, &one) {
+			v := ps[path]
+			top, _, _ := strings.Cut(path, ".")
+			if len(v) == 0 || top == modelKey || top == "models" || slices.Contains(tops, top) {
+				return nil, nil
+			}
+			tops = append(tops, top)
+			if out == nil {
+				out = make([]byte, 0, 64+len(path)+len(v))
+			}
+			depth := 0
+			for seg := range strings.SplitSeq(path, ".") {
+				if !plainKey(seg) {
+					return nil, nil
+				}
+				if depth > 0 {
+					out = append(out, '{')
+				} else {
+					out = append(out, ',')
+				}
+				out = append(append(append(out, '"'), seg...), '"', ':')
+				depth++
+			}
+			out = append(out, v...)
+			for range depth - 1 {
+				out = append(out, '}')
 			}
 		}
 	}
+	return out, tops
 }
 
-// spliceModel sets a top-level model key of body to model, and drops
-// the top-level `models` member if asked, without copying the body: the
-// result is the parts of body around the edits. It reports false, doing
-// nothing, when the key is a path or is missing.
-func spliceModel(body []byte, modelKey, model string, dropModels bool) (sendBody, bool) {
+// plainKey reports whether sjson reads seg, a segment of a path, as an
+// object key of its own: letters, digits, '_' and '-', not starting with
+// a digit or '-' (an array index to sjson).
+func plainKey(seg string) bool {
+	if seg == "" || seg[0] == '-' || '0' <= seg[0] && seg[0] <= '9' {
+		return false
+	}
+	for i := 0; i < len(seg); i++ {
+		c := seg[i]
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '_' || c == '-') {
+			return false
+		}
+	}
+	return true
+}
+
+// spliceModel sets a top-level model key of body to model, drops the
+// top-level `models` member if asked, and adds the members added
+// (newMembers) at the end of the object when the body has none of the
+// keys tops (tops nil: there are parameters it cannot add), without
+// copying the body: the result is the parts of body around the edits.
+// It reports false, doing nothing, when the key is a path or is missing,
+// and whether it added the members.
+func spliceModel(body []byte, modelKey, model string, dropModels bool, added []byte, tops []string) (sendBody, bool, bool) {
 	if strings.ContainsAny(modelKey, ".\\*?#|@!") {
-		return sendBody{}, false
+		return sendBody{}, false, false
 	}
 	type span struct{ start, end int }
 	value, list := span{-1, -1}, span{-1, -1} // the model's value, the models list
 	listPrev, listNext := -1, -1
 	prevEnd := -1 // where the previous member's value ends
+	addable := tops != nil
 	eachMember(body, 0, func(m member) bool {
 		if list.start >= 0 && listNext < 0 {
 			listNext = m.keyStart
@@ -425,38 +488,54 @@ func spliceModel(body []byte, modelKey, model string, dropModels bool) (sendBody
 		case dropModels && list.start < 0 && m.is("models"):
 			list, listPrev = span{m.keyStart, m.valueStart + len(m.value)}, prevEnd
 		}
+		if addable && slices.ContainsFunc(tops, m.is) {
+			addable = false
+		}
 		prevEnd = m.valueStart + len(m.value)
 		return true
 	})
 	if value.start < 0 {
-		return sendBody{}, false
+		return sendBody{}, false, false
+	}
+	// The edits, in the order of the body: the model's value replaced,
+	// the list dropped, the new members added before the closing brace.
+	type edit struct {
+		span
+		with []byte
+	}
+	var edits [3]edit
+	n := 0
+	edits[n] = edit{value, quoteJSON(model)}
+	n++
+	if list.start >= 0 {
+		// The list goes with the comma before it, or, if it comes first,
+		// the one after it.
+		if listPrev >= 0 {
+			list.start = listPrev
+		} else if listNext >= 0 {
+			list.end = listNext
+		}
+		edits[n] = edit{span: list}
+		n++
+	}
+	if close := skipSpace(body, prevEnd); addable && len(added) > 0 && close < len(body) && body[close] == '}' {
+		edits[n] = edit{span{close, close}, added}
+		n++
+	} else if len(added) > 0 || !addable {
+		addable = false
+	}
+	if n > 1 && edits[1].start < edits[0].start {
+		edits[0], edits[1] = edits[1], edits[0]
 	}
 	var out sendBody
-	if list.start < 0 {
-		out.add(body[:value.start])
-		out.add(quoteJSON(model))
-		out.add(body[value.end:])
-		return out, true
+	at := 0
+	for _, e := range edits[:n] {
+		out.add(body[at:e.start])
+		out.add(e.with)
+		at = e.end
 	}
-	// The list goes with the comma before it, or, if it comes first, the
-	// one after it.
-	if listPrev >= 0 {
-		list.start = listPrev
-	} else if listNext >= 0 {
-		list.end = listNext
-	}
-	if list.start < value.start {
-		out.add(body[:list.start])
-		out.add(body[list.end:value.start])
-		out.add(quoteJSON(model))
-		out.add(body[value.end:])
-	} else {
-		out.add(body[:value.start])
-		out.add(quoteJSON(model))
-		out.add(body[value.end:list.start])
-		out.add(body[list.end:])
-	}
-	return out, true
+	out.add(body[at:])
+	return out, true, addable
 }
 
 // quoteJSON returns s as a JSON string, escaped as sjson escapes it.

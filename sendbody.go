@@ -15,13 +15,13 @@ import (
 // which nothing writes to once it is read: an attempt's body stays valid
 // as long as the transport may read it, retries and hedges included.
 type sendBody struct {
-	parts [4][]byte
+	parts [7][]byte
 	n     int // parts in use
 }
 
 // wholeBody is a body of one part.
 func wholeBody(b []byte) sendBody {
-	return sendBody{parts: [4][]byte{b}, n: 1}
+	return sendBody{parts: [7][]byte{b}, n: 1}
 }
 
 // add appends a part; empty parts are left out.

@@ -2,6 +2,7 @@ package llmroute
 
 import (
 	"bytes"
+	"encoding/json"
 	"io"
 	"net/http"
 	"strings"
@@ -79,18 +80,60 @@ func TestRewriteBodyDropsModels(t *testing.T) {
 func TestRewriteBodyDoesNotCopy(t *testing.T) {
 	body := []byte(`{"model":"a","models":["x"],"messages":[{"role":"user","content":"` + strings.Repeat("x", 1<<20) + `"}]}`)
 	for _, drop := range []bool{false, true} {
-		var rewritten sendBody
-		n := allocated(func() {
-			var err error
-			if rewritten, err = rewriteBody(body, "model", "mock-small", drop); err != nil {
-				t.Fatal(err)
+		// (a stream's usage chunk, asked for with a new member)
+		for _, params := range []map[string]json.RawMessage{nil, includeUsage} {
+			var rewritten sendBody
+			n := allocated(func() {
+				var err error
+				if rewritten, err = rewriteBody(body, "model", "mock-small", drop, params); err != nil {
+					t.Fatal(err)
+				}
+			})
+			if n > 4<<10 {
+				t.Errorf("drop=%v, %v: rewriting a 1 MiB body allocated %d bytes", drop, params, n)
 			}
-		})
-		if n > 4<<10 {
-			t.Errorf("drop=%v: rewriting a 1 MiB body allocated %d bytes", drop, n)
+			if rewritten.size() < 1<<20 {
+				t.Errorf("drop=%v, %v: %d bytes", drop, params, rewritten.size())
+			}
 		}
-		if rewritten.size() < 1<<20 {
-			t.Errorf("drop=%v: %d bytes", drop, rewritten.size())
+	}
+}
+
+// TestRewriteBodyAddsMembers: parameters whose first key the body lacks
+// are added at the end of the object without copying the body; others
+// go through sjson.
+func TestRewriteBodyAddsMembers(t *testing.T) {
+	usage := map[string]json.RawMessage{"stream_options.include_usage": json.RawMessage(`true`)}
+	for _, tc := range []struct {
+		body   string
+		drop   bool
+		params []map[string]json.RawMessage
+		want   string
+	}{
+		{`{"model":"a","stream":true}`, false, []map[string]json.RawMessage{usage},
+			`{"model":"b","stream":true,"stream_options":{"include_usage":true}}`},
+		{`{"model":"a","stream":true,"stream_options":{"x":1}}`, false, []map[string]json.RawMessage{usage},
+			`{"model":"b","stream":true,"stream_options":{"x":1,"include_usage":true}}`},
+		{`{"model":"a" , "models":["x"] }`, true, []map[string]json.RawMessage{usage},
+			`{"model":"b" ,"stream_options":{"include_usage":true}}`},
+		{`{"model":"a"}`, false, []map[string]json.RawMessage{nil, {"a.b.c": json.RawMessage(`[1]`), "z": json.RawMessage(`2`)}, usage},
+			`{"model":"b","a":{"b":{"c":[1]}},"z":2,"stream_options":{"include_usage":true}}`},
+		// Two sets on one key: the later wins, through sjson.
+		{`{"model":"a"}`, false, []map[string]json.RawMessage{{"m.x": json.RawMessage(`1`)}, {"m": json.RawMessage(`{"y":2}`)}},
+			`{"model":"b","m":{"y":2}}`},
+		// An array index, through sjson.
+		{`{"model":"a"}`, false, []map[string]json.RawMessage{{"stop.0": json.RawMessage(`"x"`)}},
+			`{"model":"b","stop":["x"]}`},
+		// The models list set again is dropped all the same.
+		{`{"model":"a"}`, true, []map[string]json.RawMessage{{"models": json.RawMessage(`["x"]`)}},
+			`{"model":"b"}`},
+	} {
+		rewritten, err := rewriteBody([]byte(tc.body), "model", "b", tc.drop, tc.params...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := sentBytes(t, &rewritten); string(got) != tc.want {
+			t.Errorf("%s with %v: got %s, want %s", tc.body, tc.params, got, tc.want)
 		}
 	}
 }
