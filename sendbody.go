@@ -6,10 +6,11 @@ import (
 )
 
 // sendBody is the body of one attempt: the client's body with a few
-// spans replaced (the model's value, the dropped `models` list), held as
-// the parts around and between them, so that a 100 KB body is sent to
+// edits (the model's value replaced, the `models` list dropped, new
+// members added before the closing brace), held as the parts around and
+// between them and what they put in, so that a 100 KB body is sent to
 // the upstream without being copied. A body rewritten in other ways
-// (parameters, translation, a continuation) is one part.
+// (sjson, translation, a continuation) is one part.
 //
 // The parts share memory with the client's body (strategies.Request.Body),
 // which nothing writes to once it is read: an attempt's body stays valid
