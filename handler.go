@@ -600,7 +600,7 @@ func wantsStreamUsage(req *strategies.Request, c *strategies.Candidate) bool {
 	return req.Stream && c.Provider.API() == translate.OpenAI && c.Provider.StreamUsageOn() &&
 		c.Provider.Translation(req.Endpoint) == nil &&
 		(req.Endpoint == "/chat/completions" || req.Endpoint == "/completions") &&
-		!gjson.GetBytes(req.Body, "stream_options.include_usage").Bool()
+		!gjson.ParseBytes(lookup(req.Body, "stream_options", "include_usage")).Bool()
 }
 
 // countTokens answers a count_tokens request for a provider that has no
