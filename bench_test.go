@@ -41,19 +41,49 @@ func BenchmarkParseRequest(b *testing.B) {
 	}
 }
 
-func BenchmarkRewriteBody(b *testing.B) {
+// BenchmarkCheckJSON is the validation parseRequest starts with: one
+// pass over the body, for its syntax and its nesting.
+func BenchmarkCheckJSON(b *testing.B) {
 	for _, size := range []int{200, 4 << 10, 64 << 10} {
 		body := benchBody(size)
-		params := map[string]json.RawMessage{"temperature": json.RawMessage("0.2")}
 		b.Run(fmt.Sprintf("%dB", size), func(b *testing.B) {
 			b.SetBytes(int64(len(body)))
 			b.ReportAllocs()
 			for b.Loop() {
-				if _, err := rewriteBody(body, "model", "mock-small", false, params); err != nil {
-					b.Fatal(err)
+				if checkJSON(body, defaultMaxDepth) != jsonValid {
+					b.Fatal("invalid")
 				}
 			}
 		})
+	}
+}
+
+// BenchmarkRewriteBody: "model" sets the model (an attempt's usual
+// rewrite, which copies nothing), "usage" also adds
+// stream_options.include_usage (as for an OpenAI stream: a new member,
+// which copies nothing either), "param" changes an existing parameter
+// (with sjson, on a copy).
+func BenchmarkRewriteBody(b *testing.B) {
+	for _, size := range []int{200, 4 << 10, 64 << 10} {
+		body := benchBody(size)
+		for _, arm := range []struct {
+			name   string
+			params map[string]json.RawMessage
+		}{
+			{"model", nil},
+			{"usage", includeUsage}, // a new member, as for an OpenAI stream
+			{"param", map[string]json.RawMessage{"temperature": json.RawMessage("0.2")}},
+		} {
+			b.Run(fmt.Sprintf("%s/%dB", arm.name, size), func(b *testing.B) {
+				b.SetBytes(int64(len(body)))
+				b.ReportAllocs()
+				for b.Loop() {
+					if _, err := rewriteBody(body, "model", "mock-small", false, arm.params); err != nil {
+						b.Fatal(err)
+					}
+				}
+			})
+		}
 	}
 }
 

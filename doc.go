@@ -44,7 +44,8 @@ back across them before the first byte reaches the client.
 
  4. attempt (handler.go) rewrites the body for its candidate
     (rewriteBody in request.go: model, target and strategy parameters,
-    the client's `models` list dropped), translates it when the provider
+    the client's `models` list dropped; what it can splice goes upstream
+    as parts of the body read once, sendbody.go), translates it when the provider
     speaks another API (package translate), shapes the upstream request
     ([upstreams.Provider.PrepareRequest]) and runs the provider's own
     reverse_proxy through an attemptWriter.

@@ -2,7 +2,9 @@ package llmroute
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
+	"maps"
 	"math/rand/v2"
 	"net/http"
 	"net/url"
@@ -66,17 +68,19 @@ func FuzzParseRequest(f *testing.F) {
 		// Whatever was accepted can be rewritten for an upstream, as
 		// sjson rewrites it, and its models list dropped: every other
 		// member stays as it was.
-		out, err := rewriteBody(body, "model", "upstream-model", false, nil)
+		rewritten, err := rewriteBody(body, "model", "upstream-model", false, nil)
 		if err != nil {
 			t.Fatalf("rewriteBody: %v", err)
 		}
+		out := sentBytes(t, &rewritten)
 		if want, _ := sjson.SetBytes(body, "model", "upstream-model"); !bytes.Equal(out, want) {
 			t.Fatalf("rewritten body differs from sjson's:\n got %q\nwant %q", out, want)
 		}
-		dropped, err := rewriteBody(body, "model", "upstream-model", true, nil)
+		droppedBody, err := rewriteBody(body, "model", "upstream-model", true, nil)
 		if err != nil {
 			t.Fatalf("rewriteBody: %v", err)
 		}
+		dropped := sentBytes(t, &droppedBody)
 		if !gjson.ValidBytes(dropped) {
 			t.Fatalf("dropping models made invalid JSON: %q", dropped)
 		}
@@ -93,6 +97,27 @@ func FuzzParseRequest(f *testing.F) {
 		})
 		if !slices.Equal(got, want) {
 			t.Fatalf("dropping models:\n got %q\nwant %q", got, want)
+		}
+		// Parameters that add members (spliced when the body has none of
+		// their keys) or change them (sjson) give what sjson gives, up to
+		// the white space around the object, which sjson drops.
+		for _, ps := range []map[string]json.RawMessage{includeUsage, {"a.b": json.RawMessage(`[1]`), "max_tokens": json.RawMessage(`5`)}} {
+			withParams, err := rewriteBody(body, "model", "upstream-model", false, ps)
+			want, werr := sjson.SetBytes(body, "model", "upstream-model")
+			for _, path := range slices.Sorted(maps.Keys(ps)) {
+				if werr == nil {
+					want, werr = sjson.SetRawBytes(want, path, ps[path])
+				}
+			}
+			if (err != nil) != (werr != nil) {
+				t.Fatalf("rewriteBody: %v, sjson: %v", err, werr)
+			}
+			if err != nil {
+				continue // (a parameter under an array, say)
+			}
+			if got := sentBytes(t, &withParams); !bytes.Equal(bytes.TrimSpace(got), bytes.TrimSpace(want)) {
+				t.Fatalf("with parameters %v:\n got %q\nwant %q", slices.Sorted(maps.Keys(ps)), got, want)
+			}
 		}
 	})
 }

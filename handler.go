@@ -19,6 +19,7 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp/reverseproxy"
 	"github.com/tidwall/gjson"
 	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 
 	"github.com/caddy-llm-route/llmroute/limits"
 	"github.com/caddy-llm-route/llmroute/strategies"
@@ -182,21 +183,19 @@ func readBody(w http.ResponseWriter, r *http.Request, limit int64, timeout time.
 
 func readAll(r *http.Request, limit int64) ([]byte, error) {
 	lr := io.LimitReader(r.Body, limit+1)
-	if r.ContentLength >= 0 && r.ContentLength <= limit {
-		var b bytes.Buffer
-		b.Grow(int(r.ContentLength) + bytes.MinRead)
-		_, err := b.ReadFrom(lr)
-		return b.Bytes(), err
-	}
-	// Blocks of up to 256 KiB, joined at the end: doubling one buffer
-	// would cost up to three times the body.
-	var blocks [][]byte
 	n := 4 << 10
+	if r.ContentLength >= 0 && r.ContentLength <= limit {
+		// The announced length, and a byte more to see the end.
+		n = int(r.ContentLength) + 1
+	}
+	// Then blocks of up to 256 KiB, joined at the end: doubling one
+	// buffer would cost up to three times the body.
+	var blocks [][]byte
 	for {
 		block := make([]byte, n)
-		m, err := io.ReadFull(lr, block)
+		m, err := fill(lr, block)
 		blocks = append(blocks, block[:m])
-		if err == io.EOF || err == io.ErrUnexpectedEOF {
+		if err == io.EOF {
 			break
 		}
 		if err != nil {
@@ -208,6 +207,21 @@ func readAll(r *http.Request, limit int64) ([]byte, error) {
 		return blocks[0], nil
 	}
 	return bytes.Join(blocks, nil), nil
+}
+
+// fill reads into b until it is full (nil) or r ends (io.EOF). Unlike
+// io.ReadFull, it tells the end of r from a body cut short, which
+// net/http reports as io.ErrUnexpectedEOF.
+func fill(r io.Reader, b []byte) (int, error) {
+	m := 0
+	for m < len(b) {
+		k, err := r.Read(b[m:])
+		m += k
+		if err != nil {
+			return m, err
+		}
+	}
+	return m, nil
 }
 
 // match reports whether the path ends in an enabled suffix, and which.
@@ -396,19 +410,23 @@ func (h *Handler) attempt(w http.ResponseWriter, r *http.Request, req *strategie
 	endpoint := req.Endpoint
 	var tr translate.Exchange
 	if pair := c.Provider.Translation(req.Endpoint); pair != nil {
-		if body, tr, err = pair.Request(body, translate.Options{
+		var translated []byte
+		if translated, tr, err = pair.Request(body.bytes(), translate.Options{
 			DefaultMaxTokens: c.Provider.DefaultMaxTokens, MaxTokensField: c.Provider.MaxTokensField,
 		}); err != nil {
 			msg := fmt.Sprintf("%s (model %s at provider %s)", err.Error(), c.Model, c.Provider.Name)
 			return attemptResult{outcome: outcomeUnfit, status: http.StatusBadRequest,
 				body: errorBody(req.Endpoint, http.StatusBadRequest, "unsupported_parameter", msg)}
 		}
+		body = wholeBody(translated)
 		endpoint = translate.Endpoint(c.Provider.API())
 	}
 	if sp.rescuing() {
-		if body, err = continueUpstream(body, c.Provider, sp); err != nil {
+		continued, err := continueUpstream(body.bytes(), c.Provider, sp)
+		if err != nil {
 			return attemptResult{outcome: outcomeUnfit}
 		}
+		body = wholeBody(continued)
 	}
 
 	// Each attempt gets its own copy of Caddy's request variables: the
@@ -421,9 +439,7 @@ func (h *Handler) attempt(w http.ResponseWriter, r *http.Request, req *strategie
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	up := r.Clone(ctx)
-	up.Body = io.NopCloser(bytes.NewReader(body))
-	up.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(body)), nil }
-	up.ContentLength = int64(len(body))
+	body.setOn(up)
 	up.TransferEncoding = nil
 	up.Header.Del("Content-Length")
 	c.Provider.PrepareRequest(up, endpoint, c.UpstreamModel, h.forward, repl)
@@ -596,7 +612,7 @@ func wantsStreamUsage(req *strategies.Request, c *strategies.Candidate) bool {
 	return req.Stream && c.Provider.API() == translate.OpenAI && c.Provider.StreamUsageOn() &&
 		c.Provider.Translation(req.Endpoint) == nil &&
 		(req.Endpoint == "/chat/completions" || req.Endpoint == "/completions") &&
-		!gjson.GetBytes(req.Body, "stream_options.include_usage").Bool()
+		!gjson.ParseBytes(lookup(req.Body, "stream_options", "include_usage")).Bool()
 }
 
 // countTokens answers a count_tokens request for a provider that has no
@@ -612,11 +628,19 @@ func (h *Handler) countTokens(w http.ResponseWriter, req *strategies.Request, p 
 // setRouted sets the headers of an answer from candidate c, the nth
 // attempt of plan p.
 func setRouted(hdr http.Header, p *plan, c *strategies.Candidate, n int) {
-	hdr.Set(HeaderModel, c.Model)
-	hdr.Set(HeaderProvider, c.Provider.Name)
-	hdr.Set(HeaderRoute, p.route)
-	hdr.Set(HeaderAttempts, strconv.Itoa(n))
-	hdr.Set(HeaderReason, p.reason)
+	// As hdr.Set would, with the keys in canonical form already and the
+	// values in one allocation.
+	v := &[5]string{c.Model, c.Provider.Name, p.route, strconv.Itoa(n), p.reason}
+	for i, k := range routedKeys {
+		hdr[k] = v[i : i+1 : i+1]
+	}
+}
+
+// routedKeys are the canonical forms of the headers setRouted sets, in
+// its order.
+var routedKeys = [5]string{
+	http.CanonicalHeaderKey(HeaderModel), http.CanonicalHeaderKey(HeaderProvider), http.CanonicalHeaderKey(HeaderRoute),
+	http.CanonicalHeaderKey(HeaderAttempts), http.CanonicalHeaderKey(HeaderReason),
 }
 
 // serveProxy runs a reverse proxy, turning its abort panic (a response
@@ -687,15 +711,36 @@ func (h *Handler) setPlaceholders(r *http.Request, repl *caddy.Replacer, p *plan
 	repl.Set("llm.usage.cache_read_tokens", u.CacheReadTokens)
 	repl.Set("llm.usage.cache_write_tokens", u.CacheWriteTokens)
 	if extra, ok := r.Context().Value(caddyhttp.ExtraLogFieldsCtxKey).(*caddyhttp.ExtraLogFields); ok {
-		extra.Set(zap.String("llm_route", p.route))
-		extra.Set(zap.String("llm_model", c.Model))
-		extra.Set(zap.String("llm_provider", c.Provider.Name))
-		extra.Set(zap.Int("llm_attempts", attempts))
-		extra.Set(zap.String("llm_reason", p.reason))
+		f := &accessLogFields{route: p.route, model: c.Model, provider: c.Provider.Name, reason: p.reason,
+			attempts: attempts, promptTokens: u.PromptTokens, completionTokens: u.CompletionTokens}
 		if p.key != nil {
-			extra.Set(zap.String("llm_key", p.key.Name))
+			f.key = &p.key.Name
 		}
-		extra.Set(zap.Int64("llm_prompt_tokens", u.PromptTokens))
-		extra.Set(zap.Int64("llm_completion_tokens", u.CompletionTokens))
+		// One field that adds them all (each Set costs Caddy an
+		// allocation); a later call replaces it.
+		extra.Set(zap.Field{Key: "llm_route fields", Type: zapcore.InlineMarshalerType, Interface: f})
 	}
+}
+
+// accessLogFields are the fields setPlaceholders adds to the access log.
+type accessLogFields struct {
+	route, model, provider, reason string
+	key                            *string
+	attempts                       int
+	promptTokens, completionTokens int64
+}
+
+// MarshalLogObject implements zapcore.ObjectMarshaler.
+func (f *accessLogFields) MarshalLogObject(enc zapcore.ObjectEncoder) error {
+	enc.AddString("llm_route", f.route)
+	enc.AddString("llm_model", f.model)
+	enc.AddString("llm_provider", f.provider)
+	enc.AddInt("llm_attempts", f.attempts)
+	enc.AddString("llm_reason", f.reason)
+	if f.key != nil {
+		enc.AddString("llm_key", *f.key)
+	}
+	enc.AddInt64("llm_prompt_tokens", f.promptTokens)
+	enc.AddInt64("llm_completion_tokens", f.completionTokens)
+	return nil
 }

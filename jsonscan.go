@@ -54,6 +54,27 @@ func eachMember(b []byte, start int, fn func(m member) bool) {
 	}
 }
 
+// lookup returns the JSON text of the value at keys in the object b
+// (the first member of each key, as gjson finds it), or nil. b must be
+// valid JSON.
+func lookup(b []byte, keys ...string) []byte {
+	for _, key := range keys {
+		var found []byte
+		eachMember(b, 0, func(m member) bool {
+			if m.is(key) {
+				found = m.value
+				return false
+			}
+			return true
+		})
+		if found == nil {
+			return nil
+		}
+		b = found
+	}
+	return b
+}
+
 // eachElement calls fn for each element of the array value at b
 // (after white space), in order, until fn returns false. It does
 // nothing if the value is no array. b must be valid JSON.

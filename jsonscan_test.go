@@ -46,3 +46,24 @@ func TestScanMatchesGJSON(t *testing.T) {
 		}
 	}
 }
+
+// TestLookup: lookup finds what gjson finds at a path of keys, in place.
+func TestLookup(t *testing.T) {
+	for _, body := range []string{
+		`{"stream_options":{"include_usage":true}}`,
+		`{"a":1, "stream_options" : { "x":[1,{"include_usage":false}], "include_usage" : "true" } }`,
+		`{"stream_options":{"include_usage":false},"stream_options":{"include_usage":true}}`,
+		`{"stream_options":{"include_usage":true,"include_usage":false}}`,
+		`{"stream_options":[{"include_usage":true}]}`,
+		`{"stream_options":null}`,
+		`{"stre\u0061m_options":{"include_usage":1}}`,
+		`{"messages":[{"content":"\"stream_options\":{\"include_usage\":true}"}]}`,
+		`[]`,
+	} {
+		want := gjson.Get(body, "stream_options.include_usage")
+		got := lookup([]byte(body), "stream_options", "include_usage")
+		if string(got) != want.Raw || gjson.ParseBytes(got).Bool() != want.Bool() {
+			t.Errorf("%s: got %q, gjson %q", body, got, want.Raw)
+		}
+	}
+}

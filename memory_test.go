@@ -151,3 +151,33 @@ func TestRequestMemory(t *testing.T) {
 		}
 	}
 }
+
+// TestRequestMemoryOneRead: a request whose body the attempt only
+// changes by its model (and a stream's include_usage) costs its size
+// once, the read: the rewritten body goes upstream as parts of it. (It
+// cost twice its size when the rewrite copied the body.)
+func TestRequestMemoryOneRead(t *testing.T) {
+	h := mustLoadHandler(t, `{
+		"max_body": 16777216,
+		"providers": [{"name": "a", "proxy": `+proxyTo("127.0.0.1:1")+`}],
+		"models": [{"name": "m", "providers": ["a"]}]
+	}`)
+	h.logger = zap.NewNop() // the attempt fails to connect
+	for _, stream := range []bool{false, true} {
+		body := bodyOf(fmt.Sprintf(`{"model":"m","stream":%v,"messages":[{"role":"user","content":"`, stream), `abcdefgh`, "", `"}]}`, 4<<20)
+		rec := httptest.NewRecorder()
+		r := httptest.NewRequest("POST", "/v1/chat/completions", bytes.NewReader(body))
+		r = caddyhttp.PrepareRequest(r, caddy.NewReplacer(), rec, &caddyhttp.Server{})
+		total := allocated(func() {
+			if err := h.ServeHTTP(rec, r, nil); err != nil {
+				t.Fatal(err)
+			}
+		})
+		if rec.Code != http.StatusBadGateway {
+			t.Fatalf("stream=%v: status %d: %s", stream, rec.Code, truncate(rec.Body.String(), 200))
+		}
+		if limit := uint64(len(body)) + uint64(len(body))/4; total > limit {
+			t.Errorf("stream=%v: the request allocated %.2f times its body", stream, float64(total)/float64(len(body)))
+		}
+	}
+}

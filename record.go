@@ -25,6 +25,8 @@ import (
 // and Caddy's access log (its `uuid` field).
 const HeaderRequestID = "X-LLM-Request-Id"
 
+var requestIDKey = http.CanonicalHeaderKey(HeaderRequestID)
+
 // DecisionLog turns on the decision log: one record per request, emitted
 // at INFO on the logger `http.handlers.llm_route.decisions`, which Caddy's
 // `log` configuration routes like any other (e.g. to a rolled file).
@@ -125,6 +127,7 @@ type record struct {
 	mu sync.Mutex
 
 	id       string
+	idValue  [1]string // the value of the X-LLM-Request-Id header
 	endpoint string
 	start    time.Time
 	read     time.Time // the body was read
@@ -162,7 +165,8 @@ func requestID(r *http.Request) string {
 func (rec *record) WriteHeader(status int) {
 	if rec.status == 0 && status >= 200 {
 		rec.status = status
-		rec.Header().Set(HeaderRequestID, rec.id)
+		rec.idValue[0] = rec.id // (as Header().Set would, without allocating)
+		rec.Header()[requestIDKey] = rec.idValue[:]
 		if rec.first.IsZero() {
 			rec.first = time.Now()
 		}

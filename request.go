@@ -110,18 +110,16 @@ func parseRequest(body []byte, modelKey string, maxDepth int) (*strategies.Reque
 	// so do Ollama and other Go servers): ignoring case, last one wins.
 	// The set holds a hash of each key's folded form, so that no key is
 	// copied.
-	seen := make(map[uint64]struct{}, 16)
+	var seen keySet
 	eachMember(body, 0, func(m member) bool {
-		if len(seen) == maxKeys {
+		if seen.len() == maxKeys {
 			perr = badRequest("too_many_keys", "request body has more than %d top-level keys", maxKeys)
 			return false
 		}
-		h := foldHash(m.name)
-		if _, ok := seen[h]; ok {
+		if !seen.add(foldHash(m.name)) {
 			perr = badRequest("duplicate_key", "request body has the key %q more than once (keys differing only in case count as one)", truncate(m.key(), 64))
 			return false
 		}
-		seen[h] = struct{}{}
 		if foldable(m.name) && !m.is(top) && (foldEqual(m.name, foldedTop) || slices.ContainsFunc(readKeys, func(k string) bool { return foldEqual(m.name, k) })) {
 			// The gateway reads the key in lower case; a server that
 			// ignores case reads this one.
@@ -174,6 +172,36 @@ func parseRequest(body []byte, modelKey string, maxDepth int) (*strategies.Reque
 	}
 	req.Model = model.Str
 	return req, nil
+}
+
+// keySet is a set of key hashes: the first few in an array searched in
+// turn (a request has a dozen keys or so), the rest in a map.
+type keySet struct {
+	few  [24]uint64
+	n    int
+	more map[uint64]struct{}
+}
+
+func (s *keySet) len() int { return s.n + len(s.more) }
+
+// add adds h, and reports false if it was in the set already.
+func (s *keySet) add(h uint64) bool {
+	if slices.Contains(s.few[:s.n], h) {
+		return false
+	}
+	if _, ok := s.more[h]; ok {
+		return false
+	}
+	if s.n < len(s.few) {
+		s.few[s.n] = h
+		s.n++
+		return true
+	}
+	if s.more == nil {
+		s.more = make(map[uint64]struct{}, 16)
+	}
+	s.more[h] = struct{}{}
+	return true
 }
 
 // readKeys are the top-level keys the gateway reads besides the model
@@ -319,90 +347,195 @@ func tokenCount(name string, v gjson.Result) (int64, *requestError) {
 // rewriteBody returns the body for one attempt: the model field set to
 // model, each set of parameters applied in turn (a later set wins), and
 // the client's `models` list removed when dropModels is set. A top-level
-// model key is rewritten in one pass that copies the body once.
-func rewriteBody(body []byte, modelKey, model string, dropModels bool, params ...map[string]json.RawMessage) ([]byte, error) {
-	out, spliced := spliceModel(body, modelKey, model, dropModels)
-	if !spliced {
+// model key is rewritten without copying the body, and so are
+// parameters that add new members (such as stream_options.include_usage
+// on a body without stream_options): the result is the parts of body
+// around the edits. Other parameters are set with sjson, on a copy.
+func rewriteBody(body []byte, modelKey, model string, dropModels bool, params ...map[string]json.RawMessage) (sendBody, error) {
+	var topBuf [4]string
+	added, tops := newMembers(modelKey, params, topBuf[:0])
+	out, spliced, paramsDone := spliceModel(body, modelKey, model, dropModels, added, tops)
+	if spliced && paramsDone {
+		return out, nil
+	}
+	var flat []byte
+	if spliced {
+		flat = out.bytes()
+	} else {
 		var err error
-		if out, err = sjson.SetBytes(body, modelKey, model); err != nil {
-			return nil, err
+		if flat, err = sjson.SetBytes(body, modelKey, model); err != nil {
+			return sendBody{}, err
 		}
 	}
 	readded := false // a parameter set the models list again
+	var one [1]string
 	for _, ps := range params {
-		for _, path := range slices.Sorted(maps.Keys(ps)) {
+		for _, path := range paramPaths(ps, &one) {
 			var err error
-			if out, err = sjson.SetRawBytes(out, path, ps[path]); err != nil {
-				return nil, err
+			if flat, err = sjson.SetRawBytes(flat, path, ps[path]); err != nil {
+				return sendBody{}, err
 			}
 			readded = readded || path == "models" || strings.HasPrefix(path, "models.")
 		}
 	}
 	if dropModels && (!spliced || readded) {
-		return sjson.DeleteBytes(out, "models")
+		var err error
+		if flat, err = sjson.DeleteBytes(flat, "models"); err != nil {
+			return sendBody{}, err
+		}
 	}
-	return out, nil
+	return wholeBody(flat), nil
 }
 
-// spliceModel sets a top-level model key of body to model, and drops
-// the top-level `models` member if asked, copying the body once. It
-// reports false, doing nothing, when the key is a path or is missing.
-func spliceModel(body []byte, modelKey, model string, dropModels bool) ([]byte, bool) {
+// paramPaths returns the paths of a set of parameters in order; one
+// holds the path of a set of one.
+func paramPaths(ps map[string]json.RawMessage, one *[1]string) []string {
+	switch len(ps) {
+	case 0:
+		return nil
+	case 1:
+		for k := range ps {
+			one[0] = k
+		}
+		return one[:]
+	}
+	return slices.Sorted(maps.Keys(ps))
+}
+
+// newMembers returns the text that setting params adds at the end of the
+// top-level object, as sjson writes it (`,"a":{"b":1}` for a.b), and the
+// first key of each path, when each path is a plain dotted path of keys
+// (no array index, no pattern) whose first key no other path shares and
+// is neither modelKey nor "models", appended to tops; else nil, nil.
+// The members are new only if the body has none of those keys, which
+// spliceModel checks. Without parameters the text is nil and tops is
+// returned empty.
+func newMembers(modelKey string, params []map[string]json.RawMessage, tops []string) ([]byte, []string) {
+	var out []byte
+	var one [1]string
+	for _, ps := range params {
+		for _, path := range paramPaths(ps, &one) {
+			v := ps[path]
+			top, _, _ := strings.Cut(path, ".")
+			if len(v) == 0 || top == modelKey || top == "models" || slices.Contains(tops, top) {
+				return nil, nil
+			}
+			tops = append(tops, top)
+			if out == nil {
+				out = make([]byte, 0, 64+len(path)+len(v))
+			}
+			depth := 0
+			for seg := range strings.SplitSeq(path, ".") {
+				if !plainKey(seg) {
+					return nil, nil
+				}
+				if depth > 0 {
+					out = append(out, '{')
+				} else {
+					out = append(out, ',')
+				}
+				out = append(append(append(out, '"'), seg...), '"', ':')
+				depth++
+			}
+			out = append(out, v...)
+			for range depth - 1 {
+				out = append(out, '}')
+			}
+		}
+	}
+	return out, tops
+}
+
+// plainKey reports whether sjson reads seg, a segment of a path, as an
+// object key of its own: letters, digits, '_' and '-', not starting with
+// a digit or '-' (an array index to sjson).
+func plainKey(seg string) bool {
+	if seg == "" || seg[0] == '-' || '0' <= seg[0] && seg[0] <= '9' {
+		return false
+	}
+	for i := 0; i < len(seg); i++ {
+		c := seg[i]
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '_' || c == '-') {
+			return false
+		}
+	}
+	return true
+}
+
+// spliceModel sets a top-level model key of body to model, drops the
+// top-level `models` member if asked, and adds the members added
+// (newMembers) at the end of the object when the body has none of the
+// keys tops (tops nil: there are parameters it cannot add), without
+// copying the body: the result is the parts of body around the edits.
+// It reports false, doing nothing, when the key is a path or is missing,
+// and whether it added the members.
+func spliceModel(body []byte, modelKey, model string, dropModels bool, added []byte, tops []string) (sendBody, bool, bool) {
 	if strings.ContainsAny(modelKey, ".\\*?#|@!") {
-		return nil, false
+		return sendBody{}, false, false
 	}
-	type edit struct {
-		start, end int
-		with       []byte
-	}
-	var edits []edit
-	var value, list *member // the model's value, the models list
+	type span struct{ start, end int }
+	value, list := span{-1, -1}, span{-1, -1} // the model's value, the models list
 	listPrev, listNext := -1, -1
 	prevEnd := -1 // where the previous member's value ends
+	addable := tops != nil
 	eachMember(body, 0, func(m member) bool {
-		if list != nil && listNext < 0 {
+		if list.start >= 0 && listNext < 0 {
 			listNext = m.keyStart
 		}
 		switch {
-		case value == nil && m.is(modelKey):
-			value = &m
-			edits = append(edits, edit{m.valueStart, m.valueStart + len(m.value), quoteJSON(model)})
-		case dropModels && list == nil && m.is("models"):
-			list, listPrev = &m, prevEnd
+		case value.start < 0 && m.is(modelKey):
+			value = span{m.valueStart, m.valueStart + len(m.value)}
+		case dropModels && list.start < 0 && m.is("models"):
+			list, listPrev = span{m.keyStart, m.valueStart + len(m.value)}, prevEnd
+		}
+		if addable && slices.ContainsFunc(tops, m.is) {
+			addable = false
 		}
 		prevEnd = m.valueStart + len(m.value)
 		return true
 	})
-	if value == nil {
-		return nil, false
+	if value.start < 0 {
+		return sendBody{}, false, false
 	}
-	if list != nil {
-		// The list goes with the comma before it, or, if it comes
-		// first, the one after it.
-		e := edit{start: listPrev, end: list.valueStart + len(list.value)}
-		if listPrev < 0 {
-			e.start = list.keyStart
-			if listNext >= 0 {
-				e.end = listNext
-			}
+	// The edits, in the order of the body: the model's value replaced,
+	// the list dropped, the new members added before the closing brace.
+	type edit struct {
+		span
+		with []byte
+	}
+	var edits [3]edit
+	n := 0
+	edits[n] = edit{value, quoteJSON(model)}
+	n++
+	if list.start >= 0 {
+		// The list goes with the comma before it, or, if it comes first,
+		// the one after it.
+		if listPrev >= 0 {
+			list.start = listPrev
+		} else if listNext >= 0 {
+			list.end = listNext
 		}
-		edits = append(edits, e)
-		if e.start < edits[0].start {
-			edits[0], edits[1] = edits[1], edits[0]
-		}
+		edits[n] = edit{span: list}
+		n++
 	}
-	size := len(body)
-	for _, e := range edits {
-		size += len(e.with) - (e.end - e.start)
+	if close := skipSpace(body, prevEnd); addable && len(added) > 0 && close < len(body) && body[close] == '}' {
+		edits[n] = edit{span{close, close}, added}
+		n++
+	} else if len(added) > 0 || !addable {
+		addable = false
 	}
-	out := make([]byte, 0, size)
+	if n > 1 && edits[1].start < edits[0].start {
+		edits[0], edits[1] = edits[1], edits[0]
+	}
+	var out sendBody
 	at := 0
-	for _, e := range edits {
-		out = append(out, body[at:e.start]...)
-		out = append(out, e.with...)
+	for _, e := range edits[:n] {
+		out.add(body[at:e.start])
+		out.add(e.with)
 		at = e.end
 	}
-	return append(out, body[at:]...), true
+	out.add(body[at:])
+	return out, true, addable
 }
 
 // quoteJSON returns s as a JSON string, escaped as sjson escapes it.

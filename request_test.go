@@ -371,10 +371,11 @@ func TestRewriteBody(t *testing.T) {
 		"tools.0.strict":  json.RawMessage(`false`),
 		"response_format": json.RawMessage(`{"type":"json_schema","json_schema":{"name":"s","schema":{"type":"object"}}}`),
 	}
-	out, err := rewriteBody(body, "model", "gpt-4o-2024-08-06", false, params)
+	rewritten, err := rewriteBody(body, "model", "gpt-4o-2024-08-06", false, params)
 	if err != nil {
 		t.Fatal(err)
 	}
+	out := sentBytes(t, &rewritten)
 	if !bytes.Equal(body, orig) {
 		t.Fatal("rewriteBody modified its input")
 	}
@@ -451,10 +452,11 @@ func TestRewriteBodyByteIdentical(t *testing.T) {
 		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			out, err := rewriteBody([]byte(tc.body), tc.key, tc.model, false, nil)
+			rewritten, err := rewriteBody([]byte(tc.body), tc.key, tc.model, false, nil)
 			if err != nil {
 				t.Fatal(err)
 			}
+			out := sentBytes(t, &rewritten)
 			if string(out) != tc.want {
 				t.Errorf("got  %s\nwant %s", out, tc.want)
 			}
@@ -470,10 +472,11 @@ func TestRewriteBodyParamsOrder(t *testing.T) {
 		"metadata":     json.RawMessage(`{"team":"x"}`),
 	}
 	for range 20 {
-		out, err := rewriteBody([]byte(`{"model":"a","metadata":{"old":true}}`), "model", "b", false, params)
+		rewritten, err := rewriteBody([]byte(`{"model":"a","metadata":{"old":true}}`), "model", "b", false, params)
 		if err != nil {
 			t.Fatal(err)
 		}
+		out := sentBytes(t, &rewritten)
 		if got := gjson.GetBytes(out, "metadata").Raw; got != `{"team":"x","tag":"t"}` {
 			t.Fatalf("metadata = %s", got)
 		}

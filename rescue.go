@@ -97,12 +97,39 @@ func newSplice(w http.ResponseWriter, req *strategies.Request, rescue bool) *spl
 		return nil
 	}
 	sp := &splice{w: w, api: api, rescue: rescue, open: -1, checkedRestart: true}
-	msgs := gjson.GetBytes(req.Body, "messages").Array()
-	sp.prefilled = len(msgs) > 0 && msgs[len(msgs)-1].Get("role").Str == "assistant"
-	if n := gjson.GetBytes(req.Body, "n"); n.Exists() && n.Int() != 1 {
-		sp.tools = true // several choices cannot be continued as one
-	}
+	// Read in place: the messages are most of a body, which gjson would
+	// copy.
+	eachMember(req.Body, 0, func(m member) bool {
+		switch {
+		case m.is("messages"):
+			sp.prefilled = lastRole(m.value) == "assistant"
+		case m.is("n"):
+			if gjson.ParseBytes(m.value).Int() != 1 {
+				sp.tools = true // several choices cannot be continued as one
+			}
+		}
+		return true
+	})
 	return sp
+}
+
+// lastRole returns the role of the last of messages (as gjson's
+// Array reads them: an object is one message), or "".
+func lastRole(messages []byte) string {
+	last := messages
+	if len(messages) > 0 && messages[0] == '[' {
+		last = nil
+		eachElement(messages, func(v []byte) bool { last = v; return true })
+	}
+	role := ""
+	eachMember(last, 0, func(f member) bool {
+		if !f.is("role") {
+			return true
+		}
+		role, _ = jsonString(f.value)
+		return false
+	})
+	return role
 }
 
 // spliceOf returns w's splice, or nil. A hedged call's gate (hedge.go)

@@ -95,3 +95,37 @@ func TestSpliceRestart(t *testing.T) {
 		}
 	}
 }
+
+// TestNewSpliceReadsRequest: a stream's splice knows whether the request
+// ends with an assistant turn (a prefill: not continued) and asks for
+// several choices, read in place as gjson reads them.
+func TestNewSpliceReadsRequest(t *testing.T) {
+	for _, tc := range []struct {
+		body            string
+		prefilled, many bool
+	}{
+		{`{"messages":[{"role":"user","content":"a"}]}`, false, false},
+		{`{"messages":[{"role":"user","content":"a"},{"role":"assistant","content":"b"}]}`, true, false},
+		{`{"messages":[{"role":"assistant","content":"b"},{"role":"user","content":"a"}]}`, false, false},
+		{`{"messages":[{"content":"b","role":"assist\u0061nt"}], "n": 1}`, true, false},
+		{`{"messages":[{"role":"user"}],"n":2}`, false, true},
+		{`{"messages":[{"role":"user"}],"n":null}`, false, true},
+		{`{"messages":{"role":"assistant"}}`, true, false},
+		{`{"messages":[]}`, false, false},
+		{`{"messages":"x"}`, false, false},
+		{`{"messages":[{"role":["assistant"]}]}`, false, false},
+	} {
+		req := &strategies.Request{Endpoint: "/chat/completions", Stream: true, Body: []byte(tc.body)}
+		sp := newSplice(httptest.NewRecorder(), req, true)
+		if sp.prefilled != tc.prefilled || sp.tools != tc.many {
+			t.Errorf("%s: prefilled %v, several choices %v; want %v, %v", tc.body, sp.prefilled, sp.tools, tc.prefilled, tc.many)
+		}
+		// as gjson reads it
+		msgs := gjson.Get(tc.body, "messages").Array()
+		prefilled := len(msgs) > 0 && msgs[len(msgs)-1].Get("role").Str == "assistant"
+		n := gjson.Get(tc.body, "n")
+		if prefilled != tc.prefilled || (n.Exists() && n.Int() != 1) != tc.many {
+			t.Errorf("%s: the case disagrees with gjson", tc.body)
+		}
+	}
+}
