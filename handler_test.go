@@ -893,3 +893,31 @@ func TestResolvePinned(t *testing.T) {
 		}
 	}
 }
+
+// The messages are read only for a strategy that looks at them: a
+// prompt-blind one (fallback, lowest_latency, …) routes without reading
+// them, one that prices the prompt (cheapest) reads them.
+func TestResolveReadsPromptOnlyWhenLooked(t *testing.T) {
+	h := mustLoadHandler(t, `{
+	"providers": [{"name": "a", "proxy": `+proxyTo("127.0.0.1:1")+`}],
+	"models": [{"name": "m", "providers": ["a"], "input_price": 1, "output_price": 2}, {"name": "n", "providers": ["a"], "input_price": 3, "output_price": 4}],
+	"routes": [
+		{"name": "blind", "strategy": {"name": "fallback"}, "targets": [{"model": "m"}, {"model": "n"}]},
+		{"name": "fast", "strategy": {"name": "lowest_latency"}, "targets": [{"model": "m"}, {"model": "n"}]},
+		{"name": "cheap", "strategy": {"name": "cheapest"}, "targets": [{"model": "m"}, {"model": "n"}]}
+	]
+}`)
+	for _, tc := range []struct {
+		route string
+		read  bool
+	}{{"blind", false}, {"fast", false}, {"cheap", true}} {
+		body := []byte(`{"model":"` + tc.route + `","messages":[{"role":"user","content":"how many words are in this prompt"}]}`)
+		req := &strategies.Request{Model: tc.route, Endpoint: "/chat/completions", Body: body}
+		if _, rerr := h.resolve(httptest.NewRequest("POST", "/", nil), req, nil); rerr != nil {
+			t.Fatalf("%s: %s", tc.route, rerr.msg)
+		}
+		if read := req.PromptTokens > 0 || req.LastUser != ""; read != tc.read {
+			t.Errorf("%s: prompt read %t (tokens %d, last user %q), want %t", tc.route, read, req.PromptTokens, req.LastUser, tc.read)
+		}
+	}
+}

@@ -68,7 +68,8 @@ func (h *Handler) resolve(r *http.Request, req *strategies.Request, key *ClientK
 	// them.
 	strategy := h.strategyFor(r, rt)
 	p.strategy = strategy
-	if strategy != nil || h.needsPrompt || h.filtersApply(rt, targets) {
+	_, blind := strategy.(strategies.PromptBlind)
+	if (strategy != nil && !blind) || h.needsPrompt || h.filtersApply(rt, targets) {
 		req.ReadPrompt()
 	}
 	req.Header = r.Header

@@ -34,8 +34,12 @@ func (f *Fallback) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	return noOptions(d)
 }
 
+// PromptBlind implements PromptBlind.
+func (Fallback) PromptBlind() {}
+
 // Interface guards
 var (
 	_ Strategy              = (*Fallback)(nil)
+	_ PromptBlind           = (*Fallback)(nil)
 	_ caddyfile.Unmarshaler = (*Fallback)(nil)
 )

@@ -61,9 +61,13 @@ func (h *HighestThroughput) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	return (*measured)(h).unmarshalCaddyfile(d)
 }
 
+// PromptBlind implements PromptBlind.
+func (HighestThroughput) PromptBlind() {}
+
 // Interface guards
 var (
 	_ Strategy              = (*HighestThroughput)(nil)
+	_ PromptBlind           = (*HighestThroughput)(nil)
 	_ caddy.Provisioner     = (*HighestThroughput)(nil)
 	_ caddy.Validator       = (*HighestThroughput)(nil)
 	_ caddyfile.Unmarshaler = (*HighestThroughput)(nil)

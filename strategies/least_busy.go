@@ -36,8 +36,12 @@ func (l *LeastBusy) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	return noOptions(d)
 }
 
+// PromptBlind implements PromptBlind.
+func (LeastBusy) PromptBlind() {}
+
 // Interface guards
 var (
 	_ Strategy              = (*LeastBusy)(nil)
+	_ PromptBlind           = (*LeastBusy)(nil)
 	_ caddyfile.Unmarshaler = (*LeastBusy)(nil)
 )

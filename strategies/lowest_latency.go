@@ -62,9 +62,13 @@ func (l *LowestLatency) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	return (*measured)(l).unmarshalCaddyfile(d)
 }
 
+// PromptBlind implements PromptBlind.
+func (LowestLatency) PromptBlind() {}
+
 // Interface guards
 var (
 	_ Strategy              = (*LowestLatency)(nil)
+	_ PromptBlind           = (*LowestLatency)(nil)
 	_ caddy.Provisioner     = (*LowestLatency)(nil)
 	_ caddy.Validator       = (*LowestLatency)(nil)
 	_ caddyfile.Unmarshaler = (*LowestLatency)(nil)

@@ -39,8 +39,12 @@ func (r *Random) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	return noOptions(d)
 }
 
+// PromptBlind implements PromptBlind.
+func (Random) PromptBlind() {}
+
 // Interface guards
 var (
 	_ Strategy              = (*Random)(nil)
+	_ PromptBlind           = (*Random)(nil)
 	_ caddyfile.Unmarshaler = (*Random)(nil)
 )

@@ -41,8 +41,12 @@ func (r *RoundRobin) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	return noOptions(d)
 }
 
+// PromptBlind implements PromptBlind.
+func (*RoundRobin) PromptBlind() {}
+
 // Interface guards
 var (
 	_ Strategy              = (*RoundRobin)(nil)
+	_ PromptBlind           = (*RoundRobin)(nil)
 	_ caddyfile.Unmarshaler = (*RoundRobin)(nil)
 )

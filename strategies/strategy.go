@@ -24,6 +24,14 @@ type Strategy interface {
 	Select(req *Request, cands []Candidate) Decision
 }
 
+// PromptBlind is implemented by strategies whose choice never reads the
+// prompt (the text and token fields ReadPrompt fills): the handler then
+// does not read the messages for them, unless a filter or a limit needs
+// them.
+type PromptBlind interface {
+	PromptBlind()
+}
+
 // Decision is a strategy's verdict beyond the order.
 type Decision struct {
 	// Reason explains the choice for logs, headers and metrics, e.g.

@@ -65,8 +65,12 @@ func (w *Weighted) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	return noOptions(d)
 }
 
+// PromptBlind implements PromptBlind.
+func (Weighted) PromptBlind() {}
+
 // Interface guards
 var (
 	_ Strategy              = (*Weighted)(nil)
+	_ PromptBlind           = (*Weighted)(nil)
 	_ caddyfile.Unmarshaler = (*Weighted)(nil)
 )
