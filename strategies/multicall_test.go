@@ -4,6 +4,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
@@ -78,6 +79,39 @@ func TestMatchSchemaRefs(t *testing.T) {
 	loop := gjson.Parse(`{"$ref":"#"}`)
 	if err := MatchSchema(loop, gjson.Parse(`1`)); err == nil {
 		t.Error("a self-referring schema matched")
+	}
+}
+
+// TestMatchSchemaCost: the client writes the schema; one whose anyOf
+// branches refer back to it (2^64 paths to the depth bound), or that
+// makes every step read a large schema again, ends in a failed check
+// rather than keeping a core busy, while a large honest schema and
+// answer still match.
+func TestMatchSchemaCost(t *testing.T) {
+	pad := strings.Repeat("x", 1<<20)
+	for _, tc := range []struct {
+		name, schema, v string
+		ok              bool
+	}{
+		{"branches referring back", `{"$defs":{"a":{"anyOf":[{"$ref":"#/$defs/a"},{"$ref":"#/$defs/a"}]}},"$ref":"#/$defs/a"}`, `1`, false},
+		{"branches referring back, oneOf", `{"$defs":{"a":{"oneOf":[{"$ref":"#/$defs/a"},{"$ref":"#/$defs/a"},{"type":"number"}]}},"$ref":"#/$defs/a"}`, `1`, false},
+		{"a large schema read at every step", `{"description":"` + pad + `","type":"array","items":{"$ref":"#/$defs/i"},"$defs":{"i":{"type":"integer"}}}`,
+			"[" + strings.Repeat("1,", 1<<16) + "1]", true},
+		{"a large enum for every item", `{"type":"array","items":{"enum":[` + strings.Repeat(`"`+strings.Repeat("y", 1000)+`",`, 1000) + `1]}}`,
+			"[" + strings.Repeat("1,", 1<<16) + "1]", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			done := make(chan error, 1)
+			go func() { done <- MatchSchema(gjson.Parse(tc.schema), gjson.Parse(tc.v)) }()
+			select {
+			case err := <-done:
+				if (err == nil) != tc.ok {
+					t.Errorf("error %v, want ok=%v", err, tc.ok)
+				}
+			case <-time.After(2 * time.Minute):
+				t.Fatal("the match is still running after 2 minutes")
+			}
+		})
 	}
 }
 
