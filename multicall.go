@@ -237,6 +237,7 @@ func (h *Handler) judge(r *http.Request, req *strategies.Request, p *plan, j *st
 	if rerr != nil {
 		return 0, false, call{status: rerr.status}
 	}
+	jp.rec = p.rec // the judge's calls are the request's: its record counts them
 	jc = h.call(r, jreq, jp, jp.candidates)
 	if !jc.ok() {
 		return 0, false, jc
@@ -271,6 +272,9 @@ func (h *Handler) respond(w http.ResponseWriter, r *http.Request, req *strategie
 		winner = p.candidates[i]
 	}
 	h.setPlaceholders(r, repl, p, &winner, calls, &attemptWriter{usage: total})
+	if p.rec != nil && c.model != "" {
+		p.rec.answered = [2]string{c.model, c.provider}
+	}
 
 	if !c.ok() {
 		writeJSON(w, c.status, c.body)

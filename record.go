@@ -133,6 +133,11 @@ type record struct {
 	candidates []candidateRecord
 	attBuf     [3]attemptRecord
 	attempts   []attemptRecord
+
+	// answered is the model and provider whose answer went out, when
+	// the answer took several calls (cascade, consensus): chosen names
+	// it rather than the last call.
+	answered [2]string
 }
 
 // startRecord begins the record of a request llm_route handles.
@@ -221,14 +226,21 @@ func (rec *record) attempt(c *strategies.Candidate, res *attemptResult) {
 	}
 }
 
-// chosen is the last candidate called, or nil.
+// chosen is the last call of the candidate whose answer went out (see
+// answered), else the last candidate called, or nil.
 func (rec *record) chosen() *attemptRecord {
+	var last *attemptRecord
 	for i := len(rec.attempts) - 1; i >= 0; i-- {
 		if a := &rec.attempts[i]; a.cause != causeQuota && a.cause != causeUnfit {
-			return a
+			if rec.answered == [2]string{} || rec.answered == [2]string{a.c.Model, a.c.Provider.Name} {
+				return a
+			}
+			if last == nil {
+				last = a
+			}
 		}
 	}
-	return nil
+	return last
 }
 
 // usage is the token usage of every call made for the request: a

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"fmt"
+	"math"
 	"net/http"
 	"path/filepath"
 	"strings"
@@ -418,4 +419,60 @@ func TestMulticallAccessLog(t *testing.T) {
 	if e := log["vote"]; e.Attempts != 3 || e.CompletionTokens != wordCount(cheapVote)+wordCount(midVote)+wordCount(premVote) {
 		t.Errorf("vote: logged %+v", e)
 	}
+}
+
+// The decision log (and the metrics, which read the same record) of a
+// cascade or a consensus counts every call, the judge's too, each at its
+// own model's prices, and names the model whose answer went out, not the
+// last one called.
+func TestMulticallDecisionRecord(t *testing.T) {
+	logFile := filepath.Join(t.TempDir(), "decisions.log")
+	s := multiSetup()
+	s.Global = fmt.Sprintf("\tlog decisions {\n\t\toutput file %s\n\t\tformat json\n\t\tinclude http.handlers.llm_route.decisions\n\t}", logFile)
+	s.Route = "\n\t\tdecision_log\n" + strings.Replace(s.Route, "model judge judge\n", "model judge judge {\n\t\t\tprice 3 7\n\t\t}\n", 1)
+	start(t, s)
+	c := oaClient(t)
+	check := func(t *testing.T, a answer, model string, calls int) {
+		t.Helper()
+		_, rec := decisionLog(t, logFile, "decision", a.hr.Header.Get("X-LLM-Request-Id"))
+		if rec["model"] != model || rec["calls"] != float64(calls) {
+			t.Errorf("record names model %v after %v calls, want %s after %d", rec["model"], rec["calls"], model, calls)
+		}
+		u := a.resp.Usage
+		if rec["input_tokens"] != float64(u.PromptTokens) || rec["output_tokens"] != float64(u.CompletionTokens) {
+			t.Errorf("record's tokens %v+%v, the answer's usage %d+%d", rec["input_tokens"], rec["output_tokens"], u.PromptTokens, u.CompletionTokens)
+		}
+		if got, _ := rec["cost_usd"].(float64); got <= 0 {
+			t.Errorf("cost_usd %v", rec["cost_usd"])
+		}
+	}
+
+	t.Run("cascade with a judge", func(t *testing.T) {
+		const q = "Hello there"
+		a := ask(t, c, chatParams("tiered-judge", q))
+		check(t, a, "mid", 4)
+		j := strategies.Judge{Model: "judge"}
+		judgeIn := promptTokens(j.PromptFor(q, cheapText)) + promptTokens(j.PromptFor(q, midText))
+		want := (float64(promptTokens(q))*(0.1+1) + float64(wordCount(cheapText))*0.2 + float64(wordCount(midText))*2 +
+			float64(judgeIn)*3 + (2+1)*7) / 1e6 // the judge: "Score: 3", "9/10"
+		_, rec := decisionLog(t, logFile, "decision", a.hr.Header.Get("X-LLM-Request-Id"))
+		if got, _ := rec["cost_usd"].(float64); math.Abs(got-want) > 1e-12 {
+			t.Errorf("cost_usd %v, want %v (the judge's calls at the judge's prices)", got, want)
+		}
+	})
+
+	t.Run("cascade whose last tier fails", func(t *testing.T) {
+		p := chatParams("tiered", "Hello again")
+		p.MaxTokens = openai.Int(1)
+		a := ask(t, c, p, faultHeader("premium:status,code=500"))
+		if got := a.hr.Header.Get("X-LLM-Model"); got != "mid" {
+			t.Fatalf("X-LLM-Model %q (X-LLM-Cascade %q), want mid's cut answer", got, a.hr.Header.Get("X-LLM-Cascade"))
+		}
+		check(t, a, "mid", 3)
+	})
+
+	t.Run("consensus", func(t *testing.T) {
+		a := ask(t, c, chatParams("vote-judge", voteQ))
+		check(t, a, "cheap", 6)
+	})
 }
