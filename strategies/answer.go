@@ -127,8 +127,11 @@ func (j *Judge) PromptFor(question, answer string) string {
 // any case and spacing.
 var judgeTags = regexp.MustCompile(`(?i)<(\s*/?\s*(?:question|answer)\b)`)
 
-// ParseScore reads the score of a judge's reply, scaled to 0..1 (and
-// clamped to it); ok is false when the reply holds no score.
+// ParseScore reads the score of a judge's reply, scaled to 0..1; ok is
+// false when the reply holds no score, or one outside 0..scale: a judge
+// that answers "85" on a scale of 10 (it graded out of 100) or echoes a
+// number of the answer has not given a score, and reading it as a full
+// one would pass any answer.
 func (j *Judge) ParseScore(reply string) (score float64, ok bool) {
 	re := j.score
 	if re == nil {
@@ -150,7 +153,10 @@ func (j *Judge) ParseScore(reply string) (score float64, ok bool) {
 	if scale == 0 {
 		scale = DefaultJudgeScale
 	}
-	return min(max(v/scale, 0), 1), true
+	if v < 0 || v > scale {
+		return 0, false
+	}
+	return v / scale, true
 }
 
 // Pass reports whether a score passes the judge's threshold.

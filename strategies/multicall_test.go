@@ -124,7 +124,11 @@ func TestJudgeScore(t *testing.T) {
 	}{
 		{Judge{}, "8", 0.8, true},
 		{Judge{}, "Score: 7.5/10", 0.75, true},
-		{Judge{}, "I would say 12", 1, true},
+		{Judge{}, "I would say 12", 0, false}, // out of the scale: no score, not a full one
+		{Judge{}, "35", 0, false},             // graded out of 100
+		{Judge{}, "-2", 0, false},
+		{Judge{}, "10", 1, true},
+		{Judge{Scale: 100}, "35", 0.35, true},
 		{Judge{}, "no idea", 0, false},
 		{Judge{Score: `Rating: (\d)`, Scale: 5}, "The 3 answers... Rating: 4", 0.8, true},
 		{Judge{Score: `Rating: (\d)`, Scale: 5}, "4", 0, false},
