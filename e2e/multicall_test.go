@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 	"net/http"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -475,4 +476,106 @@ func TestMulticallDecisionRecord(t *testing.T) {
 		a := ask(t, c, chatParams("vote-judge", voteQ))
 		check(t, a, "cheap", 6)
 	})
+}
+
+// hostileSetup adds to multiSetup a provider "evil" (the cheapest and
+// the best rated model, so the first tier of a cascade and a voter of
+// every consensus) whose answer the fault header chooses: code 461 a
+// body that is not JSON, 462 a JSON array, 463 an object without
+// choices, 464 an answer larger than a call may hold (17 MiB), else a
+// good answer ending in 42.
+func hostileSetup(t *testing.T) setup {
+	dir := t.TempDir()
+	big := `{"id":"big","object":"chat.completion","created":1,"model":"evil","choices":[{"index":0,"message":{"role":"assistant","content":"` +
+		strings.Repeat("forty two ", 17<<20/10) + `42"},"finish_reason":"stop"}],"usage":{"prompt_tokens":2,"completion_tokens":4,"total_tokens":6}}`
+	if err := os.WriteFile(filepath.Join(dir, "big.json"), []byte(big), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	q := func(s string) string { return "`" + s + "`" }
+	s := multiSetup()
+	s.Route += fmt.Sprintf(`
+		provider evil http://127.0.0.1:%d
+		model evil evil {
+			price 0.01 0.01
+			quality 0.99
+		}
+		route vote-evil {
+			models cheap mid evil
+			strategy consensus {
+				extract last_number
+			}
+		}
+		route tiered-evil {
+			models evil mid premium
+			strategy cascade {
+				min_length 8
+				streams
+			}
+		}
+`, portExtra1)
+	s.Extra = fmt.Sprintf(`
+http://:%d {
+	bind 127.0.0.1
+	header Content-Type application/json
+	@nojson header_regexp X-Mock-Fault evil:status,code=461
+	respond @nojson "this is not json" 200
+	@array header_regexp X-Mock-Fault evil:status,code=462
+	respond @array "[1, 2, 3]" 200
+	@nochoices header_regexp X-Mock-Fault evil:status,code=463
+	respond @nochoices %s 200
+	@big header_regexp X-Mock-Fault evil:status,code=464
+	handle @big {
+		root * %s
+		rewrite * /big.json
+		method GET
+		file_server
+	}
+	respond %s 200
+}
+`, portExtra1, q(`{"id":"e","object":"chat.completion","created":1,"model":"evil","usage":{"prompt_tokens":2,"completion_tokens":4,"total_tokens":6}}`), dir,
+		q(`{"id":"e","object":"chat.completion","created":1,"model":"evil","choices":[{"index":0,"message":{"role":"assistant","content":"Evil says 42"},"finish_reason":"stop"}],"usage":{"prompt_tokens":2,"completion_tokens":4,"total_tokens":6}}`))
+	return s
+}
+
+// A voter or a tier whose answer is not JSON, not an answer, or too
+// large to hold does not vote or passes the request on; the client
+// gets a well-formed answer in its own API, streamed or not.
+func TestMulticallHostileUpstream(t *testing.T) {
+	start(t, hostileSetup(t))
+	c := oaClient(t)
+	ant := antClient(t)
+	wantPath := map[int]string{
+		461: "evil:status=502 > mid:ok", 462: "evil:empty,short > mid:ok", 463: "evil:empty,short > mid:ok",
+		464: "evil:status=502 > mid:ok", 0: "evil:ok",
+	}
+	for _, code := range []int{461, 462, 463, 464, 0} {
+		fault := fmt.Sprintf("evil:status,code=%d", code)
+		wantVote, wantTier := midVote, "mid"
+		if code == 0 {
+			fault, wantVote, wantTier = "", "Evil says 42", "evil"
+		}
+		t.Run(fmt.Sprintf("consensus %d", code), func(t *testing.T) {
+			a := ask(t, c, chatParams("vote-evil", voteQ), faultHeader(fault))
+			if a.text() != wantVote {
+				t.Errorf("text %q, want %q (X-LLM-Consensus %q)", a.text(), wantVote, a.hr.Header.Get("X-LLM-Consensus"))
+			}
+			res := messageStream(t, ant, messageParams("vote-evil", voteQ), antFaultHeader(fault))
+			if res.Err != nil || res.Text != wantVote {
+				t.Errorf("anthropic stream: %v, text %q, want %q (X-LLM-Consensus %q)", res.Err, res.Text, wantVote, res.Resp.Header.Get("X-LLM-Consensus"))
+			}
+		})
+		t.Run(fmt.Sprintf("cascade %d", code), func(t *testing.T) {
+			a := ask(t, c, chatParams("tiered-evil", "Hello there"), faultHeader(fault))
+			if got, want := a.hr.Header.Get("X-LLM-Cascade"), wantPath[code]; got != want {
+				t.Errorf("X-LLM-Cascade %q, want %q", got, want)
+			}
+			if got := a.hr.Header.Get("X-LLM-Model"); got != wantTier {
+				t.Errorf("answered by %q, want %q (X-LLM-Cascade %q)", got, wantTier, a.hr.Header.Get("X-LLM-Cascade"))
+			}
+			res := messageStream(t, ant, messageParams("tiered-evil", "Hello there"), antFaultHeader(fault))
+			if res.Err != nil || res.Resp.Header.Get("X-LLM-Model") != wantTier {
+				t.Errorf("anthropic stream: %v, answered by %q (X-LLM-Cascade %q)", res.Err, res.Resp.Header.Get("X-LLM-Model"), res.Resp.Header.Get("X-LLM-Cascade"))
+			}
+		})
+	}
 }
