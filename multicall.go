@@ -15,6 +15,7 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"github.com/tidwall/gjson"
 	"github.com/tidwall/sjson"
+	"go.uber.org/zap"
 
 	"github.com/caddy-llm-route/llmroute/strategies"
 	"github.com/caddy-llm-route/llmroute/translate"
@@ -150,12 +151,16 @@ func (h *Handler) call(r *http.Request, req *strategies.Request, p *plan, cands 
 }
 
 // serveBuffered runs serve into a buffer; an answer that broke after it
-// started (serve aborts the response) leaves a 502.
+// started (serve aborts the response) leaves a 502. So does a panic (a
+// bug on the call's path), logged: a consensus runs its calls on
+// goroutines of their own, where a panic would end the process rather
+// than one request.
 func (h *Handler) serveBuffered(buf *bufferedResponse, r *http.Request, req *strategies.Request, p *plan) (err error) {
 	defer func() {
 		if v := recover(); v != nil {
 			if v != http.ErrAbortHandler {
-				panic(v)
+				h.logger.Error("panic in a call of a request that makes several", zap.String("route", p.route),
+					zap.Any("panic", v), zap.Stack("stack"))
 			}
 			buf.status = http.StatusBadGateway
 			buf.body.Reset()
