@@ -579,3 +579,34 @@ func TestMulticallHostileUpstream(t *testing.T) {
 		})
 	}
 }
+
+// When no call of a cascade or a consensus can answer, an Anthropic
+// client gets the error in its own API's shape, streamed or not, with
+// the strategy's header; so does an OpenAI client.
+func TestMulticallAllFail(t *testing.T) {
+	start(t, multiSetup())
+	ant := antClient(t)
+	oa := oaClient(t)
+	for _, route := range []string{"tiered", "tiered-stream", "vote", "vote-judge"} {
+		t.Run(route, func(t *testing.T) {
+			header := "X-LLM-Cascade"
+			if strings.HasPrefix(route, "vote") {
+				header = "X-LLM-Consensus"
+			}
+			var aerr *anthropic.Error
+			_, err := ant.Messages.New(ctxT(t), messageParams(route, "Hello there"), antFaultHeader("status,code=503"))
+			if !asError(err, &aerr) || aerr.StatusCode != 503 || !strings.Contains(aerr.RawJSON(), `"type":"error"`) || aerr.Response.Header.Get(header) == "" {
+				t.Errorf("anthropic: %v, want a 503 in Anthropic's shape with %s", err, header)
+			}
+			res := messageStream(t, ant, messageParams(route, "Hello there"), antFaultHeader("status,code=503"))
+			if !asError(res.Err, &aerr) || aerr.StatusCode != 503 || !strings.Contains(aerr.RawJSON(), `"type":"error"`) {
+				t.Errorf("anthropic stream: %v, want a 503 in Anthropic's shape", res.Err)
+			}
+			var oerr *openai.Error
+			_, err = oa.Chat.Completions.New(ctxT(t), chatParams(route, "Hello there"), faultHeader("status,code=503"))
+			if !asError(err, &oerr) || oerr.StatusCode != 503 || !strings.Contains(oerr.RawJSON(), `"message"`) {
+				t.Errorf("openai: %v, want a 503 in OpenAI's shape", err)
+			}
+		})
+	}
+}
