@@ -2,12 +2,14 @@ package llmroute
 
 import (
 	"context"
+	"errors"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
 
 	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"github.com/tidwall/gjson"
 
 	"github.com/caddy-llm-route/llmroute/strategies"
@@ -168,5 +170,45 @@ func TestConsensusVoterPanics(t *testing.T) {
 	}
 	if got, want := rec.Header().Get(HeaderConsensus), "mode=majority votes=1/1 agreement=1.00 winner=good"; got != want {
 		t.Errorf("%s %q, want %q", HeaderConsensus, got, want)
+	}
+}
+
+// TestConsensusClientGone: when the client goes away during a vote, the
+// calls in flight are cancelled (their upstream requests end) and the
+// handler returns, leaving no call behind.
+func TestConsensusClientGone(t *testing.T) {
+	arrived, ended := make(chan struct{}, 2), make(chan struct{}, 2)
+	hold := func(w http.ResponseWriter, r *http.Request) {
+		arrived <- struct{}{}
+		<-r.Context().Done()
+		ended <- struct{}{}
+	}
+	a, b := newUpstream(t, hold), newUpstream(t, hold)
+	h := mustLoadHandler(t, `{
+		"providers": [
+			{"name": "a", "api_key": "key-a", "proxy": `+gatewayProxy(a.addr())+`},
+			{"name": "b", "api_key": "key-b", "proxy": `+gatewayProxy(b.addr())+`}
+		],
+		"models": [{"name": "m1", "providers": ["a"]}, {"name": "m2", "providers": ["b"]}],
+		"routes": [{"name": "vote", "targets": [{"model": "m1"}, {"model": "m2"}], "strategy": {"name": "consensus"}}]
+	}`)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	rec := httptest.NewRecorder()
+	r := httptest.NewRequestWithContext(ctx, "POST", "http://gateway.example/v1/chat/completions",
+		strings.NewReader(`{"model":"vote","stream":true,"messages":[{"role":"user","content":"hi"}]}`))
+	r = caddyhttp.PrepareRequest(r, caddy.NewReplacer(), rec, &caddyhttp.Server{})
+	done := make(chan error, 1)
+	go func() {
+		done <- h.ServeHTTP(rec, r, caddyhttp.HandlerFunc(func(http.ResponseWriter, *http.Request) error { return nil }))
+	}()
+	<-arrived
+	<-arrived
+	cancel()
+	<-ended
+	<-ended
+	var herr caddyhttp.HandlerError
+	if err := <-done; !errors.As(err, &herr) || herr.StatusCode != 499 {
+		t.Errorf("ServeHTTP: %v, want a 499 (the client went away)", err)
 	}
 }
