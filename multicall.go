@@ -62,14 +62,10 @@ func (c *call) ok() bool { return c.status == http.StatusOK }
 // for this request: cascade and consensus, on the chat, completions,
 // messages and responses endpoints, with more than one model to call.
 // A stream is orchestrated by consensus always and by cascade when it
-// opts in, except on /responses.
+// opts in.
 func (h *Handler) orchestrated(req *strategies.Request, p *plan) bool {
 	switch req.Endpoint {
-	case "/chat/completions", "/completions", "/messages":
-	case "/responses":
-		if req.Stream {
-			return false
-		}
+	case "/chat/completions", "/completions", "/messages", "/responses":
 	default:
 		return false
 	}

@@ -82,6 +82,7 @@ func TestSynthStream(t *testing.T) {
 		{"/chat/completions", `{"id":"c1","created":5,"model":"m","choices":[{"index":0,"message":{"role":"assistant","content":"Hello world","tool_calls":[{"id":"t","type":"function","function":{"name":"f","arguments":"{}"}}]},"finish_reason":"tool_calls"}],"usage":{"prompt_tokens":3,"completion_tokens":2,"total_tokens":5}}`, true, "Hello world"},
 		{"/completions", `{"id":"c2","created":5,"model":"m","choices":[{"index":0,"text":"Once upon","finish_reason":"length"}],"usage":{"prompt_tokens":3,"completion_tokens":2,"total_tokens":5}}`, false, "Once upon"},
 		{"/messages", `{"id":"m1","type":"message","role":"assistant","model":"m","content":[{"type":"thinking","thinking":"so","signature":"sig"},{"type":"text","text":"Hello world"},{"type":"tool_use","id":"t","name":"f","input":{"a":1}}],"stop_reason":"tool_use","stop_sequence":null,"usage":{"input_tokens":3,"output_tokens":2}}`, false, "Hello world"},
+		{"/responses", `{"id":"resp_1","object":"response","created_at":5,"status":"completed","model":"m","output":[{"type":"reasoning","id":"rs_1","summary":[]},{"type":"message","id":"msg_1","status":"completed","role":"assistant","content":[{"type":"output_text","text":"Hello world","annotations":[]}]},{"type":"function_call","id":"fc_1","call_id":"c1","name":"f","arguments":"{\"a\":1}","status":"completed"}],"usage":{"input_tokens":3,"output_tokens":2,"total_tokens":5}}`, false, "Hello world"},
 	} {
 		t.Run(tc.endpoint, func(t *testing.T) {
 			events, err := synthStream(tc.endpoint, []byte(tc.body), tc.usage)
@@ -97,7 +98,7 @@ func TestSynthStream(t *testing.T) {
 			if err := aw.finish(); err != nil || !aw.terminated || aw.streamErr != nil {
 				t.Fatalf("finish %v, terminated %v, stream error %v:\n%s", err, aw.terminated, aw.streamErr, events)
 			}
-			if tc.usage || tc.endpoint == "/messages" {
+			if tc.usage || tc.endpoint == "/messages" || tc.endpoint == "/responses" {
 				if aw.usage.PromptTokens != 3 || aw.usage.CompletionTokens != 2 {
 					t.Errorf("usage read from the stream: %+v", aw.usage)
 				}
@@ -107,8 +108,8 @@ func TestSynthStream(t *testing.T) {
 			}
 		})
 	}
-	if _, err := synthStream("/responses", []byte(`{}`), false); err == nil {
-		t.Error("a stream for /responses")
+	if _, err := synthStream("/embeddings", []byte(`{}`), false); err == nil {
+		t.Error("a stream for /embeddings")
 	}
 }
 
@@ -126,6 +127,10 @@ func streamText(t *testing.T, endpoint string, events []byte) string {
 			b.WriteString(ev.Get("delta.text").Str)
 		case endpoint == "/completions":
 			b.WriteString(ev.Get("choices.0.text").Str)
+		case endpoint == "/responses":
+			if ev.Get("type").Str == "response.output_text.delta" {
+				b.WriteString(ev.Get("delta").Str)
+			}
 		default:
 			b.WriteString(ev.Get("choices.0.delta.content").Str)
 		}

@@ -385,6 +385,41 @@ func TestConsensus(t *testing.T) {
 		}
 	})
 
+	t.Run("responses stream after the vote", func(t *testing.T) {
+		var hr *http.Response
+		stream := c.Responses.NewStreaming(ctxT(t), responses.ResponseNewParams{Model: "vote",
+			Input: responses.ResponseNewParamsInputUnion{OfString: openai.String(voteQ)}}, oaoption.WithResponseInto(&hr))
+		defer stream.Close()
+		var types []string
+		var deltas strings.Builder
+		var final responses.Response
+		for stream.Next() {
+			ev := stream.Current()
+			types = append(types, ev.Type)
+			switch ev.Type {
+			case "response.output_text.delta":
+				deltas.WriteString(ev.Delta)
+			case "response.completed":
+				final = ev.Response
+			}
+		}
+		if err := stream.Err(); err != nil {
+			t.Fatal(err)
+		}
+		if got := hr.Header.Get("X-LLM-Consensus"); !strings.Contains(got, "votes=2/3") || !strings.HasSuffix(got, "winner=premium") {
+			t.Errorf("X-LLM-Consensus %q", got)
+		}
+		if len(types) < 2 || types[0] != "response.created" || types[len(types)-1] != "response.completed" {
+			t.Errorf("event sequence %v", types)
+		}
+		if deltas.String() != premVote || final.OutputText() != premVote {
+			t.Errorf("streamed %q, final %q, want %q", deltas.String(), final.OutputText(), premVote)
+		}
+		if u := final.Usage; u.InputTokens != wantPrompt || u.OutputTokens != wantWords {
+			t.Errorf("usage %d+%d, want %d+%d", u.InputTokens, u.OutputTokens, wantPrompt, wantWords)
+		}
+	})
+
 	t.Run("a voter that fails does not vote", func(t *testing.T) {
 		a := ask(t, c, chatParams("vote", voteQ), faultHeader("premium:status,code=500"))
 		if got, want := a.hr.Header.Get("X-LLM-Consensus"), "mode=majority votes=1/2 agreement=0.50 winner=mid"; got != want {
