@@ -212,6 +212,13 @@ func TestVote(t *testing.T) {
 	if w != 1 || score != 0.5 {
 		t.Errorf("agreement: winner %d score %v, want 1 0.5", w, score)
 	}
+	// two empty answers do not agree with each other over one that says something
+	if w, score := Agreement([]string{"", " ", "Paris is the capital"}, []float64{0.9, 0.8, 0.1}); w != 2 || score != 0 {
+		t.Errorf("agreement: winner %d score %v, want 2 0 (the answer with words)", w, score)
+	}
+	if w, score := Agreement([]string{"", "..."}, []float64{0.2, 0.7}); w != 1 || score != 0 {
+		t.Errorf("agreement of empty answers: winner %d score %v, want 1 0 (the higher quality)", w, score)
+	}
 }
 
 func TestMulticallCaddyfile(t *testing.T) {
