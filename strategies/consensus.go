@@ -133,7 +133,14 @@ func (c *Consensus) VoterCount() int { return orDefault(c.Voters, DefaultVoters)
 
 // Key is what majority compares of an answer: its extracted final
 // value, normalised; "" when there is none (the answer does not vote).
+// An answer that did not finish (cut by the output cap, or stopped by a
+// content filter or a refusal) has no final value: the last number of
+// a reasoning cut halfway is one of its steps.
 func (c *Consensus) Key(a Answer) string {
+	switch a.Finish {
+	case "length", "content_filter", "refusal":
+		return ""
+	}
 	if a.ToolCalls != "" && strings.TrimSpace(a.Text) == "" {
 		return "tool:" + a.ToolCalls
 	}

@@ -190,6 +190,23 @@ func TestConsensusKey(t *testing.T) {
 	}
 }
 
+// TestConsensusKeyUnfinished: an answer cut by the output cap, or
+// stopped by a filter, has no final value and does not vote.
+func TestConsensusKeyUnfinished(t *testing.T) {
+	c := Consensus{Extract: "last_number"}
+	if err := c.Provision(caddy.Context{}); err != nil {
+		t.Fatal(err)
+	}
+	for _, finish := range []string{"length", "content_filter", "refusal"} {
+		if k := c.Key(Answer{Text: "Let me work out 6 times 7 step", Finish: finish}); k != "" {
+			t.Errorf("finish %s: key %q, want none", finish, k)
+		}
+	}
+	if k := c.Key(Answer{Text: "6 times 7 is 42", Finish: "stop"}); k != "42" {
+		t.Errorf("a finished answer: key %q, want 42", k)
+	}
+}
+
 func TestVote(t *testing.T) {
 	for _, tc := range []struct {
 		keys    []string
