@@ -199,6 +199,9 @@ type (
 		ErrorRate       float64 `json:"error_rate"`
 		InFlight        int64   `json:"in_flight"`
 		Samples         int64   `json:"samples"`
+		// The 95th percentiles of the recent times (hedge p95's delays).
+		LatencyP95Ms float64 `json:"latency_p95_ms,omitempty"`
+		TTFTP95Ms    float64 `json:"ttft_p95_ms,omitempty"`
 	}
 	adminRoute struct {
 		Name     string           `json:"name"`
@@ -318,6 +321,12 @@ func pairState(s serving, now time.Time) adminPair {
 	ap := adminPair{Provider: s.provider.Name, Health: "healthy", Stats: adminStats{
 		LatencyMs: st.LatencyMs, TTFTMs: st.TTFTMs, TokensPerSecond: st.TokensPerSecond,
 		ErrorRate: st.ErrorRate, InFlight: st.InFlight, Samples: st.Samples}}
+	if d, ok := s.pair.Percentile(false, 0.95); ok {
+		ap.Stats.LatencyP95Ms = float64(d.Microseconds()) / 1e3
+	}
+	if d, ok := s.pair.Percentile(true, 0.95); ok {
+		ap.Stats.TTFTP95Ms = float64(d.Microseconds()) / 1e3
+	}
 	if until := s.pair.CooldownUntil(); !until.IsZero() {
 		ap.CooldownUntil = &until
 		ap.Health = "half_open"

@@ -30,7 +30,8 @@ back across them before the first byte reaches the client.
     must see, or the response has started. fallback.go decides what an
     error answer does beyond retry_on: a prompt too long for a model's
     context moves on only to a larger context (escalation), a
-    content-policy refusal only with fallback_on, and a transient
+    content-policy refusal (an error, or a 200 that ends in one before
+    anything reached the client) only with fallback_on, and a transient
     failure is tried again on the same target (retries,
     max_retry_wait). A text stream (chat completions or messages) goes
     to the client through a splice (rescue.go): when it breaks after
@@ -81,10 +82,14 @@ synthesized in the client's format (synthstream.go).
 
 A route with hedge has serve call attemptHedged (hedge.go) for each
 candidate: the attempt runs behind a gate, and when its answer has not
-started after the delay (and the route's budget allows), the rest of
-the candidates run in parallel through serve behind another gate. The
-first gate to commit a good answer claims the response and cancels the
-other call.
+started after the delay (`p95`: the pair's Percentile, from the same
+live stats the strategies read; and the route's budget allows), the
+rest of the candidates run in parallel through serve behind another
+gate, a loop of its own (its own splice and rescue, its attempts
+numbered on from the primary's). The first gate to commit a good
+answer claims the response and cancels the other call, which the
+record keeps as hedge_lost. A primary that answered and broke is
+rescued by the loop it belongs to; a continuation is never hedged.
 
 # State
 

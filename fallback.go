@@ -9,6 +9,8 @@ import (
 	"slices"
 	"time"
 
+	"github.com/tidwall/gjson"
+
 	"github.com/caddy-llm-route/llmroute/strategies"
 	"github.com/caddy-llm-route/llmroute/upstreams"
 )
@@ -72,6 +74,42 @@ func (h *Handler) classify(res *attemptResult) {
 	case kindContextLength:
 		res.outcome = outcomeFinal
 	}
+}
+
+// fallsBackOnRefusal reports whether an answer of candidate c that
+// ends with a content-policy refusal moves on to the next candidate:
+// with fallback_on content_filter, when c is not the plan's last (the
+// last one's refusal is the answer).
+func (h *Handler) fallsBackOnRefusal(p *plan, c *strategies.Candidate) bool {
+	return slices.Contains(h.FallbackOn, kindContentFilter) && len(p.candidates) > 0 && c != &p.candidates[len(p.candidates)-1]
+}
+
+// refusal reports whether a whole answer, in its provider's format,
+// ended with a content-policy refusal: OpenAI's finish_reason
+// content_filter (chat) or incomplete_details.reason content_filter
+// (responses), Anthropic's stop_reason refusal.
+func refusal(body []byte) bool { return refused(gjson.ParseBytes(body)) }
+
+// refused reports whether an answer or a stream event ends the answer
+// with a content-policy refusal (see refusal; of events: a chunk's
+// finish_reason, a message_delta's stop_reason, a response.incomplete).
+func refused(j gjson.Result) bool {
+	for _, path := range []string{"stop_reason", "delta.stop_reason"} {
+		if j.Get(path).Str == "refusal" {
+			return true
+		}
+	}
+	for _, path := range []string{"incomplete_details.reason", "response.incomplete_details.reason"} {
+		if j.Get(path).Str == "content_filter" {
+			return true
+		}
+	}
+	for _, ch := range j.Get("choices").Array() {
+		if ch.Get("finish_reason").Str == "content_filter" {
+			return true
+		}
+	}
+	return false
 }
 
 // escalation follows the context-length errors of one request: once a
@@ -143,14 +181,15 @@ func (h *Handler) retryWait(res *attemptResult, tries int, now time.Time) (time.
 }
 
 // retry tries candidate c again, after a wait, while its failure allows
-// (retryWait) and the client is still there. Each retry is an attempt.
-func (h *Handler) retry(ctx context.Context, res *attemptResult, attempts *int, again func(n int) attemptResult) {
+// (retryWait) and the client is still there. Each retry is an attempt:
+// again makes the nth attempt, the try-th retry (and records it).
+func (h *Handler) retry(ctx context.Context, res *attemptResult, attempts *int, again func(n, try int) attemptResult) {
 	for tries := 1; ; tries++ {
 		wait, ok := h.retryWait(res, tries, time.Now())
 		if !ok || !sleepCtx(ctx, wait) {
 			return
 		}
-		next := again(*attempts + 1)
+		next := again(*attempts+1, tries)
 		if next.outcome == outcomeQuota || next.outcome == outcomeUnfit {
 			return
 		}

@@ -2,7 +2,9 @@ package llmroute
 
 import (
 	"errors"
+	"io"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -69,5 +71,89 @@ func TestRetryWait(t *testing.T) {
 	}
 	if _, ok := h.retryWait(&attemptResult{outcome: outcomeFinal, status: 400, body: []byte(`{}`)}, 1, now); ok {
 		t.Error("a 400 is retried")
+	}
+}
+
+// A 200 answer that ends with a content-policy refusal (OpenAI's
+// finish_reason content_filter, Anthropic's stop_reason refusal) is an
+// answer unless fallback_on content_filter: then the next candidate is
+// asked, without counting against the refusing pair; the last
+// candidate's refusal is the answer.
+func TestFallbackOnContentFilterFinish(t *testing.T) {
+	const filtered = `{"id":"chatcmpl-2","object":"chat.completion","choices":[{"index":0,"message":{"role":"assistant","content":""},"finish_reason":"content_filter"}],"usage":{"prompt_tokens":3,"completion_tokens":0,"total_tokens":3}}`
+	const refused = `{"id":"msg_1","type":"message","role":"assistant","model":"claude-real","content":[],"stop_reason":"refusal","usage":{"input_tokens":3,"output_tokens":0}}`
+	body := `{"model":"m","messages":[{"role":"user","content":"hi"}]}`
+	for _, tc := range []struct {
+		name, extra, first string
+		want               string // the provider that answers
+	}{
+		{"openai off", ``, filtered, "a"},
+		{"openai on", `"fallback_on": ["content_filter"],`, filtered, "b"},
+		{"ok on", `"fallback_on": ["content_filter"],`, okChat, "a"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			a := newUpstream(t, answer(200, tc.first))
+			b := newUpstream(t, answer(200, okChat))
+			c := newUpstream(t, answer(500, ``))
+			h := gateway(t, a, b, c, tc.extra)
+			rec, _, _, _ := serveGateway(t, h, "POST", "/v1/chat/completions", body)
+			if rec.Code != 200 || rec.Header().Get(HeaderProvider) != tc.want {
+				t.Fatalf("status %d, provider %q: want %s's answer (%s)", rec.Code, rec.Header().Get(HeaderProvider), tc.want, rec.Body)
+			}
+			if s := pairOf(t, h, "m", "a").Snapshot(); s.ErrorRate != 0 {
+				t.Errorf("the refusal counted against the pair: %+v", s)
+			}
+		})
+	}
+	// A stream whose first event is the refusal: nothing reached the
+	// client yet.
+	sse := func(chunks ...string) func(http.ResponseWriter, *http.Request) {
+		return func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Type", "text/event-stream")
+			for _, c := range chunks {
+				_, _ = io.WriteString(w, "data: "+c+"\n\n")
+			}
+		}
+	}
+	filteredChunk := `{"id":"c1","object":"chat.completion.chunk","choices":[{"index":0,"delta":{"role":"assistant","content":""},"finish_reason":"content_filter"}]}`
+	okChunk := `{"id":"c2","object":"chat.completion.chunk","choices":[{"index":0,"delta":{"role":"assistant","content":"hi"},"finish_reason":"stop"}]}`
+	for _, tc := range []struct{ name, extra, want string }{
+		{"stream off", ``, "a"},
+		{"stream on", `"fallback_on": ["content_filter"],`, "b"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			a := newUpstream(t, sse(filteredChunk, "[DONE]"))
+			b := newUpstream(t, sse(okChunk, "[DONE]"))
+			c := newUpstream(t, answer(500, ``))
+			h := gateway(t, a, b, c, tc.extra)
+			rec, _, _, _ := serveGateway(t, h, "POST", "/v1/chat/completions", `{"model":"m","stream":true,"messages":[{"role":"user","content":"hi"}]}`)
+			if rec.Code != 200 || rec.Header().Get(HeaderProvider) != tc.want {
+				t.Fatalf("status %d, provider %q: want %s's stream (%s)", rec.Code, rec.Header().Get(HeaderProvider), tc.want, rec.Body)
+			}
+		})
+	}
+	t.Run("the last candidate's refusal is the answer", func(t *testing.T) {
+		a := newUpstream(t, answer(500, ``))
+		b := newUpstream(t, answer(200, okChat))
+		c := newUpstream(t, answer(200, refused))
+		h := gateway(t, a, b, c, `"fallback_on": ["content_filter"],`)
+		rec, _, _, _ := serveGateway(t, h, "POST", "/v1/messages", `{"model":"claude","max_tokens":10,"messages":[{"role":"user","content":"hi"}]}`)
+		if rec.Code != 200 || !strings.Contains(rec.Body.String(), `"refusal"`) {
+			t.Errorf("status %d %s: want the refusal", rec.Code, rec.Body)
+		}
+	})
+	for _, tc := range []struct {
+		body string
+		want bool
+	}{
+		{filtered, true},
+		{refused, true},
+		{`{"object":"response","status":"incomplete","incomplete_details":{"reason":"content_filter"}}`, true},
+		{okChat, false},
+		{`{"stop_reason":"end_turn"}`, false},
+	} {
+		if got := refusal([]byte(tc.body)); got != tc.want {
+			t.Errorf("refusal(%s) = %v", tc.body, got)
+		}
 	}
 }

@@ -67,6 +67,7 @@ type attemptResult struct {
 	header      http.Header         // upstream error headers
 	err         error               // transport error or timeout
 	kind        string              // the kind of the upstream error (fallback.go), if known
+	retry       int                 // the try on the same target after its first (retries), 0 for the first
 	aw          *attemptWriter
 	// called is when the provider's reverse proxy got the request,
 	// firstByte when the answer's first byte came (zero: never), and
@@ -247,7 +248,7 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, req *strategies.
 	var c *strategies.Candidate
 	var exhausted *denial // the first limit that turned a candidate away
 	var esc escalation    // context-length errors so far
-	attempts := 0
+	attempts := p.calls   // (a hedge's loop counts on from its primary)
 	// A text stream goes to the client through a splice (rescue.go).
 	out := w
 	sp := newSplice(w, req, h.rescueOn(p))
@@ -262,6 +263,7 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, req *strategies.
 		if hedged {
 			return err // the hedge (the rest of the candidates) answered
 		}
+		hedgeLost(r, &next)
 		p.rec.attempt(&p.candidates[i], &next)
 		switch next.outcome {
 		case outcomeUnfit:
@@ -284,7 +286,12 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, req *strategies.
 		c, res = &p.candidates[i], next
 		attempts++
 		if !sp.rescuing() {
-			h.retry(r.Context(), &res, &attempts, func(n int) attemptResult { return h.attempt(out, r, req, p, c, n, repl) })
+			h.retry(r.Context(), &res, &attempts, func(n, try int) attemptResult {
+				next := h.attempt(out, r, req, p, c, n, repl)
+				next.retry = try
+				p.rec.attempt(c, &next)
+				return next
+			})
 		}
 		esc.escalate(&res, c, p.candidates[i+1:])
 		if h.rescueNext(sp, req, p, c, &res) {
@@ -299,7 +306,7 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, req *strategies.
 				zap.Int("attempt", attempts), zap.Int("status", res.status), zap.Error(res.err))
 		}
 	}
-	if attempts == 0 && exhausted != nil {
+	if attempts == p.calls && exhausted != nil {
 		// Every target that could take the request is over a limit.
 		c = &p.candidates[0]
 		h.setPlaceholders(r, repl, p, c, 0, nil)
@@ -309,7 +316,7 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, req *strategies.
 			fmt.Sprintf("every candidate is over a limit (first: %s of %s); retry after %s", exhausted.kind, exhausted.subject, retryAfterSeconds(exhausted.retryAfter)+"s"))
 		return nil
 	}
-	if attempts == 0 {
+	if attempts == p.calls {
 		// Every target refused the request before any call.
 		c, res = &p.candidates[0], unfit
 		res.outcome = outcomeFinal
@@ -441,6 +448,7 @@ func (h *Handler) attempt(w http.ResponseWriter, r *http.Request, req *strategie
 
 	aw := newAttemptWriter(ctx, w)
 	aw.tr, aw.dropUsage = tr, askUsage
+	aw.refuses = h.fallsBackOnRefusal(p, c)
 	aw.onStart = func(aw *attemptWriter) {
 		firstByte.Stop()
 		firstByteAt = time.Now()
@@ -456,6 +464,7 @@ func (h *Handler) attempt(w http.ResponseWriter, r *http.Request, req *strategie
 
 	res.called = time.Now()
 	err, aborted := serveProxy(c.Provider.Proxy(), aw, up)
+	sp = spliceOf(w) // (a hedged call reaches the client's splice only once it won)
 	res.aw, res.err = aw, err
 	res.upstream, res.firstByte = time.Since(res.called), firstByteAt
 
@@ -535,6 +544,9 @@ func (h *Handler) attempt(w http.ResponseWriter, r *http.Request, req *strategie
 		res.status, res.err = http.StatusGatewayTimeout, cause
 	case aw.streamErr != nil:
 		res.err = fmt.Errorf("%w: %w", errUnusable, aw.streamErr)
+		if errors.Is(aw.streamErr, errRefusal) {
+			res.kind = kindContentFilter // (the request's content, not the pair's fault)
+		}
 	case res.err == nil:
 		res.err = errors.New("upstream closed the connection before answering")
 	}

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"net/http"
 	"slices"
-	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -17,7 +16,6 @@ import (
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 
 	"github.com/caddy-llm-route/llmroute/strategies"
-	"github.com/caddy-llm-route/llmroute/upstreams"
 )
 
 // Hedge asks the rest of a route's candidates in parallel when the
@@ -31,8 +29,9 @@ type Hedge struct {
 	Delay caddy.Duration `json:"delay,omitempty"`
 
 	// `p95`: the delay is the 95th percentile of the candidate's recent
-	// times to first byte (at least Delay); no hedging until 20 are
-	// known.
+	// times to answer (at least Delay), from the pair's live stats: of
+	// streams, the time to the first token; of other answers, the whole
+	// time. Until 20 are known, the delay is Delay (none: no hedging).
 	Adaptive string `json:"adaptive,omitempty"`
 
 	// The most hedged calls, as a share of the route's requests (0..1).
@@ -47,13 +46,12 @@ type Hedge struct {
 // `hedge`.
 const HeaderHedged = "X-LLM-Hedged"
 
-const (
-	defaultHedgeBudget = 0.1
-	hedgeSamples       = 128 // first-byte times kept per pair for p95
-	hedgeMinSamples    = 20
-)
+const defaultHedgeBudget = 0.1
 
-var errHedgeLost = errors.New("another call answered first")
+var (
+	errHedgeLost    = errors.New("another call answered first")
+	errHedgeAborted = errors.New("the hedge's stream broke after it reached the client")
+)
 
 // Validate checks the values.
 func (hg *Hedge) Validate() error {
@@ -96,44 +94,17 @@ func (hg *Hedge) take() bool {
 	return true
 }
 
-// delayFor is the hedge delay for candidate c; ok is false when there is
-// none yet.
-func (hg *Hedge) delayFor(c *strategies.Candidate) (time.Duration, bool) {
+// delayFor is the hedge delay for candidate c of a request that
+// streams or not; ok is false when there is none yet.
+func (hg *Hedge) delayFor(c *strategies.Candidate, stream bool) (time.Duration, bool) {
 	if hg.Adaptive != "p95" {
 		return time.Duration(hg.Delay), true
 	}
-	p95, ok := firstBytes.p95(upstreams.PairKey(c.Provider, c.UpstreamModel))
-	return max(p95, time.Duration(hg.Delay)), ok
-}
-
-// firstByteSamples keeps the recent times to first byte of the pairs
-// that hedged routes call.
-type firstByteSamples struct {
-	mu sync.Mutex
-	m  map[string][]time.Duration
-}
-
-var firstBytes = &firstByteSamples{m: make(map[string][]time.Duration)}
-
-func (s *firstByteSamples) add(key string, d time.Duration) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	r := s.m[key]
-	if len(r) == hedgeSamples {
-		r = r[1:]
+	p95, ok := c.Pair.Percentile(stream, 0.95)
+	if !ok {
+		return time.Duration(hg.Delay), hg.Delay > 0
 	}
-	s.m[key] = append(r, d)
-}
-
-func (s *firstByteSamples) p95(key string) (time.Duration, bool) {
-	s.mu.Lock()
-	r := slices.Clone(s.m[key])
-	s.mu.Unlock()
-	if len(r) < hedgeMinSamples {
-		return 0, false
-	}
-	sort.Slice(r, func(i, j int) bool { return r[i] < r[j] })
-	return r[(len(r)*95)/100], true
+	return max(p95, time.Duration(hg.Delay)), true
 }
 
 // hedgeGate is the response writer of one of two racing calls: the
@@ -156,8 +127,7 @@ type hedgeRace struct {
 	mu     sync.Mutex
 	winner *hedgeGate
 	gates  [2]*hedgeGate
-	start  time.Time
-	onWin  func(g *hedgeGate)
+	calls  int // the primary's attempt number: the hedge's calls come after it
 }
 
 func (g *hedgeGate) Header() http.Header {
@@ -192,14 +162,15 @@ func (g *hedgeGate) WriteHeader(status int) {
 			o.cancel(errHedgeLost)
 		}
 	}
-	if rc.onWin != nil {
-		rc.onWin(g)
-	}
 	dst := g.w.Header()
 	for k, v := range g.header {
 		dst[k] = v
 	}
 	dst.Set(HeaderHedged, g.name)
+	if g == gates[0] && gates[1] != nil {
+		// The primary won a race the hedge had joined: both called.
+		dst.Set(HeaderAttempts, strconv.Itoa(rc.calls+1))
+	}
 	g.w.WriteHeader(status)
 }
 
@@ -236,25 +207,23 @@ func (h *Handler) attemptHedged(w http.ResponseWriter, r *http.Request, req *str
 	if p.rt != nil {
 		hg = p.rt.Hedge
 	}
-	if hg == nil || i == len(p.candidates)-1 {
+	if hg == nil || i == len(p.candidates)-1 || spliceOf(w).rescuing() {
+		// (A continuation of a broken stream is not hedged: the stream
+		// has started.)
 		return h.attempt(w, r, req, p, c, n, repl), false, nil
 	}
 	if n == 1 {
 		hg.deposit()
 	}
-	delay, known := hg.delayFor(c)
-	rc := &hedgeRace{start: time.Now()}
-	key := upstreams.PairKey(c.Provider, c.UpstreamModel)
-	newGate := func(name string) (*hedgeGate, context.Context) {
+	delay, known := hg.delayFor(c, req.Stream)
+	rc := &hedgeRace{calls: n}
+	newGate := func(name string, w http.ResponseWriter) (*hedgeGate, context.Context) {
 		ctx, cancel := context.WithCancelCause(r.Context())
 		g := &hedgeGate{race: rc, w: w, name: name, header: make(http.Header), cancel: cancel}
 		return g, ctx
 	}
-	primary, pctx := newGate("primary")
+	primary, pctx := newGate("primary", w)
 	rc.gates[0] = primary
-	// The primary's time to first byte: when it answered, or at least
-	// the time the hedge took to answer.
-	rc.onWin = func(*hedgeGate) { firstBytes.add(key, time.Since(rc.start)) }
 	defer primary.cancel(nil)
 
 	attempted := make(chan attemptResult, 1)
@@ -275,7 +244,15 @@ func (h *Handler) attemptHedged(w http.ResponseWriter, r *http.Request, req *str
 		return <-attempted, false, nil
 	}
 
-	hedge, hctx := newGate("hedge")
+	// The hedge is an attempt loop of its own over the rest of the
+	// candidates, with its own splice (and rescue) for a text stream: it
+	// writes beneath this loop's splice, which only the primary's
+	// answer goes through.
+	hw := w
+	if sp := spliceOf(w); sp != nil {
+		hw = sp.w
+	}
+	hedge, hctx := newGate("hedge", hw)
 	rc.mu.Lock()
 	rc.gates[1] = hedge
 	if rc.winner != nil {
@@ -285,9 +262,23 @@ func (h *Handler) attemptHedged(w http.ResponseWriter, r *http.Request, req *str
 	defer hedge.cancel(nil)
 	sp := *p
 	sp.candidates = slices.Clone(p.candidates[i+1:])
+	sp.calls = n // the hedge's calls are counted on from the primary's
 	hr := r.Clone(hctx)
 	served := make(chan error, 1)
-	go func() { served <- h.serve(hedge, hr, req, &sp) }()
+	go func() {
+		defer func() {
+			// A stream the hedge answered that broke for good ends the
+			// response: the abort happens here, in the request's
+			// goroutine, below.
+			if v := recover(); v != nil {
+				if v != http.ErrAbortHandler {
+					panic(v)
+				}
+				served <- errHedgeAborted
+			}
+		}()
+		served <- h.serve(hedge, hr, req, &sp)
+	}()
 
 	res = <-attempted
 	if winner := rc.won(); winner == primary || winner == nil && res.outcome != outcomeRetry {
@@ -297,8 +288,13 @@ func (h *Handler) attemptHedged(w http.ResponseWriter, r *http.Request, req *str
 		return res, false, nil
 	}
 	// The hedge answered, or the primary failed and the hedge is the
-	// rest of the loop.
+	// rest of the loop. The primary's call is part of the record.
+	hedgeLost(r.WithContext(pctx), &res)
+	p.rec.attempt(c, &res)
 	err = <-served
+	if errors.Is(err, errHedgeAborted) && rc.won() == hedge {
+		panic(http.ErrAbortHandler)
+	}
 	if rc.won() != hedge {
 		// The hedge's error answer is the last word.
 		hdr := w.Header()
@@ -313,7 +309,16 @@ func (h *Handler) attemptHedged(w http.ResponseWriter, r *http.Request, req *str
 		w.WriteHeader(status)
 		_, _ = w.Write(hedge.body.Bytes())
 	}
-	return attemptResult{}, true, err
+	return res, true, err
+}
+
+// hedgeLost marks the result of an attempt that a hedge race cancelled
+// (its request's context ended with errHedgeLost), so that the record
+// tells it from a client that went away.
+func hedgeLost(r *http.Request, res *attemptResult) {
+	if res.outcome == outcomeGone && errors.Is(context.Cause(r.Context()), errHedgeLost) {
+		res.err = errHedgeLost
+	}
 }
 
 // won returns the gate that claimed the response, or nil.

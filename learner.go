@@ -8,8 +8,12 @@ import (
 )
 
 // bindRoute gives a route's strategy that keeps learned state (such as
-// adaptive) the route's identity, under which its state survives reloads.
-func bindRoute(r *Route) {
+// adaptive) the route's identity, under which its state survives reloads,
+// and the handler's Redis when the state lives there.
+func (h *Handler) bindRoute(r *Route) {
+	if b, ok := r.strategy.(strategies.SharedBinder); ok && h.redis != nil {
+		b.BindShared(h.sharedState())
+	}
 	if b, ok := r.strategy.(strategies.RouteBinder); ok {
 		b.BindRoute(r.Name)
 	}

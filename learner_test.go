@@ -3,9 +3,11 @@ package llmroute
 import (
 	"net/http/httptest"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/caddy-llm-route/llmroute/internal/redistest"
 	"github.com/caddy-llm-route/llmroute/strategies"
 )
 
@@ -125,5 +127,44 @@ func TestAwaitingForgetsTheOldest(t *testing.T) {
 		if _, ok := a.byID[id]; !ok {
 			t.Errorf("%s was forgotten", id)
 		}
+	}
+}
+
+// With the state in Redis, two gateways (two handlers on two clients of
+// one Redis) share what an adaptive route learns: feedback taken by one
+// reaches the other's strategy, and the sums are the fleet's.
+func TestAdaptiveStateSharedThroughRedis(t *testing.T) {
+	srv := redistest.Start(t)
+	cfg := func(timeout string) string {
+		return strings.Replace(adaptiveConfig("fleet"), `{`,
+			`{"state": {"backend": "redis", "url": "`+srv.URL()+`", "timeout": "`+timeout+`", "sync_interval": "10ms"},`, 1)
+	}
+	one, two := mustLoadHandler(t, cfg("5s")), mustLoadHandler(t, cfg("6s"))
+	a, b := adaptiveOf(t, one, "fleet"), adaptiveOf(t, two, "fleet")
+	if _, ok := a.Store().(*strategies.AdaptiveRedis); !ok {
+		t.Fatalf("store %T, want the Redis store", a.Store())
+	}
+	if a.Store() == b.Store() {
+		t.Fatal("two Redis clients got one store: sharing would not go through Redis")
+	}
+	a.Observe("d0", "b", 1)
+	a.Observe("d0", "b", 1)
+	b.Observe("d0", "b", 0)
+	deadline := time.Now().Add(30 * time.Second)
+	for _, s := range []strategies.AdaptiveStore{a.Store(), b.Store()} {
+		for {
+			got := s.Arms(nil, "d0", []string{"b"})[0]
+			if got.Alpha == 2 && got.Beta == 1 {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("arm %+v, want alpha 2 beta 1 on both gateways", got)
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+	// A memory config's route of the same name keeps its own state.
+	if arms := adaptiveOf(t, mustLoadHandler(t, adaptiveConfig("fleet")), "fleet").Store().Arms(nil, "d0", []string{"b"}); arms[0].N() != 0 {
+		t.Errorf("a memory config sees the Redis state: %+v", arms[0])
 	}
 }

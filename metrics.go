@@ -49,7 +49,7 @@ func init() {
 		Help: "Cost of the answers in USD, from their usage and the models' prices."},
 		[]string{"route", "model", "provider"})
 	m.attempts = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "attempts_total",
-		Help: "Calls to providers, by how they ended: ok, connect, timeout, 429, 5xx, 4xx, invalid, broken, client_gone."},
+		Help: "Calls to providers, by how they ended: ok, connect, timeout, 429, 5xx, 4xx, invalid, broken, client_gone, hedge_lost (cancelled: the other call of a hedge answered first)."},
 		[]string{"model", "provider", "cause"})
 	m.fallbacks = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "fallbacks_total",
 		Help: "Candidates passed for a later one, by cause: a failed call (connect, timeout, 429, 5xx, invalid), a limit with no room (quota), a pair cooling down (cooldown) or a target that cannot serve the request (unfit)."},
@@ -162,7 +162,8 @@ func observe(rec *record, end time.Time) {
 				m.ttft.WithLabelValues(am, ap).Observe(a.firstByte.Seconds())
 			}
 		}
-		if i < len(rec.attempts)-1 {
+		if i < len(rec.attempts)-1 && rec.attempts[i+1].retry == 0 {
+			// (not when the next is a retry of the same target)
 			m.fallbacks.WithLabelValues(am, ap, a.cause.String()).Inc()
 		}
 		if a.res != nil {

@@ -494,7 +494,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 				return fmt.Errorf("route %s: loading strategy: %v", r.Name, err)
 			}
 			r.strategy = mod.(strategies.Strategy)
-			bindRoute(r)
+			h.bindRoute(r)
 		}
 		h.routes[r.Name] = r
 	}

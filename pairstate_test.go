@@ -2,6 +2,8 @@ package llmroute
 
 import (
 	"encoding/json"
+	"net/http"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -96,5 +98,79 @@ func TestPairStateSurvivesReload(t *testing.T) {
 	fresh := mustLoadHandler(t, cfg)
 	if s := pairOf(t, fresh, "m", "openai").Snapshot(); s.Samples != 0 {
 		t.Errorf("a config loaded after the pair was released sees old stats: %+v", s)
+	}
+}
+
+// Caddy's active health checks feed the pair's state: when they find a
+// provider's upstream again after none was, a cooldown of the
+// gateway's own lets a probe through at once instead of at its probe
+// interval (10m here), and the recovered provider answers again.
+func TestActiveHealthRecoveryProbes(t *testing.T) {
+	var down atomic.Bool
+	down.Store(true)
+	a := newUpstream(t, func(w http.ResponseWriter, r *http.Request) {
+		if down.Load() {
+			answer(503, `{"error":{"message":"down"}}`)(w, r)
+			return
+		}
+		answer(200, okChat)(w, r)
+	})
+	b := newUpstream(t, answer(200, okChat))
+	checked := `{"handler": "reverse_proxy", "transport": {"protocol": "http"}, "upstreams": [{"dial": "` + a.addr() + `"}],
+		"health_checks": {"active": {"uri": "/health", "interval": 20000000, "timeout": 1000000000}}}`
+	h := mustLoadHandler(t, `{
+		"fail_threshold": 1, "cooldown": 600000000000, "probe_interval": 600000000000,
+		"providers": [
+			{"name": "a", "proxy": `+checked+`},
+			{"name": "b", "proxy": `+gatewayProxy(b.addr())+`}
+		],
+		"models": [{"name": "m", "providers": ["a", "b"]}]
+	}`)
+	provider := func() *upstreams.Provider {
+		for _, s := range h.models["m"].serving {
+			if s.provider.Name == "a" {
+				return s.provider
+			}
+		}
+		t.Fatal("no provider a")
+		return nil
+	}()
+	ask := func() string {
+		t.Helper()
+		rec, _, _, _ := serveGateway(t, h, "POST", "/v1/chat/completions", `{"model":"m","messages":[{"role":"user","content":"hi"}]}`)
+		if rec.Code != 200 {
+			t.Fatalf("status %d %s", rec.Code, rec.Body)
+		}
+		return rec.Header().Get(HeaderProvider)
+	}
+	waitUntil := func(what string, cond func() bool) {
+		t.Helper()
+		for deadline := time.Now().Add(30 * time.Second); !cond(); time.Sleep(5 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("waited in vain for %s", what)
+			}
+		}
+	}
+
+	waitUntil("the health checks to find a down", func() bool { return !provider.Available() })
+	if got := ask(); got != "b" {
+		t.Fatalf("answered by %s while a's health checks fail", got)
+	}
+	// a's last failure (a 503 it answered before the checks caught it)
+	// opened a cooldown of the gateway's own.
+	pair := pairOf(t, h, "m", "a")
+	now := time.Now()
+	pair.Finish(upstreams.Outcome{Result: upstreams.Failed, Probe: pair.Start(now)}, h.policy, now)
+	if got := ask(); got != "b" {
+		t.Fatalf("answered by %s while a cools down", got)
+	}
+
+	down.Store(false)
+	waitUntil("the health checks to find a again", provider.Available)
+	if got := ask(); got != "a" {
+		t.Errorf("answered by %s after a's health checks recovered; want a's probe (cooling until %v)", got, pair.CooldownUntil())
+	}
+	if !pair.CooldownUntil().IsZero() {
+		t.Errorf("a still cools down until %v after its probe succeeded", pair.CooldownUntil())
 	}
 }

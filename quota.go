@@ -173,14 +173,18 @@ func actual(u Usage, m *Model) (limits.Amount, bool) {
 }
 
 // settle ends an attempt's reservation: a success is settled on the
-// answer's usage (or, without usage, on the reservation itself), and
-// anything else gives the reservation back.
+// answer's usage (or, without usage, on the reservation itself);
+// anything else gives the reservation back, unless it reported usage
+// (a stream that broke after its usage, a hedge's loser whose answer
+// came whole as the other won), which it is settled on.
 func (h *Handler) settle(res *limits.Reservation, c *strategies.Candidate, outcome outcome, aw *attemptWriter) {
 	if res == nil {
 		return
 	}
 	ctx, now := context.Background(), time.Now()
-	if outcome != outcomeDone {
+	if outcome != outcomeDone && (aw == nil || aw.usage == Usage{}) {
+		// No answer, or one that reported no usage (a hedge's loser
+		// cancelled before its first byte, say): nothing to settle on.
 		_ = res.Release(ctx, now)
 		return
 	}

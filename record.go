@@ -52,10 +52,11 @@ const (
 	causeQuota                 // a limit had no room: not called
 	causeCooldown              // the pair was cooling down: passed over
 	causeUnfit                 // the target cannot serve this request: not called
+	causeHedged                // cancelled: the other call of a hedge answered first
 	numCauses
 )
 
-var causeNames = [numCauses]string{"ok", "connect", "timeout", "429", "5xx", "4xx", "invalid", "broken", "client_gone", "quota", "cooldown", "unfit"}
+var causeNames = [numCauses]string{"ok", "connect", "timeout", "429", "5xx", "4xx", "invalid", "broken", "client_gone", "quota", "cooldown", "unfit", "hedge_lost"}
 
 func (c cause) String() string { return causeNames[c] }
 
@@ -69,6 +70,9 @@ func causeOf(res *attemptResult) cause {
 	case outcomeUnfit:
 		return causeUnfit
 	case outcomeGone:
+		if errors.Is(res.err, errHedgeLost) {
+			return causeHedged
+		}
 		return causeGone
 	case outcomeBroken:
 		return causeBroken
@@ -100,6 +104,7 @@ type attemptRecord struct {
 	cause     cause
 	status    int           // the upstream's status, 0 without one
 	limit     string        // the limit that turned it away (quota)
+	retry     int           // the retry of the same target (retries), 0 for its first try
 	upstream  time.Duration // inside the provider's reverse proxy
 	firstByte time.Duration // from the upstream call to its first byte; 0: none
 	aw        *attemptWriter
@@ -204,7 +209,7 @@ func (rec *record) attempt(c *strategies.Candidate, res *attemptResult) {
 	if rec == nil {
 		return
 	}
-	a := attemptRecord{c: c, cause: causeOf(res), aw: res.aw, upstream: res.upstream, res: res.reservation}
+	a := attemptRecord{c: c, cause: causeOf(res), aw: res.aw, upstream: res.upstream, res: res.reservation, retry: res.retry}
 	if res.body != nil {
 		a.status = res.status
 	}
@@ -222,25 +227,35 @@ func (rec *record) attempt(c *strategies.Candidate, res *attemptResult) {
 	rec.mu.Unlock()
 	if ce := rec.h.logger.Check(zap.DebugLevel, "attempt"); ce != nil {
 		ce.Write(zap.String("request_id", rec.id), zap.String("model", c.Model), zap.String("provider", c.Provider.Name),
-			zap.Stringer("cause", a.cause), zap.Int("status", a.status), zap.Duration("upstream", a.upstream), zap.Error(res.err))
+			zap.Stringer("cause", a.cause), zap.Int("status", a.status), zap.Int("retry", a.retry), zap.Duration("upstream", a.upstream), zap.Error(res.err))
 	}
 }
 
-// chosen is the last call of the candidate whose answer went out (see
-// answered), else the last candidate called, or nil.
+// chosen is the last call of the candidate whose answer went out when
+// the answer took several calls (see answered), else the last call that
+// answered, else the last candidate called, or nil. (A hedge's calls
+// are recorded as they end, so the one that answered need not be the
+// last; nor need a consensus's winner or a cascade's chosen tier.)
 func (rec *record) chosen() *attemptRecord {
-	var last *attemptRecord
-	for i := len(rec.attempts) - 1; i >= 0; i-- {
-		if a := &rec.attempts[i]; a.cause != causeQuota && a.cause != causeUnfit {
-			if rec.answered == [2]string{} || rec.answered == [2]string{a.c.Model, a.c.Provider.Name} {
+	called := func(a *attemptRecord) bool { return a.cause != causeQuota && a.cause != causeUnfit }
+	if rec.answered != [2]string{} {
+		for i := len(rec.attempts) - 1; i >= 0; i-- {
+			if a := &rec.attempts[i]; called(a) && rec.answered == [2]string{a.c.Model, a.c.Provider.Name} {
 				return a
-			}
-			if last == nil {
-				last = a
 			}
 		}
 	}
-	return last
+	for i := len(rec.attempts) - 1; i >= 0; i-- {
+		if a := &rec.attempts[i]; a.cause == causeOK {
+			return a
+		}
+	}
+	for i := len(rec.attempts) - 1; i >= 0; i-- {
+		if a := &rec.attempts[i]; called(a) {
+			return a
+		}
+	}
+	return nil
 }
 
 // usage is the token usage of every call made for the request: a
@@ -377,6 +392,9 @@ func (f recordFields) MarshalLogObject(enc zapcore.ObjectEncoder) error {
 				}
 				if a.limit != "" {
 					oe.AddString("limit", a.limit)
+				}
+				if a.retry > 0 {
+					oe.AddInt("retry", a.retry)
 				}
 				if a.upstream > 0 {
 					oe.AddFloat64("upstream_ms", ms(a.upstream))

@@ -4,8 +4,10 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -116,6 +118,47 @@ func TestRecordOfFallback(t *testing.T) {
 	serveGateway(t, h, "POST", "/v1/chat/completions", `{"model":"m","messages":[{"role":"user","content":"hi"}]}`)
 	if n := logs.FilterMessage("decision").Len(); n != 1 {
 		t.Errorf("%d decision records with decision_log off", n)
+	}
+}
+
+// Retries of the same target are calls of their own in the record:
+// each with its cause and its try, and none counted as a fallback.
+func TestRecordOfRetries(t *testing.T) {
+	var calls atomic.Int32
+	a := newUpstream(t, func(w http.ResponseWriter, r *http.Request) {
+		if calls.Add(1) <= 2 {
+			answer(503, `{"error":{"message":"busy"}}`)(w, r)
+			return
+		}
+		answer(200, okChat)(w, r)
+	})
+	b := newUpstream(t, answer(200, okChat))
+	c := newUpstream(t, answer(500, ``))
+	h := gateway(t, a, b, c, `"decision_log": {}, "retries": 2,`)
+	core, logs := observer.New(zapcore.DebugLevel)
+	h.logger = zap.New(core)
+	h.decisions = h.logger.Named("decisions")
+
+	rec, _, _, _ := serveGateway(t, h, "POST", "/v1/chat/completions", `{"model":"m","messages":[{"role":"user","content":"hi"}]}`)
+	if rec.Code != 200 || rec.Header().Get(HeaderProvider) != "a" || rec.Header().Get(HeaderAttempts) != "3" {
+		t.Fatalf("status %d, provider %q, attempts %q: want a's answer at the third try", rec.Code, rec.Header().Get(HeaderProvider), rec.Header().Get(HeaderAttempts))
+	}
+	entries := logs.FilterLoggerName("decisions").FilterMessage("decision").All()
+	if len(entries) != 1 {
+		t.Fatalf("%d decision records", len(entries))
+	}
+	f := entries[0].ContextMap()
+	if fmt.Sprint(f["calls"]) != "3" || f["provider"] != "a" {
+		t.Errorf("record %v, want 3 calls answered by a", f)
+	}
+	atts, _ := f["attempts"].([]any)
+	var got []string
+	for _, at := range atts {
+		m, _ := at.(map[string]any)
+		got = append(got, fmt.Sprintf("%v/%v/%v", m["provider"], m["cause"], m["retry"]))
+	}
+	if want := "[a/5xx/<nil> a/5xx/1 a/ok/2]"; fmt.Sprint(got) != want {
+		t.Errorf("attempts %v, want %s", got, want)
 	}
 }
 

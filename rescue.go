@@ -105,10 +105,18 @@ func newSplice(w http.ResponseWriter, req *strategies.Request, rescue bool) *spl
 	return sp
 }
 
-// spliceOf returns w's splice, or nil.
+// spliceOf returns w's splice, or nil. A hedged call's gate (hedge.go)
+// leads to the splice once the call won its race.
 func spliceOf(w http.ResponseWriter) *splice {
-	sp, _ := w.(*splice)
-	return sp
+	switch w := w.(type) {
+	case *splice:
+		return w
+	case *hedgeGate:
+		if w.won {
+			return spliceOf(w.w)
+		}
+	}
+	return nil
 }
 
 // Header returns the client's header map.
@@ -457,8 +465,8 @@ func (sp *splice) broken() bool {
 // committing is told that an attempt commits its answer: a
 // continuation must be an event stream.
 func (sp *splice) committing(aw *attemptWriter) {
-	if sp != nil {
-		sp.notStream = sp.continuations > 0 && !aw.stream
+	if sp != nil && sp.continuations > 0 {
+		sp.notStream = !aw.stream
 	}
 }
 
@@ -548,11 +556,6 @@ func continueUpstream(body []byte, p *upstreams.Provider, sp *splice) ([]byte, e
 
 // rescueOn reports whether plan p's broken text streams are continued.
 func (h *Handler) rescueOn(p *plan) bool {
-	if p.rt != nil && p.rt.Hedge != nil {
-		// A hedged attempt writes through its race (hedge.go), which a
-		// splice cannot follow: hedged routes are not rescued yet.
-		return false
-	}
 	if p.rt != nil && p.rt.Rescue != nil {
 		return *p.rt.Rescue
 	}

@@ -29,6 +29,9 @@ type plan struct {
 	params map[string]json.RawMessage
 	// learner learns from the attempts' outcomes, if the strategy does.
 	learner strategies.Learner
+	// calls made for the request before this plan's attempt loop began
+	// (a hedge's loop counts on from its primary's).
+	calls int
 }
 
 // resolve turns the request into a plan: it finds the targets of the
@@ -93,7 +96,9 @@ func (h *Handler) resolve(r *http.Request, req *strategies.Request, key *ClientK
 			if strategy != nil {
 				c.Stats = s.pair.Snapshot()
 			}
-			if s.pair.Available(now) && s.provider.Available() {
+			up := s.provider.Available() // (Caddy's health checks)
+			s.pair.HealthChecked(up, now)
+			if up && s.pair.Available(now) {
 				healthy = append(healthy, c)
 			} else {
 				cooling = append(cooling, c)

@@ -22,6 +22,7 @@ var (
 	errCutShort       = errors.New("upstream answer is a JSON text cut short")
 	errErrorEvent     = errors.New("upstream stream began with an error event")
 	errNoEvent        = errors.New("upstream stream ended before its first event")
+	errRefusal        = errors.New("upstream answer ended with a content-policy refusal")
 )
 
 const (
@@ -83,6 +84,10 @@ type attemptWriter struct {
 	// dropUsage holds back the usage-only chunk of an OpenAI stream whose
 	// client did not ask for it (the gateway asked, to count usage).
 	dropUsage bool
+	// refuses fails an answer held until its end, or a stream whose
+	// first event, that ends with a content-policy refusal (fallback_on
+	// content_filter, fallback.go): nothing of it reached the client.
+	refuses bool
 
 	// onStart runs once, on the first body byte of a good answer (for an
 	// event stream, at its first event with data).
@@ -102,6 +107,7 @@ type attemptWriter struct {
 	terminated bool            // the stream carried its terminator (or an error event)
 	heldData   bool            // a held stream has had a data line
 	heldError  bool            // a held stream has had an error event
+	heldRefuse bool            // a held stream has had a refusal, with refuses
 	streamErr  error           // why the writer stopped the stream itself
 	reported   translate.Usage // the usage objects read so far
 	usage      Usage           // reported, in the placeholders' terms
@@ -216,6 +222,8 @@ func (aw *attemptWriter) openStream() error {
 	switch {
 	case aw.heldError:
 		return errErrorEvent
+	case aw.heldRefuse:
+		return errRefusal
 	case aw.heldData:
 		if err := aw.ctx.Err(); err != nil {
 			return err // the attempt was abandoned (first_byte_timeout)
@@ -280,6 +288,11 @@ func (aw *attemptWriter) finish() error {
 		return aw.finishHeld()
 	}
 	if aw.started && !aw.committed {
+		if aw.refuses && refusal(aw.body) {
+			aw.readUsage((*translate.Usage).Read, gjson.GetBytes(aw.body, "usage"))
+			aw.streamErr = errRefusal
+			return errRefusal
+		}
 		out := aw.body
 		if aw.tr != nil {
 			var err error
@@ -622,6 +635,9 @@ func (aw *attemptWriter) inspectData(data []byte) bool {
 	ev := gjson.ParseBytes(data)
 	if !aw.committed && isErrorEvent(ev) {
 		aw.heldError = true
+	}
+	if !aw.committed && aw.refuses && refused(ev) {
+		aw.heldRefuse = true
 	}
 	switch ev.Get("type").Str {
 	case "message_start":

@@ -55,6 +55,22 @@ func TestHedge(t *testing.T) {
 		}
 	})
 
+	t.Run("a primary that wins the race the hedge joined", func(t *testing.T) {
+		// The hedge starts after 100ms and waits on beta; alpha answers
+		// after 2s and wins. Both calls are counted: the headers say
+		// two attempts, and the record has beta's call, cancelled.
+		before := mock.Cancels("beta")
+		m0 := metricsNow(t)
+		lost := series("llm_route_attempts_total", "model", "only-beta", "provider", "beta", "cause", "hedge_lost")
+		a := ask(t, c, chatParams("hedged", prompt), faultHeader("alpha:slow_first_token,delay=2s;beta:slow_first_token,delay=20s"))
+		expectRoute(t, a.hr, "only-alpha", "alpha", "hedged", 2)
+		if got := a.hr.Header.Get("X-LLM-Hedged"); got != "primary" || a.text() != alphaText {
+			t.Errorf("X-LLM-Hedged %q, text %q: want alpha's answer by the primary", got, a.text())
+		}
+		waitFor(t, "beta to see its request cancelled", func() bool { return mock.Cancels("beta") == before+1 })
+		waitFor(t, "the record of the hedge's call", func() bool { return metricsNow(t)[lost] == m0[lost]+1 })
+	})
+
 	t.Run("streams too", func(t *testing.T) {
 		before := mock.Cancels("alpha")
 		res := chatStream(t, c, chatParams("hedged", prompt), faultHeader("alpha:slow_first_token,delay=20s"))
@@ -88,4 +104,31 @@ func TestHedge(t *testing.T) {
 			t.Errorf("%d of 4 slow requests hedged, want 2 (budget 0.5)", hedges)
 		}
 	})
+}
+
+// hedge p95 reads the pair's live stats, which every route's traffic
+// feeds: once a pair has answered 20 streams through any route, a
+// hedged route knows its p95 from its first request.
+func TestHedgeP95FromPairStats(t *testing.T) {
+	start(t, withDefaults(`
+		first_byte_timeout 30s
+		route plain {
+			models only-alpha only-beta
+		}
+		route hedged-p95 {
+			models only-alpha only-beta
+			hedge p95 budget 1
+		}
+`))
+	c := oaClient(t)
+	for range 20 {
+		if res := chatStream(t, c, chatParams("plain", prompt)); res.Err != nil || res.Text != alphaText {
+			t.Fatalf("plain stream: %v, %q", res.Err, res.Text)
+		}
+	}
+	waitFor(t, "the pair's p95", func() bool { return pairInfo(t, "alpha", "only-alpha").Stats.Samples >= 20 })
+	res := chatStream(t, c, chatParams("hedged-p95", prompt), faultHeader("alpha:slow_first_token,delay=5s"))
+	if res.Err != nil || res.Text != betaText || res.Resp.Header.Get("X-LLM-Hedged") != "hedge" {
+		t.Errorf("err %v, text %q, X-LLM-Hedged %q: want beta's answer by the hedge", res.Err, res.Text, res.Resp.Header.Get("X-LLM-Hedged"))
+	}
 }

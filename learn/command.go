@@ -110,10 +110,11 @@ and prompt-shape features. Pure Go, single-threaded, deterministic for a seed.`,
 	f.StringVar(&half, "subject-half", "", "split the data by subject (MMLU ids) and train on the 'train' half")
 	f.Int64Var(&opt.Seed, "seed", 1, "seed of the example order")
 	f.IntVar(&opt.Bits, "bits", 0, "log2 of the hashed text features (default 16)")
-	f.IntVar(&opt.Epochs, "epochs", 0, "passes over the data (default 12)")
+	f.IntVar(&opt.Epochs, "epochs", 0, "passes over the data (default 6)")
 	f.Float64Var(&opt.Rate, "rate", 0, "AdaGrad learning rate (default 0.02)")
 	f.Float64Var(&opt.L2Shared, "l2-shared", 0, "L2 penalty of the shared weights (default 1e-4)")
 	f.Float64Var(&opt.L2Own, "l2-own", 0, "L2 penalty of each model's own weights (default 1e-3)")
+	f.IntVar(&opt.Folds, "folds", 0, "calibrate the predictions out of fold with this many folds (by subject for MMLU ids); default none")
 	return c
 }
 

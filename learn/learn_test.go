@@ -132,6 +132,51 @@ func TestTrainRecoversRule(t *testing.T) {
 	}
 }
 
+// TestTrainFoldsCalibrate: with out-of-fold calibration, a model whose
+// outcomes are coin flips unrelated to the prompt is predicted at about
+// its mean on unseen prompts, while a model that follows the rule keeps
+// predictions that separate hard from easy prompts.
+func TestTrainFoldsCalibrate(t *testing.T) {
+	recs := synthetic(800, 1, []string{"small", "large"})
+	rng := rand.New(rand.NewPCG(5, 5))
+	for i := range recs {
+		recs[i].Scores["large"] = float64(rng.IntN(2))
+	}
+	spread := func(m *strategies.ClassifierModel, name string) (lo, hi float64, hard, easy float64) {
+		lo, hi = 1, 0
+		var nh, ne float64
+		for _, r := range synthetic(200, 99, []string{"small"}) {
+			req := PromptRequest(r.Prompt)
+			p := m.Predict(m.Arm(name), strategies.ClassifierFeatures(&req, m.Bits, nil))
+			lo, hi = min(lo, p), max(hi, p)
+			if r.Scores["small"] == 0 {
+				hard, nh = hard+p, nh+1
+			} else {
+				easy, ne = easy+p, ne+1
+			}
+		}
+		return lo, hi, hard / nh, easy / ne
+	}
+	opt := TrainOptions{Bits: 14, Seed: 3, Rate: 0.1, Epochs: 20}
+	raw, err := Train(recs, opt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	opt.Folds = 3
+	cal, err := Train(recs, opt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rawLo, rawHi, _, _ := spread(raw, "large")
+	lo, hi, _, _ := spread(cal, "large")
+	if hi-lo > 0.1 || lo < 0.35 || hi > 0.65 || !(hi-lo < rawHi-rawLo) {
+		t.Errorf("coin-flip model predicted from %.3f to %.3f calibrated (%.3f to %.3f raw), want near 0.5", lo, hi, rawLo, rawHi)
+	}
+	if _, _, hard, easy := spread(cal, "small"); easy-hard < 0.5 {
+		t.Errorf("rule model calibrated: %.3f on hard prompts, %.3f on easy ones", hard, easy)
+	}
+}
+
 // TestTrainDeterministic: the same data and seed give the same file.
 func TestTrainDeterministic(t *testing.T) {
 	a, _ := json.Marshal(trainSynthetic(t, []string{"small", "mid", "large"}))

@@ -35,6 +35,7 @@ type SimPoint struct {
 	N             int
 	Quality, Cost float64
 	Fixed         []SimSums // by model, in SimReport.Models order
+	Picks         []int     // the strategy's picks so far, by model
 }
 
 // SimSums are the sums of scores and costs over prompts.
@@ -55,6 +56,26 @@ type SimReport struct {
 	// single choice the strategy's objective prefers. BestRatio is the
 	// model of the highest quality per cost.
 	BestFixed, BestRatio int
+	// Penalty is each model's place on the log scale of mean cost over
+	// all prompts (strategies.CostPenalty: the cheapest 0, the dearest
+	// 1), by which the objective charges a call to it.
+	Penalty []float64
+}
+
+// Objective is the strategy's objective over the first p.N prompts:
+// mean quality − λ × the mean Penalty of its picks.
+func (rep *SimReport) Objective(p SimPoint) float64 {
+	pen := 0.0
+	for j, n := range p.Picks {
+		pen += float64(n) * rep.Penalty[j]
+	}
+	return (p.Quality - rep.CostWeight*pen) / float64(p.N)
+}
+
+// FixedObjective is the objective of always calling model j over the
+// first p.N prompts.
+func (rep *SimReport) FixedObjective(p SimPoint, j int) float64 {
+	return p.Fixed[j].Quality/float64(p.N) - rep.CostWeight*rep.Penalty[j]
 }
 
 // Simulate streams recs in order through a learning strategy, as the
@@ -119,7 +140,7 @@ func Simulate(recs []Record, opt SimOptions) (*SimReport, error) {
 		}
 	}
 
-	cur := SimPoint{Fixed: make([]SimSums, len(reg))}
+	cur := SimPoint{Fixed: make([]SimSums, len(reg)), Picks: make([]int, len(reg))}
 	cands := make([]strategies.Candidate, 0, len(reg))
 	next := 0
 	for i := range recs {
@@ -135,6 +156,7 @@ func Simulate(recs []Record, opt SimOptions) (*SimReport, error) {
 		score := r.Scores[pick]
 		l.Observe(l.ContextOf(&req), pick, score)
 		rep.Picks[j]++
+		cur.Picks[j]++
 		cur.N++
 		cur.Quality += score
 		cur.Cost += costOf(r, j)
@@ -158,8 +180,11 @@ func Simulate(recs []Record, opt SimOptions) (*SimReport, error) {
 		lo, hi = min(lo, f.Cost), max(hi, f.Cost)
 	}
 	bestU, bestR := math.Inf(-1), math.Inf(-1)
+	for _, f := range all.Fixed {
+		rep.Penalty = append(rep.Penalty, strategies.CostPenalty(f.Cost, lo, hi))
+	}
 	for k, f := range all.Fixed {
-		u := f.Quality - rep.CostWeight*strategies.CostPenalty(f.Cost, lo, hi)*float64(all.N)
+		u := f.Quality - rep.CostWeight*rep.Penalty[k]*float64(all.N)
 		if u > bestU {
 			bestU, rep.BestFixed = u, k
 		}
@@ -172,6 +197,7 @@ func Simulate(recs []Record, opt SimOptions) (*SimReport, error) {
 
 func snapshot(p SimPoint) SimPoint {
 	p.Fixed = slices.Clone(p.Fixed)
+	p.Picks = slices.Clone(p.Picks)
 	return p
 }
 
@@ -185,7 +211,8 @@ func ratio(q, c float64) float64 {
 
 // Print writes the simulation's report: at each checkpoint the
 // strategy's running mean quality, mean cost and quality per cost, next
-// to those of the best fixed choice over the same prompts.
+// to those of the best fixed choice over the same prompts, and both
+// runs' objective (mean quality − λ × mean log-cost penalty).
 func (rep *SimReport) Print(w io.Writer) {
 	unit := "mean $"
 	if !rep.CostIsUSD {
@@ -208,14 +235,14 @@ func (rep *SimReport) Print(w io.Writer) {
 		fmt.Fprintf(w, "  m%-2d %-40s quality %.4f  cost %s  picked %5.1f%%%s\n", j+1, m, f.Quality/n, fmtCost(f.Cost/n, rep.CostIsUSD),
 			100*float64(rep.Picks[j])/n, tag)
 	}
-	fmt.Fprintf(w, "%-8s %-8s %-10s %-10s | %-8s %-10s %-10s | %s\n", "prompts", "quality", "cost", "q/cost",
-		"fixed q", "fixed cost", "fixed q/c", "q/cost vs fixed")
+	fmt.Fprintf(w, "%-8s %-8s %-10s %-10s | %-8s %-10s %-10s | %-15s | %s\n", "prompts", "quality", "cost", "q/cost",
+		"fixed q", "fixed cost", "fixed q/c", "q/cost vs fixed", "objective vs fixed")
 	for _, p := range rep.Points {
 		n := float64(p.N)
 		f := p.Fixed[rep.BestFixed]
-		fmt.Fprintf(w, "%-8d %-8.4f %-10s %-10s | %-8.4f %-10s %-10s | %s\n", p.N, p.Quality/n, fmtCost(p.Cost/n, rep.CostIsUSD),
+		fmt.Fprintf(w, "%-8d %-8.4f %-10s %-10s | %-8.4f %-10s %-10s | %-15s | %.4f vs %.4f\n", p.N, p.Quality/n, fmtCost(p.Cost/n, rep.CostIsUSD),
 			fmtRatio(ratio(p.Quality, p.Cost)), f.Quality/n, fmtCost(f.Cost/n, rep.CostIsUSD), fmtRatio(ratio(f.Quality, f.Cost)),
-			fmtPct(ratio(p.Quality, p.Cost)/ratio(f.Quality, f.Cost)))
+			fmtPct(ratio(p.Quality, p.Cost)/ratio(f.Quality, f.Cost)), rep.Objective(p), rep.FixedObjective(p, rep.BestFixed))
 	}
 	fmt.Fprintf(w, "cumulative over %d prompts: quality %.1f at cost %s; best fixed (m%d) quality %.1f at cost %s\n",
 		all.N, all.Quality, fmtCost(all.Cost, rep.CostIsUSD), rep.BestFixed+1,

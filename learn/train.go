@@ -14,7 +14,7 @@ import (
 type TrainOptions struct {
 	// Bits is the log2 of the number of hashed text features. Default 16.
 	Bits int
-	// Epochs over the data. Default 12.
+	// Epochs over the data. Default 6.
 	Epochs int
 	// Seed of the order in which examples are visited. Training is
 	// deterministic for a seed.
@@ -24,6 +24,10 @@ type TrainOptions struct {
 	// L2Shared and L2Own are the L2 penalties of the shared weights and
 	// of each model's own weights. Defaults 1e-4 and 1e-3.
 	L2Shared, L2Own float64
+	// Folds is the number of folds of the cross-fitting that
+	// calibrates the predictions (see Train); below 2 (the default),
+	// none.
+	Folds int
 	// KnobSteps is the number of intervals of the knob's calibration
 	// grid. Default 20.
 	KnobSteps int
@@ -34,7 +38,7 @@ func (o *TrainOptions) defaults() {
 		o.Bits = 16
 	}
 	if o.Epochs == 0 {
-		o.Epochs = 12
+		o.Epochs = 6
 	}
 	if o.Rate == 0 {
 		o.Rate = 0.02
@@ -52,8 +56,17 @@ func (o *TrainOptions) defaults() {
 
 // Train fits a classifier model to recs: for each model a logistic
 // regression of its score on the prompt's features (shared weights plus
-// the model's own), by AdaGrad with L2 penalties, then calibrates the
-// knob on the same data. Scores between 0 and 1 are soft labels.
+// the model's own), by AdaGrad with L2 penalties. Scores between 0 and 1
+// are soft labels. With Folds ≥ 2 it then shrinks each model's
+// predictions toward its mean by what they are worth on data they were
+// not fitted to: it fits the same regression on all folds but one,
+// predicts the one left out, and fits p' = sigmoid(a·logit(p) + b) per
+// model to those out-of-fold predictions (Platt scaling, a ≥ 0), which
+// it folds into the final model's weights. A model whose predictions
+// carry nothing out of fold gets a = 0: its train mean for every prompt.
+// Folds are by subject (the id's prefix before its last '-', as MMLU's)
+// when the data has at least 2·Folds subjects, else by position. Last it
+// calibrates the knob on the training data.
 func Train(recs []Record, opt TrainOptions) (*strategies.ClassifierModel, error) {
 	opt.defaults()
 	if opt.Bits < 4 || opt.Bits > 24 {
@@ -69,17 +82,152 @@ func Train(recs []Record, opt TrainOptions) (*strategies.ClassifierModel, error)
 		xs[i] = strategies.ClassifierFeatures(&reqs[i], opt.Bits, nil)
 	}
 	st := statsOf(recs, reqs)
-	m := &strategies.ClassifierModel{Version: 1, Bits: opt.Bits, Seed: opt.Seed}
-	dim := m.Dim()
-	m.Shared = make(strategies.Floats, dim)
 	index := map[string]int{}
 	for i, s := range st {
+		index[s.Name] = i
+	}
+	labels := make([][]label, len(recs))
+	for i, r := range recs {
+		for name, y := range r.Scores {
+			labels[i] = append(labels[i], label{index[name], y})
+		}
+		// Map order is random: sort for determinism.
+		slices.SortFunc(labels[i], func(a, b label) int { return a.arm - b.arm })
+	}
+	all := make([]int, len(recs))
+	for i := range all {
+		all[i] = i
+	}
+	m := fit(st, xs, labels, all, opt)
+	if folds := foldsOf(recs, opt.Folds); folds != nil {
+		// Out-of-fold logits and labels, per model.
+		z := make([][]float64, len(st))
+		y := make([][]float64, len(st))
+		for k := range opt.Folds {
+			var in []int
+			for i := range recs {
+				if folds[i] != k {
+					in = append(in, i)
+				}
+			}
+			mk := fit(st, xs, labels, in, opt)
+			for i := range recs {
+				if folds[i] != k {
+					continue
+				}
+				shared := mk.SharedScore(xs[i])
+				for _, l := range labels[i] {
+					p := mk.PredictShared(&mk.Models[l.arm], shared, xs[i])
+					p = min(max(p, 1e-6), 1-1e-6)
+					z[l.arm] = append(z[l.arm], math.Log(p/(1-p)))
+					y[l.arm] = append(y[l.arm], l.y)
+				}
+			}
+		}
+		for j := range m.Models {
+			a, b := platt(z[j], y[j])
+			arm := &m.Models[j]
+			arm.Bias = float32(a*float64(arm.Bias) + b)
+			arm.Scale = float32(a * float64(arm.Scale))
+			for w := range arm.Weights {
+				arm.Weights[w] = float32(a * float64(arm.Weights[w]))
+			}
+		}
+	}
+	m.Lambdas = calibrate(m, recs, reqs, xs, opt.KnobSteps)
+	if err := m.Check(); err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
+// label is one model's score on one prompt.
+type label struct {
+	arm int
+	y   float64
+}
+
+// foldsOf assigns each record to one of n folds: by subject when there
+// are at least 2n subjects (sorted, dealt in turn), else by position;
+// nil when n < 2 or there are fewer than 2n records.
+func foldsOf(recs []Record, n int) []int {
+	if n < 2 || len(recs) < 2*n {
+		return nil
+	}
+	var subjects []string
+	seen := map[string]bool{}
+	for _, r := range recs {
+		if s := Subject(r.ID); !seen[s] {
+			seen[s] = true
+			subjects = append(subjects, s)
+		}
+	}
+	out := make([]int, len(recs))
+	if len(subjects) >= 2*n {
+		slices.Sort(subjects)
+		fold := map[string]int{}
+		for i, s := range subjects {
+			fold[s] = i % n
+		}
+		for i, r := range recs {
+			out[i] = fold[Subject(r.ID)]
+		}
+		return out
+	}
+	for i := range out {
+		out[i] = i % n
+	}
+	return out
+}
+
+// platt fits p = sigmoid(a·z + b) to soft labels y, minimising the log
+// loss: a over a grid from 0 to 2 (a ≥ 0: predictions that rank the
+// wrong way out of fold are dropped, not reversed), b for each a by
+// Newton's method.
+func platt(z, y []float64) (a, b float64) {
+	if len(z) == 0 {
+		return 1, 0
+	}
+	best := math.Inf(1)
+	for step := 0; step <= 100; step++ {
+		ak := float64(step) / 50
+		bk, loss := 0.0, 0.0
+		for range 30 {
+			var g, h float64
+			loss = 0
+			for i := range z {
+				p := strategies.Sigmoid(ak*z[i] + bk)
+				g += p - y[i]
+				h += max(p*(1-p), 1e-9)
+				p = min(max(p, 1e-12), 1-1e-12)
+				loss -= y[i]*math.Log(p) + (1-y[i])*math.Log(1-p)
+			}
+			d := max(min(g/h, 5), -5)
+			bk -= d
+			if math.Abs(d) < 1e-7 {
+				break
+			}
+		}
+		if loss < best {
+			best, a, b = loss, ak, bk
+		}
+	}
+	return a, b
+}
+
+// fit fits the logistic regressions to the records rows (indices into
+// xs and labels), by AdaGrad over opt.Epochs shuffled passes; the result
+// is the average of the weights after each epoch of the second half.
+func fit(st []modelStats, xs [][]strategies.Feature, labels [][]label, rows []int, opt TrainOptions) *strategies.ClassifierModel {
+	m := &strategies.ClassifierModel{Version: strategies.ClassifierVersion, Bits: opt.Bits, Seed: opt.Seed}
+	dim := m.Dim()
+	m.Shared = make(strategies.Floats, dim)
+	for _, s := range st {
 		q := min(max(s.Quality, 0.01), 0.99)
 		m.Models = append(m.Models, strategies.ClassifierArm{
 			Name: s.Name, Bias: float32(math.Log(q / (1 - q))), Scale: 1,
 			Weights: make(strategies.Floats, dim), MeanQuality: s.Quality, Price: s.Price,
 		})
-		index[s.Name] = i
 	}
 
 	// AdaGrad accumulators.
@@ -90,23 +238,8 @@ func Train(recs []Record, opt TrainOptions) (*strategies.ClassifierModel, error)
 	}
 	gBias := make([]float64, len(st))
 	gScale := make([]float64, len(st))
-	type label struct {
-		arm int
-		y   float64
-	}
-	labels := make([][]label, len(recs))
-	for i, r := range recs {
-		for name, y := range r.Scores {
-			labels[i] = append(labels[i], label{index[name], y})
-		}
-		// Map order is random: sort for determinism.
-		slices.SortFunc(labels[i], func(a, b label) int { return a.arm - b.arm })
-	}
 	rng := rand.New(rand.NewPCG(uint64(opt.Seed), 0x6c6c6d))
-	order := make([]int, len(recs))
-	for i := range order {
-		order[i] = i
-	}
+	order := slices.Clone(rows)
 	// The result is the average of the weights after each epoch of the
 	// second half (averaged SGD), which is steadier than the last ones.
 	avg := newAverage(m)
@@ -148,11 +281,7 @@ func Train(recs []Record, opt TrainOptions) (*strategies.ClassifierModel, error)
 		}
 	}
 	avg.into(m)
-	m.Lambdas = calibrate(m, recs, reqs, xs, opt.KnobSteps)
-	if err := m.Check(); err != nil {
-		return nil, err
-	}
-	return m, nil
+	return m
 }
 
 func sqrt32(v float32) float32 { return float32(math.Sqrt(float64(v))) }

@@ -26,6 +26,8 @@ const (
 	DefaultAdaptiveFailWeight   = 1
 	adaptiveContextDifficulty   = "difficulty"
 	adaptiveContextNone         = "none"
+	adaptivePolicyThompson      = "thompson"
+	adaptivePolicyUCB           = "ucb"
 	adaptiveStateKeyPrefix      = "route\x00"
 	adaptiveNamedStateKeyPrefix = "key\x00"
 )
@@ -58,8 +60,9 @@ const (
 // that weight. What it learned belongs to its route and survives config
 // reloads (state_key, when set, names the state instead, and configs
 // that use the same state_key share it). The state is held in this
-// process (AdaptiveStore is the interface a shared store would
-// implement; Redis is not implemented yet).
+// process, or, when the handler's state is in Redis (`state redis`), in
+// Redis, shared by every instance on it (see AdaptiveRedis: each sees
+// the others' evidence within about two sync intervals).
 //
 // The decision reads "adaptive=0.81 context=d1 n=14": the posterior mean
 // quality of the pick, the context, and the evidence behind the pick.
@@ -67,6 +70,12 @@ type Adaptive struct {
 	// CostWeight is λ, the quality given up to go from the cheapest
 	// candidate to the dearest (on a log scale of cost). Default: 0.5.
 	CostWeight *float64 `json:"cost_weight,omitempty"`
+
+	// Policy is how it balances exploration against exploitation:
+	// `thompson` (default: Thompson sampling, a quality drawn from each
+	// posterior) or `ucb` (deterministic: each posterior's mean plus
+	// an upper-confidence bonus, UCB1-Tuned).
+	Policy string `json:"policy,omitempty"`
 
 	// Context is what a context is: `difficulty` (default: the bucket
 	// of the difficulty strategy's score, with its default settings) or
@@ -108,7 +117,9 @@ type Adaptive struct {
 	lambda, prior, failW float64
 	difficulty           *Difficulty
 	store                AdaptiveStore
-	key                  string // the pool key held, if any
+	key                  string       // the pool key held, if any
+	shared               *SharedState // the fleet's Redis, if bound to it
+	release              func()       // drops the pool reference held
 
 	rng *lockedRand
 }
@@ -138,6 +149,9 @@ func (a *Adaptive) Provision(_ caddy.Context) error {
 	a.failW = probabilityOr(a.FailWeight, DefaultAdaptiveFailWeight)
 	if a.Context == "" {
 		a.Context = adaptiveContextDifficulty
+	}
+	if a.Policy == "" {
+		a.Policy = adaptivePolicyThompson
 	}
 	if a.Buckets == 0 {
 		a.Buckets = DefaultAdaptiveBuckets
@@ -191,6 +205,11 @@ func (a *Adaptive) Validate() error {
 	default:
 		return fmt.Errorf("adaptive: context must be difficulty or none, got %q", a.Context)
 	}
+	switch a.Policy {
+	case "", adaptivePolicyThompson, adaptivePolicyUCB:
+	default:
+		return fmt.Errorf("adaptive: policy must be thompson or ucb, got %q", a.Policy)
+	}
 	if a.Buckets < 0 || a.Buckets > 100 {
 		return fmt.Errorf("adaptive: buckets must be from 1 to 100, got %d", a.Buckets)
 	}
@@ -224,14 +243,37 @@ func (a *Adaptive) BindRoute(route string) {
 
 func (a *Adaptive) bind(key string) {
 	a.key = key
+	if a.shared != nil {
+		a.store = acquireAdaptiveRedis(a.shared, key, a.Window)
+		pk := adaptiveRedisKey(a.shared, key)
+		a.release = func() { _, _ = adaptiveRedisStates.Delete(pk) }
+		return
+	}
 	a.store = acquireAdaptive(key, a.Window)
+	a.release = func() { releaseAdaptive(key) }
+}
+
+// BindShared implements SharedBinder: a keeps its state (its route's, or
+// state_key's) in s, shared with every instance that uses the same
+// Redis and prefix, instead of in this process.
+func (a *Adaptive) BindShared(s *SharedState) {
+	if s == nil || s.Client == nil {
+		return
+	}
+	key := a.key
+	_ = a.Cleanup()
+	a.shared = s
+	if key != "" {
+		a.bind(key)
+	}
 }
 
 // Cleanup implements caddy.CleanerUpper: it drops a's reference to its
 // route's state, which goes with the last config that uses it.
 func (a *Adaptive) Cleanup() error {
-	if a.key != "" {
-		releaseAdaptive(a.key)
+	if a.release != nil {
+		a.release()
+		a.release = nil
 		a.key = ""
 	}
 	return nil
@@ -307,23 +349,31 @@ func (a *Adaptive) Select(req *Request, cands []Candidate) Decision {
 	}
 	arms := a.store.Arms(make([]AdaptiveArm, 0, len(cands)), ctx, models)
 	type ranked struct {
-		c       Candidate
-		u, mean float64
-		n       float64
+		c               Candidate
+		u, mean, al, be float64
+		n               float64
 	}
 	rs := make([]ranked, len(cands))
-	a.rng.Lock()
+	total := 0.0 // the weight of every candidate's posterior (UCB)
 	for i := range cands {
-		q0, w := cands[i].Quality, a.prior
-		if q0 <= 0 || q0 > 1 {
-			q0, w = 0.5, min(w, 2) // unknown: a uniform prior
-		}
-		al := w*q0 + arms[i].Alpha
-		be := w*(1-q0) + arms[i].Beta
-		al, be = max(al, 1e-3), max(be, 1e-3)
-		rs[i] = ranked{c: cands[i], u: sampleBeta(a.rng.Rand, al, be) - a.lambda*CostPenalty(costs[i], lo, hi), mean: al / (al + be), n: arms[i].N()}
+		al, be := a.posterior(&cands[i], arms[i])
+		rs[i] = ranked{c: cands[i], mean: al / (al + be), al: al, be: be, n: arms[i].N()}
+		total += al + be
 	}
-	a.rng.Unlock()
+	if a.Policy == adaptivePolicyUCB {
+		for i := range rs {
+			rs[i].u = ucbIndex(rs[i].mean, rs[i].al+rs[i].be, total)
+		}
+	} else {
+		a.rng.Lock()
+		for i := range rs {
+			rs[i].u = sampleBeta(a.rng.Rand, rs[i].al, rs[i].be)
+		}
+		a.rng.Unlock()
+	}
+	for i := range rs {
+		rs[i].u -= a.lambda * CostPenalty(costs[i], lo, hi)
+	}
 	slices.SortStableFunc(rs, func(x, y ranked) int {
 		switch {
 		case x.u > y.u:
@@ -344,6 +394,33 @@ func (a *Adaptive) Select(req *Request, cands []Candidate) Decision {
 	b = append(b, " n="...)
 	b = strconv.AppendFloat(b, math.Round(rs[0].n), 'f', 0, 64)
 	return Decision{Reason: string(b)}
+}
+
+// posterior returns the Beta posterior of c's quality: its registry
+// quality worth prior_weight observations (a uniform prior worth 2 when
+// it has none) plus the arm's evidence.
+func (a *Adaptive) posterior(c *Candidate, arm AdaptiveArm) (al, be float64) {
+	q0, w := c.Quality, a.prior
+	if q0 <= 0 || q0 > 1 {
+		q0, w = 0.5, min(w, 2) // unknown: a uniform prior
+	}
+	al = max(w*q0+arm.Alpha, 1e-3)
+	be = max(w*(1-q0)+arm.Beta, 1e-3)
+	return al, be
+}
+
+// ucbIndex is UCB1-Tuned's index of an arm of posterior mean quality
+// mean and weight n among arms of total weight total: the mean plus
+// sqrt(ln(total)/n · min(1/4, V)), where V is the Bernoulli variance
+// mean·(1−mean) plus sqrt(2·ln(total)/n). Its bonus shrinks as the arm's
+// evidence grows, and for arms near 0 or 1 faster than UCB1's.
+func ucbIndex(mean, n, total float64) float64 {
+	if n <= 0 {
+		return math.Inf(1)
+	}
+	l := math.Log(max(total, 1))
+	v := mean*(1-mean) + math.Sqrt(2*l/n)
+	return mean + math.Sqrt(l/n*min(0.25, v))
 }
 
 // CostPenalty places cost on a log scale from the cheapest (lo: 0) to
@@ -368,6 +445,7 @@ var (
 	_ Strategy           = (*Adaptive)(nil)
 	_ Learner            = (*Adaptive)(nil)
 	_ RouteBinder        = (*Adaptive)(nil)
+	_ SharedBinder       = (*Adaptive)(nil)
 	_ caddy.Provisioner  = (*Adaptive)(nil)
 	_ caddy.Validator    = (*Adaptive)(nil)
 	_ caddy.CleanerUpper = (*Adaptive)(nil)

@@ -8,6 +8,7 @@ import (
 // UnmarshalCaddyfile sets up the module from Caddyfile tokens. Syntax:
 //
 //	adaptive {
+//		policy thompson|ucb
 //		cost_weight <λ>
 //		context difficulty|none
 //		buckets <n>
@@ -37,6 +38,10 @@ func (a *Adaptive) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			var v *float64
 			if err = floatArg(d, &v); err == nil {
 				a.Window = *v
+			}
+		case "policy":
+			if !d.AllArgs(&a.Policy) {
+				return d.ArgErr()
 			}
 		case "context":
 			if !d.AllArgs(&a.Context) {

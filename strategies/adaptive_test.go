@@ -62,6 +62,58 @@ func TestAdaptiveConvergesToBetterArm(t *testing.T) {
 	}
 }
 
+// The same bandit under policy ucb: the upper confidence bound explores
+// every arm, then settles on b; with no randomness in the policy, two
+// runs on the same outcomes pick the same arms.
+func TestAdaptiveUCBConvergesToBetterArm(t *testing.T) {
+	run := func() (late map[string]int, seq string) {
+		a := newAdaptive(t, `{"context":"none","cost_weight":0,"policy":"ucb"}`)
+		p := map[string]float64{"a": 0.4, "b": 0.8, "c": 0.5}
+		env := rand.New(rand.NewPCG(1, 2))
+		req := BuildRequest("/chat/completions", []byte(`{"messages":[{"role":"user","content":"hi"}]}`))
+		late = map[string]int{}
+		var b strings.Builder
+		for i := range 2000 {
+			cs := banditCands()
+			a.Select(&req, cs)
+			m := cs[0].Model
+			b.WriteString(m)
+			score := 0.0
+			if env.Float64() < p[m] {
+				score = 1
+			}
+			a.Observe("all", m, score)
+			if i >= 1500 {
+				late[m]++
+			}
+		}
+		return late, b.String()
+	}
+	late, seq := run()
+	if late["b"] < 450 {
+		t.Fatalf("picks over the last 500 rounds: %v, want b at least 450 times", late)
+	}
+	if first := seq[:300]; !strings.Contains(first, "a") || !strings.Contains(first, "c") {
+		t.Errorf("the first 300 picks never tried every arm: %s", first)
+	}
+	if _, again := run(); again != seq {
+		t.Error("ucb is not deterministic for the same outcomes")
+	}
+}
+
+// UCB's bonus shrinks with the arm's evidence and grows with the others'.
+func TestUCBIndex(t *testing.T) {
+	if !(ucbIndex(0.5, 10, 100) > ucbIndex(0.5, 100, 100)) {
+		t.Error("more evidence does not shrink the bonus")
+	}
+	if !(ucbIndex(0.5, 10, 1000) > ucbIndex(0.5, 10, 100)) {
+		t.Error("more evidence on the others does not grow the bonus")
+	}
+	if !(ucbIndex(0.7, 50, 200) > ucbIndex(0.6, 50, 200)) {
+		t.Error("a higher mean does not rank higher at equal evidence")
+	}
+}
+
 // Cost-aware: with two arms of equal quality, the cheaper wins; with a
 // high cost weight, a cheap arm of lower quality beats an expensive good
 // one, and with cost weight 0 it does not.
@@ -179,6 +231,7 @@ func TestAdaptiveValidate(t *testing.T) {
 	for cfg, want := range map[string]string{
 		`{"cost_weight":-1}`:     "cost_weight",
 		`{"context":"rule"}`:     "context",
+		`{"policy":"greedy"}`:    "policy",
 		`{"buckets":-2}`:         "buckets",
 		`{"slow_after":"-1s"}`:   "slow_after",
 		`{"prior_weight":-0.5}`:  "prior_weight",

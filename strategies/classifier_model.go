@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"math"
 	"os"
+	"strings"
 	"unicode"
 	"unicode/utf8"
 
@@ -24,7 +25,7 @@ import (
 // Shared weights are learnt from every model's outcomes (what makes a
 // prompt hard for all); each model's own weights are what differs for it.
 type ClassifierModel struct {
-	// Version of the file format: 1.
+	// Version of the file format: ClassifierVersion.
 	Version int `json:"version"`
 	// Bits is the log2 of the number of hashed text features.
 	Bits int `json:"bits"`
@@ -61,8 +62,12 @@ type ClassifierArm struct {
 	Price float64 `json:"price"`
 }
 
+// ClassifierVersion is the version of the model file format and of its
+// features: a model file trained on other features is refused.
+const ClassifierVersion = 2
+
 // NumClassifierDense is the number of dense (non-hashed) features.
-const NumClassifierDense = 20
+const NumClassifierDense = 31
 
 // Floats is a float32 vector that JSON holds as base64 of its
 // little-endian bytes.
@@ -120,8 +125,8 @@ func LoadClassifierModel(path string) (*ClassifierModel, error) {
 
 // Check reports whether m is a usable model.
 func (m *ClassifierModel) Check() error {
-	if m.Version != 1 {
-		return fmt.Errorf("unsupported model version %d", m.Version)
+	if m.Version != ClassifierVersion {
+		return fmt.Errorf("unsupported model version %d (want %d: train the model file again with this version)", m.Version, ClassifierVersion)
 	}
 	if m.Bits < 4 || m.Bits > 24 {
 		return fmt.Errorf("bits must be from 4 to 24, got %d", m.Bits)
@@ -227,32 +232,47 @@ var featureDifficulty = func() *Difficulty {
 
 // ClassifierFeatures appends the features of req to dst and returns it.
 // The text is that of the last user message (the whole conversation when
-// there is none). Features:
+// there is none), and its question is its last paragraph (after the last
+// blank line): in a few-shot prompt the examples before it are the same
+// for every prompt, and what differs is the question. Features:
 //
-//   - hashed word unigrams and bigrams (words are runs of letters and
-//     digits, lowercased; each Han, Hiragana, Katakana or Hangul
-//     character is a word of its own), each occurrence weighted by
+//   - hashed word unigrams and bigrams of the question (words are runs
+//     of letters and digits, lowercased; each Han, Hiragana, Katakana or
+//     Hangul character is a word of its own), each occurrence weighted by
 //     1/sqrt(words), so a prompt's text features have a bounded norm;
-//   - hashed buckets of the prompt's length and difficulty score;
-//   - dense features: length, digits, non-ASCII share, lines, code and
-//     math characters, multiple-choice options, question marks, word
-//     length, capitals, and the difficulty strategy's dimension scores
-//     and score (with its shipped defaults).
+//   - hashed word unigrams of the context before the question, apart
+//     from the question's, weighted the same way over the context;
+//   - hashed buckets of the question's length and of the difficulty
+//     score;
+//   - dense features, which do not depend on the subject's vocabulary:
+//     lengths (question, prompt, options, stem), digits, numbers, non-ASCII
+//     share, lines, code and math characters, multiple-choice options and
+//     their shape, question marks, word length, long words, capitals,
+//     negation and "which of the following" cues, a fill-in blank, and the
+//     difficulty strategy's dimension scores and score (with its shipped
+//     defaults).
 func ClassifierFeatures(req *Request, bits int, dst []Feature) []Feature {
 	text := req.LastUser
 	if text == "" {
 		text = req.Conversation
 	}
+	context, q, paragraphs := lastParagraph(text)
 	mask := uint64(1)<<bits - 1
 	start := len(dst)
-	nwords := 0
-	var prev uint64
-	eachWord(text, func(h uint64) {
+	nwords, negation, which := 0, 0, 0
+	var prev, prev2 uint64
+	eachWord(q, func(h uint64) {
 		dst = append(dst, Feature{int32(h & mask), 1})
 		if nwords > 0 {
 			dst = append(dst, Feature{int32(mix(prev*31+h) & mask), 1})
 		}
-		prev = h
+		switch {
+		case h == hashNot || h == hashExcept || h == hashLeast || h == hashFalse || h == hashIncorrect || h == hashNever:
+			negation++
+		case h == hashFollowing && prev == hashThe && prev2 == hashOf:
+			which++
+		}
+		prev2, prev = prev, h
 		nwords++
 	})
 	// Each occurrence weighs 1/sqrt(words).
@@ -260,20 +280,40 @@ func ClassifierFeatures(req *Request, bits int, dst []Feature) []Feature {
 	for i := start; i < len(dst); i++ {
 		dst[i].Value = wv
 	}
+	// The context before the question: its words apart from the
+	// question's (unigrams, hashed with a salt of their own), each
+	// occurrence weighing 1/sqrt(words of the context).
+	if context != "" {
+		start, nctx := len(dst), 0
+		eachWord(context, func(h uint64) {
+			dst = append(dst, Feature{int32(mix(h^0x43545800) & mask), 1})
+			nctx++
+		})
+		cv := float32(1 / math.Sqrt(float64(max(nctx, 1))))
+		for i := start; i < len(dst); i++ {
+			dst[i].Value = cv
+		}
+	}
 
 	sc := featureDifficulty.Assess(req)
 	tokens := float64(req.PromptTokens)
-	lenBucket := int(math.Log2(tokens + 1))
+	lenBucket := int(math.Log2(float64(len(q))/4 + 1))
 	dst = append(dst, Feature{int32(mix(0x4c454e00+uint64(lenBucket)) & mask), 1})
 	dst = append(dst, Feature{int32(mix(0x44494600+uint64(sc.Score*20)) & mask), 1})
 
-	var digits, nonASCII, newlines, code, math_, question, upper, options, letters int
-	lineStart := true
-	for i := 0; i < len(text); i++ {
-		c := text[i]
+	var digits, numbers, nonASCII, newlines, code, math_, question, upper, letters, longWords, blank int
+	var options, optLen, optMin, optMax, stem int
+	optMin = math.MaxInt
+	lineStart, inOption, inNumber, wordLen := true, false, false, 0
+	for i := 0; i < len(q); i++ {
+		c := q[i]
+		isLetter := c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z'
 		switch {
 		case c >= '0' && c <= '9':
 			digits++
+			if !inNumber {
+				numbers++
+			}
 		case c >= 'A' && c <= 'Z':
 			upper++
 			letters++
@@ -283,35 +323,82 @@ func ClassifierFeatures(req *Request, bits int, dst []Feature) []Feature {
 			nonASCII++
 		case c == '\n':
 			newlines++
-		case c == '{' || c == '}' || c == ';' || c == '_' || c == '`' || c == '#':
+		case c == '_':
+			code++
+			if (i == 0 || q[i-1] == ' ') && (i+1 == len(q) || q[i+1] == ' ') {
+				blank++
+			}
+		case c == '{' || c == '}' || c == ';' || c == '`' || c == '#':
 			code++
 		case c == '+' || c == '*' || c == '/' || c == '^' || c == '=' || c == '<' || c == '>' || c == '$' || c == '\\':
 			math_++
 		case c == '?':
 			question++
 		}
-		if lineStart && isOption(text[i:]) {
-			options++
+		inNumber = c >= '0' && c <= '9' || inNumber && (c == '.' || c == ',')
+		if isLetter {
+			wordLen++
+		} else {
+			if wordLen >= 9 {
+				longWords++
+			}
+			wordLen = 0
+		}
+		if lineStart {
+			if isOption(q[i:]) {
+				if options == 0 {
+					stem = i
+				}
+				options++
+				inOption = true
+			} else {
+				inOption = false
+			}
+		}
+		if inOption && c != '\n' {
+			optLen++
+		}
+		if c == '\n' && inOption {
+			optMin, optMax = min(optMin, optLen), max(optMax, optLen)
+			optLen = 0
 		}
 		lineStart = c == '\n'
 	}
-	n := float64(max(len(text), 1))
+	if inOption {
+		optMin, optMax = min(optMin, optLen), max(optMax, optLen)
+	}
+	if options == 0 {
+		optMin, stem = 0, len(q)
+	}
+	n := float64(max(len(q), 1))
+	qTokens := float64(len(q)) / 4
 	base := int32(mask + 1)
 	dense := [NumClassifierDense]float64{
+		math.Log1p(qTokens) / 8,
 		math.Log1p(tokens) / 8,
+		math.Log1p(float64(nwords)) / 6,
 		min(float64(digits)/n*5, 1),
+		math.Log1p(float64(numbers)) / 3,
 		float64(nonASCII) / n,
-		math.Log1p(float64(newlines)) / 5,
+		math.Log1p(float64(newlines)) / 4,
 		math.Log1p(float64(code)) / 5,
 		math.Log1p(float64(math_)) / 5,
 		min(float64(options)/4, 1.5),
+		math.Log1p(float64(optMax)) / 5,
+		math.Log1p(float64(optMin)) / 5,
+		float64(optMax-optMin) / float64(optMax+1),
+		math.Log1p(float64(stem)/4) / 7,
+		float64(stem) / n,
 		math.Log1p(float64(question)) / 3,
 		min(float64(letters)/float64(max(nwords, 1))/10, 2),
+		float64(longWords) / float64(max(nwords, 1)),
 		float64(upper) / float64(max(letters, 1)),
+		math.Log1p(float64(negation)) / 2,
+		boolFloat(which > 0),
+		boolFloat(blank > 0),
+		float64(len(q)) / float64(max(len(text), 1)),
+		math.Log1p(float64(paragraphs)) / 3,
 		sc.Length, sc.Reasoning, sc.Structure, sc.Domain, sc.Context, sc.Score,
-		math.Log1p(float64(nwords)) / 8,
-		min(float64(digits)/n*5, 1) * (math.Log1p(tokens) / 8),
-		boolFloat(options >= 2) * math.Log1p(tokens) / 8,
 		boolFloat(code > 2 && newlines > 2),
 	}
 	for i, v := range dense {
@@ -320,6 +407,31 @@ func ClassifierFeatures(req *Request, bits int, dst []Feature) []Feature {
 		}
 	}
 	return dst
+}
+
+// lastParagraph splits text at its last blank line into the context
+// before and the question after it (the whole text is the question when
+// it has none, or when what follows is too short to be a question), and
+// counts its paragraphs.
+func lastParagraph(text string) (context, question string, paragraphs int) {
+	paragraphs = 1 + strings.Count(text, "\n\n")
+	t := strings.TrimRight(text, " \t\r\n")
+	i := strings.LastIndex(t, "\n\n")
+	if i < 0 || len(t)-i < 24 {
+		return "", t, paragraphs
+	}
+	return t[:i], t[i+2:], paragraphs
+}
+
+// Hashes of the cue words of ClassifierFeatures.
+var (
+	hashNot, hashExcept, hashLeast, hashFalse, hashIncorrect, hashNever = wordHash("not"), wordHash("except"), wordHash("least"), wordHash("false"), wordHash("incorrect"), wordHash("never")
+	hashOf, hashThe, hashFollowing                                      = wordHash("of"), wordHash("the"), wordHash("following")
+)
+
+func wordHash(w string) (h uint64) {
+	eachWord(w, func(x uint64) { h = x })
+	return h
 }
 
 func boolFloat(b bool) float64 {

@@ -2,6 +2,8 @@ package strategies
 
 import (
 	"encoding/json"
+	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -17,7 +19,7 @@ import (
 // sigmoid(premiumBias); the knob runs from a prohibitive price on cost
 // (knob 0) to none (knob 1).
 func handModel(cheapBias, premiumBias float32) *ClassifierModel {
-	m := &ClassifierModel{Version: 1, Bits: 4, Lambdas: []float64{10, 0}}
+	m := &ClassifierModel{Version: ClassifierVersion, Bits: 4, Lambdas: []float64{10, 0}}
 	m.Shared = make(Floats, m.Dim())
 	m.Models = []ClassifierArm{
 		{Name: "cheap", Bias: cheapBias, Weights: make(Floats, m.Dim()), MeanQuality: 0.5, Price: 1e-7},
@@ -146,10 +148,17 @@ func TestClassifierValidate(t *testing.T) {
 	m.Models[1].Weights = m.Models[1].Weights[:3]
 	path := filepath.Join(dir, "short.json")
 	writeModel(t, path, m)
-	if err := (&Classifier{ModelFile: path}).Provision(caddy.Context{}); err == nil || !strings.Contains(err.Error(), "want 36 weights, got 3") {
+	if err := (&Classifier{ModelFile: path}).Provision(caddy.Context{}); err == nil || !strings.Contains(err.Error(), fmt.Sprintf("want %d weights, got 3", m.Dim())) {
 		t.Errorf("a model file with missing weights: %v", err)
 	}
-	os.WriteFile(path, []byte(`{"version":1,"bits":4,"shared":"!!"}`), 0o644)
+	// A file of the first version was trained on other features.
+	m = handModel(0, 0)
+	m.Version = 1
+	writeModel(t, path, m)
+	if err := (&Classifier{ModelFile: path}).Provision(caddy.Context{}); err == nil || !strings.Contains(err.Error(), "train the model file again") {
+		t.Errorf("a version 1 model file: %v", err)
+	}
+	os.WriteFile(path, []byte(`{"version":2,"bits":4,"shared":"!!"}`), 0o644)
 	if err := (&Classifier{ModelFile: path}).Provision(caddy.Context{}); err == nil {
 		t.Error("a model file with bad base64 provisions")
 	}
@@ -172,12 +181,76 @@ func TestClassifierFeaturesChinese(t *testing.T) {
 	}
 }
 
+// TestClassifierFeaturesQuestion: the word features are those of the
+// question, the last paragraph, and apart from them those of the
+// context before it: a few-shot prefix shared by two prompts adds the
+// same features to both, and leaves the question's unchanged.
+func TestClassifierFeaturesQuestion(t *testing.T) {
+	const prefix = "Which gas do plants absorb?\nA) oxygen\nB) carbon dioxide\nAnswer:\nB\n\n"
+	const question = "Which planet is closest to the sun?\nA) Venus\nB) Mercury\nAnswer:"
+	const other = "What is the boiling point of water at sea level?\nA) 90 C\nB) 100 C\nAnswer:"
+	const bits = 16
+	// The text features but the difficulty score's bucket, which
+	// assesses the whole prompt.
+	text := func(prompt string) map[int32]float32 {
+		req := &Request{LastUser: prompt, PromptTokens: len(prompt) / 4}
+		out := map[int32]float32{}
+		for _, f := range ClassifierFeatures(req, bits, nil) {
+			if f.Index < 1<<bits {
+				out[f.Index] += f.Value
+			}
+		}
+		delete(out, int32(mix(0x44494600+uint64(featureDifficulty.Assess(req).Score*20))&(1<<bits-1)))
+		return out
+	}
+	// added returns the features of with that are not those of without,
+	// after checking that every feature of without is in with unchanged.
+	added := func(with, without map[int32]float32) map[int32]float32 {
+		out := maps.Clone(with)
+		for i, v := range without {
+			if with[i] != v {
+				t.Fatalf("feature %d: %v with the prefix, %v without", i, with[i], v)
+			}
+			delete(out, i)
+		}
+		return out
+	}
+	a := added(text(prefix+question), text(question))
+	b := added(text(prefix+other), text(other))
+	if len(a) == 0 || !maps.Equal(a, b) {
+		t.Fatalf("the prefix adds %v to one question, %v to the other", a, b)
+	}
+	// The dense features see the question's options and cues.
+	dense := func(prompt string) map[int]float32 {
+		out := map[int]float32{}
+		for _, f := range ClassifierFeatures(&Request{LastUser: prompt, PromptTokens: len(prompt) / 4}, 12, nil) {
+			if f.Index >= 1<<12 {
+				out[int(f.Index)-1<<12] = f.Value
+			}
+		}
+		return out
+	}
+	const options, negation, which, blank = 9, 19, 20, 21
+	d := dense(question)
+	if d[options] != 0.5 || d[negation] != 0 || d[which] != 0 || d[blank] != 0 {
+		t.Fatalf("plain question: options %v, negation %v, which %v, blank %v", d[options], d[negation], d[which], d[blank])
+	}
+	d = dense(prefix + "Which of the following is NOT a planet?\nA) Mars\nB) Pluto\nC) Venus\nD) Earth\nAnswer:")
+	if d[options] != 1 || d[negation] == 0 || d[which] != 1 || d[blank] != 0 {
+		t.Fatalf("negated question: options %v, negation %v, which %v, blank %v", d[options], d[negation], d[which], d[blank])
+	}
+	d = dense("The trophy does not fit in the suitcase because _ is too big.\nA) trophy\nB) suitcase")
+	if d[blank] != 1 {
+		t.Fatalf("fill-in question: blank %v", d[blank])
+	}
+}
+
 // BenchmarkClassifierSelect4KB is the decision latency of classifier on
 // a 4 KB prompt over 11 candidates with a 2^16-feature model. Besides the
 // mean it reports the median of the single decisions (p50-ns), which a
 // loaded machine's preemptions move less than the mean.
 func BenchmarkClassifierSelect4KB(b *testing.B) {
-	m := &ClassifierModel{Version: 1, Bits: 16, Lambdas: []float64{10, 0}}
+	m := &ClassifierModel{Version: ClassifierVersion, Bits: 16, Lambdas: []float64{10, 0}}
 	m.Shared = make(Floats, m.Dim())
 	var names []string
 	for i := range 11 {
@@ -191,7 +264,8 @@ func BenchmarkClassifierSelect4KB(b *testing.B) {
 	}
 	s := &Classifier{ModelFile: "bench"}
 	s.SetModel(m)
-	prompt := strings.Repeat("Explain why the derivative of x^2 is 2x, step by step, with 3 examples. ", 57)[:4096]
+	// Paragraphs: the last one is the question, the others its context.
+	prompt := strings.Repeat("Explain why the derivative of x^2 is 2x, step by step, with 3 examples.\n\n", 57)[:4096]
 	req := Request{LastUser: prompt, Conversation: prompt, PromptTokens: 1000, TextTokens: 1000}
 	cands := make([]Candidate, len(names))
 	var took []time.Duration

@@ -23,24 +23,29 @@ func init() {
 //
 // The score is the weighted mean of five dimension scores, each in 0..1:
 //
-//   - length: the prompt's tokens, on a saturating curve that reaches
-//     0.95 at long_tokens;
+//   - length: the prompt's tokens t, on the smooth S-curve
+//     r²/(1+r²), r = t·√19/long_tokens: 0.05 at 5% of long_tokens, 0.5
+//     at 23%, 0.95 at long_tokens, and still rising beyond, so that
+//     longer prompts keep scoring higher;
 //   - reasoning: reasoning cues in the last user message (prove, derive,
 //     step by step, why, analyze, 证明, 推导, 为什么, …);
 //   - structure: structure cues (must, at least, JSON, code fences,
 //     tables, 要求, 格式, 必须, …), numbered or bulleted requirements,
 //     tools and JSON mode;
 //   - domain: specialist cues (math symbols and LaTeX, legal, medical,
-//     finance, algorithms, 数学, 法律, 医学, 金融, 算法, …);
+//     finance, algorithms, 数学, 法律, 医学, 金融, 算法, …), and numbers
+//     (runs of digits, "3.14" and "1,000" one each): every three count
+//     as one cue, so quantitative tasks score higher;
 //   - context: the size of the earlier turns and of the system prompt,
 //     in tokens (estimated from their share of the conversation).
 //
 // The cue dimensions read the last user message (the whole conversation
 // when there is none): the task is stated there, and a long system
-// prompt or history counts through context instead. A cue dimension counts the distinct cues found (each cue once, however
-// often it occurs) and maps n of them to 1-exp(-n/1.5): 0.49 for one,
-// 0.74 for two, 0.86 for three. Cues are matched case-insensitively; one
-// that starts (ends) with an ASCII letter or digit must start (end) at a
+// prompt or history counts through context instead. A cue dimension
+// counts the distinct cues found (each cue once, however often it
+// occurs; numbers add fractions of a cue) and maps n of them to
+// 1-exp(-n/1.5): 0.49 for one, 0.74 for two, 0.86 for three. Cues are
+// matched case-insensitively; one that starts (ends) with an ASCII letter or digit must start (end) at a
 // word boundary, and one written with a trailing * matches any ending
 // ("optimiz*" matches optimize and optimization). Chinese cues match
 // anywhere.
@@ -54,14 +59,15 @@ func init() {
 // "difficulty=0.62 tier=none" when no tier has a candidate.
 type Difficulty struct {
 	// Weights of the dimensions, by name: length, reasoning, structure,
-	// domain, context. Unset dimensions keep their defaults: length 0.2,
-	// reasoning 0.3, structure 0.2, domain 0.2, context 0.1. The score
+	// domain, context. Unset dimensions keep their defaults: length 0.5,
+	// reasoning 0.1, structure 0.1, domain 0.25, context 0.05 (chosen on
+	// training data: see BENCHMARKS.md, "Learning routers"). The score
 	// is the weighted mean, so it stays in 0..1 whatever the sum; a
 	// weight of 0 turns a dimension off.
 	Weights map[string]float64 `json:"weights,omitempty"`
 
-	// Prompt tokens at which the length score reaches 0.95. Default:
-	// 2000.
+	// Prompt tokens at which the length score reaches 0.95 (0.5 at
+	// 23% of it). Default: 1000.
 	LongTokens int `json:"long_tokens,omitempty"`
 
 	// Tokens of earlier turns (the conversation before the last user
@@ -110,11 +116,11 @@ const (
 
 var dimNames = [numDims]string{"length", "reasoning", "structure", "domain", "context"}
 
-var defaultDimWeights = [numDims]float64{0.2, 0.3, 0.2, 0.2, 0.1}
+var defaultDimWeights = [numDims]float64{0.5, 0.1, 0.1, 0.25, 0.05}
 
 // Defaults of the difficulty strategy.
 const (
-	DefaultLongTokens    = 2000
+	DefaultLongTokens    = 1000
 	DefaultHistoryTokens = 4000
 	DefaultSystemTokens  = 2000
 )

@@ -40,9 +40,11 @@ func (s *Difficulty) Assess(req *Request) DifficultyScores {
 	if req.JSONMode {
 		hits[dimStructure]++
 	}
-	sc.Reasoning = hitScore(hits[dimReasoning])
-	sc.Structure = hitScore(hits[dimStructure])
-	sc.Domain = hitScore(hits[dimDomain])
+	sc.Reasoning = hitScore(float64(hits[dimReasoning]))
+	sc.Structure = hitScore(float64(hits[dimStructure]))
+	// Numbers make a task quantitative: every numbersPerCue of them
+	// count as one domain cue.
+	sc.Domain = hitScore(float64(hits[dimDomain]) + float64(countNumbers(text))/numbersPerCue)
 
 	// Context: the system prompt and the turns before the last user
 	// message, in tokens, estimated from their share of the conversation.
@@ -69,21 +71,50 @@ func (s *Difficulty) Assess(req *Request) DifficultyScores {
 	return sc
 }
 
-// saturate maps x >= 0 to 0..1, reaching 0.95 at full.
+// saturate maps x >= 0 to 0..1, reaching 0.95 at full, on the smooth
+// S-curve r²/(1+r²) with r = x/half (half = full/√19, where it is 0.5).
+// It rises slowly at first, so that short prompts stay near 0 and their
+// cues decide, and never quite reaches 1, so that prompts longer than
+// full still score higher than shorter ones: the score keeps ordering
+// them, and the knob sweeps smoothly over them.
 func saturate(x, full float64) float64 {
 	if x <= 0 || full <= 0 {
 		return 0
 	}
-	return 1 - math.Exp(-3*x/full)
+	r := x / full * math.Sqrt(19)
+	r *= r
+	return r / (1 + r)
 }
 
-// hitScore maps a number of distinct cue hits to 0..1.
-func hitScore(n int) float64 {
+// hitScore maps a number of distinct cue hits (a fraction counts part
+// of a cue) to 0..1.
+func hitScore(n float64) float64 {
 	if n <= 0 {
 		return 0
 	}
-	return 1 - math.Exp(-float64(n)/1.5)
+	return 1 - math.Exp(-n/1.5)
 }
+
+// numbersPerCue is how many numbers in the task count as one domain cue.
+const numbersPerCue = 3
+
+// countNumbers counts the numbers in text: runs of ASCII digits, with
+// one '.' or ',' between digits ("3.14", "1,000") inside a number.
+func countNumbers(text string) int {
+	n := 0
+	for i := 0; i < len(text); i++ {
+		if !isDigit(text[i]) {
+			continue
+		}
+		n++
+		for i < len(text) && (isDigit(text[i]) || (text[i] == '.' || text[i] == ',') && i+1 < len(text) && isDigit(text[i+1])) {
+			i++
+		}
+	}
+	return n
+}
+
+func isDigit(c byte) bool { return c >= '0' && c <= '9' }
 
 // listItems counts the structure hits of list items in text: one for two
 // or more numbered items ("1.", "2)", "3、"), one more for four or more,

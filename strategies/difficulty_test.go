@@ -18,8 +18,8 @@ import (
 // difficultyTiers are the tiers of the documented example.
 var difficultyTiers = []DifficultyTier{
 	{Min: 0, Models: []string{"small"}},
-	{Min: 0.35, Models: []string{"medium"}},
-	{Min: 0.7, Models: []string{"large", "large-backup"}},
+	{Min: 0.2, Models: []string{"medium"}},
+	{Min: 0.45, Models: []string{"large", "large-backup"}},
 }
 
 func newDifficulty(t testing.TB, s *Difficulty) *Difficulty {

@@ -1,6 +1,8 @@
 package upstreams
 
 import (
+	"math"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -15,6 +17,9 @@ const ewmaAlpha = 0.2
 // comparisons and float operations per attempt.
 type memoryPair struct {
 	inFlight atomic.Int64
+	// unhealthy: the provider's health checks found no upstream
+	// available when last told (HealthChecked).
+	unhealthy atomic.Bool
 
 	mu      sync.Mutex
 	fails   int       // consecutive failures
@@ -40,11 +45,43 @@ type memoryPair struct {
 	// them. Always zero in a memory-only pair.
 	fleet   time.Time
 	changes uint64
+	// fleetProbe is when a probe may go through the fleet's cooldown
+	// (the probe time of the instance that set it); zero: not before
+	// its end (a Retry-After cooldown, or none).
+	fleetProbe time.Time
 
 	latencyMs avg
 	ttftMs    avg
 	tps       avg
 	errorRate avg
+	// The recent times the averages latencyMs and ttftMs took in, for
+	// Percentile.
+	latencies, ttfts recent
+}
+
+// recent is a ring of the last PercentileSamples times, in ms.
+type recent struct {
+	v [PercentileSamples]float64
+	n int // samples taken
+}
+
+func (r *recent) add(ms float64) {
+	r.v[r.n%PercentileSamples] = ms
+	r.n++
+}
+
+// quantile returns the q-quantile of the samples kept (nearest rank),
+// or false with fewer than MinPercentileSamples.
+func (r *recent) quantile(q float64) (time.Duration, bool) {
+	n := min(r.n, PercentileSamples)
+	if n < MinPercentileSamples {
+		return 0, false
+	}
+	s := make([]float64, n)
+	copy(s, r.v[:n])
+	slices.Sort(s)
+	i := min(max(int(math.Ceil(q*float64(n)))-1, 0), n-1)
+	return time.Duration(s[i] * float64(time.Millisecond)), true
 }
 
 // avg is an exponentially weighted moving average; its first sample is
@@ -72,15 +109,18 @@ func (p *memoryPair) cooling() time.Time {
 	return p.until
 }
 
-// halfOpen reports whether a probe may go through at now: the cooldown
-// ran out, or this process's own cooldown (not one a provider's
-// Retry-After asked for) has run for its probe interval; p.mu is held.
+// halfOpen reports whether a probe may go through at now: each
+// cooldown that applies, this process's and the fleet's, ran out or
+// (unless a provider's Retry-After asked for it) has run for its probe
+// interval; p.mu is held.
 func (p *memoryPair) halfOpen(now time.Time) bool {
-	until := p.cooling()
-	if !until.After(now) {
+	if !p.cooling().After(now) {
 		return true
 	}
-	return !p.probeAt.IsZero() && !p.probeAt.After(now) && !p.fleet.After(p.until)
+	over := func(until, probeAt time.Time) bool {
+		return !until.After(now) || !probeAt.IsZero() && !probeAt.After(now)
+	}
+	return over(p.until, p.probeAt) && over(p.fleet, p.fleetProbe)
 }
 
 // Available implements Pair. While a ramp runs, a growing share of the
@@ -140,8 +180,9 @@ func (p *memoryPair) Finish(o Outcome, policy Policy, now time.Time) {
 // healthChange is what a finished attempt changed in a pair's health:
 // a cooldown it opened or extended (until), or one it closed.
 type healthChange struct {
-	until  time.Time
-	closed bool
+	until   time.Time
+	probeAt time.Time // when a probe may go through it (zero: at its end)
+	closed  bool
 }
 
 // healthSink is told of the changes in a pair's health.
@@ -160,7 +201,7 @@ func (p *memoryPair) finish(o Outcome, policy Policy, now time.Time, sink health
 	switch o.Result {
 	case Succeeded:
 		c.closed = !p.cooling().IsZero()
-		p.fails, p.until, p.fleet, p.probeAt = 0, time.Time{}, time.Time{}, time.Time{}
+		p.fails, p.until, p.fleet, p.probeAt, p.fleetProbe = 0, time.Time{}, time.Time{}, time.Time{}, time.Time{}
 		if c.closed {
 			p.recoveries++
 			if !p.hinted {
@@ -173,7 +214,7 @@ func (p *memoryPair) finish(o Outcome, policy Policy, now time.Time, sink health
 		before := p.cooling()
 		p.fail(o.RetryAfter, policy, now)
 		if p.until.After(before) {
-			c.until = p.until
+			c.until, c.probeAt = p.until, p.probeAt
 		}
 	default:
 		return // says nothing about the pair
@@ -230,8 +271,10 @@ func (p *memoryPair) observe(o Outcome) {
 	}
 	if o.Stream && o.FirstByte > 0 {
 		p.ttftMs.add(ms(o.FirstByte))
+		p.ttfts.add(ms(o.FirstByte))
 	} else if !o.Stream && o.Total > 0 {
 		p.latencyMs.add(ms(o.Total))
+		p.latencies.add(ms(o.Total))
 	}
 	gen := o.Total
 	if o.Stream {
@@ -254,6 +297,35 @@ func (p *memoryPair) Snapshot() Stats {
 		InFlight:        p.inFlight.Load(),
 		Samples:         p.errorRate.n,
 	}
+}
+
+// HealthChecked implements Pair.
+func (p *memoryPair) HealthChecked(up bool, now time.Time) {
+	if !up {
+		p.unhealthy.Store(true)
+		return
+	}
+	if !p.unhealthy.CompareAndSwap(true, false) {
+		return
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.until.After(now) && !p.hinted && (p.probeAt.IsZero() || p.probeAt.After(now)) {
+		p.probeAt = now
+	}
+	if p.fleet.After(now) && p.fleetProbe.After(now) {
+		p.fleetProbe = now
+	}
+}
+
+// Percentile implements Pair.
+func (p *memoryPair) Percentile(stream bool, q float64) (time.Duration, bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if stream {
+		return p.ttfts.quantile(q)
+	}
+	return p.latencies.quantile(q)
 }
 
 // health describes the pair's health at now for observers.

@@ -281,3 +281,44 @@ func TestPairNoRampAfterRetryAfter(t *testing.T) {
 		}
 	}
 }
+
+// Percentile reads the recent times the averages took in: streams'
+// times to first token and other answers' whole times apart, failures
+// left out, nothing until MinPercentileSamples, and only the last
+// PercentileSamples.
+func TestPercentile(t *testing.T) {
+	p := new(memoryPair)
+	now := time.Now()
+	ok := func(stream bool, d time.Duration) Outcome {
+		return Outcome{Result: Succeeded, Timed: true, Stream: stream, FirstByte: d, Total: 2 * d}
+	}
+	for i := range MinPercentileSamples - 1 {
+		p.Finish(ok(true, time.Duration(i+1)*time.Millisecond), Policy{}, now)
+	}
+	if _, known := p.Percentile(true, 0.95); known {
+		t.Fatal("a percentile before MinPercentileSamples")
+	}
+	p.Finish(ok(true, 20*time.Millisecond), Policy{}, now)
+	p.Finish(Outcome{Result: Failed, Timed: true, Stream: true, FirstByte: time.Hour}, Policy{}, now)
+	if d, known := p.Percentile(true, 0.95); !known || d != 19*time.Millisecond {
+		t.Errorf("p95 of 1..20ms: %v %v, want 19ms", d, known)
+	}
+	if d, known := p.Percentile(true, 0.5); !known || d != 10*time.Millisecond {
+		t.Errorf("p50 of 1..20ms: %v %v, want 10ms", d, known)
+	}
+	if _, known := p.Percentile(false, 0.95); known {
+		t.Error("streams' times counted as whole times")
+	}
+	for range PercentileSamples {
+		p.Finish(ok(true, time.Second), Policy{}, now)
+	}
+	if d, _ := p.Percentile(true, 0); d != time.Second {
+		t.Errorf("the smallest of the last %d: %v, want 1s", PercentileSamples, d)
+	}
+	for range MinPercentileSamples {
+		p.Finish(ok(false, 5*time.Millisecond), Policy{}, now)
+	}
+	if d, known := p.Percentile(false, 0.95); !known || d != 10*time.Millisecond {
+		t.Errorf("whole times: %v %v, want 10ms", d, known)
+	}
+}

@@ -28,9 +28,21 @@ type Pair interface {
 	Finish(o Outcome, policy Policy, now time.Time)
 	// Snapshot returns the live stats.
 	Snapshot() Stats
+	// Percentile returns the q-quantile (0..1) of the recent times of
+	// the attempts that answered, measured as the averages of Stats
+	// are: to the first token for streams, the whole time otherwise.
+	// It is false until MinPercentileSamples are known. (A shared
+	// pair's are this process's alone.)
+	Percentile(stream bool, q float64) (time.Duration, bool)
 	// CooldownUntil returns the end of the current cooldown; a zero or
 	// past time means none.
 	CooldownUntil() time.Time
+	// HealthChecked tells the pair whether its provider's upstreams are
+	// available by Caddy's health checks (active and passive) at now.
+	// When they are again after none was, a cooldown of the gateway's
+	// own lets a probe through at once (one a Retry-After asked for is
+	// still waited out).
+	HealthChecked(up bool, now time.Time)
 }
 
 // Result is what an attempt says about the pair's health.
@@ -90,6 +102,14 @@ const (
 	StateHalfOpen = "half-open" // a probe may go through
 	StateProbing  = "probing"   // a probe is under way
 	StateRamping  = "ramping"   // recovered; traffic returns gradually
+)
+
+// PercentileSamples is how many recent times a pair keeps for
+// Percentile, of streams and of other answers each;
+// MinPercentileSamples how many it needs.
+const (
+	PercentileSamples    = 128
+	MinPercentileSamples = 20
 )
 
 // MaxCooldown caps every cooldown, including one asked for by a

@@ -35,7 +35,7 @@ func (p *memoryPair) resetWith(what int, sink healthSink) {
 	defer p.mu.Unlock()
 	if what&ResetCooldown != 0 {
 		cooling := !p.cooling().IsZero()
-		p.fails, p.until, p.fleet = 0, time.Time{}, time.Time{}
+		p.fails, p.until, p.fleet, p.fleetProbe = 0, time.Time{}, time.Time{}, time.Time{}
 		if cooling {
 			p.changes++
 			if sink != nil {
@@ -45,6 +45,7 @@ func (p *memoryPair) resetWith(what int, sink healthSink) {
 	}
 	if what&ResetStats != 0 {
 		p.latencyMs, p.ttftMs, p.tps, p.errorRate = avg{}, avg{}, avg{}, avg{}
+		p.latencies, p.ttfts = recent{}, recent{}
 	}
 }
 

@@ -37,7 +37,11 @@ import (
 // and their own if it was no later. The key lives until the cooldown
 // ends plus a minute (a relative TTL: Redis' clock does not matter). A
 // pair is unavailable while this process's or the fleet's cooldown
-// runs. Once the fleet's cooldown runs out, half-open probes stay local:
+// runs, until its probe time: a cooldown of the gateway's own (not a
+// Retry-After) carries the time from which its instance lets a probe
+// through (probe_interval, see Policy), and every instance that reads it
+// lets one of its own through from then too. Once the fleet's cooldown
+// runs out (or its probe time comes), half-open probes stay local:
 // each instance probes the pair for itself, one request at a time, and
 // a successful probe closes the cooldown there. A cooldown that ended
 // before an instance saw it running does not concern that instance.
@@ -198,8 +202,8 @@ func (s *Shared) remove(p *sharedPair) {
 // coolOp is a cooldown to send: delete the key, then set until (if
 // not zero) unless the key holds a later one.
 type coolOp struct {
-	del   bool
-	until time.Time
+	del            bool
+	until, probeAt time.Time
 }
 
 // publish queues the change of p's health for the goroutine; p.mu is
@@ -215,7 +219,7 @@ func (s *Shared) publish(p *sharedPair, c healthChange) {
 		op = coolOp{del: true}
 	}
 	if c.until.After(op.until) {
-		op.until = c.until
+		op.until, op.probeAt = c.until, c.probeAt
 	}
 	if s.pending == nil {
 		s.pending = make(map[*sharedPair]coolOp)
@@ -272,13 +276,37 @@ type syncLoop struct {
 }
 
 // setLater sets KEYS[1] to ARGV[1] with a TTL of ARGV[2] ms unless it
-// holds a number as large.
+// holds a cooldown that ends as late. The value is the cooldown's end
+// and, when a probe may go through it before, the probe's time (unix
+// ms): "<until>[ <probe>]".
 const setLater = `
-local cur = tonumber(redis.call('GET', KEYS[1]))
-if cur and cur >= tonumber(ARGV[1]) then return 0 end
+local cur = tonumber(string.match(redis.call('GET', KEYS[1]) or '', '^%d+'))
+if cur and cur >= tonumber(string.match(ARGV[1], '^%d+')) then return 0 end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 return 1
 `
+
+// coolValue is the value of a cooldown's key (see setLater).
+func coolValue(op coolOp) string {
+	v := strconv.FormatInt(op.until.UnixMilli(), 10)
+	if !op.probeAt.IsZero() {
+		v += " " + strconv.FormatInt(op.probeAt.UnixMilli(), 10)
+	}
+	return v
+}
+
+// parseCool reads a cooldown's key: its end and its probe time (zero:
+// none).
+func parseCool(v string) (until, probeAt time.Time) {
+	u, pr, _ := strings.Cut(v, " ")
+	if ms, err := strconv.ParseInt(u, 10, 64); err == nil && ms > 0 {
+		until = time.UnixMilli(ms)
+	}
+	if ms, err := strconv.ParseInt(pr, 10, 64); err == nil && ms > 0 && !until.IsZero() {
+		probeAt = time.UnixMilli(ms)
+	}
+	return until, probeAt
+}
 
 // sync sends the queued cooldowns and, when poll is set, writes this
 // instance's stats of every pair and reads the fleet's cooldowns and
@@ -323,7 +351,7 @@ func (l *syncLoop) sync(ctx context.Context, poll bool) bool {
 		}
 		if op.until.After(now) {
 			ttl := op.until.Sub(now) + coolMargin
-			pipe.Eval(ctx, setLater, []string{p.coolKey}, op.until.UnixMilli(), ttl.Milliseconds())
+			pipe.Eval(ctx, setLater, []string{p.coolKey}, coolValue(op), ttl.Milliseconds())
 		}
 	}
 	var cools *redis.SliceCmd
@@ -370,13 +398,11 @@ func (l *syncLoop) sync(ctx context.Context, poll bool) bool {
 	if len(pairs) > 0 && cools.Err() == nil && len(cools.Val()) == len(pairs) {
 		vals := cools.Val()
 		for i, p := range pairs {
-			var until time.Time
+			var until, probeAt time.Time
 			if v, ok := vals[i].(string); ok {
-				if ms, err := strconv.ParseInt(v, 10, 64); err == nil && ms > 0 {
-					until = time.UnixMilli(ms)
-				}
+				until, probeAt = parseCool(v)
 			}
-			p.observeFleet(until, gens[i], now)
+			p.observeFleet(until, probeAt, gens[i], now)
 		}
 	}
 	read := 0
@@ -438,7 +464,7 @@ func (l *syncLoop) requeue(ops map[*sharedPair]coolOp, now time.Time) {
 		if l.pending == nil {
 			l.pending = make(map[*sharedPair]coolOp)
 		}
-		l.pending[p] = coolOp{until: op.until}
+		l.pending[p] = coolOp{until: op.until, probeAt: op.probeAt}
 	}
 }
 
@@ -523,7 +549,7 @@ func (p *sharedPair) local(now time.Time) (enc string, some bool, gen uint64) {
 
 // observeFleet takes the fleet's cooldown as read at a health generation
 // (zero: none), unless this process's health changed since.
-func (p *sharedPair) observeFleet(until time.Time, gen uint64, now time.Time) {
+func (p *sharedPair) observeFleet(until, probeAt time.Time, gen uint64, now time.Time) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.changes != gen {
@@ -531,7 +557,7 @@ func (p *sharedPair) observeFleet(until time.Time, gen uint64, now time.Time) {
 	}
 	switch {
 	case until.After(now):
-		p.fleet = until
+		p.fleet, p.fleetProbe = until, probeAt
 		if limit := now.Add(MaxCooldown); until.After(limit) {
 			p.fleet = limit
 		}
@@ -542,7 +568,7 @@ func (p *sharedPair) observeFleet(until time.Time, gen uint64, now time.Time) {
 		if p.until.UnixMilli() <= p.fleet.UnixMilli() {
 			p.fails, p.until = 0, time.Time{}
 		}
-		p.fleet = time.Time{}
+		p.fleet, p.fleetProbe = time.Time{}, time.Time{}
 	}
 	// A fleet cooldown that ran out stays: the pair is half-open here
 	// until a probe of this process succeeds. One that ended before this

@@ -486,3 +486,46 @@ func TestSharedHotPathAllocs(t *testing.T) {
 		t.Errorf("%v allocations per request", allocs)
 	}
 }
+
+// A cooldown of the gateway's own that another instance opened is
+// probed here too once its probe interval passed, not waited out; one
+// a Retry-After asked for is honoured whole.
+func TestSharedCooldownProbedEarly(t *testing.T) {
+	verifyNoLeaks(t)
+	srv := redistest.Start(t)
+	a, b := newInstance(t, srv.URL(), 10*time.Second), newInstance(t, srv.URL(), 10*time.Second)
+	prov := testProvider("alpha")
+	pa, pb := a.acquire(t, prov, "m"), b.acquire(t, prov, "m")
+	policy := Policy{Cooldown: time.Minute, FailThreshold: 1, ProbeInterval: 2 * time.Second}
+
+	failed := time.Now()
+	fail(pa, 0, policy, failed)
+	eventually(t, "B is still available after A's cooldown", func() bool { return !pb.Available(time.Now()) })
+	if pb.Available(failed.Add(time.Second)) {
+		t.Error("B lets a request through before the probe interval")
+	}
+	probeAt := failed.Add(policy.ProbeInterval + time.Millisecond)
+	if !pb.Available(probeAt) {
+		t.Fatalf("B waits out A's %v cooldown (until %v) instead of probing after %v", policy.Cooldown, pb.CooldownUntil(), policy.ProbeInterval)
+	}
+	if !pb.Start(probeAt) {
+		t.Fatal("B's request after the probe interval is no probe")
+	}
+	if pb.Available(probeAt) {
+		t.Error("a second request goes through while B's probe is under way")
+	}
+	// The probe succeeds: the cooldown closes on B, and on A.
+	pb.Finish(Outcome{Result: Succeeded, Probe: true}, policy, probeAt)
+	if !pb.CooldownUntil().IsZero() {
+		t.Errorf("B still cools down until %v after its probe succeeded", pb.CooldownUntil())
+	}
+	eventually(t, "A still cools down after B's probe", func() bool { return pa.CooldownUntil().IsZero() })
+
+	// A 429's Retry-After on A: B waits it out.
+	failed = time.Now()
+	fail(pa, time.Minute, policy, failed)
+	eventually(t, "B is still available after A's Retry-After", func() bool { return !pb.Available(time.Now()) })
+	if pb.Available(failed.Add(10 * time.Second)) {
+		t.Error("B probes a cooldown a Retry-After asked for")
+	}
+}
