@@ -467,6 +467,7 @@ func TestMulticallDecisionRecord(t *testing.T) {
 	s.Global = fmt.Sprintf("\tlog decisions {\n\t\toutput file %s\n\t\tformat json\n\t\tinclude http.handlers.llm_route.decisions\n\t}", logFile)
 	s.Route = "\n\t\tdecision_log\n" + strings.Replace(s.Route, "model judge judge\n", "model judge judge {\n\t\t\tprice 3 7\n\t\t}\n", 1)
 	start(t, s)
+	before := metricsNow(t)
 	c := oaClient(t)
 	check := func(t *testing.T, a answer, model string, calls int) {
 		t.Helper()
@@ -511,6 +512,25 @@ func TestMulticallDecisionRecord(t *testing.T) {
 		a := ask(t, c, chatParams("vote-judge", voteQ))
 		check(t, a, "cheap", 6)
 	})
+
+	// The metrics name the same models, and the calls that answered are
+	// no fallbacks: a voter, a judge or a tier whose answer failed a
+	// check was not passed over for a failure.
+	after := metricsNow(t)
+	for k, v := range after {
+		if strings.HasPrefix(k, "llm_route_fallbacks_total{") && strings.Contains(k, `cause="ok"`) && v > before[k] {
+			t.Errorf("%s rose by %v", k, v-before[k])
+		}
+	}
+	for _, k := range []string{
+		series("llm_route_requests_total", "route", "tiered-judge", "model", "mid", "provider", "mid", "status", "200"),
+		series("llm_route_requests_total", "route", "tiered", "model", "mid", "provider", "mid", "status", "200"),
+		series("llm_route_requests_total", "route", "vote-judge", "model", "cheap", "provider", "cheap", "status", "200"),
+	} {
+		if d := after[k] - before[k]; d != 1 {
+			t.Errorf("%s rose by %v, want 1", k, d)
+		}
+	}
 }
 
 // hostileSetup adds to multiSetup a provider "evil" (the cheapest and
