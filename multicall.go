@@ -41,6 +41,12 @@ const maxCallAnswer = 16 << 20
 
 var errCallTooLong = errors.New("answer larger than 16 MiB")
 
+// maxJudged is the most of an answer a judge is sent: the judge's
+// request (a prompt holding the answer, escaped into JSON, then copied
+// on its way) would otherwise cost several times an answer of up to
+// maxCallAnswer, per answer judged at once, and bill the judge for it.
+const maxJudged = 256 << 10
+
 // call is the outcome of one call: the answer as the client would have
 // got it (status, headers and body, in the client's format), what it
 // says, and its usage.
@@ -222,6 +228,9 @@ func (h *Handler) judge(r *http.Request, req *strategies.Request, p *plan, j *st
 	answer := a.Text
 	if answer == "" {
 		answer = a.ToolCalls
+	}
+	if len(answer) > maxJudged {
+		answer = fmt.Sprintf("%s\n[the answer goes on: cut at %d KiB of %d KiB]", truncate(answer, maxJudged), maxJudged>>10, len(answer)>>10)
 	}
 	msg, _ := json.Marshal(j.PromptFor(req.LastUser, answer))
 	body := fmt.Appendf(nil, `{"messages":[{"role":"user","content":%s}],"max_tokens":%d,"temperature":0}`, msg, j.Tokens())

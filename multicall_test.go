@@ -217,3 +217,43 @@ func TestConsensusClientGone(t *testing.T) {
 		t.Errorf("ServeHTTP: %v, want a 499 (the client went away)", err)
 	}
 }
+
+// TestJudgedAnswerBounded: the judge is sent at most maxJudged bytes of
+// an answer (a cascade's cheap tier answered 4 MiB), so that answers
+// held in memory do not grow by the judge's copies of them, nor the
+// judge's bill by their size.
+func TestJudgedAnswerBounded(t *testing.T) {
+	long := strings.Repeat("forty two ", 4<<20/10)
+	cheap := newUpstream(t, answer(200, `{"id":"x","object":"chat.completion","choices":[{"index":0,"message":{"role":"assistant","content":"`+long+`"},"finish_reason":"stop"}],"usage":{"prompt_tokens":3,"completion_tokens":3,"total_tokens":6}}`))
+	premium := newUpstream(t, answer(200, okChat))
+	judge := newUpstream(t, answer(200, `{"id":"j","object":"chat.completion","choices":[{"index":0,"message":{"role":"assistant","content":"9"},"finish_reason":"stop"}],"usage":{"prompt_tokens":1,"completion_tokens":1,"total_tokens":2}}`))
+	h := mustLoadHandler(t, `{
+		"providers": [
+			{"name": "a", "api_key": "key-a", "proxy": `+gatewayProxy(cheap.addr())+`},
+			{"name": "b", "api_key": "key-b", "proxy": `+gatewayProxy(premium.addr())+`},
+			{"name": "j", "api_key": "key-j", "proxy": `+gatewayProxy(judge.addr())+`}
+		],
+		"models": [
+			{"name": "cheap", "providers": ["a"], "input_price": 0.1, "output_price": 0.1},
+			{"name": "premium", "providers": ["b"], "input_price": 5, "output_price": 5},
+			{"name": "grader", "providers": ["j"]}
+		],
+		"routes": [
+			{"name": "tiered", "targets": [{"model": "cheap"}, {"model": "premium"}], "strategy": {"name": "cascade", "judge": {"model": "grader"}}}
+		]
+	}`)
+	rec, _, _, _ := serveGateway(t, h, "POST", "/v1/chat/completions", `{"model":"tiered","messages":[{"role":"user","content":"6 times 7?"}]}`)
+	if rec.Code != http.StatusOK || rec.Header().Get(HeaderCascade) != "cheap:judge=0.90:ok" {
+		t.Fatalf("status %d, %s %q", rec.Code, HeaderCascade, rec.Header().Get(HeaderCascade))
+	}
+	if judge.requests() != 1 {
+		t.Fatalf("the judge was asked %d times", judge.requests())
+	}
+	content := gjson.Get(judge.body(0), "messages.0.content").Str
+	if n := len(judge.body(0)); n > maxJudged+8<<10 {
+		t.Errorf("the judge's request is %d bytes, want at most about %d", n, maxJudged)
+	}
+	if !strings.Contains(content, "6 times 7?") || !strings.Contains(content, "forty two forty two") || !strings.Contains(content, "[the answer goes on") {
+		t.Errorf("the judge's prompt lacks the question, the answer's start or the mark of its cut: %.200s", content)
+	}
+}
