@@ -35,7 +35,9 @@ func (h *Handler) learn(p *plan, req *strategies.Request, c *strategies.Candidat
 	switch res.outcome {
 	case outcomeDone:
 		sig.Latency = time.Since(start)
-		if p.rec != nil && p.rec.id != "" {
+		// (A judge's plan shares the request's record; its strategy did
+		// not choose the answer.)
+		if p.rec != nil && p.rec.id != "" && (p.rec.p == nil || p.rec.p.learner == p.learner) {
 			h.awaiting.remember(p.rec.id, lesson{p.learner, p.learner.ContextOf(req), c.Model})
 		}
 	case outcomeRetry, outcomeBroken:

@@ -162,8 +162,10 @@ func observe(rec *record, end time.Time) {
 				m.ttft.WithLabelValues(am, ap).Observe(a.firstByte.Seconds())
 			}
 		}
-		if i < len(rec.attempts)-1 && rec.attempts[i+1].retry == 0 {
-			// (not when the next is a retry of the same target)
+		if i < len(rec.attempts)-1 && rec.attempts[i+1].retry == 0 && a.cause != causeOK {
+			// (not when the next is a retry of the same target, nor for
+			// a call that answered: the other calls of a cascade or a
+			// consensus, and its judge's, are no fallbacks)
 			m.fallbacks.WithLabelValues(am, ap, a.cause.String()).Inc()
 		}
 		if a.res != nil {

@@ -15,6 +15,7 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"github.com/tidwall/gjson"
 	"github.com/tidwall/sjson"
+	"go.uber.org/zap"
 
 	"github.com/caddy-llm-route/llmroute/strategies"
 	"github.com/caddy-llm-route/llmroute/translate"
@@ -40,6 +41,12 @@ const maxCallAnswer = 16 << 20
 
 var errCallTooLong = errors.New("answer larger than 16 MiB")
 
+// maxJudged is the most of an answer a judge is sent: the judge's
+// request (a prompt holding the answer, escaped into JSON, then copied
+// on its way) would otherwise cost several times an answer of up to
+// maxCallAnswer, per answer judged at once, and bill the judge for it.
+const maxJudged = 256 << 10
+
 // call is the outcome of one call: the answer as the client would have
 // got it (status, headers and body, in the client's format), what it
 // says, and its usage.
@@ -61,14 +68,10 @@ func (c *call) ok() bool { return c.status == http.StatusOK }
 // for this request: cascade and consensus, on the chat, completions,
 // messages and responses endpoints, with more than one model to call.
 // A stream is orchestrated by consensus always and by cascade when it
-// opts in, except on /responses.
+// opts in.
 func (h *Handler) orchestrated(req *strategies.Request, p *plan) bool {
 	switch req.Endpoint {
-	case "/chat/completions", "/completions", "/messages":
-	case "/responses":
-		if req.Stream {
-			return false
-		}
+	case "/chat/completions", "/completions", "/messages", "/responses":
 	default:
 		return false
 	}
@@ -150,12 +153,16 @@ func (h *Handler) call(r *http.Request, req *strategies.Request, p *plan, cands 
 }
 
 // serveBuffered runs serve into a buffer; an answer that broke after it
-// started (serve aborts the response) leaves a 502.
+// started (serve aborts the response) leaves a 502. So does a panic (a
+// bug on the call's path), logged: a consensus runs its calls on
+// goroutines of their own, where a panic would end the process rather
+// than one request.
 func (h *Handler) serveBuffered(buf *bufferedResponse, r *http.Request, req *strategies.Request, p *plan) (err error) {
 	defer func() {
 		if v := recover(); v != nil {
 			if v != http.ErrAbortHandler {
-				panic(v)
+				h.logger.Error("panic in a call of a request that makes several", zap.String("route", p.route),
+					zap.Any("panic", v), zap.Stack("stack"))
 			}
 			buf.status = http.StatusBadGateway
 			buf.body.Reset()
@@ -222,6 +229,9 @@ func (h *Handler) judge(r *http.Request, req *strategies.Request, p *plan, j *st
 	if answer == "" {
 		answer = a.ToolCalls
 	}
+	if len(answer) > maxJudged {
+		answer = fmt.Sprintf("%s\n[the answer goes on: cut at %d KiB of %d KiB]", truncate(answer, maxJudged), maxJudged>>10, len(answer)>>10)
+	}
 	msg, _ := json.Marshal(j.PromptFor(req.LastUser, answer))
 	body := fmt.Appendf(nil, `{"messages":[{"role":"user","content":%s}],"max_tokens":%d,"temperature":0}`, msg, j.Tokens())
 	body, err := sjson.SetBytes(body, h.ModelKey, j.Model)
@@ -237,6 +247,7 @@ func (h *Handler) judge(r *http.Request, req *strategies.Request, p *plan, j *st
 	if rerr != nil {
 		return 0, false, call{status: rerr.status}
 	}
+	jp.rec = p.rec // the judge's calls are the request's: its record counts them
 	jc = h.call(r, jreq, jp, jp.candidates)
 	if !jc.ok() {
 		return 0, false, jc
@@ -271,6 +282,9 @@ func (h *Handler) respond(w http.ResponseWriter, r *http.Request, req *strategie
 		winner = p.candidates[i]
 	}
 	h.setPlaceholders(r, repl, p, &winner, calls, &attemptWriter{usage: total})
+	if p.rec != nil && c.model != "" {
+		p.rec.answered = [2]string{c.model, c.provider}
+	}
 
 	if !c.ok() {
 		writeJSON(w, c.status, c.body)

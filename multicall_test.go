@@ -2,10 +2,14 @@ package llmroute
 
 import (
 	"context"
+	"errors"
+	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
 
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"github.com/tidwall/gjson"
 
 	"github.com/caddy-llm-route/llmroute/strategies"
@@ -78,6 +82,7 @@ func TestSynthStream(t *testing.T) {
 		{"/chat/completions", `{"id":"c1","created":5,"model":"m","choices":[{"index":0,"message":{"role":"assistant","content":"Hello world","tool_calls":[{"id":"t","type":"function","function":{"name":"f","arguments":"{}"}}]},"finish_reason":"tool_calls"}],"usage":{"prompt_tokens":3,"completion_tokens":2,"total_tokens":5}}`, true, "Hello world"},
 		{"/completions", `{"id":"c2","created":5,"model":"m","choices":[{"index":0,"text":"Once upon","finish_reason":"length"}],"usage":{"prompt_tokens":3,"completion_tokens":2,"total_tokens":5}}`, false, "Once upon"},
 		{"/messages", `{"id":"m1","type":"message","role":"assistant","model":"m","content":[{"type":"thinking","thinking":"so","signature":"sig"},{"type":"text","text":"Hello world"},{"type":"tool_use","id":"t","name":"f","input":{"a":1}}],"stop_reason":"tool_use","stop_sequence":null,"usage":{"input_tokens":3,"output_tokens":2}}`, false, "Hello world"},
+		{"/responses", `{"id":"resp_1","object":"response","created_at":5,"status":"completed","model":"m","output":[{"type":"reasoning","id":"rs_1","summary":[]},{"type":"message","id":"msg_1","status":"completed","role":"assistant","content":[{"type":"output_text","text":"Hello world","annotations":[]}]},{"type":"function_call","id":"fc_1","call_id":"c1","name":"f","arguments":"{\"a\":1}","status":"completed"}],"usage":{"input_tokens":3,"output_tokens":2,"total_tokens":5}}`, false, "Hello world"},
 	} {
 		t.Run(tc.endpoint, func(t *testing.T) {
 			events, err := synthStream(tc.endpoint, []byte(tc.body), tc.usage)
@@ -93,7 +98,7 @@ func TestSynthStream(t *testing.T) {
 			if err := aw.finish(); err != nil || !aw.terminated || aw.streamErr != nil {
 				t.Fatalf("finish %v, terminated %v, stream error %v:\n%s", err, aw.terminated, aw.streamErr, events)
 			}
-			if tc.usage || tc.endpoint == "/messages" {
+			if tc.usage || tc.endpoint == "/messages" || tc.endpoint == "/responses" {
 				if aw.usage.PromptTokens != 3 || aw.usage.CompletionTokens != 2 {
 					t.Errorf("usage read from the stream: %+v", aw.usage)
 				}
@@ -103,8 +108,8 @@ func TestSynthStream(t *testing.T) {
 			}
 		})
 	}
-	if _, err := synthStream("/responses", []byte(`{}`), false); err == nil {
-		t.Error("a stream for /responses")
+	if _, err := synthStream("/embeddings", []byte(`{}`), false); err == nil {
+		t.Error("a stream for /embeddings")
 	}
 }
 
@@ -122,9 +127,133 @@ func streamText(t *testing.T, endpoint string, events []byte) string {
 			b.WriteString(ev.Get("delta.text").Str)
 		case endpoint == "/completions":
 			b.WriteString(ev.Get("choices.0.text").Str)
+		case endpoint == "/responses":
+			if ev.Get("type").Str == "response.output_text.delta" {
+				b.WriteString(ev.Get("delta").Str)
+			}
 		default:
 			b.WriteString(ev.Get("choices.0.delta.content").Str)
 		}
 	}
 	return b.String()
+}
+
+// panicTransport is a reverse_proxy transport whose every round trip
+// panics: a bug in some module on the path of one call.
+type panicTransport struct{}
+
+func (panicTransport) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{ID: "http.reverse_proxy.transport.llmroute_test_panic", New: func() caddy.Module { return new(panicTransport) }}
+}
+
+func (panicTransport) RoundTrip(*http.Request) (*http.Response, error) { panic("a bug in a transport") }
+
+func init() { caddy.RegisterModule(panicTransport{}) }
+
+// TestConsensusVoterPanics: a panic on the path of one voter's call
+// (which runs on a goroutine of its own) fails that call, as a panic
+// fails one request; it does not take the process down with every
+// request in flight.
+func TestConsensusVoterPanics(t *testing.T) {
+	a := newUpstream(t, answer(200, `{"id":"x","object":"chat.completion","choices":[{"index":0,"message":{"role":"assistant","content":"It is 42"},"finish_reason":"stop"}],"usage":{"prompt_tokens":3,"completion_tokens":3,"total_tokens":6}}`))
+	h := mustLoadHandler(t, `{
+		"providers": [
+			{"name": "a", "api_key": "key-a", "proxy": `+gatewayProxy(a.addr())+`},
+			{"name": "bad", "api_key": "key-b", "proxy": {"handler": "reverse_proxy", "transport": {"protocol": "llmroute_test_panic"}, "upstreams": [{"dial": "127.0.0.1:1"}]}}
+		],
+		"models": [
+			{"name": "good", "providers": ["a"], "quality": 0.5},
+			{"name": "buggy", "providers": ["bad"], "quality": 0.9}
+		],
+		"routes": [
+			{"name": "vote", "targets": [{"model": "good"}, {"model": "buggy"}], "strategy": {"name": "consensus", "extract": "last_number"}}
+		]
+	}`)
+	rec, _, _, aborted := serveGateway(t, h, "POST", "/v1/chat/completions", `{"model":"vote","messages":[{"role":"user","content":"6 times 7?"}]}`)
+	if aborted || rec.Code != http.StatusOK || gjson.Get(rec.Body.String(), "choices.0.message.content").Str != "It is 42" {
+		t.Fatalf("aborted %v, status %d: %s", aborted, rec.Code, rec.Body)
+	}
+	if got, want := rec.Header().Get(HeaderConsensus), "mode=majority votes=1/1 agreement=1.00 winner=good"; got != want {
+		t.Errorf("%s %q, want %q", HeaderConsensus, got, want)
+	}
+}
+
+// TestConsensusClientGone: when the client goes away during a vote, the
+// calls in flight are cancelled (their upstream requests end) and the
+// handler returns, leaving no call behind.
+func TestConsensusClientGone(t *testing.T) {
+	arrived, ended := make(chan struct{}, 2), make(chan struct{}, 2)
+	hold := func(w http.ResponseWriter, r *http.Request) {
+		arrived <- struct{}{}
+		<-r.Context().Done()
+		ended <- struct{}{}
+	}
+	a, b := newUpstream(t, hold), newUpstream(t, hold)
+	h := mustLoadHandler(t, `{
+		"providers": [
+			{"name": "a", "api_key": "key-a", "proxy": `+gatewayProxy(a.addr())+`},
+			{"name": "b", "api_key": "key-b", "proxy": `+gatewayProxy(b.addr())+`}
+		],
+		"models": [{"name": "m1", "providers": ["a"]}, {"name": "m2", "providers": ["b"]}],
+		"routes": [{"name": "vote", "targets": [{"model": "m1"}, {"model": "m2"}], "strategy": {"name": "consensus"}}]
+	}`)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	rec := httptest.NewRecorder()
+	r := httptest.NewRequestWithContext(ctx, "POST", "http://gateway.example/v1/chat/completions",
+		strings.NewReader(`{"model":"vote","stream":true,"messages":[{"role":"user","content":"hi"}]}`))
+	r = caddyhttp.PrepareRequest(r, caddy.NewReplacer(), rec, &caddyhttp.Server{})
+	done := make(chan error, 1)
+	go func() {
+		done <- h.ServeHTTP(rec, r, caddyhttp.HandlerFunc(func(http.ResponseWriter, *http.Request) error { return nil }))
+	}()
+	<-arrived
+	<-arrived
+	cancel()
+	<-ended
+	<-ended
+	var herr caddyhttp.HandlerError
+	if err := <-done; !errors.As(err, &herr) || herr.StatusCode != 499 {
+		t.Errorf("ServeHTTP: %v, want a 499 (the client went away)", err)
+	}
+}
+
+// TestJudgedAnswerBounded: the judge is sent at most maxJudged bytes of
+// an answer (a cascade's cheap tier answered 4 MiB), so that answers
+// held in memory do not grow by the judge's copies of them, nor the
+// judge's bill by their size.
+func TestJudgedAnswerBounded(t *testing.T) {
+	long := strings.Repeat("forty two ", 4<<20/10)
+	cheap := newUpstream(t, answer(200, `{"id":"x","object":"chat.completion","choices":[{"index":0,"message":{"role":"assistant","content":"`+long+`"},"finish_reason":"stop"}],"usage":{"prompt_tokens":3,"completion_tokens":3,"total_tokens":6}}`))
+	premium := newUpstream(t, answer(200, okChat))
+	judge := newUpstream(t, answer(200, `{"id":"j","object":"chat.completion","choices":[{"index":0,"message":{"role":"assistant","content":"9"},"finish_reason":"stop"}],"usage":{"prompt_tokens":1,"completion_tokens":1,"total_tokens":2}}`))
+	h := mustLoadHandler(t, `{
+		"providers": [
+			{"name": "a", "api_key": "key-a", "proxy": `+gatewayProxy(cheap.addr())+`},
+			{"name": "b", "api_key": "key-b", "proxy": `+gatewayProxy(premium.addr())+`},
+			{"name": "j", "api_key": "key-j", "proxy": `+gatewayProxy(judge.addr())+`}
+		],
+		"models": [
+			{"name": "cheap", "providers": ["a"], "input_price": 0.1, "output_price": 0.1},
+			{"name": "premium", "providers": ["b"], "input_price": 5, "output_price": 5},
+			{"name": "grader", "providers": ["j"]}
+		],
+		"routes": [
+			{"name": "tiered", "targets": [{"model": "cheap"}, {"model": "premium"}], "strategy": {"name": "cascade", "judge": {"model": "grader"}}}
+		]
+	}`)
+	rec, _, _, _ := serveGateway(t, h, "POST", "/v1/chat/completions", `{"model":"tiered","messages":[{"role":"user","content":"6 times 7?"}]}`)
+	if rec.Code != http.StatusOK || rec.Header().Get(HeaderCascade) != "cheap:judge=0.90:ok" {
+		t.Fatalf("status %d, %s %q", rec.Code, HeaderCascade, rec.Header().Get(HeaderCascade))
+	}
+	if judge.requests() != 1 {
+		t.Fatalf("the judge was asked %d times", judge.requests())
+	}
+	content := gjson.Get(judge.body(0), "messages.0.content").Str
+	if n := len(judge.body(0)); n > maxJudged+8<<10 {
+		t.Errorf("the judge's request is %d bytes, want at most about %d", n, maxJudged)
+	}
+	if !strings.Contains(content, "6 times 7?") || !strings.Contains(content, "forty two forty two") || !strings.Contains(content, "[the answer goes on") {
+		t.Errorf("the judge's prompt lacks the question, the answer's start or the mark of its cut: %.200s", content)
+	}
 }

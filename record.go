@@ -141,6 +141,11 @@ type record struct {
 	candidates []candidateRecord
 	attBuf     [3]attemptRecord
 	attempts   []attemptRecord
+
+	// answered is the model and provider whose answer went out, when
+	// the answer took several calls (cascade, consensus): chosen names
+	// it rather than the last call.
+	answered [2]string
 }
 
 // startRecord begins the record of a request llm_route handles.
@@ -230,17 +235,27 @@ func (rec *record) attempt(c *strategies.Candidate, res *attemptResult) {
 	}
 }
 
-// chosen is the last call that answered, else the last candidate
-// called, or nil. (A hedge's calls are recorded as they end, so the
-// one that answered need not be the last.)
+// chosen is the last call of the candidate whose answer went out when
+// the answer took several calls (see answered), else the last call that
+// answered, else the last candidate called, or nil. (A hedge's calls
+// are recorded as they end, so the one that answered need not be the
+// last; nor need a consensus's winner or a cascade's chosen tier.)
 func (rec *record) chosen() *attemptRecord {
+	called := func(a *attemptRecord) bool { return a.cause != causeQuota && a.cause != causeUnfit }
+	if rec.answered != [2]string{} {
+		for i := len(rec.attempts) - 1; i >= 0; i-- {
+			if a := &rec.attempts[i]; called(a) && rec.answered == [2]string{a.c.Model, a.c.Provider.Name} {
+				return a
+			}
+		}
+	}
 	for i := len(rec.attempts) - 1; i >= 0; i-- {
 		if a := &rec.attempts[i]; a.cause == causeOK {
 			return a
 		}
 	}
 	for i := len(rec.attempts) - 1; i >= 0; i-- {
-		if a := &rec.attempts[i]; a.cause != causeQuota && a.cause != causeUnfit {
+		if a := &rec.attempts[i]; called(a) {
 			return a
 		}
 	}

@@ -14,7 +14,10 @@ import (
 // calls, the finish reason, the usage chunk when includeUsage, then
 // [DONE]); for messages, message_start, a start, delta and stop per
 // content block, message_delta with the stop reason and usage, and
-// message_stop. Each part of the answer is one event.
+// message_stop; for responses, response.created and in_progress, the
+// added, delta and done events of each output item and its parts, and
+// response.completed (or incomplete, or failed) with the whole
+// response. Each part of the answer is one event.
 func synthStream(endpoint string, body []byte, includeUsage bool) ([]byte, error) {
 	root := gjson.ParseBytes(body)
 	if !root.IsObject() {
@@ -28,6 +31,8 @@ func synthStream(endpoint string, body []byte, includeUsage bool) ([]byte, error
 		s.completionChunks(root, includeUsage)
 	case "/messages":
 		s.messageEvents(root)
+	case "/responses":
+		s.responseEvents(root)
 	default:
 		return nil, fmt.Errorf("no stream format for %s", endpoint)
 	}
@@ -38,6 +43,7 @@ func synthStream(endpoint string, body []byte, includeUsage bool) ([]byte, error
 type sse struct {
 	bytes.Buffer
 	err error
+	seq int // the next sequence number (responses)
 }
 
 // event writes one event: an optional name and data, the JSON of v.
@@ -171,4 +177,79 @@ func (s *sse) messageEvents(root gjson.Result) {
 		"delta": obj{"stop_reason": raw(root.Get("stop_reason")), "stop_sequence": raw(root.Get("stop_sequence"))},
 		"usage": raw(usage)})
 	s.event("message_stop", obj{"type": "message_stop"})
+}
+
+// responseEvent writes one event of the Responses API: its type as the
+// event name and in the data, with the next sequence number.
+func (s *sse) responseEvent(typ string, fields obj) {
+	fields["type"] = typ
+	fields["sequence_number"] = s.seq
+	s.seq++
+	s.event(typ, fields)
+}
+
+func (s *sse) responseEvents(root gjson.Result) {
+	// The response as it starts: in progress, no output, no usage yet.
+	start := obj{}
+	root.ForEach(func(k, v gjson.Result) bool {
+		start[k.Str] = raw(v)
+		return true
+	})
+	start["status"], start["output"], start["usage"] = "in_progress", []obj{}, nil
+	s.responseEvent("response.created", obj{"response": start})
+	s.responseEvent("response.in_progress", obj{"response": start})
+	for oi, item := range root.Get("output").Array() {
+		id := item.Get("id").Str
+		at := func(fields obj) obj {
+			fields["item_id"], fields["output_index"] = id, oi
+			return fields
+		}
+		switch item.Get("type").Str {
+		case "message":
+			s.responseEvent("response.output_item.added", obj{"output_index": oi, "item": obj{
+				"id": id, "type": "message", "status": "in_progress", "role": "assistant", "content": []obj{}}})
+			for ci, part := range item.Get("content").Array() {
+				switch part.Get("type").Str {
+				case "output_text":
+					s.responseEvent("response.content_part.added", at(obj{"content_index": ci,
+						"part": obj{"type": "output_text", "text": "", "annotations": []obj{}}}))
+					text := part.Get("text").Str
+					s.responseEvent("response.output_text.delta", at(obj{"content_index": ci, "delta": text, "logprobs": []obj{}}))
+					s.responseEvent("response.output_text.done", at(obj{"content_index": ci, "text": text, "logprobs": []obj{}}))
+				case "refusal":
+					s.responseEvent("response.content_part.added", at(obj{"content_index": ci,
+						"part": obj{"type": "refusal", "refusal": ""}}))
+					refusal := part.Get("refusal").Str
+					s.responseEvent("response.refusal.delta", at(obj{"content_index": ci, "delta": refusal}))
+					s.responseEvent("response.refusal.done", at(obj{"content_index": ci, "refusal": refusal}))
+				default:
+					s.responseEvent("response.content_part.added", at(obj{"content_index": ci, "part": raw(part)}))
+				}
+				s.responseEvent("response.content_part.done", at(obj{"content_index": ci, "part": raw(part)}))
+			}
+		case "function_call":
+			added := obj{}
+			item.ForEach(func(k, v gjson.Result) bool {
+				added[k.Str] = raw(v)
+				return true
+			})
+			added["arguments"], added["status"] = "", "in_progress"
+			s.responseEvent("response.output_item.added", obj{"output_index": oi, "item": added})
+			args := item.Get("arguments").Str
+			s.responseEvent("response.function_call_arguments.delta", at(obj{"delta": args}))
+			s.responseEvent("response.function_call_arguments.done", at(obj{"arguments": args}))
+		default:
+			// (reasoning and other items): whole when added
+			s.responseEvent("response.output_item.added", obj{"output_index": oi, "item": raw(item)})
+		}
+		s.responseEvent("response.output_item.done", obj{"output_index": oi, "item": raw(item)})
+	}
+	end := "response.completed"
+	switch root.Get("status").Str {
+	case "incomplete":
+		end = "response.incomplete"
+	case "failed":
+		end = "response.failed"
+	}
+	s.responseEvent(end, obj{"response": raw(root)})
 }

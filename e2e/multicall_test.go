@@ -2,7 +2,9 @@ package e2e
 
 import (
 	"fmt"
+	"math"
 	"net/http"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -383,6 +385,41 @@ func TestConsensus(t *testing.T) {
 		}
 	})
 
+	t.Run("responses stream after the vote", func(t *testing.T) {
+		var hr *http.Response
+		stream := c.Responses.NewStreaming(ctxT(t), responses.ResponseNewParams{Model: "vote",
+			Input: responses.ResponseNewParamsInputUnion{OfString: openai.String(voteQ)}}, oaoption.WithResponseInto(&hr))
+		defer stream.Close()
+		var types []string
+		var deltas strings.Builder
+		var final responses.Response
+		for stream.Next() {
+			ev := stream.Current()
+			types = append(types, ev.Type)
+			switch ev.Type {
+			case "response.output_text.delta":
+				deltas.WriteString(ev.Delta)
+			case "response.completed":
+				final = ev.Response
+			}
+		}
+		if err := stream.Err(); err != nil {
+			t.Fatal(err)
+		}
+		if got := hr.Header.Get("X-LLM-Consensus"); !strings.Contains(got, "votes=2/3") || !strings.HasSuffix(got, "winner=premium") {
+			t.Errorf("X-LLM-Consensus %q", got)
+		}
+		if len(types) < 2 || types[0] != "response.created" || types[len(types)-1] != "response.completed" {
+			t.Errorf("event sequence %v", types)
+		}
+		if deltas.String() != premVote || final.OutputText() != premVote {
+			t.Errorf("streamed %q, final %q, want %q", deltas.String(), final.OutputText(), premVote)
+		}
+		if u := final.Usage; u.InputTokens != wantPrompt || u.OutputTokens != wantWords {
+			t.Errorf("usage %d+%d, want %d+%d", u.InputTokens, u.OutputTokens, wantPrompt, wantWords)
+		}
+	})
+
 	t.Run("a voter that fails does not vote", func(t *testing.T) {
 		a := ask(t, c, chatParams("vote", voteQ), faultHeader("premium:status,code=500"))
 		if got, want := a.hr.Header.Get("X-LLM-Consensus"), "mode=majority votes=1/2 agreement=0.50 winner=mid"; got != want {
@@ -417,5 +454,214 @@ func TestMulticallAccessLog(t *testing.T) {
 	}
 	if e := log["vote"]; e.Attempts != 3 || e.CompletionTokens != wordCount(cheapVote)+wordCount(midVote)+wordCount(premVote) {
 		t.Errorf("vote: logged %+v", e)
+	}
+}
+
+// The decision log (and the metrics, which read the same record) of a
+// cascade or a consensus counts every call, the judge's too, each at its
+// own model's prices, and names the model whose answer went out, not the
+// last one called.
+func TestMulticallDecisionRecord(t *testing.T) {
+	logFile := filepath.Join(t.TempDir(), "decisions.log")
+	s := multiSetup()
+	s.Global = fmt.Sprintf("\tlog decisions {\n\t\toutput file %s\n\t\tformat json\n\t\tinclude http.handlers.llm_route.decisions\n\t}", logFile)
+	s.Route = "\n\t\tdecision_log\n" + strings.Replace(s.Route, "model judge judge\n", "model judge judge {\n\t\t\tprice 3 7\n\t\t}\n", 1)
+	start(t, s)
+	before := metricsNow(t)
+	c := oaClient(t)
+	check := func(t *testing.T, a answer, model string, calls int) {
+		t.Helper()
+		_, rec := decisionLog(t, logFile, "decision", a.hr.Header.Get("X-LLM-Request-Id"))
+		if rec["model"] != model || rec["calls"] != float64(calls) {
+			t.Errorf("record names model %v after %v calls, want %s after %d", rec["model"], rec["calls"], model, calls)
+		}
+		u := a.resp.Usage
+		if rec["input_tokens"] != float64(u.PromptTokens) || rec["output_tokens"] != float64(u.CompletionTokens) {
+			t.Errorf("record's tokens %v+%v, the answer's usage %d+%d", rec["input_tokens"], rec["output_tokens"], u.PromptTokens, u.CompletionTokens)
+		}
+		if got, _ := rec["cost_usd"].(float64); got <= 0 {
+			t.Errorf("cost_usd %v", rec["cost_usd"])
+		}
+	}
+
+	t.Run("cascade with a judge", func(t *testing.T) {
+		const q = "Hello there"
+		a := ask(t, c, chatParams("tiered-judge", q))
+		check(t, a, "mid", 4)
+		j := strategies.Judge{Model: "judge"}
+		judgeIn := promptTokens(j.PromptFor(q, cheapText)) + promptTokens(j.PromptFor(q, midText))
+		want := (float64(promptTokens(q))*(0.1+1) + float64(wordCount(cheapText))*0.2 + float64(wordCount(midText))*2 +
+			float64(judgeIn)*3 + (2+1)*7) / 1e6 // the judge: "Score: 3", "9/10"
+		_, rec := decisionLog(t, logFile, "decision", a.hr.Header.Get("X-LLM-Request-Id"))
+		if got, _ := rec["cost_usd"].(float64); math.Abs(got-want) > 1e-12 {
+			t.Errorf("cost_usd %v, want %v (the judge's calls at the judge's prices)", got, want)
+		}
+	})
+
+	t.Run("cascade whose last tier fails", func(t *testing.T) {
+		p := chatParams("tiered", "Hello again")
+		p.MaxTokens = openai.Int(1)
+		a := ask(t, c, p, faultHeader("premium:status,code=500"))
+		if got := a.hr.Header.Get("X-LLM-Model"); got != "mid" {
+			t.Fatalf("X-LLM-Model %q (X-LLM-Cascade %q), want mid's cut answer", got, a.hr.Header.Get("X-LLM-Cascade"))
+		}
+		check(t, a, "mid", 3)
+	})
+
+	t.Run("consensus", func(t *testing.T) {
+		a := ask(t, c, chatParams("vote-judge", voteQ))
+		check(t, a, "cheap", 6)
+	})
+
+	// The metrics name the same models, and the calls that answered are
+	// no fallbacks: a voter, a judge or a tier whose answer failed a
+	// check was not passed over for a failure.
+	after := metricsNow(t)
+	for k, v := range after {
+		if strings.HasPrefix(k, "llm_route_fallbacks_total{") && strings.Contains(k, `cause="ok"`) && v > before[k] {
+			t.Errorf("%s rose by %v", k, v-before[k])
+		}
+	}
+	for _, k := range []string{
+		series("llm_route_requests_total", "route", "tiered-judge", "model", "mid", "provider", "mid", "status", "200"),
+		series("llm_route_requests_total", "route", "tiered", "model", "mid", "provider", "mid", "status", "200"),
+		series("llm_route_requests_total", "route", "vote-judge", "model", "cheap", "provider", "cheap", "status", "200"),
+	} {
+		if d := after[k] - before[k]; d != 1 {
+			t.Errorf("%s rose by %v, want 1", k, d)
+		}
+	}
+}
+
+// hostileSetup adds to multiSetup a provider "evil" (the cheapest and
+// the best rated model, so the first tier of a cascade and a voter of
+// every consensus) whose answer the fault header chooses: code 461 a
+// body that is not JSON, 462 a JSON array, 463 an object without
+// choices, 464 an answer larger than a call may hold (17 MiB), else a
+// good answer ending in 42.
+func hostileSetup(t *testing.T) setup {
+	dir := t.TempDir()
+	big := `{"id":"big","object":"chat.completion","created":1,"model":"evil","choices":[{"index":0,"message":{"role":"assistant","content":"` +
+		strings.Repeat("forty two ", 17<<20/10) + `42"},"finish_reason":"stop"}],"usage":{"prompt_tokens":2,"completion_tokens":4,"total_tokens":6}}`
+	if err := os.WriteFile(filepath.Join(dir, "big.json"), []byte(big), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	q := func(s string) string { return "`" + s + "`" }
+	s := multiSetup()
+	s.Route += fmt.Sprintf(`
+		provider evil http://127.0.0.1:%d
+		model evil evil {
+			price 0.01 0.01
+			quality 0.99
+		}
+		route vote-evil {
+			models cheap mid evil
+			strategy consensus {
+				extract last_number
+			}
+		}
+		route tiered-evil {
+			models evil mid premium
+			strategy cascade {
+				min_length 8
+				streams
+			}
+		}
+`, portExtra1)
+	s.Extra = fmt.Sprintf(`
+http://:%d {
+	bind 127.0.0.1
+	header Content-Type application/json
+	@nojson header_regexp X-Mock-Fault evil:status,code=461
+	respond @nojson "this is not json" 200
+	@array header_regexp X-Mock-Fault evil:status,code=462
+	respond @array "[1, 2, 3]" 200
+	@nochoices header_regexp X-Mock-Fault evil:status,code=463
+	respond @nochoices %s 200
+	@big header_regexp X-Mock-Fault evil:status,code=464
+	handle @big {
+		root * %s
+		rewrite * /big.json
+		method GET
+		file_server
+	}
+	respond %s 200
+}
+`, portExtra1, q(`{"id":"e","object":"chat.completion","created":1,"model":"evil","usage":{"prompt_tokens":2,"completion_tokens":4,"total_tokens":6}}`), dir,
+		q(`{"id":"e","object":"chat.completion","created":1,"model":"evil","choices":[{"index":0,"message":{"role":"assistant","content":"Evil says 42"},"finish_reason":"stop"}],"usage":{"prompt_tokens":2,"completion_tokens":4,"total_tokens":6}}`))
+	return s
+}
+
+// A voter or a tier whose answer is not JSON, not an answer, or too
+// large to hold does not vote or passes the request on; the client
+// gets a well-formed answer in its own API, streamed or not.
+func TestMulticallHostileUpstream(t *testing.T) {
+	start(t, hostileSetup(t))
+	c := oaClient(t)
+	ant := antClient(t)
+	wantPath := map[int]string{
+		461: "evil:status=502 > mid:ok", 462: "evil:empty,short > mid:ok", 463: "evil:empty,short > mid:ok",
+		464: "evil:status=502 > mid:ok", 0: "evil:ok",
+	}
+	for _, code := range []int{461, 462, 463, 464, 0} {
+		fault := fmt.Sprintf("evil:status,code=%d", code)
+		wantVote, wantTier := midVote, "mid"
+		if code == 0 {
+			fault, wantVote, wantTier = "", "Evil says 42", "evil"
+		}
+		t.Run(fmt.Sprintf("consensus %d", code), func(t *testing.T) {
+			a := ask(t, c, chatParams("vote-evil", voteQ), faultHeader(fault))
+			if a.text() != wantVote {
+				t.Errorf("text %q, want %q (X-LLM-Consensus %q)", a.text(), wantVote, a.hr.Header.Get("X-LLM-Consensus"))
+			}
+			res := messageStream(t, ant, messageParams("vote-evil", voteQ), antFaultHeader(fault))
+			if res.Err != nil || res.Text != wantVote {
+				t.Errorf("anthropic stream: %v, text %q, want %q (X-LLM-Consensus %q)", res.Err, res.Text, wantVote, res.Resp.Header.Get("X-LLM-Consensus"))
+			}
+		})
+		t.Run(fmt.Sprintf("cascade %d", code), func(t *testing.T) {
+			a := ask(t, c, chatParams("tiered-evil", "Hello there"), faultHeader(fault))
+			if got, want := a.hr.Header.Get("X-LLM-Cascade"), wantPath[code]; got != want {
+				t.Errorf("X-LLM-Cascade %q, want %q", got, want)
+			}
+			if got := a.hr.Header.Get("X-LLM-Model"); got != wantTier {
+				t.Errorf("answered by %q, want %q (X-LLM-Cascade %q)", got, wantTier, a.hr.Header.Get("X-LLM-Cascade"))
+			}
+			res := messageStream(t, ant, messageParams("tiered-evil", "Hello there"), antFaultHeader(fault))
+			if res.Err != nil || res.Resp.Header.Get("X-LLM-Model") != wantTier {
+				t.Errorf("anthropic stream: %v, answered by %q (X-LLM-Cascade %q)", res.Err, res.Resp.Header.Get("X-LLM-Model"), res.Resp.Header.Get("X-LLM-Cascade"))
+			}
+		})
+	}
+}
+
+// When no call of a cascade or a consensus can answer, an Anthropic
+// client gets the error in its own API's shape, streamed or not, with
+// the strategy's header; so does an OpenAI client.
+func TestMulticallAllFail(t *testing.T) {
+	start(t, multiSetup())
+	ant := antClient(t)
+	oa := oaClient(t)
+	for _, route := range []string{"tiered", "tiered-stream", "vote", "vote-judge"} {
+		t.Run(route, func(t *testing.T) {
+			header := "X-LLM-Cascade"
+			if strings.HasPrefix(route, "vote") {
+				header = "X-LLM-Consensus"
+			}
+			var aerr *anthropic.Error
+			_, err := ant.Messages.New(ctxT(t), messageParams(route, "Hello there"), antFaultHeader("status,code=503"))
+			if !asError(err, &aerr) || aerr.StatusCode != 503 || !strings.Contains(aerr.RawJSON(), `"type":"error"`) || aerr.Response.Header.Get(header) == "" {
+				t.Errorf("anthropic: %v, want a 503 in Anthropic's shape with %s", err, header)
+			}
+			res := messageStream(t, ant, messageParams(route, "Hello there"), antFaultHeader("status,code=503"))
+			if !asError(res.Err, &aerr) || aerr.StatusCode != 503 || !strings.Contains(aerr.RawJSON(), `"type":"error"`) {
+				t.Errorf("anthropic stream: %v, want a 503 in Anthropic's shape", res.Err)
+			}
+			var oerr *openai.Error
+			_, err = oa.Chat.Completions.New(ctxT(t), chatParams(route, "Hello there"), faultHeader("status,code=503"))
+			if !asError(err, &oerr) || oerr.StatusCode != 503 || !strings.Contains(oerr.RawJSON(), `"message"`) {
+				t.Errorf("openai: %v, want a 503 in OpenAI's shape", err)
+			}
+		})
 	}
 }

@@ -133,7 +133,14 @@ func (c *Consensus) VoterCount() int { return orDefault(c.Voters, DefaultVoters)
 
 // Key is what majority compares of an answer: its extracted final
 // value, normalised; "" when there is none (the answer does not vote).
+// An answer that did not finish (cut by the output cap, or stopped by a
+// content filter or a refusal) has no final value: the last number of
+// a reasoning cut halfway is one of its steps.
 func (c *Consensus) Key(a Answer) string {
+	switch a.Finish {
+	case "length", "content_filter", "refusal":
+		return ""
+	}
 	if a.ToolCalls != "" && strings.TrimSpace(a.Text) == "" {
 		return "tool:" + a.ToolCalls
 	}
@@ -219,8 +226,11 @@ func Vote(keys []string, quality []float64) (winner, votes int) {
 
 // Agreement picks the answer whose words agree most with the others':
 // each answer's score is its mean word-set similarity (Jaccard) to the
-// others. Ties go to the higher quality. It returns the winner and its
-// score in 0..1.
+// others. An answer without words agrees with nothing, not even another
+// empty one: two voters that answered nothing (a content filter, a
+// reasoning model out of tokens) must not outvote one that answered.
+// Ties go to the higher quality. It returns the winner and its score in
+// 0..1.
 func Agreement(texts []string, quality []float64) (winner int, score float64) {
 	sets := make([]map[string]bool, len(texts))
 	for i, t := range texts {
@@ -235,14 +245,17 @@ func Agreement(texts []string, quality []float64) (winner int, score float64) {
 			}
 		}
 		s := 0.0
-		if len(texts) > 1 {
+		switch {
+		case len(sets[i]) == 0:
+			s = -1 // wins only when no answer has words
+		case len(texts) > 1:
 			s = sum / float64(len(texts)-1)
 		}
 		if winner < 0 || s > score || s == score && quality[i] > quality[winner] {
 			winner, score = i, s
 		}
 	}
-	return winner, score
+	return winner, max(score, 0)
 }
 
 func wordSet(s string) map[string]bool {
@@ -256,8 +269,8 @@ func wordSet(s string) map[string]bool {
 }
 
 func jaccard(a, b map[string]bool) float64 {
-	if len(a) == 0 && len(b) == 0 {
-		return 1
+	if len(a) == 0 || len(b) == 0 {
+		return 0
 	}
 	inter := 0
 	for w := range a {

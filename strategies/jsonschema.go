@@ -10,8 +10,18 @@ import (
 )
 
 // maxSchemaDepth bounds how deep MatchSchema follows a schema (and
-// $ref), so a schema that refers to itself cannot loop.
-const maxSchemaDepth = 64
+// $ref), so a schema that refers to itself cannot loop. maxSchemaWork
+// bounds the work of one match, in bytes of schema and value read: the
+// client writes the schema, and one whose anyOf branches refer back to
+// it would otherwise take time exponential in the depth.
+const (
+	maxSchemaDepth = 64
+	maxSchemaWork  = 32 << 20
+	schemaStepWork = 128 // what a step costs besides the bytes it reads
+)
+
+// errSchemaCost: a match that would read more than maxSchemaWork bytes.
+var errSchemaCost = fmt.Errorf("schema too costly to check (more than %d MiB read)", maxSchemaWork>>20)
 
 // MatchSchema checks a JSON value against a JSON schema, in the subset
 // structured outputs use: type (one or a list), enum, const,
@@ -19,10 +29,34 @@ const maxSchemaDepth = 64
 // maxItems, minLength, maxLength, minimum, maximum, anyOf, oneOf,
 // allOf and local $ref ("#/$defs/name"). Other keywords are ignored.
 func MatchSchema(schema, v gjson.Result) error {
-	return matchSchema(schema, schema, v, "$", 0)
+	sc := schemaCheck{root: schema, refs: make(map[string]gjson.Result)}
+	err := sc.match(schema, v, "$", 0)
+	if sc.work > maxSchemaWork {
+		// (a failed branch of anyOf or oneOf may have hidden it)
+		return errSchemaCost
+	}
+	return err
 }
 
-func matchSchema(root, s, v gjson.Result, at string, depth int) error {
+// schemaCheck is one match of a value against a schema.
+type schemaCheck struct {
+	root gjson.Result            // the whole schema, for $ref
+	refs map[string]gjson.Result // the $refs resolved so far
+	work int                     // bytes read so far
+}
+
+// spend counts n bytes read, and reports when the match read too many.
+func (sc *schemaCheck) spend(n int) error {
+	if sc.work += n + 1; sc.work > maxSchemaWork {
+		return errSchemaCost
+	}
+	return nil
+}
+
+func (sc *schemaCheck) match(s, v gjson.Result, at string, depth int) error {
+	if err := sc.spend(schemaStepWork + len(s.Raw)); err != nil {
+		return err
+	}
 	if depth > maxSchemaDepth {
 		return fmt.Errorf("%s: schema nested too deep", at)
 	}
@@ -37,11 +71,18 @@ func matchSchema(root, s, v gjson.Result, at string, depth int) error {
 		if !ok && ref != "#" {
 			return nil // not a local reference: not checked
 		}
-		target := root
-		if ok {
-			target = root.Get(strings.ReplaceAll(strings.ReplaceAll(path, ".", `\.`), "/", "."))
+		target, seen := sc.refs[ref]
+		if !seen {
+			if err := sc.spend(len(sc.root.Raw)); err != nil {
+				return err
+			}
+			target = sc.root
+			if ok {
+				target = sc.root.Get(strings.ReplaceAll(strings.ReplaceAll(path, ".", `\.`), "/", "."))
+			}
+			sc.refs[ref] = target
 		}
-		if err := matchSchema(root, target, v, at, depth+1); err != nil {
+		if err := sc.match(target, v, at, depth+1); err != nil {
 			return err
 		}
 	}
@@ -59,9 +100,15 @@ func matchSchema(root, s, v gjson.Result, at string, depth int) error {
 		}
 	}
 	if e := s.Get("enum"); e.IsArray() {
+		if err := sc.spend(len(e.Raw) + len(e.Array())*len(v.Raw)); err != nil {
+			return err
+		}
 		if !slices.ContainsFunc(e.Array(), func(x gjson.Result) bool { return sameJSON(x, v) }) {
 			return fmt.Errorf("%s: not one of the enum", at)
 		}
+	}
+	if err := sc.spend(len(v.Raw)); err != nil { // (const, required, the items, a string's length)
+		return err
 	}
 	if c := s.Get("const"); c.Exists() && !sameJSON(c, v) {
 		return fmt.Errorf("%s: not the const", at)
@@ -70,16 +117,23 @@ func matchSchema(root, s, v gjson.Result, at string, depth int) error {
 	case v.IsObject():
 		props := s.Get("properties")
 		for _, name := range s.Get("required").Array() {
+			if err := sc.spend(len(v.Raw)); err != nil {
+				return err
+			}
 			if !v.Get(gjsonKey(name.Str)).Exists() {
 				return fmt.Errorf("%s: %q is required", at, name.Str)
 			}
 		}
+		ap := s.Get("additionalProperties")
 		var err error
 		v.ForEach(func(k, x gjson.Result) bool {
+			if err = sc.spend(len(props.Raw)); err != nil {
+				return false
+			}
 			if p := props.Get(gjsonKey(k.Str)); p.Exists() {
-				err = matchSchema(root, p, x, at+"."+k.Str, depth+1)
-			} else if ap := s.Get("additionalProperties"); ap.Exists() {
-				err = matchSchema(root, ap, x, at+"."+k.Str, depth+1)
+				err = sc.match(p, x, at+"."+k.Str, depth+1)
+			} else if ap.Exists() {
+				err = sc.match(ap, x, at+"."+k.Str, depth+1)
 			}
 			return err == nil
 		})
@@ -96,7 +150,7 @@ func matchSchema(root, s, v gjson.Result, at string, depth int) error {
 		}
 		if is := s.Get("items"); is.Exists() {
 			for i, x := range items {
-				if err := matchSchema(root, is, x, fmt.Sprintf("%s[%d]", at, i), depth+1); err != nil {
+				if err := sc.match(is, x, fmt.Sprintf("%s[%d]", at, i), depth+1); err != nil {
 					return err
 				}
 			}
@@ -118,7 +172,7 @@ func matchSchema(root, s, v gjson.Result, at string, depth int) error {
 		}
 	}
 	for _, sub := range s.Get("allOf").Array() {
-		if err := matchSchema(root, sub, v, at, depth+1); err != nil {
+		if err := sc.match(sub, v, at, depth+1); err != nil {
 			return err
 		}
 	}
@@ -129,7 +183,7 @@ func matchSchema(root, s, v gjson.Result, at string, depth int) error {
 		}
 		matched := 0
 		for _, sub := range alts.Array() {
-			if matchSchema(root, sub, v, at, depth+1) == nil {
+			if sc.match(sub, v, at, depth+1) == nil {
 				matched++
 			}
 		}
