@@ -38,7 +38,7 @@ func (u *Usage) ReadAnthropic(v gjson.Result) {
 		{"cache_creation_input_tokens", &u.CacheWrite},
 	} {
 		if x := v.Get(f.name); x.Exists() {
-			*f.to = x.Int()
+			*f.to = max(0, x.Int())
 		}
 	}
 }
@@ -49,18 +49,26 @@ func (u *Usage) ReadAnthropic(v gjson.Result) {
 // that translated answers add) or, without prompt_tokens, a Responses
 // API one (input_tokens, output_tokens, input_tokens_details.cached_tokens).
 // OpenAI's prompt and input tokens include the cached ones; Input does
-// not (and goes below zero if the object's numbers do not add up).
+// not.
+//
+// An upstream's numbers are not trusted to add up: a negative count reads
+// as 0, and cached tokens beyond the prompt's count as the prompt's, so
+// that usage (and the cost and limits charged on it) never goes below
+// zero and the prompt's count is what the object said.
 func (u *Usage) ReadOpenAI(v gjson.Result) {
 	if !v.IsObject() {
 		return
 	}
 	if prompt := v.Get("prompt_tokens"); prompt.Exists() {
-		read, write := v.Get("prompt_tokens_details.cached_tokens").Int(), v.Get("cache_creation_input_tokens").Int()
-		*u = Usage{Input: prompt.Int() - read - write, Output: v.Get("completion_tokens").Int(), CacheRead: read, CacheWrite: write}
+		p := max(0, prompt.Int())
+		read := min(max(0, v.Get("prompt_tokens_details.cached_tokens").Int()), p)
+		write := min(max(0, v.Get("cache_creation_input_tokens").Int()), p-read)
+		*u = Usage{Input: p - read - write, Output: max(0, v.Get("completion_tokens").Int()), CacheRead: read, CacheWrite: write}
 		return
 	}
-	read := v.Get("input_tokens_details.cached_tokens").Int()
-	*u = Usage{Input: v.Get("input_tokens").Int() - read, Output: v.Get("output_tokens").Int(), CacheRead: read}
+	p := max(0, v.Get("input_tokens").Int())
+	read := min(max(0, v.Get("input_tokens_details.cached_tokens").Int()), p)
+	*u = Usage{Input: p - read, Output: max(0, v.Get("output_tokens").Int()), CacheRead: read}
 }
 
 // Read reads a usage object of any API: Anthropic's has input_tokens and

@@ -57,6 +57,30 @@ func TestUsageReaders(t *testing.T) {
 			want: Usage{Input: 26, Output: 4, CacheRead: 10}, wantPrompt: 36,
 		},
 		{
+			name:    "openai: negative counts read as 0, cached tokens beyond the prompt as the prompt",
+			read:    (*Usage).ReadOpenAI,
+			objects: []string{`{"prompt_tokens": 10, "completion_tokens": -500, "prompt_tokens_details": {"cached_tokens": 15}, "cache_creation_input_tokens": -3}`},
+			want:    Usage{Input: 0, Output: 0, CacheRead: 10}, wantPrompt: 10,
+		},
+		{
+			name:    "openai: a negative prompt",
+			read:    (*Usage).ReadOpenAI,
+			objects: []string{`{"prompt_tokens": -7, "completion_tokens": 2, "prompt_tokens_details": {"cached_tokens": 4}}`},
+			want:    Usage{Output: 2}, wantPrompt: 0,
+		},
+		{
+			name:    "responses: negative and excess counts",
+			read:    (*Usage).ReadOpenAI,
+			objects: []string{`{"input_tokens": 5, "output_tokens": -1, "total_tokens": 4, "input_tokens_details": {"cached_tokens": 9}}`},
+			want:    Usage{CacheRead: 5}, wantPrompt: 5,
+		},
+		{
+			name:    "anthropic: negative counts read as 0",
+			read:    (*Usage).ReadAnthropic,
+			objects: []string{`{"input_tokens": -25, "output_tokens": -1, "cache_read_input_tokens": -10, "cache_creation_input_tokens": 3}`},
+			want:    Usage{CacheWrite: 3}, wantPrompt: 3,
+		},
+		{
 			name:    "any API: anthropic",
 			read:    (*Usage).Read,
 			objects: []string{`{"input_tokens": 7, "output_tokens": 2, "cache_read_input_tokens": 3}`},
@@ -89,7 +113,8 @@ func TestUsageReaders(t *testing.T) {
 
 // TestUsageWriters checks the usage objects written into translated
 // answers, including numbers that do not add up (more cached tokens than
-// prompt tokens), which never give a negative input_tokens.
+// prompt tokens, read as the prompt's), which never give a negative
+// input_tokens.
 func TestUsageWriters(t *testing.T) {
 	for _, tc := range []struct {
 		name, read, anthropic, openAI string
@@ -103,8 +128,8 @@ func TestUsageWriters(t *testing.T) {
 		{
 			name:      "more cached than prompt tokens",
 			read:      `{"prompt_tokens": 2, "completion_tokens": 1, "prompt_tokens_details": {"cached_tokens": 4}}`,
-			anthropic: `{"input_tokens":0,"output_tokens":1,"cache_read_input_tokens":4,"cache_creation_input_tokens":0}`,
-			openAI:    `{"prompt_tokens":2,"completion_tokens":1,"total_tokens":3,"prompt_tokens_details":{"cached_tokens":4}}`,
+			anthropic: `{"input_tokens":0,"output_tokens":1,"cache_read_input_tokens":2,"cache_creation_input_tokens":0}`,
+			openAI:    `{"prompt_tokens":2,"completion_tokens":1,"total_tokens":3,"prompt_tokens_details":{"cached_tokens":2}}`,
 		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
