@@ -422,7 +422,12 @@ func TestAuthTransport(t *testing.T) {
 			var seen *http.Request
 			tr := &AuthTransport{Format: tc.p.Format, APIKey: tc.p.APIKey, inner: roundTripFunc(func(r *http.Request) (*http.Response, error) {
 				seen = r
-				return &http.Response{StatusCode: 200, Body: http.NoBody, Request: r}, nil
+				h := http.Header{}
+				for _, name := range []string{"openai-organization", "openai-project", "anthropic-organization-id", "set-cookie"} {
+					h.Set(name, "acct")
+				}
+				h.Set("X-Request-Id", "req-1")
+				return &http.Response{StatusCode: 200, Header: h, Body: http.NoBody, Request: r}, nil
 			})}
 			req := httptest.NewRequest(http.MethodPost, "http://upstream.example/v1/chat/completions", nil)
 			repl := caddy.NewReplacer()
@@ -441,6 +446,16 @@ func TestAuthTransport(t *testing.T) {
 			resp.Body.Close()
 			if got := seen.Header.Get(tc.header); got != tc.want {
 				t.Errorf("upstream %s = %q, want %q", tc.header, got, tc.want)
+			}
+			// The answer to a call with the operator's key leaves out
+			// what describes the operator's account; a call with the
+			// client's own credentials keeps it.
+			operator := tc.want != "" && tc.want != tc.clientAuth
+			if got := resp.Header.Get("Openai-Project") + resp.Header.Get("Openai-Organization") + resp.Header.Get("Anthropic-Organization-Id") + resp.Header.Get("Set-Cookie"); operator != (got == "") {
+				t.Errorf("operator's key %t: account headers %q reached the answer", operator, got)
+			}
+			if resp.Header.Get("X-Request-Id") != "req-1" {
+				t.Error("an ordinary header of the answer was dropped")
 			}
 			if !reflect.DeepEqual(req.Header, before) {
 				t.Errorf("RoundTrip changed the caller's headers: %v, was %v", req.Header, before)

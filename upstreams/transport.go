@@ -79,8 +79,14 @@ func (t *AuthTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	name, value := authHeader(t.Format, key)
 	out.Header.Set(name, value)
 	resp, err := t.inner.RoundTrip(out)
-	if err != nil || len(key) < minScrubbed {
+	if err != nil {
 		return resp, err
+	}
+	for _, h := range accountHeaders {
+		delete(resp.Header, h)
+	}
+	if len(key) < minScrubbed {
+		return resp, nil
 	}
 	scrubHeader(resp.Header, key)
 	if resp.Body != nil {
@@ -88,6 +94,13 @@ func (t *AuthTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	}
 	return resp, nil
 }
+
+// accountHeaders describe the operator's account at the provider, not
+// the answer: which organization and project the key bills, and the
+// provider's cookies. An answer to a call made with the operator's key
+// goes to clients without them (canonical names, as the transport reads
+// them).
+var accountHeaders = []string{"Openai-Organization", "Openai-Project", "Anthropic-Organization-Id", "Set-Cookie"}
 
 // authHeader returns the header name and value carrying key for a format.
 func authHeader(format, key string) (string, string) {
