@@ -900,21 +900,43 @@ func TestResolvePinned(t *testing.T) {
 func TestResolveReadsPromptOnlyWhenLooked(t *testing.T) {
 	h := mustLoadHandler(t, `{
 	"providers": [{"name": "a", "proxy": `+proxyTo("127.0.0.1:1")+`}],
-	"models": [{"name": "m", "providers": ["a"], "input_price": 1, "output_price": 2}, {"name": "n", "providers": ["a"], "input_price": 3, "output_price": 4}],
+	"models": [{"name": "m", "providers": ["a"], "input_price": 1, "output_price": 2}, {"name": "n", "providers": ["a"], "input_price": 3, "output_price": 4},
+		{"name": "small", "providers": ["a"], "context": 300}, {"name": "large", "providers": ["a"], "context": 100000}],
 	"routes": [
 		{"name": "blind", "strategy": {"name": "fallback"}, "targets": [{"model": "m"}, {"model": "n"}]},
 		{"name": "fast", "strategy": {"name": "lowest_latency"}, "targets": [{"model": "m"}, {"model": "n"}]},
-		{"name": "cheap", "strategy": {"name": "cheapest"}, "targets": [{"model": "m"}, {"model": "n"}]}
+		{"name": "cheap", "strategy": {"name": "cheapest"}, "targets": [{"model": "m"}, {"model": "n"}]},
+		{"name": "windows", "strategy": {"name": "fallback"}, "targets": [{"model": "small"}, {"model": "large"}]}
 	]
 }`)
+	long := strings.Repeat("word ", 100)
 	for _, tc := range []struct {
-		route string
-		read  bool
-	}{{"blind", false}, {"fast", false}, {"cheap", true}} {
-		body := []byte(`{"model":"` + tc.route + `","messages":[{"role":"user","content":"how many words are in this prompt"}]}`)
-		req := &strategies.Request{Model: tc.route, Endpoint: "/chat/completions", Body: body}
-		if _, rerr := h.resolve(httptest.NewRequest("POST", "/", nil), req, nil); rerr != nil {
+		route, text string
+		maxTokens   int64
+		read        bool
+	}{
+		{"blind", "how many words are in this prompt", 0, false},
+		{"fast", "how many words are in this prompt", 0, false},
+		{"cheap", "how many words are in this prompt", 0, true},
+		// A body that fits the smallest window with its max_tokens
+		// cannot hold more tokens than bytes: no need to read it.
+		{"windows", "how many words are in this prompt", 100, false},
+		// One that might not fit is read, and the small model is unfit.
+		{"windows", "how many words are in this prompt", 250, true},
+		{"windows", "how many words are in this prompt", 295, true},
+		{"windows", long, 0, true},
+	} {
+		body := []byte(`{"model":"` + tc.route + `","messages":[{"role":"user","content":"` + tc.text + `"}]}`)
+		req := &strategies.Request{Model: tc.route, Endpoint: "/chat/completions", Body: body, MaxTokens: tc.maxTokens}
+		p, rerr := h.resolve(httptest.NewRequest("POST", "/", nil), req, nil)
+		if rerr != nil {
 			t.Fatalf("%s: %s", tc.route, rerr.msg)
+		}
+		if tc.route == "windows" {
+			fits := int64(req.PromptTokens)+tc.maxTokens <= 300
+			if got := pairs(p)[0] == "small@a"; got != fits {
+				t.Errorf("windows, %d bytes, max_tokens %d: candidates %v (the prompt's %d tokens fit the small window: %t)", len(body), tc.maxTokens, pairs(p), req.PromptTokens, fits)
+			}
 		}
 		if read := req.PromptTokens > 0 || req.LastUser != ""; read != tc.read {
 			t.Errorf("%s: prompt read %t (tokens %d, last user %q), want %t", tc.route, read, req.PromptTokens, req.LastUser, tc.read)

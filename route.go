@@ -69,7 +69,7 @@ func (h *Handler) resolve(r *http.Request, req *strategies.Request, key *ClientK
 	strategy := h.strategyFor(r, rt)
 	p.strategy = strategy
 	_, blind := strategy.(strategies.PromptBlind)
-	if (strategy != nil && !blind) || h.needsPrompt || h.filtersApply(rt, targets) {
+	if (strategy != nil && !blind) || h.needsPrompt || h.filtersApply(rt, targets, req) {
 		req.ReadPrompt()
 	}
 	req.Header = r.Header
@@ -265,12 +265,16 @@ func (h *Handler) strategyFor(r *http.Request, rt *Route) strategies.Strategy {
 }
 
 // filtersApply reports whether unfit needs the request's text: a model
-// the route may try has a context window or lists capabilities. (The
-// price cap reads no text.)
-func (h *Handler) filtersApply(rt *Route, targets []*Target) bool {
+// the route may try lists capabilities, or has a context window the
+// request might not fit. The prompt's token estimate never exceeds the
+// body's length in bytes (tokens.Estimate counts at most a token per
+// byte of text, and a message's overhead is less than its JSON), so a
+// body that fits a window with its max_tokens beside it needs no
+// reading. (The price cap reads no text.)
+func (h *Handler) filtersApply(rt *Route, targets []*Target, req *strategies.Request) bool {
 	needs := func(name string) bool {
 		m := h.model(name)
-		return m.Context > 0 || len(m.Capabilities) > 0
+		return len(m.Capabilities) > 0 || m.Context > 0 && int64(len(req.Body))+req.MaxTokens > int64(m.Context)
 	}
 	if rt != nil && slices.ContainsFunc(rt.Fallback, needs) {
 		return true
