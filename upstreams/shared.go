@@ -345,13 +345,19 @@ func (l *syncLoop) sync(ctx context.Context, poll bool) bool {
 	}
 
 	pipe := l.client.Pipeline()
+	type set struct {
+		p   *sharedPair
+		op  coolOp
+		cmd *redis.Cmd
+	}
+	var sets []set
 	for p, op := range ops {
 		if op.del {
 			pipe.Del(ctx, p.coolKey)
 		}
 		if op.until.After(now) {
 			ttl := op.until.Sub(now) + coolMargin
-			pipe.Eval(ctx, setLater, []string{p.coolKey}, coolValue(op), ttl.Milliseconds())
+			sets = append(sets, set{p, op, pipe.Eval(ctx, setLater, []string{p.coolKey}, coolValue(op), ttl.Milliseconds())})
 		}
 	}
 	var cools *redis.SliceCmd
@@ -394,6 +400,11 @@ func (l *syncLoop) sync(ctx context.Context, poll bool) bool {
 	}
 	if !answered {
 		pairs = nil
+	}
+	for _, w := range sets {
+		if answered && w.cmd.Err() == nil {
+			w.p.fleetHolds(w.op.until, w.op.probeAt)
+		}
 	}
 	if len(pairs) > 0 && cools.Err() == nil && len(cools.Val()) == len(pairs) {
 		vals := cools.Val()
@@ -545,6 +556,18 @@ func (p *sharedPair) local(now time.Time) (enc string, some bool, gen uint64) {
 	p.mu.Unlock()
 	some = e.inFlight != 0 || e.errorRate.n != 0 || e.latency.n != 0 || e.ttft.n != 0 || e.tps.n != 0
 	return e.encode(), some, gen
+}
+
+// fleetHolds notes that the fleet holds a cooldown this process wrote,
+// if it is still this process's own: another instance's successful probe
+// that removes it then closes it here too, even when no poll of this
+// process read it in between.
+func (p *sharedPair) fleetHolds(until, probeAt time.Time) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.until.Equal(until) && until.After(p.fleet) {
+		p.fleet, p.fleetProbe = until, probeAt
+	}
 }
 
 // observeFleet takes the fleet's cooldown as read at a health generation
