@@ -19,7 +19,9 @@ back across them before the first byte reaches the client.
     of its providers is a [strategies.Candidate]. Candidates that cannot
     serve the request (context window, capabilities, price cap, endpoint)
     are dropped. It reads the request's prompt ([strategies.Request.ReadPrompt])
-    only when a strategy or a filter needs it. It reads each pair's state
+    only when a strategy (not a [strategies.PromptBlind] one), a limit or a
+    filter needs it: a context window only when the body's length plus
+    max_tokens might exceed it. It reads each pair's state
     ([upstreams.Pair]: cooldown, half-open probe, live stats) once per
     candidate; healthy candidates are ordered by the route's strategy,
     pairs cooling down follow as a last resort. resolve never changes the
