@@ -90,15 +90,9 @@ func Eval(recs []Record, opt EvalOptions) (*Report, error) {
 	if opt.Steps <= 0 {
 		opt.Steps = 20
 	}
-	var head struct {
-		Name string `json:"name"`
-	}
-	if err := json.Unmarshal(opt.Strategy, &head); err != nil || head.Name == "" {
-		return nil, fmt.Errorf("strategy: want a JSON object with a \"name\": %s", opt.Strategy)
-	}
-	info, err := caddy.GetModule(strategies.Namespace + "." + head.Name)
+	info, err := strategyModule(opt.Strategy)
 	if err != nil {
-		return nil, fmt.Errorf("strategy %q: %v", head.Name, err)
+		return nil, err
 	}
 
 	// The candidates: registry models that the data scores.
@@ -106,7 +100,7 @@ func Eval(recs []Record, opt EvalOptions) (*Report, error) {
 	if err != nil {
 		return nil, err
 	}
-	rep := &Report{Strategy: head.Name, Prompts: len(recs), CostIsUSD: hasCosts(recs)}
+	rep := &Report{Strategy: info.ID.Name(), Prompts: len(recs), CostIsUSD: hasCosts(recs)}
 	for _, m := range reg {
 		rep.Models = append(rep.Models, m.Name)
 	}
@@ -151,7 +145,7 @@ func Eval(recs []Record, opt EvalOptions) (*Report, error) {
 		s    strategies.Strategy
 	}
 	var runs []run
-	switch head.Name {
+	switch info.ID.Name() {
 	case "classifier":
 		c := opt.classifier
 		if c == nil {
@@ -256,6 +250,22 @@ func Eval(recs []Record, opt EvalOptions) (*Report, error) {
 		}
 	}
 	return rep, nil
+}
+
+// strategyModule is the module of a strategy's JSON config, named by its
+// "name".
+func strategyModule(raw json.RawMessage) (caddy.ModuleInfo, error) {
+	var head struct {
+		Name string `json:"name"`
+	}
+	if err := json.Unmarshal(raw, &head); err != nil || head.Name == "" {
+		return caddy.ModuleInfo{}, fmt.Errorf("strategy: want a JSON object with a \"name\": %s", raw)
+	}
+	info, err := caddy.GetModule(strategies.Namespace + "." + head.Name)
+	if err != nil {
+		return caddy.ModuleInfo{}, fmt.Errorf("strategy %q: %v", head.Name, err)
+	}
+	return info, nil
 }
 
 // provisionStrategy sets up the strategy module info from its JSON config

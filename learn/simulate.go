@@ -86,15 +86,9 @@ func (rep *SimReport) FixedObjective(p SimPoint, j int) float64 {
 // a call costs its model's registry price relative to the highest (the
 // strongest model 1).
 func Simulate(recs []Record, opt SimOptions) (*SimReport, error) {
-	var head struct {
-		Name string `json:"name"`
-	}
-	if err := json.Unmarshal(opt.Strategy, &head); err != nil || head.Name == "" {
-		return nil, fmt.Errorf("strategy: want a JSON object with a \"name\": %s", opt.Strategy)
-	}
-	info, err := caddy.GetModule(strategies.Namespace + "." + head.Name)
+	info, err := strategyModule(opt.Strategy)
 	if err != nil {
-		return nil, fmt.Errorf("strategy %q: %v", head.Name, err)
+		return nil, err
 	}
 	if len(opt.Checkpoints) == 0 {
 		opt.Checkpoints = []int{100, 200, 500}
@@ -103,7 +97,7 @@ func Simulate(recs []Record, opt SimOptions) (*SimReport, error) {
 	if err != nil {
 		return nil, err
 	}
-	rep := &SimReport{Strategy: head.Name, Prompts: len(recs), CostIsUSD: hasCosts(recs), Picks: make([]int, len(reg))}
+	rep := &SimReport{Strategy: info.ID.Name(), Prompts: len(recs), CostIsUSD: hasCosts(recs), Picks: make([]int, len(reg))}
 	topPrice := 0.0
 	for _, m := range reg {
 		rep.Models = append(rep.Models, m.Name)
@@ -131,7 +125,7 @@ func Simulate(recs []Record, opt SimOptions) (*SimReport, error) {
 	}
 	l, ok := s.(strategies.Learner)
 	if !ok {
-		return nil, fmt.Errorf("strategy %s does not learn online (only a learning strategy such as adaptive can be simulated)", head.Name)
+		return nil, fmt.Errorf("strategy %s does not learn online (only a learning strategy such as adaptive can be simulated)", info.ID.Name())
 	}
 	if a, ok := s.(*strategies.Adaptive); ok {
 		rep.CostWeight = 0.5
