@@ -323,7 +323,7 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, req *strategies.
 	if attempts == p.calls && exhausted != nil {
 		// Every target that could take the request is over a limit.
 		c = &p.candidates[0]
-		h.setPlaceholders(r, repl, p, c, 0, nil)
+		h.setPlaceholders(r, p, c, 0, nil)
 		setRouted(w.Header(), p, c, 0)
 		w.Header().Set("Retry-After", retryAfterSeconds(exhausted.retryAfter))
 		writeError(w, req.Endpoint, http.StatusTooManyRequests, "all_quotas_exhausted",
@@ -336,7 +336,7 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, req *strategies.
 		res.outcome = outcomeFinal
 	}
 	rescueEnd(sp, &res)
-	h.setPlaceholders(r, repl, p, c, attempts, res.aw)
+	h.setPlaceholders(r, p, c, attempts, res.aw)
 
 	switch res.outcome {
 	case outcomeDone:
@@ -691,56 +691,21 @@ func matchesStatus(status int, list []int) bool {
 }
 
 // setPlaceholders publishes the decision and usage as placeholders
-// ({llm.*}) and access log fields.
-func (h *Handler) setPlaceholders(r *http.Request, repl *caddy.Replacer, p *plan, c *strategies.Candidate, attempts int, aw *attemptWriter) {
-	var u Usage
+// ({llm.*}, placeholders.go) and access log fields.
+func (h *Handler) setPlaceholders(r *http.Request, p *plan, c *strategies.Candidate, attempts int, aw *attemptWriter) {
+	v := &placeholderValues{route: p.route, model: c.Model, provider: c.Provider.Name, reason: p.reason, attempts: attempts}
 	if aw != nil {
-		u = aw.usage
+		v.usage = aw.usage
 	}
-	repl.Set("llm.route", p.route)
-	repl.Set("llm.model", c.Model)
-	repl.Set("llm.provider", c.Provider.Name)
-	repl.Set("llm.attempts", attempts)
-	repl.Set("llm.reason", p.reason)
 	if p.key != nil {
-		repl.Set("llm.key", p.key.Name)
+		v.key = &p.key.Name
 	}
-	repl.Set("llm.usage.prompt_tokens", u.PromptTokens)
-	repl.Set("llm.usage.completion_tokens", u.CompletionTokens)
-	repl.Set("llm.usage.total_tokens", u.PromptTokens+u.CompletionTokens)
-	repl.Set("llm.usage.cache_read_tokens", u.CacheReadTokens)
-	repl.Set("llm.usage.cache_write_tokens", u.CacheWriteTokens)
+	if p.rec != nil {
+		p.rec.placeholders.set(v)
+	}
 	if extra, ok := r.Context().Value(caddyhttp.ExtraLogFieldsCtxKey).(*caddyhttp.ExtraLogFields); ok {
-		f := &accessLogFields{route: p.route, model: c.Model, provider: c.Provider.Name, reason: p.reason,
-			attempts: attempts, promptTokens: u.PromptTokens, completionTokens: u.CompletionTokens}
-		if p.key != nil {
-			f.key = &p.key.Name
-		}
 		// One field that adds them all (each Set costs Caddy an
 		// allocation); a later call replaces it.
-		extra.Set(zap.Field{Key: "llm_route fields", Type: zapcore.InlineMarshalerType, Interface: f})
+		extra.Set(zap.Field{Key: "llm_route fields", Type: zapcore.InlineMarshalerType, Interface: v})
 	}
-}
-
-// accessLogFields are the fields setPlaceholders adds to the access log.
-type accessLogFields struct {
-	route, model, provider, reason string
-	key                            *string
-	attempts                       int
-	promptTokens, completionTokens int64
-}
-
-// MarshalLogObject implements zapcore.ObjectMarshaler.
-func (f *accessLogFields) MarshalLogObject(enc zapcore.ObjectEncoder) error {
-	enc.AddString("llm_route", f.route)
-	enc.AddString("llm_model", f.model)
-	enc.AddString("llm_provider", f.provider)
-	enc.AddInt("llm_attempts", f.attempts)
-	enc.AddString("llm_reason", f.reason)
-	if f.key != nil {
-		enc.AddString("llm_key", *f.key)
-	}
-	enc.AddInt64("llm_prompt_tokens", f.promptTokens)
-	enc.AddInt64("llm_completion_tokens", f.completionTokens)
-	return nil
 }

@@ -142,6 +142,8 @@ type record struct {
 	attBuf     [3]attemptRecord
 	attempts   []attemptRecord
 
+	placeholders placeholders // {llm.*}
+
 	// answered is the model and provider whose answer went out, when
 	// the answer took several calls (cascade, consensus): chosen names
 	// it rather than the last call.
@@ -151,14 +153,18 @@ type record struct {
 // startRecord begins the record of a request llm_route handles.
 func (h *Handler) startRecord(w http.ResponseWriter, r *http.Request, endpoint string) *record {
 	rec := &record{ResponseWriter: w, h: h, endpoint: endpoint, start: time.Now()}
-	rec.id = requestID(r)
+	repl, _ := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
+	rec.id = requestID(repl)
+	if repl != nil {
+		rec.placeholders.register(repl)
+	}
 	return rec
 }
 
 // requestID is Caddy's UUID of the request (the access log's `uuid`
 // field), made now if nothing asked for it yet.
-func requestID(r *http.Request) string {
-	if repl, ok := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer); ok {
+func requestID(repl *caddy.Replacer) string {
+	if repl != nil {
 		if id, ok := repl.GetString("http.request.uuid"); ok && id != "" {
 			return id
 		}
