@@ -162,22 +162,27 @@ var routeBodies = map[string]string{
 // caddyfile renders the Caddy configuration of a C or R arm: admin API and
 // site on loopback ports, the mock as the only upstream. R arms hold every
 // route, so one configuration serves them all; the request's model picks
-// the route.
-func caddyfile(a Arm, adminPort, sitePort int, mockAddr string) string {
+// the route. An R arm with a twinPort also serves, on that port, the C
+// arm's bare reverse_proxy to the same mock: its twin, in the same process.
+func caddyfile(a Arm, adminPort, sitePort, twinPort int, mockAddr string) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, `{
 	admin 127.0.0.1:%d
 	persist_config off
 	auto_https off
 }
-
-http://:%d {
-	bind 127.0.0.1
-`, adminPort, sitePort)
-	if a.Kind == ArmCaddy {
-		fmt.Fprintf(&b, "\treverse_proxy %s\n}\n", mockAddr)
-		return b.String()
+`, adminPort)
+	if a.Kind == ArmCaddy || twinPort > 0 {
+		port := sitePort
+		if a.Kind == ArmRoute {
+			port = twinPort
+		}
+		fmt.Fprintf(&b, "\nhttp://:%d {\n\tbind 127.0.0.1\n\treverse_proxy %s\n}\n", port, mockAddr)
+		if a.Kind == ArmCaddy {
+			return b.String()
+		}
 	}
+	fmt.Fprintf(&b, "\nhttp://:%d {\n\tbind 127.0.0.1\n", sitePort)
 	fmt.Fprintf(&b, `	llm_route {
 		provider mock http://%s
 		model small {

@@ -72,8 +72,8 @@ func (r *Report) Markdown(w io.Writer) {
 		if r.Options.Interleave {
 			how = "all arms running side by side in front of one mock, taking turns request by request, so that load from elsewhere falls on all alike"
 		}
-		fmt.Fprintf(w, "**Latency at concurrency 1** (non-stream; sequential requests, %s; latency of the whole answer; \"− D\" and \"− C\" are differences of the percentiles, the latency a layer adds; other load is the CPU that processes other than the harness's took meanwhile, in cores):\n\n", how)
-		fmt.Fprintf(w, "| body | arm | p50 | p99 | p50 − D | p99 − D | p50 − C | p99 − C | n | other load |\n|---|---|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+		fmt.Fprintf(w, "**Latency at concurrency 1** (non-stream; sequential requests, %s; latency of the whole answer; \"− D\" and \"− C\" are differences of the percentiles, the latency a layer adds; C′ is the bare reverse_proxy served by the R arm's own Caddy process, taking its turn with the others, so that \"− C′\" compares two sites of one process; other load is the CPU that processes other than the harness's took meanwhile, in cores):\n\n", how)
+		fmt.Fprintf(w, "| body | arm | p50 | p99 | p50 − D | p99 − D | p50 − C | p99 − C | p50 − C′ | p99 − C′ | n | other load |\n|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
 		for _, size := range nonStream {
 			d, cc := get(NonStream, size, "D"), get(NonStream, size, "C")
 			for _, arm := range arms {
@@ -81,10 +81,12 @@ func (r *Report) Markdown(w io.Writer) {
 				if c == nil || c.C1 == nil {
 					continue
 				}
-				fmt.Fprintf(w, "| %s | %s | %s | %s | %s | %s | %s | %s | %d | %.2f |\n", sizeLabel(size), arm,
+				twin := &Cell{C1: c.C1Twin}
+				fmt.Fprintf(w, "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %d | %.2f |\n", sizeLabel(size), arm,
 					fmtDur(c.C1.P50), fmtDur(c.C1.P99),
 					diff(c, d, arm != "D", p50), diff(c, d, arm != "D", p99),
 					diff(c, cc, arm != "D" && arm != "C", p50), diff(c, cc, arm != "D" && arm != "C", p99),
+					diff(c, twin, true, p50), diff(c, twin, true, p99),
 					c.C1.N, c.OtherLoad)
 			}
 		}

@@ -162,7 +162,10 @@ type Cell struct {
 	// Headers of the first answer: the mock's tag and the routing headers.
 	Headers map[string]string `json:"headers,omitempty"`
 
-	C1       *Dist  `json:"c1,omitempty"` // concurrency-1 latency
+	C1 *Dist `json:"c1,omitempty"` // concurrency-1 latency
+	// R arms: the concurrency-1 latency of the bare reverse_proxy served
+	// by the same Caddy process, taking turns with the others (C').
+	C1Twin   *Dist  `json:"c1_twin,omitempty"`
 	C1Errors int    `json:"c1_errors,omitempty"`
 	FirstErr string `json:"first_error,omitempty"`
 
@@ -397,21 +400,30 @@ var recordedHeaders = []string{HeaderMock, "X-LLM-Model", "X-LLM-Provider", "X-L
 // startArm starts what serves arm a in front of the mock at mockAddr: for
 // D nothing (the mock serves), for C and R a Caddy, for P Portkey. It
 // returns the server process, where to send requests, and how to stop what
-// it started.
-func startArm(o Options, a Arm, dir string, mock *proc, mockAddr string) (*proc, target, func(), error) {
+// it started. With twin, an R arm's Caddy also serves a bare reverse_proxy
+// to the mock (target.twin).
+func startArm(o Options, a Arm, dir string, mock *proc, mockAddr string, twin bool) (*proc, target, func(), error) {
 	noop := func() {}
 	switch a.Kind {
 	case ArmCaddy, ArmRoute:
 		adminPort, err1 := freePort()
 		sitePort, err2 := freePort()
-		if err := errors.Join(err1, err2); err != nil {
+		twinPort := 0
+		var err3 error
+		if twin && a.Kind == ArmRoute {
+			twinPort, err3 = freePort()
+		}
+		if err := errors.Join(err1, err2, err3); err != nil {
 			return nil, target{}, noop, err
 		}
-		p, err := startCaddy(o.Pin, o.CaddyBin, caddyfile(a, adminPort, sitePort, mockAddr), dir, adminPort, sitePort)
+		p, err := startCaddy(o.Pin, o.CaddyBin, caddyfile(a, adminPort, sitePort, twinPort, mockAddr), dir, adminPort, sitePort)
 		if err != nil {
 			return nil, target{}, noop, err
 		}
 		t := target{url: fmt.Sprintf("http://127.0.0.1:%d/v1/chat/completions", sitePort), admin: fmt.Sprintf("http://127.0.0.1:%d", adminPort)}
+		if twinPort > 0 {
+			t.twin = fmt.Sprintf("http://127.0.0.1:%d/v1/chat/completions", twinPort)
+		}
 		return p, t, func() { p.stop(5 * time.Second) }, nil
 	case ArmPortkey:
 		port, err := freePort()
@@ -469,6 +481,10 @@ type c1Result struct {
 	otherLoad float64
 }
 
+// twinKey marks, among interleavedC1's results, an R arm's twin: the
+// bare reverse_proxy in the same Caddy process.
+const twinKey = "+twin"
+
 // interleavedC1 measures the concurrency-1 latency of every arm at once:
 // all servers run side by side in front of one mock, and the requests go
 // to the arms in turn (in a rotating order), so that load from elsewhere
@@ -507,7 +523,7 @@ func interleavedC1(ctx context.Context, o Options, arms []Arm, size int) map[str
 			out[a.Name()] = c1Result{err: err.Error()}
 			continue
 		}
-		server, t, stop, err := startArm(o, a, adir, mock, mockAddr)
+		server, t, stop, err := startArm(o, a, adir, mock, mockAddr, true)
 		if err != nil {
 			out[a.Name()] = c1Result{err: err.Error()}
 			continue
@@ -520,6 +536,16 @@ func interleavedC1(ctx context.Context, o Options, arms []Arm, size int) map[str
 			continue
 		}
 		runs = append(runs, r)
+		if t.twin != "" {
+			c := Arm{Kind: ArmCaddy}
+			tw := &run{name: a.Name() + twinKey, server: server, t: target{url: t.twin}, hc: newClient(4, o.Timeout), body: RequestBody(c.model(), size, false)}
+			defer tw.hc.CloseIdleConnections()
+			if _, err := probe(ctx, tw.hc, tw.t, tw.body, false); err != nil {
+				out[tw.name] = c1Result{err: err.Error()}
+				continue
+			}
+			runs = append(runs, tw)
+		}
 	}
 	if len(runs) == 0 {
 		return out
@@ -531,7 +557,7 @@ func interleavedC1(ctx context.Context, o Options, arms []Arm, size int) map[str
 	}
 	m := meter{procs: []*proc{mock}}
 	for _, r := range runs {
-		if r.server != mock {
+		if !slices.Contains(m.procs, r.server) {
 			m.procs = append(m.procs, r.server)
 		}
 	}
@@ -578,7 +604,7 @@ func runCell(ctx context.Context, o Options, a Arm, w Workload, size int, c1 map
 		return c
 	}
 	defer mock.stop(2 * time.Second)
-	server, t, stop, err := startArm(o, a, dir, mock, mockAddr)
+	server, t, stop, err := startArm(o, a, dir, mock, mockAddr, false)
 	if err != nil {
 		c.Err = err.Error()
 		return c
@@ -610,6 +636,9 @@ func runCell(ctx context.Context, o Options, a Arm, w Workload, size int, c1 map
 				c.FirstErr = "concurrency 1, interleaved: " + r.err
 			} else {
 				c.C1, c.C1Errors, c.FirstErr, c.OtherLoad = &r.dist, r.errors, r.firstErr, r.otherLoad
+			}
+			if tw, ok := c1[a.Name()+twinKey]; ok && tw.err == "" && tw.dist.N > 0 {
+				c.C1Twin = &tw.dist
 			}
 		} else {
 			s0 := m.sample()
@@ -678,7 +707,7 @@ func searchRound(ctx context.Context, o Options, a Arm, size, round int) (*Searc
 		return nil, err
 	}
 	defer mock.stop(2 * time.Second)
-	server, t, stop, err := startArm(o, a, dir, mock, mockAddr)
+	server, t, stop, err := startArm(o, a, dir, mock, mockAddr, false)
 	if err != nil {
 		return nil, err
 	}

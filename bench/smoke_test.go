@@ -168,6 +168,11 @@ func runSmoke(ctx context.Context, t *testing.T, o Options) *Report {
 			if c.C1 == nil || c.C1.N != o.C1Requests || c.C1Errors != 0 {
 				t.Errorf("%s: concurrency 1: %+v, %d errors (%s)", name, c.C1, c.C1Errors, c.FirstErr)
 			}
+			// An R arm's twin, the bare reverse_proxy of its own Caddy,
+			// took its turns too; the other arms have none.
+			if twin := strings.HasPrefix(c.Arm, "R:"); twin != (c.C1Twin != nil) || twin && c.C1Twin.N != o.C1Requests {
+				t.Errorf("%s: concurrency 1 of the twin: %+v", name, c.C1Twin)
+			}
 			if c.Search == nil || len(c.Search.Steps) != 1 {
 				t.Errorf("%s: search: %+v", name, c.Search)
 			} else if st := c.Search.Steps[0]; st.Errors != 0 || st.Sent == 0 || st.Lat.N != st.Sent {
