@@ -1,4 +1,4 @@
-package llmroute
+package jsonscan
 
 import (
 	"testing"
@@ -23,14 +23,14 @@ func TestScanMatchesGJSON(t *testing.T) {
 			}
 			return true
 		})
-		eachMember([]byte(doc), 0, func(m member) bool {
-			if doc[m.valueStart:m.valueStart+len(m.value)] != string(m.value) || doc[m.keyStart] != '"' {
-				t.Errorf("%s: member %q at wrong places", doc, m.key())
+		EachMember([]byte(doc), 0, func(m Member) bool {
+			if doc[m.ValueStart:m.ValueStart+len(m.Value)] != string(m.Value) || doc[m.KeyStart] != '"' {
+				t.Errorf("%s: member %q at wrong places", doc, m.Key())
 			}
-			got = append(got, m.key()+"="+string(m.value)+"@"+string(rune('0'+m.keyStart%10)))
+			got = append(got, m.Key()+"="+string(m.Value)+"@"+string(rune('0'+m.KeyStart%10)))
 			return true
 		})
-		eachElement([]byte(doc), func(v []byte) bool {
+		EachElement([]byte(doc), func(v []byte) bool {
 			got = append(got, "="+string(v))
 			return true
 		})
@@ -47,7 +47,7 @@ func TestScanMatchesGJSON(t *testing.T) {
 	}
 }
 
-// TestLookup: lookup finds what gjson finds at a path of keys, in place.
+// TestLookup: Lookup finds what gjson finds at a path of keys, in place.
 func TestLookup(t *testing.T) {
 	for _, body := range []string{
 		`{"stream_options":{"include_usage":true}}`,
@@ -61,7 +61,7 @@ func TestLookup(t *testing.T) {
 		`[]`,
 	} {
 		want := gjson.Get(body, "stream_options.include_usage")
-		got := lookup([]byte(body), "stream_options", "include_usage")
+		got := Lookup([]byte(body), "stream_options", "include_usage")
 		if string(got) != want.Raw || gjson.ParseBytes(got).Bool() != want.Bool() {
 			t.Errorf("%s: got %q, gjson %q", body, got, want.Raw)
 		}
