@@ -8,7 +8,9 @@ package jsonscan
 
 import (
 	"bytes"
-	"encoding/json"
+	"strings"
+	"unicode/utf16"
+	"unicode/utf8"
 )
 
 // Member is one member of a JSON object, with where its key and value
@@ -28,7 +30,8 @@ func (m *Member) Is(k string) bool { return string(m.Name) == k }
 
 // EachMember calls fn for each member of the object value at b[start:]
 // (after white space), in order, until fn returns false. It does nothing
-// if the value is no object. b must be valid JSON.
+// if the value is no object. b should be valid JSON: on other text it
+// stops early or reads nonsense, but never panics or loops.
 func EachMember(b []byte, start int, fn func(m Member) bool) {
 	i := SkipSpace(b, start)
 	if i >= len(b) || b[i] != '{' {
@@ -36,13 +39,22 @@ func EachMember(b []byte, start int, fn func(m Member) bool) {
 	}
 	for i = SkipSpace(b, i+1); i < len(b) && b[i] == '"'; {
 		end := SkipString(b, i)
+		if end < i+2 { // unclosed
+			return
+		}
 		m := Member{Name: b[i+1 : end-1], KeyStart: i}
 		if bytes.IndexByte(m.Name, '\\') >= 0 {
 			m.Name = []byte(Unquote(b[i:end]))
 		}
 		i = SkipSpace(b, end) // at ':'
+		if i >= len(b) || b[i] != ':' {
+			return
+		}
 		i = SkipSpace(b, i+1) // at the value
 		end = SkipValue(b, i) // after it
+		if end <= i {
+			return
+		}
 		m.Value, m.ValueStart = b[i:end], i
 		if !fn(m) {
 			return
@@ -55,8 +67,8 @@ func EachMember(b []byte, start int, fn func(m Member) bool) {
 }
 
 // Lookup returns the JSON text of the value at keys in the object b
-// (the first member of each key, as gjson finds it), or nil. b must be
-// valid JSON.
+// (the first member of each key, as gjson finds it), or nil. b should
+// be valid JSON, as for EachMember.
 func Lookup(b []byte, keys ...string) []byte {
 	for _, key := range keys {
 		var found []byte
@@ -77,7 +89,8 @@ func Lookup(b []byte, keys ...string) []byte {
 
 // EachElement calls fn for each element of the array value at b
 // (after white space), in order, until fn returns false. It does
-// nothing if the value is no array. b must be valid JSON.
+// nothing if the value is no array. b should be valid JSON, as for
+// EachMember.
 func EachElement(b []byte, fn func(v []byte) bool) {
 	i := SkipSpace(b, 0)
 	if i >= len(b) || b[i] != '[' {
@@ -85,7 +98,7 @@ func EachElement(b []byte, fn func(v []byte) bool) {
 	}
 	for i = SkipSpace(b, i+1); i < len(b) && b[i] != ']'; {
 		end := SkipValue(b, i)
-		if !fn(b[i:end]) {
+		if end <= i || !fn(b[i:end]) {
 			return
 		}
 		i = SkipSpace(b, end)
@@ -98,20 +111,119 @@ func EachElement(b []byte, fn func(v []byte) bool) {
 // String returns the string value v unescaped, and false if v is no
 // string.
 func String(v []byte) (string, bool) {
-	if len(v) < 2 || v[0] != '"' {
+	text, escaped, ok := Content(v)
+	if !ok {
 		return "", false
 	}
-	return Unquote(v), true
+	if !escaped {
+		return string(text), true
+	}
+	var out strings.Builder
+	out.Grow(len(text))
+	Unescape(&out, text)
+	return out.String(), true
+}
+
+// Content returns the text of the string value v as it is written,
+// between its quotes, whether it holds escapes, and false if v is no
+// string.
+func Content(v []byte) (text []byte, escaped, ok bool) {
+	if len(v) < 2 || v[0] != '"' || v[len(v)-1] != '"' {
+		return nil, false, false
+	}
+	text = v[1 : len(v)-1]
+	return text, bytes.IndexByte(text, '\\') >= 0, true
 }
 
 // Unquote returns the JSON string s (quotes included) unescaped.
 func Unquote(s []byte) string {
-	if bytes.IndexByte(s, '\\') < 0 {
-		return string(s[1 : len(s)-1])
-	}
-	var out string
-	_ = json.Unmarshal(s, &out) // (valid JSON: cannot fail)
+	out, _ := String(s)
 	return out
+}
+
+// Unescape writes the text of a JSON string, as it is written between
+// its quotes, to out unescaped, as encoding/json does (a surrogate
+// escape that makes no pair with the next one becomes U+FFFD), except
+// that it copies any other byte as it is, invalid UTF-8 included (as it
+// does a string without escapes) and also an escape that is not one.
+func Unescape(out *strings.Builder, text []byte) {
+	for len(text) > 0 {
+		i := bytes.IndexByte(text, '\\')
+		if i < 0 {
+			out.Write(text)
+			return
+		}
+		out.Write(text[:i])
+		text = text[i:]
+		if len(text) < 2 {
+			break
+		}
+		n := 2 // the escape's length
+		switch c := text[1]; c {
+		case '"', '\\', '/':
+			out.WriteByte(c)
+		case 'b':
+			out.WriteByte('\b')
+		case 'f':
+			out.WriteByte('\f')
+		case 'n':
+			out.WriteByte('\n')
+		case 'r':
+			out.WriteByte('\r')
+		case 't':
+			out.WriteByte('\t')
+		case 'u':
+			r := hex4(text[2:])
+			if r < 0 {
+				n = 0
+				break
+			}
+			n = 6
+			if utf16.IsSurrogate(r) {
+				r2 := rune(-1)
+				if len(text) >= 12 && text[6] == '\\' && text[7] == 'u' {
+					r2 = hex4(text[8:])
+				}
+				if p := utf16.DecodeRune(r, r2); p != utf8.RuneError {
+					r, n = p, 12
+				} else {
+					r = utf8.RuneError
+				}
+			}
+			out.WriteRune(r)
+		default:
+			n = 0
+		}
+		if n == 0 { // not an escape: the backslash as it is
+			out.WriteByte('\\')
+			n = 1
+		}
+		text = text[n:]
+	}
+	out.Write(text)
+}
+
+// hex4 returns the value of the four hexadecimal digits that b begins
+// with, or -1.
+func hex4(b []byte) rune {
+	if len(b) < 4 {
+		return -1
+	}
+	r := rune(0)
+	for _, c := range b[:4] {
+		switch {
+		case '0' <= c && c <= '9':
+			c -= '0'
+		case 'a' <= c && c <= 'f':
+			c -= 'a' - 10
+		case 'A' <= c && c <= 'F':
+			c -= 'A' - 10
+		default:
+			return -1
+		}
+		r = r<<4 | rune(c)
+	}
+	return r
 }
 
 // SkipSpace returns the index of the first byte at or after i that is no
@@ -143,8 +255,12 @@ func SkipString(b []byte, i int) int {
 	}
 }
 
-// SkipValue returns the index just past the value that starts at b[i].
+// SkipValue returns the index just past the value that starts at b[i]
+// (len(b) if there is none).
 func SkipValue(b []byte, i int) int {
+	if i >= len(b) {
+		return len(b)
+	}
 	switch b[i] {
 	case '"':
 		return SkipString(b, i)
