@@ -1,11 +1,9 @@
 package strategies
 
 import (
-	"encoding/json"
 	"strings"
 
-	"github.com/tidwall/gjson"
-
+	"github.com/caddy-llm-route/llmroute/internal/jsonscan"
 	"github.com/caddy-llm-route/llmroute/tokens"
 )
 
@@ -51,114 +49,117 @@ func (req *Request) ReadPrompt() {
 		return
 	}
 	req.promptRead = true
-	root := gjson.ParseBytes(req.Body) // copies the body
-	if !root.IsObject() {
-		return
-	}
 
-	// The system prompt goes first whatever the order of the keys.
+	// One walk of the top level, in place; the system prompt goes first
+	// whatever the order of the keys.
 	var w reqWalk
-	var messages, system, instructions, prompt, input gjson.Result
-	root.ForEach(func(k, v gjson.Result) bool {
-		switch k.Str {
+	var messages, system, instructions, prompt, input []byte
+	jsonscan.EachMember(req.Body, 0, func(m jsonscan.Member) bool {
+		switch string(m.Name) {
 		case "messages":
-			messages = v
+			messages = m.Value
 		case "system":
-			system = v
+			system = m.Value
 		case "instructions":
-			instructions = v
+			instructions = m.Value
 		case "prompt":
-			prompt = v
+			prompt = m.Value
 		case "input":
-			input = v
+			input = m.Value
 		case "tools", "functions":
-			if v.IsArray() && v.Get("0").Exists() {
+			if reqFirst(m.Value) != nil {
 				req.HasTools = true
-				w.extra += len(v.Raw)
+				w.extra += len(m.Value)
 			}
 		case "response_format", "output_format": // chat completions; anthropic
-			req.JSONMode = req.JSONMode || reqJSONFormat(v.Get("type").Str)
+			req.JSONMode = req.JSONMode || reqJSONFormat(jsonscan.Lookup(m.Value, "type"))
 		case "text", "output_config": // responses; anthropic
-			req.JSONMode = req.JSONMode || reqJSONFormat(v.Get("format.type").Str)
+			req.JSONMode = req.JSONMode || reqJSONFormat(jsonscan.Lookup(m.Value, "format", "type"))
 		}
 		return true
 	})
 
-	if system.Exists() {
-		w.content(system, "system")
+	w.lastUser = -1
+	if system != nil {
+		w.content(system, roleSystem)
 		w.endMessage()
 	}
-	if instructions.Type == gjson.String {
-		w.add(instructions, "system")
+	if reqIsString(instructions) {
+		w.add(instructions, roleSystem)
 		w.endMessage()
 	}
-	if messages.IsArray() {
-		messages.ForEach(w.item)
+	if reqIsArray(messages) {
+		jsonscan.EachElement(messages, w.item)
 	}
-	if prompt.Exists() {
+	if prompt != nil {
 		w.prompt(prompt)
 	}
-	if input.IsArray() && input.Get("0").IsObject() {
-		input.ForEach(w.item) // responses: input items
-	} else if input.Exists() {
+	if first := reqFirst(input); len(first) > 0 && first[0] == '{' {
+		jsonscan.EachElement(input, w.item) // responses: input items
+	} else if input != nil {
 		w.prompt(input) // embeddings, or a responses input string
 	}
 
-	conv := w.conv.String()
+	conv := w.text()
 	req.Conversation = conv
-	req.System = reqJoin(conv, w.system)
-	req.LastUser = reqJoin(conv, w.lastUser)
+	req.System = w.join(conv, func(p *reqPiece) bool { return p.role == roleSystem })
+	req.LastUser = w.join(conv, func(p *reqPiece) bool { return p.role == roleUser && p.turn == w.lastUser })
 	req.HasImages = w.images
 	req.TextTokens = tokens.Estimate(conv)
 	req.PromptTokens = req.TextTokens + MessageTokenOverhead*w.messages + w.extra/4 + w.ids
 }
 
-// reqSpan is where a piece of text lies in the conversation.
-type reqSpan struct{ start, end int }
+// The roles that matter to the text fields.
+const (
+	roleOther  uint8 = iota // assistant, tool and any other
+	roleSystem              // system and developer
+	roleUser
+)
 
-// reqWalk gathers the text of a request's messages. Its methods take
-// the role of the text by its API name; roles other than "system" and
-// "user" count only for the conversation.
+// reqPiece is one string of text of the prompt: its text as written in
+// the body, then where it lies in the conversation.
+type reqPiece struct {
+	text       []byte // in the body, between the quotes
+	start, end int    // in the conversation
+	turn       int32  // the message or prompt it belongs to
+	role       uint8
+	escaped    bool // text holds escapes
+}
+
+// reqWalk gathers the text of a request's messages as pieces of the
+// body, in the order of the conversation; text then copies them out
+// once. Its methods take the role of the text.
 type reqWalk struct {
-	conv     strings.Builder
-	system   []reqSpan // the system prompt's text
-	turn     []reqSpan // the user text of the current message
-	lastUser []reqSpan // the text of the last user turn
-	userTurn bool      // the current message is a user turn
-	messages int       // messages that get MessageTokenOverhead
-	extra    int       // bytes of tool definitions, calls and inputs
-	ids      int       // prompt tokens given as token ids
+	pieces   []reqPiece
+	size     int   // bytes of the pieces' text as written, with a line break each
+	turn     int32 // the current message or prompt
+	lastUser int32 // the last user turn, or -1
+	userTurn bool  // the current message is a user turn
+	messages int   // messages that get MessageTokenOverhead
+	extra    int   // bytes of tool definitions, calls and inputs
+	ids      int   // prompt tokens given as token ids
 	images   bool
 }
 
 // add appends the string v, if it is one, to the current message.
-func (w *reqWalk) add(v gjson.Result, role string) {
-	if role == "user" {
+func (w *reqWalk) add(v []byte, role uint8) {
+	if role == roleUser {
 		w.userTurn = true
 	}
-	s := reqString(v)
-	if s == "" {
+	text, escaped, ok := jsonscan.Content(v)
+	if !ok || len(text) == 0 {
 		return
 	}
-	if w.conv.Len() > 0 {
-		w.conv.WriteByte('\n')
-	}
-	sp := reqSpan{start: w.conv.Len(), end: w.conv.Len() + len(s)}
-	w.conv.WriteString(s)
-	switch role {
-	case "system":
-		w.system = append(w.system, sp)
-	case "user":
-		w.turn = append(w.turn, sp)
-	}
+	w.pieces = append(w.pieces, reqPiece{text: text, turn: w.turn, role: role, escaped: escaped})
+	w.size += len(text) + 1
 }
 
 // endTurn closes the current message or prompt.
 func (w *reqWalk) endTurn() {
 	if w.userTurn {
-		w.lastUser, w.turn = w.turn, w.lastUser
+		w.lastUser = w.turn
 	}
-	w.turn = w.turn[:0]
+	w.turn++
 	w.userTurn = false
 }
 
@@ -170,43 +171,46 @@ func (w *reqWalk) endMessage() {
 
 // item reads one element of messages or of Responses input items: a
 // chat or Anthropic message, or a Responses input item. Its signature
-// suits gjson's ForEach.
-func (w *reqWalk) item(_, m gjson.Result) bool {
-	if m.Type == gjson.String { // tolerate bare strings as user turns
-		w.add(m, "user")
+// suits jsonscan.EachElement.
+func (w *reqWalk) item(m []byte) bool {
+	if m[0] == '"' { // tolerate bare strings as user turns
+		w.add(m, roleUser)
 		w.endMessage()
 		return true
 	}
-	if !m.IsObject() {
+	if m[0] != '{' {
 		return true
 	}
-	var typ, role string
-	var content, output gjson.Result
-	m.ForEach(func(k, v gjson.Result) bool {
-		switch k.Str {
+	var typ, role, content, output []byte
+	jsonscan.EachMember(m, 0, func(f jsonscan.Member) bool {
+		switch string(f.Name) {
 		case "type":
-			typ = v.Str
+			typ = f.Value
 		case "role":
-			role = v.Str
+			role = f.Value
 		case "content":
-			content = v
+			content = f.Value
 		case "output": // responses function_call_output
-			output = v
+			output = f.Value
 		case "tool_calls", "function_call", "arguments", "input":
 			// chat tool calls; responses function_call arguments and
 			// custom_tool_call input
-			w.extra += len(v.Raw)
+			w.extra += len(f.Value)
 		}
 		return true
 	})
-	switch typ {
+	switch string(reqText(typ)) {
 	case "", "message":
-		if role == "developer" {
-			role = "system"
+		r := roleOther
+		switch string(reqText(role)) {
+		case "system", "developer":
+			r = roleSystem
+		case "user":
+			r = roleUser
 		}
-		w.content(content, role)
+		w.content(content, r)
 	case "function_call_output", "custom_tool_call_output":
-		w.content(output, "tool")
+		w.content(output, roleOther)
 	case "function_call", "custom_tool_call":
 	default: // reasoning items, references, built-in tool calls
 		return true
@@ -216,18 +220,19 @@ func (w *reqWalk) item(_, m gjson.Result) bool {
 }
 
 // content reads a message's content: a string or a list of parts.
-func (w *reqWalk) content(v gjson.Result, role string) {
-	if v.Type == gjson.String {
+func (w *reqWalk) content(v []byte, role uint8) {
+	if reqIsString(v) {
 		w.add(v, role)
 		return
 	}
-	if !v.IsArray() {
+	if !reqIsArray(v) {
 		return
 	}
-	v.ForEach(func(_, p gjson.Result) bool {
-		if p.Type == gjson.String {
+	jsonscan.EachElement(v, func(p []byte) bool {
+		switch p[0] {
+		case '"':
 			w.add(p, role)
-		} else if p.IsObject() {
+		case '{':
 			w.part(p, role)
 		}
 		return true
@@ -235,36 +240,35 @@ func (w *reqWalk) content(v gjson.Result, role string) {
 }
 
 // part reads one content part or block.
-func (w *reqWalk) part(p gjson.Result, role string) {
-	var typ string
-	var text, sub gjson.Result
-	p.ForEach(func(k, v gjson.Result) bool {
-		switch k.Str {
+func (w *reqWalk) part(p []byte, role uint8) {
+	var typ, text, sub []byte
+	jsonscan.EachMember(p, 0, func(f jsonscan.Member) bool {
+		switch string(f.Name) {
 		case "type":
-			typ = v.Str
+			typ = f.Value
 		case "text", "thinking", "refusal":
-			if v.Type == gjson.String {
-				text = v
+			if reqIsString(f.Value) {
+				text = f.Value
 			}
 		case "content": // anthropic tool_result
-			sub = v
+			sub = f.Value
 		case "input": // anthropic tool_use
-			w.extra += len(v.Raw)
+			w.extra += len(f.Value)
 		}
 		return true
 	})
-	switch typ {
+	switch string(reqText(typ)) {
 	case "text", "input_text", "output_text":
 		w.add(text, role)
 	case "image_url", "image", "input_image":
 		w.images = true
 	case "tool_result":
-		w.content(sub, "tool")
+		w.content(sub, roleOther)
 		return // tool results alone do not make a user turn
 	case "thinking", "refusal":
-		w.add(text, "assistant")
+		w.add(text, roleOther)
 	}
-	if role == "user" {
+	if role == roleUser {
 		// an image- or audio-only user message is a user turn too
 		w.userTurn = true
 	}
@@ -272,19 +276,19 @@ func (w *reqWalk) part(p gjson.Result, role string) {
 
 // prompt reads a /completions prompt or an /embeddings input: a string,
 // a list of strings, or token ids, all one user turn.
-func (w *reqWalk) prompt(v gjson.Result) {
+func (w *reqWalk) prompt(v []byte) {
 	switch {
-	case v.Type == gjson.String:
-		w.add(v, "user")
-	case v.IsArray():
-		v.ForEach(func(_, e gjson.Result) bool {
-			switch {
-			case e.Type == gjson.String:
-				w.add(e, "user")
-			case e.Type == gjson.Number:
+	case reqIsString(v):
+		w.add(v, roleUser)
+	case reqIsArray(v):
+		jsonscan.EachElement(v, func(e []byte) bool {
+			switch c := e[0]; {
+			case c == '"':
+				w.add(e, roleUser)
+			case c == '-' || '0' <= c && c <= '9':
 				w.ids++
-			case e.IsArray():
-				w.ids += int(e.Get("#").Int())
+			case c == '[':
+				jsonscan.EachElement(e, func([]byte) bool { w.ids++; return true })
 			}
 			return true
 		})
@@ -294,39 +298,96 @@ func (w *reqWalk) prompt(v gjson.Result) {
 	w.endTurn()
 }
 
-// reqString returns the string v, or "" when v is no string. gjson
-// decodes a surrogate escape and the escape after it as a pair even when
-// they make none; encoding/json turns each lone surrogate into U+FFFD,
-// so strings with a surrogate escape are left to it.
-func reqString(v gjson.Result) string {
-	if v.Type != gjson.String {
+// text copies the pieces out into the conversation, one per line,
+// unescaping those that hold escapes, and notes where each lies.
+func (w *reqWalk) text() string {
+	if len(w.pieces) == 0 {
 		return ""
 	}
-	if strings.Contains(v.Raw, `\ud`) || strings.Contains(v.Raw, `\uD`) {
-		var s string
-		if json.Unmarshal([]byte(v.Raw), &s) == nil {
-			return s
-		}
-	}
-	return v.Str
-}
-
-// reqJoin returns the text at spans of conv, one span per line.
-func reqJoin(conv string, spans []reqSpan) string {
-	if len(spans) == 1 {
-		return conv[spans[0].start:spans[0].end]
-	}
 	var b strings.Builder
-	for i, sp := range spans {
+	b.Grow(w.size - 1) // (unescaping only shortens)
+	for i := range w.pieces {
+		p := &w.pieces[i]
 		if i > 0 {
 			b.WriteByte('\n')
 		}
-		b.WriteString(conv[sp.start:sp.end])
+		p.start = b.Len()
+		if p.escaped {
+			jsonscan.Unescape(&b, p.text)
+		} else {
+			b.Write(p.text)
+		}
+		p.end = b.Len()
 	}
 	return b.String()
 }
 
-// reqJSONFormat reports whether an output format type asks for JSON.
-func reqJSONFormat(typ string) bool {
-	return typ == "json_object" || typ == "json_schema"
+// join returns the text of the pieces that keep holds, one per line: a
+// part of conv when they follow each other there.
+func (w *reqWalk) join(conv string, keep func(p *reqPiece) bool) string {
+	first, last, n := -1, -1, 0
+	for i := range w.pieces {
+		if keep(&w.pieces[i]) {
+			if first < 0 {
+				first = i
+			}
+			last = i
+			n++
+		}
+	}
+	switch {
+	case n == 0:
+		return ""
+	case n == last-first+1: // consecutive: one line after another in conv
+		return conv[w.pieces[first].start:w.pieces[last].end]
+	}
+	var b strings.Builder
+	for i := first; i <= last; i++ {
+		if p := &w.pieces[i]; keep(p) {
+			if b.Len() > 0 {
+				b.WriteByte('\n')
+			}
+			b.WriteString(conv[p.start:p.end])
+		}
+	}
+	return b.String()
+}
+
+// reqText returns the text of the string value v, unescaped, or nil when
+// v is no string. It copies only a string that holds escapes.
+func reqText(v []byte) []byte {
+	text, escaped, ok := jsonscan.Content(v)
+	if escaped {
+		var b strings.Builder
+		jsonscan.Unescape(&b, text)
+		return []byte(b.String())
+	}
+	if !ok {
+		return nil
+	}
+	return text
+}
+
+// reqIsString reports whether the value v is a string.
+func reqIsString(v []byte) bool { return len(v) > 0 && v[0] == '"' }
+
+// reqIsArray reports whether the value v is an array.
+func reqIsArray(v []byte) bool { return len(v) > 0 && v[0] == '[' }
+
+// reqFirst returns the first element of the array v, or nil when v is
+// no array or an empty one.
+func reqFirst(v []byte) []byte {
+	var first []byte
+	jsonscan.EachElement(v, func(e []byte) bool { first = e; return false })
+	return first
+}
+
+// reqJSONFormat reports whether an output format type, a JSON value,
+// asks for JSON.
+func reqJSONFormat(typ []byte) bool {
+	switch string(reqText(typ)) {
+	case "json_object", "json_schema":
+		return true
+	}
+	return false
 }
