@@ -79,7 +79,7 @@ func (req *Request) ReadPrompt() {
 		return true
 	})
 
-	w.lastUser = -1
+	w.pieces, w.lastUser = make([]reqPiece, 0, 8), -1 // most requests have fewer pieces
 	if system != nil {
 		w.content(system, roleSystem)
 		w.endMessage()
