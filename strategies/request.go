@@ -40,10 +40,12 @@ func BuildRequest(endpoint string, body []byte) Request {
 // definitions, tool calls and tool inputs, plus any prompt given as token
 // ids. Images and audio are not counted.
 //
-// The text fields never share memory with the body. ReadPrompt does
-// not validate the body (the handler has) but never fails on any input
-// either; what it cannot read it leaves out. Reading it again does
-// nothing.
+// The text fields never share memory with the body. ReadPrompt reads
+// the body in place and copies only the text it keeps, once (a string's
+// escapes are decoded as encoding/json does; invalid UTF-8 stays as it
+// is). It does not validate the body (the handler has) but never fails
+// on any input either; what it cannot read it leaves out. Reading it
+// again does nothing.
 func (req *Request) ReadPrompt() {
 	if req.promptRead {
 		return

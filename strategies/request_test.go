@@ -410,3 +410,23 @@ func BenchmarkBuildRequest(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkBuildRequestEstimate is the part of BuildRequest that is the
+// token estimate of the conversation.
+func BenchmarkBuildRequestEstimate(b *testing.B) {
+	for _, lang := range []string{"en", "zh"} {
+		for _, size := range reqBenchSizes {
+			body := reqBenchBody(reqBenchText(size.n, lang == "zh"))
+			conv := BuildRequest("/chat/completions", body).Conversation
+			b.Run(fmt.Sprintf("%s/%s", lang, size.name), func(b *testing.B) {
+				b.ReportAllocs()
+				b.SetBytes(int64(len(body)))
+				for b.Loop() {
+					if tokens.Estimate(conv) == 0 {
+						b.Fatal("no tokens")
+					}
+				}
+			})
+		}
+	}
+}
