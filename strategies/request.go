@@ -52,26 +52,26 @@ func (req *Request) ReadPrompt() {
 	}
 	req.promptRead = true
 
-	// One walk of the top level, in place; the system prompt goes first
-	// whatever the order of the keys.
-	var w reqWalk
-	var messages, system, instructions, prompt, input []byte
+	// The top level, in place; the system prompt goes first whatever the
+	// order of the keys.
+	var parts reqParts
+	extra := 0
 	jsonscan.EachMember(req.Body, 0, func(m jsonscan.Member) bool {
 		switch string(m.Name) {
 		case "messages":
-			messages = m.Value
+			parts.messages = m.Value
 		case "system":
-			system = m.Value
+			parts.system = m.Value
 		case "instructions":
-			instructions = m.Value
+			parts.instructions = m.Value
 		case "prompt":
-			prompt = m.Value
+			parts.prompt = m.Value
 		case "input":
-			input = m.Value
+			parts.input = m.Value
 		case "tools", "functions":
 			if reqFirst(m.Value) != nil {
 				req.HasTools = true
-				w.extra += len(m.Value)
+				extra += len(m.Value)
 			}
 		case "response_format", "output_format": // chat completions; anthropic
 			req.JSONMode = req.JSONMode || reqJSONFormat(jsonscan.Lookup(m.Value, "type"))
@@ -81,34 +81,52 @@ func (req *Request) ReadPrompt() {
 		return true
 	})
 
-	w.pieces, w.lastUser = make([]reqPiece, 0, 8), -1 // most requests have fewer pieces
-	if system != nil {
-		w.content(system, roleSystem)
-		w.endMessage()
+	// The messages, twice: to measure the text, then to copy it into a
+	// conversation of that size (walking is quicker than keeping a note
+	// of each piece of text, which costs more memory than the text on
+	// many tiny messages).
+	w := reqWalk{lastUser: -1}
+	parts.walk(&w)
+	var conv strings.Builder
+	if w.size > 0 {
+		conv.Grow(w.size - 1) // (unescaping only shortens)
+		c := reqWalk{out: &conv, lastUser: w.lastUser}
+		parts.walk(&c)
+		req.Conversation = conv.String()
+		req.System = c.system.text(&parts, &c, roleSystem)
+		req.LastUser = c.last.text(&parts, &c, roleUser)
 	}
-	if reqIsString(instructions) {
-		w.add(instructions, roleSystem)
-		w.endMessage()
-	}
-	if reqIsArray(messages) {
-		jsonscan.EachElement(messages, w.item)
-	}
-	if prompt != nil {
-		w.prompt(prompt)
-	}
-	if first := reqFirst(input); len(first) > 0 && first[0] == '{' {
-		jsonscan.EachElement(input, w.item) // responses: input items
-	} else if input != nil {
-		w.prompt(input) // embeddings, or a responses input string
-	}
-
-	conv := w.text()
-	req.Conversation = conv
-	req.System = w.join(conv, func(p *reqPiece) bool { return p.role == roleSystem })
-	req.LastUser = w.join(conv, func(p *reqPiece) bool { return p.role == roleUser && p.turn == w.lastUser })
 	req.HasImages = w.images
-	req.TextTokens = tokens.Estimate(conv)
-	req.PromptTokens = req.TextTokens + MessageTokenOverhead*w.messages + w.extra/4 + w.ids
+	req.TextTokens = tokens.Estimate(req.Conversation)
+	req.PromptTokens = req.TextTokens + MessageTokenOverhead*w.messages + (extra+w.extra)/4 + w.ids
+}
+
+// reqParts are the members of a request that hold its prompt.
+type reqParts struct {
+	messages, system, instructions, prompt, input []byte
+}
+
+// walk reads the prompt's text with w, in the order of the conversation.
+func (p *reqParts) walk(w *reqWalk) {
+	if p.system != nil {
+		w.content(p.system, roleSystem)
+		w.endMessage()
+	}
+	if reqIsString(p.instructions) {
+		w.add(p.instructions, roleSystem)
+		w.endMessage()
+	}
+	if reqIsArray(p.messages) {
+		jsonscan.EachElement(p.messages, w.item)
+	}
+	if p.prompt != nil {
+		w.prompt(p.prompt)
+	}
+	if first := reqFirst(p.input); len(first) > 0 && first[0] == '{' {
+		jsonscan.EachElement(p.input, w.item) // responses: input items
+	} else if p.input != nil {
+		w.prompt(p.input) // embeddings, or a responses input string
+	}
 }
 
 // The roles that matter to the text fields.
@@ -118,29 +136,54 @@ const (
 	roleUser
 )
 
-// reqPiece is one string of text of the prompt: its text as written in
-// the body, then where it lies in the conversation.
-type reqPiece struct {
-	text       []byte // in the body, between the quotes
-	start, end int    // in the conversation
-	turn       int32  // the message or prompt it belongs to
-	role       uint8
-	escaped    bool // text holds escapes
+// reqWalk walks the text of a request's messages, to measure it or to
+// write it out. Its methods take the role of the text.
+type reqWalk struct {
+	out  *strings.Builder // where the text goes, or nil to measure it
+	only uint8            // if not 0, the one role to write (roleUser: of the last user turn)
+
+	turn     int32 // the current message or prompt
+	lastUser int32 // the last user turn, or -1 (to write: known from measuring)
+	userTurn bool  // the current message is a user turn
+	piece    int   // pieces of text so far
+
+	size     int // bytes of text as written, with a line break each
+	messages int // messages that get MessageTokenOverhead
+	extra    int // bytes of tool calls and inputs
+	ids      int // prompt tokens given as token ids
+	images   bool
+
+	system, last reqLines // where the system prompt and the last user turn lie in out
 }
 
-// reqWalk gathers the text of a request's messages as pieces of the
-// body, in the order of the conversation; text then copies them out
-// once. Its methods take the role of the text.
-type reqWalk struct {
-	pieces   []reqPiece
-	size     int   // bytes of the pieces' text as written, with a line break each
-	turn     int32 // the current message or prompt
-	lastUser int32 // the last user turn, or -1
-	userTurn bool  // the current message is a user turn
-	messages int   // messages that get MessageTokenOverhead
-	extra    int   // bytes of tool definitions, calls and inputs
-	ids      int   // prompt tokens given as token ids
-	images   bool
+// reqLines are the lines of one role in the conversation.
+type reqLines struct {
+	n, first, last int // how many, the first's and the last's piece number
+	start, end     int // where the first begins and the last ends
+}
+
+// note notes the piece number i at out[start:end].
+func (l *reqLines) note(i, start, end int) {
+	if l.n == 0 {
+		l.first, l.start = i, start
+	}
+	l.n++
+	l.last, l.end = i, end
+}
+
+// text returns the lines, one per line: a part of the conversation when
+// they follow each other there, else read again from parts.
+func (l *reqLines) text(parts *reqParts, c *reqWalk, role uint8) string {
+	switch {
+	case l.n == 0:
+		return ""
+	case l.n == l.last-l.first+1:
+		return c.out.String()[l.start:l.end]
+	}
+	var b strings.Builder
+	b.Grow(l.end - l.start)
+	parts.walk(&reqWalk{out: &b, only: role, lastUser: c.lastUser})
+	return b.String()
 }
 
 // add appends the string v, if it is one, to the current message.
@@ -149,16 +192,36 @@ func (w *reqWalk) add(v []byte, role uint8) {
 		w.userTurn = true
 	}
 	text, escaped, ok := jsonscan.Content(v)
-	if !ok || len(text) == 0 {
+	switch {
+	case !ok || len(text) == 0:
+		return
+	case w.out == nil:
+		w.size += len(text) + 1
+		return
+	case w.only != 0 && (role != w.only || role == roleUser && w.turn != w.lastUser):
 		return
 	}
-	w.pieces = append(w.pieces, reqPiece{text: text, turn: w.turn, role: role, escaped: escaped})
-	w.size += len(text) + 1
+	if w.out.Len() > 0 {
+		w.out.WriteByte('\n')
+	}
+	start := w.out.Len()
+	if escaped {
+		jsonscan.Unescape(w.out, text)
+	} else {
+		w.out.Write(text)
+	}
+	switch {
+	case role == roleSystem:
+		w.system.note(w.piece, start, w.out.Len())
+	case role == roleUser && w.turn == w.lastUser:
+		w.last.note(w.piece, start, w.out.Len())
+	}
+	w.piece++
 }
 
 // endTurn closes the current message or prompt.
 func (w *reqWalk) endTurn() {
-	if w.userTurn {
+	if w.userTurn && w.out == nil {
 		w.lastUser = w.turn
 	}
 	w.turn++
@@ -298,61 +361,6 @@ func (w *reqWalk) prompt(v []byte) {
 		return
 	}
 	w.endTurn()
-}
-
-// text copies the pieces out into the conversation, one per line,
-// unescaping those that hold escapes, and notes where each lies.
-func (w *reqWalk) text() string {
-	if len(w.pieces) == 0 {
-		return ""
-	}
-	var b strings.Builder
-	b.Grow(w.size - 1) // (unescaping only shortens)
-	for i := range w.pieces {
-		p := &w.pieces[i]
-		if i > 0 {
-			b.WriteByte('\n')
-		}
-		p.start = b.Len()
-		if p.escaped {
-			jsonscan.Unescape(&b, p.text)
-		} else {
-			b.Write(p.text)
-		}
-		p.end = b.Len()
-	}
-	return b.String()
-}
-
-// join returns the text of the pieces that keep holds, one per line: a
-// part of conv when they follow each other there.
-func (w *reqWalk) join(conv string, keep func(p *reqPiece) bool) string {
-	first, last, n := -1, -1, 0
-	for i := range w.pieces {
-		if keep(&w.pieces[i]) {
-			if first < 0 {
-				first = i
-			}
-			last = i
-			n++
-		}
-	}
-	switch {
-	case n == 0:
-		return ""
-	case n == last-first+1: // consecutive: one line after another in conv
-		return conv[w.pieces[first].start:w.pieces[last].end]
-	}
-	var b strings.Builder
-	for i := first; i <= last; i++ {
-		if p := &w.pieces[i]; keep(p) {
-			if b.Len() > 0 {
-				b.WriteByte('\n')
-			}
-			b.WriteString(conv[p.start:p.end])
-		}
-	}
-	return b.String()
 }
 
 // reqText returns the text of the string value v, unescaped, or nil when
