@@ -16,6 +16,7 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp/reverseproxy"
 
+	"github.com/caddy-llm-route/llmroute/internal/jsonscan"
 	"github.com/caddy-llm-route/llmroute/strategies"
 )
 
@@ -50,7 +51,7 @@ func BenchmarkCheckJSON(b *testing.B) {
 			b.SetBytes(int64(len(body)))
 			b.ReportAllocs()
 			for b.Loop() {
-				if checkJSON(body, defaultMaxDepth) != jsonValid {
+				if jsonscan.Check(body, defaultMaxDepth) != jsonscan.Valid {
 					b.Fatal("invalid")
 				}
 			}

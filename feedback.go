@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+
+	"github.com/caddy-llm-route/llmroute/internal/jsonscan"
 )
 
 // maxFeedbackBody is the largest feedback body accepted.
@@ -135,8 +137,8 @@ func validJSONObject(body []byte) string {
 	}
 	seen := map[string]bool{}
 	dup := ""
-	eachMember(trimmed, 0, func(m member) bool {
-		name := m.key()
+	jsonscan.EachMember(trimmed, 0, func(m jsonscan.Member) bool {
+		name := m.Key()
 		if seen[name] {
 			dup = name
 			return false

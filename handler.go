@@ -21,6 +21,7 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
+	"github.com/caddy-llm-route/llmroute/internal/jsonscan"
 	"github.com/caddy-llm-route/llmroute/limits"
 	"github.com/caddy-llm-route/llmroute/strategies"
 	"github.com/caddy-llm-route/llmroute/translate"
@@ -612,7 +613,7 @@ func wantsStreamUsage(req *strategies.Request, c *strategies.Candidate) bool {
 	return req.Stream && c.Provider.API() == translate.OpenAI && c.Provider.StreamUsageOn() &&
 		c.Provider.Translation(req.Endpoint) == nil &&
 		(req.Endpoint == "/chat/completions" || req.Endpoint == "/completions") &&
-		!gjson.ParseBytes(lookup(req.Body, "stream_options", "include_usage")).Bool()
+		!gjson.ParseBytes(jsonscan.Lookup(req.Body, "stream_options", "include_usage")).Bool()
 }
 
 // countTokens answers a count_tokens request for a provider that has no

@@ -14,6 +14,7 @@ import (
 	"github.com/tidwall/gjson"
 	"github.com/tidwall/sjson"
 
+	"github.com/caddy-llm-route/llmroute/internal/jsonscan"
 	"github.com/caddy-llm-route/llmroute/strategies"
 )
 
@@ -90,13 +91,13 @@ const maxTokensLimit = 100_000_000
 // nesting is checked iteratively before anything recursive looks at the
 // body.
 func parseRequest(body []byte, modelKey string, maxDepth int) (*strategies.Request, *requestError) {
-	switch checkJSON(body, maxDepth) {
-	case jsonTooDeep:
+	switch jsonscan.Check(body, maxDepth) {
+	case jsonscan.TooDeep:
 		return nil, badRequest("too_deep", "request body is nested deeper than %d levels", maxDepth)
-	case jsonInvalid:
+	case jsonscan.Invalid:
 		return nil, badRequest("invalid_json", "request body is not valid JSON")
 	}
-	if skipSpace(body, 0) == len(body) || body[skipSpace(body, 0)] != '{' {
+	if jsonscan.SkipSpace(body, 0) == len(body) || body[jsonscan.SkipSpace(body, 0)] != '{' {
 		return nil, badRequest("invalid_request", "request body must be a JSON object")
 	}
 	// One pass over the top-level members: duplicates, and the fields
@@ -111,26 +112,26 @@ func parseRequest(body []byte, modelKey string, maxDepth int) (*strategies.Reque
 	// The set holds a hash of each key's folded form, so that no key is
 	// copied.
 	var seen keySet
-	eachMember(body, 0, func(m member) bool {
+	jsonscan.EachMember(body, 0, func(m jsonscan.Member) bool {
 		if seen.len() == maxKeys {
 			perr = badRequest("too_many_keys", "request body has more than %d top-level keys", maxKeys)
 			return false
 		}
-		if !seen.add(foldHash(m.name)) {
-			perr = badRequest("duplicate_key", "request body has the key %q more than once (keys differing only in case count as one)", truncate(m.key(), 64))
+		if !seen.add(foldHash(m.Name)) {
+			perr = badRequest("duplicate_key", "request body has the key %q more than once (keys differing only in case count as one)", truncate(m.Key(), 64))
 			return false
 		}
-		if foldable(m.name) && !m.is(top) && (foldEqual(m.name, foldedTop) || slices.ContainsFunc(readKeys, func(k string) bool { return foldEqual(m.name, k) })) {
+		if foldable(m.Name) && !m.Is(top) && (foldEqual(m.Name, foldedTop) || slices.ContainsFunc(readKeys, func(k string) bool { return foldEqual(m.Name, k) })) {
 			// The gateway reads the key in lower case; a server that
 			// ignores case reads this one.
-			perr = ambiguousKey(m.key(), foldKey(m.key()))
+			perr = ambiguousKey(m.Key(), foldKey(m.Key()))
 			return false
 		}
 		switch {
-		case m.is(modelKey):
-			model = gjson.ParseBytes(m.value)
-		case m.is("stream"):
-			v := gjson.ParseBytes(m.value)
+		case m.Is(modelKey):
+			model = gjson.ParseBytes(m.Value)
+		case m.Is("stream"):
+			v := gjson.ParseBytes(m.Value)
 			if v.Type == gjson.Null {
 				break
 			}
@@ -139,18 +140,18 @@ func parseRequest(body []byte, modelKey string, maxDepth int) (*strategies.Reque
 				return false
 			}
 			req.Stream = v.Bool()
-		case m.is("max_tokens"), m.is("max_completion_tokens"), m.is("max_output_tokens"), m.is("n"):
-			n, err := tokenCount(m.key(), gjson.ParseBytes(m.value))
+		case m.Is("max_tokens"), m.Is("max_completion_tokens"), m.Is("max_output_tokens"), m.Is("n"):
+			n, err := tokenCount(m.Key(), gjson.ParseBytes(m.Value))
 			if err != nil {
 				perr = err
 				return false
 			}
-			if !m.is("n") {
+			if !m.Is("n") {
 				req.MaxTokens = max(req.MaxTokens, n)
 			}
-		case m.is("temperature"), m.is("top_p"), m.is("presence_penalty"), m.is("frequency_penalty"):
-			if v := gjson.ParseBytes(m.value); v.Type == gjson.Number && (math.IsInf(v.Float(), 0) || math.Abs(v.Float()) > 1e6) {
-				perr = badRequest("invalid_number", "%q is out of range", m.key())
+		case m.Is("temperature"), m.Is("top_p"), m.Is("presence_penalty"), m.Is("frequency_penalty"):
+			if v := gjson.ParseBytes(m.Value); v.Type == gjson.Number && (math.IsInf(v.Float(), 0) || math.Abs(v.Float()) > 1e6) {
+				perr = badRequest("invalid_number", "%q is out of range", m.Key())
 				return false
 			}
 		}
@@ -306,16 +307,16 @@ func nestedKey(body []byte, path string) (gjson.Result, *requestError) {
 		var found []byte
 		var perr *requestError
 		folded := foldKey(part)
-		eachMember(v, 0, func(m member) bool {
+		jsonscan.EachMember(v, 0, func(m jsonscan.Member) bool {
 			switch {
-			case !foldEqual(m.name, folded):
+			case !foldEqual(m.Name, folded):
 				return true
 			case found != nil:
 				perr = badRequest("duplicate_key", "request body has the key %q more than once (keys differing only in case count as one)", truncate(path, 64))
-			case !m.is(part):
-				perr = ambiguousKey(m.key(), part)
+			case !m.Is(part):
+				perr = ambiguousKey(m.Key(), part)
 			default:
-				found = m.value
+				found = m.Value
 				return true
 			}
 			return false
@@ -478,20 +479,20 @@ func spliceModel(body []byte, modelKey, model string, dropModels bool, added []b
 	listPrev, listNext := -1, -1
 	prevEnd := -1 // where the previous member's value ends
 	addable := tops != nil
-	eachMember(body, 0, func(m member) bool {
+	jsonscan.EachMember(body, 0, func(m jsonscan.Member) bool {
 		if list.start >= 0 && listNext < 0 {
-			listNext = m.keyStart
+			listNext = m.KeyStart
 		}
 		switch {
-		case value.start < 0 && m.is(modelKey):
-			value = span{m.valueStart, m.valueStart + len(m.value)}
-		case dropModels && list.start < 0 && m.is("models"):
-			list, listPrev = span{m.keyStart, m.valueStart + len(m.value)}, prevEnd
+		case value.start < 0 && m.Is(modelKey):
+			value = span{m.ValueStart, m.ValueStart + len(m.Value)}
+		case dropModels && list.start < 0 && m.Is("models"):
+			list, listPrev = span{m.KeyStart, m.ValueStart + len(m.Value)}, prevEnd
 		}
-		if addable && slices.ContainsFunc(tops, m.is) {
+		if addable && slices.ContainsFunc(tops, m.Is) {
 			addable = false
 		}
-		prevEnd = m.valueStart + len(m.value)
+		prevEnd = m.ValueStart + len(m.Value)
 		return true
 	})
 	if value.start < 0 {
@@ -518,7 +519,7 @@ func spliceModel(body []byte, modelKey, model string, dropModels bool, added []b
 		edits[n] = edit{span: list}
 		n++
 	}
-	if close := skipSpace(body, prevEnd); addable && len(added) > 0 && close < len(body) && body[close] == '}' {
+	if close := jsonscan.SkipSpace(body, prevEnd); addable && len(added) > 0 && close < len(body) && body[close] == '}' {
 		edits[n] = edit{span{close, close}, added}
 		n++
 	} else if len(added) > 0 || !addable {

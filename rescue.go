@@ -11,6 +11,7 @@ import (
 	"github.com/tidwall/sjson"
 	"go.uber.org/zap"
 
+	"github.com/caddy-llm-route/llmroute/internal/jsonscan"
 	"github.com/caddy-llm-route/llmroute/strategies"
 	"github.com/caddy-llm-route/llmroute/translate"
 	"github.com/caddy-llm-route/llmroute/upstreams"
@@ -99,12 +100,12 @@ func newSplice(w http.ResponseWriter, req *strategies.Request, rescue bool) *spl
 	sp := &splice{w: w, api: api, rescue: rescue, open: -1, checkedRestart: true}
 	// Read in place: the messages are most of a body, which gjson would
 	// copy.
-	eachMember(req.Body, 0, func(m member) bool {
+	jsonscan.EachMember(req.Body, 0, func(m jsonscan.Member) bool {
 		switch {
-		case m.is("messages"):
-			sp.prefilled = lastRole(m.value) == "assistant"
-		case m.is("n"):
-			if gjson.ParseBytes(m.value).Int() != 1 {
+		case m.Is("messages"):
+			sp.prefilled = lastRole(m.Value) == "assistant"
+		case m.Is("n"):
+			if gjson.ParseBytes(m.Value).Int() != 1 {
 				sp.tools = true // several choices cannot be continued as one
 			}
 		}
@@ -119,14 +120,14 @@ func lastRole(messages []byte) string {
 	last := messages
 	if len(messages) > 0 && messages[0] == '[' {
 		last = nil
-		eachElement(messages, func(v []byte) bool { last = v; return true })
+		jsonscan.EachElement(messages, func(v []byte) bool { last = v; return true })
 	}
 	role := ""
-	eachMember(last, 0, func(f member) bool {
-		if !f.is("role") {
+	jsonscan.EachMember(last, 0, func(f jsonscan.Member) bool {
+		if !f.Is("role") {
 			return true
 		}
-		role, _ = jsonString(f.value)
+		role, _ = jsonscan.String(f.Value)
 		return false
 	})
 	return role

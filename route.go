@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/caddy-llm-route/llmroute/internal/jsonscan"
 	"github.com/caddy-llm-route/llmroute/strategies"
 )
 
@@ -177,9 +178,9 @@ func newCandidate(m *Model, s serving, t *Target) strategies.Candidate {
 // itself or names what does not exist, and each entry costs a lookup.
 func (h *Handler) withClientModels(body []byte, targets []*Target, key *ClientKey) ([]*Target, *requestError) {
 	var list []byte
-	eachMember(body, 0, func(m member) bool {
-		if m.is("models") {
-			list = m.value
+	jsonscan.EachMember(body, 0, func(m jsonscan.Member) bool {
+		if m.Is("models") {
+			list = m.Value
 		}
 		return list == nil
 	})
@@ -193,8 +194,8 @@ func (h *Handler) withClientModels(body []byte, targets []*Target, key *ClientKe
 	targets = slices.Clip(targets) // never append into a route's own slice
 	var names []string
 	var rerr *requestError
-	eachElement(list, func(v []byte) bool {
-		name, ok := jsonString(v)
+	jsonscan.EachElement(list, func(v []byte) bool {
+		name, ok := jsonscan.String(v)
 		switch {
 		case !ok:
 			rerr = badRequest("invalid_models", "\"models\" must be an array of model names")

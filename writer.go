@@ -11,6 +11,7 @@ import (
 
 	"github.com/tidwall/gjson"
 
+	"github.com/caddy-llm-route/llmroute/internal/jsonscan"
 	"github.com/caddy-llm-route/llmroute/translate"
 )
 
@@ -300,7 +301,7 @@ func (aw *attemptWriter) finish() error {
 				aw.streamErr = err
 				return err
 			}
-		} else if checkJSON(out, math.MaxInt) != jsonValid {
+		} else if jsonscan.Check(out, math.MaxInt) != jsonscan.Valid {
 			aw.streamErr = errCutShort
 			return errCutShort
 		}

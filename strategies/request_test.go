@@ -333,6 +333,37 @@ func TestBuildRequestUnescape(t *testing.T) {
 	}
 }
 
+// ReadPrompt allocates the conversation and nothing else when the system
+// prompt's lines and the last user turn's follow each other in it, however
+// many messages there are; and no more than the text when they do not.
+func TestReadPromptAllocs(t *testing.T) {
+	var b strings.Builder
+	b.WriteString(`{"model":"m","system":[{"type":"text","text":"s1"},{"type":"text","text":"s2"}],"tools":[{"name":"f"}],"messages":[`)
+	for i := range 200 {
+		fmt.Fprintf(&b, `{"role":"user","content":"question %d \u00e9"},{"role":"assistant","content":[{"type":"text","text":"answer"},{"type":"tool_use","input":{}}]},`, i)
+	}
+	b.WriteString(`{"role":"user","content":[{"type":"text","text":"last"},{"type":"image","source":{}},{"type":"text","text":"turn"}]}]}`)
+	body := []byte(b.String())
+	var req Request
+	allocs := testing.AllocsPerRun(20, func() {
+		req = Request{Body: body}
+		req.ReadPrompt()
+	})
+	if allocs != 1 || req.System != "s1\ns2" || req.LastUser != "last\nturn" {
+		t.Errorf("%v allocations, System %q, LastUser %q; want 1, \"s1\\ns2\", \"last\\nturn\"", allocs, req.System, req.LastUser)
+	}
+	// Lines that do not follow each other are joined anew.
+	body = []byte(`{"messages":[{"role":"system","content":"s1"},{"role":"user","content":[{"type":"text","text":"a"},
+		{"type":"tool_result","content":"r"},{"type":"text","text":"b"}]},{"role":"system","content":"s2"}]}`)
+	allocs = testing.AllocsPerRun(20, func() {
+		req = Request{Body: body}
+		req.ReadPrompt()
+	})
+	if allocs != 3 || req.System != "s1\ns2" || req.LastUser != "a\nb" {
+		t.Errorf("%v allocations, System %q, LastUser %q; want 3, \"s1\\ns2\", \"a\\nb\"", allocs, req.System, req.LastUser)
+	}
+}
+
 // BuildRequest reads anything without panicking or looping.
 func FuzzBuildRequest(f *testing.F) {
 	for _, seed := range []string{
@@ -404,6 +435,26 @@ func BenchmarkBuildRequest(b *testing.B) {
 					req := BuildRequest("/chat/completions", body)
 					if req.LastUser == "" {
 						b.Fatal("no text")
+					}
+				}
+			})
+		}
+	}
+}
+
+// BenchmarkBuildRequestEstimate is the part of BuildRequest that is the
+// token estimate of the conversation.
+func BenchmarkBuildRequestEstimate(b *testing.B) {
+	for _, lang := range []string{"en", "zh"} {
+		for _, size := range reqBenchSizes {
+			body := reqBenchBody(reqBenchText(size.n, lang == "zh"))
+			conv := BuildRequest("/chat/completions", body).Conversation
+			b.Run(fmt.Sprintf("%s/%s", lang, size.name), func(b *testing.B) {
+				b.ReportAllocs()
+				b.SetBytes(int64(len(body)))
+				for b.Loop() {
+					if tokens.Estimate(conv) == 0 {
+						b.Fatal("no tokens")
 					}
 				}
 			})

@@ -1,4 +1,4 @@
-package llmroute
+package jsonscan
 
 import (
 	"encoding/json"
@@ -12,7 +12,7 @@ func depthOf(b []byte) int {
 	for i := 0; i < len(b); i++ {
 		switch b[i] {
 		case '"':
-			i = skipString(b, i) - 1
+			i = SkipString(b, i) - 1
 		case '{', '[':
 			depth++
 			most = max(most, depth)
@@ -23,26 +23,26 @@ func depthOf(b []byte) int {
 	return most
 }
 
-// want is what checkJSON must answer for b: encoding/json's verdict,
+// want is what Check must answer for b: encoding/json's verdict,
 // and the depth limit on valid text. (Invalid text that also nests too
 // deep may be reported as either.)
-func want(b []byte, maxDepth int) jsonCheck {
+func want(b []byte, maxDepth int) Verdict {
 	switch {
 	case !json.Valid(b):
-		return jsonInvalid
+		return Invalid
 	case depthOf(b) > maxDepth:
-		return jsonTooDeep
+		return TooDeep
 	}
-	return jsonValid
+	return Valid
 }
 
-// agrees reports whether checkJSON's answer got on b is right.
-func agrees(got jsonCheck, b []byte, maxDepth int) bool {
+// agrees reports whether Check's answer got on b is right.
+func agrees(got Verdict, b []byte, maxDepth int) bool {
 	w := want(b, maxDepth)
-	return got == w || got == jsonTooDeep && w == jsonInvalid && depthOf(b) > maxDepth
+	return got == w || got == TooDeep && w == Invalid && depthOf(b) > maxDepth
 }
 
-func TestCheckJSON(t *testing.T) {
+func TestCheck(t *testing.T) {
 	long := strings.Repeat("plain text of a prompt ", 20)
 	cases := []string{
 		``, ` `, `{}`, `[]`, ` { } `, `[ ]`, `{"a":1}`, `{"a" : [1, 2.5, -0, 1e9, -1.5E-3, true, false, null, "x"]}`,
@@ -55,23 +55,23 @@ func TestCheckJSON(t *testing.T) {
 		"\"\xff\xfe invalid utf-8 passes, as in encoding/json\"",
 	}
 	for _, c := range cases {
-		if got := checkJSON([]byte(c), 4); !agrees(got, []byte(c), 4) {
-			t.Errorf("checkJSON(%.60q) = %d, want %d", c, got, want([]byte(c), 4))
+		if got := Check([]byte(c), 4); !agrees(got, []byte(c), 4) {
+			t.Errorf("Check(%.60q) = %d, want %d", c, got, want([]byte(c), 4))
 		}
 	}
 	// Deeper than the inline stack of 256 levels.
 	deep := []byte(strings.Repeat("[", 300) + strings.Repeat("]", 300))
-	if got := checkJSON(deep, 1000); got != jsonValid {
+	if got := Check(deep, 1000); got != Valid {
 		t.Errorf("300 levels with a limit of 1000: %d, want valid", got)
 	}
-	if got := checkJSON(deep, 299); got != jsonTooDeep {
+	if got := Check(deep, 299); got != TooDeep {
 		t.Errorf("300 levels with a limit of 299: %d, want too deep", got)
 	}
 	mixed := []byte(strings.Repeat(`[{"a":`, 150) + `1` + strings.Repeat(`}]`, 150))
-	if got := checkJSON(mixed, 300); got != jsonValid {
+	if got := Check(mixed, 300); got != Valid {
 		t.Errorf("300 mixed levels: %d, want valid", got)
 	}
-	if got := checkJSON(mixed[:len(mixed)-1], 300); got != jsonInvalid {
+	if got := Check(mixed[:len(mixed)-1], 300); got != Invalid {
 		t.Errorf("300 mixed levels, unclosed: %d, want invalid", got)
 	}
 }
@@ -94,14 +94,14 @@ func TestPlainWord(t *testing.T) {
 	}
 }
 
-func FuzzCheckJSON(f *testing.F) {
+func FuzzCheck(f *testing.F) {
 	for _, s := range []string{`{"model":"m","messages":[{"role":"user","content":"hi \u00e9\n"}]}`, `[1,-2.5e3,true,null]`, `{"a":"\\\""}`, `{"a":1,}`} {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, b []byte) {
 		for _, limit := range []int{3, 64} {
-			if got := checkJSON(b, limit); !agrees(got, b, limit) {
-				t.Fatalf("checkJSON(%q, %d) = %d, want %d", b, limit, got, want(b, limit))
+			if got := Check(b, limit); !agrees(got, b, limit) {
+				t.Fatalf("Check(%q, %d) = %d, want %d", b, limit, got, want(b, limit))
 			}
 		}
 	})

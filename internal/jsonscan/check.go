@@ -1,37 +1,37 @@
-package llmroute
+package jsonscan
 
 import "encoding/binary"
 
-// jsonCheck is what checkJSON found of a text.
-type jsonCheck uint8
+// Verdict is what Check found of a text.
+type Verdict uint8
 
 const (
-	jsonValid   jsonCheck = iota
-	jsonInvalid           // not one JSON value (RFC 8259)
-	jsonTooDeep           // objects and arrays nested deeper than allowed
+	Valid   Verdict = iota
+	Invalid         // not one JSON value (RFC 8259)
+	TooDeep         // objects and arrays nested deeper than allowed
 )
 
-// checkJSON tells, in one pass without recursion (and without
+// Check tells, in one pass without recursion (and without
 // allocation up to 256 levels), whether b is one JSON value nested at most maxDepth
 // levels deep. It is as strict as encoding/json (it does not check
 // UTF-8, which neither does gjson), and it skips over the plain bytes of
 // strings, where a request spends most of its length, eight at a time.
-func checkJSON(b []byte, maxDepth int) jsonCheck {
+func Check(b []byte, maxDepth int) Verdict {
 	var small [4]uint64 // a bit per open container: set for an array
 	open := small[:]
 	isArray := func(d int) bool { return open[d/64]&(1<<(d%64)) != 0 }
 	depth := 0
-	i := skipSpace(b, 0)
+	i := SkipSpace(b, 0)
 	wantValue := true
 	for {
 		if wantValue {
 			if i >= len(b) {
-				return jsonInvalid
+				return Invalid
 			}
 			switch c := b[i]; c {
 			case '{', '[':
 				if depth == maxDepth {
-					return jsonTooDeep
+					return TooDeep
 				}
 				if depth/64 == len(open) {
 					open = append(open, 0)
@@ -42,7 +42,7 @@ func checkJSON(b []byte, maxDepth int) jsonCheck {
 					open[depth/64] &^= 1 << (depth % 64)
 				}
 				depth++
-				i = skipSpace(b, i+1)
+				i = SkipSpace(b, i+1)
 				if i < len(b) && b[i] == c+2 { // ']' and '}' follow '[' and '{' by two
 					depth--
 					i++
@@ -51,7 +51,7 @@ func checkJSON(b []byte, maxDepth int) jsonCheck {
 				}
 				if c == '{' {
 					if i = memberKey(b, i); i < 0 {
-						return jsonInvalid
+						return Invalid
 					}
 				}
 				continue
@@ -67,28 +67,28 @@ func checkJSON(b []byte, maxDepth int) jsonCheck {
 				i = scanNumber(b, i)
 			}
 			if i < 0 {
-				return jsonInvalid
+				return Invalid
 			}
 			wantValue = false
 		}
 		// After a value.
-		i = skipSpace(b, i)
+		i = SkipSpace(b, i)
 		if depth == 0 {
 			if i == len(b) {
-				return jsonValid
+				return Valid
 			}
-			return jsonInvalid
+			return Invalid
 		}
 		if i >= len(b) {
-			return jsonInvalid
+			return Invalid
 		}
 		array := isArray(depth - 1)
 		switch c := b[i]; {
 		case c == ',':
-			i = skipSpace(b, i+1)
+			i = SkipSpace(b, i+1)
 			if !array {
 				if i = memberKey(b, i); i < 0 {
-					return jsonInvalid
+					return Invalid
 				}
 			}
 			wantValue = true
@@ -96,7 +96,7 @@ func checkJSON(b []byte, maxDepth int) jsonCheck {
 			depth--
 			i++
 		default:
-			return jsonInvalid
+			return Invalid
 		}
 	}
 }
@@ -110,10 +110,10 @@ func memberKey(b []byte, i int) int {
 	if i = scanString(b, i+1); i < 0 {
 		return -1
 	}
-	if i = skipSpace(b, i); i >= len(b) || b[i] != ':' {
+	if i = SkipSpace(b, i); i >= len(b) || b[i] != ':' {
 		return -1
 	}
-	return skipSpace(b, i+1)
+	return SkipSpace(b, i+1)
 }
 
 // literal returns the index past word at b[i], or -1.
