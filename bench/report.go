@@ -126,8 +126,8 @@ func (r *Report) Markdown(w io.Writer) {
 	}
 
 	if len(stream) > 0 {
-		fmt.Fprintf(w, "**Streams at concurrency 1** (SSE, %d chunks the mock sends %s apart; TTFT from the request to the first chunk; gap between successive chunks as the client reads them; a delivery is a read that completed at least one chunk, so a layer that buffered would show few deliveries per stream):\n\n", r.Options.Chunks, fmtDur(r.Options.ChunkGap))
-		fmt.Fprintf(w, "| body | arm | TTFT p50 | TTFT p99 | TTFT p50 − D | TTFT p50 − C | gap p50 | gap p99 | gap p50 − D | chunks | deliveries (min / mean) | CPU per stream | peak RSS | n | other load |\n|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+		fmt.Fprintf(w, "**Streams at concurrency 1** (SSE, %d chunks the mock sends %s apart; TTFT from the request to the first chunk; gap between successive chunks as the client reads them; a delivery is a read that completed at least one chunk, so a layer that buffered would show few deliveries per stream; \"TTFT p50 − C′\": after its own streams, an R arm's streams again, taking turns with those of C′, the bare reverse_proxy of the same Caddy process, and the difference of their medians):\n\n", r.Options.Chunks, fmtDur(r.Options.ChunkGap))
+		fmt.Fprintf(w, "| body | arm | TTFT p50 | TTFT p99 | TTFT p50 − D | TTFT p50 − C | TTFT p50 − C′ | gap p50 | gap p99 | gap p50 − D | chunks | deliveries (min / mean) | CPU per stream | peak RSS | n | other load |\n|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
 		for _, size := range stream {
 			d, cc := get(Stream, size, "D"), get(Stream, size, "C")
 			for _, arm := range arms {
@@ -142,9 +142,13 @@ func (r *Report) Markdown(w io.Writer) {
 				if d != nil && (d.ChunksMin != c.ChunksMin || d.ChunksMax != c.ChunksMax) {
 					chunks += " (≠ D)"
 				}
-				fmt.Fprintf(w, "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %d / %.1f | %s | %s | %d | %.2f |\n", sizeLabel(size), arm,
+				paired := "—"
+				if c.TTFTPaired != nil && c.TTFTTwin != nil {
+					paired = fmtSigned(c.TTFTPaired.P50 - c.TTFTTwin.P50)
+				}
+				fmt.Fprintf(w, "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %d / %.1f | %s | %s | %d | %.2f |\n", sizeLabel(size), arm,
 					fmtDur(c.TTFT.P50), fmtDur(c.TTFT.P99),
-					streamDiff(c, d, arm != "D", ttft50), streamDiff(c, cc, arm != "D" && arm != "C", ttft50),
+					streamDiff(c, d, arm != "D", ttft50), streamDiff(c, cc, arm != "D" && arm != "C", ttft50), paired,
 					fmtDur(c.Gap.P50), fmtDur(c.Gap.P99), streamDiff(c, d, arm != "D", gap50),
 					chunks, c.DeliveriesMin, c.DeliveriesMean, fmtCPU(c), fmtMiB(c.PeakRSS), c.TTFT.N, c.OtherLoad)
 			}

@@ -180,7 +180,11 @@ type Cell struct {
 	// The throughput searches of the later rounds (Options.Rounds).
 	Rounds []*Search `json:"rounds,omitempty"`
 
-	TTFT           *Dist   `json:"ttft,omitempty"`
+	TTFT *Dist `json:"ttft,omitempty"`
+	// R arms: TTFT again, taking turns stream by stream with C' (the bare
+	// reverse_proxy of the same Caddy process), and C''s.
+	TTFTPaired     *Dist   `json:"ttft_paired,omitempty"`
+	TTFTTwin       *Dist   `json:"ttft_twin,omitempty"`
 	Gap            *Dist   `json:"gap,omitempty"` // between chunks
 	ChunksMin      int     `json:"chunks_min,omitempty"`
 	ChunksMax      int     `json:"chunks_max,omitempty"`
@@ -604,7 +608,7 @@ func runCell(ctx context.Context, o Options, a Arm, w Workload, size int, c1 map
 		return c
 	}
 	defer mock.stop(2 * time.Second)
-	server, t, stop, err := startArm(o, a, dir, mock, mockAddr, false)
+	server, t, stop, err := startArm(o, a, dir, mock, mockAddr, w == Stream)
 	if err != nil {
 		c.Err = err.Error()
 		return c
@@ -679,6 +683,9 @@ func runCell(ctx context.Context, o Options, a Arm, w Workload, size int, c1 map
 			c.FirstErr = sr.firstErr.Error()
 		}
 		streamStats(&c, sr.streams)
+		if t.twin != "" {
+			c.TTFTPaired, c.TTFTTwin = pairedTTFT(ctx, o, hc, t, body, size)
+		}
 	case Concurrent:
 		s0 := m.sample()
 		t0, _ := server.cpuTicks()
@@ -770,6 +777,29 @@ func streamStats(c *Cell, streams []result) {
 	c.DeliveriesMean = float64(deliveries) / float64(len(streams))
 	t, g := summarize(ttft), summarize(gaps)
 	c.TTFT, c.Gap = &t, &g
+}
+
+// pairedTTFT measures the time to the first chunk of an R arm's streams
+// and of its twin's (C', the bare reverse_proxy of the same Caddy),
+// taking turns stream by stream, after the arm's own streams: what R adds
+// to the first chunk, without the difference between two processes.
+func pairedTTFT(ctx context.Context, o Options, hc *http.Client, t target, body []byte, size int) (r, twin *Dist) {
+	tw := target{url: t.twin}
+	twBody := RequestBody(Arm{Kind: ArmCaddy}.model(), size, true)
+	var rl, cl latencies
+	for i := 0; i < o.StreamRequests && ctx.Err() == nil; i++ {
+		if res := do(ctx, hc, t, body, true, time.Now()); res.ok() {
+			rl = append(rl, res.ttft)
+		}
+		if res := do(ctx, hc, tw, twBody, true, time.Now()); res.ok() {
+			cl = append(cl, res.ttft)
+		}
+	}
+	if len(rl) == 0 || len(cl) == 0 {
+		return nil, nil
+	}
+	rd, cd := summarize(rl), summarize(cl)
+	return &rd, &cd
 }
 
 // maxThroughput finds the highest open-loop rate that holds (no error, p99

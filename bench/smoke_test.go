@@ -185,6 +185,10 @@ func runSmoke(ctx context.Context, t *testing.T, o Options) *Report {
 			if c.C1Errors != 0 || c.TTFT == nil || c.TTFT.N != o.StreamRequests {
 				t.Errorf("%s: streams: %+v, %d errors (%s)", name, c.TTFT, c.C1Errors, c.FirstErr)
 			}
+			// An R arm's streams took turns with its twin's too.
+			if twin := strings.HasPrefix(c.Arm, "R:"); twin != (c.TTFTTwin != nil) || twin && (c.TTFTPaired == nil || c.TTFTTwin.N != o.StreamRequests) {
+				t.Errorf("%s: streams paired with the twin: %+v, %+v", name, c.TTFTPaired, c.TTFTTwin)
+			}
 			if c.ChunksMin != o.Chunks || c.ChunksMax != o.Chunks {
 				t.Errorf("%s: %d–%d chunks per stream, want %d", name, c.ChunksMin, c.ChunksMax, o.Chunks)
 			}
