@@ -20,7 +20,7 @@ type target struct {
 	url    string      // loopback only
 	header http.Header // extra request headers (Portkey's)
 	admin  string      // Caddy's admin API (C and R arms), for profiles
-	twin   string      // R arms in the concurrency-1 phase: the bare reverse_proxy in the same Caddy
+	twin   string      // R arms at concurrency 1 and in stream cells: the bare reverse_proxy in the same Caddy (C')
 }
 
 // checkLoopback refuses any URL whose host is not a loopback IP: the
