@@ -68,8 +68,10 @@ func (b *sendBody) setOn(up *http.Request) {
 	up.ContentLength = int64(b.size())
 }
 
-// bodyReader reads a sendBody from its start. It implements io.WriterTo,
-// so that a copy to a writer writes the parts as they are.
+// bodyReader reads a sendBody from its start. (It does not implement
+// io.WriterTo: Caddy's reverse proxy wraps every request body in a
+// reader of its own, and the transport copies a body of known length
+// through an io.LimitedReader, so only Read is ever called.)
 type bodyReader struct {
 	body sendBody
 	i    int // the part being read
@@ -90,25 +92,6 @@ func (r *bodyReader) Read(p []byte) (int, error) {
 		return 0, io.EOF
 	}
 	return n, nil
-}
-
-// WriteTo implements io.WriterTo.
-func (r *bodyReader) WriteTo(w io.Writer) (int64, error) {
-	var total int64
-	for r.i < r.body.n {
-		part := r.body.parts[r.i][r.off:]
-		n, err := w.Write(part)
-		total += int64(n)
-		if err == nil && n < len(part) {
-			err = io.ErrShortWrite
-		}
-		if err != nil {
-			r.off += n
-			return total, err
-		}
-		r.i, r.off = r.i+1, 0
-	}
-	return total, nil
 }
 
 // Close implements io.Closer; there is nothing to release.

@@ -11,7 +11,7 @@ import (
 
 // sentBytes returns what the upstream gets of b, checking that every way
 // of reading it gives the same bytes: in one slice, read through small
-// buffers, written out in one copy (io.WriterTo), and replayed through
+// buffers, copied out in one io.Copy, and replayed through
 // GetBody after a first read.
 func sentBytes(t testing.TB, b *sendBody) []byte {
 	t.Helper()
@@ -46,11 +46,11 @@ func sentBytes(t testing.TB, b *sendBody) []byte {
 		}
 	}
 	var w bytes.Buffer
-	if n, err := up.Body.(io.WriterTo).WriteTo(&w); err != nil || n != int64(len(want)) || !bytes.Equal(w.Bytes(), want) {
-		t.Fatalf("WriteTo: %d bytes, %v: %q, want %q", n, err, w.Bytes(), want)
+	if n, err := io.Copy(&w, up.Body); err != nil || n != int64(len(want)) || !bytes.Equal(w.Bytes(), want) {
+		t.Fatalf("io.Copy: %d bytes, %v: %q, want %q", n, err, w.Bytes(), want)
 	}
 	if n, _ := up.Body.Read(make([]byte, 8)); n != 0 {
-		t.Fatal("the body read on after WriteTo")
+		t.Fatal("the body read on after io.Copy")
 	}
 	return want
 }
