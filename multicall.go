@@ -11,7 +11,6 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"github.com/tidwall/gjson"
 	"github.com/tidwall/sjson"
@@ -271,10 +270,6 @@ func (h *Handler) respond(w http.ResponseWriter, r *http.Request, req *strategie
 	hdr.Set(HeaderAttempts, strconv.Itoa(calls))
 	hdr.Set(name, value)
 
-	repl, _ := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
-	if repl == nil {
-		repl = caddy.NewReplacer()
-	}
 	winner := p.candidates[0]
 	if i := slices.IndexFunc(p.candidates, func(x strategies.Candidate) bool {
 		return x.Model == c.model && x.Provider.Name == c.provider
