@@ -162,10 +162,11 @@ func observe(rec *record, end time.Time) {
 				m.ttft.WithLabelValues(am, ap).Observe(a.firstByte.Seconds())
 			}
 		}
-		if i < len(rec.attempts)-1 && rec.attempts[i+1].retry == 0 && a.cause != causeOK {
+		if i < len(rec.attempts)-1 && rec.attempts[i+1].retry == 0 && a.cause != causeOK && a.cause != causeHedged {
 			// (not when the next is a retry of the same target, nor for
 			// a call that answered: the other calls of a cascade or a
-			// consensus, and its judge's, are no fallbacks)
+			// consensus, and its judge's, are no fallbacks; nor for a
+			// hedge's call the other call beat, recorded as it ended)
 			m.fallbacks.WithLabelValues(am, ap, a.cause.String()).Inc()
 		}
 		if a.res != nil {

@@ -62,6 +62,7 @@ func TestHedge(t *testing.T) {
 		before := mock.Cancels("beta")
 		m0 := metricsNow(t)
 		lost := series("llm_route_attempts_total", "model", "only-beta", "provider", "beta", "cause", "hedge_lost")
+		passed := series("llm_route_fallbacks_total", "model", "only-beta", "provider", "beta", "cause", "hedge_lost")
 		a := ask(t, c, chatParams("hedged", prompt), faultHeader("alpha:slow_first_token,delay=2s;beta:slow_first_token,delay=20s"))
 		expectRoute(t, a.hr, "only-alpha", "alpha", "hedged", 2)
 		if got := a.hr.Header.Get("X-LLM-Hedged"); got != "primary" || a.text() != alphaText {
@@ -69,6 +70,9 @@ func TestHedge(t *testing.T) {
 		}
 		waitFor(t, "beta to see its request cancelled", func() bool { return mock.Cancels("beta") == before+1 })
 		waitFor(t, "the record of the hedge's call", func() bool { return metricsNow(t)[lost] == m0[lost]+1 })
+		if m := metricsNow(t); m[passed] != m0[passed] {
+			t.Errorf("the hedge's lost call counted as a fallback: %v, before %v", m[passed], m0[passed])
+		}
 	})
 
 	t.Run("streams too", func(t *testing.T) {
