@@ -64,7 +64,7 @@ type ClassifierArm struct {
 
 // ClassifierVersion is the version of the model file format and of its
 // features: a model file trained on other features is refused.
-const ClassifierVersion = 2
+const ClassifierVersion = 3
 
 // NumClassifierDense is the number of dense (non-hashed) features.
 const NumClassifierDense = 31

@@ -158,7 +158,13 @@ func TestClassifierValidate(t *testing.T) {
 	if err := (&Classifier{ModelFile: path}).Provision(caddy.Context{}); err == nil || !strings.Contains(err.Error(), "train the model file again") {
 		t.Errorf("a version 1 model file: %v", err)
 	}
-	os.WriteFile(path, []byte(`{"version":2,"bits":4,"shared":"!!"}`), 0o644)
+	// Version 2 files lack the context's words.
+	m.Version = 2
+	writeModel(t, path, m)
+	if err := (&Classifier{ModelFile: path}).Provision(caddy.Context{}); err == nil || !strings.Contains(err.Error(), "train the model file again") {
+		t.Errorf("a version 2 model file: %v", err)
+	}
+	os.WriteFile(path, fmt.Appendf(nil, `{"version":%d,"bits":4,"shared":"!!"}`, ClassifierVersion), 0o644)
 	if err := (&Classifier{ModelFile: path}).Provision(caddy.Context{}); err == nil {
 		t.Error("a model file with bad base64 provisions")
 	}
