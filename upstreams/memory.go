@@ -71,14 +71,14 @@ func (r *recent) add(ms float64) {
 }
 
 // quantile returns the q-quantile of the samples kept (nearest rank),
-// or false with fewer than MinPercentileSamples.
-func (r *recent) quantile(q float64) (time.Duration, bool) {
+// or false with fewer than MinPercentileSamples. It sorts its copy of
+// the samples, so it needs no lock.
+func (r recent) quantile(q float64) (time.Duration, bool) {
 	n := min(r.n, PercentileSamples)
 	if n < MinPercentileSamples {
 		return 0, false
 	}
-	s := make([]float64, n)
-	copy(s, r.v[:n])
+	s := r.v[:n]
 	slices.Sort(s)
 	i := min(max(int(math.Ceil(q*float64(n)))-1, 0), n-1)
 	return time.Duration(s[i] * float64(time.Millisecond)), true
@@ -301,11 +301,15 @@ func (p *memoryPair) Snapshot() Stats {
 
 // HealthChecked implements Pair.
 func (p *memoryPair) HealthChecked(up bool, now time.Time) {
+	// (Read first: this runs for every candidate of every request, and a
+	// read does not take the cache line a write would.)
 	if !up {
-		p.unhealthy.Store(true)
+		if !p.unhealthy.Load() {
+			p.unhealthy.Store(true)
+		}
 		return
 	}
-	if !p.unhealthy.CompareAndSwap(true, false) {
+	if !p.unhealthy.Load() || !p.unhealthy.CompareAndSwap(true, false) {
 		return
 	}
 	p.mu.Lock()
@@ -321,11 +325,12 @@ func (p *memoryPair) HealthChecked(up bool, now time.Time) {
 // Percentile implements Pair.
 func (p *memoryPair) Percentile(stream bool, q float64) (time.Duration, bool) {
 	p.mu.Lock()
-	defer p.mu.Unlock()
+	r := p.latencies
 	if stream {
-		return p.ttfts.quantile(q)
+		r = p.ttfts
 	}
-	return p.latencies.quantile(q)
+	p.mu.Unlock() // (sorted outside the lock every request to the pair takes)
+	return r.quantile(q)
 }
 
 // health describes the pair's health at now for observers.
