@@ -122,14 +122,7 @@ func lastRole(messages []byte) string {
 		last = nil
 		jsonscan.EachElement(messages, func(v []byte) bool { last = v; return true })
 	}
-	role := ""
-	jsonscan.EachMember(last, 0, func(f jsonscan.Member) bool {
-		if !f.Is("role") {
-			return true
-		}
-		role, _ = jsonscan.String(f.Value)
-		return false
-	})
+	role, _ := jsonscan.String(jsonscan.Lookup(last, "role"))
 	return role
 }
 
