@@ -19,9 +19,8 @@ type AdaptiveArm struct {
 func (a AdaptiveArm) N() float64 { return a.Alpha + a.Beta }
 
 // AdaptiveStore holds the adaptive strategy's arms, by context and
-// model. It must be safe for concurrent use. The memory store
-// (NewAdaptiveMemory) is the one implemented; a store shared through
-// Redis would implement the same two methods.
+// model. It must be safe for concurrent use: the memory store
+// (NewAdaptiveMemory), and AdaptiveRedis, which shares it through Redis.
 type AdaptiveStore interface {
 	// Arms returns the arms of models in context ctx, in the order of
 	// models (the zero arm for one never observed), appended to dst.
