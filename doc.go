@@ -6,7 +6,9 @@ back across them before the first byte reaches the client.
 # One request, step by step
 
  1. [Handler.ServeHTTP] (handler.go) matches the path against
-    enable_on_path_suffix, reads the body once under max_body and calls
+    enable_on_path_suffix, reads the body once under max_body (a large
+    body into a pooled buffer whose lease the attempts' bodies hold,
+    bodypool.go) and calls
     parseRequest (request.go). parseRequest validates the body (nesting,
     duplicate keys, absurd numbers) and fills a [strategies.Request]: the
     endpoint, the model, the stream flag, the output cap and the body.
@@ -47,7 +49,8 @@ back across them before the first byte reaches the client.
  4. attempt (handler.go) rewrites the body for its candidate
     (rewriteBody in request.go: model, target and strategy parameters,
     the client's `models` list dropped; what it can splice goes upstream
-    as parts of the body read once, sendbody.go), translates it when the provider
+    as parts of the body read once, sendbody.go; the attempt's end ends
+    the transport's readers of it), translates it when the provider
     speaks another API (package translate), shapes the upstream request
     ([upstreams.Provider.PrepareRequest]) and runs the provider's own
     reverse_proxy through an attemptWriter.

@@ -50,7 +50,8 @@ func (h *Handler) serveFeedback(w http.ResponseWriter, r *http.Request) error {
 		writeError(w, "", http.StatusRequestEntityTooLarge, "request_too_large", fmt.Sprintf("feedback is larger than %d bytes", maxFeedbackBody))
 		return nil
 	}
-	body, err := readBody(w, r, maxFeedbackBody, time.Duration(h.ReadBodyTimeout))
+	body, lease, err := readBody(w, r, maxFeedbackBody, time.Duration(h.ReadBodyTimeout))
+	defer lease.release()
 	switch {
 	case errors.Is(err, errReadBodyTimeout):
 		writeError(w, "", http.StatusRequestTimeout, "request_timeout", "the feedback did not arrive within read_body_timeout")

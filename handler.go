@@ -92,6 +92,10 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		return next.ServeHTTP(w, r)
 	}
 	endpoint := endpointFor(r.URL.Path, matched)
+	// The body's buffer is released last, once everything deferred
+	// below is done with the request.
+	var lease *bodyLease
+	defer func() { lease.release() }()
 	rec := h.startRecord(w, r, endpoint)
 	defer h.finishRecord(rec)
 	w = rec
@@ -113,7 +117,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		writeError(w, endpoint, http.StatusRequestEntityTooLarge, "request_too_large", fmt.Sprintf("request body is larger than %d bytes", h.MaxBody))
 		return nil
 	}
-	body, err := readBody(w, r, h.MaxBody, time.Duration(h.ReadBodyTimeout))
+	body, lease, err := readBody(w, r, h.MaxBody, time.Duration(h.ReadBodyTimeout))
 	if errors.Is(err, errReadBodyTimeout) {
 		writeError(w, endpoint, http.StatusRequestTimeout, "request_timeout", fmt.Sprintf("the request body did not arrive within %s", time.Duration(h.ReadBodyTimeout)))
 		return nil
@@ -136,6 +140,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		req.Endpoint = endpoint
 		var p *plan
 		if p, rerr = h.resolve(r, req, key); rerr == nil {
+			p.lease = lease
 			rec.decide(req, p)
 			if h.ModelToHeader != "" {
 				r.Header.Set(h.ModelToHeader, req.Model)
@@ -166,8 +171,10 @@ var errReadBodyTimeout = errors.New("request body read timed out")
 
 // readBody reads the request body, up to one byte past limit, within
 // timeout (errReadBodyTimeout past it), so that it costs its size once
-// (twice when its length was not announced).
-func readBody(w http.ResponseWriter, r *http.Request, limit int64, timeout time.Duration) ([]byte, error) {
+// (twice when its length was not announced). A large body is read into a
+// pooled buffer (bodypool.go): the caller holds its lease, nil for an
+// unpooled body, and releases it once nothing it started reads the body.
+func readBody(w http.ResponseWriter, r *http.Request, limit int64, timeout time.Duration) ([]byte, *bodyLease, error) {
 	// The deadline is the connection's (or the HTTP/2 stream's); Caddy's
 	// read_idle_timeout keeps it as a ceiling over its own.
 	deadline := time.Now().Add(timeout)
@@ -175,14 +182,14 @@ func readBody(w http.ResponseWriter, r *http.Request, limit int64, timeout time.
 	if rc.SetReadDeadline(deadline) == nil {
 		defer func() { _ = rc.SetReadDeadline(time.Time{}) }()
 	}
-	body, err := readAll(r, limit)
+	body, lease, err := readAll(r, limit)
 	if err != nil && (!time.Now().Before(deadline) || errors.Is(err, os.ErrDeadlineExceeded)) {
-		return nil, errReadBodyTimeout
+		return nil, nil, errReadBodyTimeout
 	}
-	return body, err
+	return body, lease, err
 }
 
-func readAll(r *http.Request, limit int64) ([]byte, error) {
+func readAll(r *http.Request, limit int64) ([]byte, *bodyLease, error) {
 	lr := io.LimitReader(r.Body, limit+1)
 	n := 4 << 10
 	if r.ContentLength >= 0 && r.ContentLength <= limit {
@@ -192,22 +199,46 @@ func readAll(r *http.Request, limit int64) ([]byte, error) {
 	// Then blocks of up to 256 KiB, joined at the end: doubling one
 	// buffer would cost up to three times the body.
 	var blocks [][]byte
+	lease := leaseBody(n)
 	for {
-		block := make([]byte, n)
+		var block []byte
+		if lease != nil && len(blocks) == 0 {
+			block = lease.buf[:n]
+		} else {
+			block = make([]byte, n)
+		}
 		m, err := fill(lr, block)
 		blocks = append(blocks, block[:m])
 		if err == io.EOF {
 			break
 		}
 		if err != nil {
-			return nil, err
+			lease.release()
+			return nil, nil, err
 		}
 		n = min(4*n, 256<<10)
 	}
 	if len(blocks) == 1 {
-		return blocks[0], nil
+		// Its capacity ends with it: an append to the body (or to a
+		// slice of it) never writes into the rest of a pooled buffer.
+		return blocks[0][:len(blocks[0]):len(blocks[0])], lease, nil
 	}
-	return bytes.Join(blocks, nil), nil
+	total := 0
+	for _, b := range blocks {
+		total += len(b)
+	}
+	joined := leaseBody(total)
+	var out []byte
+	if joined != nil {
+		out = joined.buf[:0:total]
+	} else {
+		out = make([]byte, 0, total)
+	}
+	for _, b := range blocks {
+		out = append(out, b...)
+	}
+	lease.release()
+	return out, joined, nil
 }
 
 // fill reads into b until it is full (nil) or r ends (io.EOF). Unlike
@@ -440,7 +471,8 @@ func (h *Handler) attempt(w http.ResponseWriter, r *http.Request, req *strategie
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	up := r.Clone(ctx)
-	body.setOn(up)
+	sent := body.setOn(up, p.lease)
+	defer sent.close()
 	up.TransferEncoding = nil
 	up.Header.Del("Content-Length")
 	c.Provider.PrepareRequest(up, endpoint, c.UpstreamModel, h.forward, repl)

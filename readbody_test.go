@@ -42,7 +42,8 @@ func TestReadAll(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			r := httptest.NewRequest("POST", "/", bytes.NewReader(body))
 			r.ContentLength = tc.length
-			got, err := readAll(r, tc.limit)
+			got, lease, err := readAll(r, tc.limit)
+			defer lease.release()
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -52,7 +53,7 @@ func TestReadAll(t *testing.T) {
 		})
 	}
 	r := httptest.NewRequest("POST", "/", bytes.NewReader(nil))
-	if got, err := readAll(r, 1000); err != nil || len(got) != 0 {
+	if got, _, err := readAll(r, 1000); err != nil || len(got) != 0 {
 		t.Errorf("empty body: %q, %v", got, err)
 	}
 	// net/http's body ends a body shorter than its Content-Length with
@@ -61,7 +62,7 @@ func TestReadAll(t *testing.T) {
 		for _, length := range []int64{int64(len(body)) + 10, -1} {
 			r := httptest.NewRequest("POST", "/", &failingReader{bytes.NewReader(body), broken})
 			r.ContentLength = length
-			if _, err := readAll(r, 1<<20); !errors.Is(err, broken) {
+			if _, _, err := readAll(r, 1<<20); !errors.Is(err, broken) {
 				t.Errorf("length %d: a body that broke off with %v read with error %v", length, broken, err)
 			}
 		}

@@ -33,6 +33,9 @@ type plan struct {
 	// calls made for the request before this plan's attempt loop began
 	// (a hedge's loop counts on from its primary's).
 	calls int
+	// lease is the lease of the client body's pooled buffer, nil when
+	// the body is not pooled: each attempt's body reader holds it.
+	lease *bodyLease
 }
 
 // resolve turns the request into a plan: it finds the targets of the

@@ -17,7 +17,7 @@ func sentBytes(t testing.TB, b *sendBody) []byte {
 	t.Helper()
 	want := b.bytes()
 	up, _ := http.NewRequest(http.MethodPost, "http://upstream.example/", nil)
-	b.setOn(up)
+	b.setOn(up, nil)
 	if up.ContentLength != int64(len(want)) {
 		t.Fatalf("ContentLength %d, body of %d bytes", up.ContentLength, len(want))
 	}
