@@ -100,10 +100,11 @@ func (sc *schemaCheck) match(s, v gjson.Result, at string, depth int) error {
 		}
 	}
 	if e := s.Get("enum"); e.IsArray() {
-		if err := sc.spend(len(e.Raw) + len(e.Array())*len(v.Raw)); err != nil {
+		values := e.Array()
+		if err := sc.spend(len(e.Raw) + len(values)*len(v.Raw)); err != nil {
 			return err
 		}
-		if !slices.ContainsFunc(e.Array(), func(x gjson.Result) bool { return sameJSON(x, v) }) {
+		if !slices.ContainsFunc(values, func(x gjson.Result) bool { return sameJSON(x, v) }) {
 			return fmt.Errorf("%s: not one of the enum", at)
 		}
 	}
