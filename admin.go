@@ -323,7 +323,7 @@ func (h *Handler) adminState(ctx context.Context, name string, now time.Time) ad
 // pairState is the state of one model at one provider.
 func pairState(s serving, now time.Time) adminPair {
 	st := s.pair.Snapshot()
-	ap := adminPair{Provider: s.provider.Name, Health: "healthy", Stats: adminStats{
+	ap := adminPair{Provider: s.provider.Name, Stats: adminStats{
 		LatencyMs: st.LatencyMs, TTFTMs: st.TTFTMs, TokensPerSecond: st.TokensPerSecond,
 		ErrorRate: st.ErrorRate, InFlight: st.InFlight, Samples: st.Samples}}
 	if d, ok := s.pair.Percentile(false, 0.95); ok {
@@ -340,8 +340,17 @@ func pairState(s serving, now time.Time) adminPair {
 	}
 	var state string
 	state, ap.Probes, ap.Recoveries = upstreams.Health(s.pair, now)
-	ap.Health = healthWords[state]
+	ap.Health = healthWord(state)
 	return ap
+}
+
+// healthWord names a pair's state as the admin API and the dashboard
+// show it; a pair without a health machine is healthy.
+func healthWord(state string) string {
+	if w, ok := healthWords[state]; ok {
+		return w
+	}
+	return "healthy"
 }
 
 // healthWords names the pair states in the admin API.

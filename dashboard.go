@@ -208,6 +208,7 @@ type dashPair struct {
 	Provider  string  `json:"provider"`
 	Model     string  `json:"model"`
 	Shared    bool    `json:"shared"`
+	Health    string  `json:"health"` // as the admin API names it
 	Cooling   float64 `json:"cooldown_seconds"`
 	LatencyMs float64 `json:"latency_ms"`
 	TTFTMs    float64 `json:"ttft_ms"`
@@ -232,7 +233,7 @@ func dashboardState(records int, refresh time.Duration, now time.Time) dashboard
 		Models: modelTotals(), Pairs: []dashPair{}}
 	for _, p := range upstreams.Pairs() {
 		data.Pairs = append(data.Pairs, dashPair{Provider: p.Provider, Model: p.Model, Shared: p.Shared,
-			Cooling:   max(p.CooldownUntil.Sub(now).Seconds(), 0),
+			Health: healthWord(p.State), Cooling: max(p.CooldownUntil.Sub(now).Seconds(), 0),
 			LatencyMs: p.Stats.LatencyMs, TTFTMs: p.Stats.TTFTMs, TPS: p.Stats.TokensPerSecond,
 			ErrorRate: p.Stats.ErrorRate, InFlight: p.Stats.InFlight, Samples: p.Stats.Samples})
 	}

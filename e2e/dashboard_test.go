@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -158,6 +159,19 @@ func TestDashboardInBrowser(t *testing.T) {
 	if err := chromedp.Do(ctx, chromedp.WaitVisible(chromedp.CSS(`#models tr[data-model="chat@alpha"]`)),
 		chromedp.WaitVisible(chromedp.CSS(`#pairs tbody tr`))); err != nil {
 		t.Fatal(err)
+	}
+	// Each pair's badge names its health as the admin API does.
+	badges, err := chromedp.Run(ctx, chromedp.Evaluate[[]string](`Array.from(document.querySelectorAll("#pairs tbody .badge"), b => b.textContent)`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, b := range badges {
+		if !slices.Contains([]string{"healthy", "cooling", "half-open", "probing", "ramping"}, b) {
+			t.Errorf("a pair's health reads %q (badges %q)", b, badges)
+		}
+	}
+	if len(badges) == 0 {
+		t.Error("the pairs table shows no health")
 	}
 
 	if shot := os.Getenv("LLMROUTE_DASHBOARD_SHOT"); shot != "" {
