@@ -309,11 +309,18 @@ func (h *Handler) attemptHedged(w http.ResponseWriter, r *http.Request, req *str
 	return res, true, err
 }
 
-// hedgeLost marks the result of an attempt that a hedge race cancelled
-// (its request's context ended with errHedgeLost), so that the record
-// tells it from a client that went away.
+// lostRace reports whether ctx, an attempt's, ended because the other
+// call of a hedge race answered first (its gate was cancelled with
+// errHedgeLost), not because the client went away.
+func lostRace(ctx context.Context) bool {
+	return errors.Is(context.Cause(ctx), errHedgeLost)
+}
+
+// hedgeLost names the error of an attempt that a hedge race cancelled,
+// for the log lines that show it. (The record tells such an attempt
+// from a client that went away by the attempt's context: causeOf.)
 func hedgeLost(r *http.Request, res *attemptResult) {
-	if res.outcome == outcomeGone && errors.Is(context.Cause(r.Context()), errHedgeLost) {
+	if res.outcome == outcomeGone && lostRace(r.Context()) {
 		res.err = errHedgeLost
 	}
 }

@@ -72,7 +72,8 @@ func causeOf(res *attemptResult) cause {
 	case outcomeUnfit:
 		return causeUnfit
 	case outcomeGone:
-		if errors.Is(res.err, errHedgeLost) {
+		// (whichever loop made the attempt: a primary, a hedge, a retry)
+		if errors.Is(res.err, errHedgeLost) || res.aw != nil && lostRace(res.aw.ctx) {
 			return causeHedged
 		}
 		return causeGone
