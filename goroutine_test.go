@@ -2,6 +2,7 @@ package llmroute
 
 import (
 	"bytes"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"runtime"
@@ -181,4 +182,38 @@ func TestPanicInRequestGoroutine(t *testing.T) {
 		check(t, servePanic(t, h, `{"model":"vote","messages":[{"role":"user","content":"hi"}]}`))
 		waitClosed(t, ended, "the other voter's upstream request to be cancelled")
 	})
+}
+
+// A stream the hedge answered that broke for good (no candidate left to
+// continue it) aborts the response from the request's goroutine, as
+// serve does: the abort panic of the hedge's loop keeps its meaning.
+func TestHedgeStreamAbortReachesRequest(t *testing.T) {
+	a, _, _ := holding(t)
+	b := newUpstream(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		w.WriteHeader(http.StatusOK)
+		_, _ = io.WriteString(w, `data: {"id":"c","object":"chat.completion.chunk","choices":[{"index":0,"delta":{"role":"assistant","content":"Hel"}}]}`+"\n\n")
+		w.(http.Flusher).Flush()
+		// and the stream ends without its last event
+	})
+	h := mustLoadHandler(t, `{
+		"first_byte_timeout": "10m",
+		"providers": [
+			{"name": "p1", "api_key": "k1", "proxy": `+gatewayProxy(a.addr())+`},
+			{"name": "p2", "api_key": "k2", "proxy": `+gatewayProxy(b.addr())+`}
+		],
+		"models": [{"name": "m", "providers": ["p1", "p2"]}],
+		"routes": [{"name": "hedged", "targets": [{"model": "m", "provider": "p1"}, {"model": "m", "provider": "p2"}],
+			"strategy": {"name": "fallback"}, "hedge": {"delay": "20ms", "budget": 1}}]
+	}`)
+	rec, _, _, aborted := serveGateway(t, h, "POST", "/v1/chat/completions", `{"model":"hedged","stream":true,"messages":[{"role":"user","content":"hi"}]}`)
+	if !aborted {
+		t.Fatalf("not aborted: status %d, %s", rec.Code, rec.Body)
+	}
+	if got := rec.Header().Get(HeaderHedged); got != "hedge" || !strings.Contains(rec.Body.String(), "Hel") || !strings.Contains(rec.Body.String(), "error") {
+		t.Errorf("X-LLM-Hedged %q, body %q: want the hedge's start and an error event", got, rec.Body)
+	}
+	if left := requestGoroutines(); len(left) > 0 {
+		t.Errorf("calls left running:\n%s", strings.Join(left, "\n\n"))
+	}
 }
