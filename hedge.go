@@ -48,9 +48,7 @@ const HeaderHedged = "X-LLM-Hedged"
 
 const defaultHedgeBudget = 0.1
 
-var (
-	errHedgeLost = errors.New("another call answered first")
-)
+var errHedgeLost = errors.New("another call answered first")
 
 // Validate checks the values.
 func (hg *Hedge) Validate() error {
