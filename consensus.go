@@ -1,9 +1,9 @@
 package llmroute
 
 import (
+	"context"
 	"fmt"
 	"net/http"
-	"sync"
 
 	"github.com/caddy-llm-route/llmroute/strategies"
 )
@@ -22,11 +22,17 @@ func (h *Handler) consensus(w http.ResponseWriter, r *http.Request, req *strateg
 	voters := modelsOf(p.candidates)
 	voters = voters[:min(len(voters), s.VoterCount())]
 	calls := make([]call, len(voters))
-	var wg sync.WaitGroup
+	// The calls run on goroutines of their own (goroutine.go): a panic
+	// in one cancels the others and is raised here once all returned.
+	ctx, cancel := context.WithCancelCause(r.Context())
+	defer cancel(nil)
+	stop := func() { cancel(errPanicked) }
+	cr := r.WithContext(ctx)
+	tasks := make([]*task, len(voters))
 	for i := range voters {
-		wg.Go(func() { calls[i] = h.call(r, req, p, voters[i]) })
+		tasks[i] = spawn(func() { calls[i] = h.call(cr, req, p, voters[i]) }, stop)
 	}
-	wg.Wait()
+	h.waitAll(tasks)
 	if r.Context().Err() != nil {
 		return gone(r)
 	}
@@ -67,15 +73,16 @@ func (h *Handler) consensus(w http.ResponseWriter, r *http.Request, req *strateg
 	case "judge":
 		scores := make([]float64, len(answered))
 		judged := make([]call, len(answered))
+		tasks = tasks[:0]
 		for i, c := range answered {
-			wg.Go(func() {
+			tasks = append(tasks, spawn(func() {
 				var ok bool
-				if scores[i], ok, judged[i] = h.judge(r, req, p, s.Judge, c.answer); !ok {
+				if scores[i], ok, judged[i] = h.judge(cr, req, p, s.Judge, c.answer); !ok {
 					scores[i] = -1
 				}
-			})
+			}, stop))
 		}
-		wg.Wait()
+		h.waitAll(tasks)
 		if r.Context().Err() != nil {
 			return gone(r)
 		}

@@ -97,6 +97,12 @@ answer claims the response and cancels the other call, which the
 record keeps as hedge_lost. A primary that answered and broke is
 rescued by the loop it belongs to; a continuation is never hedged.
 
+The calls a request runs on goroutines of its own (a hedge's two, a
+consensus's votes and judges) start through spawn (goroutine.go): a
+panic there is caught, the request's other calls are cancelled, and
+once all have returned the panic is raised again in the request's
+goroutine, where net/http recovers it as it would one in serve.
+
 # State
 
 The state of a provider+model pair lives in package upstreams: one

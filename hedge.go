@@ -48,10 +48,7 @@ const HeaderHedged = "X-LLM-Hedged"
 
 const defaultHedgeBudget = 0.1
 
-var (
-	errHedgeLost    = errors.New("another call answered first")
-	errHedgeAborted = errors.New("the hedge's stream broke after it reached the client")
-)
+var errHedgeLost = errors.New("another call answered first")
 
 // Validate checks the values.
 func (hg *Hedge) Validate() error {
@@ -217,8 +214,14 @@ func (h *Handler) attemptHedged(w http.ResponseWriter, r *http.Request, req *str
 	}
 	delay, known := hg.delayFor(c, req.Stream)
 	rc := &hedgeRace{calls: n}
+	// Both calls run on goroutines of their own (goroutine.go): a panic
+	// in either ends the race (the other call is cancelled) and is
+	// raised here once both have returned.
+	raceCtx, stopRace := context.WithCancelCause(r.Context())
+	defer stopRace(nil)
+	stop := func() { stopRace(errPanicked) }
 	newGate := func(name string, w http.ResponseWriter) (*hedgeGate, context.Context) {
-		ctx, cancel := context.WithCancelCause(r.Context())
+		ctx, cancel := context.WithCancelCause(raceCtx)
 		g := &hedgeGate{race: rc, w: w, name: name, header: make(http.Header), cancel: cancel}
 		return g, ctx
 	}
@@ -226,8 +229,7 @@ func (h *Handler) attemptHedged(w http.ResponseWriter, r *http.Request, req *str
 	rc.gates[0] = primary
 	defer primary.cancel(nil)
 
-	attempted := make(chan attemptResult, 1)
-	go func() { attempted <- h.attempt(primary, r.WithContext(pctx), req, p, c, n, repl) }()
+	attempted := spawn(func() { res = h.attempt(primary, r.WithContext(pctx), req, p, c, n, repl) }, stop)
 
 	var timeout <-chan time.Time
 	if known {
@@ -236,12 +238,14 @@ func (h *Handler) attemptHedged(w http.ResponseWriter, r *http.Request, req *str
 		timeout = timer.C
 	}
 	select {
-	case res = <-attempted:
+	case <-attempted.done:
+		h.raise(attempted.wait())
 		return res, false, nil
 	case <-timeout:
 	}
 	if rc.won() != nil || !hg.take() {
-		return <-attempted, false, nil
+		h.raise(attempted.wait())
+		return res, false, nil
 	}
 
 	// The hedge is an attempt loop of its own over the rest of the
@@ -264,37 +268,28 @@ func (h *Handler) attemptHedged(w http.ResponseWriter, r *http.Request, req *str
 	sp.candidates = slices.Clone(p.candidates[i+1:])
 	sp.calls = n // the hedge's calls are counted on from the primary's
 	hr := r.Clone(hctx)
-	served := make(chan error, 1)
-	go func() {
-		defer func() {
-			// A stream the hedge answered that broke for good ends the
-			// response: the abort happens here, in the request's
-			// goroutine, below.
-			if v := recover(); v != nil {
-				if v != http.ErrAbortHandler {
-					panic(v)
-				}
-				served <- errHedgeAborted
-			}
-		}()
-		served <- h.serve(hedge, hr, req, &sp)
-	}()
+	served := spawn(func() { err = h.serve(hedge, hr, req, &sp) }, stop)
 
-	res = <-attempted
+	if pc := attempted.wait(); pc != nil {
+		hedge.cancel(errPanicked)
+		served.wait()
+		h.raise(pc)
+	}
 	if winner := rc.won(); winner == primary || winner == nil && res.outcome != outcomeRetry {
 		// The primary answered (or failed in a way the client must see).
 		hedge.cancel(errHedgeLost)
-		<-served
+		if hc := served.wait(); !hc.aborted() {
+			h.raise(hc)
+		}
 		return res, false, nil
 	}
 	// The hedge answered, or the primary failed and the hedge is the
 	// rest of the loop. The primary's call is part of the record.
 	hedgeLost(r.WithContext(pctx), &res)
 	p.rec.attempt(c, &res)
-	err = <-served
-	if errors.Is(err, errHedgeAborted) && rc.won() == hedge {
-		panic(http.ErrAbortHandler)
-	}
+	// (A stream the hedge answered that broke for good aborts the
+	// response here.)
+	h.raise(served.wait())
 	if rc.won() != hedge {
 		// The hedge's error answer is the last word.
 		hdr := w.Header()
@@ -312,11 +307,18 @@ func (h *Handler) attemptHedged(w http.ResponseWriter, r *http.Request, req *str
 	return res, true, err
 }
 
-// hedgeLost marks the result of an attempt that a hedge race cancelled
-// (its request's context ended with errHedgeLost), so that the record
-// tells it from a client that went away.
+// lostRace reports whether ctx, an attempt's, ended because the other
+// call of a hedge race answered first (its gate was cancelled with
+// errHedgeLost), not because the client went away.
+func lostRace(ctx context.Context) bool {
+	return errors.Is(context.Cause(ctx), errHedgeLost)
+}
+
+// hedgeLost names the error of an attempt that a hedge race cancelled,
+// for the log lines that show it. (The record tells such an attempt
+// from a client that went away by the attempt's context: causeOf.)
 func hedgeLost(r *http.Request, res *attemptResult) {
-	if res.outcome == outcomeGone && errors.Is(context.Cause(r.Context()), errHedgeLost) {
+	if res.outcome == outcomeGone && lostRace(r.Context()) {
 		res.err = errHedgeLost
 	}
 }

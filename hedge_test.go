@@ -1,10 +1,22 @@
 package llmroute
 
 import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"slices"
+	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/caddy-llm-route/llmroute/strategies"
 	"github.com/caddy-llm-route/llmroute/upstreams"
@@ -85,4 +97,95 @@ func TestSettleOnReportedUsage(t *testing.T) {
 			t.Errorf("%s: %v tokens charged, want %v", tc.name, got, tc.want)
 		}
 	}
+}
+
+// hedgedAttempts serves one request on route hedged (model m at p1, then
+// at p2; retries 1) and returns its record's attempts as
+// provider/cause/retry.
+func hedgedAttempts(t *testing.T, p1, p2 *upstream, ctx context.Context) []string {
+	t.Helper()
+	h := mustLoadHandler(t, `{
+		"decision_log": {},
+		"retries": 1,
+		"providers": [
+			{"name": "p1", "api_key": "k1", "proxy": `+gatewayProxy(p1.addr())+`},
+			{"name": "p2", "api_key": "k2", "proxy": `+gatewayProxy(p2.addr())+`}
+		],
+		"models": [{"name": "m", "providers": ["p1", "p2"]}],
+		"routes": [{"name": "hedged", "targets": [{"model": "m", "provider": "p1"}, {"model": "m", "provider": "p2"}],
+			"strategy": {"name": "fallback"}, "hedge": {"delay": "20ms", "budget": 1}}]
+	}`)
+	core, logs := observer.New(zapcore.DebugLevel)
+	h.logger = zap.New(core)
+	h.decisions = h.logger.Named("decisions")
+	rec := httptest.NewRecorder()
+	r := httptest.NewRequestWithContext(ctx, "POST", "http://gateway.example/v1/chat/completions",
+		strings.NewReader(`{"model":"hedged","messages":[{"role":"user","content":"hi"}]}`))
+	r = caddyhttp.PrepareRequest(r, caddy.NewReplacer(), rec, &caddyhttp.Server{})
+	_ = h.ServeHTTP(rec, r, noNext)
+	entries := logs.FilterLoggerName("decisions").FilterMessage("decision").All()
+	if len(entries) != 1 {
+		t.Fatalf("%d decision records", len(entries))
+	}
+	atts, _ := entries[0].ContextMap()["attempts"].([]any)
+	var got []string
+	for _, at := range atts {
+		m, _ := at.(map[string]any)
+		got = append(got, fmt.Sprintf("%v/%v/%v", m["provider"], m["cause"], m["retry"]))
+	}
+	slices.Sort(got)
+	return got
+}
+
+// Every call a lost hedge race cancelled is recorded as hedge_lost: here
+// the hedge's retry of its target (the first try failed with a 503), cut
+// off when the primary answered, in the middle of its answer (held by
+// the attempt writer until whole, so never the client's). A client that went away is still
+// client_gone, for both calls of the race.
+func TestHedgeLostRetry(t *testing.T) {
+	t.Run("the primary wins while the hedge retries", func(t *testing.T) {
+		retried := make(chan struct{})
+		var calls atomic.Int32
+		p2 := newUpstream(t, func(w http.ResponseWriter, r *http.Request) {
+			if calls.Add(1) == 1 {
+				answer(503, `{"error":{"message":"busy"}}`)(w, r)
+				return
+			}
+			// The retry's answer starts, and stalls: cut off mid-body.
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(http.StatusOK)
+			_, _ = io.WriteString(w, `{"id":"chatcmpl-2",`)
+			w.(http.Flusher).Flush()
+			close(retried)
+			<-r.Context().Done()
+		})
+		p1 := newUpstream(t, func(w http.ResponseWriter, r *http.Request) {
+			<-retried
+			answer(200, okChat)(w, r)
+		})
+		got := hedgedAttempts(t, p1, p2, context.Background())
+		if want := "[p1/ok/<nil> p2/5xx/<nil> p2/hedge_lost/1]"; fmt.Sprint(got) != want {
+			t.Errorf("attempts %v, want %s", got, want)
+		}
+	})
+
+	t.Run("the client goes away during the race", func(t *testing.T) {
+		arrived := make(chan struct{}, 2)
+		hold := func(w http.ResponseWriter, r *http.Request) {
+			arrived <- struct{}{}
+			<-r.Context().Done()
+		}
+		p1, p2 := newUpstream(t, hold), newUpstream(t, hold)
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		go func() {
+			<-arrived
+			<-arrived
+			cancel()
+		}()
+		got := hedgedAttempts(t, p1, p2, ctx)
+		if want := "[p1/client_gone/<nil> p2/client_gone/<nil>]"; fmt.Sprint(got) != want {
+			t.Errorf("attempts %v, want %s", got, want)
+		}
+	})
 }

@@ -169,9 +169,6 @@ func observe(rec *record, end time.Time) {
 			// hedge's call the other call beat, recorded as it ended)
 			m.fallbacks.WithLabelValues(am, ap, a.cause.String()).Inc()
 		}
-		if a.res != nil {
-			quotaLeft(a.res, ap)
-		}
 	}
 	if chosen != nil {
 		m.overhead.WithLabelValues(route).Observe(rec.overhead(end).Seconds())
@@ -198,8 +195,9 @@ func (rec *record) tried(c candidateRecord) bool {
 	return false
 }
 
-// quotaLeft sets the room left on each limit a reservation charged.
-// A provider's subject is named by the provider's name (its state
+// quotaLeft sets the room left on each limit a reservation charged,
+// when it is made (admit: a reservation is recycled once settled). A
+// provider's subject is named by the provider's name (its state
 // identity is a digest that labels should not carry).
 func quotaLeft(res *limits.Reservation, provider string) {
 	for _, ch := range res.Charges {
@@ -209,6 +207,66 @@ func quotaLeft(res *limits.Reservation, provider string) {
 		}
 		metrics.quotaLeft.WithLabelValues(subject, ch.Kind.String()).Set(max(ch.Left, 0))
 	}
+}
+
+// quotaSeries holds the llm_route_quota_remaining series that the live
+// configurations have limits for: an entry per subject, limit and the
+// limit's value, taken by each handler with that limit when it is
+// provisioned and released in its Cleanup. When the last handler with
+// it goes (a reload removed the limit, or changed its value, which the
+// room left was reckoned on), its series goes: a new value's series
+// comes back with its first reservation.
+var quotaSeries = caddy.NewUsagePool()
+
+// quotaSeriesOf is a series' entry in quotaSeries.
+type quotaSeriesOf struct{ subject, limit string }
+
+// Destruct implements caddy.Destructor: it deletes the series.
+func (q quotaSeriesOf) Destruct() error {
+	metrics.quotaLeft.DeleteLabelValues(q.subject, q.limit)
+	return nil
+}
+
+// takeQuotaSeries takes the entries of h's limits in quotaSeries.
+func (h *Handler) takeQuotaSeries() {
+	now := time.Now()
+	take := func(subject string, s *limits.Subject) {
+		if s == nil {
+			return
+		}
+		for _, ch := range s.Charges(nil, limits.Amount{}, now) {
+			q := quotaSeriesOf{subject, ch.Kind.String()}
+			key := q.subject + "|" + q.limit + "|" + strconv.FormatFloat(ch.Counter.Limit, 'g', -1, 64)
+			_, _, _ = quotaSeries.LoadOrNew(key, func() (caddy.Destructor, error) { return q, nil })
+			h.quotaSeries = append(h.quotaSeries, key)
+		}
+	}
+	for _, k := range h.keys {
+		if k.subject != nil {
+			take(k.subject.Name(), k.subject)
+		}
+	}
+	for _, m := range h.Models {
+		if m.subject != nil {
+			take(m.subject.Name(), m.subject)
+		}
+	}
+	for name, s := range h.provSubject {
+		take("provider:"+name, s) // (as quotaLeft names it)
+	}
+	for _, r := range h.Routes {
+		if r.subject != nil {
+			take(r.subject.Name(), r.subject)
+		}
+	}
+}
+
+// releaseQuotaSeries releases what takeQuotaSeries took.
+func (h *Handler) releaseQuotaSeries() {
+	for _, key := range h.quotaSeries {
+		_, _ = quotaSeries.Delete(key)
+	}
+	h.quotaSeries = nil
 }
 
 // pairCollector reports the state of the provider+model pairs in use,

@@ -14,7 +14,6 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"github.com/tidwall/gjson"
 	"github.com/tidwall/sjson"
-	"go.uber.org/zap"
 
 	"github.com/caddy-llm-route/llmroute/strategies"
 	"github.com/caddy-llm-route/llmroute/translate"
@@ -152,16 +151,14 @@ func (h *Handler) call(r *http.Request, req *strategies.Request, p *plan, cands 
 }
 
 // serveBuffered runs serve into a buffer; an answer that broke after it
-// started (serve aborts the response) leaves a 502. So does a panic (a
-// bug on the call's path), logged: a consensus runs its calls on
-// goroutines of their own, where a panic would end the process rather
-// than one request.
+// started (serve aborts the response) leaves a 502. Any other panic is a
+// bug that fails the request, as it would in serve: it goes on up (from
+// a consensus's goroutines, to the request's: goroutine.go).
 func (h *Handler) serveBuffered(buf *bufferedResponse, r *http.Request, req *strategies.Request, p *plan) (err error) {
 	defer func() {
 		if v := recover(); v != nil {
 			if v != http.ErrAbortHandler {
-				h.logger.Error("panic in a call of a request that makes several", zap.String("route", p.route),
-					zap.Any("panic", v), zap.Stack("stack"))
+				panic(v)
 			}
 			buf.status = http.StatusBadGateway
 			buf.body.Reset()

@@ -138,46 +138,6 @@ func streamText(t *testing.T, endpoint string, events []byte) string {
 	return b.String()
 }
 
-// panicTransport is a reverse_proxy transport whose every round trip
-// panics: a bug in some module on the path of one call.
-type panicTransport struct{}
-
-func (panicTransport) CaddyModule() caddy.ModuleInfo {
-	return caddy.ModuleInfo{ID: "http.reverse_proxy.transport.llmroute_test_panic", New: func() caddy.Module { return new(panicTransport) }}
-}
-
-func (panicTransport) RoundTrip(*http.Request) (*http.Response, error) { panic("a bug in a transport") }
-
-func init() { caddy.RegisterModule(panicTransport{}) }
-
-// TestConsensusVoterPanics: a panic on the path of one voter's call
-// (which runs on a goroutine of its own) fails that call, as a panic
-// fails one request; it does not take the process down with every
-// request in flight.
-func TestConsensusVoterPanics(t *testing.T) {
-	a := newUpstream(t, answer(200, `{"id":"x","object":"chat.completion","choices":[{"index":0,"message":{"role":"assistant","content":"It is 42"},"finish_reason":"stop"}],"usage":{"prompt_tokens":3,"completion_tokens":3,"total_tokens":6}}`))
-	h := mustLoadHandler(t, `{
-		"providers": [
-			{"name": "a", "api_key": "key-a", "proxy": `+gatewayProxy(a.addr())+`},
-			{"name": "bad", "api_key": "key-b", "proxy": {"handler": "reverse_proxy", "transport": {"protocol": "llmroute_test_panic"}, "upstreams": [{"dial": "127.0.0.1:1"}]}}
-		],
-		"models": [
-			{"name": "good", "providers": ["a"], "quality": 0.5},
-			{"name": "buggy", "providers": ["bad"], "quality": 0.9}
-		],
-		"routes": [
-			{"name": "vote", "targets": [{"model": "good"}, {"model": "buggy"}], "strategy": {"name": "consensus", "extract": "last_number"}}
-		]
-	}`)
-	rec, _, _, aborted := serveGateway(t, h, "POST", "/v1/chat/completions", `{"model":"vote","messages":[{"role":"user","content":"6 times 7?"}]}`)
-	if aborted || rec.Code != http.StatusOK || gjson.Get(rec.Body.String(), "choices.0.message.content").Str != "It is 42" {
-		t.Fatalf("aborted %v, status %d: %s", aborted, rec.Code, rec.Body)
-	}
-	if got, want := rec.Header().Get(HeaderConsensus), "mode=majority votes=1/1 agreement=1.00 winner=good"; got != want {
-		t.Errorf("%s %q, want %q", HeaderConsensus, got, want)
-	}
-}
-
 // TestConsensusClientGone: when the client goes away during a vote, the
 // calls in flight are cancelled (their upstream requests end) and the
 // handler returns, leaving no call behind.

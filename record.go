@@ -16,7 +16,6 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
-	"github.com/caddy-llm-route/llmroute/limits"
 	"github.com/caddy-llm-route/llmroute/strategies"
 )
 
@@ -72,7 +71,8 @@ func causeOf(res *attemptResult) cause {
 	case outcomeUnfit:
 		return causeUnfit
 	case outcomeGone:
-		if errors.Is(res.err, errHedgeLost) {
+		// (whichever loop made the attempt: a primary, a hedge, a retry)
+		if errors.Is(res.err, errHedgeLost) || res.aw != nil && lostRace(res.aw.ctx) {
 			return causeHedged
 		}
 		return causeGone
@@ -110,7 +110,6 @@ type attemptRecord struct {
 	upstream  time.Duration // inside the provider's reverse proxy
 	firstByte time.Duration // from the upstream call to its first byte; 0: none
 	aw        *attemptWriter
-	res       *limits.Reservation
 }
 
 // record is what happened to one request: built as the request goes
@@ -219,7 +218,7 @@ func (rec *record) attempt(c *strategies.Candidate, res *attemptResult) {
 	if rec == nil {
 		return
 	}
-	a := attemptRecord{c: c, cause: causeOf(res), aw: res.aw, upstream: res.upstream, res: res.reservation, retry: res.retry}
+	a := attemptRecord{c: c, cause: causeOf(res), aw: res.aw, upstream: res.upstream, retry: res.retry}
 	if res.body != nil {
 		a.status = res.status
 	}

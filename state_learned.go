@@ -15,5 +15,6 @@ func (h *Handler) sharedState() *strategies.SharedState {
 	if interval <= 0 {
 		interval = upstreams.DefaultSyncInterval
 	}
-	return &strategies.SharedState{Client: h.redis.Client(), Prefix: h.redis.Prefix(), Timeout: h.redis.Timeout(), Interval: interval}
+	return &strategies.SharedState{Client: h.redis.Client(), Prefix: h.redis.Prefix(), Timeout: h.redis.Timeout(), Interval: interval,
+		Logger: h.logger}
 }

@@ -9,7 +9,9 @@ import (
 
 // Failures counts the failed calls of a shared-state backend and logs
 // them at most once per interval, with how many failed since the last
-// line: a dead Redis under load must not flood the log.
+// line: a dead Redis under load must not flood the log. A user that
+// knows when the backend answers again (a SyncLoop) calls Recovered,
+// which logs the end of a run of failures that was logged.
 type Failures struct {
 	logger   *zap.Logger
 	interval time.Duration
@@ -19,6 +21,10 @@ type Failures struct {
 	n        atomic.Uint64
 	lastLog  atomic.Int64  // unix ns of the last line
 	loggedAt atomic.Uint64 // n when it was logged
+
+	run      atomic.Uint64 // failures since the last Recovered
+	runStart atomic.Int64  // unix ns of the first of them
+	reported atomic.Bool   // a line was logged during the run
 }
 
 // NewFailures returns a counter that logs msg with fields on logger, at
@@ -35,10 +41,14 @@ func NewFailures(logger *zap.Logger, interval time.Duration, msg string, fields 
 func (f *Failures) Add(err error) {
 	n := f.n.Add(1)
 	now := time.Now().UnixNano()
+	if f.run.Add(1) == 1 {
+		f.runStart.Store(now)
+	}
 	last := f.lastLog.Load()
 	if last != 0 && now-last < int64(f.interval) || !f.lastLog.CompareAndSwap(last, now) {
 		return
 	}
+	f.reported.Store(true)
 	since := n - f.loggedAt.Swap(n)
 	f.logger.Warn(f.msg, append([]zap.Field{zap.Error(err), zap.Uint64("errors", n),
 		zap.Uint64("errors_since_last_log", since)}, f.fields...)...)
@@ -46,3 +56,19 @@ func (f *Failures) Add(err error) {
 
 // Count returns how many failures were counted.
 func (f *Failures) Count() uint64 { return f.n.Load() }
+
+// Recovered notes that the backend answered. When a line was logged of
+// the failures since the last time, it logs that the backend answers
+// again, with how many calls failed meanwhile and for how long.
+func (f *Failures) Recovered() {
+	if f.run.Load() == 0 {
+		return
+	}
+	run := f.run.Swap(0)
+	if !f.reported.Swap(false) || run == 0 {
+		return
+	}
+	down := time.Duration(time.Now().UnixNano() - f.runStart.Load())
+	f.logger.Info("redis state: answering again", append([]zap.Field{zap.String("after", f.msg),
+		zap.Uint64("errors", run), zap.Duration("down_for", down)}, f.fields...)...)
+}

@@ -7,11 +7,13 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/redis/go-redis/v9"
+	"go.uber.org/zap"
+
+	"github.com/caddy-llm-route/llmroute/limits"
 )
 
 // SharedState is the Redis through which the instances of a fleet share
@@ -25,6 +27,13 @@ type SharedState struct {
 	// Interval is how often each instance exchanges its new evidence
 	// and the fleet's totals with Redis.
 	Interval time.Duration
+	// Logger logs failed exchanges, at most one line per LogInterval
+	// (default 1m), and their end; nil: not logged.
+	Logger      *zap.Logger
+	LogInterval time.Duration
+	// After is the clock of the exchanges' waits (limits.SyncLoop);
+	// nil: time.After. Tests replace it.
+	After func(time.Duration) <-chan time.Time
 }
 
 // SharedBinder is a strategy that can keep its learned state in Redis:
@@ -51,16 +60,17 @@ const adaptiveRedisTTL = 30 * 24 * time.Hour
 // Interval. So an instance sees its own evidence at once and the other
 // instances' evidence at most about two intervals late (theirs is sent
 // within an interval, and read within the next). While Redis cannot be
-// reached the evidence is kept and sent once it can (Errors counts the
-// failed exchanges); the fleet's totals stay as last read. The hash
-// lives 30 days after its last write.
+// reached the evidence is kept and sent once it can, the fleet's totals
+// stay as last read, and the exchanges back off up to 16 intervals
+// apart (limits.SyncLoop); each failed exchange is counted (Errors),
+// the first logged at once, then at most one line per LogInterval, and
+// the recovery too. The hash lives 30 days after its last write.
 type AdaptiveRedis struct {
-	client   *redis.Client
-	key      string
-	window   float64
-	timeout  time.Duration
-	interval time.Duration
-	errors   atomic.Uint64
+	client  *redis.Client
+	key     string
+	window  float64
+	timeout time.Duration
+	loop    limits.SyncLoop
 
 	mu       sync.Mutex
 	fleet    map[adaptiveKey]AdaptiveArm // the totals last read
@@ -82,10 +92,15 @@ func NewAdaptiveRedis(s *SharedState, key string, window float64) *AdaptiveRedis
 	if interval <= 0 {
 		interval = time.Second
 	}
+	logInterval := s.LogInterval
+	if logInterval <= 0 {
+		logInterval = time.Minute
+	}
 	ctx, stop := context.WithCancel(context.Background())
 	r := &AdaptiveRedis{
-		client: s.Client, key: s.Prefix + "adaptive:" + key, window: window,
-		timeout: timeout, interval: interval,
+		client: s.Client, key: s.Prefix + "adaptive:" + key, window: window, timeout: timeout,
+		loop: limits.SyncLoop{Interval: interval, After: s.After,
+			Failures: limits.NewFailures(s.Logger, logInterval, "redis state: sharing what adaptive learnt failed", zap.String("key", key))},
 		fleet: map[adaptiveKey]AdaptiveArm{}, pending: map[adaptiveKey]AdaptiveArm{},
 		stop: stop, done: make(chan struct{}),
 	}
@@ -126,7 +141,7 @@ func (r *AdaptiveRedis) Observe(ctx, model string, q, w float64) {
 }
 
 // Errors returns how many exchanges with Redis have failed.
-func (r *AdaptiveRedis) Errors() uint64 { return r.errors.Load() }
+func (r *AdaptiveRedis) Errors() uint64 { return r.loop.Failures.Count() }
 
 // Close sends the pending evidence (within the timeout) and stops the
 // goroutine.
@@ -137,18 +152,8 @@ func (r *AdaptiveRedis) Close() {
 
 func (r *AdaptiveRedis) run(ctx context.Context) {
 	defer close(r.done)
-	tick := time.NewTicker(r.interval)
-	defer tick.Stop()
-	r.sync(context.Background())
-	for {
-		select {
-		case <-ctx.Done():
-			r.sync(context.Background()) // the last evidence
-			return
-		case <-tick.C:
-			r.sync(ctx)
-		}
-	}
+	r.loop.Run(ctx, r.sync)
+	_ = r.sync(context.Background()) // the last evidence
 }
 
 // adaptiveSync adds each arm's evidence (ARGV from 3: field, alpha,
@@ -171,7 +176,7 @@ return redis.call('HGETALL', KEYS[1])
 `)
 
 // sync sends the pending evidence and reads the fleet's totals.
-func (r *AdaptiveRedis) sync(ctx context.Context) {
+func (r *AdaptiveRedis) sync(ctx context.Context) error {
 	r.mu.Lock()
 	sent := r.pending
 	r.pending = map[adaptiveKey]AdaptiveArm{}
@@ -191,7 +196,6 @@ func (r *AdaptiveRedis) sync(ctx context.Context) {
 	defer r.mu.Unlock()
 	r.inflight = nil
 	if err != nil {
-		r.errors.Add(1)
 		// Keep the evidence for the next exchange. (Redis may have
 		// applied it if only the reply was lost; counting it twice is
 		// the lesser harm than losing it.)
@@ -201,7 +205,7 @@ func (r *AdaptiveRedis) sync(ctx context.Context) {
 			p.Beta += a.Beta
 			r.pending[k] = p
 		}
-		return
+		return err
 	}
 	fleet := make(map[adaptiveKey]AdaptiveArm, len(res)/4)
 	for i := 0; i+1 < len(res); i += 2 {
@@ -225,6 +229,7 @@ func (r *AdaptiveRedis) sync(ctx context.Context) {
 		fleet[k] = a
 	}
 	r.fleet = fleet
+	return nil
 }
 
 // cutLast splits field at its last NUL.

@@ -7,8 +7,12 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/redis/go-redis/v9"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/caddy-llm-route/llmroute/internal/redistest"
+	"github.com/caddy-llm-route/llmroute/internal/testclock"
 )
 
 // sharedOn returns a SharedState on its own client of srv, as another
@@ -126,6 +130,55 @@ func TestAdaptiveRedisUnreachable(t *testing.T) {
 	if got := s.Arms(nil, "all", []string{"a"})[0]; got.Alpha != 2 {
 		t.Errorf("invalid observations counted: %+v", got)
 	}
+}
+
+// While Redis is down the exchanges back off, each wait twice the last
+// up to 16 intervals, and the failures are counted and logged once;
+// once Redis is back (empty, as after a crash) the evidence kept
+// meanwhile reaches it, the exchanges run every interval again, and the
+// recovery is logged.
+func TestAdaptiveRedisBacksOff(t *testing.T) {
+	srv := redistest.Start(t)
+	c := redis.NewClient(&redis.Options{Addr: srv.Addr, MaxRetries: -1, DialerRetries: 1})
+	t.Cleanup(func() { _ = c.Close() })
+	core, logs := observer.New(zapcore.InfoLevel)
+	clock := testclock.New()
+	s := NewAdaptiveRedis(&SharedState{Client: c, Prefix: "test:", Timeout: 5 * time.Second, Interval: time.Second,
+		Logger: zap.New(core), After: clock.After}, "backoff", 0)
+	defer s.Close()
+	next := func(want time.Duration) {
+		t.Helper()
+		if got := clock.Next(t); got != want {
+			t.Fatalf("after %d failed exchanges the store waits %v, want %v", s.Errors(), got, want)
+		}
+	}
+
+	next(time.Second)
+	srv.Kill()
+	s.Observe("all", "a", 1, 2)
+	for _, want := range []time.Duration{1, 2, 4, 8, 16, 16} {
+		clock.Fire(t)
+		next(want * time.Second)
+	}
+	if n := s.Errors(); n != 6 {
+		t.Errorf("%d failed exchanges counted, want 6", n)
+	}
+	if n := logs.FilterLevelExact(zapcore.WarnLevel).Len(); n != 1 {
+		t.Errorf("%d lines logged of 6 failed exchanges, want 1", n)
+	}
+
+	srv = srv.Restart(t)
+	clock.Fire(t)
+	next(time.Second)
+	if n := s.Errors(); n != 6 {
+		t.Errorf("%d failed exchanges counted once Redis is back, want 6", n)
+	}
+	if n := logs.FilterMessage("redis state: answering again").Len(); n != 1 {
+		t.Errorf("%d lines of recovery, want 1", n)
+	}
+	other := NewAdaptiveRedis(sharedOn(t, srv), "backoff", 0)
+	defer other.Close()
+	waitArm(t, other, "all", "a", AdaptiveArm{Alpha: 2})
 }
 
 // BenchmarkAdaptiveSelectRedis measures a decision and its feedback with

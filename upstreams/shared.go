@@ -58,9 +58,10 @@ import (
 // A Redis error never reaches a request: the pairs go on with their
 // last view of the fleet (the other instances' stats dropped once
 // StatsTTL passed without a poll), and a cooldown that could not be
-// sent is sent again until it ends. While Redis does not answer, the
-// polls back off up to 16 intervals apart. Each error is counted
-// (Errors) and logged at most once per LogInterval.
+// sent is sent again until it ends. While Redis fails, the polls back
+// off up to 16 intervals apart (limits.SyncLoop). Each error is counted
+// (Errors); the first is logged at once, then at most one line per
+// LogInterval, and the recovery once Redis answers again.
 type Shared struct {
 	client   *redis.Client
 	prefix   string
@@ -69,6 +70,7 @@ type Shared struct {
 	statsTTL time.Duration
 	id       string
 	failures *limits.Failures
+	after    func(time.Duration) <-chan time.Time // the loop's clock
 
 	wake chan struct{} // a cooldown to send; capacity 1
 
@@ -97,9 +99,12 @@ type SharedOptions struct {
 	// write; default 30s, and at least three intervals.
 	StatsTTL time.Duration
 	// Logger logs Redis errors, at most one line per LogInterval
-	// (default 1m); nil: not logged.
+	// (default 1m), and their end; nil: not logged.
 	Logger      *zap.Logger
 	LogInterval time.Duration
+	// After is the clock of the goroutine's waits (limits.SyncLoop);
+	// nil: time.After. Tests replace it.
+	After func(time.Duration) <-chan time.Time
 }
 
 // The defaults of SharedOptions.
@@ -144,6 +149,7 @@ func NewShared(o SharedOptions) *Shared {
 		statsTTL: o.StatsTTL,
 		id:       hex.EncodeToString(b[:]),
 		failures: limits.NewFailures(o.Logger, o.LogInterval, "redis state: sharing cooldowns and stats failed"),
+		after:    o.After,
 		wake:     make(chan struct{}, 1),
 		pairs:    make(map[*sharedPair]struct{}),
 	}
@@ -232,39 +238,14 @@ func (s *Shared) publish(p *sharedPair, c healthChange) {
 	}
 }
 
-// run is the goroutine: it polls at once and every interval, and sends
-// queued cooldowns when woken.
+// run is the goroutine: it polls at once and every interval (backing
+// off while Redis fails), and sends queued cooldowns when woken.
 func (s *Shared) run(ctx context.Context, done chan struct{}) {
 	defer close(done)
 	l := &syncLoop{Shared: s, written: make(map[*sharedPair]bool), stale: make(map[*sharedPair][]string), lastOK: time.Now()}
-	tick := time.NewTicker(s.interval)
-	defer tick.Stop()
-	// While Redis does not answer, the polls back off: after the n-th
-	// failure in a row, 2^(n-1)-1 ticks are skipped, at most 15.
-	failures, skip := 0, 0
-	poll := func() {
-		if l.sync(ctx, true) {
-			failures = 0
-			return
-		}
-		failures++
-		skip = 1<<min(failures-1, 4) - 1
-	}
-	poll()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-tick.C:
-			if skip > 0 {
-				skip--
-				continue
-			}
-			poll()
-		case <-s.wake:
-			l.sync(ctx, false)
-		}
-	}
+	loop := limits.SyncLoop{Interval: s.interval, Failures: s.failures, After: s.after,
+		Wake: s.wake, Woken: func(ctx context.Context) error { return l.sync(ctx, false) }}
+	loop.Run(ctx, func(ctx context.Context) error { return l.sync(ctx, true) })
 }
 
 // syncLoop is the state of one run of the goroutine.
@@ -310,9 +291,9 @@ func parseCool(v string) (until, probeAt time.Time) {
 
 // sync sends the queued cooldowns and, when poll is set, writes this
 // instance's stats of every pair and reads the fleet's cooldowns and
-// stats, all in one pipeline bounded by the timeout. It reports whether
-// Redis answered (or there was nothing to ask).
-func (l *syncLoop) sync(ctx context.Context, poll bool) bool {
+// stats, all in one pipeline bounded by the timeout. It returns the
+// exchange's error.
+func (l *syncLoop) sync(ctx context.Context, poll bool) error {
 	var pairs []*sharedPair
 	if poll {
 		l.mu.Lock()
@@ -341,7 +322,7 @@ func (l *syncLoop) sync(ctx context.Context, poll bool) bool {
 	l.pending = nil
 	l.mu.Unlock()
 	if len(ops) == 0 && len(pairs) == 0 {
-		return true
+		return nil
 	}
 
 	pipe := l.client.Pipeline()
@@ -385,7 +366,7 @@ func (l *syncLoop) sync(ctx context.Context, poll bool) bool {
 	_, err := pipe.Exec(cctx)
 	cancel()
 	if ctx.Err() != nil {
-		return true // stopping
+		return nil // stopping
 	}
 	now = time.Now()
 	// The replies count when the exchange went through, though a command
@@ -395,7 +376,6 @@ func (l *syncLoop) sync(ctx context.Context, poll bool) bool {
 	if err != nil {
 		var reply redis.Error
 		answered = errors.As(err, &reply)
-		l.failures.Add(err)
 		l.requeue(ops, now)
 	}
 	if !answered {
@@ -435,7 +415,7 @@ func (l *syncLoop) sync(ctx context.Context, poll bool) bool {
 		}
 		l.mu.Unlock()
 	}
-	return answered
+	return err
 }
 
 // forget drops what the loop knows of pairs no longer shared.

@@ -10,8 +10,12 @@ import (
 
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/goleak"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/caddy-llm-route/llmroute/internal/redistest"
+	"github.com/caddy-llm-route/llmroute/internal/testclock"
 	"github.com/caddy-llm-route/llmroute/limits"
 )
 
@@ -304,6 +308,63 @@ func TestSharedRedisDown(t *testing.T) {
 	if !pb.Available(time.Now()) {
 		t.Error("B learnt of A's cooldown with Redis down")
 	}
+}
+
+// While Redis is down the polls back off, each wait twice the last up
+// to 16 intervals, and the failures are counted and logged once; once
+// Redis is back (empty, as after a crash) the polls run every interval
+// again, the recovery is logged, and the fleet sees this instance's
+// stats again.
+func TestSharedBacksOff(t *testing.T) {
+	verifyNoLeaks(t)
+	srv := redistest.Start(t)
+	r, err := limits.NewRedis(limits.RedisOptions{URL: srv.URL(), Timeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	core, logs := observer.New(zapcore.InfoLevel)
+	clock := testclock.New()
+	a := &instance{redis: r, shared: NewShared(SharedOptions{Client: r.Client(), Prefix: r.Prefix(), Timeout: r.Timeout(),
+		Interval: time.Second, Logger: zap.New(core), After: clock.After})}
+	t.Cleanup(func() {
+		a.shared.Close()
+		_ = r.Close()
+	})
+	prov := testProvider("alpha")
+	pa := a.acquire(t, prov, "m")
+	next := func(want time.Duration) {
+		t.Helper()
+		if got := clock.Next(t); got != want {
+			t.Fatalf("after %d failed polls the loop waits %v, want %v", a.shared.Errors(), got, want)
+		}
+	}
+
+	next(time.Second)
+	srv.Kill()
+	for _, want := range []time.Duration{1, 2, 4, 8, 16, 16} {
+		clock.Fire(t)
+		next(want * time.Second)
+	}
+	if n := a.shared.Errors(); n != 6 {
+		t.Errorf("%d failed polls counted, want 6", n)
+	}
+	if n := logs.FilterLevelExact(zapcore.WarnLevel).Len(); n != 1 {
+		t.Errorf("%d lines logged of 6 failed polls, want 1", n)
+	}
+
+	srv = srv.Restart(t)
+	finishTimed(pa, Succeeded, 300*time.Millisecond)
+	clock.Fire(t)
+	next(time.Second)
+	if n := a.shared.Errors(); n != 6 {
+		t.Errorf("%d failed polls counted once Redis is back, want 6", n)
+	}
+	if n := logs.FilterMessage("redis state: answering again").Len(); n != 1 {
+		t.Errorf("%d lines of recovery, want 1", n)
+	}
+	b := newInstance(t, srv.URL(), 5*time.Second)
+	pb := b.acquire(t, prov, "m")
+	eventually(t, "B does not see A's stats", func() bool { return pb.Snapshot().Samples == 1 })
 }
 
 // A cooldown whose exchange failed is sent again: Redis refuses writes

@@ -1,0 +1,89 @@
+package llmroute
+
+import (
+	"net/http"
+	"testing"
+
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+)
+
+// quotaSeriesNow returns the llm_route_quota_remaining series by
+// subject/limit.
+func quotaSeriesNow(t *testing.T) map[string]float64 {
+	t.Helper()
+	ch := make(chan prometheus.Metric, 1024)
+	metrics.quotaLeft.Collect(ch)
+	close(ch)
+	out := make(map[string]float64)
+	for m := range ch {
+		var d dto.Metric
+		if err := m.Write(&d); err != nil {
+			t.Fatal(err)
+		}
+		labels := map[string]string{}
+		for _, l := range d.GetLabel() {
+			labels[l.GetName()] = l.GetValue()
+		}
+		out[labels["subject"]+"/"+labels["limit"]] = d.GetGauge().GetValue()
+	}
+	return out
+}
+
+// The llm_route_quota_remaining series follow the live config: after a
+// reload (the new config provisioned, then the old one cleaned up, as
+// Caddy does) a limit the reload removed has no series, nor one whose
+// value it changed until the new value's first reservation; an
+// unchanged limit keeps its series.
+func TestQuotaSeriesFollowReload(t *testing.T) {
+	u := newUpstream(t, answer(200, okChat))
+	config := func(modelLimits, providerLimits, routeLimits string) string {
+		return `{
+			"providers": [{"name": "qr-p", "api_key": "k", ` + providerLimits + ` "proxy": ` + gatewayProxy(u.addr()) + `}],
+			"models": [{"name": "qr-m", "providers": ["qr-p"], ` + modelLimits + ` "context": 100000}],
+			"routes": [{"name": "qr-r", ` + routeLimits + ` "targets": [{"model": "qr-m"}]}]
+		}`
+	}
+	const body = `{"model":"qr-r","messages":[{"role":"user","content":"hi"}]}`
+	expect := func(what string, present []string, absent ...string) {
+		t.Helper()
+		now := quotaSeriesNow(t)
+		for _, s := range present {
+			if _, ok := now[s]; !ok {
+				t.Errorf("%s: no series %s in %v", what, s, now)
+			}
+		}
+		for _, s := range absent {
+			if v, ok := now[s]; ok {
+				t.Errorf("%s: series %s (%v) is left", what, s, v)
+			}
+		}
+	}
+
+	old := mustLoadHandler(t, config(`"rpm": 10, "tpm": 100000,`, `"daily_requests": 100,`, ``))
+	if rec, _, _, _ := serveGateway(t, old, "POST", "/v1/chat/completions", body); rec.Code != http.StatusOK {
+		t.Fatalf("status %d: %s", rec.Code, rec.Body)
+	}
+	expect("the old config", []string{"model:qr-m/rpm", "model:qr-m/tpm", "provider:qr-p/daily_requests"})
+
+	// The reload: rpm changed, tpm kept, the provider's limit removed, a
+	// route limit added.
+	cur := mustLoadHandler(t, config(`"rpm": 20, "tpm": 100000,`, ``, `"rpm": 5,`))
+	if err := old.Cleanup(); err != nil {
+		t.Fatal(err)
+	}
+	expect("after the reload", []string{"model:qr-m/tpm"}, "provider:qr-p/daily_requests", "model:qr-m/rpm", "route:qr-r/rpm")
+
+	if rec, _, _, _ := serveGateway(t, cur, "POST", "/v1/chat/completions", body); rec.Code != http.StatusOK {
+		t.Fatalf("status %d: %s", rec.Code, rec.Body)
+	}
+	expect("the new config's request", []string{"model:qr-m/rpm", "model:qr-m/tpm", "route:qr-r/rpm"}, "provider:qr-p/daily_requests")
+	if v := quotaSeriesNow(t)["model:qr-m/rpm"]; v <= 10 {
+		t.Errorf("model:qr-m/rpm left %v, want the room of the new limit 20", v)
+	}
+
+	if err := cur.Cleanup(); err != nil {
+		t.Fatal(err)
+	}
+	expect("with no config", nil, "model:qr-m/rpm", "model:qr-m/tpm", "route:qr-r/rpm")
+}
