@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"github.com/tidwall/gjson"
@@ -39,11 +40,27 @@ const maxCallAnswer = 16 << 20
 
 var errCallTooLong = errors.New("answer larger than 16 MiB")
 
-// maxJudged is the most of an answer a judge is sent: the judge's
-// request (a prompt holding the answer, escaped into JSON, then copied
-// on its way) would otherwise cost several times an answer of up to
-// maxCallAnswer, per answer judged at once, and bill the judge for it.
+// maxJudged is the most of an answer, and of the question, a judge is
+// sent: the judge's request (a prompt holding both, escaped into JSON,
+// then copied on its way) would otherwise cost several times an answer
+// of up to maxCallAnswer, or a question of up to max_body, per answer
+// judged at once, bill the judge for it and may not fit its context.
 const maxJudged = 256 << 10
+
+// judgedQuestion is the question as a judge is sent it: whole, or its
+// start and its end (where a long turn usually asks what it asks),
+// maxJudged bytes in all, with a note of what was left out.
+func judgedQuestion(q string) string {
+	if len(q) <= maxJudged {
+		return q
+	}
+	head := truncate(q, maxJudged/2)
+	tail := q[len(q)-maxJudged/2:]
+	for len(tail) > 0 && !utf8.RuneStart(tail[0]) {
+		tail = tail[1:]
+	}
+	return fmt.Sprintf("%s\n[%d KiB of the question left out]\n%s", head, (len(q)-len(head)-len(tail))>>10, tail)
+}
 
 // call is the outcome of one call: the answer as the client would have
 // got it (status, headers and body, in the client's format), what it
@@ -228,7 +245,7 @@ func (h *Handler) judge(r *http.Request, req *strategies.Request, p *plan, j *st
 	if len(answer) > maxJudged {
 		answer = fmt.Sprintf("%s\n[the answer goes on: cut at %d KiB of %d KiB]", truncate(answer, maxJudged), maxJudged>>10, len(answer)>>10)
 	}
-	msg, _ := json.Marshal(j.PromptFor(req.LastUser, answer))
+	msg, _ := json.Marshal(j.PromptFor(judgedQuestion(req.LastUser), answer))
 	body := fmt.Appendf(nil, `{"messages":[{"role":"user","content":%s}],"max_tokens":%d,"temperature":0}`, msg, j.Tokens())
 	body, err := sjson.SetBytes(body, h.ModelKey, j.Model)
 	if err != nil {

@@ -2,6 +2,7 @@ package llmroute
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"net/http"
 	"net/http/httptest"
@@ -215,5 +216,20 @@ func TestJudgedAnswerBounded(t *testing.T) {
 	}
 	if !strings.Contains(content, "6 times 7?") || !strings.Contains(content, "forty two forty two") || !strings.Contains(content, "[the answer goes on") {
 		t.Errorf("the judge's prompt lacks the question, the answer's start or the mark of its cut: %.200s", content)
+	}
+
+	// A 4 MiB question: the judge gets its start and its end.
+	question := "Here is a document. " + strings.Repeat("lorem ipsum ", 4<<20/12) + " So: 6 times 7?"
+	body, _ := json.Marshal(map[string]any{"model": "tiered", "messages": []map[string]string{{"role": "user", "content": question}}})
+	rec, _, _, _ = serveGateway(t, h, "POST", "/v1/chat/completions", string(body))
+	if rec.Code != http.StatusOK || judge.requests() != 2 {
+		t.Fatalf("status %d, the judge asked %d times", rec.Code, judge.requests())
+	}
+	content = gjson.Get(judge.body(1), "messages.0.content").Str
+	if n := len(judge.body(1)); n > 2*maxJudged+8<<10 {
+		t.Errorf("the judge's request is %d bytes, want at most about %d", n, 2*maxJudged)
+	}
+	if !strings.Contains(content, "Here is a document.") || !strings.Contains(content, "So: 6 times 7?") || !strings.Contains(content, "of the question left out]") {
+		t.Errorf("the judge's prompt lacks the question's start, its end or the mark of the cut: %.200s", content)
 	}
 }
