@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -181,5 +182,137 @@ func BenchmarkServe(b *testing.B) {
 				}
 			})
 		}
+	}
+}
+
+// streamChunks is an OpenAI chat completion stream as the benchmark's
+// upstream sends it: the first chunk (the role), then eight more (text,
+// the finish, the usage chunk the gateway asks for) and the terminator.
+var streamChunks = func() (first, rest []byte) {
+	chunk := func(delta, finish, usage string) string {
+		return `data: {"id":"chatcmpl-s","object":"chat.completion.chunk","created":1,"model":"mock-small","choices":[{"index":0,"delta":` +
+			delta + `,"finish_reason":` + finish + `}]` + usage + "}\n\n"
+	}
+	first = []byte(chunk(`{"role":"assistant","content":""}`, "null", ""))
+	var b strings.Builder
+	for _, w := range []string{"The ", "quick ", "brown ", "fox ", "jumps ", "over."} {
+		b.WriteString(chunk(`{"content":"`+w+`"}`, "null", ""))
+	}
+	b.WriteString(chunk(`{}`, `"stop"`, ""))
+	b.WriteString(`data: {"id":"chatcmpl-s","object":"chat.completion.chunk","created":1,"model":"mock-small","choices":[],"usage":{"prompt_tokens":300,"completion_tokens":7,"total_tokens":307}}` + "\n\n")
+	b.WriteString("data: [DONE]\n\n")
+	return first, []byte(b.String())
+}
+
+// firstByteWriter is the client's side of a streamed answer in
+// BenchmarkServeStream: it notes when the first body byte was flushed
+// to it, and tells the upstream (seen), which sends the rest of the
+// stream only then. Reused across requests, it allocates nothing.
+type firstByteWriter struct {
+	h      http.Header
+	status int
+	n      int       // body bytes written
+	first  time.Time // the first body byte was flushed
+	seen   chan struct{}
+}
+
+func (f *firstByteWriter) Header() http.Header { return f.h }
+func (f *firstByteWriter) WriteHeader(status int) {
+	if f.status == 0 {
+		f.status = status
+	}
+}
+
+func (f *firstByteWriter) Write(p []byte) (int, error) {
+	f.WriteHeader(http.StatusOK)
+	f.n += len(p)
+	return len(p), nil
+}
+
+func (f *firstByteWriter) Flush() {
+	if f.n > 0 && f.first.IsZero() {
+		f.first = time.Now()
+		select {
+		case f.seen <- struct{}{}:
+		default:
+		}
+	}
+}
+
+func (f *firstByteWriter) reset() {
+	clear(f.h)
+	f.status, f.n, f.first = 0, 0, time.Time{}
+	select {
+	case <-f.seen:
+	default:
+	}
+}
+
+// BenchmarkServeStream is one streamed chat completion (1 KB body)
+// through a handler, in process, to a loopback upstream that sends the
+// stream's first chunk, flushes, and sends the rest (eight chunks and
+// [DONE]) once the client has that first chunk. ns/first-byte is the
+// median time from the call of ServeHTTP to the first body byte flushed
+// to the client: "proxy" a bare reverse_proxy, "llm_route" the gateway
+// with one model in front of the same upstream. ns/op and the
+// allocations are the whole stream's.
+func BenchmarkServeStream(b *testing.B) {
+	first, rest := streamChunks()
+	cw := &firstByteWriter{h: make(http.Header), seen: make(chan struct{}, 1)}
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		w.Header().Set("Content-Type", "text/event-stream")
+		w.Header().Set("Cache-Control", "no-cache")
+		_, _ = w.Write(first)
+		w.(http.Flusher).Flush()
+		select {
+		case <-cw.seen:
+		case <-r.Context().Done():
+			return
+		}
+		_, _ = w.Write(rest)
+	}))
+	b.Cleanup(up.Close)
+	addr := strings.TrimPrefix(up.URL, "http://")
+
+	var proxy reverseproxy.Handler
+	if err := json.Unmarshal([]byte(gatewayProxy(addr)), &proxy); err != nil {
+		b.Fatal(err)
+	}
+	if err := proxy.Provision(newContext(b)); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _ = proxy.Cleanup() })
+	gw := mustLoadHandler(b, `{
+		"providers": [{"name": "a", "proxy": `+gatewayProxy(addr)+`}],
+		"models": [{"name": "small", "providers": ["a"], "input_price": 0.15, "output_price": 0.6}]
+	}`)
+	body := benchBody(1 << 10)
+	for _, arm := range []struct {
+		name string
+		h    caddyhttp.MiddlewareHandler
+	}{
+		{"proxy", &proxy},
+		{"llm_route", gw},
+	} {
+		b.Run(arm.name+"/1KB", func(b *testing.B) {
+			samples := make([]time.Duration, 0, 1<<16)
+			b.ReportAllocs()
+			for b.Loop() {
+				cw.reset()
+				r := httptest.NewRequest(http.MethodPost, "http://gateway.example/v1/chat/completions", bytes.NewReader(body))
+				r.Header.Set("Content-Type", "application/json")
+				r = caddyhttp.PrepareRequest(r, caddy.NewReplacer(), cw, &caddyhttp.Server{})
+				start := time.Now()
+				if err := arm.h.ServeHTTP(cw, r, nil); err != nil || cw.status != http.StatusOK || cw.first.IsZero() {
+					b.Fatalf("status %d, error %v, first byte flushed: %v", cw.status, err, !cw.first.IsZero())
+				}
+				if len(samples) < cap(samples) {
+					samples = append(samples, cw.first.Sub(start))
+				}
+			}
+			slices.Sort(samples)
+			b.ReportMetric(float64(samples[len(samples)/2]), "ns/first-byte")
+		})
 	}
 }
