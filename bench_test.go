@@ -10,6 +10,7 @@ import (
 	"net/http/httptest"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -207,13 +208,25 @@ var streamChunks = func() (first, rest []byte) {
 // firstByteWriter is the client's side of a streamed answer in
 // BenchmarkServeStream: it notes when the first body byte was flushed
 // to it, and tells the upstream (seen), which sends the rest of the
-// stream only then. Reused across requests, it allocates nothing.
+// stream only then. Reused across requests, it allocates nothing. The
+// upstream notes when it got the request and when it flushed the
+// stream's first chunk (called, sent: nanoseconds since base, atomic
+// since the upstream's goroutine writes them).
 type firstByteWriter struct {
 	h      http.Header
 	status int
 	n      int       // body bytes written
 	first  time.Time // the first body byte was flushed
 	seen   chan struct{}
+
+	base         time.Time
+	called, sent atomic.Int64
+}
+
+// since returns the time from the request's start to a stamp of the
+// upstream's.
+func (f *firstByteWriter) since(start time.Time, stamp *atomic.Int64) time.Duration {
+	return f.base.Add(time.Duration(stamp.Load())).Sub(start)
 }
 
 func (f *firstByteWriter) Header() http.Header { return f.h }
@@ -242,6 +255,8 @@ func (f *firstByteWriter) Flush() {
 func (f *firstByteWriter) reset() {
 	clear(f.h)
 	f.status, f.n, f.first = 0, 0, time.Time{}
+	f.called.Store(0)
+	f.sent.Store(0)
 	select {
 	case <-f.seen:
 	default:
@@ -254,17 +269,22 @@ func (f *firstByteWriter) reset() {
 // [DONE]) once the client has that first chunk. ns/first-byte is the
 // median time from the call of ServeHTTP to the first body byte flushed
 // to the client: "proxy" a bare reverse_proxy, "llm_route" the gateway
-// with one model in front of the same upstream. ns/op and the
-// allocations are the whole stream's.
+// with one model in front of the same upstream. It splits in two legs:
+// ns/to-upstream, until the upstream's handler has the request, and
+// ns/relay, from the upstream's flush of the first chunk to the
+// client's (medians each). ns/op and the allocations are the whole
+// stream's.
 func BenchmarkServeStream(b *testing.B) {
 	first, rest := streamChunks()
-	cw := &firstByteWriter{h: make(http.Header), seen: make(chan struct{}, 1)}
+	cw := &firstByteWriter{h: make(http.Header), seen: make(chan struct{}, 1), base: time.Now()}
 	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		cw.called.Store(int64(time.Since(cw.base)))
 		_, _ = io.Copy(io.Discard, r.Body)
 		w.Header().Set("Content-Type", "text/event-stream")
 		w.Header().Set("Cache-Control", "no-cache")
 		_, _ = w.Write(first)
 		w.(http.Flusher).Flush()
+		cw.sent.Store(int64(time.Since(cw.base)))
 		select {
 		case <-cw.seen:
 		case <-r.Context().Done():
@@ -296,7 +316,10 @@ func BenchmarkServeStream(b *testing.B) {
 		{"llm_route", gw},
 	} {
 		b.Run(arm.name+"/1KB", func(b *testing.B) {
-			samples := make([]time.Duration, 0, 1<<16)
+			const keep = 1 << 16
+			samples := make([]time.Duration, 0, keep)
+			toUp := make([]time.Duration, 0, keep)
+			relay := make([]time.Duration, 0, keep)
 			b.ReportAllocs()
 			for b.Loop() {
 				cw.reset()
@@ -307,12 +330,19 @@ func BenchmarkServeStream(b *testing.B) {
 				if err := arm.h.ServeHTTP(cw, r, nil); err != nil || cw.status != http.StatusOK || cw.first.IsZero() {
 					b.Fatalf("status %d, error %v, first byte flushed: %v", cw.status, err, !cw.first.IsZero())
 				}
-				if len(samples) < cap(samples) {
+				if len(samples) < keep {
 					samples = append(samples, cw.first.Sub(start))
+					toUp = append(toUp, cw.since(start, &cw.called))
+					relay = append(relay, cw.first.Sub(start)-cw.since(start, &cw.sent))
 				}
 			}
-			slices.Sort(samples)
-			b.ReportMetric(float64(samples[len(samples)/2]), "ns/first-byte")
+			for _, m := range []struct {
+				s    []time.Duration
+				unit string
+			}{{samples, "ns/first-byte"}, {toUp, "ns/to-upstream"}, {relay, "ns/relay"}} {
+				slices.Sort(m.s)
+				b.ReportMetric(float64(m.s[len(m.s)/2]), m.unit)
+			}
 		})
 	}
 }
