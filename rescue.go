@@ -240,7 +240,7 @@ func (sp *splice) event(ev []byte) ([]byte, error) {
 		return ev, nil // (the attempt's writer stops such a stream)
 	}
 	j := gjson.ParseBytes(data)
-	if isErrorEvent(j) {
+	if f := readEvent(data); f.isError() {
 		if sp.rescue && !sp.done && !sp.finished {
 			return nil, errMidStreamError
 		}
