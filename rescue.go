@@ -65,7 +65,8 @@ type splice struct {
 	done             bool   // the terminator went out
 	tools            bool   // a tool call, a non-text block or several choices went out
 	next, open       int    // messages: the next block index, the open text block (-1: none)
-	prefilled        bool   // the request already ends with an assistant turn
+	prefilled        bool   // the request already ends with an assistant turn (once read)
+	request          []byte // the request's body, until read (readRequest)
 	prior            Usage  // usage of the calls before the attempt under way
 	err              error  // why the splice stopped the attempt under way
 	wroteHeader      bool
@@ -97,10 +98,22 @@ func newSplice(w http.ResponseWriter, req *strategies.Request, rescue bool) *spl
 	if !req.Stream || api == "" {
 		return nil
 	}
-	sp := &splice{w: w, api: api, rescue: rescue, open: -1, checkedRestart: true}
+	return &splice{w: w, api: api, rescue: rescue, open: -1, checkedRestart: true, request: req.Body}
+}
+
+// readRequest reads, once, what the request says of continuing its
+// stream: whether it ends with an assistant turn, and whether it asks
+// for several choices. Only a stream that breaks needs to know, so it is
+// read then, not before every stream's first byte.
+func (sp *splice) readRequest() {
+	body := sp.request
+	if body == nil {
+		return
+	}
+	sp.request = nil
 	// Read in place: the messages are most of a body, which gjson would
 	// copy.
-	jsonscan.EachMember(req.Body, 0, func(m jsonscan.Member) bool {
+	jsonscan.EachMember(body, 0, func(m jsonscan.Member) bool {
 		switch {
 		case m.Is("messages"):
 			sp.prefilled = lastRole(m.Value) == "assistant"
@@ -111,7 +124,6 @@ func newSplice(w http.ResponseWriter, req *strategies.Request, rescue bool) *spl
 		}
 		return true
 	})
-	return sp
 }
 
 // lastRole returns the role of the last of messages (as gjson's
@@ -509,7 +521,11 @@ func (sp *splice) broken() bool {
 		sp.heldText.Reset()
 		sp.checkedRestart = true
 	}
-	return sp.rescue && sp.wroteHeader && !sp.tools && !sp.done && !sp.finished && !sp.prefilled
+	if !sp.rescue || !sp.wroteHeader || sp.tools || sp.done || sp.finished {
+		return false
+	}
+	sp.readRequest()
+	return !sp.tools && !sp.prefilled
 }
 
 // committing is told that an attempt commits its answer: a

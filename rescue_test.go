@@ -97,9 +97,10 @@ func TestSpliceRestart(t *testing.T) {
 	}
 }
 
-// TestNewSpliceReadsRequest: a stream's splice knows whether the request
-// ends with an assistant turn (a prefill: not continued) and asks for
-// several choices, read in place as gjson reads them.
+// TestNewSpliceReadsRequest: a stream's splice knows, once the stream
+// breaks, whether the request ends with an assistant turn (a prefill:
+// not continued) and asks for several choices, read in place as gjson
+// reads them.
 func TestNewSpliceReadsRequest(t *testing.T) {
 	for _, tc := range []struct {
 		body            string
@@ -118,6 +119,14 @@ func TestNewSpliceReadsRequest(t *testing.T) {
 	} {
 		req := &strategies.Request{Endpoint: "/chat/completions", Stream: true, Body: []byte(tc.body)}
 		sp := newSplice(httptest.NewRecorder(), req, true)
+		if _, err := sp.Write([]byte("data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"One \"}}]}\n\n")); err != nil {
+			t.Fatal(err)
+		}
+		// The stream breaks: it can be continued unless the request
+		// forbids it.
+		if got, want := sp.broken(), !tc.prefilled && !tc.many; got != want {
+			t.Errorf("%s: can be continued %v, want %v", tc.body, got, want)
+		}
 		if sp.prefilled != tc.prefilled || sp.tools != tc.many {
 			t.Errorf("%s: prefilled %v, several choices %v; want %v, %v", tc.body, sp.prefilled, sp.tools, tc.prefilled, tc.many)
 		}
