@@ -107,6 +107,27 @@ func BenchmarkEventStream(b *testing.B) {
 	}
 }
 
+// BenchmarkEventStreamSplice is the same chunk on the path of a text
+// stream whose client did not ask for usage (an OpenAI chat completion
+// stream's usual case): the attempt writer, which holds back the usage
+// chunk the gateway asks for, then the splice that follows what the
+// client was sent (rescue.go).
+func BenchmarkEventStreamSplice(b *testing.B) {
+	chunk := []byte(`data: {"id":"chatcmpl-1","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":0,"delta":{"content":"word "},"finish_reason":null}]}` + "\n\n")
+	b.SetBytes(int64(len(chunk)))
+	b.ReportAllocs()
+	req := &strategies.Request{Endpoint: "/chat/completions", Stream: true, Body: benchBody(1 << 10)}
+	aw := newAttemptWriter(context.Background(), newSplice(discardWriter{http.Header{}}, req, true))
+	aw.dropUsage = true
+	aw.header.Set("Content-Type", "text/event-stream")
+	aw.WriteHeader(http.StatusOK)
+	for b.Loop() {
+		if _, err := aw.Write(chunk); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
 type discardWriter struct{ h http.Header }
 
 func (d discardWriter) Header() http.Header         { return d.h }
