@@ -81,6 +81,7 @@ type splice struct {
 	mergedOpenedText bool // messages: the continuation's first text block merged into the open one
 	kept             keptState
 	notStream        bool // the attempt under way answered with something else than a stream
+	plain            bool // the first answer is no event stream: passed on as it comes
 }
 
 // keptState is what a continuation's held events may change of the
@@ -156,12 +157,14 @@ func spliceOf(w http.ResponseWriter) *splice {
 func (sp *splice) Header() http.Header { return sp.w.Header() }
 
 // WriteHeader writes the first attempt's status; a continuation's goes
-// nowhere.
+// nowhere. An answer that is no event stream (a whole completion to a
+// stream request) has nothing to splice: it goes on as it comes.
 func (sp *splice) WriteHeader(status int) {
 	if sp.wroteHeader {
 		return
 	}
 	sp.wroteHeader = true
+	sp.plain = !isStream(sp.w.Header().Get("Content-Type"))
 	sp.w.WriteHeader(status)
 }
 
@@ -180,6 +183,9 @@ func (sp *splice) Write(p []byte) (int, error) {
 	if sp.notStream {
 		sp.err = errNotStream
 		return 0, errNotStream
+	}
+	if sp.plain {
+		return sp.w.Write(p)
 	}
 	// The events are read where they are: in p, unless the start of one
 	// waits in buf. While each goes on as it came, in[:done] is what the
@@ -521,7 +527,7 @@ func (sp *splice) broken() bool {
 		sp.heldText.Reset()
 		sp.checkedRestart = true
 	}
-	if !sp.rescue || !sp.wroteHeader || sp.tools || sp.done || sp.finished {
+	if !sp.rescue || !sp.wroteHeader || sp.plain || sp.tools || sp.done || sp.finished {
 		return false
 	}
 	sp.readRequest()

@@ -11,12 +11,20 @@ import (
 	"github.com/caddy-llm-route/llmroute/upstreams"
 )
 
+// streamRecorder is a client's response whose headers are an event
+// stream's, as the attempt writer sets them before the first event.
+func streamRecorder() *httptest.ResponseRecorder {
+	rec := httptest.NewRecorder()
+	rec.Header().Set("Content-Type", "text/event-stream")
+	return rec
+}
+
 // The continuation's request: the text sent so far as a trailing
 // assistant turn (trimmed), and the provider's method on top.
 func TestContinuationBody(t *testing.T) {
 	req := &strategies.Request{Endpoint: "/chat/completions", Stream: true,
 		Body: []byte(`{"model":"m","stream":true,"messages":[{"role":"user","content":"Count."}]}`)}
-	sp := newSplice(httptest.NewRecorder(), req, true)
+	sp := newSplice(streamRecorder(), req, true)
 	if _, err := sp.Write([]byte("data: {\"id\":\"c1\",\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"One \"}}]}\n\n")); err != nil {
 		t.Fatal(err)
 	}
@@ -76,7 +84,7 @@ func TestSpliceRestart(t *testing.T) {
 		{[]string{"Alpha ", "beta ", "gamma"}, true},
 		{[]string{" gamma ", "delta ", "epsilon ", "zeta."}, false},
 	} {
-		rec := httptest.NewRecorder()
+		rec := streamRecorder()
 		sp := newSplice(rec, req, true)
 		_, _ = sp.Write(chunk("Alpha "))
 		_, _ = sp.Write(chunk("beta "))
@@ -118,7 +126,7 @@ func TestNewSpliceReadsRequest(t *testing.T) {
 		{`{"messages":[{"role":["assistant"]}]}`, false, false},
 	} {
 		req := &strategies.Request{Endpoint: "/chat/completions", Stream: true, Body: []byte(tc.body)}
-		sp := newSplice(httptest.NewRecorder(), req, true)
+		sp := newSplice(streamRecorder(), req, true)
 		if _, err := sp.Write([]byte("data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"One \"}}]}\n\n")); err != nil {
 			t.Fatal(err)
 		}
@@ -186,7 +194,7 @@ func TestSpliceWriteSplits(t *testing.T) {
 			// continuation's, each in the writes given; it returns what the
 			// client got of each.
 			run := func(firstWrites, contWrites []string) (string, string, string) {
-				rec := httptest.NewRecorder()
+				rec := streamRecorder()
 				sp := newSplice(rec, req, true)
 				for _, w := range firstWrites {
 					if _, err := sp.Write([]byte(w)); err != nil {
@@ -231,5 +239,19 @@ func TestSpliceWriteSplits(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestSpliceJSONAnswer: a stream request that the upstream answers with
+// a whole completion (no event stream) gets it as it came; the splice,
+// which waits for the blank line that ends an event, held it back.
+func TestSpliceJSONAnswer(t *testing.T) {
+	a := newUpstream(t, answer(200, okChat))
+	b := newUpstream(t, answer(500, ``))
+	c := newUpstream(t, answer(500, ``))
+	h := gateway(t, a, b, c, "")
+	rec, _, _, aborted := serveGateway(t, h, "POST", "/v1/chat/completions", `{"model":"m","stream":true,"messages":[{"role":"user","content":"Hi."}]}`)
+	if aborted || rec.Code != 200 || rec.Body.String() != okChat || rec.Header().Get("Content-Type") != "application/json" {
+		t.Fatalf("aborted %v, status %d, type %q, body %q; want the completion as it came", aborted, rec.Code, rec.Header().Get("Content-Type"), rec.Body)
 	}
 }
