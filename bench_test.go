@@ -8,7 +8,9 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -105,6 +107,27 @@ func BenchmarkEventStream(b *testing.B) {
 	}
 }
 
+// BenchmarkEventStreamSplice is the same chunk on the path of a text
+// stream whose client did not ask for usage (an OpenAI chat completion
+// stream's usual case): the attempt writer, which holds back the usage
+// chunk the gateway asks for, then the splice that follows what the
+// client was sent (rescue.go).
+func BenchmarkEventStreamSplice(b *testing.B) {
+	chunk := []byte(`data: {"id":"chatcmpl-1","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":0,"delta":{"content":"word "},"finish_reason":null}]}` + "\n\n")
+	b.SetBytes(int64(len(chunk)))
+	b.ReportAllocs()
+	req := &strategies.Request{Endpoint: "/chat/completions", Stream: true, Body: benchBody(1 << 10)}
+	aw := newAttemptWriter(context.Background(), newSplice(discardWriter{http.Header{}}, req, true))
+	aw.dropUsage = true
+	aw.header.Set("Content-Type", "text/event-stream")
+	aw.WriteHeader(http.StatusOK)
+	for b.Loop() {
+		if _, err := aw.Write(chunk); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
 type discardWriter struct{ h http.Header }
 
 func (d discardWriter) Header() http.Header         { return d.h }
@@ -181,5 +204,166 @@ func BenchmarkServe(b *testing.B) {
 				}
 			})
 		}
+	}
+}
+
+// streamChunks is an OpenAI chat completion stream as the benchmark's
+// upstream sends it: the first chunk (the role), then eight more (text,
+// the finish, the usage chunk the gateway asks for) and the terminator.
+var streamChunks = func() (first, rest []byte) {
+	chunk := func(delta, finish, usage string) string {
+		return `data: {"id":"chatcmpl-s","object":"chat.completion.chunk","created":1,"model":"mock-small","choices":[{"index":0,"delta":` +
+			delta + `,"finish_reason":` + finish + `}]` + usage + "}\n\n"
+	}
+	first = []byte(chunk(`{"role":"assistant","content":""}`, "null", ""))
+	var b strings.Builder
+	for _, w := range []string{"The ", "quick ", "brown ", "fox ", "jumps ", "over."} {
+		b.WriteString(chunk(`{"content":"`+w+`"}`, "null", ""))
+	}
+	b.WriteString(chunk(`{}`, `"stop"`, ""))
+	b.WriteString(`data: {"id":"chatcmpl-s","object":"chat.completion.chunk","created":1,"model":"mock-small","choices":[],"usage":{"prompt_tokens":300,"completion_tokens":7,"total_tokens":307}}` + "\n\n")
+	b.WriteString("data: [DONE]\n\n")
+	return first, []byte(b.String())
+}
+
+// firstByteWriter is the client's side of a streamed answer in
+// BenchmarkServeStream: it notes when the first body byte was flushed
+// to it, and tells the upstream (seen), which sends the rest of the
+// stream only then. Reused across requests, it allocates nothing. The
+// upstream notes when it got the request and when it flushed the
+// stream's first chunk (called, sent: nanoseconds since base, atomic
+// since the upstream's goroutine writes them).
+type firstByteWriter struct {
+	h      http.Header
+	status int
+	n      int       // body bytes written
+	first  time.Time // the first body byte was flushed
+	seen   chan struct{}
+
+	base         time.Time
+	called, sent atomic.Int64
+}
+
+// since returns the time from the request's start to a stamp of the
+// upstream's.
+func (f *firstByteWriter) since(start time.Time, stamp *atomic.Int64) time.Duration {
+	return f.base.Add(time.Duration(stamp.Load())).Sub(start)
+}
+
+func (f *firstByteWriter) Header() http.Header { return f.h }
+func (f *firstByteWriter) WriteHeader(status int) {
+	if f.status == 0 {
+		f.status = status
+	}
+}
+
+func (f *firstByteWriter) Write(p []byte) (int, error) {
+	f.WriteHeader(http.StatusOK)
+	f.n += len(p)
+	return len(p), nil
+}
+
+func (f *firstByteWriter) Flush() {
+	if f.n > 0 && f.first.IsZero() {
+		f.first = time.Now()
+		select {
+		case f.seen <- struct{}{}:
+		default:
+		}
+	}
+}
+
+func (f *firstByteWriter) reset() {
+	clear(f.h)
+	f.status, f.n, f.first = 0, 0, time.Time{}
+	f.called.Store(0)
+	f.sent.Store(0)
+	select {
+	case <-f.seen:
+	default:
+	}
+}
+
+// BenchmarkServeStream is one streamed chat completion (1 KB body)
+// through a handler, in process, to a loopback upstream that sends the
+// stream's first chunk, flushes, and sends the rest (eight chunks and
+// [DONE]) once the client has that first chunk. ns/first-byte is the
+// median time from the call of ServeHTTP to the first body byte flushed
+// to the client: "proxy" a bare reverse_proxy, "llm_route" the gateway
+// with one model in front of the same upstream. It splits in two legs:
+// ns/to-upstream, until the upstream's handler has the request, and
+// ns/relay, from the upstream's flush of the first chunk to the
+// client's (medians each). ns/op and the allocations are the whole
+// stream's.
+func BenchmarkServeStream(b *testing.B) {
+	first, rest := streamChunks()
+	cw := &firstByteWriter{h: make(http.Header), seen: make(chan struct{}, 1), base: time.Now()}
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		cw.called.Store(int64(time.Since(cw.base)))
+		_, _ = io.Copy(io.Discard, r.Body)
+		w.Header().Set("Content-Type", "text/event-stream")
+		w.Header().Set("Cache-Control", "no-cache")
+		_, _ = w.Write(first)
+		w.(http.Flusher).Flush()
+		cw.sent.Store(int64(time.Since(cw.base)))
+		select {
+		case <-cw.seen:
+		case <-r.Context().Done():
+			return
+		}
+		_, _ = w.Write(rest)
+	}))
+	b.Cleanup(up.Close)
+	addr := strings.TrimPrefix(up.URL, "http://")
+
+	var proxy reverseproxy.Handler
+	if err := json.Unmarshal([]byte(gatewayProxy(addr)), &proxy); err != nil {
+		b.Fatal(err)
+	}
+	if err := proxy.Provision(newContext(b)); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _ = proxy.Cleanup() })
+	gw := mustLoadHandler(b, `{
+		"providers": [{"name": "a", "proxy": `+gatewayProxy(addr)+`}],
+		"models": [{"name": "small", "providers": ["a"], "input_price": 0.15, "output_price": 0.6}]
+	}`)
+	body := benchBody(1 << 10)
+	for _, arm := range []struct {
+		name string
+		h    caddyhttp.MiddlewareHandler
+	}{
+		{"proxy", &proxy},
+		{"llm_route", gw},
+	} {
+		b.Run(arm.name+"/1KB", func(b *testing.B) {
+			const keep = 1 << 16
+			samples := make([]time.Duration, 0, keep)
+			toUp := make([]time.Duration, 0, keep)
+			relay := make([]time.Duration, 0, keep)
+			b.ReportAllocs()
+			for b.Loop() {
+				cw.reset()
+				r := httptest.NewRequest(http.MethodPost, "http://gateway.example/v1/chat/completions", bytes.NewReader(body))
+				r.Header.Set("Content-Type", "application/json")
+				r = caddyhttp.PrepareRequest(r, caddy.NewReplacer(), cw, &caddyhttp.Server{})
+				start := time.Now()
+				if err := arm.h.ServeHTTP(cw, r, nil); err != nil || cw.status != http.StatusOK || cw.first.IsZero() {
+					b.Fatalf("status %d, error %v, first byte flushed: %v", cw.status, err, !cw.first.IsZero())
+				}
+				if len(samples) < keep {
+					samples = append(samples, cw.first.Sub(start))
+					toUp = append(toUp, cw.since(start, &cw.called))
+					relay = append(relay, cw.first.Sub(start)-cw.since(start, &cw.sent))
+				}
+			}
+			for _, m := range []struct {
+				s    []time.Duration
+				unit string
+			}{{samples, "ns/first-byte"}, {toUp, "ns/to-upstream"}, {relay, "ns/relay"}} {
+				slices.Sort(m.s)
+				b.ReportMetric(float64(m.s[len(m.s)/2]), m.unit)
+			}
+		})
 	}
 }

@@ -65,7 +65,8 @@ type splice struct {
 	done             bool   // the terminator went out
 	tools            bool   // a tool call, a non-text block or several choices went out
 	next, open       int    // messages: the next block index, the open text block (-1: none)
-	prefilled        bool   // the request already ends with an assistant turn
+	prefilled        bool   // the request already ends with an assistant turn (once read)
+	request          []byte // the request's body, until read (readRequest)
 	prior            Usage  // usage of the calls before the attempt under way
 	err              error  // why the splice stopped the attempt under way
 	wroteHeader      bool
@@ -80,6 +81,7 @@ type splice struct {
 	mergedOpenedText bool // messages: the continuation's first text block merged into the open one
 	kept             keptState
 	notStream        bool // the attempt under way answered with something else than a stream
+	plain            bool // the first answer is no event stream: passed on as it comes
 }
 
 // keptState is what a continuation's held events may change of the
@@ -97,10 +99,22 @@ func newSplice(w http.ResponseWriter, req *strategies.Request, rescue bool) *spl
 	if !req.Stream || api == "" {
 		return nil
 	}
-	sp := &splice{w: w, api: api, rescue: rescue, open: -1, checkedRestart: true}
+	return &splice{w: w, api: api, rescue: rescue, open: -1, checkedRestart: true, request: req.Body}
+}
+
+// readRequest reads, once, what the request says of continuing its
+// stream: whether it ends with an assistant turn, and whether it asks
+// for several choices. Only a stream that breaks needs to know, so it is
+// read then, not before every stream's first byte.
+func (sp *splice) readRequest() {
+	body := sp.request
+	if body == nil {
+		return
+	}
+	sp.request = nil
 	// Read in place: the messages are most of a body, which gjson would
 	// copy.
-	jsonscan.EachMember(req.Body, 0, func(m jsonscan.Member) bool {
+	jsonscan.EachMember(body, 0, func(m jsonscan.Member) bool {
 		switch {
 		case m.Is("messages"):
 			sp.prefilled = lastRole(m.Value) == "assistant"
@@ -111,7 +125,6 @@ func newSplice(w http.ResponseWriter, req *strategies.Request, rescue bool) *spl
 		}
 		return true
 	})
-	return sp
 }
 
 // lastRole returns the role of the last of messages (as gjson's
@@ -144,12 +157,14 @@ func spliceOf(w http.ResponseWriter) *splice {
 func (sp *splice) Header() http.Header { return sp.w.Header() }
 
 // WriteHeader writes the first attempt's status; a continuation's goes
-// nowhere.
+// nowhere. An answer that is no event stream (a whole completion to a
+// stream request) has nothing to splice: it goes on as it comes.
 func (sp *splice) WriteHeader(status int) {
 	if sp.wroteHeader {
 		return
 	}
 	sp.wroteHeader = true
+	sp.plain = !isStream(sp.w.Header().Get("Content-Type"))
 	sp.w.WriteHeader(status)
 }
 
@@ -169,28 +184,57 @@ func (sp *splice) Write(p []byte) (int, error) {
 		sp.err = errNotStream
 		return 0, errNotStream
 	}
-	sp.buf = append(sp.buf, p...)
+	if sp.plain {
+		return sp.w.Write(p)
+	}
+	// The events are read where they are: in p, unless the start of one
+	// waits in buf. While each goes on as it came, in[:done] is what the
+	// client gets; from the first that does not, a copy (out).
+	in := p
+	if len(sp.buf) > 0 {
+		sp.buf = append(sp.buf, p...)
+		in = sp.buf
+	}
 	var out []byte
+	done, copied := 0, false
 	for {
-		end := eventEnd(sp.buf)
+		end := eventEnd(in[done:])
 		if end < 0 {
 			break
 		}
-		ev := sp.buf[:end]
+		ev := in[done : done+end]
 		res, err := sp.event(ev)
 		if err != nil {
+			if !copied {
+				out = in[:done]
+			}
 			sp.buf = nil
 			sp.err = err
 			sp.write(out)
 			return 0, err
 		}
-		out = append(out, res...)
-		sp.buf = sp.buf[end:]
+		if !copied && !same(res, ev) {
+			out, copied = append(out, in[:done]...), true
+		}
+		if copied {
+			out = append(out, res...)
+		}
+		done += end
 	}
-	if err := sp.write(out); err != nil {
+	if !copied {
+		out = in[:done]
+	}
+	err := sp.write(out)
+	sp.buf = append(sp.buf[:0], in[done:]...)
+	if err != nil {
 		return 0, err
 	}
 	return len(p), nil
+}
+
+// same reports whether res is ev itself: an event passed on as it came.
+func same(res, ev []byte) bool {
+	return len(res) == len(ev) && (len(ev) == 0 || &res[0] == &ev[0])
 }
 
 func (sp *splice) write(out []byte) error {
@@ -218,14 +262,15 @@ func eventEnd(b []byte) int {
 	return -1
 }
 
-// event returns what the client gets of one event.
+// event returns what the client gets of one event. Its data is read in
+// place (what is kept of it is cloned), and not checked again: the
+// attempt's writer passes on only data lines that are valid JSON.
 func (sp *splice) event(ev []byte) ([]byte, error) {
-	var name string
-	var data []byte
+	var name, data []byte
 	for line := range bytes.Lines(ev) {
 		line = bytes.TrimRight(line, "\r\n")
 		if v, ok := bytes.CutPrefix(line, []byte("event:")); ok {
-			name = string(bytes.TrimSpace(v))
+			name = bytes.TrimSpace(v)
 		} else if v, ok := bytes.CutPrefix(line, []byte("data:")); ok {
 			data = bytes.TrimSpace(v)
 		}
@@ -236,30 +281,28 @@ func (sp *splice) event(ev []byte) ([]byte, error) {
 	case string(data) == "[DONE]":
 		sp.done = true
 		return sp.pass(ev, "", true)
-	case !gjson.ValidBytes(data):
-		return ev, nil // (the attempt's writer stops such a stream)
 	}
-	j := gjson.ParseBytes(data)
-	if isErrorEvent(j) {
+	f := readEvent(data)
+	if f.isError() {
 		if sp.rescue && !sp.done && !sp.finished {
 			return nil, errMidStreamError
 		}
 		return ev, nil
 	}
 	if sp.api == translate.Anthropic {
-		return sp.messagesEvent(name, ev, j)
+		return sp.messagesEvent(name, ev, inPlace(data))
 	}
-	return sp.chunk(ev, j)
+	return sp.chunk(ev, inPlace(data), &f)
 }
 
-// chunk handles a chat completion chunk.
-func (sp *splice) chunk(ev []byte, j gjson.Result) ([]byte, error) {
+// chunk handles a chat completion chunk (j, with its members f).
+func (sp *splice) chunk(ev []byte, j gjson.Result, f *eventFields) ([]byte, error) {
 	if sp.id == "" {
-		sp.id, sp.model, sp.created = j.Get("id").Str, j.Get("model").Str, j.Get("created").Raw
+		sp.id, sp.model, sp.created = strings.Clone(f.id.Str), strings.Clone(f.model.Str), strings.Clone(f.created.Raw)
 	}
-	ch := j.Get("choices.0")
+	ch := f.choices.Get("0")
 	delta := ch.Get("delta")
-	if delta.Get("tool_calls").Exists() || delta.Get("function_call").Exists() || j.Get("choices.1").Exists() {
+	if delta.Get("tool_calls").Exists() || delta.Get("function_call").Exists() || f.choices.Get("1").Exists() {
 		sp.tools = true
 	}
 	finish := ch.Get("finish_reason").Type == gjson.String
@@ -300,7 +343,7 @@ func (sp *splice) chunk(ev []byte, j gjson.Result) ([]byte, error) {
 			set("choices.0.delta.content", t)
 		}
 	}
-	u := j.Get("usage")
+	u := f.usage
 	if u.IsObject() {
 		p := u.Get("prompt_tokens").Int() + sp.prior.PromptTokens
 		c := u.Get("completion_tokens").Int() + sp.prior.CompletionTokens
@@ -318,14 +361,14 @@ func (sp *splice) chunk(ev []byte, j gjson.Result) ([]byte, error) {
 	return sp.pass(out, text, finish)
 }
 
-// messagesEvent handles a messages stream event.
-func (sp *splice) messagesEvent(name string, ev []byte, j gjson.Result) ([]byte, error) {
+// messagesEvent handles a messages stream event (j, named name).
+func (sp *splice) messagesEvent(name []byte, ev []byte, j gjson.Result) ([]byte, error) {
 	typ := j.Get("type").Str
-	if name == "" {
-		name = typ
-	}
 	cont := sp.continuations > 0
-	data := []byte(j.Raw)
+	var data []byte // a continuation's event, rewritten
+	if cont {
+		data = []byte(j.Raw)
+	}
 	set := func(path string, v any) {
 		if out, err := sjson.SetBytes(data, path, v); err == nil {
 			data = out
@@ -352,7 +395,7 @@ func (sp *splice) messagesEvent(name string, ev []byte, j gjson.Result) ([]byte,
 		if cont {
 			return nil, nil
 		}
-		sp.id, sp.model = j.Get("message.id").Str, j.Get("message.model").Str
+		sp.id, sp.model = strings.Clone(j.Get("message.id").Str), strings.Clone(j.Get("message.model").Str)
 	case "content_block_start":
 		kind := j.Get("content_block.type").Str
 		if kind != "text" {
@@ -417,7 +460,11 @@ func (sp *splice) messagesEvent(name string, ev []byte, j gjson.Result) ([]byte,
 	if !cont {
 		return ev, nil
 	}
-	out := append(append(append(append([]byte("event: "), name...), "\ndata: "...), data...), "\n\n"...)
+	out := append([]byte("event: "), name...)
+	if len(name) == 0 {
+		out = append(out, typ...)
+	}
+	out = append(append(append(out, "\ndata: "...), data...), "\n\n"...)
 	return sp.pass(out, text, finish)
 }
 
@@ -480,7 +527,11 @@ func (sp *splice) broken() bool {
 		sp.heldText.Reset()
 		sp.checkedRestart = true
 	}
-	return sp.rescue && sp.wroteHeader && !sp.tools && !sp.done && !sp.finished && !sp.prefilled
+	if !sp.rescue || !sp.wroteHeader || sp.plain || sp.tools || sp.done || sp.finished {
+		return false
+	}
+	sp.readRequest()
+	return !sp.tools && !sp.prefilled
 }
 
 // committing is told that an attempt commits its answer: a

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"unsafe"
 
 	"github.com/tidwall/gjson"
 
@@ -109,6 +110,7 @@ type attemptWriter struct {
 	heldData   bool            // a held stream has had a data line
 	heldError  bool            // a held stream has had an error event
 	heldRefuse bool            // a held stream has had a refusal, with refuses
+	usageChunk bool            // a data line of the event under way is a usage-only chunk
 	streamErr  error           // why the writer stopped the stream itself
 	reported   translate.Usage // the usage objects read so far
 	usage      Usage           // reported, in the placeholders' terms
@@ -338,6 +340,7 @@ func (aw *attemptWriter) finish() error {
 			_, _ = aw.w.Write(out)
 		}
 		aw.pending, aw.scanned, aw.searched = nil, 0, 0
+		aw.usageChunk = false
 	}
 	if !aw.stream {
 		if aw.json != nil && !aw.json.ended() {
@@ -424,6 +427,7 @@ func (aw *attemptWriter) finishHeld() error {
 	n, _ := aw.w.Write(out)
 	aw.size += int64(n)
 	aw.pending, aw.scanned, aw.searched = nil, 0, 0
+	aw.usageChunk = false
 	return nil
 }
 
@@ -434,6 +438,7 @@ func (aw *attemptWriter) fail(err error) {
 		aw.status, aw.errBody = errorEventAnswer(aw.pending)
 	}
 	aw.pending, aw.scanned, aw.searched = nil, 0, 0
+	aw.usageChunk = false
 	aw.streamErr = err
 }
 
@@ -489,7 +494,8 @@ func (aw *attemptWriter) writeEvents(p []byte) (int, error) {
 		return len(p), errEventTooLong
 	}
 	done := 0      // end of the last complete event
-	var out []byte // the complete events, translated
+	var out []byte // the complete events as the client gets them, once one is not passed on as it came
+	copied := false
 	for {
 		// A long line arrives over many writes: search only the bytes not
 		// searched yet, so the cost stays linear in the line's length.
@@ -512,13 +518,21 @@ func (aw *attemptWriter) writeEvents(p []byte) (int, error) {
 				}
 			}
 			if err == nil {
-				out, err = aw.passEvent(out, aw.pending[done:aw.scanned])
+				// While the events go on as they came, they are sent as
+				// pending holds them; from the first that does not, a copy.
+				if copied || !aw.passesAsIs() {
+					if !copied {
+						out, copied = append(out, aw.pending[:done]...), true
+					}
+					out, err = aw.passEvent(out, aw.pending[done:aw.scanned])
+				}
 				done = aw.scanned
+				aw.usageChunk = false
 			}
 		}
 		if err != nil {
 			if aw.committed {
-				if aw.rewrites() {
+				if copied {
 					_, _ = aw.w.Write(out)
 				} else if done > 0 {
 					_, _ = aw.w.Write(aw.pending[:done])
@@ -531,7 +545,7 @@ func (aw *attemptWriter) writeEvents(p []byte) (int, error) {
 	if done == 0 {
 		return len(p), nil
 	}
-	if !aw.rewrites() {
+	if !copied {
 		out = aw.pending[:done]
 	}
 	n, err := aw.w.Write(out)
@@ -550,35 +564,27 @@ func (aw *attemptWriter) writeEvents(p []byte) (int, error) {
 // they came.
 func (aw *attemptWriter) rewrites() bool { return aw.tr != nil || aw.dropUsage }
 
+// passesAsIs reports whether the event under way (its lines inspected)
+// goes to the client as it came: not translated, and not a usage-only
+// chunk held back.
+func (aw *attemptWriter) passesAsIs() bool {
+	return aw.tr == nil && !(aw.dropUsage && aw.usageChunk)
+}
+
 // passEvent appends what the client gets of one upstream event (its
-// lines up to and including the blank line that ends it) to dst when
-// events are rewritten: its translation, nothing for a usage-only chunk
-// the client did not ask for, or the event as it is. When they are not,
-// it does nothing: the caller passes the pending bytes on as they came.
+// lines up to and including the blank line that ends it, inspected) to
+// dst when events are rewritten: its translation, nothing for a
+// usage-only chunk the client did not ask for, or the event as it is.
+// When they are not, it does nothing: the caller passes the pending
+// bytes on as they came.
 func (aw *attemptWriter) passEvent(dst, event []byte) ([]byte, error) {
 	switch {
 	case aw.tr != nil:
 		return aw.translateEvent(dst, event)
-	case !aw.dropUsage, usageOnly(event):
+	case !aw.dropUsage, aw.usageChunk:
 		return dst, nil
 	}
 	return append(dst, event...), nil
-}
-
-// usageOnly reports whether an OpenAI stream event is the usage chunk:
-// no choices, a usage object.
-func usageOnly(event []byte) bool {
-	for line := range bytes.Lines(event) {
-		data, ok := bytes.CutPrefix(bytes.TrimRight(line, "\r\n"), []byte("data:"))
-		if !ok {
-			continue
-		}
-		ev := gjson.ParseBytes(bytes.TrimSpace(data))
-		if ch := ev.Get("choices"); ch.IsArray() && !ch.Get("0").Exists() && ev.Get("usage").IsObject() {
-			return true
-		}
-	}
-	return false
 }
 
 // translateEvent appends the client's translation of one upstream event
@@ -633,38 +639,100 @@ func (aw *attemptWriter) inspectData(data []byte) bool {
 	if !gjson.ValidBytes(data) {
 		return false
 	}
-	ev := gjson.ParseBytes(data)
-	if !aw.committed && isErrorEvent(ev) {
+	f := readEvent(data)
+	if !aw.committed && f.isError() {
 		aw.heldError = true
 	}
-	if !aw.committed && aw.refuses && refused(ev) {
+	if !aw.committed && aw.refuses && refused(inPlace(data)) {
 		aw.heldRefuse = true
 	}
-	switch ev.Get("type").Str {
+	if f.usageOnly() {
+		aw.usageChunk = true
+	}
+	switch f.typ.Str {
 	case "message_start":
-		aw.readUsage((*translate.Usage).ReadAnthropic, ev.Get("message.usage"))
+		aw.readUsage((*translate.Usage).ReadAnthropic, f.message.Get("usage"))
 	case "message_delta":
-		aw.readUsage((*translate.Usage).ReadAnthropic, ev.Get("usage"))
+		aw.readUsage((*translate.Usage).ReadAnthropic, f.usage)
 	case "message_stop", "error":
 		aw.terminated = true
 	case "response.completed", "response.incomplete", "response.failed":
 		aw.terminated = true
-		aw.readUsage((*translate.Usage).ReadOpenAI, ev.Get("response.usage"))
+		aw.readUsage((*translate.Usage).ReadOpenAI, f.response.Get("usage"))
 	default:
-		if isErrorEvent(ev) {
+		if f.isError() {
 			aw.terminated = true
 		}
-		aw.readUsage((*translate.Usage).ReadOpenAI, ev.Get("usage"))
+		aw.readUsage((*translate.Usage).ReadOpenAI, f.usage)
 	}
 	return true
 }
 
-// isErrorEvent reports whether a stream event's data is an error: an
+// eventFields are the members of a stream event's data that the gateway
+// reads, found in one walk of its top level (the first member of each
+// key, as gjson's Get finds it), in place: they point into the data, so
+// a string kept once it changes must be cloned. The members of an event
+// that is no object are all missing.
+type eventFields struct {
+	typ, err, usage, choices, message, response gjson.Result
+	id, model, created                          gjson.Result // (read by the splice, rescue.go)
+}
+
+// readEvent reads the members of a stream event's data (valid JSON).
+func readEvent(data []byte) eventFields {
+	var f eventFields
+	jsonscan.EachMember(data, 0, func(m jsonscan.Member) bool {
+		var v *gjson.Result
+		switch string(m.Name) {
+		case "type":
+			v = &f.typ
+		case "error":
+			v = &f.err
+		case "usage":
+			v = &f.usage
+		case "choices":
+			v = &f.choices
+		case "message":
+			v = &f.message
+		case "response":
+			v = &f.response
+		case "id":
+			v = &f.id
+		case "model":
+			v = &f.model
+		case "created":
+			v = &f.created
+		default:
+			return true
+		}
+		if !v.Exists() {
+			*v = inPlace(m.Value)
+		}
+		return true
+	})
+	return f
+}
+
+// inPlace parses JSON text as gjson.ParseBytes does, without copying it:
+// what it returns points into b, and must not be kept once b changes.
+func inPlace(b []byte) gjson.Result {
+	if len(b) == 0 {
+		return gjson.Result{}
+	}
+	return gjson.Parse(unsafe.String(unsafe.SliceData(b), len(b)))
+}
+
+// isError reports whether a stream event's data is an error: an
 // Anthropic error event, or an object with an error (not a null one, as
 // the Responses API's events carry).
-func isErrorEvent(ev gjson.Result) bool {
-	e := ev.Get("error")
-	return ev.Get("type").Str == "error" || e.IsObject() || e.Type == gjson.String && e.Str != ""
+func (f *eventFields) isError() bool {
+	return f.typ.Str == "error" || f.err.IsObject() || f.err.Type == gjson.String && f.err.Str != ""
+}
+
+// usageOnly reports whether an OpenAI stream event is the usage chunk:
+// no choices, a usage object.
+func (f *eventFields) usageOnly() bool {
+	return f.choices.IsArray() && !f.choices.Get("0").Exists() && f.usage.IsObject()
 }
 
 // readUsage reads a usage object with one of translate.Usage's readers

@@ -319,6 +319,47 @@ func TestAttemptWriterStreams(t *testing.T) {
 	}
 }
 
+// TestAttemptWriterDropsUsageChunk: an OpenAI stream whose usage chunk
+// the gateway asked for (dropUsage) reaches the client without it,
+// wherever the chunk is and however the stream is split into writes, and
+// its usage is counted.
+func TestAttemptWriterDropsUsageChunk(t *testing.T) {
+	usageChunk := "data: {\"id\":\"chatcmpl-1\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"gpt-4o\",\"choices\":[],\"usage\":{\"prompt_tokens\":12,\"completion_tokens\":5,\"total_tokens\":17,\"prompt_tokens_details\":{\"cached_tokens\":4}}}\n\n"
+	rest := strings.Replace(openAIStream, usageChunk, "", 1)
+	if rest == openAIStream {
+		t.Fatal("openAIStream has no usage chunk")
+	}
+	first := strings.Index(rest, "\n\n") + 2
+	for _, tc := range []struct{ name, stream string }{
+		{"last", openAIStream},
+		{"mid-stream", rest[:first] + usageChunk + rest[first:]},
+		{"first", usageChunk + rest},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			through := func(chunks ...string) (*attemptWriter, *httptest.ResponseRecorder, error) {
+				rec := newRecorder()
+				aw := newTestWriter(rec)
+				aw.dropUsage = true
+				aw.Header().Set("Content-Type", "text/event-stream")
+				aw.WriteHeader(http.StatusOK)
+				for _, c := range chunks {
+					if _, err := aw.Write([]byte(c)); err != nil {
+						return aw, rec, err
+					}
+				}
+				return aw, rec, aw.finish()
+			}
+			want := Usage{PromptTokens: 12, CompletionTokens: 5, CacheReadTokens: 4}
+			for i := 0; i <= len(tc.stream); i++ {
+				aw, rec, err := through(tc.stream[:i], tc.stream[i:])
+				if err != nil || rec.Body.String() != rest || !aw.terminated || aw.usage != want {
+					t.Fatalf("split at %d: error %v, terminated %v, usage %+v, client got\n%q\nwant\n%q", i, err, aw.terminated, aw.usage, rec.Body, rest)
+				}
+			}
+		})
+	}
+}
+
 // TestAttemptWriterStreamTermination checks that a stream is only marked
 // terminated by its final event.
 func TestAttemptWriterStreamTermination(t *testing.T) {
