@@ -166,7 +166,7 @@ func TestDashboardInBrowser(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, b := range badges {
-		if !slices.Contains([]string{"healthy", "cooling", "half-open", "probing", "ramping"}, b) {
+		if !slices.Contains([]string{"healthy", "cooling", "half_open", "probing", "ramping"}, b) {
 			t.Errorf("a pair's health reads %q (badges %q)", b, badges)
 		}
 	}
