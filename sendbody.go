@@ -15,8 +15,10 @@ import (
 // (sjson, translation, a continuation) is one part.
 //
 // The parts share memory with the client's body (strategies.Request.Body),
-// which nothing writes to once it is read: an attempt's body stays valid
-// as long as the transport may read it, retries and hedges included.
+// which nothing writes to while the request is served; a large body's
+// buffer is pooled (bodypool.go), so the transport reads an attempt's
+// body only until the attempt ends (upstreamBody.close), retries and
+// hedges included.
 type sendBody struct {
 	parts [7][]byte
 	n     int // parts in use
