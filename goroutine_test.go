@@ -117,7 +117,7 @@ func requestGoroutines() []string {
 // the request's other calls were cancelled and returned; it does not end
 // the process.
 func TestPanicInRequestGoroutine(t *testing.T) {
-	hedged := func(t *testing.T, primary, hedge string) *Handler {
+	hedged := func(t *testing.T, primary, hedge, delay string) *Handler {
 		return mustLoadHandler(t, `{
 			"first_byte_timeout": "10m",
 			"providers": [
@@ -126,7 +126,7 @@ func TestPanicInRequestGoroutine(t *testing.T) {
 			],
 			"models": [{"name": "m", "providers": ["p1", "p2"]}],
 			"routes": [{"name": "hedged", "targets": [{"model": "m", "provider": "p1"}, {"model": "m", "provider": "p2"}],
-				"strategy": {"name": "fallback"}, "hedge": {"delay": "20ms", "budget": 1}}]
+				"strategy": {"name": "fallback"}, "hedge": {"delay": "`+delay+`", "budget": 1}}]
 		}`)
 	}
 	const body = `{"model":"hedged","messages":[{"role":"user","content":"hi"}]}`
@@ -142,7 +142,8 @@ func TestPanicInRequestGoroutine(t *testing.T) {
 
 	t.Run("hedge: the primary panics before the delay", func(t *testing.T) {
 		b := newUpstream(t, answer(200, okChat))
-		h := hedged(t, panickyProxy(""), gatewayProxy(b.addr()))
+		// (a delay the primary's panic always beats)
+		h := hedged(t, panickyProxy(""), gatewayProxy(b.addr()), "10m")
 		check(t, servePanic(t, h, body))
 		if b.requests() != 0 {
 			t.Errorf("the hedge called after the primary panicked")
@@ -153,14 +154,14 @@ func TestPanicInRequestGoroutine(t *testing.T) {
 		b, arrived, ended := holding(t)
 		holds.Store("hedge arrived", arrived)
 		t.Cleanup(func() { holds.Delete("hedge arrived") })
-		h := hedged(t, panickyProxy("hedge arrived"), gatewayProxy(b.addr()))
+		h := hedged(t, panickyProxy("hedge arrived"), gatewayProxy(b.addr()), "20ms")
 		check(t, servePanic(t, h, body))
 		waitClosed(t, ended, "the hedge's upstream request to be cancelled")
 	})
 
 	t.Run("hedge: the hedge panics while the primary runs", func(t *testing.T) {
 		a, arrived, ended := holding(t)
-		h := hedged(t, gatewayProxy(a.addr()), panickyProxy(""))
+		h := hedged(t, gatewayProxy(a.addr()), panickyProxy(""), "20ms")
 		check(t, servePanic(t, h, body))
 		waitClosed(t, arrived, "the primary's upstream request")
 		waitClosed(t, ended, "the primary's upstream request to be cancelled")
