@@ -124,7 +124,18 @@ type hedgeRace struct {
 	mu     sync.Mutex
 	winner *hedgeGate
 	gates  [2]*hedgeGate
-	calls  int // the primary's attempt number: the hedge's calls come after it
+	calls  int             // the primary's attempt number: the hedge's calls come after it
+	ctx    context.Context // the request's
+}
+
+// lose cancels g's call because the other call answered first, unless
+// the client went away: then its call ends as the client's, not as a
+// race lost (the request's context is done before its children are
+// cancelled, so the check holds while they are).
+func (rc *hedgeRace) lose(g *hedgeGate) {
+	if rc.ctx.Err() == nil {
+		g.cancel(errHedgeLost)
+	}
 }
 
 func (g *hedgeGate) Header() http.Header {
@@ -151,12 +162,12 @@ func (g *hedgeGate) WriteHeader(status int) {
 	rc.mu.Unlock()
 	if !g.won {
 		g.status = status
-		g.cancel(errHedgeLost)
+		rc.lose(g)
 		return
 	}
 	for _, o := range gates {
 		if o != g && o != nil {
-			o.cancel(errHedgeLost)
+			rc.lose(o)
 		}
 	}
 	dst := g.w.Header()
@@ -213,7 +224,7 @@ func (h *Handler) attemptHedged(w http.ResponseWriter, r *http.Request, req *str
 		hg.deposit()
 	}
 	delay, known := hg.delayFor(c, req.Stream)
-	rc := &hedgeRace{calls: n}
+	rc := &hedgeRace{calls: n, ctx: r.Context()}
 	// Both calls run on goroutines of their own (goroutine.go): a panic
 	// in either ends the race (the other call is cancelled) and is
 	// raised here once both have returned.
@@ -260,7 +271,7 @@ func (h *Handler) attemptHedged(w http.ResponseWriter, r *http.Request, req *str
 	rc.mu.Lock()
 	rc.gates[1] = hedge
 	if rc.winner != nil {
-		hedge.cancel(errHedgeLost)
+		rc.lose(hedge)
 	}
 	rc.mu.Unlock()
 	defer hedge.cancel(nil)
@@ -277,7 +288,7 @@ func (h *Handler) attemptHedged(w http.ResponseWriter, r *http.Request, req *str
 	}
 	if winner := rc.won(); winner == primary || winner == nil && res.outcome != outcomeRetry {
 		// The primary answered (or failed in a way the client must see).
-		hedge.cancel(errHedgeLost)
+		rc.lose(hedge)
 		if hc := served.wait(); !hc.aborted() {
 			h.raise(hc)
 		}
