@@ -292,7 +292,8 @@ func parseCool(v string) (until, probeAt time.Time) {
 // sync sends the queued cooldowns and, when poll is set, writes this
 // instance's stats of every pair and reads the fleet's cooldowns and
 // stats, all in one pipeline bounded by the timeout. It returns the
-// exchange's error.
+// exchange's error when Redis did not answer; an error reply to some of
+// its commands is counted here, and the exchange is a success.
 func (l *syncLoop) sync(ctx context.Context, poll bool) error {
 	var pairs []*sharedPair
 	if poll {
@@ -414,6 +415,14 @@ func (l *syncLoop) sync(ctx context.Context, poll bool) error {
 			p.others.Store(nil)
 		}
 		l.mu.Unlock()
+	}
+	if err != nil && answered {
+		// Redis answered, with an error for some command (a key of
+		// another type, a write refused for memory): counted and
+		// logged, but the exchange goes on every interval, as what it
+		// read is used.
+		l.failures.Add(err)
+		return nil
 	}
 	return err
 }

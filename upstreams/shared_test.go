@@ -367,6 +367,43 @@ func TestSharedBacksOff(t *testing.T) {
 	eventually(t, "B does not see A's stats", func() bool { return pb.Snapshot().Samples == 1 })
 }
 
+// An error reply to some of the exchange's commands (here a stats key
+// of another type) is counted, but the loop goes on every interval: Redis
+// answers, and what it read is used.
+func TestSharedErrorReplyNoBackOff(t *testing.T) {
+	verifyNoLeaks(t)
+	srv := redistest.Start(t)
+	r, err := limits.NewRedis(limits.RedisOptions{URL: srv.URL(), Timeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	clock := testclock.New()
+	a := &instance{redis: r, shared: NewShared(SharedOptions{Client: r.Client(), Prefix: r.Prefix(), Timeout: r.Timeout(),
+		Interval: time.Second, Logger: zap.NewNop(), After: clock.After})}
+	t.Cleanup(func() {
+		a.shared.Close()
+		_ = r.Close()
+	})
+	pa := a.acquire(t, testProvider("alpha"), "m")
+	statsKey := pa.(*sharedPair).statsKey
+	if err := r.Client().Set(context.Background(), statsKey, "not a hash", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if got := clock.Next(t); got != time.Second {
+		t.Fatalf("first wait %v", got)
+	}
+	for range 4 {
+		finishTimed(pa, Succeeded, 300*time.Millisecond)
+		clock.Fire(t)
+		if got := clock.Next(t); got != time.Second {
+			t.Fatalf("after %d error replies the loop waits %v, want 1s", a.shared.Errors(), got)
+		}
+	}
+	if n := a.shared.Errors(); n < 4 {
+		t.Errorf("%d error replies counted, want at least 4", n)
+	}
+}
+
 // A cooldown whose exchange failed is sent again: Redis refuses writes
 // for a while (CLIENT PAUSE WRITE), A's cooldown times out, and once
 // writes pass again B learns of it.
