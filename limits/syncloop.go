@@ -11,8 +11,9 @@ import (
 // Interval·2^(n-1), at most MaxWait, so a backend that is down is not
 // asked every interval for ever; the first step that succeeds brings the
 // wait back to Interval. Failed steps are counted and logged through
-// Failures (the first of a run at once, then at most once per its
-// interval), and the end of a run that was logged is logged too.
+// Failures (at most a line per its interval, so the first of a run at
+// once unless a line was logged within the interval), and the end of a
+// run that was logged is logged too.
 type SyncLoop struct {
 	// Interval is the wait between steps while they succeed.
 	Interval time.Duration
