@@ -65,26 +65,35 @@ func (t *task) wait() *caught {
 // (http.ErrAbortHandler: a response that broke after it started).
 func (c *caught) aborted() bool { return c != nil && c.value == http.ErrAbortHandler }
 
-// waitAll waits for every task, then raises the first panic among them.
+// waitAll waits for every task, then raises the first panic among them
+// (the others are logged).
 func (h *Handler) waitAll(tasks []*task) {
 	var first *caught
 	for _, t := range tasks {
 		if c := t.wait(); first == nil {
 			first = c
+		} else {
+			h.logPanic(c)
 		}
 	}
 	h.raise(first)
 }
 
 // raise panics again, in the calling goroutine, with the value of c, if
-// not nil. A panic other than an abort is logged first with the stack of
-// the goroutine it happened on.
+// not nil, logged first (logPanic).
 func (h *Handler) raise(c *caught) {
 	if c == nil {
 		return
 	}
-	if !c.aborted() {
+	h.logPanic(c)
+	panic(c.value)
+}
+
+// logPanic logs a panic other than an abort with the stack of the
+// goroutine it happened on: a panic that is not raised (a request's
+// second) leaves this line only.
+func (h *Handler) logPanic(c *caught) {
+	if c != nil && !c.aborted() {
 		h.logger.Error("panic in a call of a request", zap.Any("panic", c.value), zap.ByteString("stack", c.stack))
 	}
-	panic(c.value)
 }

@@ -283,7 +283,7 @@ func (h *Handler) attemptHedged(w http.ResponseWriter, r *http.Request, req *str
 
 	if pc := attempted.wait(); pc != nil {
 		hedge.cancel(errPanicked)
-		served.wait()
+		h.logPanic(served.wait())
 		h.raise(pc)
 	}
 	if winner := rc.won(); winner == primary || winner == nil && res.outcome != outcomeRetry {
