@@ -197,17 +197,21 @@ func (rec *record) tried(c candidateRecord) bool {
 
 // quotaLeft sets the room left on each limit a reservation charged,
 // when it is made (admit: a reservation is recycled once settled). A
-// provider's subject is named by the provider's name (its state
-// identity is a digest that labels should not carry).
+// provider's subject is labelled by providerSubjectLabel.
 func quotaLeft(res *limits.Reservation, provider string) {
 	for _, ch := range res.Charges {
 		subject := limits.SubjectOf(ch.Counter)
 		if strings.HasPrefix(subject, "provider:") {
-			subject = "provider:" + provider
+			subject = providerSubjectLabel(provider)
 		}
 		metrics.quotaLeft.WithLabelValues(subject, ch.Kind.String()).Set(max(ch.Left, 0))
 	}
 }
+
+// providerSubjectLabel is the subject label of a provider's limits: its
+// name (the subject's own name is a digest of its identity, which labels
+// should not carry).
+func providerSubjectLabel(name string) string { return "provider:" + name }
 
 // quotaSeries holds the llm_route_quota_remaining series that the live
 // configurations have limits for: an entry per subject, limit and the
@@ -252,7 +256,7 @@ func (h *Handler) takeQuotaSeries() {
 		}
 	}
 	for name, s := range h.provSubject {
-		take("provider:"+name, s) // (as quotaLeft names it)
+		take(providerSubjectLabel(name), s)
 	}
 	for _, r := range h.Routes {
 		if r.subject != nil {
