@@ -54,12 +54,12 @@ func judgedQuestion(q string) string {
 	if len(q) <= maxJudged {
 		return q
 	}
-	head := truncate(q, maxJudged/2)
+	head := strings.TrimSuffix(truncate(q, maxJudged/2), "…")
 	tail := q[len(q)-maxJudged/2:]
 	for len(tail) > 0 && !utf8.RuneStart(tail[0]) {
 		tail = tail[1:]
 	}
-	return fmt.Sprintf("%s\n[%d KiB of the question left out]\n%s", head, (len(q)-len(head)-len(tail))>>10, tail)
+	return fmt.Sprintf("%s…\n[%d KiB of the question left out]\n…%s", head, (len(q)-len(head)-len(tail)+1023)>>10, tail)
 }
 
 // call is the outcome of one call: the answer as the client would have
