@@ -34,7 +34,8 @@ type plan struct {
 	// (a hedge's loop counts on from its primary's).
 	calls int
 	// lease is the lease of the client body's pooled buffer, nil when
-	// the body is not pooled: each attempt's body reader holds it.
+	// the body is not pooled: each attempt's body holds it until the
+	// attempt ends.
 	lease *bodyLease
 }
 
