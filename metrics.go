@@ -4,6 +4,7 @@ import (
 	"errors"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -233,44 +234,73 @@ func (q quotaSeriesOf) Destruct() error {
 
 // takeQuotaSeries takes the entries of h's limits in quotaSeries.
 func (h *Handler) takeQuotaSeries() {
-	now := time.Now()
-	take := func(subject string, s *limits.Subject) {
-		if s == nil {
-			return
-		}
-		for _, ch := range s.Charges(nil, limits.Amount{}, now) {
-			q := quotaSeriesOf{subject, ch.Kind.String()}
-			key := q.subject + "|" + q.limit + "|" + strconv.FormatFloat(ch.Counter.Limit, 'g', -1, 64)
-			_, _, _ = quotaSeries.LoadOrNew(key, func() (caddy.Destructor, error) { return q, nil })
-			h.quotaSeries = append(h.quotaSeries, key)
-		}
-	}
+	h.series = &seriesHold{keys: make(map[string]bool)}
 	for _, k := range h.keys {
-		if k.subject != nil {
-			take(k.subject.Name(), k.subject)
-		}
+		h.takeSeriesOf(k.subject)
 	}
 	for _, m := range h.Models {
-		if m.subject != nil {
-			take(m.subject.Name(), m.subject)
-		}
+		h.takeSeriesOf(m.subject)
 	}
 	for name, s := range h.provSubject {
-		take(providerSubjectLabel(name), s)
+		h.takeSeries(providerSubjectLabel(name), s)
 	}
 	for _, r := range h.Routes {
-		if r.subject != nil {
-			take(r.subject.Name(), r.subject)
-		}
+		h.takeSeriesOf(r.subject)
 	}
 }
 
-// releaseQuotaSeries releases what takeQuotaSeries took.
+// takeSeriesOf takes the entries of a subject's limits, if it has any,
+// under the subject's own name.
+func (h *Handler) takeSeriesOf(s *limits.Subject) {
+	if s != nil {
+		h.takeSeries(s.Name(), s)
+	}
+}
+
+// seriesHold is what a handler holds of quotaSeries: an entry per key,
+// until it releases them all. Discovery adds to it as it finds models.
+type seriesHold struct {
+	mu       sync.Mutex
+	keys     map[string]bool
+	released bool
+}
+
+// takeSeries takes the entries of the limits of s, labelled subject,
+// once per handler (models that discovery finds again and again take
+// theirs as they come), until the handler released its entries.
+func (h *Handler) takeSeries(subject string, s *limits.Subject) {
+	hold := h.series
+	if hold == nil {
+		return // (not provisioned)
+	}
+	hold.mu.Lock()
+	defer hold.mu.Unlock()
+	if hold.released {
+		return
+	}
+	for _, ch := range s.Charges(nil, limits.Amount{}, time.Now()) {
+		q := quotaSeriesOf{subject, ch.Kind.String()}
+		key := q.subject + "|" + q.limit + "|" + strconv.FormatFloat(ch.Counter.Limit, 'g', -1, 64)
+		if hold.keys[key] {
+			continue
+		}
+		_, _, _ = quotaSeries.LoadOrNew(key, func() (caddy.Destructor, error) { return q, nil })
+		hold.keys[key] = true
+	}
+}
+
+// releaseQuotaSeries releases what takeSeries took, for good.
 func (h *Handler) releaseQuotaSeries() {
-	for _, key := range h.quotaSeries {
+	hold := h.series
+	if hold == nil {
+		return // (never provisioned)
+	}
+	hold.mu.Lock()
+	defer hold.mu.Unlock()
+	for key := range hold.keys {
 		_, _ = quotaSeries.Delete(key)
 	}
-	h.quotaSeries = nil
+	hold.keys, hold.released = nil, true
 }
 
 // pairCollector reports the state of the provider+model pairs in use,

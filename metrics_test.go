@@ -1,6 +1,7 @@
 package llmroute
 
 import (
+	"context"
 	"net/http"
 	"testing"
 
@@ -86,4 +87,38 @@ func TestQuotaSeriesFollowReload(t *testing.T) {
 		t.Fatal(err)
 	}
 	expect("with no config", nil, "model:qr-m/rpm", "model:qr-m/tpm", "route:qr-r/rpm")
+}
+
+// A model that discovery finds, with limits from its template, has its
+// series held like a configured model's: rebuilding the catalog takes
+// nothing more, and the handler's Cleanup lets it go.
+func TestQuotaSeriesOfDiscoveredModels(t *testing.T) {
+	ls, addr := newListServer(t, `{"object":"list","data":[{"id":"qd-1"}]}`)
+	h := mustLoadHandler(t, `{"providers": [{"name": "qd-p", "models": "auto", "models_refresh": "1h", "proxy": `+proxyTo(addr)+`}],
+		"models": [{"name": "qd-*", "rpm": 7}]}`)
+	metrics.quotaLeft.WithLabelValues("model:qd-1", "rpm").Set(7) // as a request would
+	held := len(h.series.keys)
+	for range 3 {
+		h.disc.rebuild()
+	}
+	if n := len(h.series.keys); n != held {
+		t.Errorf("the handler holds %d series entries after three more builds, had %d", n, held)
+	}
+	ls.body.Store(`{"object":"list","data":[{"id":"qd-1"},{"id":"qd-2"}]}`)
+	if changed, ok := h.disc.fetch(context.Background(), h.providers["qd-p"]); !changed || !ok {
+		t.Fatalf("a new list: changed %v ok %v", changed, ok)
+	}
+	h.disc.rebuild()
+	metrics.quotaLeft.WithLabelValues("model:qd-2", "rpm").Set(7)
+	if n := len(h.series.keys); n != held+1 {
+		t.Errorf("the handler holds %d series entries with a second model found, want %d", n, held+1)
+	}
+	if err := h.Cleanup(); err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range []string{"model:qd-1/rpm", "model:qd-2/rpm"} {
+		if v, ok := quotaSeriesNow(t)[s]; ok {
+			t.Errorf("series %s (%v) outlived the config of its discovered model", s, v)
+		}
+	}
 }

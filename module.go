@@ -224,7 +224,7 @@ type Handler struct {
 	redisKey    string                     // its key in redisClients
 	shared      *upstreams.Shared          // shares the pairs' state through redis, if configured
 	provSubject map[string]*limits.Subject // by provider name
-	quotaSeries []string                   // its entries in quotaSeries (metrics.go)
+	series      *seriesHold                // its entries in quotaSeries (metrics.go)
 	cleaned     int32                      // set by the first Cleanup
 	needsPrompt bool                       // a token or spend limit needs the prompt estimate
 
