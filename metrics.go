@@ -5,6 +5,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -260,10 +261,16 @@ func (h *Handler) takeSeriesOf(s *limits.Subject) {
 // seriesHold is what a handler holds of quotaSeries: an entry per key,
 // until it releases them all. Discovery adds to it as it finds models.
 type seriesHold struct {
-	mu       sync.Mutex
-	keys     map[string]bool
-	released bool
+	mu   sync.Mutex
+	keys map[string]bool
+	// gone: the entries were released. Admissions read it without the
+	// lock: a request still in flight after its handler's Cleanup sets
+	// no series (it would outlive the config).
+	gone atomic.Bool
 }
+
+// seriesLive reports whether h still holds its series.
+func (h *Handler) seriesLive() bool { return h.series != nil && !h.series.gone.Load() }
 
 // takeSeries takes the entries of the limits of s, labelled subject,
 // once per handler (models that discovery finds again and again take
@@ -275,7 +282,7 @@ func (h *Handler) takeSeries(subject string, s *limits.Subject) {
 	}
 	hold.mu.Lock()
 	defer hold.mu.Unlock()
-	if hold.released {
+	if hold.gone.Load() {
 		return
 	}
 	for _, ch := range s.Charges(nil, limits.Amount{}, time.Now()) {
@@ -300,7 +307,8 @@ func (h *Handler) releaseQuotaSeries() {
 	for key := range hold.keys {
 		_, _ = quotaSeries.Delete(key)
 	}
-	hold.keys, hold.released = nil, true
+	hold.keys = nil
+	hold.gone.Store(true)
 }
 
 // pairCollector reports the state of the provider+model pairs in use,

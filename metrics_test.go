@@ -87,6 +87,13 @@ func TestQuotaSeriesFollowReload(t *testing.T) {
 		t.Fatal(err)
 	}
 	expect("with no config", nil, "model:qr-m/rpm", "model:qr-m/tpm", "route:qr-r/rpm")
+
+	// A request the old config still serves after its Cleanup (in
+	// Caddy's grace period) brings no series back.
+	if rec, _, _, _ := serveGateway(t, cur, "POST", "/v1/chat/completions", body); rec.Code != http.StatusOK {
+		t.Fatalf("status %d: %s", rec.Code, rec.Body)
+	}
+	expect("after a late request", nil, "model:qr-m/rpm", "model:qr-m/tpm", "route:qr-r/rpm")
 }
 
 // A model that discovery finds, with limits from its template, has its

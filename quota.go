@@ -102,7 +102,9 @@ func (h *Handler) admit(ctx context.Context, req *strategies.Request, p *plan, c
 		ch := res.Charges[v.Denied]
 		d = &denial{kind: ch.Kind, subject: limits.SubjectOf(ch.Counter), retryAfter: v.RetryAfter}
 	default:
-		quotaLeft(res, c.Provider.Name)
+		if h.seriesLive() {
+			quotaLeft(res, c.Provider.Name)
+		}
 		return res, nil
 	}
 	res.Free()
