@@ -309,7 +309,6 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, req *strategies.
 		if hedged {
 			return err // the hedge (the rest of the candidates) answered
 		}
-		hedgeLost(r, &next)
 		p.rec.attempt(&p.candidates[i], &next)
 		switch next.outcome {
 		case outcomeUnfit:
@@ -536,7 +535,7 @@ func (h *Handler) attempt(w http.ResponseWriter, r *http.Request, req *strategie
 			res.err = errors.New("upstream connection broke")
 		}
 		if r.Context().Err() != nil {
-			res.outcome = outcomeGone
+			endGone(r, &res)
 			return res
 		}
 		if sp != nil && sp.finished {
@@ -554,7 +553,7 @@ func (h *Handler) attempt(w http.ResponseWriter, r *http.Request, req *strategie
 	}
 
 	if r.Context().Err() != nil {
-		res.outcome = outcomeGone
+		endGone(r, &res)
 		return res
 	}
 	if err == nil && !aborted && !aw.failed() {

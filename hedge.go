@@ -296,7 +296,6 @@ func (h *Handler) attemptHedged(w http.ResponseWriter, r *http.Request, req *str
 	}
 	// The hedge answered, or the primary failed and the hedge is the
 	// rest of the loop. The primary's call is part of the record.
-	hedgeLost(r.WithContext(pctx), &res)
 	p.rec.attempt(c, &res)
 	// (A stream the hedge answered that broke for good aborts the
 	// response here.)
@@ -318,18 +317,13 @@ func (h *Handler) attemptHedged(w http.ResponseWriter, r *http.Request, req *str
 	return res, true, err
 }
 
-// lostRace reports whether ctx, an attempt's, ended because the other
-// call of a hedge race answered first (its gate was cancelled with
-// errHedgeLost), not because the client went away.
-func lostRace(ctx context.Context) bool {
-	return errors.Is(context.Cause(ctx), errHedgeLost)
-}
-
-// hedgeLost names the error of an attempt that a hedge race cancelled,
-// for the log lines that show it. (The record tells such an attempt
-// from a client that went away by the attempt's context: causeOf.)
-func hedgeLost(r *http.Request, res *attemptResult) {
-	if res.outcome == outcomeGone && lostRace(r.Context()) {
+// endGone ends res, an attempt's whose request's context ended: the
+// client went away, or, when its error says errHedgeLost, the other call
+// of a hedge race answered first (its gate was cancelled with it), in
+// whichever loop the attempt ran: a primary, a hedge, a retry.
+func endGone(r *http.Request, res *attemptResult) {
+	res.outcome = outcomeGone
+	if errors.Is(context.Cause(r.Context()), errHedgeLost) {
 		res.err = errHedgeLost
 	}
 }

@@ -71,8 +71,7 @@ func causeOf(res *attemptResult) cause {
 	case outcomeUnfit:
 		return causeUnfit
 	case outcomeGone:
-		// (whichever loop made the attempt: a primary, a hedge, a retry)
-		if errors.Is(res.err, errHedgeLost) || res.aw != nil && lostRace(res.aw.ctx) {
+		if errors.Is(res.err, errHedgeLost) { // (endGone)
 			return causeHedged
 		}
 		return causeGone
