@@ -27,11 +27,19 @@ type Failures struct {
 	reported atomic.Bool   // a line was logged during the run
 }
 
+// DefaultLogInterval is the least time between two lines of Failures,
+// unless its user says otherwise.
+const DefaultLogInterval = time.Minute
+
 // NewFailures returns a counter that logs msg with fields on logger, at
-// most once per interval.
+// most once per interval (DefaultLogInterval if 0); a nil logger logs
+// nothing.
 func NewFailures(logger *zap.Logger, interval time.Duration, msg string, fields ...zap.Field) *Failures {
 	if logger == nil {
 		logger = zap.NewNop()
+	}
+	if interval <= 0 {
+		interval = DefaultLogInterval
 	}
 	return &Failures{logger: logger, interval: interval, msg: msg, fields: fields}
 }

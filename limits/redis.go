@@ -125,7 +125,6 @@ const (
 	DefaultRedisTimeout   = 100 * time.Millisecond
 	DefaultRedisPrefix    = "llm_route:"
 	DefaultConcurrencyTTL = 10 * time.Minute
-	defaultLogInterval    = time.Minute
 )
 
 // unavailableWait is the Retry-After of a reservation denied because
@@ -169,9 +168,6 @@ func NewRedis(o RedisOptions) (*Redis, error) {
 	}
 	if o.Logger == nil {
 		o.Logger = zap.NewNop()
-	}
-	if o.LogInterval <= 0 {
-		o.LogInterval = defaultLogInterval
 	}
 	if o.OnError > OnErrorDeny {
 		return nil, fmt.Errorf("unknown on_error policy %d", o.OnError)

@@ -62,9 +62,9 @@ const adaptiveRedisTTL = 30 * 24 * time.Hour
 // within an interval, and read within the next). While Redis cannot be
 // reached the evidence is kept and sent once it can, the fleet's totals
 // stay as last read, and the exchanges back off up to 16 intervals
-// apart (limits.SyncLoop); each failed exchange is counted (Errors),
-// the first logged at once, then at most one line per LogInterval, and
-// the recovery too. The hash lives 30 days after its last write.
+// apart (limits.SyncLoop); each failed exchange is counted (Errors) and
+// logged at most one line per LogInterval, and the recovery too. The
+// hash lives 30 days after its last write.
 type AdaptiveRedis struct {
 	client  *redis.Client
 	key     string
@@ -92,15 +92,11 @@ func NewAdaptiveRedis(s *SharedState, key string, window float64) *AdaptiveRedis
 	if interval <= 0 {
 		interval = time.Second
 	}
-	logInterval := s.LogInterval
-	if logInterval <= 0 {
-		logInterval = time.Minute
-	}
 	ctx, stop := context.WithCancel(context.Background())
 	r := &AdaptiveRedis{
 		client: s.Client, key: s.Prefix + "adaptive:" + key, window: window, timeout: timeout,
 		loop: limits.SyncLoop{Interval: interval, After: s.After,
-			Failures: limits.NewFailures(s.Logger, logInterval, "redis state: sharing what adaptive learnt failed", zap.String("key", key))},
+			Failures: limits.NewFailures(s.Logger, s.LogInterval, "redis state: sharing what adaptive learnt failed", zap.String("key", key))},
 		fleet: map[adaptiveKey]AdaptiveArm{}, pending: map[adaptiveKey]AdaptiveArm{},
 		stop: stop, done: make(chan struct{}),
 	}

@@ -60,8 +60,8 @@ import (
 // StatsTTL passed without a poll), and a cooldown that could not be
 // sent is sent again until it ends. While Redis fails, the polls back
 // off up to 16 intervals apart (limits.SyncLoop). Each error is counted
-// (Errors); the first is logged at once, then at most one line per
-// LogInterval, and the recovery once Redis answers again.
+// (Errors) and logged at most one line per LogInterval, and the
+// recovery once Redis answers again.
 type Shared struct {
 	client   *redis.Client
 	prefix   string
@@ -135,9 +135,6 @@ func NewShared(o SharedOptions) *Shared {
 	o.StatsTTL = max(o.StatsTTL, 3*o.Interval)
 	if o.Logger == nil {
 		o.Logger = zap.NewNop()
-	}
-	if o.LogInterval <= 0 {
-		o.LogInterval = time.Minute
 	}
 	var b [8]byte
 	_, _ = rand.Read(b[:])
