@@ -154,6 +154,31 @@ func BenchmarkAdmission(b *testing.B) {
 	}
 }
 
+// benchArm is a handler an in-process benchmark runs requests through.
+type benchArm struct {
+	name string
+	h    caddyhttp.MiddlewareHandler
+}
+
+// benchArms are the two arms of BenchmarkServe and BenchmarkServeStream
+// in front of the upstream at addr: a bare reverse_proxy ("proxy"), and
+// llm_route with one model ("llm_route").
+func benchArms(b *testing.B, addr string) []benchArm {
+	var proxy reverseproxy.Handler
+	if err := json.Unmarshal([]byte(gatewayProxy(addr)), &proxy); err != nil {
+		b.Fatal(err)
+	}
+	if err := proxy.Provision(newContext(b)); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _ = proxy.Cleanup() })
+	gw := mustLoadHandler(b, `{
+		"providers": [{"name": "a", "proxy": `+gatewayProxy(addr)+`}],
+		"models": [{"name": "small", "providers": ["a"], "input_price": 0.15, "output_price": 0.6}]
+	}`)
+	return []benchArm{{"proxy", &proxy}, {"llm_route", gw}}
+}
+
 // BenchmarkServe is one non-stream chat completion through a handler,
 // in process, to a loopback upstream: "proxy" is a bare reverse_proxy,
 // "llm_route" the gateway with one model in front of the same upstream.
@@ -167,25 +192,7 @@ func BenchmarkServe(b *testing.B) {
 	b.Cleanup(up.Close)
 	addr := strings.TrimPrefix(up.URL, "http://")
 
-	var proxy reverseproxy.Handler
-	if err := json.Unmarshal([]byte(gatewayProxy(addr)), &proxy); err != nil {
-		b.Fatal(err)
-	}
-	if err := proxy.Provision(newContext(b)); err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { _ = proxy.Cleanup() })
-	gw := mustLoadHandler(b, `{
-		"providers": [{"name": "a", "proxy": `+gatewayProxy(addr)+`}],
-		"models": [{"name": "small", "providers": ["a"], "input_price": 0.15, "output_price": 0.6}]
-	}`)
-	handlers := []struct {
-		name string
-		h    caddyhttp.MiddlewareHandler
-	}{
-		{"proxy", &proxy},
-		{"llm_route", gw},
-	}
+	handlers := benchArms(b, addr)
 	for _, size := range []int{1 << 10, 10 << 10, 100 << 10} {
 		body := benchBody(size)
 		body = bytes.Replace(body, []byte(`"stream":true`), []byte(`"stream":false`), 1)
@@ -316,26 +323,8 @@ func BenchmarkServeStream(b *testing.B) {
 	b.Cleanup(up.Close)
 	addr := strings.TrimPrefix(up.URL, "http://")
 
-	var proxy reverseproxy.Handler
-	if err := json.Unmarshal([]byte(gatewayProxy(addr)), &proxy); err != nil {
-		b.Fatal(err)
-	}
-	if err := proxy.Provision(newContext(b)); err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { _ = proxy.Cleanup() })
-	gw := mustLoadHandler(b, `{
-		"providers": [{"name": "a", "proxy": `+gatewayProxy(addr)+`}],
-		"models": [{"name": "small", "providers": ["a"], "input_price": 0.15, "output_price": 0.6}]
-	}`)
 	body := benchBody(1 << 10)
-	for _, arm := range []struct {
-		name string
-		h    caddyhttp.MiddlewareHandler
-	}{
-		{"proxy", &proxy},
-		{"llm_route", gw},
-	} {
+	for _, arm := range benchArms(b, addr) {
 		b.Run(arm.name+"/1KB", func(b *testing.B) {
 			const keep = 1 << 16
 			samples := make([]time.Duration, 0, keep)
