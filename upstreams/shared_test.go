@@ -310,6 +310,23 @@ func TestSharedRedisDown(t *testing.T) {
 	}
 }
 
+// clockedInstance is an instance on the Redis at url whose loop polls
+// every second of clock, a clock the test moves.
+func clockedInstance(t *testing.T, url string, logger *zap.Logger) (*instance, *testclock.After) {
+	r, err := limits.NewRedis(limits.RedisOptions{URL: url, Timeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	clock := testclock.New()
+	a := &instance{redis: r, shared: NewShared(SharedOptions{Client: r.Client(), Prefix: r.Prefix(), Timeout: r.Timeout(),
+		Interval: time.Second, Logger: logger, After: clock.After})}
+	t.Cleanup(func() {
+		a.shared.Close()
+		_ = r.Close()
+	})
+	return a, clock
+}
+
 // While Redis is down the polls back off, each wait twice the last up
 // to 16 intervals, and the failures are counted and logged once; once
 // Redis is back (empty, as after a crash) the polls run every interval
@@ -318,18 +335,8 @@ func TestSharedRedisDown(t *testing.T) {
 func TestSharedBacksOff(t *testing.T) {
 	verifyNoLeaks(t)
 	srv := redistest.Start(t)
-	r, err := limits.NewRedis(limits.RedisOptions{URL: srv.URL(), Timeout: 5 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
 	core, logs := observer.New(zapcore.InfoLevel)
-	clock := testclock.New()
-	a := &instance{redis: r, shared: NewShared(SharedOptions{Client: r.Client(), Prefix: r.Prefix(), Timeout: r.Timeout(),
-		Interval: time.Second, Logger: zap.New(core), After: clock.After})}
-	t.Cleanup(func() {
-		a.shared.Close()
-		_ = r.Close()
-	})
+	a, clock := clockedInstance(t, srv.URL(), zap.New(core))
 	prov := testProvider("alpha")
 	pa := a.acquire(t, prov, "m")
 	next := func(want time.Duration) {
@@ -373,20 +380,10 @@ func TestSharedBacksOff(t *testing.T) {
 func TestSharedErrorReplyNoBackOff(t *testing.T) {
 	verifyNoLeaks(t)
 	srv := redistest.Start(t)
-	r, err := limits.NewRedis(limits.RedisOptions{URL: srv.URL(), Timeout: 5 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	clock := testclock.New()
-	a := &instance{redis: r, shared: NewShared(SharedOptions{Client: r.Client(), Prefix: r.Prefix(), Timeout: r.Timeout(),
-		Interval: time.Second, Logger: zap.NewNop(), After: clock.After})}
-	t.Cleanup(func() {
-		a.shared.Close()
-		_ = r.Close()
-	})
+	a, clock := clockedInstance(t, srv.URL(), zap.NewNop())
 	pa := a.acquire(t, testProvider("alpha"), "m")
 	statsKey := pa.(*sharedPair).statsKey
-	if err := r.Client().Set(context.Background(), statsKey, "not a hash", 0).Err(); err != nil {
+	if err := a.redis.Client().Set(context.Background(), statsKey, "not a hash", 0).Err(); err != nil {
 		t.Fatal(err)
 	}
 	if got := clock.Next(t); got != time.Second {
