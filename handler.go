@@ -117,6 +117,11 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		writeError(w, endpoint, http.StatusRequestEntityTooLarge, "request_too_large", fmt.Sprintf("request body is larger than %d bytes", h.MaxBody))
 		return nil
 	}
+	if ce := r.Header.Get("Content-Encoding"); ce != "" && !strings.EqualFold(ce, "identity") {
+		writeError(w, endpoint, http.StatusUnsupportedMediaType, "unsupported_content_encoding",
+			fmt.Sprintf("request bodies with Content-Encoding %q are not supported: send the JSON uncompressed", truncate(ce, 64)))
+		return nil
+	}
 	body, lease, err := readBody(w, r, h.MaxBody, time.Duration(h.ReadBodyTimeout))
 	if errors.Is(err, errReadBodyTimeout) {
 		writeError(w, endpoint, http.StatusRequestTimeout, "request_timeout", fmt.Sprintf("the request body did not arrive within %s", time.Duration(h.ReadBodyTimeout)))

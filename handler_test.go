@@ -715,16 +715,19 @@ func TestServeClientErrors(t *testing.T) {
 		status                   int
 		code                     string
 		anthropic                bool
+		hdr                      []string
 	}{
-		{"too large", "POST", "/v1/chat/completions", `{"model":"m","x":"` + strings.Repeat("x", 300) + `"}`, 413, "request_too_large", false},
-		{"invalid JSON", "POST", "/v1/chat/completions", `{"model":`, 400, "invalid_json", false},
-		{"invalid JSON on messages", "POST", "/v1/messages", `{"model":`, 400, "invalid_json", true},
-		{"unknown model", "POST", "/v1/chat/completions", `{"model":"gpt-9"}`, 404, "model_not_found", false},
-		{"feature the target cannot serve", "POST", "/v1/messages", `{"model":"m","max_tokens":5,"messages":[{"role":"user","content":[{"type":"document","source":{"type":"text","media_type":"text/plain","data":"x"}}]}]}`, 400, "unsupported_parameter", true},
-		{"too deep", "POST", "/v1/embeddings", `{"model":"m","input":` + strings.Repeat("[", 70) + strings.Repeat("]", 70) + `}`, 400, "too_deep", false},
+		{"too large", "POST", "/v1/chat/completions", `{"model":"m","x":"` + strings.Repeat("x", 300) + `"}`, 413, "request_too_large", false, nil},
+		{"invalid JSON", "POST", "/v1/chat/completions", `{"model":`, 400, "invalid_json", false, nil},
+		{"invalid JSON on messages", "POST", "/v1/messages", `{"model":`, 400, "invalid_json", true, nil},
+		{"unknown model", "POST", "/v1/chat/completions", `{"model":"gpt-9"}`, 404, "model_not_found", false, nil},
+		{"feature the target cannot serve", "POST", "/v1/messages", `{"model":"m","max_tokens":5,"messages":[{"role":"user","content":[{"type":"document","source":{"type":"text","media_type":"text/plain","data":"x"}}]}]}`, 400, "unsupported_parameter", true, nil},
+		{"too deep", "POST", "/v1/embeddings", `{"model":"m","input":` + strings.Repeat("[", 70) + strings.Repeat("]", 70) + `}`, 400, "too_deep", false, nil},
+		{"compressed body", "POST", "/v1/chat/completions", "\x1f\x8b\x08\x00", 415, "unsupported_content_encoding", false, []string{"Content-Encoding", "gzip"}},
+		{"compressed body on messages", "POST", "/v1/messages", "\x28\xb5\x2f\xfd", 415, "unsupported_content_encoding", true, []string{"Content-Encoding", "zstd"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			rec, _, nextCalled, _ := serveGateway(t, h, tc.method, tc.path, tc.body)
+			rec, _, nextCalled, _ := serveGateway(t, h, tc.method, tc.path, tc.body, tc.hdr...)
 			if nextCalled {
 				t.Fatal("next handler called")
 			}
