@@ -41,6 +41,8 @@ func (messagesToChatReq) Request(body []byte, opt Options) ([]byte, Exchange, er
 			err = userMessages(&w, m.Get("content"))
 		case "assistant":
 			err = assistantMessage(&w, m.Get("content"))
+		case "":
+			err = unsupported("a message without a role cannot be translated")
 		default:
 			err = unsupported("messages with role %q are not part of the Messages API", m.Get("role").Str)
 		}
@@ -179,6 +181,8 @@ func userMessages(w *jsonw, content gjson.Result) error {
 			n++
 			only = ""
 			err = imagePart(&parts, b.Get("source"))
+		case "":
+			err = unsupported("a content block without a type cannot be translated")
 		default:
 			err = unsupported("%s blocks cannot be served by an OpenAI-compatible provider", typ)
 		}

@@ -192,6 +192,8 @@ func chatMessages(w *jsonw, msgs gjson.Result) error {
 				b.close(']')
 			}
 			b.close('}')
+		case "":
+			err = unsupported("a message without a role cannot be translated")
 		default:
 			err = unsupported("messages with role %q cannot be served by an Anthropic provider", role)
 		}

@@ -280,3 +280,22 @@ func TestErrorType(t *testing.T) {
 		}
 	}
 }
+
+// A message without a role, or a block without a type, is named as
+// such in the refusal, not as a role or type "".
+func TestRequestErrorNamesWhatIsMissing(t *testing.T) {
+	for _, c := range []struct {
+		from, to  string
+		req, want string
+	}{
+		{OpenAI, Anthropic, `{"model":"m","messages":[{"content":"hi"}]}`, "a message without a role cannot be translated"},
+		{Anthropic, OpenAI, `{"model":"m","max_tokens":5,"messages":[{"content":"hi"}]}`, "a message without a role cannot be translated"},
+		{Anthropic, OpenAI, `{"model":"m","max_tokens":5,"messages":[{"role":"user","content":[{"text":"hi"}]}]}`, "a content block without a type cannot be translated"},
+	} {
+		_, _, err := Lookup(c.from, c.to).Request([]byte(c.req), Options{})
+		var re *RequestError
+		if !errors.As(err, &re) || re.Msg != c.want {
+			t.Errorf("%s→%s %s: error %v, want %q", c.from, c.to, c.req, err, c.want)
+		}
+	}
+}
