@@ -19,6 +19,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -91,6 +92,9 @@ func TestMain(m *testing.M) {
 		}
 	}
 	code := m.Run()
+	// The lock is held until here: once unreachable, the file would be
+	// closed by its finalizer, and the lock with it.
+	runtime.KeepAlive(lock)
 	if builtBin != "" {
 		_ = os.RemoveAll(filepath.Dir(builtBin))
 	}
