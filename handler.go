@@ -359,7 +359,7 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, req *strategies.
 	if attempts == p.calls && exhausted != nil {
 		// Every target that could take the request is over a limit.
 		c = &p.candidates[0]
-		h.setPlaceholders(r, p, c, 0, nil)
+		h.setPlaceholders(r, p, c, 0, Usage{})
 		setRouted(w.Header(), p, c, 0)
 		w.Header().Set("Retry-After", retryAfterSeconds(exhausted.retryAfter))
 		writeError(w, req.Endpoint, http.StatusTooManyRequests, "all_quotas_exhausted",
@@ -371,8 +371,7 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, req *strategies.
 		c, res = &p.candidates[0], unfit
 		res.outcome = outcomeFinal
 	}
-	rescueEnd(sp, &res)
-	h.setPlaceholders(r, p, c, attempts, res.aw)
+	h.setPlaceholders(r, p, c, attempts, rescueEnd(sp, &res))
 
 	switch res.outcome {
 	case outcomeDone:
@@ -522,21 +521,24 @@ func (h *Handler) attempt(w http.ResponseWriter, r *http.Request, req *strategie
 	res.upstream, res.firstByte = time.Since(res.called), firstByteAt
 
 	if aw.committed {
-		if err == nil && !aborted {
-			// (A JSON answer passed on as it came may turn out cut short.)
-			if aw.finish() == nil && (!aw.stream || aw.terminated) && (sp == nil || sp.err == nil) {
-				res.outcome = outcomeDone
-				return res
-			}
+		// (A JSON answer passed on as it came may turn out cut short.)
+		if err == nil && !aborted && aw.finish() == nil && (!aw.stream || aw.terminated) && (sp == nil || sp.err == nil) {
+			res.outcome = outcomeDone
+			return res
+		}
+		// The client got part of an answer, whatever follows.
+		aw.usage = cutShort(aw.usage, sp, req)
+		switch cause := context.Cause(ctx); {
+		case err == nil && !aborted:
 			res.err = aw.streamErr
 			if res.err == nil {
 				res.err = errors.New("stream ended without its final event")
 			}
-		} else if aw.streamErr != nil {
+		case aw.streamErr != nil:
 			res.err = aw.streamErr
-		} else if cause := context.Cause(ctx); cause != nil && !errors.Is(cause, context.Canceled) {
+		case cause != nil && !errors.Is(cause, context.Canceled):
 			res.err = cause
-		} else {
+		default:
 			res.err = errors.New("upstream connection broke")
 		}
 		if r.Context().Err() != nil {
@@ -729,11 +731,8 @@ func matchesStatus(status int, list []int) bool {
 
 // setPlaceholders publishes the decision and usage as placeholders
 // ({llm.*}, placeholders.go) and access log fields.
-func (h *Handler) setPlaceholders(r *http.Request, p *plan, c *strategies.Candidate, attempts int, aw *attemptWriter) {
-	v := &placeholderValues{route: p.route, model: c.Model, provider: c.Provider.Name, reason: p.reason, attempts: attempts}
-	if aw != nil {
-		v.usage = aw.usage
-	}
+func (h *Handler) setPlaceholders(r *http.Request, p *plan, c *strategies.Candidate, attempts int, usage Usage) {
+	v := &placeholderValues{route: p.route, model: c.Model, provider: c.Provider.Name, reason: p.reason, attempts: attempts, usage: usage}
 	if p.key != nil {
 		v.key = &p.key.Name
 	}

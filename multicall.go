@@ -290,7 +290,7 @@ func (h *Handler) respond(w http.ResponseWriter, r *http.Request, req *strategie
 	}); i >= 0 {
 		winner = p.candidates[i]
 	}
-	h.setPlaceholders(r, p, &winner, calls, &attemptWriter{usage: total})
+	h.setPlaceholders(r, p, &winner, calls, total)
 	if p.rec != nil && c.model != "" {
 		p.rec.answered = [2]string{c.model, c.provider}
 	}

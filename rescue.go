@@ -72,7 +72,7 @@ type splice struct {
 	wroteHeader      bool
 	continuations    int // continuations begun
 	checkedRestart   bool
-	deltas           int64 // content deltas of the attempt under way
+	deltas           int64 // content and tool call deltas of the attempt under way
 	trim             string
 	base             string      // the text sent when the continuation began, trimmed
 	blocks           map[int]int // messages: the continuation's block index → the client's
@@ -302,7 +302,8 @@ func (sp *splice) chunk(ev []byte, j gjson.Result, f *eventFields) ([]byte, erro
 	}
 	ch := f.choices.Get("0")
 	delta := ch.Get("delta")
-	if delta.Get("tool_calls").Exists() || delta.Get("function_call").Exists() || f.choices.Get("1").Exists() {
+	call := delta.Get("tool_calls").Exists() || delta.Get("function_call").Exists()
+	if call || f.choices.Get("1").Exists() {
 		sp.tools = true
 	}
 	finish := ch.Get("finish_reason").Type == gjson.String
@@ -310,7 +311,7 @@ func (sp *splice) chunk(ev []byte, j gjson.Result, f *eventFields) ([]byte, erro
 		sp.finished = sp.finished || finish
 	} // (a continuation's, once it is passed on)
 	text := delta.Get("content").Str
-	if text != "" {
+	if text != "" || call {
 		sp.deltas++
 	}
 	if sp.continuations == 0 {
@@ -417,6 +418,7 @@ func (sp *splice) messagesEvent(name []byte, ev []byte, j gjson.Result) ([]byte,
 		_ = i
 		if j.Get("delta.type").Str != "text_delta" {
 			sp.tools = true
+			sp.deltas++ // (a tool's input, or thinking)
 			break
 		}
 		text = j.Get("delta.text").Str
@@ -547,21 +549,13 @@ func (sp *splice) committing(aw *attemptWriter) {
 func (sp *splice) rescuing() bool { return sp != nil && sp.continuations > 0 }
 
 // carry adds a call that reached the stream (the one that broke, or a
-// continuation that failed) to the usage of the calls before the next,
-// and gets ready for a continuation. A call that broke before it
-// reported its usage counts its content deltas as its output tokens
-// (about one token each) and the gateway's estimate as its prompt.
-func (sp *splice) carry(aw *attemptWriter, req *strategies.Request) {
-	var u Usage
+// continuation that failed), its usage charged as cutShort says, to the
+// usage of the calls before the next, and gets ready for a
+// continuation.
+func (sp *splice) carry(aw *attemptWriter) {
 	if aw != nil {
-		u = aw.usage
+		sp.prior = sp.prior.add(aw.usage)
 	}
-	if u.PromptTokens == 0 {
-		req.ReadPrompt()
-		u.PromptTokens = int64(req.PromptTokens)
-	}
-	u.CompletionTokens = max(u.CompletionTokens, sp.deltas)
-	sp.prior = sp.prior.add(u)
 	sp.continuations++
 	sp.err = nil
 	sp.buf, sp.held, sp.deltas = nil, nil, 0
@@ -578,6 +572,27 @@ func (sp *splice) carry(aw *attemptWriter, req *strategies.Request) {
 // total is the usage of every call: the calls before the last and the
 // last one's.
 func (sp *splice) total(last Usage) Usage { return sp.prior.add(last) }
+
+// cutShort is the usage of a call whose answer reached the client and
+// did not end as it should (it broke, or the client went away): what
+// the call reported, and at least the gateway's estimate of the prompt
+// and, for a stream the splice follows, a token per delta the client
+// got. The provider bills what it sent: a call cut short before it
+// reported its usage must not go free against the limits, in the
+// metrics or in the cost.
+func cutShort(u Usage, sp *splice, req *strategies.Request) Usage {
+	if u.PromptTokens == 0 {
+		// On a view of its own: req may be read by a hedge's other
+		// call meanwhile.
+		v := strategies.Request{Endpoint: req.Endpoint, Body: req.Body}
+		v.ReadPrompt()
+		u.PromptTokens = int64(v.PromptTokens)
+	}
+	if sp != nil {
+		u.CompletionTokens = max(u.CompletionTokens, sp.deltas)
+	}
+	return u
+}
 
 // complete ends a stream whose finish went out but whose terminator did
 // not come: the client gets the terminator.
@@ -647,7 +662,7 @@ func (h *Handler) rescueNext(sp *splice, req *strategies.Request, p *plan, c *st
 		if !sp.broken() {
 			return false
 		}
-		sp.carry(res.aw, req)
+		sp.carry(res.aw)
 		h.logger.Warn("stream broke after it reached the client; continuing it on the next target",
 			zap.String("route", p.route), zap.String("model", c.Model), zap.String("provider", c.Provider.Name),
 			zap.Int("continuation", sp.continuations), zap.Error(res.err))
@@ -665,31 +680,32 @@ func (h *Handler) rescueNext(sp *splice, req *strategies.Request, p *plan, c *st
 }
 
 // rescueEnd settles the attempt loop's result once a stream was being
-// continued: a continuation that finished the answer reports the usage
-// of every call; with none, the stream that reached the client is
-// broken, whatever the last continuation's failure.
-func rescueEnd(sp *splice, res *attemptResult) {
+// continued: with no continuation that finished the answer, the stream
+// that reached the client is broken, whatever the last continuation's
+// failure. It returns the usage of the calls that made the answer, the
+// one the placeholders show (each call keeps its own in the record).
+func rescueEnd(sp *splice, res *attemptResult) Usage {
+	var last Usage
+	if res.aw != nil {
+		last = res.aw.usage
+	}
 	if !sp.rescuing() {
-		return
+		return last
 	}
 	switch res.outcome {
-	case outcomeDone:
-		if res.aw != nil {
-			res.aw.usage = sp.total(res.aw.usage)
-		}
-	case outcomeGone:
-	default:
-		res.outcome = outcomeBroken
-		cause := res.err
-		if cause == nil && res.status != 0 {
-			cause = fmt.Errorf("status %d", res.status)
-		}
-		res.err = fmt.Errorf("no target could continue it (last: %v)", cause)
-		u := sp.prior
-		if res.aw != nil && res.aw.committed {
-			u = u.add(res.aw.usage)
-		}
-		// (what the placeholders show, and what the error event ends)
-		res.aw = &attemptWriter{stream: true, usage: u}
+	case outcomeDone, outcomeGone:
+		return sp.total(last)
 	}
+	res.outcome = outcomeBroken
+	cause := res.err
+	if cause == nil && res.status != 0 {
+		cause = fmt.Errorf("status %d", res.status)
+	}
+	res.err = fmt.Errorf("no target could continue it (last: %v)", cause)
+	u := sp.prior
+	if res.aw != nil && res.aw.committed {
+		u = u.add(res.aw.usage)
+	}
+	res.aw = &attemptWriter{stream: true} // (for the error event that ends the stream)
+	return u
 }

@@ -31,7 +31,7 @@ func TestContinuationBody(t *testing.T) {
 	if !sp.broken() {
 		t.Fatal("a text stream cannot be rescued")
 	}
-	sp.carry(nil, req)
+	sp.carry(nil)
 	body, err := sp.continuationBody(req.Body)
 	if err != nil {
 		t.Fatal(err)
@@ -89,7 +89,7 @@ func TestSpliceRestart(t *testing.T) {
 		_, _ = sp.Write(chunk("Alpha "))
 		_, _ = sp.Write(chunk("beta "))
 		sp.broken()
-		sp.carry(nil, req)
+		sp.carry(nil)
 		var err error
 		for _, c := range tc.cont {
 			if _, err = sp.Write(chunk(c)); err != nil {
@@ -205,7 +205,7 @@ func TestSpliceWriteSplits(t *testing.T) {
 				if !sp.broken() {
 					t.Fatal("the stream cannot be continued")
 				}
-				sp.carry(nil, req)
+				sp.carry(nil)
 				for _, w := range contWrites {
 					if _, err := sp.Write([]byte(w)); err != nil {
 						t.Fatalf("continuation: %v", err)
