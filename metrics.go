@@ -67,7 +67,7 @@ func init() {
 		Help: "Time inside a provider's reverse proxy, per call, the whole answer included.", Buckets: latency},
 		[]string{"model", "provider"})
 	m.overhead = prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: ns, Name: "overhead_seconds",
-		Help:    "Time the gateway added to a request: from the end of reading its body to the end, minus the time inside providers' reverse proxies.",
+		Help:    "Time the gateway added to a request: from the end of reading its body to the end, minus the time during which a call to a provider was under way (calls made in parallel count once).",
 		Buckets: prometheus.ExponentialBuckets(1e-5, 4, 10)}, []string{"route"})
 	m.quotaLeft = prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: ns, Name: "quota_remaining",
 		Help: "Room left on a limit after the last reservation on it, by subject (key:, route:, model:, provider: and a name) and limit."},
