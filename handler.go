@@ -352,22 +352,23 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, req *strategies.
 		}
 	}
 	if attempts == p.calls && exhausted != nil {
-		// Every target that could take the request is over a limit.
-		c = &p.candidates[0]
-		h.setPlaceholders(r, p, c, 0, nil)
-		setRouted(w.Header(), p, c, 0)
+		// Every target that could take the request is over a limit: no
+		// call was made, so no model is named as having answered.
+		h.setPlaceholders(r, p, nil, attempts, nil)
+		setRouted(w.Header(), p, nil, attempts)
 		w.Header().Set("Retry-After", retryAfterSeconds(exhausted.retryAfter))
 		writeError(w, req.Endpoint, http.StatusTooManyRequests, "all_quotas_exhausted",
 			fmt.Sprintf("every candidate is over a limit (first: %s of %s); retry after %s", exhausted.kind, exhausted.subject, retryAfterSeconds(exhausted.retryAfter)+"s"))
 		return nil
 	}
+	answered := c // (nil: no call was made)
 	if attempts == p.calls {
 		// Every target refused the request before any call.
-		c, res = &p.candidates[0], unfit
+		c, res, answered = &p.candidates[0], unfit, nil
 		res.outcome = outcomeFinal
 	}
 	rescueEnd(sp, &res)
-	h.setPlaceholders(r, p, c, attempts, res.aw)
+	h.setPlaceholders(r, p, answered, attempts, res.aw)
 
 	switch res.outcome {
 	case outcomeDone:
@@ -390,7 +391,7 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, req *strategies.
 			zap.String("route", p.route), zap.String("model", c.Model), zap.String("provider", c.Provider.Name),
 			zap.Int("attempts", attempts), zap.Int("status", res.status), zap.Error(res.err))
 	}
-	setRouted(w.Header(), p, c, attempts)
+	setRouted(w.Header(), p, answered, attempts)
 	if res.body != nil {
 		for _, name := range []string{"Retry-After", "Retry-After-Ms"} {
 			if v := res.header.Get(name); v != "" {
@@ -658,8 +659,18 @@ func (h *Handler) countTokens(w http.ResponseWriter, req *strategies.Request, p 
 }
 
 // setRouted sets the headers of an answer from candidate c, the nth
-// attempt of plan p.
+// attempt of plan p. Without c (a refusal before any call: every
+// candidate over a limit or unfit) it names no model or provider.
 func setRouted(hdr http.Header, p *plan, c *strategies.Candidate, n int) {
+	if c == nil {
+		delete(hdr, routedKeys[0])
+		delete(hdr, routedKeys[1])
+		v := &[3]string{p.route, strconv.Itoa(n), p.reason}
+		for i, k := range routedKeys[2:] {
+			hdr[k] = v[i : i+1 : i+1]
+		}
+		return
+	}
 	// As hdr.Set would, with the keys in canonical form already and the
 	// values in one allocation.
 	v := &[5]string{c.Model, c.Provider.Name, p.route, strconv.Itoa(n), p.reason}
@@ -723,9 +734,13 @@ func matchesStatus(status int, list []int) bool {
 }
 
 // setPlaceholders publishes the decision and usage as placeholders
-// ({llm.*}, placeholders.go) and access log fields.
+// ({llm.*}, placeholders.go) and access log fields; c is the candidate
+// that answered, nil when no call was made.
 func (h *Handler) setPlaceholders(r *http.Request, p *plan, c *strategies.Candidate, attempts int, aw *attemptWriter) {
-	v := &placeholderValues{route: p.route, model: c.Model, provider: c.Provider.Name, reason: p.reason, attempts: attempts}
+	v := &placeholderValues{route: p.route, reason: p.reason, attempts: attempts}
+	if c != nil {
+		v.model, v.provider = c.Model, c.Provider.Name
+	}
 	if aw != nil {
 		v.usage = aw.usage
 	}
