@@ -387,9 +387,12 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, req *strategies.
 	// Every attempt failed, or the last one failed in a way the client
 	// must see: answer with the last upstream error.
 	if res.outcome == outcomeRetry {
-		h.logger.Warn("no target could answer",
-			zap.String("route", p.route), zap.String("model", c.Model), zap.String("provider", c.Provider.Name),
-			zap.Int("attempts", attempts), zap.Int("status", res.status), zap.Error(res.err))
+		status, err := res.status, res.err
+		h.noTarget(w, func() {
+			h.logger.Warn("no target could answer",
+				zap.String("route", p.route), zap.String("model", c.Model), zap.String("provider", c.Provider.Name),
+				zap.Int("attempts", attempts), zap.Int("status", status), zap.Error(err))
+		})
 	}
 	setRouted(w.Header(), p, answered, attempts)
 	if res.body != nil {

@@ -117,6 +117,10 @@ type hedgeGate struct {
 	won    bool
 	status int
 	body   bytes.Buffer // an error answer
+	// noTarget logs that the gate's loop found no target that could
+	// answer: the request's failure only if the gate's error answer
+	// becomes the response (see noTarget).
+	noTarget func()
 }
 
 // hedgeRace is what the two gates share.
@@ -302,6 +306,9 @@ func (h *Handler) attemptHedged(w http.ResponseWriter, r *http.Request, req *str
 	h.raise(served.wait())
 	if rc.won() != hedge {
 		// The hedge's error answer is the last word.
+		if hedge.noTarget != nil {
+			h.noTarget(w, hedge.noTarget)
+		}
 		hdr := w.Header()
 		for k, v := range hedge.header {
 			hdr[k] = v
@@ -315,6 +322,21 @@ func (h *Handler) attemptHedged(w http.ResponseWriter, r *http.Request, req *str
 		_, _ = w.Write(hedge.body.Bytes())
 	}
 	return res, true, err
+}
+
+// noTarget runs log, which says that no target could answer, when
+// that is the request's failure: not in a hedge's loop (w is its gate),
+// whose failure is the request's only once its error answer is the
+// last word; attemptHedged then hands log to its own loop's writer.
+func (h *Handler) noTarget(w http.ResponseWriter, log func()) {
+	if sp, ok := w.(*splice); ok {
+		w = sp.w
+	}
+	if g, ok := w.(*hedgeGate); ok {
+		g.noTarget = log
+		return
+	}
+	log()
 }
 
 // endGone ends res, an attempt's whose request's context ended: the
