@@ -38,9 +38,13 @@ type Hedge struct {
 	// Default: 0.1.
 	Budget *float64 `json:"budget,omitempty"`
 
-	mu     sync.Mutex
-	tokens float64 // hedges the budget allows now
+	mu      sync.Mutex
+	tokens  float64 // hedges the budget allows now
+	started bool    // the budget was filled for the first request
 }
+
+// hedgesSaved is the most hedges a route's budget saves up, and what it
+// starts with, so that hedging shows from the first slow request.
 
 // HeaderHedged says which call answered a hedged request: `primary` or
 // `hedge`.
@@ -67,16 +71,25 @@ func (hg *Hedge) Validate() error {
 	return nil
 }
 
-// deposit counts a request into the budget: each request adds budget
-// hedges (up to 10 saved), each hedge takes one, so the hedges stay
-// under budget × requests (plus what was saved).
+const hedgesSaved = 10
+
+// deposit counts a request into the budget: it starts full
+// (hedgesSaved, none with a budget of 0), each request adds budget
+// hedges (up to hedgesSaved), each hedge takes one, so the hedges stay
+// under budget × requests plus what was saved.
 func (hg *Hedge) deposit() {
 	b := defaultHedgeBudget
 	if hg.Budget != nil {
 		b = *hg.Budget
 	}
 	hg.mu.Lock()
-	hg.tokens = min(hg.tokens+b, 10)
+	if !hg.started {
+		hg.started = true
+		if b > 0 {
+			hg.tokens = hedgesSaved
+		}
+	}
+	hg.tokens = min(hg.tokens+b, hedgesSaved)
 	hg.mu.Unlock()
 }
 
@@ -84,7 +97,7 @@ func (hg *Hedge) deposit() {
 func (hg *Hedge) take() bool {
 	hg.mu.Lock()
 	defer hg.mu.Unlock()
-	if hg.tokens < 1 {
+	if hg.tokens < 1-1e-9 { // (tenths summed are not exact)
 		return false
 	}
 	hg.tokens--

@@ -243,3 +243,29 @@ func TestHedgeFailureLoggedOnce(t *testing.T) {
 		})
 	}
 }
+
+// The budget starts full, so that the first slow requests are hedged:
+// hedgesSaved at once, then budget × requests (the default 10%: one
+// more every ten requests); a budget of 0 never hedges.
+func TestHedgeBudgetStartsFull(t *testing.T) {
+	zero := 0.0
+	for _, tc := range []struct {
+		name string
+		hg   *Hedge
+		want []int // the requests (1, 2, …) of the first 30 that may hedge, each hedging when it can
+	}{
+		{"default budget", &Hedge{Delay: caddy.Duration(100 * time.Millisecond)}, []int{1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 21}},
+		{"budget 0", &Hedge{Delay: caddy.Duration(100 * time.Millisecond), Budget: &zero}, nil},
+	} {
+		var got []int
+		for i := 1; i <= 30; i++ {
+			tc.hg.deposit()
+			if tc.hg.take() {
+				got = append(got, i)
+			}
+		}
+		if fmt.Sprint(got) != fmt.Sprint(tc.want) {
+			t.Errorf("%s: hedges on requests %v, want %v", tc.name, got, tc.want)
+		}
+	}
+}
