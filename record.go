@@ -171,6 +171,13 @@ func requestID(repl *caddy.Replacer) string {
 	return newID()
 }
 
+// setRequestID sets X-LLM-Request-Id on an answer that has no record:
+// the model list's and feedback's.
+func setRequestID(w http.ResponseWriter, r *http.Request) {
+	repl, _ := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
+	w.Header()[requestIDKey] = []string{requestID(repl)}
+}
+
 // WriteHeader sets the request id and notes the status.
 func (rec *record) WriteHeader(status int) {
 	if rec.status == 0 && status >= 200 {
