@@ -93,6 +93,24 @@ func (hg *Hedge) deposit() {
 	hg.mu.Unlock()
 }
 
+// admin is the hedge as the admin API shows it.
+func (hg *Hedge) admin() *adminHedge {
+	a := &adminHedge{Adaptive: hg.Adaptive, Budget: defaultHedgeBudget}
+	if hg.Delay > 0 {
+		a.Delay = time.Duration(hg.Delay).String()
+	}
+	if hg.Budget != nil {
+		a.Budget = *hg.Budget
+	}
+	hg.mu.Lock()
+	a.Saved = hg.tokens
+	if !hg.started && a.Budget > 0 {
+		a.Saved = hedgesSaved // (as the first request finds it)
+	}
+	hg.mu.Unlock()
+	return a
+}
+
 // take reports whether the budget allows a hedge, and takes it.
 func (hg *Hedge) take() bool {
 	hg.mu.Lock()
