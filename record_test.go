@@ -281,3 +281,51 @@ func TestRecordCacheTokens(t *testing.T) {
 		}
 	}
 }
+
+// A consensus's votes run at once: the decision log's upstream_ms is
+// the time a call was under way, within the request's duration, and
+// the overhead is what is left, not 0 (the votes' sum was more than
+// the request lasted).
+func TestRecordOfParallelVotes(t *testing.T) {
+	arrived := make(chan struct{}, 2)
+	release := make(chan struct{})
+	vote := func(w http.ResponseWriter, r *http.Request) {
+		arrived <- struct{}{}
+		<-release
+		answer(200, okChat)(w, r)
+	}
+	a, b := newUpstream(t, vote), newUpstream(t, vote)
+	h := mustLoadHandler(t, `{
+		"decision_log": {},
+		"providers": [
+			{"name": "a", "api_key": "key-a", "proxy": `+gatewayProxy(a.addr())+`},
+			{"name": "b", "api_key": "key-b", "proxy": `+gatewayProxy(b.addr())+`}
+		],
+		"models": [{"name": "m1", "providers": ["a"]}, {"name": "m2", "providers": ["b"]}],
+		"routes": [{"name": "vote", "targets": [{"model": "m1"}, {"model": "m2"}], "strategy": {"name": "consensus"}}]
+	}`)
+	core, logs := observer.New(zapcore.InfoLevel)
+	h.decisions = zap.New(core)
+	go func() {
+		// Both votes are under way before either answers.
+		<-arrived
+		<-arrived
+		close(release)
+	}()
+	rec, _, _, _ := serveGateway(t, h, "POST", "/v1/chat/completions", `{"model":"vote","messages":[{"role":"user","content":"hi"}]}`)
+	if rec.Code != 200 {
+		t.Fatalf("status %d: %s", rec.Code, rec.Body)
+	}
+	entries := logs.FilterMessage("decision").All()
+	if len(entries) != 1 {
+		t.Fatalf("%d decision records", len(entries))
+	}
+	f := entries[0].ContextMap()
+	duration, _ := f["duration_ms"].(float64)
+	upstream, _ := f["upstream_ms"].(float64)
+	overhead, _ := f["overhead_ms"].(float64)
+	if fmt.Sprint(f["calls"]) != "2" || upstream <= 0 || upstream > duration || overhead <= 0 {
+		t.Errorf("calls %v, duration %vms, upstream %vms, overhead %vms: want 2 calls whose time upstream is within the duration, and an overhead",
+			f["calls"], duration, upstream, overhead)
+	}
+}
