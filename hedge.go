@@ -34,7 +34,8 @@ type Hedge struct {
 	// time. Until 20 are known, the delay is Delay (none: no hedging).
 	Adaptive string `json:"adaptive,omitempty"`
 
-	// The most hedged calls, as a share of the route's requests (0..1).
+	// The most hedged calls, as a share of the route's requests (0..1),
+	// beyond the 10 the budget saves up and starts with (none with 0).
 	// Default: 0.1.
 	Budget *float64 `json:"budget,omitempty"`
 
@@ -42,9 +43,6 @@ type Hedge struct {
 	tokens  float64 // hedges the budget allows now
 	started bool    // the budget was filled for the first request
 }
-
-// hedgesSaved is the most hedges a route's budget saves up, and what it
-// starts with, so that hedging shows from the first slow request.
 
 // HeaderHedged says which call answered a hedged request: `primary` or
 // `hedge`.
@@ -71,6 +69,8 @@ func (hg *Hedge) Validate() error {
 	return nil
 }
 
+// hedgesSaved is the most hedges a route's budget saves up, and what it
+// starts with, so that hedging shows from the first slow request.
 const hedgesSaved = 10
 
 // deposit counts a request into the budget: it starts full
