@@ -214,7 +214,16 @@ type (
 		Builtin  bool             `json:"builtin,omitempty"`
 		Targets  []adminTarget    `json:"targets"`
 		Fallback []string         `json:"fallback,omitempty"`
+		Hedge    *adminHedge      `json:"hedge,omitempty"`
 		Quota    []adminQuotaItem `json:"quota,omitempty"`
+	}
+	// adminHedge is a route's hedge setting and the hedges its budget
+	// allows now.
+	adminHedge struct {
+		Delay    string  `json:"delay,omitempty"`
+		Adaptive string  `json:"adaptive,omitempty"`
+		Budget   float64 `json:"budget"`
+		Saved    float64 `json:"saved"`
 	}
 	adminTarget struct {
 		Model    string `json:"model"`
@@ -308,6 +317,9 @@ func (h *Handler) adminState(ctx context.Context, name string, now time.Time) ad
 		}
 		for _, t := range r.Targets {
 			ar.Targets = append(ar.Targets, adminTarget{Model: t.Model, Provider: t.Provider})
+		}
+		if hg := r.Hedge; hg != nil {
+			ar.Hedge = hg.admin()
 		}
 		out.Routes = append(out.Routes, ar)
 	}
@@ -446,14 +458,20 @@ func (adminAPI) reset(w http.ResponseWriter, r *http.Request) error {
 	hs, names := liveHandlers()
 	res := resetResult{Reset: []adminTarget{}, What: req.Reset}
 	done := make(map[upstreams.Pair]bool)
+	var handlerFound, providerFound, modelFound bool // (what the request named exists)
 	for i, h := range hs {
 		if req.Handler != "" && req.Handler != names[i] {
 			continue
+		}
+		handlerFound = true
+		if req.Provider != "" && slices.ContainsFunc(h.Providers, func(p *upstreams.Provider) bool { return p.Name == req.Provider }) {
+			providerFound = true
 		}
 		each := func(m *Model) {
 			if req.Model != "" && m.Name != req.Model {
 				return
 			}
+			modelFound = true
 			for _, s := range m.serving {
 				if req.Provider != "" && s.provider.Name != req.Provider {
 					continue
@@ -474,9 +492,31 @@ func (adminAPI) reset(w http.ResponseWriter, r *http.Request) error {
 		}
 	}
 	if len(res.Reset) == 0 {
-		return apiError(http.StatusNotFound, "no model %q at provider %q in handler %q", req.Model, req.Provider, req.Handler)
+		return resetNotFound(req, names, handlerFound, providerFound, modelFound)
 	}
 	return writeAdminJSON(w, res)
+}
+
+// resetNotFound says what of a reset request matched nothing: the
+// handler, the provider or the model it named, or their pairing.
+func resetNotFound(req resetRequest, handlers []string, handlerFound, providerFound, modelFound bool) error {
+	in := ""
+	if req.Handler != "" {
+		in = fmt.Sprintf(" in handler %q", req.Handler)
+	}
+	switch {
+	case len(handlers) == 0:
+		return apiError(http.StatusNotFound, "no llm_route handler is running")
+	case !handlerFound:
+		return apiError(http.StatusNotFound, "unknown handler %q (the handlers: %q)", req.Handler, handlers)
+	case req.Provider != "" && !providerFound:
+		return apiError(http.StatusNotFound, "unknown provider %q%s", req.Provider, in)
+	case req.Model != "" && !modelFound:
+		return apiError(http.StatusNotFound, "unknown model %q%s", req.Model, in)
+	case req.Provider != "" && req.Model != "":
+		return apiError(http.StatusNotFound, "provider %q does not serve model %q%s", req.Provider, req.Model, in)
+	}
+	return apiError(http.StatusNotFound, "provider %q serves no model%s", req.Provider, in)
 }
 
 // Interface guards

@@ -36,6 +36,7 @@ type feedback struct {
 // request_id, with the score normalised to 0..1.
 func (h *Handler) serveFeedback(w http.ResponseWriter, r *http.Request) error {
 	defer redactCredentials(r.Header)
+	setRequestID(w, r)
 	if r.Method != http.MethodPost {
 		w.Header().Set("Allow", http.MethodPost)
 		writeError(w, "", http.StatusMethodNotAllowed, "method_not_allowed", "feedback is sent with POST")
@@ -73,11 +74,15 @@ func (h *Handler) serveFeedback(w http.ResponseWriter, r *http.Request) error {
 	if fb.Comment != "" {
 		fields = append(fields, zap.String("comment", fb.Comment))
 	}
+	keyName := ""
 	if key != nil {
-		fields = append(fields, zap.String("key", key.Name))
+		keyName = key.Name
+		fields = append(fields, zap.String("key", keyName))
 	}
-	// A strategy that learns from feedback (adaptive) learns it now.
-	fields = append(fields, zap.Bool("learned", h.awaiting.teach(fb.RequestID, norm)))
+	// A strategy that learns from feedback (adaptive) learns it now, if
+	// it comes from the client key that made the request; another key's
+	// is answered as one on an unknown request, so ids cannot be probed.
+	fields = append(fields, zap.Bool("learned", h.awaiting.teach(fb.RequestID, keyName, norm)))
 	h.decisions.Info("feedback", fields...)
 	out, _ := json.Marshal(struct {
 		RequestID string  `json:"request_id"`

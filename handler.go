@@ -357,21 +357,22 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, req *strategies.
 		}
 	}
 	if attempts == p.calls && exhausted != nil {
-		// Every target that could take the request is over a limit.
-		c = &p.candidates[0]
-		h.setPlaceholders(r, p, c, 0, Usage{})
-		setRouted(w.Header(), p, c, 0)
+		// Every target that could take the request is over a limit: no
+		// call was made, so no model is named as having answered.
+		h.setPlaceholders(r, p, nil, attempts, Usage{})
+		setRouted(w.Header(), p, nil, attempts)
 		w.Header().Set("Retry-After", retryAfterSeconds(exhausted.retryAfter))
 		writeError(w, req.Endpoint, http.StatusTooManyRequests, "all_quotas_exhausted",
 			fmt.Sprintf("every candidate is over a limit (first: %s of %s); retry after %s", exhausted.kind, exhausted.subject, retryAfterSeconds(exhausted.retryAfter)+"s"))
 		return nil
 	}
+	answered := c // (nil: no call was made)
 	if attempts == p.calls {
 		// Every target refused the request before any call.
-		c, res = &p.candidates[0], unfit
+		c, res, answered = &p.candidates[0], unfit, nil
 		res.outcome = outcomeFinal
 	}
-	h.setPlaceholders(r, p, c, attempts, rescueEnd(sp, &res))
+	h.setPlaceholders(r, p, answered, attempts, rescueEnd(sp, &res))
 
 	switch res.outcome {
 	case outcomeDone:
@@ -390,11 +391,14 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, req *strategies.
 	// Every attempt failed, or the last one failed in a way the client
 	// must see: answer with the last upstream error.
 	if res.outcome == outcomeRetry {
-		h.logger.Warn("no target could answer",
-			zap.String("route", p.route), zap.String("model", c.Model), zap.String("provider", c.Provider.Name),
-			zap.Int("attempts", attempts), zap.Int("status", res.status), zap.Error(res.err))
+		status, err := res.status, res.err
+		h.noTarget(w, func() {
+			h.logger.Warn("no target could answer",
+				zap.String("route", p.route), zap.String("model", c.Model), zap.String("provider", c.Provider.Name),
+				zap.Int("attempts", attempts), zap.Int("status", status), zap.Error(err))
+		})
 	}
-	setRouted(w.Header(), p, c, attempts)
+	setRouted(w.Header(), p, answered, attempts)
 	if res.body != nil {
 		for _, name := range []string{"Retry-After", "Retry-After-Ms"} {
 			if v := res.header.Get(name); v != "" {
@@ -665,8 +669,18 @@ func (h *Handler) countTokens(w http.ResponseWriter, req *strategies.Request, p 
 }
 
 // setRouted sets the headers of an answer from candidate c, the nth
-// attempt of plan p.
+// attempt of plan p. Without c (a refusal before any call: every
+// candidate over a limit or unfit) it names no model or provider.
 func setRouted(hdr http.Header, p *plan, c *strategies.Candidate, n int) {
+	if c == nil {
+		delete(hdr, routedKeys[0])
+		delete(hdr, routedKeys[1])
+		v := &[3]string{p.route, strconv.Itoa(n), p.reason}
+		for i, k := range routedKeys[2:] {
+			hdr[k] = v[i : i+1 : i+1]
+		}
+		return
+	}
 	// As hdr.Set would, with the keys in canonical form already and the
 	// values in one allocation.
 	v := &[5]string{c.Model, c.Provider.Name, p.route, strconv.Itoa(n), p.reason}
@@ -730,9 +744,13 @@ func matchesStatus(status int, list []int) bool {
 }
 
 // setPlaceholders publishes the decision and usage as placeholders
-// ({llm.*}, placeholders.go) and access log fields.
+// ({llm.*}, placeholders.go) and access log fields; c is the candidate
+// that answered, nil when no call was made.
 func (h *Handler) setPlaceholders(r *http.Request, p *plan, c *strategies.Candidate, attempts int, usage Usage) {
-	v := &placeholderValues{route: p.route, model: c.Model, provider: c.Provider.Name, reason: p.reason, attempts: attempts, usage: usage}
+	v := &placeholderValues{route: p.route, reason: p.reason, attempts: attempts, usage: usage}
+	if c != nil {
+		v.model, v.provider = c.Model, c.Provider.Name
+	}
 	if p.key != nil {
 		v.key = &p.key.Name
 	}

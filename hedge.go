@@ -34,12 +34,14 @@ type Hedge struct {
 	// time. Until 20 are known, the delay is Delay (none: no hedging).
 	Adaptive string `json:"adaptive,omitempty"`
 
-	// The most hedged calls, as a share of the route's requests (0..1).
+	// The most hedged calls, as a share of the route's requests (0..1),
+	// beyond the 10 the budget saves up and starts with (none with 0).
 	// Default: 0.1.
 	Budget *float64 `json:"budget,omitempty"`
 
-	mu     sync.Mutex
-	tokens float64 // hedges the budget allows now
+	mu      sync.Mutex
+	tokens  float64 // hedges the budget allows now
+	started bool    // the budget was filled for the first request
 }
 
 // HeaderHedged says which call answered a hedged request: `primary` or
@@ -67,24 +69,53 @@ func (hg *Hedge) Validate() error {
 	return nil
 }
 
-// deposit counts a request into the budget: each request adds budget
-// hedges (up to 10 saved), each hedge takes one, so the hedges stay
-// under budget × requests (plus what was saved).
+// hedgesSaved is the most hedges a route's budget saves up, and what it
+// starts with, so that hedging shows from the first slow request.
+const hedgesSaved = 10
+
+// deposit counts a request into the budget: it starts full
+// (hedgesSaved, none with a budget of 0), each request adds budget
+// hedges (up to hedgesSaved), each hedge takes one, so the hedges stay
+// under budget × requests plus what was saved.
 func (hg *Hedge) deposit() {
 	b := defaultHedgeBudget
 	if hg.Budget != nil {
 		b = *hg.Budget
 	}
 	hg.mu.Lock()
-	hg.tokens = min(hg.tokens+b, 10)
+	if !hg.started {
+		hg.started = true
+		if b > 0 {
+			hg.tokens = hedgesSaved
+		}
+	}
+	hg.tokens = min(hg.tokens+b, hedgesSaved)
 	hg.mu.Unlock()
+}
+
+// admin is the hedge as the admin API shows it.
+func (hg *Hedge) admin() *adminHedge {
+	a := &adminHedge{Adaptive: hg.Adaptive, Budget: defaultHedgeBudget}
+	if hg.Delay > 0 {
+		a.Delay = time.Duration(hg.Delay).String()
+	}
+	if hg.Budget != nil {
+		a.Budget = *hg.Budget
+	}
+	hg.mu.Lock()
+	a.Saved = hg.tokens
+	if !hg.started && a.Budget > 0 {
+		a.Saved = hedgesSaved // (as the first request finds it)
+	}
+	hg.mu.Unlock()
+	return a
 }
 
 // take reports whether the budget allows a hedge, and takes it.
 func (hg *Hedge) take() bool {
 	hg.mu.Lock()
 	defer hg.mu.Unlock()
-	if hg.tokens < 1 {
+	if hg.tokens < 1-1e-9 { // (tenths summed are not exact)
 		return false
 	}
 	hg.tokens--
@@ -117,6 +148,10 @@ type hedgeGate struct {
 	won    bool
 	status int
 	body   bytes.Buffer // an error answer
+	// noTarget logs that the gate's loop found no target that could
+	// answer: the request's failure only if the gate's error answer
+	// becomes the response (see noTarget).
+	noTarget func()
 }
 
 // hedgeRace is what the two gates share.
@@ -302,6 +337,9 @@ func (h *Handler) attemptHedged(w http.ResponseWriter, r *http.Request, req *str
 	h.raise(served.wait())
 	if rc.won() != hedge {
 		// The hedge's error answer is the last word.
+		if hedge.noTarget != nil {
+			h.noTarget(w, hedge.noTarget)
+		}
 		hdr := w.Header()
 		for k, v := range hedge.header {
 			hdr[k] = v
@@ -315,6 +353,21 @@ func (h *Handler) attemptHedged(w http.ResponseWriter, r *http.Request, req *str
 		_, _ = w.Write(hedge.body.Bytes())
 	}
 	return res, true, err
+}
+
+// noTarget runs log, which says that no target could answer, when
+// that is the request's failure: not in a hedge's loop (w is its gate),
+// whose failure is the request's only once its error answer is the
+// last word; attemptHedged then hands log to its own loop's writer.
+func (h *Handler) noTarget(w http.ResponseWriter, log func()) {
+	if sp, ok := w.(*splice); ok {
+		w = sp.w
+	}
+	if g, ok := w.(*hedgeGate); ok {
+		g.noTarget = log
+		return
+	}
+	log()
 }
 
 // endGone ends res, an attempt's whose request's context ended: the

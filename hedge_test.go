@@ -8,6 +8,7 @@ import (
 	"net/http/httptest"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -188,4 +189,83 @@ func TestHedgeLostRetry(t *testing.T) {
 			t.Errorf("attempts %v, want %s", got, want)
 		}
 	})
+}
+
+// A hedge's loop that found no target that could answer logs so only
+// when its error answer is the response: not when the primary answers
+// after it (a false "no target could answer" on a request that got
+// its 200), once when the primary fails too.
+func TestHedgeFailureLoggedOnce(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		primary func(http.ResponseWriter, *http.Request)
+		status  int
+		warns   int
+	}{
+		{"the primary answers after the hedge failed", answer(200, okChat), 200, 0},
+		{"the primary fails after the hedge failed", answer(500, `{"error":{"message":"down"}}`), 503, 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			hedgeDone := make(chan struct{})
+			p1 := newUpstream(t, func(w http.ResponseWriter, r *http.Request) {
+				<-hedgeDone
+				tc.primary(w, r)
+			})
+			p2 := newUpstream(t, answer(503, `{"error":{"message":"busy"}}`))
+			h := mustLoadHandler(t, `{
+				"providers": [
+					{"name": "p1", "api_key": "k1", "proxy": `+gatewayProxy(p1.addr())+`},
+					{"name": "p2", "api_key": "k2", "proxy": `+gatewayProxy(p2.addr())+`}
+				],
+				"models": [{"name": "m", "providers": ["p1", "p2"]}],
+				"routes": [{"name": "hedged", "targets": [{"model": "m", "provider": "p1"}, {"model": "m", "provider": "p2"}],
+					"strategy": {"name": "fallback"}, "hedge": {"delay": "20ms", "budget": 1}}]
+			}`)
+			core, logs := observer.New(zapcore.DebugLevel)
+			var once sync.Once
+			// The hedge's call is the first recorded: the primary's is
+			// recorded once it answered, which waits for this.
+			h.logger = zap.New(zapcore.RegisterHooks(core, func(e zapcore.Entry) error {
+				if e.Message == "attempt" {
+					once.Do(func() { close(hedgeDone) })
+				}
+				return nil
+			}))
+			h.decisions = h.logger.Named("decisions")
+			rec, _, _, _ := serveGateway(t, h, "POST", "/v1/chat/completions",
+				`{"model":"hedged","messages":[{"role":"user","content":"hi"}]}`)
+			if rec.Code != tc.status {
+				t.Fatalf("status %d, want %d: %s", rec.Code, tc.status, rec.Body)
+			}
+			if n := logs.FilterMessage("no target could answer").Len(); n != tc.warns {
+				t.Errorf("%d warnings that no target could answer, want %d", n, tc.warns)
+			}
+		})
+	}
+}
+
+// The budget starts full, so that the first slow requests are hedged:
+// hedgesSaved at once, then budget × requests (the default 10%: one
+// more every ten requests); a budget of 0 never hedges.
+func TestHedgeBudgetStartsFull(t *testing.T) {
+	zero := 0.0
+	for _, tc := range []struct {
+		name string
+		hg   *Hedge
+		want []int // the requests (1, 2, …) of the first 30 that may hedge, each hedging when it can
+	}{
+		{"default budget", &Hedge{Delay: caddy.Duration(100 * time.Millisecond)}, []int{1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 21}},
+		{"budget 0", &Hedge{Delay: caddy.Duration(100 * time.Millisecond), Budget: &zero}, nil},
+	} {
+		var got []int
+		for i := 1; i <= 30; i++ {
+			tc.hg.deposit()
+			if tc.hg.take() {
+				got = append(got, i)
+			}
+		}
+		if fmt.Sprint(got) != fmt.Sprint(tc.want) {
+			t.Errorf("%s: hedges on requests %v, want %v", tc.name, got, tc.want)
+		}
+	}
 }

@@ -38,7 +38,11 @@ func (h *Handler) learn(p *plan, req *strategies.Request, c *strategies.Candidat
 		// (A judge's plan shares the request's record; its strategy did
 		// not choose the answer.)
 		if p.rec != nil && p.rec.id != "" && (p.rec.p == nil || p.rec.p.learner == p.learner) {
-			h.awaiting.remember(p.rec.id, lesson{p.learner, p.learner.ContextOf(req), c.Model})
+			l := lesson{learner: p.learner, context: p.learner.ContextOf(req), model: c.Model}
+			if p.key != nil {
+				l.key = p.key.Name
+			}
+			h.awaiting.remember(p.rec.id, l)
 		}
 	case outcomeRetry, outcomeBroken:
 		sig.Failed = true
@@ -53,11 +57,14 @@ func (h *Handler) learn(p *plan, req *strategies.Request, c *strategies.Candidat
 const maxAwaiting = 10_000
 
 // lesson is what feedback on one answer teaches: the strategy that
-// chose it, the request's context for it, and the model that answered.
+// chose it, the request's context for it, and the model that answered;
+// and who may teach it: the client key that made the request (its
+// name, "" without client keys).
 type lesson struct {
 	learner strategies.Learner
 	context string
 	model   string
+	key     string
 }
 
 // awaiting holds the lessons of the last answers a learning strategy
@@ -88,11 +95,19 @@ func (a *awaiting) remember(id string, l lesson) {
 }
 
 // teach gives score (0..1) on the answer to request id to the strategy
-// that chose it, once; it reports whether one was waiting for it.
-func (a *awaiting) teach(id string, score float64) bool {
+// that chose it, once, when key (the feedback's client key name, ""
+// without client keys) made the request; it reports whether one was
+// waiting for it. Another key's feedback is told from feedback on an
+// unknown id by nothing, and leaves the lesson for the request's own.
+func (a *awaiting) teach(id, key string, score float64) bool {
 	a.mu.Lock()
 	l, ok := a.byID[id]
-	delete(a.byID, id)
+	if ok && l.key != key {
+		ok = false
+	}
+	if ok {
+		delete(a.byID, id)
+	}
 	a.mu.Unlock()
 	if ok {
 		l.learner.Observe(l.context, l.model, score)

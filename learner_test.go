@@ -93,17 +93,17 @@ func TestFeedbackTeachesAdaptive(t *testing.T) {
 	h.learn(p, &req, c, attemptResult{outcome: outcomeDone}, time.Now())
 	a := adaptiveOf(t, h, "taught")
 	before := a.Store().Arms(nil, a.ContextOf(&req), []string{c.Model})[0]
-	if h.awaiting.teach("req-2", 1) {
+	if h.awaiting.teach("req-2", "", 1) {
 		t.Error("feedback on an unknown request was taught")
 	}
-	if !h.awaiting.teach("req-1", 1) {
+	if !h.awaiting.teach("req-1", "", 1) {
 		t.Fatal("feedback on the answer was not taught")
 	}
 	after := a.Store().Arms(nil, a.ContextOf(&req), []string{c.Model})[0]
 	if after.Alpha <= before.Alpha || after.Beta != before.Beta {
 		t.Errorf("arm after a score of 1: %+v, before %+v", after, before)
 	}
-	if h.awaiting.teach("req-1", 1) {
+	if h.awaiting.teach("req-1", "", 1) {
 		t.Error("the same feedback was taught twice")
 	}
 }

@@ -54,7 +54,7 @@ func init() {
 		Help: "Calls to providers, by how they ended: ok, connect, timeout, 429, 5xx, 4xx, invalid, broken, client_gone, hedge_lost (cancelled: the other call of a hedge answered first)."},
 		[]string{"model", "provider", "cause"})
 	m.fallbacks = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "fallbacks_total",
-		Help: "Candidates passed for a later one, by cause: a failed call (connect, timeout, 429, 5xx, invalid), a limit with no room (quota), a pair cooling down (cooldown) or a target that cannot serve the request (unfit)."},
+		Help: "Candidates passed for a later one, by cause: a failed call (connect, timeout, 429, 5xx, invalid; 4xx when a context-length or content-policy error moves on), a stream that broke and the next candidate continued (broken), a limit with no room (quota), a pair cooling down (cooldown) or a target that cannot serve the request (unfit). A client that went away (client_gone) and a hedge's cancelled call (hedge_lost) are not fallbacks."},
 		[]string{"model", "provider", "cause"})
 	m.decision = prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: ns, Name: "decision_seconds",
 		Help:    "Time to choose the candidates (resolve and the strategy).",
@@ -67,7 +67,7 @@ func init() {
 		Help: "Time inside a provider's reverse proxy, per call, the whole answer included.", Buckets: latency},
 		[]string{"model", "provider"})
 	m.overhead = prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: ns, Name: "overhead_seconds",
-		Help:    "Time the gateway added to a request: from the end of reading its body to the end, minus the time inside providers' reverse proxies.",
+		Help:    "Time the gateway added to a request: from the end of reading its body to the end, minus the time during which a call to a provider was under way (calls made in parallel count once).",
 		Buckets: prometheus.ExponentialBuckets(1e-5, 4, 10)}, []string{"route"})
 	m.quotaLeft = prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: ns, Name: "quota_remaining",
 		Help: "Room left on a limit after the last reservation on it, by subject (key:, route:, model:, provider: and a name) and limit."},
@@ -164,11 +164,12 @@ func observe(rec *record, end time.Time) {
 				m.ttft.WithLabelValues(am, ap).Observe(a.firstByte.Seconds())
 			}
 		}
-		if i < len(rec.attempts)-1 && rec.attempts[i+1].retry == 0 && a.cause != causeOK && a.cause != causeHedged {
+		if i < len(rec.attempts)-1 && rec.attempts[i+1].retry == 0 && a.cause != causeOK && a.cause != causeHedged && a.cause != causeGone {
 			// (not when the next is a retry of the same target, nor for
 			// a call that answered: the other calls of a cascade or a
 			// consensus, and its judge's, are no fallbacks; nor for a
-			// hedge's call the other call beat, recorded as it ended)
+			// hedge's call the other call beat, recorded as it ended;
+			// nor for a call the client left, which passed over no one)
 			m.fallbacks.WithLabelValues(am, ap, a.cause.String()).Inc()
 		}
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"net/http"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
@@ -126,6 +127,48 @@ func TestQuotaSeriesOfDiscoveredModels(t *testing.T) {
 	for _, s := range []string{"model:qd-1/rpm", "model:qd-2/rpm"} {
 		if v, ok := quotaSeriesNow(t)[s]; ok {
 			t.Errorf("series %s (%v) outlived the config of its discovered model", s, v)
+		}
+	}
+}
+
+// counterValue is the value of one series of a counter vector.
+func counterValue(t *testing.T, v *prometheus.CounterVec, labels ...string) float64 {
+	t.Helper()
+	var d dto.Metric
+	if err := v.WithLabelValues(labels...).Write(&d); err != nil {
+		t.Fatal(err)
+	}
+	return d.GetCounter().GetValue()
+}
+
+// A fallback is a candidate passed over for a later one: a stream that
+// broke and the next candidate continued is one, a call the client
+// left (both calls of a hedge race, say) is none.
+func TestFallbackCauses(t *testing.T) {
+	h := mustLoadHandler(t, `{
+		"providers": [
+			{"name": "fb-causes-1", "proxy": `+proxyTo("127.0.0.1:1")+`},
+			{"name": "fb-causes-2", "proxy": `+proxyTo("127.0.0.1:1")+`}
+		],
+		"models": [{"name": "fbm", "providers": ["fb-causes-1", "fb-causes-2"]}]
+	}`)
+	c1 := newCandidate(h.models["fbm"], h.models["fbm"].serving[0], nil)
+	c2 := newCandidate(h.models["fbm"], h.models["fbm"].serving[1], nil)
+	for _, tc := range []struct {
+		first, second cause
+		counted       float64
+	}{
+		{causeGone, causeGone, 0},
+		{causeBroken, causeOK, 1},
+		{cause5xx, causeOK, 1},
+	} {
+		before := counterValue(t, metrics.fallbacks, "fbm", "fb-causes-1", tc.first.String())
+		now := time.Now()
+		rec := &record{h: h, start: now, read: now, decided: now, status: 200, p: &plan{route: "fbm"},
+			attempts: []attemptRecord{{c: &c1, cause: tc.first}, {c: &c2, cause: tc.second}}}
+		observe(rec, now)
+		if got := counterValue(t, metrics.fallbacks, "fbm", "fb-causes-1", tc.first.String()) - before; got != tc.counted {
+			t.Errorf("%s then %s: %v fallbacks counted, want %v", tc.first, tc.second, got, tc.counted)
 		}
 	}
 }

@@ -44,6 +44,7 @@ func anthropicClient(r *http.Request) bool {
 
 // serveModelList answers GET .../models or .../models/<id>.
 func (h *Handler) serveModelList(w http.ResponseWriter, r *http.Request, id string) error {
+	setRequestID(w, r)
 	anthropic := anthropicClient(r)
 	endpoint := "/models"
 	if anthropic {

@@ -284,13 +284,13 @@ func (h *Handler) respond(w http.ResponseWriter, r *http.Request, req *strategie
 	hdr.Set(HeaderAttempts, strconv.Itoa(calls))
 	hdr.Set(name, value)
 
-	winner := p.candidates[0]
+	var winner *strategies.Candidate // (nil: no call answered)
 	if i := slices.IndexFunc(p.candidates, func(x strategies.Candidate) bool {
 		return x.Model == c.model && x.Provider.Name == c.provider
 	}); i >= 0 {
-		winner = p.candidates[i]
+		winner = &p.candidates[i]
 	}
-	h.setPlaceholders(r, p, &winner, calls, total)
+	h.setPlaceholders(r, p, winner, calls, total)
 	if p.rec != nil && c.model != "" {
 		p.rec.answered = [2]string{c.model, c.provider}
 	}

@@ -106,6 +106,7 @@ type attemptRecord struct {
 	status    int           // the upstream's status, 0 without one
 	limit     string        // the limit that turned it away (quota)
 	retry     int           // the retry of the same target (retries), 0 for its first try
+	called    time.Time     // when the provider's reverse proxy got the request; zero: no call
 	upstream  time.Duration // inside the provider's reverse proxy
 	firstByte time.Duration // from the upstream call to its first byte; 0: none
 	aw        *attemptWriter
@@ -170,6 +171,13 @@ func requestID(repl *caddy.Replacer) string {
 	return newID()
 }
 
+// setRequestID sets X-LLM-Request-Id on an answer that has no record:
+// the model list's and feedback's.
+func setRequestID(w http.ResponseWriter, r *http.Request) {
+	repl, _ := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
+	w.Header()[requestIDKey] = []string{requestID(repl)}
+}
+
 // WriteHeader sets the request id and notes the status.
 func (rec *record) WriteHeader(status int) {
 	if rec.status == 0 && status >= 200 {
@@ -217,7 +225,7 @@ func (rec *record) attempt(c *strategies.Candidate, res *attemptResult) {
 	if rec == nil {
 		return
 	}
-	a := attemptRecord{c: c, cause: causeOf(res), aw: res.aw, upstream: res.upstream, retry: res.retry}
+	a := attemptRecord{c: c, cause: causeOf(res), aw: res.aw, called: res.called, upstream: res.upstream, retry: res.retry}
 	if res.body != nil {
 		a.status = res.status
 	}
@@ -304,18 +312,58 @@ func (rec *record) attemptCost(a *attemptRecord) (float64, bool) {
 	return amount.Cost, true
 }
 
-// upstreamTime is the time spent inside providers' reverse proxies.
+// upstreamTime is the time during which at least one call to a
+// provider was under way: the union of the calls' times inside their
+// reverse proxies, so that calls made in parallel (a hedge's, a
+// consensus's votes) count once, not summed.
 func (rec *record) upstreamTime() time.Duration {
-	var d time.Duration
-	for _, a := range rec.attempts {
-		d += a.upstream
+	var buf [8]span // (no allocation for up to 8 calls)
+	spans := buf[:0]
+	for i := range rec.attempts {
+		if a := &rec.attempts[i]; a.upstream > 0 && !a.called.IsZero() {
+			spans = append(spans, span{a.called, a.called.Add(a.upstream)})
+		}
 	}
-	return d
+	return unionLength(spans)
+}
+
+// span is a stretch of time, from its start to its end.
+type span struct{ from, to time.Time }
+
+// unionLength is how long at least one of spans lasted. It sorts spans
+// in place.
+func unionLength(spans []span) time.Duration {
+	if len(spans) == 1 {
+		return spans[0].to.Sub(spans[0].from)
+	}
+	// Insertion sort by start: a request makes a handful of calls.
+	for i := 1; i < len(spans); i++ {
+		for j := i; j > 0 && spans[j].from.Before(spans[j-1].from); j-- {
+			spans[j], spans[j-1] = spans[j-1], spans[j]
+		}
+	}
+	var total time.Duration
+	var cur span
+	for i, s := range spans {
+		switch {
+		case i == 0:
+			cur = s
+		case s.from.After(cur.to):
+			total += cur.to.Sub(cur.from)
+			cur = s
+		case s.to.After(cur.to):
+			cur.to = s.to
+		}
+	}
+	if len(spans) > 0 {
+		total += cur.to.Sub(cur.from)
+	}
+	return total
 }
 
 // overhead is the gateway's own time: from the end of reading the body
-// (before it, the client was sending) to the end, minus the time inside
-// the providers' reverse proxies.
+// (before it, the client was sending) to the end, minus the time during
+// which a call to a provider was under way (upstreamTime).
 func (rec *record) overhead(end time.Time) time.Duration {
 	from := rec.read
 	if from.IsZero() {
@@ -434,6 +482,9 @@ func (f recordFields) MarshalLogObject(enc zapcore.ObjectEncoder) error {
 	enc.AddInt64("output_tokens", u.CompletionTokens)
 	if u.CacheReadTokens > 0 {
 		enc.AddInt64("cache_read_tokens", u.CacheReadTokens)
+	}
+	if u.CacheWriteTokens > 0 {
+		enc.AddInt64("cache_write_tokens", u.CacheWriteTokens)
 	}
 	if cost, priced := rec.cost(); priced {
 		enc.AddFloat64("cost_usd", cost)

@@ -216,3 +216,116 @@ func TestRecordSumsCalls(t *testing.T) {
 		t.Errorf("cost %v (priced %v), want %v", cost, priced, want)
 	}
 }
+
+// Calls made in parallel (a consensus's votes, a hedge's two calls)
+// count once in the time spent upstream: the overhead is the time no
+// call was under way, not the total time minus the calls' sum (which
+// is more than the request lasted, and left no overhead at all).
+func TestOverheadOfParallelCalls(t *testing.T) {
+	h := mustLoadHandler(t, `{
+		"providers": [{"name": "a", "proxy": `+proxyTo("127.0.0.1:1")+`}],
+		"models": [{"name": "m", "providers": ["a"]}]
+	}`)
+	c := newCandidate(h.models["m"], h.models["m"].serving[0], nil)
+	t0 := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	at := func(ms int) time.Time { return t0.Add(time.Duration(ms) * time.Millisecond) }
+	call := func(from, d int) attemptRecord {
+		return attemptRecord{c: &c, called: at(from), upstream: time.Duration(d) * time.Millisecond}
+	}
+	for _, tc := range []struct {
+		name     string
+		calls    []attemptRecord
+		upstream time.Duration
+	}{
+		{"one call", []attemptRecord{call(2, 500)}, 500 * time.Millisecond},
+		// Three votes at once (1..501, 2..503, 1..41), then a judge
+		// (600..700); a candidate turned away by a limit made no call.
+		{"votes and a judge", []attemptRecord{call(2, 501), {c: &c, cause: causeQuota}, call(1, 500), call(1, 40), call(600, 100)}, 602 * time.Millisecond},
+		{"one after another", []attemptRecord{call(1, 100), call(101, 100), call(300, 50)}, 250 * time.Millisecond},
+	} {
+		rec := &record{h: h, start: t0, read: t0, attempts: tc.calls}
+		end := at(800)
+		if got := rec.upstreamTime(); got != tc.upstream {
+			t.Errorf("%s: upstream %v, want %v", tc.name, got, tc.upstream)
+		}
+		if got, want := rec.overhead(end), 800*time.Millisecond-tc.upstream; got != want {
+			t.Errorf("%s: overhead %v, want %v", tc.name, got, want)
+		}
+	}
+}
+
+// The decision log has the cache writes as well as the cache reads
+// that the cost includes.
+func TestRecordCacheTokens(t *testing.T) {
+	h := mustLoadHandler(t, `{
+		"decision_log": {},
+		"providers": [{"name": "a", "proxy": `+proxyTo("127.0.0.1:1")+`}],
+		"models": [{"name": "m", "providers": ["a"]}]
+	}`)
+	c := newCandidate(h.models["m"], h.models["m"].serving[0], nil)
+	for _, tc := range []struct {
+		usage  Usage
+		fields string
+	}{
+		{Usage{PromptTokens: 100, CompletionTokens: 5, CacheReadTokens: 30, CacheWriteTokens: 20}, "30 20"},
+		{Usage{PromptTokens: 100, CompletionTokens: 5}, "<nil> <nil>"},
+	} {
+		rec := &record{h: h, start: time.Now(), status: 200,
+			attempts: []attemptRecord{{c: &c, aw: &attemptWriter{usage: tc.usage}}}}
+		enc := zapcore.NewMapObjectEncoder()
+		if err := (recordFields{rec, time.Now()}).MarshalLogObject(enc); err != nil {
+			t.Fatal(err)
+		}
+		if got := fmt.Sprint(enc.Fields["cache_read_tokens"], " ", enc.Fields["cache_write_tokens"]); got != tc.fields {
+			t.Errorf("usage %+v: cache_read_tokens cache_write_tokens %s, want %s", tc.usage, got, tc.fields)
+		}
+	}
+}
+
+// A consensus's votes run at once: the decision log's upstream_ms is
+// the time a call was under way, within the request's duration, and
+// the overhead is what is left, not 0 (the votes' sum was more than
+// the request lasted).
+func TestRecordOfParallelVotes(t *testing.T) {
+	arrived := make(chan struct{}, 2)
+	release := make(chan struct{})
+	vote := func(w http.ResponseWriter, r *http.Request) {
+		arrived <- struct{}{}
+		<-release
+		answer(200, okChat)(w, r)
+	}
+	a, b := newUpstream(t, vote), newUpstream(t, vote)
+	h := mustLoadHandler(t, `{
+		"decision_log": {},
+		"providers": [
+			{"name": "a", "api_key": "key-a", "proxy": `+gatewayProxy(a.addr())+`},
+			{"name": "b", "api_key": "key-b", "proxy": `+gatewayProxy(b.addr())+`}
+		],
+		"models": [{"name": "m1", "providers": ["a"]}, {"name": "m2", "providers": ["b"]}],
+		"routes": [{"name": "vote", "targets": [{"model": "m1"}, {"model": "m2"}], "strategy": {"name": "consensus"}}]
+	}`)
+	core, logs := observer.New(zapcore.InfoLevel)
+	h.decisions = zap.New(core)
+	go func() {
+		// Both votes are under way before either answers.
+		<-arrived
+		<-arrived
+		close(release)
+	}()
+	rec, _, _, _ := serveGateway(t, h, "POST", "/v1/chat/completions", `{"model":"vote","messages":[{"role":"user","content":"hi"}]}`)
+	if rec.Code != 200 {
+		t.Fatalf("status %d: %s", rec.Code, rec.Body)
+	}
+	entries := logs.FilterMessage("decision").All()
+	if len(entries) != 1 {
+		t.Fatalf("%d decision records", len(entries))
+	}
+	f := entries[0].ContextMap()
+	duration, _ := f["duration_ms"].(float64)
+	upstream, _ := f["upstream_ms"].(float64)
+	overhead, _ := f["overhead_ms"].(float64)
+	if fmt.Sprint(f["calls"]) != "2" || upstream <= 0 || upstream > duration || overhead <= 0 {
+		t.Errorf("calls %v, duration %vms, upstream %vms, overhead %vms: want 2 calls whose time upstream is within the duration, and an overhead",
+			f["calls"], duration, upstream, overhead)
+	}
+}

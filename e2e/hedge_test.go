@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"fmt"
 	"testing"
 	"time"
 
@@ -28,7 +29,7 @@ func TestHedge(t *testing.T) {
 		}
 		route hedged-budget {
 			models only-alpha only-beta
-			hedge 50ms budget 0.5
+			hedge 50ms budget 0.1
 		}
 `))
 	c := oaClient(t)
@@ -85,14 +86,15 @@ func TestHedge(t *testing.T) {
 	})
 
 	t.Run("the budget caps the hedges", func(t *testing.T) {
-		// budget 0.5: every second slow request may be hedged; the others
-		// wait for the slow primary.
-		hedges := 0
-		for i := range 4 {
+		// budget 0.1: the budget starts with 10 saved hedges, and each
+		// request adds a tenth of one, so the first 11 slow requests are
+		// hedged and the 12th waits for the slow primary.
+		var hedged []int
+		for i := 1; i <= 12; i++ {
 			a := ask(t, c, chatParams("hedged-budget", prompt), faultHeader("alpha:slow_first_token,delay=2s"))
 			switch got := a.hr.Header.Get("X-LLM-Hedged"); got {
 			case "hedge":
-				hedges++
+				hedged = append(hedged, i)
 				if a.provider() != "beta" {
 					t.Errorf("request %d: hedged, answered by %s", i, a.provider())
 				}
@@ -104,8 +106,8 @@ func TestHedge(t *testing.T) {
 				t.Errorf("request %d: X-LLM-Hedged %q", i, got)
 			}
 		}
-		if hedges != 2 {
-			t.Errorf("%d of 4 slow requests hedged, want 2 (budget 0.5)", hedges)
+		if want := "[1 2 3 4 5 6 7 8 9 10 11]"; fmt.Sprint(hedged) != want {
+			t.Errorf("requests hedged %v, want %s (10 saved, then one per ten requests)", hedged, want)
 		}
 	})
 }

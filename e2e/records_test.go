@@ -334,8 +334,8 @@ func joinFeedback(lines []map[string]any) []trainRow {
 	var out []trainRow
 	for _, e := range lines {
 		d := decisions[e["request_id"]]
-		if e["msg"] != "feedback" || d == nil {
-			continue
+		if e["msg"] != "feedback" || d == nil || e["key"] != d["key"] {
+			continue // (only the requesting key's own ratings)
 		}
 		id, _ := e["request_id"].(string)
 		p, _ := d["prompt"].(string)
