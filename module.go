@@ -575,6 +575,9 @@ func (h *Handler) Validate() error {
 			return fmt.Errorf("%s must not be negative", f.name)
 		}
 	}
+	if h.Retries > maxRetries {
+		return fmt.Errorf("retries: %d is more than %d", h.Retries, maxRetries)
+	}
 	if h.MaxBody > 1<<40 {
 		return fmt.Errorf("max_body: %d bytes is more than 1 TiB", h.MaxBody)
 	}
@@ -621,6 +624,9 @@ func (h *Handler) Validate() error {
 		}
 		if m.Context < 0 {
 			return fmt.Errorf("model %s: context must not be negative, got %d", m.Name, m.Context)
+		}
+		if err := validCapabilities(m.Capabilities); err != nil {
+			return fmt.Errorf("model %s: %v", m.Name, err)
 		}
 		for _, p := range []struct {
 			name  string
@@ -673,6 +679,9 @@ func (h *Handler) Validate() error {
 		if err := h.validJudge(r.strategy); err != nil {
 			return fmt.Errorf("route %s: %v", r.Name, err)
 		}
+		if err := h.validStrategyRefs(r.strategy); err != nil {
+			return fmt.Errorf("route %s: %v", r.Name, err)
+		}
 		if r.Hedge != nil {
 			if err := r.Hedge.Validate(); err != nil {
 				return fmt.Errorf("route %s: %v", r.Name, err)
@@ -690,7 +699,7 @@ func (h *Handler) Validate() error {
 				return fmt.Errorf("route %s: model %s is not served by provider %q", r.Name, t.Model, t.Provider)
 			}
 			for path, v := range t.Params {
-				if path == "" || path == h.ModelKey || path == "stream" {
+				if h.owns(path) {
 					return fmt.Errorf("route %s: target %s cannot override %q", r.Name, t.Model, path)
 				}
 				if !json.Valid(v) {
@@ -700,15 +709,20 @@ func (h *Handler) Validate() error {
 		}
 	}
 	for _, name := range h.ForwardHeaders {
-		if name == "" || strings.ContainsFunc(name, func(r rune) bool { return r <= ' ' || r >= 0x7f || strings.ContainsRune(`"(),/:;<=>?@[\]{}`, r) }) {
-			return fmt.Errorf("forward_headers: %q is not a header field name", name)
+		if err := validHeaderName("forward_headers", name); err != nil {
+			return err
 		}
 		if upstreams.CredentialHeader(http.CanonicalHeaderKey(name)) {
 			return fmt.Errorf("forward_headers: %s carries the client's credentials; a provider passes them on with forward_client_auth", name)
 		}
 	}
-	if h.FeedbackPath != "" && !strings.HasPrefix(h.FeedbackPath, "/") {
-		return fmt.Errorf("feedback_path: %q must start with '/'", h.FeedbackPath)
+	for _, hd := range []struct{ directive, name string }{{"model_to_header", h.ModelToHeader}, {"provider_header", h.ProviderHeader}} {
+		if err := validGatewayHeader(hd.directive, hd.name); err != nil {
+			return err
+		}
+	}
+	if err := h.validFeedbackPath(); err != nil {
+		return err
 	}
 	if h.DecisionLog != nil && h.DecisionLog.PromptBytes < 0 {
 		return fmt.Errorf("decision_log: prompt_bytes must not be negative")
