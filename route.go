@@ -188,6 +188,10 @@ func (h *Handler) withClientModels(body []byte, targets []*Target, key *ClientKe
 		}
 		return list == nil
 	})
+	// (An empty array lists no fallback; any other value is an error.)
+	if i := jsonscan.SkipSpace(list, 0); list != nil && (i >= len(list) || list[i] != '[') {
+		return nil, badRequest("invalid_models", "\"models\" must be an array of model names")
+	}
 	limit := len(h.routes)
 	for _, m := range h.models {
 		limit += len(m.Providers)
