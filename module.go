@@ -111,12 +111,14 @@ type Handler struct {
 	// means its whole class (5 = 5xx). Default: [429, 5].
 	RetryOn []int `json:"retry_on,omitempty"`
 
-	// The most targets tried for one request; 0 means all of them.
+	// The most targets tried for one request; 0 means all of them. For
+	// a strategy that makes several calls (cascade, consensus) it caps
+	// each call (a tier, a voter, the judge), not their number.
 	MaxAttempts int `json:"max_attempts,omitempty"`
 
 	// How many times a target is tried again, after a jittered backoff
 	// (100ms doubling, at most 2s), when it fails with a 5xx or a
-	// connect error, before the next target. Default: 0.
+	// connect error, before the next target. Default: 0; at most 10.
 	Retries int `json:"retries,omitempty"`
 
 	// A 429 whose Retry-After is at most this long is retried once on

@@ -149,7 +149,10 @@ func (h *Handler) resolve(r *http.Request, req *strategies.Request, key *ClientK
 	if len(p.candidates) == 0 {
 		return nil, badRequest("no_candidate", "no model of %q can serve this request: %s", truncate(req.Model, 128), why)
 	}
-	if h.MaxAttempts > 0 && len(p.candidates) > h.MaxAttempts {
+	// max_attempts caps the attempt loop; a strategy that makes several
+	// calls (cascade, consensus) keeps its models, and each of its calls
+	// is capped instead (call, multicall.go).
+	if h.MaxAttempts > 0 && len(p.candidates) > h.MaxAttempts && !h.orchestrated(req, p) {
 		p.candidates = p.candidates[:h.MaxAttempts]
 	}
 	return p, nil
