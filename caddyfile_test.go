@@ -170,6 +170,13 @@ func TestCaddyfileErrors(t *testing.T) {
 		{"bad duration", "cooldown soon", `cooldown: invalid duration "soon"`},
 		{"zero duration", "first_byte_timeout 0s", "first_byte_timeout: 0 is not allowed"},
 		{"duration without argument", "cooldown", "wrong argument count"},
+		// A 0 that JSON reads as the default (or as no limit) is refused.
+		{"max_depth zero", "max_depth 0", "max_depth: 0 is not allowed (it would mean the default"},
+		{"fail_threshold zero", "fail_threshold 0", "fail_threshold: 0 is not allowed"},
+		{"rpm zero", prov + "model m a {\n\trpm 0\n}", "rpm: 0 is not allowed (it would mean no limit"},
+		{"daily_tokens zero on a key", "key k {\n\tsecret {env.K}\n\tdaily_tokens 0\n}", "daily_tokens: 0 is not allowed"},
+		{"budget zero on a route", prov + "model m a\nroute r m {\n\tbudget 0 day\n}", "budget: 0 is not allowed"},
+		{"consensus of zero voters", prov + "model m a\nroute r m {\n\tstrategy consensus {\n\t\tvoters 0\n\t}\n}", "voters: 0 is not allowed (it would mean the default, 3"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := loadSite(t, tc.body)
