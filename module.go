@@ -71,12 +71,14 @@ type Handler struct {
 	ModelKey string `json:"model_key,omitempty"`
 
 	// If set, the requested model (as the client sent it) is copied into
-	// this request header.
+	// this request header. Not a credential, hop-by-hop or message
+	// header (Authorization, Host, Content-Type, …).
 	ModelToHeader string `json:"model_to_header,omitempty"`
 
 	// If set, a requested model of the form `provider/model` puts the
 	// provider into this request header, and the body's model field is
-	// rewritten to the bare model name.
+	// rewritten to the bare model name. The same headers as for
+	// model_to_header are refused.
 	ProviderHeader string `json:"provider_header,omitempty"`
 
 	// The request path suffixes to act on; `*` matches every path.
@@ -206,7 +208,9 @@ type Handler struct {
 
 	// If set, POST requests to this path take feedback on an answer,
 	// `{"request_id", "score", "comment"}`, authenticated like other
-	// requests, and log it on http.handlers.llm_route.decisions.
+	// requests, and log it on http.handlers.llm_route.decisions. It may
+	// not be a path the handler serves otherwise (an API endpoint or a
+	// model list).
 	FeedbackPath string `json:"feedback_path,omitempty"`
 
 	providers map[string]*upstreams.Provider
@@ -260,7 +264,8 @@ type Model struct {
 	// The context window in tokens.
 	Context int `json:"context,omitempty"`
 
-	// Capabilities such as `tools`, `vision`, `json`.
+	// Capabilities: `tools`, `vision`, `json` (no other name). A model
+	// that lists them serves only requests whose needs they cover.
 	Capabilities []string `json:"capabilities,omitempty"`
 
 	// Price in USD per million cached input tokens read; default: the

@@ -115,10 +115,11 @@ func (h *Handler) resolve(r *http.Request, req *strategies.Request, key *ClientK
 		d := strategy.Select(req, healthy)
 		p.learner, _ = strategy.(strategies.Learner)
 		p.reason = d.Reason
-		// A strategy may set parameters, but never the model or the
-		// stream flag: those belong to the target and the client.
+		// A strategy may set parameters, but never the model, the
+		// stream flag or the models list: those belong to the target,
+		// the client and the gateway.
 		for k, v := range d.Params {
-			if k == h.ModelKey || k == "stream" {
+			if h.owns(k) { // (Validate refuses the strategies it knows of)
 				continue
 			}
 			if p.params == nil {
