@@ -214,6 +214,9 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if err != nil {
 				return err
 			}
+			if n == 0 && (dir == "max_depth" || dir == "fail_threshold") {
+				return errZero(d, dir)
+			}
 			switch dir {
 			case "max_depth":
 				h.MaxDepth = n

@@ -21,6 +21,7 @@ import (
 
 	// Caddyfile.example runs llm_mock providers.
 	_ "github.com/caddy-llm-route/llmroute/mock"
+	"github.com/caddy-llm-route/llmroute/strategies"
 	"github.com/caddy-llm-route/llmroute/upstreams"
 )
 
@@ -169,6 +170,13 @@ func TestCaddyfileErrors(t *testing.T) {
 		{"bad duration", "cooldown soon", `cooldown: invalid duration "soon"`},
 		{"zero duration", "first_byte_timeout 0s", "first_byte_timeout: 0 is not allowed"},
 		{"duration without argument", "cooldown", "wrong argument count"},
+		// A 0 that JSON reads as the default (or as no limit) is refused.
+		{"max_depth zero", "max_depth 0", "max_depth: 0 is not allowed (it would mean the default"},
+		{"fail_threshold zero", "fail_threshold 0", "fail_threshold: 0 is not allowed"},
+		{"rpm zero", prov + "model m a {\n\trpm 0\n}", "rpm: 0 is not allowed (it would mean no limit"},
+		{"daily_tokens zero on a key", "key k {\n\tsecret {env.K}\n\tdaily_tokens 0\n}", "daily_tokens: 0 is not allowed"},
+		{"budget zero on a route", prov + "model m a\nroute r m {\n\tbudget 0 day\n}", "budget: 0 is not allowed"},
+		{"consensus of zero voters", prov + "model m a\nroute r m {\n\tstrategy consensus {\n\t\tvoters 0\n\t}\n}", "voters: 0 is not allowed (it would mean the default, 3"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := loadSite(t, tc.body)
@@ -196,6 +204,7 @@ func TestValueErrorsCaddyfileAndJSON(t *testing.T) {
 	provider := func(fields string) string {
 		return `{"providers": [{"name": "a", ` + fields + `, "proxy": ` + proxyTo("a.example.com:443") + `}]}`
 	}
+	classifierFile := writeClassifierModel(t)
 	for _, tc := range []struct {
 		name      string
 		caddyfile string
@@ -443,6 +452,84 @@ func TestValueErrorsCaddyfileAndJSON(t *testing.T) {
 			withProvider(`"models": [{"name": "gpt-*"}], "routes": [{"name": "r", "targets": [{"model": "gpt-*"}]}]`),
 			`route r: unknown model "gpt-*"`,
 		},
+		{
+			"difficulty tier of an unknown model",
+			prov + "model m a\nroute r m {\n\tstrategy difficulty {\n\t\ttier 0 smal\n\t\ttier 0.3 m\n\t}\n}",
+			withRoute(`{"name": "r", "targets": [{"model": "m"}], "strategy": {"name": "difficulty", "tiers": [{"min": 0, "models": ["smal"]}, {"min": 0.3, "models": ["m"]}]}}`),
+			`route r: difficulty: tier 0: unknown model "smal"`,
+		},
+		{
+			"rule of an unknown model",
+			prov + "model m a\nroute r m {\n\tstrategy rules {\n\t\trule code {\n\t\t\tkeywords code\n\t\t\tmodels m nope\n\t\t}\n\t}\n}",
+			withRoute(`{"name": "r", "targets": [{"model": "m"}], "strategy": {"name": "rules", "rules": [{"name": "code", "when": {"keywords": ["code"]}, "models": ["m", "nope"]}]}}`),
+			`route r: rule code: unknown model "nope"`,
+		},
+		{
+			"rules default of an unknown model",
+			prov + "model m a\nroute r m {\n\tstrategy rules {\n\t\tdefault nope\n\t}\n}",
+			withRoute(`{"name": "r", "targets": [{"model": "m"}], "strategy": {"name": "rules", "default": {"models": ["nope"]}}}`),
+			`route r: rules: default: unknown model "nope"`,
+		},
+		{
+			"classifier premium of an unknown model",
+			prov + "model m a\nroute r m {\n\tstrategy classifier " + classifierFile + " {\n\t\tpremium nope\n\t}\n}",
+			withRoute(`{"name": "r", "targets": [{"model": "m"}], "strategy": {"name": "classifier", "model_file": "` + classifierFile + `", "premium": ["nope"]}}`),
+			`route r: classifier: premium: unknown model "nope"`,
+		},
+		{
+			"rule setting the model",
+			prov + "model m a\nroute r m {\n\tstrategy rules {\n\t\trule code {\n\t\t\tmodels m\n\t\t\tset model big\n\t\t}\n\t}\n}",
+			withRoute(`{"name": "r", "targets": [{"model": "m"}], "strategy": {"name": "rules", "rules": [{"name": "code", "models": ["m"], "params": {"model": "\"big\""}}]}}`),
+			`route r: rule code cannot set "model"`,
+		},
+		{
+			"rule setting the stream flag",
+			prov + "model m a\nroute r m {\n\tstrategy rules {\n\t\trule code {\n\t\t\tmodels m\n\t\t\tset stream false\n\t\t}\n\t}\n}",
+			withRoute(`{"name": "r", "targets": [{"model": "m"}], "strategy": {"name": "rules", "rules": [{"name": "code", "models": ["m"], "params": {"stream": false}}]}}`),
+			`route r: rule code cannot set "stream"`,
+		},
+		{
+			"rules default setting the models list",
+			prov + "model m a\nroute r m {\n\tstrategy rules {\n\t\tdefault {\n\t\t\tset models.0 m\n\t\t}\n\t}\n}",
+			withRoute(`{"name": "r", "targets": [{"model": "m"}], "strategy": {"name": "rules", "default": {"params": {"models.0": "\"m\""}}}}`),
+			`route r: rules: default cannot set "models.0"`,
+		},
+		{
+			"rule setting a custom model key",
+			"model_key req.model\n" + prov + "model m a\nroute r m {\n\tstrategy rules {\n\t\trule code {\n\t\t\tmodels m\n\t\t\tset req 1\n\t\t}\n\t}\n}",
+			withProvider(`"model_key": "req.model", ` + model + `, "routes": [{"name": "r", "targets": [{"model": "m"}], "strategy": {"name": "rules", "rules": [{"name": "code", "models": ["m"], "params": {"req": 1}}]}}]`),
+			`route r: rule code cannot set "req"`,
+		},
+		{
+			"target setting the models list",
+			prov + "model m a\nroute r {\n\ttarget m {\n\t\tmodels [\"x\"]\n\t}\n}",
+			withRoute(`{"name": "r", "targets": [{"model": "m", "params": {"models": ["x"]}}]}`),
+			`route r: target m cannot override "models"`,
+		},
+		{"model_to_header naming a credential", "model_to_header Authorization", `{"model_to_header": "Authorization"}`, "model_to_header: Authorization carries credentials"},
+		{"model_to_header naming x-api-key", "model_to_header x-api-key", `{"model_to_header": "x-api-key"}`, "model_to_header: X-Api-Key carries credentials"},
+		{"provider_header naming Host", "provider_header Host", `{"provider_header": "Host"}`, "provider_header: Host is a hop-by-hop or message header"},
+		{"provider_header naming Connection", "provider_header connection", `{"provider_header": "connection"}`, "provider_header: Connection is a hop-by-hop or message header"},
+		{"provider_header naming a credential", "provider_header Cookie", `{"provider_header": "Cookie"}`, "provider_header: Cookie carries credentials"},
+		{"model_to_header with an invalid name", `model_to_header "X Model"`, `{"model_to_header": "X Model"}`, `model_to_header: "X Model" is not a header field name`},
+		{"feedback_path on chat completions", "feedback_path /v1/chat/completions", `{"feedback_path": "/v1/chat/completions"}`, "feedback_path: /v1/chat/completions ends in /completions, an API endpoint the gateway serves"},
+		{"feedback_path on messages", "feedback_path /v1/messages", `{"feedback_path": "/v1/messages"}`, "feedback_path: /v1/messages ends in /messages"},
+		{"feedback_path on the model list", "feedback_path /v1/models", `{"feedback_path": "/v1/models"}`, "feedback_path: /v1/models is a model list path"},
+		{"feedback_path on a configured suffix", "enable_on_path_suffix /chat/completions /rank\nfeedback_path /v1/rank", `{"enable_on_path_suffix": ["/chat/completions", "/rank"], "feedback_path": "/v1/rank"}`, "feedback_path: /v1/rank ends in /rank"},
+		{"feedback_path on an endpoint with any suffix", "enable_on_path_suffix *\nfeedback_path /v1/embeddings", `{"enable_on_path_suffix": ["*"], "feedback_path": "/v1/embeddings"}`, "feedback_path: /v1/embeddings ends in /embeddings"},
+		{
+			"unknown capability",
+			prov + "model m a {\n\tcapabilities tools telepathy\n}",
+			withProvider(`"models": [{"name": "m", "providers": ["a"], "capabilities": ["tools", "telepathy"]}]`),
+			`model m: unknown capability "telepathy" (want tools, vision, json)`,
+		},
+		{
+			"misspelled capability of a pattern",
+			prov + "model gpt-* {\n\tcapabilities vison\n}",
+			withProvider(`"models": [{"name": "gpt-*", "capabilities": ["vison"]}]`),
+			`model gpt-*: unknown capability "vison"`,
+		},
+		{"retries above the cap", "retries 100", `{"retries": 100}`, "retries: 100 is more than 10"},
 		{"path suffix without slash", "enable_on_path_suffix chat/completions", `{"enable_on_path_suffix": ["chat/completions"]}`, `"chat/completions" must start with '/'`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -699,4 +786,22 @@ func findHandler(v any, name string) map[string]any {
 		}
 	}
 	return nil
+}
+
+// writeClassifierModel writes a classifier model file of one arm, m, and
+// returns its path.
+func writeClassifierModel(t *testing.T) string {
+	t.Helper()
+	m := &strategies.ClassifierModel{Version: strategies.ClassifierVersion, Bits: 4, Lambdas: []float64{10, 0}}
+	m.Shared = make(strategies.Floats, m.Dim())
+	m.Models = []strategies.ClassifierArm{{Name: "m", Weights: make(strategies.Floats, m.Dim()), MeanQuality: 0.5, Price: 1e-6}}
+	b, err := json.Marshal(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "router.json")
+	if err := os.WriteFile(path, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return path
 }

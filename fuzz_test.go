@@ -306,7 +306,11 @@ func FuzzClientModels(f *testing.F) {
 
 		// The reference: gjson's reading of the list.
 		want, wantCode := base, ""
-		if arr := gjson.GetBytes(body, "models"); arr.IsArray() {
+		arr := gjson.GetBytes(body, "models")
+		if arr.Exists() && !arr.IsArray() {
+			wantCode = "invalid_models" // a string, an object, null
+		}
+		if arr.IsArray() {
 			var names []string
 			for _, v := range arr.Array() {
 				switch {

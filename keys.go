@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"github.com/caddyserver/caddy/v2"
+	"go.uber.org/zap"
 
 	"github.com/caddy-llm-route/llmroute/limits"
 )
@@ -60,7 +61,8 @@ func (h *Handler) provisionKeys(ctx caddy.Context) error {
 			}
 			secret = strings.TrimSpace(string(b))
 		} else if k.Secret != "" && !strings.Contains(k.Secret, "{") {
-			h.logger.Warn("client key secret is a literal and shows in the config; use a placeholder such as {env.TEAM_KEY} or secret_file")
+			h.logger.Warn("client key secret is a literal and shows in the config; use a placeholder such as {env.TEAM_KEY} or secret_file",
+				zap.String("key", k.Name))
 		}
 		if secret == "" {
 			return fmt.Errorf("client key %s: the secret is empty", k.Name)

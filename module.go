@@ -71,12 +71,14 @@ type Handler struct {
 	ModelKey string `json:"model_key,omitempty"`
 
 	// If set, the requested model (as the client sent it) is copied into
-	// this request header.
+	// this request header. Not a credential, hop-by-hop or message
+	// header (Authorization, Host, Content-Type, …).
 	ModelToHeader string `json:"model_to_header,omitempty"`
 
 	// If set, a requested model of the form `provider/model` puts the
 	// provider into this request header, and the body's model field is
-	// rewritten to the bare model name.
+	// rewritten to the bare model name. The same headers as for
+	// model_to_header are refused.
 	ProviderHeader string `json:"provider_header,omitempty"`
 
 	// The request path suffixes to act on; `*` matches every path.
@@ -111,12 +113,14 @@ type Handler struct {
 	// means its whole class (5 = 5xx). Default: [429, 5].
 	RetryOn []int `json:"retry_on,omitempty"`
 
-	// The most targets tried for one request; 0 means all of them.
+	// The most targets tried for one request; 0 means all of them. For
+	// a strategy that makes several calls (cascade, consensus) it caps
+	// each call (a tier, a voter, the judge), not their number.
 	MaxAttempts int `json:"max_attempts,omitempty"`
 
 	// How many times a target is tried again, after a jittered backoff
 	// (100ms doubling, at most 2s), when it fails with a 5xx or a
-	// connect error, before the next target. Default: 0.
+	// connect error, before the next target. Default: 0; at most 10.
 	Retries int `json:"retries,omitempty"`
 
 	// A 429 whose Retry-After is at most this long is retried once on
@@ -204,7 +208,9 @@ type Handler struct {
 
 	// If set, POST requests to this path take feedback on an answer,
 	// `{"request_id", "score", "comment"}`, authenticated like other
-	// requests, and log it on http.handlers.llm_route.decisions.
+	// requests, and log it on http.handlers.llm_route.decisions. It may
+	// not be a path the handler serves otherwise (an API endpoint or a
+	// model list).
 	FeedbackPath string `json:"feedback_path,omitempty"`
 
 	providers map[string]*upstreams.Provider
@@ -258,7 +264,8 @@ type Model struct {
 	// The context window in tokens.
 	Context int `json:"context,omitempty"`
 
-	// Capabilities such as `tools`, `vision`, `json`.
+	// Capabilities: `tools`, `vision`, `json` (no other name). A model
+	// that lists them serves only requests whose needs they cover.
 	Capabilities []string `json:"capabilities,omitempty"`
 
 	// Price in USD per million cached input tokens read; default: the
@@ -575,6 +582,9 @@ func (h *Handler) Validate() error {
 			return fmt.Errorf("%s must not be negative", f.name)
 		}
 	}
+	if h.Retries > maxRetries {
+		return fmt.Errorf("retries: %d is more than %d", h.Retries, maxRetries)
+	}
 	if h.MaxBody > 1<<40 {
 		return fmt.Errorf("max_body: %d bytes is more than 1 TiB", h.MaxBody)
 	}
@@ -621,6 +631,9 @@ func (h *Handler) Validate() error {
 		}
 		if m.Context < 0 {
 			return fmt.Errorf("model %s: context must not be negative, got %d", m.Name, m.Context)
+		}
+		if err := validCapabilities(m.Capabilities); err != nil {
+			return fmt.Errorf("model %s: %v", m.Name, err)
 		}
 		for _, p := range []struct {
 			name  string
@@ -673,6 +686,9 @@ func (h *Handler) Validate() error {
 		if err := h.validJudge(r.strategy); err != nil {
 			return fmt.Errorf("route %s: %v", r.Name, err)
 		}
+		if err := h.validStrategyRefs(r.strategy); err != nil {
+			return fmt.Errorf("route %s: %v", r.Name, err)
+		}
 		if r.Hedge != nil {
 			if err := r.Hedge.Validate(); err != nil {
 				return fmt.Errorf("route %s: %v", r.Name, err)
@@ -690,7 +706,7 @@ func (h *Handler) Validate() error {
 				return fmt.Errorf("route %s: model %s is not served by provider %q", r.Name, t.Model, t.Provider)
 			}
 			for path, v := range t.Params {
-				if path == "" || path == h.ModelKey || path == "stream" {
+				if h.owns(path) {
 					return fmt.Errorf("route %s: target %s cannot override %q", r.Name, t.Model, path)
 				}
 				if !json.Valid(v) {
@@ -700,15 +716,20 @@ func (h *Handler) Validate() error {
 		}
 	}
 	for _, name := range h.ForwardHeaders {
-		if name == "" || strings.ContainsFunc(name, func(r rune) bool { return r <= ' ' || r >= 0x7f || strings.ContainsRune(`"(),/:;<=>?@[\]{}`, r) }) {
-			return fmt.Errorf("forward_headers: %q is not a header field name", name)
+		if err := validHeaderName("forward_headers", name); err != nil {
+			return err
 		}
 		if upstreams.CredentialHeader(http.CanonicalHeaderKey(name)) {
 			return fmt.Errorf("forward_headers: %s carries the client's credentials; a provider passes them on with forward_client_auth", name)
 		}
 	}
-	if h.FeedbackPath != "" && !strings.HasPrefix(h.FeedbackPath, "/") {
-		return fmt.Errorf("feedback_path: %q must start with '/'", h.FeedbackPath)
+	for _, hd := range []struct{ directive, name string }{{"model_to_header", h.ModelToHeader}, {"provider_header", h.ProviderHeader}} {
+		if err := validGatewayHeader(hd.directive, hd.name); err != nil {
+			return err
+		}
+	}
+	if err := h.validFeedbackPath(); err != nil {
+		return err
 	}
 	if h.DecisionLog != nil && h.DecisionLog.PromptBytes < 0 {
 		return fmt.Errorf("decision_log: prompt_bytes must not be negative")

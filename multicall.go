@@ -133,8 +133,9 @@ func modelsOf(cands []strategies.Candidate) [][]strategies.Candidate {
 	return groups
 }
 
-// call runs the attempt loop for cands into a buffer, as a non-stream
-// request (a stream is answered once its answer is chosen).
+// call runs the attempt loop for cands (at most max_attempts of them)
+// into a buffer, as a non-stream request (a stream is answered once its
+// answer is chosen).
 func (h *Handler) call(r *http.Request, req *strategies.Request, p *plan, cands []strategies.Candidate) call {
 	sub := *req
 	if req.Stream {
@@ -142,6 +143,9 @@ func (h *Handler) call(r *http.Request, req *strategies.Request, p *plan, cands 
 		sub.Body = nonStream(req.Body)
 	}
 	sp := *p
+	if h.MaxAttempts > 0 && len(cands) > h.MaxAttempts {
+		cands = cands[:h.MaxAttempts] // max_attempts caps each call
+	}
 	sp.candidates = slices.Clone(cands)
 	// The calls of one request may run at once: each gets its own
 	// request (headers) and log fields; the replacer is safe to share,

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -231,5 +232,68 @@ func TestJudgedAnswerBounded(t *testing.T) {
 	}
 	if !strings.Contains(content, "Here is a document.") || !strings.Contains(content, "So: 6 times 7?") || !strings.Contains(content, "of the question left out]") {
 		t.Errorf("the judge's prompt lacks the question's start, its end or the mark of the cut: %.200s", content)
+	}
+}
+
+// TestMaxAttemptsCapsEachCall: a handler's max_attempts caps the
+// attempts of each call of cascade and consensus (a tier, a voter, the
+// judge), not their number: with max_attempts 1 a cascade still
+// escalates past a tier the judge fails and a consensus still asks all
+// its voters and its judge, while a call whose first provider fails does
+// not move on to the model's next provider.
+func TestMaxAttemptsCapsEachCall(t *testing.T) {
+	judgeSays := func(score string) string {
+		return `{"id":"j","object":"chat.completion","choices":[{"index":0,"message":{"role":"assistant","content":"` + score + `"},"finish_reason":"stop"}],"usage":{"prompt_tokens":1,"completion_tokens":1,"total_tokens":2}}`
+	}
+	down := newUpstream(t, answer(500, `{"error":{"message":"down"}}`))
+	cheap, spare, premium, third := newUpstream(t, answer(200, okChat)), newUpstream(t, answer(200, okChat)), newUpstream(t, answer(200, okChat)), newUpstream(t, answer(200, okChat))
+	judge := newUpstream(t, answer(200, judgeSays("2")))
+	h := mustLoadHandler(t, `{
+		"max_attempts": 1,
+		"providers": [
+			{"name": "down", "api_key": "k", "proxy": `+gatewayProxy(down.addr())+`},
+			{"name": "a", "api_key": "k", "proxy": `+gatewayProxy(cheap.addr())+`},
+			{"name": "s", "api_key": "k", "proxy": `+gatewayProxy(spare.addr())+`},
+			{"name": "b", "api_key": "k", "proxy": `+gatewayProxy(premium.addr())+`},
+			{"name": "c", "api_key": "k", "proxy": `+gatewayProxy(third.addr())+`},
+			{"name": "j", "api_key": "k", "proxy": `+gatewayProxy(judge.addr())+`}
+		],
+		"models": [
+			{"name": "cheap", "providers": ["a"], "quality": 0.3, "input_price": 0.1, "output_price": 0.1},
+			{"name": "flaky", "providers": ["down", "s"], "quality": 0.3, "input_price": 0.1, "output_price": 0.1},
+			{"name": "premium", "providers": ["b"], "quality": 0.9, "input_price": 5, "output_price": 5},
+			{"name": "third", "providers": ["c"], "quality": 0.5, "input_price": 1, "output_price": 1},
+			{"name": "grader", "providers": ["j"]}
+		],
+		"routes": [
+			{"name": "tiered", "targets": [{"model": "cheap"}, {"model": "premium"}], "strategy": {"name": "cascade", "judge": {"model": "grader"}}},
+			{"name": "flaky-first", "targets": [{"model": "flaky"}, {"model": "premium"}], "strategy": {"name": "cascade"}},
+			{"name": "vote", "targets": [{"model": "cheap"}, {"model": "premium"}, {"model": "third"}], "strategy": {"name": "consensus", "mode": "judge", "judge": {"model": "grader"}}}
+		]
+	}`)
+	const ask = `{"model":%q,"messages":[{"role":"user","content":"6 times 7?"}]}`
+	rec, _, _, _ := serveGateway(t, h, "POST", "/v1/chat/completions", fmt.Sprintf(ask, "tiered"))
+	if got := rec.Header().Get(HeaderCascade); rec.Code != http.StatusOK || got != "cheap:judge=0.20 > premium:final" {
+		t.Errorf("cascade: status %d, %s %q", rec.Code, HeaderCascade, got)
+	}
+	if cheap.requests() != 1 || premium.requests() != 1 || judge.requests() != 1 {
+		t.Errorf("cascade: cheap %d, premium %d, judge %d calls; want one each", cheap.requests(), premium.requests(), judge.requests())
+	}
+
+	rec, _, _, _ = serveGateway(t, h, "POST", "/v1/chat/completions", fmt.Sprintf(ask, "flaky-first"))
+	if got := rec.Header().Get(HeaderCascade); rec.Code != http.StatusOK || got != "flaky:status=500 > premium:final" {
+		t.Errorf("cascade past a failing call: status %d, %s %q", rec.Code, HeaderCascade, got)
+	}
+	if down.requests() != 1 || spare.requests() != 0 {
+		t.Errorf("the flaky tier's call made %d+%d attempts; max_attempts 1 allows one", down.requests(), spare.requests())
+	}
+
+	rec, _, _, _ = serveGateway(t, h, "POST", "/v1/chat/completions", fmt.Sprintf(ask, "vote"))
+	if got := rec.Header().Get(HeaderConsensus); rec.Code != http.StatusOK || !strings.HasPrefix(got, "mode=judge votes=") {
+		t.Errorf("consensus: status %d, %s %q", rec.Code, HeaderConsensus, got)
+	}
+	if cheap.requests() != 2 || premium.requests() != 3 || third.requests() != 1 || judge.requests() != 4 {
+		t.Errorf("consensus: voters called %d, %d, %d times in all and the judge %d; want each voter once more and the judge thrice more",
+			cheap.requests(), premium.requests(), third.requests(), judge.requests())
 	}
 }

@@ -521,3 +521,51 @@ func TestTruncate(t *testing.T) {
 		}
 	}
 }
+
+// TestClientModelsNotAnArray: with client_models on, a `models` field
+// that is not an array (a string, an object, null) is refused with 400
+// invalid_models in the client's API shape, as a list holding a
+// non-string is, rather than dropped while the request goes on. An
+// empty array lists no fallback and is served.
+func TestClientModelsNotAnArray(t *testing.T) {
+	a := newUpstream(t, answer(200, okChat))
+	h := gateway(t, a, a, a, `"client_models": true,`)
+	for _, tc := range []struct {
+		name, path, models string
+		status             int
+	}{
+		{"string", "/v1/chat/completions", `"m"`, 400},
+		{"object", "/v1/chat/completions", `{}`, 400},
+		{"null", "/v1/chat/completions", `null`, 400},
+		{"number", "/v1/chat/completions", `1`, 400},
+		{"string on messages", "/v1/messages", `"m"`, 400},
+		{"array of a number", "/v1/chat/completions", `[1]`, 400},
+		{"empty array", "/v1/chat/completions", `[]`, 200},
+		{"array", "/v1/chat/completions", `["claude"]`, 200},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			before := a.requests()
+			body := `{"model":"m","max_tokens":5,"messages":[{"role":"user","content":"hi"}],"models": ` + tc.models + `}`
+			rec, _, _, _ := serveGateway(t, h, "POST", tc.path, body)
+			if rec.Code != tc.status {
+				t.Fatalf("status %d, want %d: %s", rec.Code, tc.status, rec.Body)
+			}
+			if tc.status == 200 {
+				if a.requests() != before+1 || strings.Contains(a.body(before), `"models"`) {
+					t.Errorf("upstream requests %d (was %d); the list reached it: %s", a.requests(), before, a.body(before))
+				}
+				return
+			}
+			b := rec.Body.Bytes()
+			if got := gjson.GetBytes(b, "error.code").Str; got != "invalid_models" {
+				t.Errorf("code %q, want invalid_models: %s", got, b)
+			}
+			if anth := gjson.GetBytes(b, "type").Str == "error"; anth != (tc.path == "/v1/messages") {
+				t.Errorf("anthropic shape %v on %s: %s", anth, tc.path, b)
+			}
+			if a.requests() != before {
+				t.Error("the request went upstream")
+			}
+		})
+	}
+}

@@ -115,10 +115,11 @@ func (h *Handler) resolve(r *http.Request, req *strategies.Request, key *ClientK
 		d := strategy.Select(req, healthy)
 		p.learner, _ = strategy.(strategies.Learner)
 		p.reason = d.Reason
-		// A strategy may set parameters, but never the model or the
-		// stream flag: those belong to the target and the client.
+		// A strategy may set parameters, but never the model, the
+		// stream flag or the models list: those belong to the target,
+		// the client and the gateway.
 		for k, v := range d.Params {
-			if k == h.ModelKey || k == "stream" {
+			if h.owns(k) { // (Validate refuses the strategies it knows of)
 				continue
 			}
 			if p.params == nil {
@@ -149,7 +150,10 @@ func (h *Handler) resolve(r *http.Request, req *strategies.Request, key *ClientK
 	if len(p.candidates) == 0 {
 		return nil, badRequest("no_candidate", "no model of %q can serve this request: %s", truncate(req.Model, 128), why)
 	}
-	if h.MaxAttempts > 0 && len(p.candidates) > h.MaxAttempts {
+	// max_attempts caps the attempt loop; a strategy that makes several
+	// calls (cascade, consensus) keeps its models, and each of its calls
+	// is capped instead (call, multicall.go).
+	if h.MaxAttempts > 0 && len(p.candidates) > h.MaxAttempts && !h.orchestrated(req, p) {
 		p.candidates = p.candidates[:h.MaxAttempts]
 	}
 	return p, nil
@@ -188,6 +192,10 @@ func (h *Handler) withClientModels(body []byte, targets []*Target, key *ClientKe
 		}
 		return list == nil
 	})
+	// (An empty array lists no fallback; any other value is an error.)
+	if i := jsonscan.SkipSpace(list, 0); list != nil && (i >= len(list) || list[i] != '[') {
+		return nil, badRequest("invalid_models", "\"models\" must be an array of model names")
+	}
 	limit := len(h.routes)
 	for _, m := range h.models {
 		limit += len(m.Providers)

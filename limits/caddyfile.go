@@ -46,6 +46,9 @@ func (l *Limits) Set(dir string, args []string) error {
 		if err != nil || math.IsNaN(v) || math.IsInf(v, 0) {
 			return fmt.Errorf("budget: want a number of USD, got %q", args[0])
 		}
+		if v == 0 {
+			return errZero(dir)
+		}
 		switch args[1] {
 		case "day":
 			l.DailyBudget = v
@@ -63,6 +66,9 @@ func (l *Limits) Set(dir string, args []string) error {
 	if err != nil {
 		return fmt.Errorf("%s: want an integer, got %q", dir, args[0])
 	}
+	if n == 0 {
+		return errZero(dir)
+	}
 	switch dir {
 	case "rpm":
 		l.RPM = n
@@ -78,4 +84,10 @@ func (l *Limits) Set(dir string, args []string) error {
 		return fmt.Errorf("unknown limit %s", dir)
 	}
 	return nil
+}
+
+// errZero refuses a limit of 0: the config reads 0 as "no limit", which
+// a limit written down as 0 (meant to block) would silently be.
+func errZero(dir string) error {
+	return fmt.Errorf("%s: 0 is not allowed (it would mean no limit; leave %s out for that)", dir, dir)
 }

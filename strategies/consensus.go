@@ -305,6 +305,9 @@ func (c *Consensus) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if err := intArg(d, &c.Voters); err != nil {
 				return err
 			}
+			if c.Voters == 0 {
+				return d.Err("voters: 0 is not allowed (it would mean the default, 3; leave voters out for that)")
+			}
 		case "mode":
 			if !d.AllArgs(&c.Mode) {
 				return d.ArgErr()

@@ -32,6 +32,27 @@ type PromptBlind interface {
 	PromptBlind()
 }
 
+// Referrer is implemented by strategies whose options name models or
+// set body parameters (tiers, rules, premium models). A strategy does
+// not know the registry: the handler's Validate checks each name against
+// it, and each parameter against the fields the gateway owns (the model,
+// stream and models), so a typo fails at config load rather than
+// misrouting at run time.
+type Referrer interface {
+	Refs() []Ref
+}
+
+// Ref is one option of a strategy that names models or sets parameters.
+type Ref struct {
+	// Option names the option as an error message says it, e.g.
+	// "difficulty: tier 0" or "rule code".
+	Option string
+	// Models are the registry names the option refers to.
+	Models []string
+	// Params are the body parameter paths the option sets.
+	Params []string
+}
+
 // Decision is a strategy's verdict beyond the order.
 type Decision struct {
 	// Reason explains the choice for logs, headers and metrics, e.g.

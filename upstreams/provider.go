@@ -200,6 +200,10 @@ func (p *Provider) Provision(ctx caddy.Context) error {
 	if p.APIKey != "" && !strings.Contains(p.APIKey, "{") {
 		ctx.Logger().Warn("provider api_key is a literal key and shows in the config; use a runtime placeholder such as {env.OPENAI_API_KEY}",
 			zap.String("provider", p.Name))
+	} else if p.APIKey != "" && caddy.NewReplacer().ReplaceKnown(p.APIKey, "") == "" {
+		// (placeholders of the request, unknown here, stay and do not warn)
+		ctx.Logger().Warn("provider api_key resolves to an empty value: requests go without a credential; is the environment variable set?",
+			zap.String("provider", p.Name))
 	}
 	// The proxy's transport is wrapped, in the config the proxy is
 	// loaded from, by the auth transport: it is in place before the
