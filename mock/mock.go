@@ -41,7 +41,8 @@
 //   - list_status (code, after, default 0): the models endpoint alone
 //     answers with an error status once it has answered `after` times.
 //   - error_event (after, default 2): end the stream with an error event
-//     (an overloaded error) after some content chunks.
+//     (an overloaded error) after some content chunks; after=0 makes the
+//     error the stream's very first event.
 //
 // A chat completions or messages request whose conversation ends with
 // an assistant turn (a prefill) is answered, by default, with the rest
@@ -49,6 +50,10 @@
 //
 // Every kind also accepts count=N, which limits a configured fault to the
 // first N requests the mock serves; header faults ignore it.
+//
+// Every wait (latency, ttft, pacing, slow_first_token, stall, no_answer)
+// ends when the client goes away or the server shuts down; in the latter
+// case the connection is aborted.
 package mock
 
 import (
@@ -405,6 +410,12 @@ func (h *Handler) serveStream(w http.ResponseWriter, r *http.Request, rp *reply,
 		return true
 	}
 
+	if plan.errorEventAfter == 0 {
+		// the error is the stream's very first event, as from a
+		// provider that fails before it starts the answer
+		send(s.errorEvent(rp.endpoint))
+		return nil
+	}
 	if !send(s.head...) {
 		return nil
 	}
