@@ -190,6 +190,15 @@ func planParam(p *plan, name string) (json.RawMessage, bool) {
 	return raw, ok
 }
 
+// clampedOutput is a client's output cap asked, clamped to maxOutput
+// when set; 0 when none was asked.
+func clampedOutput(asked, maxOutput int64) int64 {
+	if maxOutput > 0 {
+		return min(asked, maxOutput)
+	}
+	return asked
+}
+
 // outputCapFields are the body fields that cap a request's output.
 var outputCapFields = []string{"max_tokens", "max_completion_tokens", "max_output_tokens"}
 

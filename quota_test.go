@@ -93,3 +93,23 @@ func TestMaxOutputClampsSentBody(t *testing.T) {
 		})
 	}
 }
+
+// A model's context window is judged against the output cap as clamped
+// to its max_output: a client's larger max_tokens does not make the
+// request too long for it.
+func TestContextFitUsesClampedOutput(t *testing.T) {
+	a := newUpstream(t, answer(200, okChat))
+	h := mustLoadHandler(t, `{
+		"providers": [{"name": "a", "api_key": "key-a", "proxy": `+gatewayProxy(a.addr())+`}],
+		"models": [
+			{"name": "small", "providers": ["a"], "max_output": 50, "context": 1000},
+			{"name": "plain", "providers": ["a"], "context": 1000}
+		]
+	}`)
+	for model, want := range map[string]int{"small": 200, "plain": 400} {
+		body := `{"model":"` + model + `","max_tokens":5000,"messages":[{"role":"user","content":"hi"}]}`
+		if rec, _, _, _ := serveGateway(t, h, "POST", "/v1/chat/completions", body); rec.Code != want {
+			t.Errorf("%s with max_tokens 5000 and a context of 1000: status %d, want %d: %s", model, rec.Code, want, rec.Body)
+		}
+	}
+}
