@@ -10,8 +10,9 @@ import (
 )
 
 // readAnswer reads what the checks and votes see of a whole answer in
-// the client's format (endpoint's): its text, finish reason, refusal
-// and tool calls.
+// the client's format (endpoint's): its text, finish reason (refusal
+// for any answer refused judges one, such as OpenAI's message.refusal
+// with finish_reason stop), refusal and tool calls.
 func readAnswer(endpoint string, body []byte) strategies.Answer {
 	root := gjson.ParseBytes(body)
 	var a strategies.Answer
@@ -72,6 +73,9 @@ func readAnswer(endpoint string, body []byte) strategies.Answer {
 				a.Finish = r
 			}
 		}
+	}
+	if a.Finish != "content_filter" && refused(root) {
+		a.Finish = "refusal" // (refused is the one judge of a refusal)
 	}
 	a.Text, a.ToolCalls = text.String(), tools.String()
 	return a

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyevents"
 	"go.uber.org/zap"
 
 	"github.com/caddy-llm-route/llmroute/limits"
@@ -21,13 +22,22 @@ import (
 // every models_refresh after that, by one goroutine per such provider
 // that Cleanup stops. Each listed model becomes a model of the handler,
 // served by every discovering provider that lists it, unless the
-// registry has a model of that name (the registry's entry wins). A
+// registry has a model of that name (the registry's entry wins) or a
+// registered model already serves that id at that provider (its
+// upstream_name there: the id is that model's, not one of its own). A
 // registry entry whose name holds a `*` is a template: a discovered
 // model whose id matches it (path.Match) takes its prices, quality,
 // context, capabilities and limits. A failed fetch keeps the last list
 // known for the provider, across config reloads too (the lists live in
 // a pool, by provider identity), and says so in the log and the admin
 // API.
+//
+// The fetch at provision runs before the config serves: a provider that
+// is a site of the same Caddy is not listening yet on a cold start, or
+// is still the previous config's on a reload. So each provider's list is
+// fetched again as soon as the config has started (Caddy's "started"
+// event), and a failure of the fetch at provision is only a debug
+// message: the fetch after the start says whether the provider is down.
 
 // modelLists holds the last model list of each discovering provider,
 // by its identity, across configurations.
@@ -69,6 +79,13 @@ type discovery struct {
 	provs   []*upstreams.Provider // the discovering providers, in config order
 	lists   map[string]*modelList // by provider name
 	catalog atomic.Pointer[map[string]*Model]
+
+	// the ids that registered models serve at each provider (provider
+	// name, upstream name): such a listed id is not a model of its own
+	registered map[[2]string]bool
+
+	// set while the fetches at provision run (the refresh starts after)
+	provisioning bool
 
 	mu    sync.Mutex
 	pairs map[[2]string]upstreams.Pair // acquired for discovered models: provider name, model id
@@ -119,7 +136,14 @@ func (h *Handler) startDiscovery(ctx caddy.Context) {
 		return
 	}
 	d := &discovery{h: h, provs: provs, lists: make(map[string]*modelList),
-		pairs: make(map[[2]string]upstreams.Pair), built: make(map[string]uint64)}
+		registered: make(map[[2]string]bool),
+		pairs:      make(map[[2]string]upstreams.Pair), built: make(map[string]uint64)}
+	for _, m := range h.models {
+		for _, s := range m.serving {
+			d.registered[[2]string{s.provider.Name, m.UpstreamName}] = true
+		}
+	}
+	started := configStarted(ctx)
 	for _, p := range provs {
 		v, _, _ := modelLists.LoadOrNew(p.Identity(), func() (caddy.Destructor, error) { return new(modelList), nil })
 		d.lists[p.Name] = v.(*modelList)
@@ -127,6 +151,7 @@ func (h *Handler) startDiscovery(ctx caddy.Context) {
 	h.disc = d
 	var wg sync.WaitGroup
 	failed := make([]bool, len(provs))
+	d.provisioning = true
 	for i, p := range provs {
 		wg.Add(1)
 		go func() {
@@ -136,20 +161,21 @@ func (h *Handler) startDiscovery(ctx caddy.Context) {
 		}()
 	}
 	wg.Wait()
+	d.provisioning = false
 	d.rebuild()
 	loopCtx, cancel := context.WithCancel(context.Background())
 	d.cancel = cancel
 	for i, p := range provs {
 		d.wg.Add(1)
-		go d.refresh(loopCtx, p, failed[i])
+		go d.refresh(loopCtx, p, failed[i], started)
 	}
 }
 
-// refresh fetches p's list every refresh interval until ctx ends.
-// After a failed fetch it tries again sooner: in 1s, then twice as
-// long each time, up to the interval (a provider that is a site of the
-// same Caddy, say, listens only once the configuration has started).
-func (d *discovery) refresh(ctx context.Context, p *upstreams.Provider, failed bool) {
+// refresh fetches p's list once the config has started (when started
+// closes; nil if that is not known), then every refresh interval until
+// ctx ends. After a failed fetch it tries again sooner: in 1s, then
+// twice as long each time, up to the interval.
+func (d *discovery) refresh(ctx context.Context, p *upstreams.Provider, failed bool, started <-chan struct{}) {
 	defer d.wg.Done()
 	interval, retry := p.RefreshInterval(), min(retryFirst, p.RefreshInterval())
 	wait := interval
@@ -162,6 +188,8 @@ func (d *discovery) refresh(ctx context.Context, p *upstreams.Provider, failed b
 		select {
 		case <-ctx.Done():
 			return
+		case <-started:
+			started = nil
 		case <-t.C:
 		}
 		// (A list shared with another config's provider of the same
@@ -183,7 +211,8 @@ func (d *discovery) refresh(ctx context.Context, p *upstreams.Provider, failed b
 const retryFirst = time.Second
 
 // fetch fetches p's model list and records the outcome; it reports
-// whether the list changed and whether the fetch succeeded.
+// whether the list changed and whether the fetch succeeded. A failure
+// is a warning, or a debug message for the fetch at provision.
 func (d *discovery) fetch(ctx context.Context, p *upstreams.Provider) (changed, ok bool) {
 	ids, err := p.ListModels(ctx)
 	if ctx.Err() != nil {
@@ -199,7 +228,11 @@ func (d *discovery) fetch(ctx context.Context, p *upstreams.Provider) (changed, 
 		if !l.fetched.IsZero() {
 			fields = append(fields, zap.Time("last_success", l.fetched))
 		}
-		d.h.logger.Warn("model discovery failed; keeping the last known list", fields...)
+		if d.provisioning {
+			d.h.logger.Debug("model discovery failed before the config started; trying again once it has", fields...)
+		} else {
+			d.h.logger.Warn("model discovery failed; keeping the last known list", fields...)
+		}
 		return false, false
 	}
 	changed = !slices.Equal(ids, l.ids)
@@ -221,8 +254,8 @@ func (d *discovery) rebuild() {
 		st := d.lists[p.Name].status()
 		d.built[p.Name] = st.Version
 		for _, id := range st.IDs {
-			if h.models[id] != nil {
-				continue // the registry's entry overrides
+			if h.models[id] != nil || d.registered[[2]string{p.Name, id}] {
+				continue // the registry's entry overrides, or serves it
 			}
 			m := cat[id]
 			if m == nil {
@@ -303,5 +336,36 @@ func validTemplate(m *Model) error {
 	if len(m.Providers) > 0 || m.UpstreamName != "" {
 		return fmt.Errorf("model %s: a pattern sets defaults for discovered models, which take their providers and names from the lists: no providers or upstream_name", m.Name)
 	}
+	return nil
+}
+
+// configStarted returns a channel closed once the config that ctx
+// provisions has started (Caddy's "started" event), or nil when that
+// cannot be known (no events app, as in tests that provision alone).
+func configStarted(ctx caddy.Context) <-chan struct{} {
+	app, err := ctx.AppIfConfigured("events")
+	if err != nil {
+		return nil
+	}
+	events, ok := app.(*caddyevents.App)
+	if !ok {
+		return nil
+	}
+	s := &startSignal{c: make(chan struct{})}
+	if events.On("started", s) != nil {
+		return nil // subscriptions are closed: the config has started
+	}
+	return s.c
+}
+
+// startSignal closes c on the event it is subscribed to.
+type startSignal struct {
+	once sync.Once
+	c    chan struct{}
+}
+
+// Handle implements caddyevents.Handler.
+func (s *startSignal) Handle(context.Context, caddy.Event) error {
+	s.once.Do(func() { close(s.c) })
 	return nil
 }

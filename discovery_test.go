@@ -137,3 +137,25 @@ func TestModelsPath(t *testing.T) {
 		}
 	}
 }
+
+// A listed id that a registered model serves at that provider (its
+// upstream_name there) is that model's, not a model of its own; at a
+// provider where no registered model serves it, it is discovered.
+func TestDiscoveryKeepsRegisteredUpstreamNames(t *testing.T) {
+	_, addrP := newListServer(t, `{"data":[{"id":"mock-large"},{"id":"mock-reasoner"}]}`)
+	_, addrQ := newListServer(t, `{"data":[{"id":"mock-large"}]}`)
+	h := mustLoadHandler(t, `{"providers": [
+		{"name": "p", "models": "auto", "models_refresh": "1h", "proxy": `+proxyTo(addrP)+`},
+		{"name": "q", "models": "auto", "models_refresh": "1h", "proxy": `+proxyTo(addrQ)+`}],
+		"models": [{"name": "large", "providers": ["p"], "upstream_name": "mock-large"}]}`)
+	if h.model("mock-reasoner") == nil {
+		t.Fatalf("mock-reasoner was not discovered: %v", h.discoveredModels())
+	}
+	m := h.model("mock-large")
+	if m == nil || len(m.serving) != 1 || m.serving[0].provider.Name != "q" {
+		t.Fatalf("mock-large: %+v, want a discovered model served by q alone (p serves it as large)", m)
+	}
+	if l := h.model("large"); l == nil || len(l.serving) != 1 || l.serving[0].provider.Name != "p" || l.UpstreamName != "mock-large" {
+		t.Errorf("large: %+v", l)
+	}
+}

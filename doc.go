@@ -35,7 +35,8 @@ back across them before the first byte reaches the client.
     error answer does beyond retry_on: a prompt too long for a model's
     context moves on only to a larger context (escalation), a
     content-policy refusal (an error, or a 200 that ends in one before
-    anything reached the client) only with fallback_on, and a transient
+    anything reached the client; refused is the one judge of a refusal,
+    the cascade's check included) only with fallback_on, and a transient
     failure is tried again on the same target (retries,
     max_retry_wait). A text stream (chat completions or messages) goes
     to the client through a splice (rescue.go): when it breaks after
@@ -137,10 +138,11 @@ on an answer (feedback.go) joins it there by X-LLM-Request-Id.
   - GET …/models (models_list.go) answers the gateway's own model list,
     dispatched from the top of ServeHTTP.
   - Model discovery (discovery.go; the fetch in upstreams/discovery.go):
-    providers with `models auto` are listed at provision and by one
-    refresh goroutine each, stopped in Cleanup; the discovered models
-    are an atomic snapshot read through Handler.model, beside the
-    registry's.
+    providers with `models auto` are listed at provision, again once
+    the config has started (Caddy's started event), and by one refresh
+    goroutine each, stopped in Cleanup; the discovered models (less the
+    ids registered models serve) are an atomic snapshot read through
+    Handler.model, beside the registry's.
   - The admin API (admin.go, module admin.api.llm_route) reads the
     handlers that Provision registered and Cleanup unregistered: pair
     state, upstreams, discovery and quota levels (limits.Reader).

@@ -85,14 +85,18 @@ func (h *Handler) fallsBackOnRefusal(p *plan, c *strategies.Candidate) bool {
 }
 
 // refusal reports whether a whole answer, in its provider's format,
-// ended with a content-policy refusal: OpenAI's finish_reason
-// content_filter (chat) or incomplete_details.reason content_filter
-// (responses), Anthropic's stop_reason refusal.
+// ended with a refusal (see refused).
 func refusal(body []byte) bool { return refused(gjson.ParseBytes(body)) }
 
-// refused reports whether an answer or a stream event ends the answer
-// with a content-policy refusal (see refusal; of events: a chunk's
-// finish_reason, a message_delta's stop_reason, a response.incomplete).
+// refused reports whether an answer or a stream event, in any API's
+// format, is a refusal: OpenAI's finish_reason content_filter (chat) or
+// incomplete_details.reason content_filter (responses), a message's
+// refusal (chat: message.refusal, or delta.refusal in a chunk, even
+// with finish_reason stop; responses: a refusal content part or
+// event), Anthropic's stop_reason refusal. It is the one judge of what
+// a refusal is: fallback_on content_filter asks it of the provider's
+// answer, and readAnswer makes the cascade and consensus see its
+// verdict (Answer.Finish "refusal").
 func refused(j gjson.Result) bool {
 	for _, path := range []string{"stop_reason", "delta.stop_reason"} {
 		if j.Get(path).Str == "refusal" {
@@ -105,8 +109,20 @@ func refused(j gjson.Result) bool {
 		}
 	}
 	for _, ch := range j.Get("choices").Array() {
-		if ch.Get("finish_reason").Str == "content_filter" {
+		if ch.Get("finish_reason").Str == "content_filter" ||
+			ch.Get("message.refusal").Str != "" || ch.Get("delta.refusal").Str != "" {
 			return true
+		}
+	}
+	switch j.Get("type").Str {
+	case "response.refusal.delta", "response.refusal.done":
+		return true
+	}
+	for _, item := range j.Get("output").Array() {
+		for _, part := range item.Get("content").Array() {
+			if part.Get("type").Str == "refusal" {
+				return true
+			}
 		}
 	}
 	return false

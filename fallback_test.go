@@ -4,11 +4,14 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
+
+	"github.com/caddy-llm-route/llmroute/strategies"
 )
 
 func TestErrorKind(t *testing.T) {
@@ -82,6 +85,8 @@ func TestRetryWait(t *testing.T) {
 func TestFallbackOnContentFilterFinish(t *testing.T) {
 	const filtered = `{"id":"chatcmpl-2","object":"chat.completion","choices":[{"index":0,"message":{"role":"assistant","content":""},"finish_reason":"content_filter"}],"usage":{"prompt_tokens":3,"completion_tokens":0,"total_tokens":3}}`
 	const refused = `{"id":"msg_1","type":"message","role":"assistant","model":"claude-real","content":[],"stop_reason":"refusal","usage":{"input_tokens":3,"output_tokens":0}}`
+	// OpenAI's refusal: finish_reason stop, the refusal in message.refusal
+	const openAIRefusal = `{"id":"chatcmpl-3","object":"chat.completion","choices":[{"index":0,"message":{"role":"assistant","content":null,"refusal":"I'm sorry, I cannot help with that."},"finish_reason":"stop"}],"usage":{"prompt_tokens":3,"completion_tokens":9,"total_tokens":12}}`
 	body := `{"model":"m","messages":[{"role":"user","content":"hi"}]}`
 	for _, tc := range []struct {
 		name, extra, first string
@@ -89,6 +94,8 @@ func TestFallbackOnContentFilterFinish(t *testing.T) {
 	}{
 		{"openai off", ``, filtered, "a"},
 		{"openai on", `"fallback_on": ["content_filter"],`, filtered, "b"},
+		{"openai refusal off", ``, openAIRefusal, "a"},
+		{"openai refusal on", `"fallback_on": ["content_filter"],`, openAIRefusal, "b"},
 		{"ok on", `"fallback_on": ["content_filter"],`, okChat, "a"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -149,11 +156,40 @@ func TestFallbackOnContentFilterFinish(t *testing.T) {
 		{filtered, true},
 		{refused, true},
 		{`{"object":"response","status":"incomplete","incomplete_details":{"reason":"content_filter"}}`, true},
+		{openAIRefusal, true},
+		{`{"object":"chat.completion.chunk","choices":[{"index":0,"delta":{"refusal":"I'm sorry"},"finish_reason":null}]}`, true},
+		{`{"object":"response","status":"completed","output":[{"type":"message","content":[{"type":"refusal","refusal":"No."}]}]}`, true},
+		{`{"type":"response.refusal.delta","delta":"No."}`, true},
 		{okChat, false},
+		{`{"choices":[{"message":{"content":"hi","refusal":null},"finish_reason":"stop"}]}`, false},
+		{`{"choices":[{"delta":{"content":"hi","refusal":""},"finish_reason":null}]}`, false},
 		{`{"stop_reason":"end_turn"}`, false},
 	} {
 		if got := refusal([]byte(tc.body)); got != tc.want {
 			t.Errorf("refusal(%s) = %v", tc.body, got)
+		}
+	}
+}
+
+// fallback_on content_filter and the cascade's check agree on what a
+// refusal is: whatever the API, an answer the one moves on from, the
+// other escalates, and no other.
+func TestRefusalJudgedAlike(t *testing.T) {
+	cascade := new(strategies.Cascade)
+	for _, tc := range []struct{ endpoint, body string }{
+		{"/chat/completions", `{"choices":[{"message":{"role":"assistant","content":null,"refusal":"Sorry, no."},"finish_reason":"stop"}]}`},
+		{"/chat/completions", `{"choices":[{"message":{"role":"assistant","content":""},"finish_reason":"content_filter"}]}`},
+		{"/chat/completions", `{"choices":[{"message":{"role":"assistant","content":"Paris is the capital.","refusal":null},"finish_reason":"stop"}]}`},
+		{"/messages", `{"type":"message","content":[{"type":"text","text":"Sorry."}],"stop_reason":"refusal"}`},
+		{"/messages", `{"type":"message","content":[{"type":"text","text":"Paris is the capital."}],"stop_reason":"end_turn"}`},
+		{"/responses", `{"status":"completed","output":[{"type":"message","content":[{"type":"refusal","refusal":"Sorry, no."}]}]}`},
+		{"/responses", `{"status":"incomplete","incomplete_details":{"reason":"content_filter"},"output":[]}`},
+		{"/responses", `{"status":"completed","output":[{"type":"message","content":[{"type":"output_text","text":"Paris is the capital."}]}]}`},
+	} {
+		req := &strategies.Request{Endpoint: tc.endpoint, Body: []byte(`{"messages":[{"role":"user","content":"capital of France?"}]}`)}
+		escalates := slices.Contains(cascade.Check(req, readAnswer(tc.endpoint, []byte(tc.body))), "refusal")
+		if moves := refusal([]byte(tc.body)); moves != escalates {
+			t.Errorf("%s %s: fallback_on content_filter moves on: %v; the cascade escalates for a refusal: %v", tc.endpoint, tc.body, moves, escalates)
 		}
 	}
 }

@@ -276,8 +276,9 @@ type Model struct {
 	// default: the input price.
 	CacheWritePrice *float64 `json:"cache_write_price,omitempty"`
 
-	// The most output tokens the model gives; a request asking for more
-	// is clamped to it.
+	// The most output tokens the model gives; a body sent asking for
+	// more (by the client, a route target's params or a rule's) is
+	// clamped to it.
 	MaxOutput int64 `json:"max_output,omitempty"`
 
 	// The model's limits, over all its providers.

@@ -26,7 +26,7 @@ func TestReadAnswer(t *testing.T) {
 		{"/chat/completions", `{"choices":[{"message":{"content":"Hi there","refusal":null},"finish_reason":"stop"}]}`,
 			strategies.Answer{Text: "Hi there", Finish: "stop"}},
 		{"/chat/completions", `{"choices":[{"message":{"content":null,"refusal":"No."},"finish_reason":"stop"}]}`,
-			strategies.Answer{Refusal: "No.", Finish: "stop"}},
+			strategies.Answer{Refusal: "No.", Finish: "refusal"}},
 		{"/chat/completions", `{"choices":[{"message":{"content":[{"type":"text","text":"a"},{"type":"text","text":"b"}],"tool_calls":[{"function":{"name":"f","arguments":"{ \"x\": 1 }"}}]},"finish_reason":"tool_calls"}]}`,
 			strategies.Answer{Text: "ab", ToolCalls: "f {\"x\":1}\n", Finish: "tool_calls"}},
 		{"/completions", `{"choices":[{"text":"cut","finish_reason":"length"}]}`,
@@ -38,7 +38,7 @@ func TestReadAnswer(t *testing.T) {
 		{"/responses", `{"status":"incomplete","incomplete_details":{"reason":"max_output_tokens"},"output":[{"type":"reasoning"},{"type":"message","content":[{"type":"output_text","text":"Part"}]},{"type":"function_call","name":"h","arguments":"{}"}]}`,
 			strategies.Answer{Text: "Part", ToolCalls: "h {}\n", Finish: "length"}},
 		{"/responses", `{"status":"completed","output":[{"type":"message","content":[{"type":"refusal","refusal":"Nope"}]}]}`,
-			strategies.Answer{Refusal: "Nope", Finish: "stop"}},
+			strategies.Answer{Refusal: "Nope", Finish: "refusal"}},
 	} {
 		if got := readAnswer(tc.endpoint, []byte(tc.body)); got != tc.want {
 			t.Errorf("%s %s:\n got %+v\nwant %+v", tc.endpoint, tc.body, got, tc.want)

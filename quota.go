@@ -79,7 +79,7 @@ func (h *Handler) admit(ctx context.Context, req *strategies.Request, p *plan, c
 		subjects[1] = p.rt.subject
 	}
 	subjects[2], subjects[3] = m.subject, h.provSubject[c.Provider.Name]
-	a := estimate(req, m)
+	a := estimate(req, m, h.sentOutputCap(req, p, c))
 	res := limits.NewReservation()
 	for _, s := range subjects {
 		if s != nil {
@@ -112,29 +112,91 @@ func (h *Handler) admit(ctx context.Context, req *strategies.Request, p *plan, c
 }
 
 // estimate is what a request may take at most on model m: one request,
-// the prompt estimate plus the output cap in tokens, and their price.
-func estimate(req *strategies.Request, m *Model) limits.Amount {
-	out := outputCap(req.MaxTokens, m.MaxOutput)
+// the prompt estimate plus the output cap out in tokens, and their price.
+func estimate(req *strategies.Request, m *Model, out int64) limits.Amount {
 	prompt := float64(req.PromptTokens)
 	return limits.Amount{Requests: 1, Tokens: prompt + float64(out),
 		Cost: (prompt*m.InputPrice + float64(out)*m.OutputPrice) / 1e6}
 }
 
-// clampOutput returns the parameters that lower the request's output
-// cap fields to the model's max_output, or nil when none is above it.
-func (h *Handler) clampOutput(req *strategies.Request, c *strategies.Candidate) map[string]json.RawMessage {
+// clampOutput returns the parameters that lower the output cap fields
+// of the body sent to c to the model's max_output, or nil when none is
+// above it. rewriteBody sets them last, after the target's and the
+// strategy's parameters, whose values it judges (see askedOutput).
+func (h *Handler) clampOutput(req *strategies.Request, p *plan, c *strategies.Candidate) map[string]json.RawMessage {
 	m := h.model(c.Model)
-	if m.MaxOutput <= 0 || req.MaxTokens <= m.MaxOutput {
+	if m.MaxOutput <= 0 || askedOutput(req, p, c) <= m.MaxOutput {
 		return nil
 	}
-	v := json.RawMessage(strconv.FormatInt(m.MaxOutput, 10))
-	params := make(map[string]json.RawMessage, 1)
+	var params map[string]json.RawMessage
 	for _, field := range outputCapFields {
-		if n := gjson.GetBytes(req.Body, field); n.Type == gjson.Number && n.Int() > m.MaxOutput {
-			params[field] = v
+		if n, ok := sentField(req, p, c, field); ok && n > m.MaxOutput {
+			if params == nil {
+				params = make(map[string]json.RawMessage, 1)
+			}
+			params[field] = json.RawMessage(strconv.FormatInt(m.MaxOutput, 10))
 		}
 	}
 	return params
+}
+
+// sentOutputCap is the most output the body sent to c can get: what it
+// asks for (askedOutput), clamped to the model's max_output, or
+// max_output, or the default. Reservations and cost estimates use it.
+func (h *Handler) sentOutputCap(req *strategies.Request, p *plan, c *strategies.Candidate) int64 {
+	return outputCap(askedOutput(req, p, c), h.model(c.Model).MaxOutput)
+}
+
+// askedOutput is the output cap the body sent to c asks for before the
+// clamp: the largest of its cap fields, each as the strategy's
+// parameters set it, else the target's, else the client's body (the
+// order rewriteBody applies them in); 0 when none is set.
+func askedOutput(req *strategies.Request, p *plan, c *strategies.Candidate) int64 {
+	if (p == nil || len(p.params) == 0) && len(c.Params) == 0 {
+		return req.MaxTokens
+	}
+	var asked int64
+	for _, field := range outputCapFields {
+		if n, ok := sentField(req, p, c, field); ok {
+			asked = max(asked, n)
+		}
+	}
+	return asked
+}
+
+// sentField is the number an output cap field of the body sent to c
+// holds, before the clamp; ok is false when it holds no number.
+func sentField(req *strategies.Request, p *plan, c *strategies.Candidate, field string) (int64, bool) {
+	var v gjson.Result
+	if raw, set := planParam(p, field); set {
+		v = gjson.ParseBytes(raw)
+	} else if raw, set := c.Params[field]; set {
+		v = gjson.ParseBytes(raw)
+	} else {
+		v = gjson.GetBytes(req.Body, field)
+	}
+	if v.Type != gjson.Number {
+		return 0, false
+	}
+	return v.Int(), true
+}
+
+// planParam is the strategy's parameter of that name, if it set one.
+func planParam(p *plan, name string) (json.RawMessage, bool) {
+	if p == nil {
+		return nil, false
+	}
+	raw, ok := p.params[name]
+	return raw, ok
+}
+
+// clampedOutput is a client's output cap asked, clamped to maxOutput
+// when set; 0 when none was asked.
+func clampedOutput(asked, maxOutput int64) int64 {
+	if maxOutput > 0 {
+		return min(asked, maxOutput)
+	}
+	return asked
 }
 
 // outputCapFields are the body fields that cap a request's output.
@@ -232,20 +294,19 @@ func (h *Handler) degrade(req *strategies.Request, p *plan, i int) {
 	case "next":
 	case "cheapest":
 		slices.SortStableFunc(rest, func(a, b strategies.Candidate) int {
-			return compareCost(estimateCost(req, &a), estimateCost(req, &b))
+			return compareCost(estimateCost(req, &a, h.sentOutputCap(req, p, &a)), estimateCost(req, &b, h.sentOutputCap(req, p, &b)))
 		})
 	default:
 		strategies.Prefer(rest, order)
 	}
 }
 
-// estimateCost is the candidate's estimated cost of req; +Inf when the
-// model has no price (never read as free).
-func estimateCost(req *strategies.Request, c *strategies.Candidate) float64 {
+// estimateCost is the candidate's estimated cost of req with an output
+// cap of out; +Inf when the model has no price (never read as free).
+func estimateCost(req *strategies.Request, c *strategies.Candidate, out int64) float64 {
 	if !c.Priced {
 		return math.Inf(1)
 	}
-	out := outputCap(req.MaxTokens, 0)
 	return (float64(req.PromptTokens)*c.InputPrice + float64(out)*c.OutputPrice) / 1e6
 }
 

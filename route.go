@@ -296,12 +296,13 @@ func (h *Handler) filtersApply(rt *Route, targets []*Target, req *strategies.Req
 }
 
 // unfit says why a model cannot serve the request, or "" if it can: the
-// context window is too small for the prompt plus the output cap, a
+// context window is too small for the prompt plus the output cap (the
+// client's, clamped to the model's max_output), a
 // capability the request needs is missing (only checked when the model
 // lists its capabilities), or the route's price cap excludes it.
 func (h *Handler) unfit(m *Model, rt *Route, v *strategies.Request) string {
-	if m.Context > 0 && int64(v.PromptTokens)+v.MaxTokens > int64(m.Context) {
-		return fmt.Sprintf("the request (about %d tokens plus %d output) exceeds the context window of %s", v.PromptTokens, v.MaxTokens, m.Name)
+	if out := clampedOutput(v.MaxTokens, m.MaxOutput); m.Context > 0 && int64(v.PromptTokens)+out > int64(m.Context) {
+		return fmt.Sprintf("the request (about %d tokens plus %d output) exceeds the context window of %s", v.PromptTokens, out, m.Name)
 	}
 	if len(m.Capabilities) > 0 {
 		for _, need := range []struct {

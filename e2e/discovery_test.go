@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -67,7 +69,7 @@ func providerDiscovery(o adminOut, provider string) (models []string, fetches in
 func TestModelDiscovery(t *testing.T) {
 	start(t, discoverySetup())
 	// (the mocks listen once the configuration has started: the first
-	// fetches at provision fail, the retries in 1s succeed)
+	// fetches at provision fail, the fetches after the start succeed)
 	waitAdmin(t, "both lists", func(o adminOut) bool {
 		_, _, _, a := providerDiscovery(o, "alpha")
 		_, _, _, c := providerDiscovery(o, "claude")
@@ -182,5 +184,63 @@ func TestDiscoveryDeadProvider(t *testing.T) {
 	c := oaClient(t)
 	if _, err := c.Chat.Completions.New(ctxT(t), chatParams("chat", prompt)); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// A discovering provider that is a site of the same Caddy: on a cold
+// start it does not listen yet when the config is provisioned, and on a
+// reload the previous config's site answers then. Its list is fetched
+// again once the config has started, so the list is the new config's at
+// once and a cold start logs no warning. The id a registered model
+// serves at the provider (its upstream_name) stays that model's.
+func TestDiscoveryOwnSite(t *testing.T) {
+	logFile := filepath.Join(t.TempDir(), "caddy.log")
+	cfg := func(models string) setup {
+		return setup{
+			Global: fmt.Sprintf("\tlog {\n\t\toutput file %s\n\t\tlevel WARN\n\t}", logFile),
+			Mocks:  []mockSite{{Port: portExtra1, Name: "lister", Text: "Listed.", Lines: []string{"models " + models}}},
+			Route: fmt.Sprintf(`
+		name disc
+		provider lister http://127.0.0.1:%d {
+			models auto
+			models_refresh 1h
+		}
+		model big lister {
+			upstream_name mock-big
+		}
+`, portExtra1),
+		}
+	}
+	listed := func(want ...string) func(adminOut) bool {
+		return func(o adminOut) bool {
+			models, _, _, ok := providerDiscovery(o, "lister")
+			return ok && slices.Equal(models, want)
+		}
+	}
+
+	start(t, cfg("mock-big one"))
+	waitAdmin(t, "the first list", listed("mock-big", "one"))
+	logs, err := os.ReadFile(logFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(string(logs), "model discovery failed") {
+		t.Errorf("a cold start warned of its own site:\n%s", logs)
+	}
+
+	loadConfig(t, cfg("mock-big two"))
+	waitAdmin(t, "the new config's list", listed("mock-big", "two"))
+
+	var ids []string
+	c := oaClient(t)
+	iter := c.Models.ListAutoPaging(ctxT(t))
+	for iter.Next() {
+		ids = append(ids, iter.Current().ID)
+	}
+	if err := iter.Err(); err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Contains(ids, "big") || !slices.Contains(ids, "two") || slices.Contains(ids, "mock-big") || slices.Contains(ids, "one") {
+		t.Errorf("the gateway lists %v: want big and two, not mock-big (big's) or one (the old list)", ids)
 	}
 }

@@ -68,6 +68,11 @@ func TestContextLengthEscalation(t *testing.T) {
 	if got := msg.Content[0].Text; got != betaText {
 		t.Errorf("content %q, want beta's", got)
 	}
+	// ... which reaches an OpenAI client with OpenAI's code
+	_, err = oc.Chat.Completions.New(ctxT(t), chatParams("cshort", prompt), faultHeader("claude:"+tooLong))
+	if !asError(err, &oerr) || oerr.StatusCode != 400 || oerr.Code != "context_length_exceeded" || oerr.Param != "messages" {
+		t.Errorf("got %v, want Anthropic's context-length error as OpenAI's 400 context_length_exceeded", err)
+	}
 
 	// a context-length error says nothing of the pair's health
 	if info := pairInfo(t, "alpha", "small"); info.Stats.ErrorRate != 0 {

@@ -677,3 +677,32 @@ func TestCombinedStreamFaults(t *testing.T) {
 		t.Errorf("want one chunk, the malformed event, then the cut:\n%s", body)
 	}
 }
+
+func TestErrorEventFault(t *testing.T) {
+	for _, path := range []string{"/v1/chat/completions", "/v1/completions", "/v1/responses", "/v1/messages"} {
+		t.Run(path, func(t *testing.T) {
+			// after=0: the error is the first event, before the role
+			// chunk or message_start
+			h := provision(t, &Handler{Faults: []string{"error_event,after=0"}})
+			w := serve(t, h, faultRequest(path, true))
+			data := sseData(t, w.Body.String())
+			if len(data) != 1 || !gjson.Get(data[0], "error").Exists() {
+				t.Errorf("after=0: want the error event alone, got:\n%s", w.Body)
+			}
+			if path == "/v1/messages" && !strings.HasPrefix(w.Body.String(), "event: error\n") {
+				t.Errorf("after=0: the stream does not start with the error event:\n%s", w.Body)
+			}
+
+			// after=1: the stream starts, sends one content chunk, then the error
+			h = provision(t, &Handler{Faults: []string{"error_event,after=1"}})
+			w = serve(t, h, faultRequest(path, true))
+			data = sseData(t, w.Body.String())
+			if len(data) < 2 || gjson.Get(data[0], "error").Exists() || !gjson.Get(data[len(data)-1], "error").Exists() {
+				t.Errorf("after=1: want the stream's start, then the error last, got:\n%s", w.Body)
+			}
+			if n := contentChunks(w.Body.String()); n != 1 {
+				t.Errorf("after=1: %d content chunks before the error, want 1", n)
+			}
+		})
+	}
+}

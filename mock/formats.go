@@ -558,9 +558,15 @@ func (rp *reply) chatStream() *stream {
 			}}}, nil))
 		}
 	} else {
+		// a refusal comes in delta.refusal, as message.refusal does whole
+		field := "content"
 		s.head = []sseEvent{chunk(obj{"role": "assistant", "content": ""}, nil)}
+		if rp.refusal {
+			field = "refusal"
+			s.head = []sseEvent{chunk(obj{"role": "assistant", "content": nil, "refusal": ""}, nil)}
+		}
 		for i := range rp.words {
-			s.content = append(s.content, chunk(obj{"content": rp.token(i)}, nil))
+			s.content = append(s.content, chunk(obj{field: rp.token(i)}, nil))
 		}
 	}
 	s.tail = []sseEvent{chunk(obj{}, rp.finishReason())}

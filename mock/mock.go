@@ -41,7 +41,8 @@
 //   - list_status (code, after, default 0): the models endpoint alone
 //     answers with an error status once it has answered `after` times.
 //   - error_event (after, default 2): end the stream with an error event
-//     (an overloaded error) after some content chunks.
+//     (an overloaded error) after some content chunks; after=0 makes the
+//     error the stream's very first event.
 //
 // A chat completions or messages request whose conversation ends with
 // an assistant turn (a prefill) is answered, by default, with the rest
@@ -49,13 +50,17 @@
 //
 // Every kind also accepts count=N, which limits a configured fault to the
 // first N requests the mock serves; header faults ignore it.
+//
+// Every wait (latency, ttft, pacing, slow_first_token, stall, no_answer)
+// ends when the client goes away or the server shuts down; in the latter
+// case the connection is aborted.
 package mock
 
 import (
 	"context"
 	"crypto/subtle"
+	"errors"
 	"fmt"
-	"io"
 	"math"
 	"net/http"
 	"strconv"
@@ -177,6 +182,8 @@ type Handler struct {
 	tailCount *atomic.Int64 // inference requests, for the slow tail
 	lists     *atomic.Int64 // requests to the models endpoint, for list_status
 	logger    *zap.Logger
+	stopping  context.Context    // done when the server shuts down
+	stop      context.CancelFunc // ends stopping
 }
 
 // CaddyModule returns the Caddy module information.
@@ -193,6 +200,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	h.requests = new(atomic.Int64)
 	h.tailCount = new(atomic.Int64)
 	h.lists = new(atomic.Int64)
+	h.watchShutdown(ctx)
 	if h.Text == "" {
 		h.Text = DefaultText
 	}
@@ -249,12 +257,21 @@ func (h *Handler) Validate() error {
 // ServeHTTP answers the request like an LLM provider would, subject to
 // the active faults.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.Handler) error {
-	ctx := r.Context()
+	ctx, done := h.requestContext(r)
+	defer done()
+	r = r.WithContext(ctx)
 	if h.Name != "" {
 		w.Header().Set("X-Mock-Name", h.Name)
 	}
 
 	ep := endpointFor(r)
+	body, err := readBody(r)
+	switch {
+	case errors.Is(err, errBodyTooLarge):
+		return writeError(w, ep, http.StatusRequestEntityTooLarge, err.Error())
+	case err != nil:
+		return writeError(w, ep, http.StatusBadRequest, "reading request body: "+err.Error())
+	}
 	faults, faultErr := h.activeFaults(r, ep)
 	plan := newFaultPlan(faults)
 	if len(faults) > 0 && h.logger != nil {
@@ -294,7 +311,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.
 		panic(http.ErrAbortHandler)
 	}
 	if plan.noAnswer {
-		<-ctx.Done()
+		hold(ctx)
 		return nil
 	}
 	if msg := h.checkAPIKey(r); msg != "" {
@@ -303,10 +320,6 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.
 
 	var req gjson.Result
 	if ep != endpointModels {
-		body, err := io.ReadAll(io.LimitReader(r.Body, maxBodySize))
-		if err != nil {
-			return writeError(w, ep, http.StatusBadRequest, "reading request body: "+err.Error())
-		}
 		req = gjson.ParseBytes(body)
 		if !gjson.ValidBytes(body) || !req.IsObject() {
 			return writeError(w, ep, http.StatusBadRequest, "request body must be a JSON object")
@@ -361,7 +374,7 @@ func serveBody(w http.ResponseWriter, r *http.Request, body []byte, wait time.Du
 		case plan.cutAfter >= 0:
 			panic(http.ErrAbortHandler)
 		case plan.stallAfter >= 0:
-			<-ctx.Done()
+			hold(ctx)
 		}
 		return nil
 	}
@@ -397,6 +410,12 @@ func (h *Handler) serveStream(w http.ResponseWriter, r *http.Request, rp *reply,
 		return true
 	}
 
+	if plan.errorEventAfter == 0 {
+		// the error is the stream's very first event, as from a
+		// provider that fails before it starts the answer
+		send(s.errorEvent(rp.endpoint))
+		return nil
+	}
 	if !send(s.head...) {
 		return nil
 	}
@@ -417,7 +436,7 @@ func (h *Handler) serveStream(w http.ResponseWriter, r *http.Request, rp *reply,
 			return nil
 		}
 		if hit(plan.stallAfter) {
-			<-ctx.Done()
+			hold(ctx)
 			return nil
 		}
 		if i == len(s.content) {
@@ -521,25 +540,10 @@ func flush(w http.ResponseWriter) {
 	_ = http.NewResponseController(w).Flush()
 }
 
-// sleep waits for d, or until ctx is done. It reports whether
-// ctx is still alive.
-func sleep(ctx context.Context, d time.Duration) bool {
-	if d <= 0 {
-		return ctx.Err() == nil
-	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-ctx.Done():
-		return false
-	}
-}
-
 // Interface guards
 var (
 	_ caddy.Provisioner           = (*Handler)(nil)
+	_ caddy.CleanerUpper          = (*Handler)(nil)
 	_ caddy.Validator             = (*Handler)(nil)
 	_ caddyhttp.MiddlewareHandler = (*Handler)(nil)
 	_ caddyfile.Unmarshaler       = (*Handler)(nil)

@@ -17,8 +17,8 @@ type Reply struct {
 	Text string `json:"text"`
 
 	// Answer as a refusal: a chat completion's message.refusal (its
-	// content null), a message's stop_reason refusal; other APIs send
-	// the text as usual.
+	// content null; delta.refusal in a stream), a message's stop_reason
+	// refusal; other APIs send the text as usual.
 	Refusal bool `json:"refusal,omitempty"`
 }
 

@@ -580,9 +580,25 @@ func writeOpenAIErrorDetail(w *jsonw, e gjson.Result) {
 	w.open('{')
 	w.kraw("message", strRaw(e.Get("message")))
 	w.kraw("type", rawOr(e.Get("type"), `"api_error"`))
-	w.kraw("param", "null")
-	w.kraw("code", rawOr(e.Get("type"), "null"))
+	if contextLengthError(e) {
+		// OpenAI's code and param for a prompt longer than the context
+		// window, which OpenAI SDK users test for
+		w.kstr("param", "messages")
+		w.kstr("code", "context_length_exceeded")
+	} else {
+		w.kraw("param", "null")
+		w.kraw("code", rawOr(e.Get("type"), "null"))
+	}
 	w.close('}')
+}
+
+// contextLengthError reports whether an Anthropic error says the prompt
+// is longer than the model's context window: an invalid_request_error
+// whose message starts "prompt is too long" (as in "prompt is too long:
+// 210000 tokens > 200000 maximum").
+func contextLengthError(e gjson.Result) bool {
+	return e.Get("type").Str == "invalid_request_error" &&
+		strings.HasPrefix(strings.ToLower(e.Get("message").Str), "prompt is too long")
 }
 
 // Event translates one Messages stream event to chat completion chunks.
