@@ -133,12 +133,13 @@ func (h *Handler) newReply(ep endpoint, req gjson.Result) (*reply, error) {
 		// a tool call ignores the output limit
 		return rp, nil
 	}
-	text, err := h.continueText(ep, req)
-	if err != nil {
-		return nil, err
-	}
+	text := h.Text
 	if script := h.scripted(req); script != nil {
 		text, rp.refusal = script.Text, script.Refusal
+	}
+	text, err := h.continueText(ep, req, text)
+	if err != nil {
+		return nil, err
 	}
 	rp.words = strings.Fields(text)
 	if len(rp.words) > 0 {

@@ -44,21 +44,22 @@ func prefill(ep endpoint, req gjson.Result) (string, bool) {
 	return b.String(), true
 }
 
-// continueText applies the prefill policy to the mock's text: it
-// returns the text to answer with, or an error for a refused prefill.
-func (h *Handler) continueText(ep endpoint, req gjson.Result) (string, error) {
+// continueText applies the prefill policy to text, the answer the mock
+// would give (its text, or a scripted reply's): it returns the text to
+// answer with, or an error for a refused prefill.
+func (h *Handler) continueText(ep endpoint, req gjson.Result, text string) (string, error) {
 	pre, ok := prefill(ep, req)
 	if !ok {
-		return h.Text, nil
+		return text, nil
 	}
 	switch h.Prefill {
 	case PrefillRefuse:
 		return "", fmt.Errorf("this model does not support assistant message prefill")
 	case PrefillIgnore:
-		return h.Text, nil
+		return text, nil
 	}
-	if pre != "" && strings.HasPrefix(h.Text, pre) {
-		return h.Text[len(pre):], nil
+	if pre != "" && strings.HasPrefix(text, pre) {
+		return text[len(pre):], nil
 	}
-	return h.Text, nil
+	return text, nil
 }

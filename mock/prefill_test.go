@@ -77,3 +77,14 @@ func TestErrorKinds(t *testing.T) {
 		t.Error("error=tired parses")
 	}
 }
+
+// A scripted reply is continued as the mock's text is: a prefill that
+// begins it gets the rest.
+func TestPrefillOfScriptedReply(t *testing.T) {
+	h := provision(t, &Handler{Text: "Default answer.", Replies: []Reply{{Match: "list", Text: "1. Item one 2. Item two"}}})
+	body := `{"messages":[{"role":"user","content":"A list, please."},{"role":"assistant","content":"1. Item one"}]}`
+	w := serve(t, h, httptest.NewRequest(http.MethodPost, "/v1/chat/completions", strings.NewReader(body)))
+	if got := gjson.Get(w.Body.String(), "choices.0.message.content").String(); got != " 2. Item two" {
+		t.Errorf("continued reply %q, want %q", got, " 2. Item two")
+	}
+}
