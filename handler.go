@@ -344,7 +344,7 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, req *strategies.
 			})
 		}
 		esc.escalate(&res, c, p.candidates[i+1:])
-		if h.rescueNext(sp, req, p, c, &res) {
+		if h.rescueNext(sp, p, c, &res, i < len(p.candidates)-1) {
 			continue
 		}
 		if res.outcome != outcomeRetry {

@@ -650,16 +650,18 @@ func (h *Handler) rescueOn(p *plan) bool {
 }
 
 // rescueNext decides, after an attempt of the loop, whether the loop
-// goes on to continue a text stream: after a stream broke that another
-// candidate can continue, and after a continuation that failed or was
-// refused (a 400 on the prefill) while candidates remain.
-func (h *Handler) rescueNext(sp *splice, req *strategies.Request, p *plan, c *strategies.Candidate, res *attemptResult) bool {
+// goes on to continue a text stream: after a stream broke that a later
+// candidate (more: one remains) can continue, and after a continuation
+// that failed or was refused (a 400 on the prefill) while candidates
+// remain. A broken call is carried into the continuation's usage only
+// then; with none left, rescueEnd counts it.
+func (h *Handler) rescueNext(sp *splice, p *plan, c *strategies.Candidate, res *attemptResult, more bool) bool {
 	if sp == nil {
 		return false
 	}
 	switch res.outcome {
 	case outcomeBroken:
-		if !sp.broken() {
+		if !more || !sp.broken() {
 			return false
 		}
 		sp.carry(res.aw)

@@ -1,6 +1,9 @@
 package llmroute
 
 import (
+	"fmt"
+	"io"
+	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
@@ -253,5 +256,33 @@ func TestSpliceJSONAnswer(t *testing.T) {
 	rec, _, _, aborted := serveGateway(t, h, "POST", "/v1/chat/completions", `{"model":"m","stream":true,"messages":[{"role":"user","content":"Hi."}]}`)
 	if aborted || rec.Code != 200 || rec.Body.String() != okChat || rec.Header().Get("Content-Type") != "application/json" {
 		t.Fatalf("aborted %v, status %d, type %q, body %q; want the completion as it came", aborted, rec.Code, rec.Header().Get("Content-Type"), rec.Body)
+	}
+}
+
+// A stream that breaks with no candidate left to continue it is counted
+// once in {llm.usage.*}: its prompt's estimate and a token per delta the
+// client got, as in its record.
+func TestBrokenStreamCountedOnce(t *testing.T) {
+	chunk := "data: {\"choices\":[{\"delta\":{\"content\":\"word \"}}]}\n\n"
+	a := newUpstream(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		w.WriteHeader(200)
+		for range 3 {
+			_, _ = io.WriteString(w, chunk)
+		}
+		w.(http.Flusher).Flush()
+		panic(http.ErrAbortHandler) // drop the connection mid-stream
+	})
+	b := newUpstream(t, answer(200, okChat))
+	c := newUpstream(t, answer(500, ``))
+	h := gateway(t, a, b, c, `"rescue": true,`)
+	body := `{"model":"a/m","stream":true,"messages":[{"role":"user","content":"Tell me a story about a lighthouse."}]}`
+	_, repl, _, aborted := serveGateway(t, h, "POST", "/v1/chat/completions", body)
+	if !aborted {
+		t.Fatal("the broken stream did not abort the response")
+	}
+	want := strategies.BuildRequest("/chat/completions", []byte(body)).PromptTokens
+	if got := repl.ReplaceAll("{llm.usage.prompt_tokens} {llm.usage.completion_tokens}", ""); got != fmt.Sprintf("%d 3", want) {
+		t.Errorf("usage %q, want %d 3 (the prompt's estimate, a token per delta)", got, want)
 	}
 }

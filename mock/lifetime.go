@@ -70,15 +70,14 @@ func readBody(r *http.Request) ([]byte, error) {
 	return body, err
 }
 
-// sleep waits for d, or until ctx is done. It reports whether ctx is
-// still alive.
+// sleep waits for d, or until ctx is done. It reports whether the
+// request goes on: a wait of zero is no wait, so a request that does
+// not wait is answered even once the server's shutdown began (whether
+// its context was cancelled by then or not, which depends on when the
+// cancelling goroutine ran); only a client that left stops it.
 func sleep(ctx context.Context, d time.Duration) bool {
 	if d <= 0 {
-		if ctx.Err() != nil {
-			ended(ctx)
-			return false
-		}
-		return true
+		return ctx.Err() == nil || errors.Is(context.Cause(ctx), errShutdown)
 	}
 	t := time.NewTimer(d)
 	defer t.Stop()
