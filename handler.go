@@ -358,7 +358,8 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, req *strategies.
 	}
 	if attempts == p.calls && exhausted != nil {
 		// Every target that could take the request is over a limit: no
-		// call was made, so no model is named as having answered.
+		// call of this loop was made (a hedge's primary may have called
+		// and failed), so no model is named as having answered.
 		h.setPlaceholders(r, p, nil, attempts, Usage{})
 		setRouted(w.Header(), p, nil, attempts)
 		w.Header().Set("Retry-After", retryAfterSeconds(exhausted.retryAfter))

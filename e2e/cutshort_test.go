@@ -13,34 +13,25 @@ import (
 	"github.com/openai/openai-go/v3"
 )
 
-// cutShortSetup: a client key with a token limit; `chat` (alpha, then
-// beta) rescues broken streams, the route `kept` (the same model)
-// does not, and `claude-chat` (claude, then claude2) is the Anthropic
-// pair; every call is priced. The decision log goes to logFile.
+// cutShortSetup: the default providers, a client key with a token
+// limit; `chat` (alpha, then beta) rescues broken streams, the route
+// `kept` (the same model) does not, and `claude-chat` (claude, then
+// claude2) is the Anthropic pair; both are priced. The decision log
+// goes to logFile.
 func cutShortSetup(t *testing.T, logFile string) setup {
 	t.Setenv("LLMROUTE_CUT_CLIENT", clientKey)
 	return setup{
 		Global: fmt.Sprintf("\tlog {\n\t\tlevel ERROR\n\t}\n\tlog decisions {\n\t\toutput file %s\n\t\tformat json\n\t\tinclude http.handlers.llm_route.decisions\n\t}", logFile),
-		Route: `
+		// (the default models, priced)
+		Route: strings.NewReplacer(
+			"upstream_name mock-chat", "upstream_name mock-chat\n\t\t\tprice 2 8",
+			"upstream_name mock-claude", "upstream_name mock-claude\n\t\t\tprice 3 15",
+		).Replace(defaultRoute) + `
 		stream_idle_timeout 10m
 		decision_log
 		key team {
 			secret {env.LLMROUTE_CUT_CLIENT}
 			daily_tokens 1000000
-		}
-		provider alpha http://127.0.0.1:9181
-		provider beta http://127.0.0.1:9182
-		provider claude http://127.0.0.1:9183 {
-			format anthropic
-		}
-		provider claude2 http://127.0.0.1:9184 {
-			format anthropic
-		}
-		model chat alpha beta {
-			price 2 8
-		}
-		model claude-chat claude claude2 {
-			price 3 15
 		}
 		route kept {
 			models chat

@@ -202,7 +202,7 @@ func (p *Provider) Provision(ctx caddy.Context) error {
 			zap.String("provider", p.Name))
 	} else if p.APIKey != "" && caddy.NewReplacer().ReplaceKnown(p.APIKey, "") == "" {
 		// (placeholders of the request, unknown here, stay and do not warn)
-		ctx.Logger().Warn("provider api_key resolves to an empty value: requests go without a credential; is the environment variable set?",
+		ctx.Logger().Warn("provider api_key resolves to an empty value: requests go without a credential (is what the placeholder names, an environment variable or a file, set?)",
 			zap.String("provider", p.Name))
 	}
 	// The proxy's transport is wrapped, in the config the proxy is
