@@ -405,6 +405,7 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, req *strategies.
 				w.Header().Set(name, v)
 			}
 		}
+		retryAfterFromMs(w.Header())
 		writeJSON(w, res.status, upstreamErrorBody(req.Endpoint, res.status, res.body))
 		return nil
 	}
