@@ -1,7 +1,11 @@
 package llmroute
 
 import (
+	"io"
+	"net/http"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/tidwall/gjson"
 )
@@ -22,5 +26,43 @@ func TestServeRetryAfterMs(t *testing.T) {
 	}
 	if got := rec.Header().Get("Retry-After"); got != "2" {
 		t.Errorf("Retry-After = %q, want 2 (1500ms rounded up)", got)
+	}
+}
+
+// TestServeStreamIdleKeepAlives: keep-alive comments after the stream's
+// first text do not keep it alive past stream_idle_timeout: only events
+// with data reset the idle timer.
+func TestServeStreamIdleKeepAlives(t *testing.T) {
+	first := "data: {\"choices\":[{\"delta\":{\"content\":\"a\"}}]}\n\n"
+	a := newUpstream(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		w.WriteHeader(200)
+		_, _ = io.WriteString(w, first)
+		w.(http.Flusher).Flush()
+		tick := time.NewTicker(20 * time.Millisecond)
+		defer tick.Stop()
+		give := time.After(10 * time.Second) // (then it ends, unfinished)
+		for {
+			select {
+			case <-r.Context().Done():
+				return
+			case <-give:
+				return
+			case <-tick.C:
+				_, _ = io.WriteString(w, ": ping\n\n")
+				w.(http.Flusher).Flush()
+			}
+		}
+	})
+	b, c := newUpstream(t, answer(500, ``)), newUpstream(t, answer(500, ``))
+	h := gateway(t, a, b, c, `"rescue": false, "stream_idle_timeout": 300000000,`)
+
+	rec, _, _, aborted := serveGateway(t, h, "POST", "/v1/chat/completions", `{"model":"m","stream":true}`)
+	if !aborted {
+		t.Fatal("a stream that only pings after its first event was not aborted")
+	}
+	out := rec.Body.String()
+	if !strings.HasPrefix(out, first) || !strings.Contains(out, "stream_idle_timeout") {
+		t.Fatalf("output ends %q, want the first event then an error event naming stream_idle_timeout", out[max(len(out)-300, 0):])
 	}
 }

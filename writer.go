@@ -96,7 +96,8 @@ type attemptWriter struct {
 	onStart func(aw *attemptWriter)
 	// onCommit runs once, just before the real header is written.
 	onCommit func(aw *attemptWriter)
-	// onWrite runs on every body write after commit.
+	// onWrite runs on every body write after commit; for an event
+	// stream, on every data line (comments and keep-alives do not count).
 	onWrite func()
 
 	started    bool      // the first body byte of a good answer arrived
@@ -157,8 +158,8 @@ func (aw *attemptWriter) Write(p []byte) (int, error) {
 		}
 		aw.start()
 	}
-	if aw.onWrite != nil {
-		aw.onWrite()
+	if aw.onWrite != nil && !aw.stream {
+		aw.onWrite() // (a stream's, at each data line: inspectLine)
 	}
 	if !aw.committed && !aw.stream {
 		switch {
@@ -623,6 +624,9 @@ func (aw *attemptWriter) inspectLine(line []byte) bool {
 	data = bytes.TrimSpace(data)
 	if len(data) > 0 && !aw.committed {
 		aw.heldData = true
+	}
+	if len(data) > 0 && aw.onWrite != nil {
+		aw.onWrite()
 	}
 	return aw.inspectData(data)
 }
