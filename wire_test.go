@@ -66,3 +66,36 @@ func TestServeStreamIdleKeepAlives(t *testing.T) {
 		t.Fatalf("output ends %q, want the first event then an error event naming stream_idle_timeout", out[max(len(out)-300, 0):])
 	}
 }
+
+// cutShortJSON answers 200 with a JSON Content-Length longer than the
+// body it sends before closing the connection.
+func cutShortJSON(w http.ResponseWriter, r *http.Request) {
+	conn, buf, err := http.NewResponseController(w).Hijack()
+	if err != nil {
+		panic(err)
+	}
+	defer conn.Close()
+	_, _ = buf.WriteString("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 500\r\n\r\n" + okChat[:40])
+	_ = buf.Flush()
+}
+
+// TestServeCutShortContentLength: a 200 JSON answer whose body ends
+// before its Content-Length is an invalid answer, not an unreachable
+// upstream: the next target is tried, and with none the client gets 502
+// upstream_invalid_response saying it was cut short.
+func TestServeCutShortContentLength(t *testing.T) {
+	a, b, c := newUpstream(t, cutShortJSON), newUpstream(t, cutShortJSON), newUpstream(t, answer(500, ``))
+	h := gateway(t, a, b, c, "")
+
+	rec, _, _, aborted := serveGateway(t, h, "POST", "/v1/chat/completions", `{"model":"m"}`)
+	if aborted || rec.Code != 502 {
+		t.Fatalf("response %d (aborted %t) %s", rec.Code, aborted, rec.Body)
+	}
+	if b.requests() != 1 {
+		t.Errorf("the next target was called %d times", b.requests())
+	}
+	body := rec.Body.String()
+	if code := gjson.Get(body, "error.code").Str; code != "upstream_invalid_response" || !strings.Contains(gjson.Get(body, "error.message").Str, "cut short") {
+		t.Errorf("body %s, want upstream_invalid_response saying the answer was cut short", body)
+	}
+}
