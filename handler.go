@@ -151,13 +151,25 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 				r.Header.Set(h.ModelToHeader, req.Model)
 			}
 			if h.orchestrated(req, p) {
-				return h.orchestrate(w, r, req, p)
+				return goneAfterStart(rec, h.orchestrate(w, r, req, p))
 			}
-			return h.serve(w, r, req, p)
+			return goneAfterStart(rec, h.serve(w, r, req, p))
 		}
 	}
 	writeError(w, endpoint, rerr.status, rerr.code, rerr.msg)
 	return nil
+}
+
+// goneAfterStart turns the 499 of a client that went away after the
+// response started into nil: Caddy would write the 499 as a status too
+// ("superfluous response.WriteHeader" in its log), and its access log
+// keeps the status that went out. The request's record notes the
+// client's leaving all the same.
+func goneAfterStart(rec *record, err error) error {
+	if he, ok := errors.AsType[caddyhttp.HandlerError](err); ok && he.StatusCode == 499 && rec.status != 0 {
+		return nil
+	}
+	return err
 }
 
 // redactCredentials replaces the values of the client's credential

@@ -1,12 +1,16 @@
 package llmroute
 
 import (
+	"context"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"github.com/tidwall/gjson"
 )
 
@@ -97,5 +101,47 @@ func TestServeCutShortContentLength(t *testing.T) {
 	body := rec.Body.String()
 	if code := gjson.Get(body, "error.code").Str; code != "upstream_invalid_response" || !strings.Contains(gjson.Get(body, "error.message").Str, "cut short") {
 		t.Errorf("body %s, want upstream_invalid_response saying the answer was cut short", body)
+	}
+}
+
+// cancelOnWrite cancels the request's context once the response's first
+// body bytes are written: a client that leaves mid-stream.
+type cancelOnWrite struct {
+	*httptest.ResponseRecorder
+	cancel context.CancelFunc
+}
+
+func (w cancelOnWrite) Write(p []byte) (int, error) {
+	defer w.cancel()
+	return w.ResponseRecorder.Write(p)
+}
+
+// TestServeClientGoneMidStream: a client that leaves after the stream
+// started gets no 499 handler error (Caddy would write it as a second
+// status); the response keeps the status that went out.
+func TestServeClientGoneMidStream(t *testing.T) {
+	a := newUpstream(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		w.WriteHeader(200)
+		_, _ = io.WriteString(w, "data: {\"choices\":[{\"delta\":{\"content\":\"a\"}}]}\n\n")
+		w.(http.Flusher).Flush()
+		<-r.Context().Done()
+	})
+	b := newUpstream(t, answer(200, okChat))
+	h := gateway(t, a, b, b, "")
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	rec := cancelOnWrite{httptest.NewRecorder(), cancel}
+	r := httptest.NewRequestWithContext(ctx, "POST", "/v1/chat/completions", strings.NewReader(`{"model":"m","stream":true}`))
+	r = caddyhttp.PrepareRequest(r, caddy.NewReplacer(), rec, &caddyhttp.Server{})
+	if err := h.ServeHTTP(rec, r, nil); err != nil {
+		t.Errorf("error = %v, want none once the response started", err)
+	}
+	if rec.Code != 200 {
+		t.Errorf("status %d", rec.Code)
+	}
+	if b.requests() != 0 {
+		t.Error("tried the next target for a client that went away")
 	}
 }
