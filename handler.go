@@ -565,7 +565,7 @@ func (h *Handler) attempt(w http.ResponseWriter, r *http.Request, req *strategie
 		if sp != nil && sp.finished {
 			// The answer's finish went out: only the terminator is
 			// missing.
-			sp.complete()
+			sp.complete(aw)
 			res.outcome = outcomeDone
 			return res
 		}

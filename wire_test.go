@@ -145,3 +145,36 @@ func TestServeClientGoneMidStream(t *testing.T) {
 		t.Error("tried the next target for a client that went away")
 	}
 }
+
+// TestServeTranslatedStreamWithoutStop: an Anthropic stream that ends
+// after its finish (message_delta with usage) without message_stop is
+// completed for an OpenAI client with what message_stop would have
+// given: the usage chunk it asked for, then [DONE].
+func TestServeTranslatedStreamWithoutStop(t *testing.T) {
+	stream := anthropicStream[:strings.Index(anthropicStream, "event: message_stop")]
+	c := newUpstream(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		w.WriteHeader(200)
+		_, _ = io.WriteString(w, stream)
+	})
+	a, b := newUpstream(t, answer(500, ``)), newUpstream(t, answer(500, ``))
+	h := gateway(t, a, b, c, "")
+
+	rec, repl, _, aborted := serveGateway(t, h, "POST", "/v1/chat/completions",
+		`{"model":"claude","stream":true,"stream_options":{"include_usage":true},"messages":[{"role":"user","content":"hi"}]}`)
+	if aborted || rec.Code != 200 {
+		t.Fatalf("response %d (aborted %t) %q", rec.Code, aborted, rec.Body)
+	}
+	out := rec.Body.String()
+	if !strings.HasSuffix(out, "\n\ndata: [DONE]\n\n") {
+		t.Fatalf("stream %q does not end with [DONE]", out)
+	}
+	events := strings.Split(strings.TrimSuffix(out, "\n\n"), "\n\n")
+	usage := gjson.Get(strings.TrimPrefix(events[len(events)-2], "data: "), "usage")
+	if usage.Get("prompt_tokens").Int() != 38 || usage.Get("completion_tokens").Int() != 15 {
+		t.Errorf("the event before [DONE] is %q, want the usage chunk (38 prompt, 15 completion tokens)", events[len(events)-2])
+	}
+	if got := repl.ReplaceAll("{llm.usage.completion_tokens}", ""); got != "15" {
+		t.Errorf("completion tokens = %q", got)
+	}
+}
