@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -176,5 +177,47 @@ func TestServeTranslatedStreamWithoutStop(t *testing.T) {
 	}
 	if got := repl.ReplaceAll("{llm.usage.completion_tokens}", ""); got != "15" {
 		t.Errorf("completion tokens = %q", got)
+	}
+}
+
+// TestCascadeClientError: a 400 from the cheap tier ends the cascade
+// with that error instead of paying every tier for a request that fails
+// everywhere; a context-length error still escalates.
+func TestCascadeClientError(t *testing.T) {
+	bad := `{"error":{"message":"messages: unknown role 'robot'","type":"invalid_request_error","code":null}}`
+	tooLong := `{"error":{"message":"This model's maximum context length is 8192 tokens.","type":"invalid_request_error","code":"context_length_exceeded"}}`
+	var cheapBody atomic.Value
+	cheap := newUpstream(t, func(w http.ResponseWriter, r *http.Request) { answer(400, cheapBody.Load().(string))(w, r) })
+	premium := newUpstream(t, answer(200, okChat))
+	h := mustLoadHandler(t, `{
+		"providers": [
+			{"name": "a", "api_key": "key-a", "proxy": `+gatewayProxy(cheap.addr())+`},
+			{"name": "b", "api_key": "key-b", "proxy": `+gatewayProxy(premium.addr())+`}
+		],
+		"models": [
+			{"name": "cheap", "providers": ["a"], "input_price": 0.1, "output_price": 0.1},
+			{"name": "premium", "providers": ["b"], "input_price": 5, "output_price": 5}
+		],
+		"routes": [{"name": "tiered", "targets": [{"model": "cheap"}, {"model": "premium"}], "strategy": {"name": "cascade"}}]
+	}`)
+	req := `{"model":"tiered","messages":[{"role":"robot","content":"hi"}]}`
+
+	cheapBody.Store(bad)
+	rec, _, _, _ := serveGateway(t, h, "POST", "/v1/chat/completions", req)
+	if rec.Code != 400 || gjson.Get(rec.Body.String(), "error.message").Str != "messages: unknown role 'robot'" {
+		t.Fatalf("response %d %s, want the cheap tier's 400", rec.Code, rec.Body)
+	}
+	if premium.requests() != 0 {
+		t.Errorf("the premium tier was called %d times for a client error", premium.requests())
+	}
+	if got := rec.Header().Get(HeaderCascade); got != "cheap:status=400" {
+		t.Errorf("%s = %q", HeaderCascade, got)
+	}
+
+	cheapBody.Store(tooLong)
+	rec, _, _, _ = serveGateway(t, h, "POST", "/v1/chat/completions", req)
+	if rec.Code != 200 || premium.requests() != 1 || rec.Header().Get(HeaderCascade) != "cheap:status=400 > premium:final" {
+		t.Errorf("context-length error: response %d, %s %q, premium called %d times",
+			rec.Code, HeaderCascade, rec.Header().Get(HeaderCascade), premium.requests())
 	}
 }
