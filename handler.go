@@ -516,7 +516,10 @@ func (h *Handler) attempt(w http.ResponseWriter, r *http.Request, req *strategie
 	defer func() { h.finish(c, req, res, start, firstByteAt); h.learn(p, req, c, res, start) }()
 
 	aw := newAttemptWriter(ctx, w)
-	aw.tr, aw.dropUsage = tr, askUsage
+	aw.tr, aw.dropUsage, aw.wants = tr, askUsage, wantsWhole
+	if req.Stream {
+		aw.wants = wantsStream
+	}
 	aw.refuses = h.fallsBackOnRefusal(p, c)
 	aw.onStart = func(aw *attemptWriter) {
 		firstByte.Stop()

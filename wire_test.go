@@ -221,3 +221,61 @@ func TestCascadeClientError(t *testing.T) {
 			rec.Code, HeaderCascade, rec.Header().Get(HeaderCascade), premium.requests())
 	}
 }
+
+// TestSplicePlainAnswer: a stream request that the upstream answers with
+// a body that is no event stream (nor JSON, which is an invalid answer
+// to a stream: TestServeWrongAnswerType) gets it as it came; the splice,
+// which waits for the blank line that ends an event, held it back.
+func TestSplicePlainAnswer(t *testing.T) {
+	a := newUpstream(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain")
+		_, _ = io.WriteString(w, "hello")
+	})
+	b := newUpstream(t, answer(500, ``))
+	c := newUpstream(t, answer(500, ``))
+	h := gateway(t, a, b, c, "")
+	rec, _, _, aborted := serveGateway(t, h, "POST", "/v1/chat/completions", `{"model":"m","stream":true,"messages":[{"role":"user","content":"Hi."}]}`)
+	if aborted || rec.Code != 200 || rec.Body.String() != "hello" || rec.Header().Get("Content-Type") != "text/plain" {
+		t.Fatalf("aborted %v, status %d, type %q, body %q; want the answer as it came", aborted, rec.Code, rec.Header().Get("Content-Type"), rec.Body)
+	}
+}
+
+// TestServeWrongAnswerType: a JSON answer to a stream request, or an
+// event stream to a request that is no stream, is an invalid answer:
+// nothing of it reaches the client, the next target is tried, and with
+// none the client gets 502 upstream_invalid_response in its own shape.
+func TestServeWrongAnswerType(t *testing.T) {
+	sse := func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		_, _ = io.WriteString(w, openAIStream)
+	}
+	for _, tc := range []struct {
+		name, path, body string
+		first            func(http.ResponseWriter, *http.Request)
+		why              string
+	}{
+		{"json to a stream", "/v1/chat/completions", `{"model":"m","stream":true}`, answer(200, okChat), "with JSON"},
+		{"stream to json", "/v1/chat/completions", `{"model":"m"}`, sse, "with an event stream"},
+		{"stream to json, anthropic client", "/v1/messages", `{"model":"m","max_tokens":10,"messages":[{"role":"user","content":"hi"}]}`, sse, "with an event stream"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			// Both targets of m answer with the wrong type: 502.
+			a, b, c := newUpstream(t, tc.first), newUpstream(t, tc.first), newUpstream(t, answer(500, ``))
+			h := gateway(t, a, b, c, "")
+			rec, _, _, aborted := serveGateway(t, h, "POST", tc.path, tc.body)
+			if aborted || rec.Code != 502 || b.requests() != 1 {
+				t.Fatalf("response %d (aborted %t, next target called %d times) %q", rec.Code, aborted, b.requests(), rec.Body)
+			}
+			body := rec.Body.String()
+			if gjson.Get(body, "error.code").Str != "upstream_invalid_response" || !strings.Contains(gjson.Get(body, "error.message").Str, tc.why) {
+				t.Errorf("body %s, want upstream_invalid_response saying it answered %s", body, tc.why)
+			}
+			if strings.HasPrefix(tc.path, "/v1/messages") && gjson.Get(body, "type").Str != "error" {
+				t.Errorf("body %s is not in the Anthropic error shape", body)
+			}
+			if ct := rec.Header().Get("Content-Type"); ct != "application/json" {
+				t.Errorf("Content-Type %q", ct)
+			}
+		})
+	}
+}

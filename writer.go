@@ -25,6 +25,8 @@ var (
 	errErrorEvent     = errors.New("upstream stream began with an error event")
 	errNoEvent        = errors.New("upstream stream ended before its first event")
 	errRefusal        = errors.New("upstream answer ended with a content-policy refusal")
+	errJSONToStream   = errors.New("upstream answered a stream request with JSON")
+	errStreamToJSON   = errors.New("upstream answered a request that is no stream with an event stream")
 )
 
 const (
@@ -90,6 +92,11 @@ type attemptWriter struct {
 	// first event, that ends with a content-policy refusal (fallback_on
 	// content_filter, fallback.go): nothing of it reached the client.
 	refuses bool
+	// wants is what the request asked for. A JSON answer to a stream
+	// request, or an event stream to one that is no stream, is no answer
+	// (errJSONToStream, errStreamToJSON): it fails at its first byte,
+	// like one that cannot be translated.
+	wants answerKind
 
 	// onStart runs once, on the first body byte of a good answer (for an
 	// event stream, at its first event with data).
@@ -118,6 +125,15 @@ type attemptWriter struct {
 	tail       []byte          // last bytes of a non-stream body
 	size       int64           // body bytes passed through
 }
+
+// answerKind is the kind of answer a request asked for.
+type answerKind uint8
+
+const (
+	wantsAny    answerKind = iota // either (a writer outside an attempt)
+	wantsStream                   // an event stream
+	wantsWhole                    // a whole answer, not a stream
+)
 
 func newAttemptWriter(ctx context.Context, w http.ResponseWriter) *attemptWriter {
 	return &attemptWriter{ctx: ctx, w: w, header: make(http.Header)}
@@ -156,7 +172,9 @@ func (aw *attemptWriter) Write(p []byte) (int, error) {
 		if err := aw.ctx.Err(); err != nil {
 			return 0, err // the attempt was abandoned (first_byte_timeout)
 		}
-		aw.start()
+		if err := aw.start(); err != nil {
+			return 0, err
+		}
 	}
 	if aw.onWrite != nil && !aw.stream {
 		aw.onWrite() // (a stream's, at each data line: inspectLine)
@@ -198,13 +216,22 @@ func (aw *attemptWriter) passOn(p []byte) (int, error) {
 
 // start notes the first body byte of a good answer and commits it,
 // unless it is a whole body to translate, a JSON answer to hold, or an
-// event stream (held until its first event).
-func (aw *attemptWriter) start() {
+// event stream (held until its first event). An answer of the wrong
+// type for the request fails.
+func (aw *attemptWriter) start() error {
 	aw.started = true
 	ct := aw.header.Get("Content-Type")
 	aw.stream = isStream(ct)
-	if aw.stream {
-		return
+	switch {
+	case aw.wants == wantsStream && isJSON(ct):
+		aw.streamErr = errJSONToStream
+	case aw.wants == wantsWhole && aw.stream:
+		aw.streamErr = errStreamToJSON
+	case aw.stream:
+		return nil
+	}
+	if aw.streamErr != nil {
+		return aw.streamErr
 	}
 	if isJSON(ct) {
 		aw.json = new(jsonScan)
@@ -215,6 +242,7 @@ func (aw *attemptWriter) start() {
 	if aw.tr == nil && aw.json == nil {
 		aw.commit()
 	}
+	return nil
 }
 
 // openStream decides, at the end of an event of a held stream, what
