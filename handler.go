@@ -565,9 +565,9 @@ func (h *Handler) attempt(w http.ResponseWriter, r *http.Request, req *strategie
 			endGone(r, &res)
 			return res
 		}
-		if sp != nil && sp.finished {
-			// The answer's finish went out: only the terminator is
-			// missing.
+		if sp != nil && (sp.finished || aw.chunkEnd) {
+			// The answer's finish went out (or, translated, came): only
+			// the terminator is missing.
 			sp.complete(aw)
 			res.outcome = outcomeDone
 			return res

@@ -2,6 +2,7 @@ package llmroute
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -277,5 +278,39 @@ func TestServeWrongAnswerType(t *testing.T) {
 				t.Errorf("Content-Type %q", ct)
 			}
 		})
+	}
+}
+
+// TestServeTranslatedStreamWithoutDone: an OpenAI stream that ends after
+// its finish and usage without [DONE] is complete for an Anthropic
+// client too: it gets message_delta (stop reason, usage) and
+// message_stop, which the translation gives at [DONE], not an error.
+func TestServeTranslatedStreamWithoutDone(t *testing.T) {
+	stream := strings.TrimSuffix(openAIStream, "data: [DONE]\n\n")
+	a := newUpstream(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		w.WriteHeader(200)
+		_, _ = io.WriteString(w, stream)
+	})
+	b := newUpstream(t, answer(500, ``))
+	for _, rescue := range []bool{false, true} {
+		h := gateway(t, a, b, b, fmt.Sprintf(`"rescue": %t,`, rescue))
+		rec, _, _, aborted := serveGateway(t, h, "POST", "/v1/messages",
+			`{"model":"m","max_tokens":10,"stream":true,"messages":[{"role":"user","content":"hi"}]}`)
+		out := rec.Body.String()
+		if aborted || rec.Code != 200 || !strings.HasSuffix(out, "event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n") {
+			t.Fatalf("rescue %t: response %d (aborted %t) %q", rescue, rec.Code, aborted, out)
+		}
+		i := strings.LastIndex(out, "event: message_delta\ndata: ")
+		if i < 0 {
+			t.Fatalf("rescue %t: no message_delta in %q", rescue, out)
+		}
+		delta := gjson.Get(out[i+len("event: message_delta\ndata: "):], "@this")
+		if delta.Get("delta.stop_reason").Str != "end_turn" || delta.Get("usage.output_tokens").Int() != 5 {
+			t.Errorf("rescue %t: message_delta %s", rescue, delta.Raw)
+		}
+		if b.requests() != 0 {
+			t.Errorf("rescue %t: a finished answer was continued", rescue)
+		}
 	}
 }

@@ -115,6 +115,7 @@ type attemptWriter struct {
 	scanned    int             // bytes of pending already inspected as complete lines
 	searched   int             // bytes of pending known to hold no newline after scanned
 	terminated bool            // the stream carried its terminator (or an error event)
+	chunkEnd   bool            // a translated chat completion stream carried its finish_reason
 	heldData   bool            // a held stream has had a data line
 	heldError  bool            // a held stream has had an error event
 	heldRefuse bool            // a held stream has had a refusal, with refuses
@@ -680,6 +681,11 @@ func (aw *attemptWriter) inspectData(data []byte) bool {
 	}
 	if f.usageOnly() {
 		aw.usageChunk = true
+	}
+	if aw.tr != nil && !aw.chunkEnd && f.choices.IsArray() {
+		// (Its translation ends the answer only at the terminator: the
+		// splice cannot see the finish before.)
+		aw.chunkEnd = f.choices.Get("0.finish_reason").Type == gjson.String
 	}
 	switch f.typ.Str {
 	case "message_start":
