@@ -14,6 +14,9 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"github.com/tidwall/gjson"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"go.uber.org/zap/zaptest/observer"
 )
 
 // TestServeRetryAfterMs: an upstream 429 with only retry-after-ms gives
@@ -91,7 +94,9 @@ func cutShortJSON(w http.ResponseWriter, r *http.Request) {
 // upstream_invalid_response saying it was cut short.
 func TestServeCutShortContentLength(t *testing.T) {
 	a, b, c := newUpstream(t, cutShortJSON), newUpstream(t, cutShortJSON), newUpstream(t, answer(500, ``))
-	h := gateway(t, a, b, c, "")
+	h := gateway(t, a, b, c, `"decision_log": {},`)
+	core, logs := observer.New(zapcore.InfoLevel)
+	h.decisions = zap.New(core)
 
 	rec, _, _, aborted := serveGateway(t, h, "POST", "/v1/chat/completions", `{"model":"m"}`)
 	if aborted || rec.Code != 502 {
@@ -103,6 +108,19 @@ func TestServeCutShortContentLength(t *testing.T) {
 	body := rec.Body.String()
 	if code := gjson.Get(body, "error.code").Str; code != "upstream_invalid_response" || !strings.Contains(gjson.Get(body, "error.message").Str, "cut short") {
 		t.Errorf("body %s, want upstream_invalid_response saying the answer was cut short", body)
+	}
+	entries := logs.FilterMessage("decision").All()
+	if len(entries) != 1 {
+		t.Fatalf("%d decision records", len(entries))
+	}
+	atts, _ := entries[0].ContextMap()["attempts"].([]any)
+	var causes []string
+	for _, at := range atts {
+		m, _ := at.(map[string]any)
+		causes = append(causes, fmt.Sprint(m["cause"]))
+	}
+	if fmt.Sprint(causes) != "[invalid invalid]" {
+		t.Errorf("attempt causes %v, want [invalid invalid]", causes)
 	}
 }
 
