@@ -3,6 +3,7 @@ package llmroute
 import (
 	"fmt"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -12,7 +13,8 @@ import (
 // cascade answers with the first tier (model) whose answer passes the
 // strategy's checks, trying the tiers from the cheapest; the last tier's
 // answer is taken unchecked. A tier that cannot answer at all passes the
-// request on too. When the last tier cannot answer either, the latest
+// request on too, unless its error is the client's (clientError): then
+// the cascade ends there. When the last tier cannot answer either, the latest
 // answer that failed a check is sent rather than an error. The
 // X-LLM-Cascade header shows each tier's model and its outcome:
 //
@@ -37,6 +39,9 @@ func (h *Handler) cascade(w http.ResponseWriter, r *http.Request, req *strategie
 		if !c.ok() {
 			steps = append(steps, name+":status="+strconv.Itoa(c.status))
 			chosen = &c
+			if h.clientError(p, &c) {
+				break // every tier would refuse it alike
+			}
 			continue
 		}
 		if i == len(tiers)-1 {
@@ -73,4 +78,24 @@ func (h *Handler) cascade(w http.ResponseWriter, r *http.Request, req *strategie
 		chosen = fallback
 	}
 	return h.respond(w, r, req, p, *chosen, total, calls, HeaderCascade, strings.Join(steps, " > "))
+}
+
+// clientError reports whether a tier's error answer is the request's
+// fault, which every tier would answer alike: a 4xx an upstream sent
+// (not a tier that no call could serve), as the attempt loop gives the
+// client, but not a 408 or 429, a status in retry_on, a
+// prompt too long for the tier's context (a larger tier may take it),
+// or a content-policy refusal with fallback_on content_filter.
+func (h *Handler) clientError(p *plan, c *call) bool {
+	if c.model == "" || c.status < 400 || c.status > 499 || c.status == http.StatusRequestTimeout ||
+		c.status == http.StatusTooManyRequests || matchesStatus(c.status, p.retryOn) {
+		return false
+	}
+	switch errorKind(c.body) {
+	case kindContextLength:
+		return false
+	case kindContentFilter:
+		return !slices.Contains(h.FallbackOn, kindContentFilter)
+	}
+	return true
 }

@@ -151,13 +151,25 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 				r.Header.Set(h.ModelToHeader, req.Model)
 			}
 			if h.orchestrated(req, p) {
-				return h.orchestrate(w, r, req, p)
+				return goneAfterStart(rec, h.orchestrate(w, r, req, p))
 			}
-			return h.serve(w, r, req, p)
+			return goneAfterStart(rec, h.serve(w, r, req, p))
 		}
 	}
 	writeError(w, endpoint, rerr.status, rerr.code, rerr.msg)
 	return nil
+}
+
+// goneAfterStart turns the 499 of a client that went away after the
+// response started into nil: Caddy would write the 499 as a status too
+// ("superfluous response.WriteHeader" in its log), and its access log
+// keeps the status that went out. The request's record notes the
+// client's leaving all the same.
+func goneAfterStart(rec *record, err error) error {
+	if he, ok := errors.AsType[caddyhttp.HandlerError](err); ok && he.StatusCode == 499 && rec.status != 0 {
+		return nil
+	}
+	return err
 }
 
 // redactCredentials replaces the values of the client's credential
@@ -406,6 +418,7 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, req *strategies.
 				w.Header().Set(name, v)
 			}
 		}
+		retryAfterFromMs(w.Header())
 		writeJSON(w, res.status, upstreamErrorBody(req.Endpoint, res.status, res.body))
 		return nil
 	}
@@ -504,7 +517,10 @@ func (h *Handler) attempt(w http.ResponseWriter, r *http.Request, req *strategie
 	defer func() { h.finish(c, req, res, start, firstByteAt); h.learn(p, req, c, res, start) }()
 
 	aw := newAttemptWriter(ctx, w)
-	aw.tr, aw.dropUsage = tr, askUsage
+	aw.tr, aw.dropUsage, aw.wants = tr, askUsage, wantsWhole
+	if req.Stream {
+		aw.wants = wantsStream
+	}
 	aw.refuses = h.fallsBackOnRefusal(p, c)
 	aw.onStart = func(aw *attemptWriter) {
 		firstByte.Stop()
@@ -550,10 +566,10 @@ func (h *Handler) attempt(w http.ResponseWriter, r *http.Request, req *strategie
 			endGone(r, &res)
 			return res
 		}
-		if sp != nil && sp.finished {
-			// The answer's finish went out: only the terminator is
-			// missing.
-			sp.complete()
+		if sp != nil && (sp.finished || aw.chunkEnd) {
+			// The answer's finish went out (or, translated, came): only
+			// the terminator is missing.
+			sp.complete(aw)
 			res.outcome = outcomeDone
 			return res
 		}
@@ -592,6 +608,9 @@ func (h *Handler) attempt(w http.ResponseWriter, r *http.Request, req *strategie
 		}
 		h.classify(&res)
 		return res
+	}
+	if aborted && aw.started && !aw.stream && aw.streamErr == nil && context.Cause(ctx) == nil {
+		aw.streamErr = errCutShort // a held body shorter than its Content-Length
 	}
 	// Nothing reached the client: a connect error, a timeout, a response
 	// that broke before its first byte, or an answer the writer could

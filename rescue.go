@@ -595,17 +595,31 @@ func cutShort(u Usage, sp *splice, req *strategies.Request) Usage {
 }
 
 // complete ends a stream whose finish went out but whose terminator did
-// not come: the client gets the terminator.
-func (sp *splice) complete() {
+// not come: the client gets the terminator. When the attempt's answer
+// (aw) is translated, the client gets first what the translation makes
+// of the upstream's terminator (an OpenAI client's usage chunk, if it
+// asked for usage).
+func (sp *splice) complete(aw *attemptWriter) {
 	if sp.done {
 		return
 	}
-	sp.done = true
-	term := "data: [DONE]\n\n"
-	if sp.api == translate.Anthropic {
-		term = "event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n"
+	if aw != nil && aw.tr != nil {
+		term := []byte(`{"type":"message_stop"}`) // (an Anthropic upstream, for an OpenAI client)
+		if sp.api == translate.Anthropic {
+			term = []byte("[DONE]")
+		}
+		if out, err := aw.tr.Event(nil, term); err == nil {
+			_, _ = sp.Write(out)
+		}
 	}
-	_, _ = sp.w.Write([]byte(term))
+	if !sp.done {
+		sp.done = true
+		term := "data: [DONE]\n\n"
+		if sp.api == translate.Anthropic {
+			term = "event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n"
+		}
+		_, _ = sp.w.Write([]byte(term))
+	}
 	_ = sp.FlushError()
 }
 

@@ -245,20 +245,6 @@ func TestSpliceWriteSplits(t *testing.T) {
 	}
 }
 
-// TestSpliceJSONAnswer: a stream request that the upstream answers with
-// a whole completion (no event stream) gets it as it came; the splice,
-// which waits for the blank line that ends an event, held it back.
-func TestSpliceJSONAnswer(t *testing.T) {
-	a := newUpstream(t, answer(200, okChat))
-	b := newUpstream(t, answer(500, ``))
-	c := newUpstream(t, answer(500, ``))
-	h := gateway(t, a, b, c, "")
-	rec, _, _, aborted := serveGateway(t, h, "POST", "/v1/chat/completions", `{"model":"m","stream":true,"messages":[{"role":"user","content":"Hi."}]}`)
-	if aborted || rec.Code != 200 || rec.Body.String() != okChat || rec.Header().Get("Content-Type") != "application/json" {
-		t.Fatalf("aborted %v, status %d, type %q, body %q; want the completion as it came", aborted, rec.Code, rec.Header().Get("Content-Type"), rec.Body)
-	}
-}
-
 // A stream that breaks with no candidate left to continue it is counted
 // once in {llm.usage.*}: its prompt's estimate and a token per delta the
 // client got, as in its record.

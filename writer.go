@@ -25,6 +25,8 @@ var (
 	errErrorEvent     = errors.New("upstream stream began with an error event")
 	errNoEvent        = errors.New("upstream stream ended before its first event")
 	errRefusal        = errors.New("upstream answer ended with a content-policy refusal")
+	errJSONToStream   = errors.New("upstream answered a stream request with JSON")
+	errStreamToJSON   = errors.New("upstream answered a request that is no stream with an event stream")
 )
 
 const (
@@ -90,13 +92,19 @@ type attemptWriter struct {
 	// first event, that ends with a content-policy refusal (fallback_on
 	// content_filter, fallback.go): nothing of it reached the client.
 	refuses bool
+	// wants is what the request asked for. A JSON answer to a stream
+	// request, or an event stream to one that is no stream, is no answer
+	// (errJSONToStream, errStreamToJSON): it fails at its first byte,
+	// like one that cannot be translated.
+	wants answerKind
 
 	// onStart runs once, on the first body byte of a good answer (for an
 	// event stream, at its first event with data).
 	onStart func(aw *attemptWriter)
 	// onCommit runs once, just before the real header is written.
 	onCommit func(aw *attemptWriter)
-	// onWrite runs on every body write after commit.
+	// onWrite runs on every body write after commit; for an event
+	// stream, on every data line (comments and keep-alives do not count).
 	onWrite func()
 
 	started    bool      // the first body byte of a good answer arrived
@@ -107,6 +115,7 @@ type attemptWriter struct {
 	scanned    int             // bytes of pending already inspected as complete lines
 	searched   int             // bytes of pending known to hold no newline after scanned
 	terminated bool            // the stream carried its terminator (or an error event)
+	chunkEnd   bool            // a translated chat completion stream carried its finish_reason
 	heldData   bool            // a held stream has had a data line
 	heldError  bool            // a held stream has had an error event
 	heldRefuse bool            // a held stream has had a refusal, with refuses
@@ -117,6 +126,15 @@ type attemptWriter struct {
 	tail       []byte          // last bytes of a non-stream body
 	size       int64           // body bytes passed through
 }
+
+// answerKind is the kind of answer a request asked for.
+type answerKind uint8
+
+const (
+	wantsAny    answerKind = iota // either (a writer outside an attempt)
+	wantsStream                   // an event stream
+	wantsWhole                    // a whole answer, not a stream
+)
 
 func newAttemptWriter(ctx context.Context, w http.ResponseWriter) *attemptWriter {
 	return &attemptWriter{ctx: ctx, w: w, header: make(http.Header)}
@@ -155,10 +173,12 @@ func (aw *attemptWriter) Write(p []byte) (int, error) {
 		if err := aw.ctx.Err(); err != nil {
 			return 0, err // the attempt was abandoned (first_byte_timeout)
 		}
-		aw.start()
+		if err := aw.start(); err != nil {
+			return 0, err
+		}
 	}
-	if aw.onWrite != nil {
-		aw.onWrite()
+	if aw.onWrite != nil && !aw.stream {
+		aw.onWrite() // (a stream's, at each data line: inspectLine)
 	}
 	if !aw.committed && !aw.stream {
 		switch {
@@ -197,13 +217,22 @@ func (aw *attemptWriter) passOn(p []byte) (int, error) {
 
 // start notes the first body byte of a good answer and commits it,
 // unless it is a whole body to translate, a JSON answer to hold, or an
-// event stream (held until its first event).
-func (aw *attemptWriter) start() {
+// event stream (held until its first event). An answer of the wrong
+// type for the request fails.
+func (aw *attemptWriter) start() error {
 	aw.started = true
 	ct := aw.header.Get("Content-Type")
 	aw.stream = isStream(ct)
-	if aw.stream {
-		return
+	switch {
+	case aw.wants == wantsStream && isJSON(ct):
+		aw.streamErr = errJSONToStream
+	case aw.wants == wantsWhole && aw.stream:
+		aw.streamErr = errStreamToJSON
+	case aw.stream:
+		return nil
+	}
+	if aw.streamErr != nil {
+		return aw.streamErr
 	}
 	if isJSON(ct) {
 		aw.json = new(jsonScan)
@@ -214,6 +243,7 @@ func (aw *attemptWriter) start() {
 	if aw.tr == nil && aw.json == nil {
 		aw.commit()
 	}
+	return nil
 }
 
 // openStream decides, at the end of an event of a held stream, what
@@ -624,6 +654,9 @@ func (aw *attemptWriter) inspectLine(line []byte) bool {
 	if len(data) > 0 && !aw.committed {
 		aw.heldData = true
 	}
+	if len(data) > 0 && aw.onWrite != nil {
+		aw.onWrite()
+	}
 	return aw.inspectData(data)
 }
 
@@ -648,6 +681,11 @@ func (aw *attemptWriter) inspectData(data []byte) bool {
 	}
 	if f.usageOnly() {
 		aw.usageChunk = true
+	}
+	if aw.tr != nil && !aw.chunkEnd && f.choices.IsArray() {
+		// (Its translation ends the answer only at the terminator: the
+		// splice cannot see the finish before.)
+		aw.chunkEnd = f.choices.Get("0.finish_reason").Type == gjson.String
 	}
 	switch f.typ.Str {
 	case "message_start":

@@ -303,6 +303,22 @@ func TestStreamWithoutTerminator(t *testing.T) {
 	if antText(m.Msg) != rescueText || m.Types[len(m.Types)-1] != "message_stop" {
 		t.Errorf("accumulated %q, events %v", antText(m.Msg), m.Types)
 	}
+
+	// An OpenAI client of the Anthropic provider that asked for usage
+	// gets its usage chunk, as message_stop would have given it.
+	p := chatParams("ctwin", prompt)
+	p.StreamOptions = openai.ChatCompletionStreamOptionsParam{IncludeUsage: openai.Bool(true)}
+	s := oaAccumulate(t, oc, p, faultHeader("claude:no_done"))
+	if s.Err != nil {
+		t.Fatal(s.Err)
+	}
+	expectRoute(t, s.Resp, "ctwin", "claude", "ctwin", 1)
+	if len(s.Acc.Choices) != 1 || s.Acc.Choices[0].Message.Content != rescueText || s.Acc.Choices[0].FinishReason != "stop" {
+		t.Errorf("translated: accumulated %+v", s.Acc.Choices)
+	}
+	if s.Usage == nil || s.Usage.PromptTokens == 0 || s.Usage.CompletionTokens == 0 {
+		t.Errorf("translated: usage chunk %+v, want the call's usage", s.Usage)
+	}
 }
 
 // When no candidate can continue (it refuses the prefill, restarts the
