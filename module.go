@@ -105,8 +105,10 @@ type Handler struct {
 	// read_idle_timeout resets on every byte). Default: 30s.
 	ReadBodyTimeout caddy.Duration `json:"read_body_timeout,omitempty"`
 
-	// How long a streaming response may stay silent once it started.
-	// Past it the stream ends with an error event. Default: 2m.
+	// How long a streaming response may go without an event with data
+	// once it started (keep-alive comments do not count). Past it the
+	// stream is broken: continued by the next candidate (rescue), or
+	// ended with an error event. Default: 2m.
 	StreamIdleTimeout caddy.Duration `json:"stream_idle_timeout,omitempty"`
 
 	// Upstream statuses that move on to the next target; a single digit
