@@ -124,12 +124,21 @@ func TestFallbackOnContentFilterFinish(t *testing.T) {
 	}
 	filteredChunk := `{"id":"c1","object":"chat.completion.chunk","choices":[{"index":0,"delta":{"role":"assistant","content":""},"finish_reason":"content_filter"}]}`
 	okChunk := `{"id":"c2","object":"chat.completion.chunk","choices":[{"index":0,"delta":{"role":"assistant","content":"hi"},"finish_reason":"stop"}]}`
-	for _, tc := range []struct{ name, extra, want string }{
-		{"stream off", ``, "a"},
-		{"stream on", `"fallback_on": ["content_filter"],`, "b"},
+	// OpenAI's streamed refusal comes after the role's chunk, which
+	// opens every stream and says nothing yet.
+	roleChunk := `{"id":"c3","object":"chat.completion.chunk","choices":[{"index":0,"delta":{"role":"assistant","content":"","refusal":null},"finish_reason":null}]}`
+	refusalChunk := `{"id":"c3","object":"chat.completion.chunk","choices":[{"index":0,"delta":{"refusal":"I'm sorry, I cannot help with that."},"finish_reason":null}]}`
+	for _, tc := range []struct {
+		name, extra, want string
+		first             []string
+	}{
+		{"stream off", ``, "a", []string{filteredChunk, "[DONE]"}},
+		{"stream on", `"fallback_on": ["content_filter"],`, "b", []string{filteredChunk, "[DONE]"}},
+		{"stream refusal after the role off", ``, "a", []string{roleChunk, refusalChunk, "[DONE]"}},
+		{"stream refusal after the role on", `"fallback_on": ["content_filter"],`, "b", []string{roleChunk, refusalChunk, "[DONE]"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			a := newUpstream(t, sse(filteredChunk, "[DONE]"))
+			a := newUpstream(t, sse(tc.first...))
 			b := newUpstream(t, sse(okChunk, "[DONE]"))
 			c := newUpstream(t, answer(500, ``))
 			h := gateway(t, a, b, c, tc.extra)

@@ -88,9 +88,10 @@ type attemptWriter struct {
 	// dropUsage holds back the usage-only chunk of an OpenAI stream whose
 	// client did not ask for it (the gateway asked, to count usage).
 	dropUsage bool
-	// refuses fails an answer held until its end, or a stream whose
-	// first event, that ends with a content-policy refusal (fallback_on
-	// content_filter, fallback.go): nothing of it reached the client.
+	// refuses fails an answer held until its end, or a stream before
+	// its first event with content (held past its preamble), that is a
+	// content-policy refusal (fallback_on content_filter, fallback.go):
+	// nothing of it reached the client.
 	refuses bool
 	// wants is what the request asked for. A JSON answer to a stream
 	// request, or an event stream to one that is no stream, is no answer
@@ -651,7 +652,7 @@ func (aw *attemptWriter) inspectLine(line []byte) bool {
 		return true
 	}
 	data = bytes.TrimSpace(data)
-	if len(data) > 0 && !aw.committed {
+	if len(data) > 0 && !aw.committed && !(aw.refuses && preamble(data)) {
 		aw.heldData = true
 	}
 	if len(data) > 0 && aw.onWrite != nil {
@@ -704,6 +705,39 @@ func (aw *attemptWriter) inspectData(data []byte) bool {
 		aw.readUsage((*translate.Usage).ReadOpenAI, f.usage)
 	}
 	return true
+}
+
+// preamble reports whether a stream event only opens the answer and
+// says nothing of it yet: an OpenAI chat chunk with no content, refusal,
+// tool call or finish (its first, the role's), Anthropic's
+// message_start, ping or the start of an empty text block, or the
+// Responses API's events before the first delta (the response created
+// and in progress, an output item or content part added). With
+// refuses, a stream is held past these, so that a refusal that follows
+// them (OpenAI's delta.refusal after the role's chunk, Anthropic's
+// stop_reason refusal before any text) can still move on.
+func preamble(data []byte) bool {
+	if !gjson.ValidBytes(data) {
+		return false
+	}
+	f := readEvent(data)
+	switch f.typ.Str {
+	case "message_start", "ping",
+		"response.created", "response.in_progress", "response.output_item.added", "response.content_part.added":
+		return true
+	case "content_block_start":
+		b := inPlace(data).Get("content_block")
+		return b.Get("type").Str == "text" && b.Get("text").Str == ""
+	case "":
+		ch := f.choices.Get("0")
+		if !ch.Exists() || f.choices.Get("1").Exists() || ch.Get("finish_reason").Type == gjson.String {
+			return false
+		}
+		d := ch.Get("delta")
+		return d.Get("content").Str == "" && d.Get("refusal").Str == "" &&
+			!d.Get("tool_calls").Exists() && !d.Get("function_call").Exists()
+	}
+	return false
 }
 
 // eventFields are the members of a stream event's data that the gateway
