@@ -60,15 +60,16 @@ type splice struct {
 	// What the client has been sent.
 	sent             strings.Builder // the answer's text
 	id, model        string
-	created          string // raw JSON
-	finished         bool   // a finish reason went out
-	done             bool   // the terminator went out
-	tools            bool   // a tool call, a non-text block or several choices went out
-	next, open       int    // messages: the next block index, the open text block (-1: none)
-	prefilled        bool   // the request already ends with an assistant turn (once read)
-	request          []byte // the request's body, until read (readRequest)
-	prior            Usage  // usage of the calls before the attempt under way
-	err              error  // why the splice stopped the attempt under way
+	created          string         // raw JSON
+	finished         bool           // a finish reason went out
+	done             bool           // the terminator went out
+	tools            bool           // a tool call, a non-text block or several choices went out
+	next, open       int            // messages: the next block index, the open text block (-1: none)
+	prefilled        bool           // the request already ends with an assistant turn (once read)
+	request          []byte         // the request's body, until read (readRequest)
+	prior            Usage          // usage of the calls before the attempt under way
+	carried          *attemptWriter // the last call added to prior
+	err              error          // why the splice stopped the attempt under way
 	wroteHeader      bool
 	continuations    int // continuations begun
 	checkedRestart   bool
@@ -556,6 +557,7 @@ func (sp *splice) carry(aw *attemptWriter) {
 	if aw != nil {
 		sp.prior = sp.prior.add(aw.usage)
 	}
+	sp.carried = aw
 	sp.continuations++
 	sp.err = nil
 	sp.buf, sp.held, sp.deltas = nil, nil, 0
@@ -679,7 +681,7 @@ func (h *Handler) rescueNext(sp *splice, p *plan, c *strategies.Candidate, res *
 			return false
 		}
 		sp.carry(res.aw)
-		h.logger.Warn("stream broke after it reached the client; continuing it on the next target",
+		h.logger.Warn("stream broke after it reached the client; trying to continue it on the next target",
 			zap.String("route", p.route), zap.String("model", c.Model), zap.String("provider", c.Provider.Name),
 			zap.Int("continuation", sp.continuations), zap.Error(res.err))
 		return true
@@ -719,7 +721,9 @@ func rescueEnd(sp *splice, res *attemptResult) Usage {
 	}
 	res.err = fmt.Errorf("no target could continue it (last: %v)", cause)
 	u := sp.prior
-	if res.aw != nil && res.aw.committed {
+	if res.aw != nil && res.aw.committed && res.aw != sp.carried {
+		// (the last call reached the client; a call carried, which no
+		// later one could continue, is in prior already)
 		u = u.add(res.aw.usage)
 	}
 	res.aw = &attemptWriter{stream: true} // (for the error event that ends the stream)

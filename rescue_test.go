@@ -261,14 +261,28 @@ func TestBrokenStreamCountedOnce(t *testing.T) {
 	})
 	b := newUpstream(t, answer(200, okChat))
 	c := newUpstream(t, answer(500, ``))
-	h := gateway(t, a, b, c, `"rescue": true,`)
-	body := `{"model":"a/m","stream":true,"messages":[{"role":"user","content":"Tell me a story about a lighthouse."}]}`
-	_, repl, _, aborted := serveGateway(t, h, "POST", "/v1/chat/completions", body)
-	if !aborted {
-		t.Fatal("the broken stream did not abort the response")
-	}
-	want := strategies.BuildRequest("/chat/completions", []byte(body)).PromptTokens
-	if got := repl.ReplaceAll("{llm.usage.prompt_tokens} {llm.usage.completion_tokens}", ""); got != fmt.Sprintf("%d 3", want) {
-		t.Errorf("usage %q, want %d 3 (the prompt's estimate, a token per delta)", got, want)
+	// No candidate left (a provider pinned), or one left that cannot
+	// continue (continuation off).
+	pinned := gateway(t, a, b, c, `"rescue": true,`)
+	unfit := mustLoadHandler(t, `{
+		"providers": [
+			{"name": "a", "proxy": `+gatewayProxy(a.addr())+`},
+			{"name": "b", "continuation": "off", "proxy": `+gatewayProxy(b.addr())+`}
+		],
+		"models": [{"name": "m", "providers": ["a", "b"]}]
+	}`)
+	for name, tc := range map[string]struct {
+		h     *Handler
+		model string
+	}{"pinned": {pinned, "a/m"}, "next cannot continue": {unfit, "m"}} {
+		body := `{"model":"` + tc.model + `","stream":true,"messages":[{"role":"user","content":"Tell me a story about a lighthouse."}]}`
+		_, repl, _, aborted := serveGateway(t, tc.h, "POST", "/v1/chat/completions", body)
+		if !aborted {
+			t.Fatalf("%s: the broken stream did not abort the response", name)
+		}
+		want := strategies.BuildRequest("/chat/completions", []byte(body)).PromptTokens
+		if got := repl.ReplaceAll("{llm.usage.prompt_tokens} {llm.usage.completion_tokens}", ""); got != fmt.Sprintf("%d 3", want) {
+			t.Errorf("%s: usage %q, want %d 3 (the prompt's estimate, a token per delta)", name, got, want)
+		}
 	}
 }
