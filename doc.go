@@ -59,7 +59,9 @@ back across them before the first byte reaches the client.
  5. The attemptWriter (writer.go) holds the status and headers until the
     first body byte of a good answer (a JSON answer until it is whole, up
     to 1 MiB; an event stream until its first event with data, which
-    must not be an error; JSON to a stream request, or a stream to
+    must not be an error, or with fallback_on content_filter until its
+    first event past those that only open it, which must not be a
+    refusal; JSON to a stream request, or a stream to
     another, fails at once), so a failed attempt leaves no trace on the
     response and the next candidate can be tried. Its callbacks
     tell the attempt when the answer starts (stop the first-byte timer,

@@ -100,7 +100,8 @@ type attemptWriter struct {
 	wants answerKind
 
 	// onStart runs once, on the first body byte of a good answer (for an
-	// event stream, at its first event with data).
+	// event stream, at its first event with data, a held preamble's
+	// included).
 	onStart func(aw *attemptWriter)
 	// onCommit runs once, just before the real header is written.
 	onCommit func(aw *attemptWriter)
@@ -108,24 +109,26 @@ type attemptWriter struct {
 	// stream, on every data line (comments and keep-alives do not count).
 	onWrite func()
 
-	started    bool      // the first body byte of a good answer arrived
-	stream     bool      // the response is an event stream
-	json       *jsonScan // where a JSON answer is, to tell whether it ended (nil: not JSON)
-	body       []byte    // a whole body waiting for translation, or to be whole
-	pending    []byte
-	scanned    int             // bytes of pending already inspected as complete lines
-	searched   int             // bytes of pending known to hold no newline after scanned
-	terminated bool            // the stream carried its terminator (or an error event)
-	chunkEnd   bool            // a translated chat completion stream carried its finish_reason
-	heldData   bool            // a held stream has had a data line
-	heldError  bool            // a held stream has had an error event
-	heldRefuse bool            // a held stream has had a refusal, with refuses
-	usageChunk bool            // a data line of the event under way is a usage-only chunk
-	streamErr  error           // why the writer stopped the stream itself
-	reported   translate.Usage // the usage objects read so far
-	usage      Usage           // reported, in the placeholders' terms
-	tail       []byte          // last bytes of a non-stream body
-	size       int64           // body bytes passed through
+	started      bool      // the first body byte of a good answer arrived
+	stream       bool      // the response is an event stream
+	json         *jsonScan // where a JSON answer is, to tell whether it ended (nil: not JSON)
+	body         []byte    // a whole body waiting for translation, or to be whole
+	pending      []byte
+	scanned      int             // bytes of pending already inspected as complete lines
+	searched     int             // bytes of pending known to hold no newline after scanned
+	terminated   bool            // the stream carried its terminator (or an error event)
+	chunkEnd     bool            // a translated chat completion stream carried its finish_reason
+	heldData     bool            // a held stream has had a data line
+	heldError    bool            // a held stream has had an error event
+	heldRefuse   bool            // a held stream has had a refusal, with refuses
+	heldPreamble bool            // a held stream has had events that only open it, with refuses (preamble)
+	begun        bool            // onStart ran
+	usageChunk   bool            // a data line of the event under way is a usage-only chunk
+	streamErr    error           // why the writer stopped the stream itself
+	reported     translate.Usage // the usage objects read so far
+	usage        Usage           // reported, in the placeholders' terms
+	tail         []byte          // last bytes of a non-stream body
+	size         int64           // body bytes passed through
 }
 
 // answerKind is the kind of answer a request asked for.
@@ -238,9 +241,7 @@ func (aw *attemptWriter) start() error {
 	if isJSON(ct) {
 		aw.json = new(jsonScan)
 	}
-	if aw.onStart != nil {
-		aw.onStart(aw)
-	}
+	aw.begin()
 	if aw.tr == nil && aw.json == nil {
 		aw.commit()
 	}
@@ -262,12 +263,27 @@ func (aw *attemptWriter) openStream() error {
 		if err := aw.ctx.Err(); err != nil {
 			return err // the attempt was abandoned (first_byte_timeout)
 		}
+		aw.begin()
+		aw.commit()
+	case aw.heldPreamble:
+		// The answer has begun (the first-byte timer stops, the idle
+		// timer runs); it is held until it says something.
+		if err := aw.ctx.Err(); err != nil {
+			return err
+		}
+		aw.begin()
+	}
+	return nil
+}
+
+// begin runs onStart, once: the answer has begun.
+func (aw *attemptWriter) begin() {
+	if !aw.begun {
+		aw.begun = true
 		if aw.onStart != nil {
 			aw.onStart(aw)
 		}
-		aw.commit()
 	}
-	return nil
 }
 
 func isStream(ct string) bool { return strings.HasPrefix(ct, "text/event-stream") }
@@ -652,10 +668,14 @@ func (aw *attemptWriter) inspectLine(line []byte) bool {
 		return true
 	}
 	data = bytes.TrimSpace(data)
-	if len(data) > 0 && !aw.committed && !(aw.refuses && preamble(data)) {
-		aw.heldData = true
+	if len(data) > 0 && !aw.committed {
+		if aw.refuses && preamble(data) {
+			aw.heldPreamble = true
+		} else {
+			aw.heldData = true
+		}
 	}
-	if len(data) > 0 && aw.onWrite != nil {
+	if len(data) > 0 && aw.onWrite != nil && !keepAlive(data) {
 		aw.onWrite()
 	}
 	return aw.inspectData(data)
@@ -733,11 +753,22 @@ func preamble(data []byte) bool {
 		if !ch.Exists() || f.choices.Get("1").Exists() || ch.Get("finish_reason").Type == gjson.String {
 			return false
 		}
-		d := ch.Get("delta")
-		return d.Get("content").Str == "" && d.Get("refusal").Str == "" &&
-			!d.Get("tool_calls").Exists() && !d.Get("function_call").Exists()
+		// The role alone: any other member with a value (content, a
+		// refusal, a tool call, reasoning) says something.
+		only := true
+		ch.Get("delta").ForEach(func(k, v gjson.Result) bool {
+			only = k.Str == "role" || v.Type == gjson.Null || v.Type == gjson.String && v.Str == ""
+			return only
+		})
+		return only
 	}
 	return false
+}
+
+// keepAlive reports whether a data line is Anthropic's ping: it keeps
+// the connection alive and says nothing of the answer's progress.
+func keepAlive(data []byte) bool {
+	return len(data) <= 32 && bytes.Contains(data, []byte(`"ping"`)) && gjson.GetBytes(data, "type").Str == "ping"
 }
 
 // eventFields are the members of a stream event's data that the gateway

@@ -789,3 +789,62 @@ func TestAttemptWriterTranslatesStream(t *testing.T) {
 		t.Errorf("usage %+v, want %+v", aw.usage, want)
 	}
 }
+
+// With refuses, a stream is held past the events that only open it, and
+// only those: the answer has begun there (onStart runs, so the first
+// byte timer stops) but nothing is committed until an event says
+// something, reasoning included.
+func TestAttemptWriterHoldsPreamble(t *testing.T) {
+	role := "data: {\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"\",\"refusal\":null},\"finish_reason\":null}]}\n\n"
+	for _, tc := range []struct {
+		name, next string
+		refuses    bool
+		committed  bool // after the role chunk
+	}{
+		{"reasoning", "data: {\"choices\":[{\"index\":0,\"delta\":{\"reasoning_content\":\"Let me think.\"},\"finish_reason\":null}]}\n\n", true, false},
+		{"content", "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hi\"},\"finish_reason\":null}]}\n\n", true, false},
+		{"without refuses", "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hi\"},\"finish_reason\":null}]}\n\n", false, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			rec := newRecorder()
+			aw := newTestWriter(rec)
+			aw.refuses = tc.refuses
+			starts := 0
+			aw.onStart = func(*attemptWriter) { starts++ }
+			aw.Header().Set("Content-Type", "text/event-stream")
+			aw.WriteHeader(http.StatusOK)
+			if _, err := aw.Write([]byte(role)); err != nil {
+				t.Fatal(err)
+			}
+			if starts != 1 || aw.committed != tc.committed {
+				t.Fatalf("after the role chunk: %d starts, committed %v; want 1 start, committed %v", starts, aw.committed, tc.committed)
+			}
+			if _, err := aw.Write([]byte(tc.next)); err != nil {
+				t.Fatal(err)
+			}
+			if starts != 1 || !aw.committed || rec.Body.String() != role+tc.next {
+				t.Errorf("after the next chunk: %d starts, committed %v, client got %q", starts, aw.committed, rec.Body)
+			}
+		})
+	}
+	for data, want := range map[string]bool{
+		`{"choices":[{"index":0,"delta":{"role":"assistant","content":""},"finish_reason":null}]}`:   true,
+		`{"choices":[{"index":0,"delta":{"reasoning":"hmm"},"finish_reason":null}]}`:                 false,
+		`{"choices":[{"index":0,"delta":{"tool_calls":[{"index":0}]},"finish_reason":null}]}`:        false,
+		`{"choices":[{"index":0,"delta":{"role":"assistant","content":""},"finish_reason":"stop"}]}`: false,
+		`{"type":"message_start","message":{"id":"m","usage":{"input_tokens":3}}}`:                   true,
+		`{"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}}`:         true,
+		`{"type":"content_block_start","index":0,"content_block":{"type":"tool_use","name":"f"}}`:    false,
+		`{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"Hi"}}`:         false,
+		`{"type": "ping"}`:                      true,
+		`{"type":"response.created"}`:           true,
+		`{"type":"response.output_text.delta"}`: false,
+	} {
+		if got := preamble([]byte(data)); got != want {
+			t.Errorf("preamble(%s) = %v", data, got)
+		}
+	}
+	if !keepAlive([]byte(`{"type": "ping"}`)) || keepAlive([]byte(`{"type":"message_stop"}`)) {
+		t.Error("keepAlive tells Anthropic's ping from other events wrongly")
+	}
+}
