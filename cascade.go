@@ -39,8 +39,8 @@ func (h *Handler) cascade(w http.ResponseWriter, r *http.Request, req *strategie
 		if !c.ok() {
 			steps = append(steps, name+":status="+strconv.Itoa(c.status))
 			chosen = &c
-			if h.clientError(p, &c) {
-				break // every tier would refuse it alike
+			if fallback == nil && h.clientError(p, &c) {
+				break // every tier would refuse it alike (none answered yet)
 			}
 			continue
 		}
@@ -83,12 +83,18 @@ func (h *Handler) cascade(w http.ResponseWriter, r *http.Request, req *strategie
 // clientError reports whether a tier's error answer is the request's
 // fault, which every tier would answer alike: a 4xx an upstream sent
 // (not a tier that no call could serve), as the attempt loop gives the
-// client, but not a 408 or 429, a status in retry_on, a
-// prompt too long for the tier's context (a larger tier may take it),
-// or a content-policy refusal with fallback_on content_filter.
+// client, but not a 408 or 429, a 401, 403 or 404 (the tier's provider
+// refused its key or lacks the model), a status in retry_on, a prompt
+// too long for the tier's context (a larger tier may take it), or a
+// content-policy refusal with fallback_on content_filter. (Once a tier
+// answered, the request is no fault of its own: see cascade.)
 func (h *Handler) clientError(p *plan, c *call) bool {
-	if c.model == "" || c.status < 400 || c.status > 499 || c.status == http.StatusRequestTimeout ||
-		c.status == http.StatusTooManyRequests || matchesStatus(c.status, p.retryOn) {
+	switch c.status {
+	case http.StatusRequestTimeout, http.StatusTooManyRequests,
+		http.StatusUnauthorized, http.StatusForbidden, http.StatusNotFound:
+		return false
+	}
+	if c.model == "" || c.status < 400 || c.status > 499 || matchesStatus(c.status, p.retryOn) {
 		return false
 	}
 	switch errorKind(c.body) {

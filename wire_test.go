@@ -239,6 +239,25 @@ func TestCascadeClientError(t *testing.T) {
 		t.Errorf("context-length error: response %d, %s %q, premium called %d times",
 			rec.Code, HeaderCascade, rec.Header().Get(HeaderCascade), premium.requests())
 	}
+
+	// A 401 is the tier's provider refusing its key, not the request's
+	// fault: the next tier is tried.
+	unauthorized := newUpstream(t, answer(401, `{"error":{"message":"invalid api key","type":"invalid_request_error"}}`))
+	h = mustLoadHandler(t, `{
+		"providers": [
+			{"name": "a", "api_key": "key-a", "proxy": `+gatewayProxy(unauthorized.addr())+`},
+			{"name": "b", "api_key": "key-b", "proxy": `+gatewayProxy(premium.addr())+`}
+		],
+		"models": [
+			{"name": "cheap", "providers": ["a"], "input_price": 0.1, "output_price": 0.1},
+			{"name": "premium", "providers": ["b"], "input_price": 5, "output_price": 5}
+		],
+		"routes": [{"name": "tiered", "targets": [{"model": "cheap"}, {"model": "premium"}], "strategy": {"name": "cascade"}}]
+	}`)
+	rec, _, _, _ = serveGateway(t, h, "POST", "/v1/chat/completions", req)
+	if rec.Code != 200 || rec.Header().Get(HeaderCascade) != "cheap:status=401 > premium:final" {
+		t.Errorf("401: response %d, %s %q", rec.Code, HeaderCascade, rec.Header().Get(HeaderCascade))
+	}
 }
 
 // TestSplicePlainAnswer: a stream request that the upstream answers with
