@@ -569,9 +569,10 @@ func (h *Handler) attempt(w http.ResponseWriter, r *http.Request, req *strategie
 		if sp != nil && (sp.finished || aw.chunkEnd) {
 			// The answer's finish went out (or, translated, came): only
 			// the terminator is missing.
-			sp.complete(aw)
-			res.outcome = outcomeDone
-			return res
+			if res.err = sp.complete(aw); res.err == nil {
+				res.outcome = outcomeDone
+				return res
+			}
 		}
 		if sp != nil && sp.err != nil {
 			res.err = sp.err

@@ -600,18 +600,23 @@ func cutShort(u Usage, sp *splice, req *strategies.Request) Usage {
 // not come: the client gets the terminator. When the attempt's answer
 // (aw) is translated, the client gets first what the translation makes
 // of the upstream's terminator (an OpenAI client's usage chunk, if it
-// asked for usage).
-func (sp *splice) complete(aw *attemptWriter) {
+// asked for usage); if that fails, nothing more is sent and the error
+// says the stream is broken after all.
+func (sp *splice) complete(aw *attemptWriter) error {
 	if sp.done {
-		return
+		return nil
 	}
 	if aw != nil && aw.tr != nil {
 		term := []byte(`{"type":"message_stop"}`) // (an Anthropic upstream, for an OpenAI client)
 		if sp.api == translate.Anthropic {
 			term = []byte("[DONE]")
 		}
-		if out, err := aw.tr.Event(nil, term); err == nil {
-			_, _ = sp.Write(out)
+		out, err := aw.tr.Event(nil, term)
+		if err == nil {
+			_, err = sp.Write(out)
+		}
+		if err != nil {
+			return err // (a continuation's held opening that turns out a restart, say)
 		}
 	}
 	if !sp.done {
@@ -623,6 +628,7 @@ func (sp *splice) complete(aw *attemptWriter) {
 		_, _ = sp.w.Write([]byte(term))
 	}
 	_ = sp.FlushError()
+	return nil
 }
 
 // continuationBody returns the client's request with the text already
