@@ -610,8 +610,8 @@ func (h *Handler) attempt(w http.ResponseWriter, r *http.Request, req *strategie
 		h.classify(&res)
 		return res
 	}
-	if aborted && aw.started && !aw.stream && aw.streamErr == nil && context.Cause(ctx) == nil {
-		aw.streamErr = errCutShort // a held body shorter than its Content-Length
+	if aborted && aw.wroteHeader && !aw.failed() && !aw.stream && aw.streamErr == nil && context.Cause(ctx) == nil {
+		aw.streamErr = errCutShort // a held body shorter than its Content-Length (if empty)
 	}
 	// Nothing reached the client: a connect error, a timeout, a response
 	// that broke before its first byte, or an answer the writer could

@@ -78,13 +78,17 @@ func TestServeStreamIdleKeepAlives(t *testing.T) {
 
 // cutShortJSON answers 200 with a JSON Content-Length longer than the
 // body it sends before closing the connection.
-func cutShortJSON(w http.ResponseWriter, r *http.Request) {
+func cutShortJSON(w http.ResponseWriter, r *http.Request) { cutShortAfter(w, 40) }
+
+// cutShortAfter answers a 200 JSON of Content-Length 500 and closes the
+// connection after n bytes of its body.
+func cutShortAfter(w http.ResponseWriter, n int) {
 	conn, buf, err := http.NewResponseController(w).Hijack()
 	if err != nil {
 		panic(err)
 	}
 	defer conn.Close()
-	_, _ = buf.WriteString("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 500\r\n\r\n" + okChat[:40])
+	_, _ = buf.WriteString("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 500\r\n\r\n" + okChat[:n])
 	_ = buf.Flush()
 }
 
@@ -93,7 +97,8 @@ func cutShortJSON(w http.ResponseWriter, r *http.Request) {
 // upstream: the next target is tried, and with none the client gets 502
 // upstream_invalid_response saying it was cut short.
 func TestServeCutShortContentLength(t *testing.T) {
-	a, b, c := newUpstream(t, cutShortJSON), newUpstream(t, cutShortJSON), newUpstream(t, answer(500, ``))
+	empty := func(w http.ResponseWriter, r *http.Request) { cutShortAfter(w, 0) }
+	a, b, c := newUpstream(t, cutShortJSON), newUpstream(t, empty), newUpstream(t, answer(500, ``))
 	h := gateway(t, a, b, c, `"decision_log": {},`)
 	core, logs := observer.New(zapcore.InfoLevel)
 	h.decisions = zap.New(core)
