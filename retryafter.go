@@ -2,9 +2,8 @@ package llmroute
 
 import (
 	"net/http"
-	"strconv"
-	"strings"
-	"time"
+
+	"github.com/caddy-llm-route/llmroute/upstreams"
 )
 
 // retryAfterFromMs sets Retry-After (whole seconds, rounded up) from
@@ -14,9 +13,7 @@ func retryAfterFromMs(hdr http.Header) {
 	if hdr.Get("Retry-After") != "" {
 		return
 	}
-	ms, err := strconv.ParseFloat(strings.TrimSpace(hdr.Get("Retry-After-Ms")), 64)
-	if err != nil || !(ms > 0) {
-		return
+	if d, ok := upstreams.RetryAfterMs(hdr); ok {
+		hdr.Set("Retry-After", retryAfterSeconds(d))
 	}
-	hdr.Set("Retry-After", retryAfterSeconds(time.Duration(min(ms, 1e9)*float64(time.Millisecond))))
 }

@@ -11,10 +11,8 @@ import (
 // `retry-after-ms` (milliseconds), or `Retry-After` as seconds or as an
 // HTTP-date. It returns 0 when the response says nothing usable.
 func RetryAfter(h http.Header, now time.Time) time.Duration {
-	if v := strings.TrimSpace(h.Get("Retry-After-Ms")); v != "" {
-		if ms, err := strconv.ParseFloat(v, 64); err == nil && ms > 0 {
-			return min(MaxCooldown, time.Duration(min(ms, 1e9)*float64(time.Millisecond)))
-		}
+	if d, ok := RetryAfterMs(h); ok {
+		return min(MaxCooldown, d)
 	}
 	v := strings.TrimSpace(h.Get("Retry-After"))
 	if v == "" {
@@ -32,4 +30,14 @@ func RetryAfter(h http.Header, now time.Time) time.Duration {
 		}
 	}
 	return 0
+}
+
+// RetryAfterMs reads Retry-After-Ms (OpenAI's and Azure's header, in
+// milliseconds): false when it is missing, not a number or not positive.
+func RetryAfterMs(h http.Header) (time.Duration, bool) {
+	ms, err := strconv.ParseFloat(strings.TrimSpace(h.Get("Retry-After-Ms")), 64)
+	if err != nil || !(ms > 0) { // (also NaN)
+		return 0, false
+	}
+	return time.Duration(min(ms, 1e9) * float64(time.Millisecond)), true
 }
