@@ -285,8 +285,8 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.
 	if ep != endpointModels && ep != endpointUnknown {
 		count(&served, h.Name)
 		defer func() {
-			if ctx.Err() != nil {
-				count(&cancels, h.Name)
+			if ctx.Err() != nil && !errors.Is(context.Cause(ctx), errShutdown) {
+				count(&cancels, h.Name) // (the client left; not the server's shutdown)
 			}
 		}()
 	}
