@@ -100,14 +100,13 @@ func TestSettleOnReportedUsage(t *testing.T) {
 	}
 }
 
-// hedgedAttempts serves one request on route hedged (model m at p1, then
-// at p2; retries 1) and returns its record's attempts as
-// provider/cause/retry.
-func hedgedAttempts(t *testing.T, p1, p2 *upstream, ctx context.Context) []string {
+// hedgedHandler routes model m at p1, then at p2, as the route hedged
+// (a hedge after 20ms, every request may hedge), with extra handler
+// options.
+func hedgedHandler(t *testing.T, p1, p2 *upstream, extra string) *Handler {
 	t.Helper()
-	h := mustLoadHandler(t, `{
-		"decision_log": {},
-		"retries": 1,
+	return mustLoadHandler(t, `{
+		`+extra+`
 		"providers": [
 			{"name": "p1", "api_key": "k1", "proxy": `+gatewayProxy(p1.addr())+`},
 			{"name": "p2", "api_key": "k2", "proxy": `+gatewayProxy(p2.addr())+`}
@@ -116,6 +115,14 @@ func hedgedAttempts(t *testing.T, p1, p2 *upstream, ctx context.Context) []strin
 		"routes": [{"name": "hedged", "targets": [{"model": "m", "provider": "p1"}, {"model": "m", "provider": "p2"}],
 			"strategy": {"name": "fallback"}, "hedge": {"delay": "20ms", "budget": 1}}]
 	}`)
+}
+
+// hedgedAttempts serves one request on route hedged (model m at p1, then
+// at p2; retries 1) and returns its record's attempts as
+// provider/cause/retry.
+func hedgedAttempts(t *testing.T, p1, p2 *upstream, ctx context.Context) []string {
+	t.Helper()
+	h := hedgedHandler(t, p1, p2, `"decision_log": {}, "retries": 1,`)
 	core, logs := observer.New(zapcore.DebugLevel)
 	h.logger = zap.New(core)
 	h.decisions = h.logger.Named("decisions")
@@ -212,15 +219,7 @@ func TestHedgeFailureLoggedOnce(t *testing.T) {
 				tc.primary(w, r)
 			})
 			p2 := newUpstream(t, answer(503, `{"error":{"message":"busy"}}`))
-			h := mustLoadHandler(t, `{
-				"providers": [
-					{"name": "p1", "api_key": "k1", "proxy": `+gatewayProxy(p1.addr())+`},
-					{"name": "p2", "api_key": "k2", "proxy": `+gatewayProxy(p2.addr())+`}
-				],
-				"models": [{"name": "m", "providers": ["p1", "p2"]}],
-				"routes": [{"name": "hedged", "targets": [{"model": "m", "provider": "p1"}, {"model": "m", "provider": "p2"}],
-					"strategy": {"name": "fallback"}, "hedge": {"delay": "20ms", "budget": 1}}]
-			}`)
+			h := hedgedHandler(t, p1, p2, "")
 			core, logs := observer.New(zapcore.DebugLevel)
 			var once sync.Once
 			// The hedge's call is the first recorded: the primary's is

@@ -213,17 +213,21 @@ func TestCascadeClientError(t *testing.T) {
 	var cheapBody atomic.Value
 	cheap := newUpstream(t, func(w http.ResponseWriter, r *http.Request) { answer(400, cheapBody.Load().(string))(w, r) })
 	premium := newUpstream(t, answer(200, okChat))
-	h := mustLoadHandler(t, `{
-		"providers": [
-			{"name": "a", "api_key": "key-a", "proxy": `+gatewayProxy(cheap.addr())+`},
-			{"name": "b", "api_key": "key-b", "proxy": `+gatewayProxy(premium.addr())+`}
-		],
-		"models": [
-			{"name": "cheap", "providers": ["a"], "input_price": 0.1, "output_price": 0.1},
-			{"name": "premium", "providers": ["b"], "input_price": 5, "output_price": 5}
-		],
-		"routes": [{"name": "tiered", "targets": [{"model": "cheap"}, {"model": "premium"}], "strategy": {"name": "cascade"}}]
-	}`)
+	// tiered cascades from cheap (at the upstream first) to premium.
+	tiered := func(first *upstream) *Handler {
+		return mustLoadHandler(t, `{
+			"providers": [
+				{"name": "a", "api_key": "key-a", "proxy": `+gatewayProxy(first.addr())+`},
+				{"name": "b", "api_key": "key-b", "proxy": `+gatewayProxy(premium.addr())+`}
+			],
+			"models": [
+				{"name": "cheap", "providers": ["a"], "input_price": 0.1, "output_price": 0.1},
+				{"name": "premium", "providers": ["b"], "input_price": 5, "output_price": 5}
+			],
+			"routes": [{"name": "tiered", "targets": [{"model": "cheap"}, {"model": "premium"}], "strategy": {"name": "cascade"}}]
+		}`)
+	}
+	h := tiered(cheap)
 	req := `{"model":"tiered","messages":[{"role":"robot","content":"hi"}]}`
 
 	cheapBody.Store(bad)
@@ -248,18 +252,7 @@ func TestCascadeClientError(t *testing.T) {
 	// A 401 is the tier's provider refusing its key, not the request's
 	// fault: the next tier is tried.
 	unauthorized := newUpstream(t, answer(401, `{"error":{"message":"invalid api key","type":"invalid_request_error"}}`))
-	h = mustLoadHandler(t, `{
-		"providers": [
-			{"name": "a", "api_key": "key-a", "proxy": `+gatewayProxy(unauthorized.addr())+`},
-			{"name": "b", "api_key": "key-b", "proxy": `+gatewayProxy(premium.addr())+`}
-		],
-		"models": [
-			{"name": "cheap", "providers": ["a"], "input_price": 0.1, "output_price": 0.1},
-			{"name": "premium", "providers": ["b"], "input_price": 5, "output_price": 5}
-		],
-		"routes": [{"name": "tiered", "targets": [{"model": "cheap"}, {"model": "premium"}], "strategy": {"name": "cascade"}}]
-	}`)
-	rec, _, _, _ = serveGateway(t, h, "POST", "/v1/chat/completions", req)
+	rec, _, _, _ = serveGateway(t, tiered(unauthorized), "POST", "/v1/chat/completions", req)
 	if rec.Code != 200 || rec.Header().Get(HeaderCascade) != "cheap:status=401 > premium:final" {
 		t.Errorf("401: response %d, %s %q", rec.Code, HeaderCascade, rec.Header().Get(HeaderCascade))
 	}
