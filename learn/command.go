@@ -78,9 +78,13 @@ func trainCommand() *cobra.Command {
 		Long: `Fits the classifier strategy's model file to routing data: for each model, the
 probability that it answers a prompt well, by logistic regression over hashed word n-grams
 and prompt-shape features. Pure Go, single-threaded, deterministic for a seed.`,
+		Args: cobra.NoArgs,
 		RunE: func(*cobra.Command, []string) error {
 			if data == "" || out == "" {
 				return errors.New("--data and --out are required")
+			}
+			if err := opt.check(); err != nil {
+				return err
 			}
 			recs, err := readFiles(data)
 			if err != nil {
@@ -118,6 +122,19 @@ and prompt-shape features. Pure Go, single-threaded, deterministic for a seed.`,
 	return c
 }
 
+// check refuses training options out of range; zero means the default.
+func (o TrainOptions) check() error {
+	switch {
+	case o.Epochs < 0:
+		return fmt.Errorf("--epochs: want a positive number, got %d", o.Epochs)
+	case o.Rate < 0 || o.L2Shared < 0 || o.L2Own < 0:
+		return errors.New("--rate, --l2-shared and --l2-own must not be negative")
+	case o.Folds == 1 || o.Folds < 0:
+		return fmt.Errorf("--folds: want 2 or more (or none), got %d", o.Folds)
+	}
+	return nil
+}
+
 func evalCommand() *cobra.Command {
 	var data, strategy, config, adapter, route, registry, decisions, half string
 	var steps int
@@ -132,9 +149,20 @@ The strategy comes from --strategy (a JSON config or a module name), or from the
 --route of the llm_route handler in --config. Dataset models map to registry models by
 name: the handler's models with --config, else models derived from --registry (routing
 data, e.g. a train split) or from --data itself.`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if data == "" {
 				return errors.New("--data is required")
+			}
+			switch {
+			case steps < 1:
+				return fmt.Errorf("--steps: want 1 or more, got %d", steps)
+			case strategy != "" && route != "":
+				return errors.New("give --strategy or --route, not both")
+			case registry != "" && config != "":
+				return errors.New("--registry derives the models without --config; give one of them")
+			case simulate && decisions != "":
+				return errors.New("--decisions writes the knob sweep's decisions, which --simulate does not make")
 			}
 			recs, err := readFiles(data)
 			if err != nil {

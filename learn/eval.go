@@ -272,7 +272,18 @@ func strategyModule(raw json.RawMessage) (caddy.ModuleInfo, error) {
 // as Caddy does (setup, when given, changes it before provisioning).
 func provisionStrategy(ctx caddy.Context, info caddy.ModuleInfo, raw json.RawMessage, setup func(caddy.Module)) (strategies.Strategy, error) {
 	mod := info.New()
-	if err := json.Unmarshal(raw, mod); err != nil {
+	// As Caddy loads an inline module: its name out, then strictly, so
+	// that an unknown (misspelt) field is an error, not ignored.
+	var fields map[string]json.RawMessage
+	if err := json.Unmarshal(raw, &fields); err != nil {
+		return nil, fmt.Errorf("strategy %s: %v", info.ID.Name(), err)
+	}
+	delete(fields, "name")
+	config, err := json.Marshal(fields)
+	if err != nil {
+		return nil, err
+	}
+	if err := caddy.StrictUnmarshalJSON(config, mod); err != nil {
 		return nil, fmt.Errorf("strategy %s: %v", info.ID.Name(), err)
 	}
 	if setup != nil {

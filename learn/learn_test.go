@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
+	"io"
 	"math"
 	"math/rand/v2"
 	"os"
@@ -532,5 +533,34 @@ func TestCommands(t *testing.T) {
 	ec.SetArgs([]string{"--data", test, "--route", "r"})
 	if err := ec.Execute(); err == nil || !strings.Contains(err.Error(), "--route needs --config") {
 		t.Fatalf("--route without --config: %v", err)
+	}
+
+	// Flags that contradict each other, or are out of range, and fields
+	// a strategy does not have, are refused, not ignored.
+	for _, tc := range []struct {
+		train bool
+		args  []string
+		want  string
+	}{
+		{false, []string{"--data", test, "--strategy", "balanced", "--steps", "0"}, "--steps"},
+		{false, []string{"--data", test, "--strategy", "balanced", "--config", "c.json", "--route", "r"}, "not both"},
+		{false, []string{"--data", test, "--config", "c.json", "--route", "r", "--registry", train}, "--registry"},
+		{false, []string{"--data", test, "--strategy", "adaptive", "--simulate", "--decisions", dec}, "--decisions"},
+		{false, []string{"--data", test, "--strategy", `{"name":"balanced","typo_weight":3}`}, `unknown field "typo_weight"`},
+		{false, []string{"--data", test, "--strategy", "balanced", "stray"}, "stray"},
+		{true, []string{"--data", train, "--out", model, "--epochs", "-1"}, "--epochs"},
+		{true, []string{"--data", train, "--out", model, "--rate", "-0.1"}, "must not be negative"},
+		{true, []string{"--data", train, "--out", model, "--folds", "1"}, "--folds"},
+	} {
+		c := evalCommand()
+		if tc.train {
+			c = trainCommand()
+		}
+		c.SetOut(io.Discard)
+		c.SetErr(io.Discard)
+		c.SetArgs(tc.args)
+		if err := c.Execute(); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%v: error %v, want one saying %s", tc.args, err, tc.want)
+		}
 	}
 }
