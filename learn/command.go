@@ -168,6 +168,9 @@ data, e.g. a train split) or from --data itself.`,
 			if err != nil {
 				return err
 			}
+			if err := checkCosts(recs); err != nil {
+				return fmt.Errorf("--data: %v", err)
+			}
 			all := recs
 			if recs, err = subjectHalf(recs, half); err != nil {
 				return err
@@ -207,6 +210,9 @@ data, e.g. a train split) or from --data itself.`,
 				if registry != "" {
 					if src, err = readFiles(registry); err != nil {
 						return err
+					}
+					if err := checkCosts(src); err != nil {
+						return fmt.Errorf("--registry: %v", err)
 					}
 				}
 				opt.Registry = RegistryFromData(src)

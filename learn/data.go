@@ -170,6 +170,31 @@ func modelNames(recs []Record) []string {
 	return names
 }
 
+// checkCosts refuses data that has costs for some of its scores and not
+// for others: the cost axis is the data's USD only when every score has
+// one, and the share of calls to the strongest model when none has, so a
+// few missing costs would turn the whole cost axis into shares.
+func checkCosts(recs []Record) error {
+	some := false
+	for _, r := range recs {
+		if len(r.Costs) > 0 {
+			some = true
+			break
+		}
+	}
+	if !some || hasCosts(recs) {
+		return nil
+	}
+	for _, r := range recs {
+		for m := range r.Scores {
+			if _, ok := r.Costs[m]; !ok {
+				return fmt.Errorf("prompt %q has no cost for %s, while other scores have costs: give a cost with every score, or none", r.ID, m)
+			}
+		}
+	}
+	return nil
+}
+
 // hasCosts reports whether every record has a cost for each model it
 // scores.
 func hasCosts(recs []Record) bool {

@@ -535,8 +535,13 @@ func TestCommands(t *testing.T) {
 		t.Fatalf("--route without --config: %v", err)
 	}
 
-	// Flags that contradict each other, or are out of range, and fields
-	// a strategy does not have, are refused, not ignored.
+	// Flags that contradict each other, or are out of range, fields a
+	// strategy does not have, and data with costs for some scores only,
+	// are refused, not ignored.
+	partCosts := filepath.Join(dir, "nocost.jsonl")
+	if err := os.WriteFile(partCosts, []byte(`{"id":"x1","prompt":"hi","scores":{"small":1,"large":1}}`+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	for _, tc := range []struct {
 		train bool
 		args  []string
@@ -548,6 +553,7 @@ func TestCommands(t *testing.T) {
 		{false, []string{"--data", test, "--strategy", "adaptive", "--simulate", "--decisions", dec}, "--decisions"},
 		{false, []string{"--data", test, "--strategy", `{"name":"balanced","typo_weight":3}`}, `unknown field "typo_weight"`},
 		{false, []string{"--data", test, "--strategy", "balanced", "stray"}, "stray"},
+		{false, []string{"--data", test + "," + partCosts, "--strategy", "balanced"}, "no cost for"},
 		{true, []string{"--data", train, "--out", model, "--epochs", "-1"}, "--epochs"},
 		{true, []string{"--data", train, "--out", model, "--rate", "-0.1"}, "must not be negative"},
 		{true, []string{"--data", train, "--out", model, "--folds", "1"}, "--folds"},
