@@ -269,7 +269,9 @@ func strategyModule(raw json.RawMessage) (caddy.ModuleInfo, error) {
 }
 
 // provisionStrategy sets up the strategy module info from its JSON config
-// as Caddy does (setup, when given, changes it before provisioning).
+// as Caddy does (setup, when given, changes it before provisioning). An
+// adaptive strategy without a seed is seeded with 1, so that an offline
+// run is reproducible.
 func provisionStrategy(ctx caddy.Context, info caddy.ModuleInfo, raw json.RawMessage, setup func(caddy.Module)) (strategies.Strategy, error) {
 	mod := info.New()
 	// As Caddy loads an inline module: its name out, then strictly, so
@@ -285,6 +287,9 @@ func provisionStrategy(ctx caddy.Context, info caddy.ModuleInfo, raw json.RawMes
 	}
 	if err := caddy.StrictUnmarshalJSON(config, mod); err != nil {
 		return nil, fmt.Errorf("strategy %s: %v", info.ID.Name(), err)
+	}
+	if a, ok := mod.(*strategies.Adaptive); ok && a.Seed == 0 {
+		a.Seed = 1
 	}
 	if setup != nil {
 		setup(mod)

@@ -496,6 +496,24 @@ func TestEvalEveryStrategy(t *testing.T) {
 	}
 }
 
+// An eval of adaptive, which samples, is reproducible: without a seed
+// in its config it is seeded with 1, as in a simulation.
+func TestEvalAdaptiveReproducible(t *testing.T) {
+	data := synthetic(60, 3, []string{"small", "mid", "large"})
+	reg := RegistryFromData(data)
+	var out [2]bytes.Buffer
+	for i := range out {
+		rep, err := Eval(data, EvalOptions{Strategy: strategyJSON("adaptive"), Registry: reg, Steps: 4})
+		if err != nil {
+			t.Fatal(err)
+		}
+		rep.Print(&out[i])
+	}
+	if out[0].String() != out[1].String() {
+		t.Errorf("two evals of adaptive differ:\n%s\n%s", &out[0], &out[1])
+	}
+}
+
 // TestCommands runs `llm-route train` then `llm-route eval` on files, as
 // a user does.
 func TestCommands(t *testing.T) {

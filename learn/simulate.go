@@ -115,11 +115,7 @@ func Simulate(recs []Record, opt SimOptions) (*SimReport, error) {
 
 	ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
 	defer cancel()
-	s, err := provisionStrategy(ctx, info, opt.Strategy, func(m caddy.Module) {
-		if a, ok := m.(*strategies.Adaptive); ok && a.Seed == 0 {
-			a.Seed = 1
-		}
-	})
+	s, err := provisionStrategy(ctx, info, opt.Strategy, nil)
 	if err != nil {
 		return nil, err
 	}
