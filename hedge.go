@@ -39,9 +39,8 @@ type Hedge struct {
 	// Default: 0.1.
 	Budget *float64 `json:"budget,omitempty"`
 
-	mu      sync.Mutex
-	tokens  float64 // hedges the budget allows now
-	started bool    // the budget was filled for the first request
+	mu     sync.Mutex
+	tokens float64 // hedges the budget allows now
 }
 
 // HeaderHedged says which call answered a hedged request: `primary` or
@@ -73,40 +72,40 @@ func (hg *Hedge) Validate() error {
 // starts with, so that hedging shows from the first slow request.
 const hedgesSaved = 10
 
-// deposit counts a request into the budget: it starts full
-// (hedgesSaved, none with a budget of 0), each request adds budget
+// budget is the share of requests the route may hedge.
+func (hg *Hedge) budget() float64 {
+	if hg.Budget != nil {
+		return *hg.Budget
+	}
+	return defaultHedgeBudget
+}
+
+// fill starts the budget full (hedgesSaved, none with a budget of 0),
+// when the config is provisioned.
+func (hg *Hedge) fill() {
+	if hg.budget() > 0 {
+		hg.tokens = hedgesSaved
+	}
+}
+
+// deposit counts a request into the budget: each request adds budget
 // hedges (up to hedgesSaved), each hedge takes one, so the hedges stay
 // under budget × requests plus what was saved.
 func (hg *Hedge) deposit() {
-	b := defaultHedgeBudget
-	if hg.Budget != nil {
-		b = *hg.Budget
-	}
+	b := hg.budget()
 	hg.mu.Lock()
-	if !hg.started {
-		hg.started = true
-		if b > 0 {
-			hg.tokens = hedgesSaved
-		}
-	}
 	hg.tokens = min(hg.tokens+b, hedgesSaved)
 	hg.mu.Unlock()
 }
 
 // admin is the hedge as the admin API shows it.
 func (hg *Hedge) admin() *adminHedge {
-	a := &adminHedge{Adaptive: hg.Adaptive, Budget: defaultHedgeBudget}
+	a := &adminHedge{Adaptive: hg.Adaptive, Budget: hg.budget()}
 	if hg.Delay > 0 {
 		a.Delay = time.Duration(hg.Delay).String()
 	}
-	if hg.Budget != nil {
-		a.Budget = *hg.Budget
-	}
 	hg.mu.Lock()
 	a.Saved = hg.tokens
-	if !hg.started && a.Budget > 0 {
-		a.Saved = hedgesSaved // (as the first request finds it)
-	}
 	hg.mu.Unlock()
 	return a
 }

@@ -256,6 +256,7 @@ func TestHedgeBudgetStartsFull(t *testing.T) {
 		{"default budget", &Hedge{Delay: caddy.Duration(100 * time.Millisecond)}, []int{1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 21}},
 		{"budget 0", &Hedge{Delay: caddy.Duration(100 * time.Millisecond), Budget: &zero}, nil},
 	} {
+		tc.hg.fill() // (as the handler's Provision does)
 		var got []int
 		for i := 1; i <= 30; i++ {
 			tc.hg.deposit()

@@ -507,6 +507,9 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 			r.strategy = mod.(strategies.Strategy)
 			h.bindRoute(r)
 		}
+		if r.Hedge != nil {
+			r.Hedge.fill()
+		}
 		h.routes[r.Name] = r
 	}
 	for _, a := range builtinAliases {
