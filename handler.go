@@ -693,19 +693,17 @@ func (h *Handler) countTokens(w http.ResponseWriter, req *strategies.Request, p 
 // attempt of plan p. Without c (a refusal before any call: every
 // candidate over a limit or unfit) it names no model or provider.
 func setRouted(hdr http.Header, p *plan, c *strategies.Candidate, n int) {
-	if c == nil {
-		delete(hdr, routedKeys[0])
-		delete(hdr, routedKeys[1])
-		v := &[3]string{p.route, strconv.Itoa(n), p.reason}
-		for i, k := range routedKeys[2:] {
-			hdr[k] = v[i : i+1 : i+1]
-		}
-		return
-	}
 	// As hdr.Set would, with the keys in canonical form already and the
 	// values in one allocation.
-	v := &[5]string{c.Model, c.Provider.Name, p.route, strconv.Itoa(n), p.reason}
+	v := &[5]string{"", "", p.route, strconv.Itoa(n), p.reason}
+	if c != nil {
+		v[0], v[1] = c.Model, c.Provider.Name
+	}
 	for i, k := range routedKeys {
+		if c == nil && i < 2 { // (no model or provider answered)
+			delete(hdr, k)
+			continue
+		}
 		hdr[k] = v[i : i+1 : i+1]
 	}
 }
