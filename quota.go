@@ -206,10 +206,8 @@ var outputCapFields = []string{"max_tokens", "max_completion_tokens", "max_outpu
 // clamped to the model's max_output, or max_output, or the default.
 func outputCap(asked, maxOutput int64) int64 {
 	switch {
-	case asked > 0 && maxOutput > 0:
-		return min(asked, maxOutput)
 	case asked > 0:
-		return asked
+		return clampedOutput(asked, maxOutput)
 	case maxOutput > 0:
 		return maxOutput
 	}

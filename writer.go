@@ -728,8 +728,8 @@ func (aw *attemptWriter) inspectData(data []byte) bool {
 }
 
 // preamble reports whether a stream event only opens the answer and
-// says nothing of it yet: an OpenAI chat chunk with no content, refusal,
-// tool call or finish (its first, the role's), Anthropic's
+// says nothing of it yet: an OpenAI chat chunk with the role alone (its
+// first: no content, refusal, tool call, reasoning or finish), Anthropic's
 // message_start, ping or the start of an empty text block, or the
 // Responses API's events before the first delta (the response created
 // and in progress, an output item or content part added). With
