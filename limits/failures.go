@@ -11,7 +11,8 @@ import (
 // them at most once per interval, with how many failed since the last
 // line: a dead Redis under load must not flood the log. A user that
 // knows when the backend answers again (a SyncLoop) calls Recovered,
-// which logs the end of a run of failures that was logged.
+// which logs the end of a run of failures (Add) that was logged; errors
+// of a backend that answered (Note) make no run.
 type Failures struct {
 	logger   *zap.Logger
 	interval time.Duration
@@ -44,22 +45,32 @@ func NewFailures(logger *zap.Logger, interval time.Duration, msg string, fields 
 	return &Failures{logger: logger, interval: interval, msg: msg, fields: fields}
 }
 
-// Add counts a failure, and logs it unless a line was logged less than an
-// interval ago.
+// Add counts a failure of the backend to answer, one of a run that
+// Recovered ends, and logs it as Note does.
 func (f *Failures) Add(err error) {
+	if f.run.Add(1) == 1 {
+		f.runStart.Store(time.Now().UnixNano())
+	}
+	if f.Note(err) {
+		f.reported.Store(true)
+	}
+}
+
+// Note counts an error of a backend that answered (a command it
+// refused: a key of another type, a write refused for memory), which
+// starts no run to recover from, and logs it unless a line was logged
+// less than an interval ago. It reports whether it logged.
+func (f *Failures) Note(err error) bool {
 	n := f.n.Add(1)
 	now := time.Now().UnixNano()
-	if f.run.Add(1) == 1 {
-		f.runStart.Store(now)
-	}
 	last := f.lastLog.Load()
 	if last != 0 && now-last < int64(f.interval) || !f.lastLog.CompareAndSwap(last, now) {
-		return
+		return false
 	}
-	f.reported.Store(true)
 	since := n - f.loggedAt.Swap(n)
 	f.logger.Warn(f.msg, append([]zap.Field{zap.Error(err), zap.Uint64("errors", n),
 		zap.Uint64("errors_since_last_log", since)}, f.fields...)...)
+	return true
 }
 
 // Count returns how many failures were counted.

@@ -138,3 +138,18 @@ func TestSyncLoopWake(t *testing.T) {
 		t.Errorf("%d failures counted, want the wake's", n)
 	}
 }
+
+// An error of a backend that answered (Note) is counted and logged but
+// starts no run: the next success logs no "answering again".
+func TestFailuresNoteMakesNoRun(t *testing.T) {
+	core, logs := observer.New(zapcore.InfoLevel)
+	f := NewFailures(zap.New(core), 0, "x")
+	f.Note(errors.New("WRONGTYPE"))
+	f.Recovered()
+	if n := logs.FilterMessage("x").Len(); n != 1 || f.Count() != 1 {
+		t.Errorf("%d lines of the error, %d counted; want 1 and 1", n, f.Count())
+	}
+	if n := logs.FilterMessage("redis state: answering again").Len(); n != 0 {
+		t.Errorf("%d lines that Redis answers again after an error of a Redis that answered", n)
+	}
+}

@@ -418,7 +418,7 @@ func (l *syncLoop) sync(ctx context.Context, poll bool) error {
 		// another type, a write refused for memory): counted and
 		// logged, but the exchange goes on every interval, as what it
 		// read is used.
-		l.failures.Add(err)
+		l.failures.Note(err)
 		return nil
 	}
 	return err
