@@ -316,7 +316,7 @@ func (h *Handler) attemptHedged(w http.ResponseWriter, r *http.Request, req *str
 	served := spawn(func() { err = h.serve(hedge, hr, req, &sp) }, stop)
 
 	if pc := attempted.wait(); pc != nil {
-		hedge.cancel(errPanicked)
+		// (spawn's stop ended the race, the hedge's call with it)
 		h.logPanic(served.wait())
 		h.raise(pc)
 	}

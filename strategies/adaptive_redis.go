@@ -27,10 +27,9 @@ type SharedState struct {
 	// Interval is how often each instance exchanges its new evidence
 	// and the fleet's totals with Redis.
 	Interval time.Duration
-	// Logger logs failed exchanges, at most one line per LogInterval
-	// (default 1m), and their end; nil: not logged.
-	Logger      *zap.Logger
-	LogInterval time.Duration
+	// Logger logs failed exchanges, at most one line a minute
+	// (limits.DefaultLogInterval), and their end; nil: not logged.
+	Logger *zap.Logger
 	// After is the clock of the exchanges' waits (limits.SyncLoop);
 	// nil: time.After. Tests replace it.
 	After func(time.Duration) <-chan time.Time
@@ -63,7 +62,7 @@ const adaptiveRedisTTL = 30 * 24 * time.Hour
 // reached the evidence is kept and sent once it can, the fleet's totals
 // stay as last read, and the exchanges back off up to 16 intervals
 // apart (limits.SyncLoop); each failed exchange is counted (Errors) and
-// logged at most one line per LogInterval, and the recovery too. The
+// logged at most one line a minute, and the recovery too. The
 // hash lives 30 days after its last write.
 type AdaptiveRedis struct {
 	client  *redis.Client
@@ -96,7 +95,7 @@ func NewAdaptiveRedis(s *SharedState, key string, window float64) *AdaptiveRedis
 	r := &AdaptiveRedis{
 		client: s.Client, key: s.Prefix + "adaptive:" + key, window: window, timeout: timeout,
 		loop: limits.SyncLoop{Interval: interval, After: s.After,
-			Failures: limits.NewFailures(s.Logger, s.LogInterval, "redis state: sharing what adaptive learnt failed", zap.String("key", key))},
+			Failures: limits.NewFailures(s.Logger, 0, "redis state: sharing what adaptive learnt failed", zap.String("key", key))},
 		fleet: map[adaptiveKey]AdaptiveArm{}, pending: map[adaptiveKey]AdaptiveArm{},
 		stop: stop, done: make(chan struct{}),
 	}

@@ -60,8 +60,8 @@ import (
 // StatsTTL passed without a poll), and a cooldown that could not be
 // sent is sent again until it ends. While Redis fails, the polls back
 // off up to 16 intervals apart (limits.SyncLoop). Each error is counted
-// (Errors) and logged at most one line per LogInterval, and the
-// recovery once Redis answers again.
+// (Errors) and logged at most one line a minute, and the recovery
+// once Redis answers again.
 type Shared struct {
 	client   *redis.Client
 	prefix   string
@@ -98,10 +98,9 @@ type SharedOptions struct {
 	// StatsTTL is how long an instance's stats count after its last
 	// write; default 30s, and at least three intervals.
 	StatsTTL time.Duration
-	// Logger logs Redis errors, at most one line per LogInterval
-	// (default 1m), and their end; nil: not logged.
-	Logger      *zap.Logger
-	LogInterval time.Duration
+	// Logger logs Redis errors, at most one line a minute
+	// (limits.DefaultLogInterval), and their end; nil: not logged.
+	Logger *zap.Logger
 	// After is the clock of the goroutine's waits (limits.SyncLoop);
 	// nil: time.After. Tests replace it.
 	After func(time.Duration) <-chan time.Time
@@ -145,7 +144,7 @@ func NewShared(o SharedOptions) *Shared {
 		interval: o.Interval,
 		statsTTL: o.StatsTTL,
 		id:       hex.EncodeToString(b[:]),
-		failures: limits.NewFailures(o.Logger, o.LogInterval, "redis state: sharing cooldowns and stats failed"),
+		failures: limits.NewFailures(o.Logger, 0, "redis state: sharing cooldowns and stats failed"),
 		after:    o.After,
 		wake:     make(chan struct{}, 1),
 		pairs:    make(map[*sharedPair]struct{}),
