@@ -378,7 +378,7 @@ func (aw *attemptWriter) finish() error {
 		var err error
 		if !aw.inspectLine(aw.pending[aw.scanned:]) {
 			err = errMalformedEvent
-		} else if aw.rewrites() {
+		} else if !aw.passesAsIs() {
 			out, err = aw.passEvent(nil, aw.pending)
 		}
 		if err != nil {
@@ -465,7 +465,7 @@ func (aw *attemptWriter) finishHeld() error {
 		return err
 	}
 	out := aw.pending
-	if aw.rewrites() {
+	if !aw.passesAsIs() {
 		if out, err = aw.passEvent(nil, aw.pending); err != nil {
 			aw.streamErr = err
 			return err
@@ -606,11 +606,6 @@ func (aw *attemptWriter) writeEvents(p []byte) (int, error) {
 	return len(p), nil
 }
 
-// rewrites reports whether stream events are rewritten on their way to
-// the client (translated, or some held back), rather than passed on as
-// they came.
-func (aw *attemptWriter) rewrites() bool { return aw.tr != nil || aw.dropUsage }
-
 // passesAsIs reports whether the event under way (its lines inspected)
 // goes to the client as it came: not translated, and not a usage-only
 // chunk held back.
@@ -620,15 +615,14 @@ func (aw *attemptWriter) passesAsIs() bool {
 
 // passEvent appends what the client gets of one upstream event (its
 // lines up to and including the blank line that ends it, inspected) to
-// dst when events are rewritten: its translation, nothing for a
-// usage-only chunk the client did not ask for, or the event as it is.
-// When they are not, it does nothing: the caller passes the pending
-// bytes on as they came.
+// dst: its translation, nothing for a usage-only chunk the client did
+// not ask for, or the event as it is. (Callers pass an event that
+// passesAsIs on from where it is, without it.)
 func (aw *attemptWriter) passEvent(dst, event []byte) ([]byte, error) {
 	switch {
 	case aw.tr != nil:
 		return aw.translateEvent(dst, event)
-	case !aw.dropUsage, aw.usageChunk:
+	case aw.dropUsage && aw.usageChunk:
 		return dst, nil
 	}
 	return append(dst, event...), nil
