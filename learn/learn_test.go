@@ -11,6 +11,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -106,8 +107,9 @@ func TestTrainRecoversRule(t *testing.T) {
 	// nearly every hard prompt and nearly no easy one there.
 	separated := false
 	for k := 0.0; k <= 1; k += 0.02 {
-		ck := c.WithKnob(k)
+		ck := *c
 		ck.QualityTarget = nil
+		ck = *ck.WithKnob(k)
 		var hard, easy, hardN, easyN float64
 		for _, r := range test {
 			req := PromptRequest(r.Prompt)
@@ -464,6 +466,35 @@ func TestEvalConfigRoute(t *testing.T) {
 	}
 	if _, err := loadHandler(filepath.Join(t.TempDir(), "none.json"), ""); err == nil {
 		t.Error("a missing config loads")
+	}
+}
+
+// TestEvalSweepsQualityTarget: a classifier set up with a quality_target
+// is swept over its target, so the sweep goes from all cheap (target 0:
+// any model reaches it) to all strong, instead of printing one row for
+// every knob value.
+func TestEvalSweepsQualityTarget(t *testing.T) {
+	m := trainSynthetic(t, []string{"small", "large"})
+	b, _ := json.Marshal(m)
+	modelFile := filepath.Join(t.TempDir(), "model.json")
+	if err := os.WriteFile(modelFile, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	data := synthetic(100, 42, []string{"small", "large"})
+	reg := RegistryFromData(synthetic(400, 1, []string{"small", "large"}))
+	rep, err := Eval(data, EvalOptions{Strategy: strategyJSON(`{"name":"classifier","model_file":"` + modelFile + `","quality_target":0.9}`), Registry: reg, Steps: 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	large := slices.Index(rep.Models, "large")
+	first, last := rep.Points[0], rep.Points[len(rep.Points)-1]
+	if first.Share[large] != 0 || last.Share[large] < 0.9 {
+		t.Fatalf("share of large: %v at target 0, %v at target 1", first.Share[large], last.Share[large])
+	}
+	for i := 1; i < len(rep.Points); i++ {
+		if rep.Points[i].Share[large] < rep.Points[i-1].Share[large] {
+			t.Fatalf("target %v sends fewer prompts to large than target %v", rep.Points[i].Knob, rep.Points[i-1].Knob)
+		}
 	}
 }
 

@@ -346,10 +346,15 @@ var (
 	_ caddyfile.Unmarshaler = (*Classifier)(nil)
 )
 
-// WithKnob returns a copy of s (provisioned) with the knob set to k,
-// sharing s's model: what eval sweeps.
+// WithKnob returns a copy of s (provisioned) with its knob set to k,
+// sharing s's model: what eval sweeps. The knob of a classifier with a
+// quality_target is its target, so that is what k sets there.
 func (s *Classifier) WithKnob(k float64) *Classifier {
 	c := *s
+	if s.QualityTarget != nil {
+		c.QualityTarget = &k
+		return &c
+	}
 	c.Knob = &k
 	c.lambda = s.model.Lambda(k)
 	return &c
