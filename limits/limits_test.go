@@ -299,3 +299,28 @@ func reserveCharges(ctx context.Context, st Store, charges []Charge, now time.Ti
 	}
 	return r, v, nil
 }
+
+func TestRetryAfterWaitsForEveryLimit(t *testing.T) { eachStore(t, testRetryAfterWaitsForEveryLimit) }
+
+// A request that several full counters turn away may retry when all of
+// them have room, not when the first of them does: here the rpm bucket
+// has room again in a second, the day only at midnight.
+func testRetryAfterWaitsForEveryLimit(t *testing.T, m Store) {
+	s := NewSubject("model:m", Limits{RPM: 2, DailyRequests: 2}, time.UTC)
+	now := time.Date(2026, 12, 4, 23, 0, 0, 0, time.UTC)
+	for range 2 {
+		if _, v := reserve(t, m, s, Amount{Requests: 1}, now); !v.OK {
+			t.Fatal("denied within the limits")
+		}
+	}
+	// rpm (first) is full with 2 of 2, and so is the day.
+	_, v := reserve(t, m, s, Amount{Requests: 1}, now)
+	if v.OK || v.Denied != 0 || v.RetryAfter != time.Hour {
+		t.Fatalf("verdict %+v, want denied first by rpm, retry after 1h (midnight)", v)
+	}
+	// Once the bucket drained, the day alone denies, with the same wait.
+	_, v = reserve(t, m, s, Amount{Requests: 1}, now.Add(time.Minute))
+	if v.OK || v.Denied != 1 || v.RetryAfter != 59*time.Minute {
+		t.Fatalf("verdict %+v, want denied by daily_requests, retry after 59m", v)
+	}
+}

@@ -36,11 +36,15 @@ func (m *Memory) Reserve(_ context.Context, charges []Charge, now time.Time) (Ve
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.maybeSweep(now)
+	denied := Verdict{Denied: -1}
 	for i, ch := range charges {
 		v := m.level(ch.Counter, now)
 		if ok, wait := room(ch.Counter, v, ch.Amount, now); !ok {
-			return Verdict{Denied: i, RetryAfter: wait}, nil
+			denied.deny(i, wait)
 		}
+	}
+	if denied.Denied >= 0 {
+		return denied, nil
 	}
 	for i := range charges {
 		charges[i].Left = charges[i].Counter.Limit - m.add(charges[i], now)

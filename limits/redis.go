@@ -262,15 +262,18 @@ end
 `
 
 // reserveScript returns {1, value after, ...} when every counter had
-// room, or {0, index, level} for the first that had not.
+// room, or {0, index, level, index, level, ...} for those that had not.
 var reserveScript = redis.NewScript(luaCommon + `
+local denied = {0}
 for i = 1, #KEYS do
 	local limit, amount = arg(i, 1), arg(i, 4)
 	local v = level(KEYS[i], arg(i, 2), arg(i, 3))
 	if not (v <= 0 or v + amount <= limit) then
-		return {0, i - 1, fmt(v)}
+		denied[#denied + 1] = i - 1
+		denied[#denied + 1] = fmt(v)
 	end
 end
+if #denied > 1 then return denied end
 local out = {1}
 for i = 1, #KEYS do out[i + 1] = fmt(add(i)) end
 return out
@@ -322,15 +325,19 @@ func (r *Redis) reserve(ctx context.Context, charges []Charge, now time.Time) (V
 			charges[i].Left = charges[i].Counter.Limit - v
 		}
 		return Verdict{OK: true}, nil
-	case ok == 0 && len(res) == 3:
-		i, _ := res[1].(int64)
-		v, err := parseFloat(res[2])
-		if err != nil || i < 0 || int(i) >= len(charges) {
-			return Verdict{}, bad
+	case ok == 0 && len(res) >= 3 && len(res)%2 == 1:
+		denied := Verdict{Denied: -1}
+		for j := 1; j < len(res); j += 2 {
+			i, _ := res[j].(int64)
+			v, err := parseFloat(res[j+1])
+			if err != nil || i < 0 || int(i) >= len(charges) {
+				return Verdict{}, bad
+			}
+			ch := charges[i]
+			_, wait := room(ch.Counter, v, ch.Amount, now)
+			denied.deny(int(i), wait)
 		}
-		ch := charges[i]
-		_, wait := room(ch.Counter, v, ch.Amount, now)
-		return Verdict{Denied: int(i), RetryAfter: wait}, nil
+		return denied, nil
 	}
 	return Verdict{}, bad
 }

@@ -46,9 +46,10 @@ type Verdict struct {
 	OK bool
 	// Denied is the index of the first charge without room when not OK.
 	Denied int
-	// RetryAfter is when the denied counter will have room for its
-	// charge: its window's end, the time it takes to drain, or (for a
-	// counter that neither drains nor expires) a short wait.
+	// RetryAfter is when every counter without room will have room for
+	// its charge (the longest of their waits): a window's end, the time
+	// it takes to drain, or (for a counter that neither drains nor
+	// expires) a short wait.
 	RetryAfter time.Duration
 	// Store, when not nil, is the store that answered in place of the
 	// one asked, and holds the reservation: a Redis store that cannot
@@ -73,6 +74,15 @@ type Store interface {
 	// amount when a reservation settles, or minus the reserved amount
 	// when it is released.
 	Adjust(ctx context.Context, charges []Charge, now time.Time) error
+}
+
+// deny notes that charge i has no room for wait: the first such charge
+// is the one denied, and the verdict waits for the longest.
+func (v *Verdict) deny(i int, wait time.Duration) {
+	if v.Denied < 0 {
+		v.Denied = i
+	}
+	v.RetryAfter = max(v.RetryAfter, wait)
 }
 
 // busyWait is the Retry-After of a counter that neither drains nor
