@@ -35,8 +35,13 @@ import (
 // (the default) reserves on the local store instead, so the local limits
 // still apply, and the Verdict's Store says so; deny answers not OK. Each
 // such error is counted (Errors) and logged at most once per LogInterval.
-// A Redis error on Adjust is counted, logged and returned: the Redis
-// counter then keeps the amount until it drains or its key expires.
+// A Redis error on Adjust is counted, logged and returned. What the local
+// store took meanwhile (concurrency aside), and an adjustment that
+// certainly did not reach Redis (no connection), are owed to Redis and
+// sent after the next reservation it answers (see owed); an adjustment
+// lost to a timeout on an open connection is not sent again, as Redis
+// may have run it: its counter then keeps the amount until it drains or
+// its key expires.
 //
 // A single Redis (or a primary) only: the keys of one reservation may
 // lie in different slots of a Redis Cluster.
@@ -51,6 +56,7 @@ type Redis struct {
 	local    Store
 	idleMs   string // ConcurrencyTTL in ms
 	failures *Failures
+	owed     owed // what Redis has not been told yet
 }
 
 // OnError is what a Redis store does when Redis cannot be reached.
@@ -292,14 +298,16 @@ func (r *Redis) Reserve(ctx context.Context, charges []Charge, now time.Time) (V
 	}
 	v, err := r.reserve(ctx, charges, now)
 	if err == nil {
+		r.pay(ctx, now)
 		return v, nil
 	}
 	r.failures.Add(err)
 	if r.onError == OnErrorDeny {
 		return Verdict{RetryAfter: unavailableWait, Unavailable: true}, nil
 	}
-	v, err = r.local.Reserve(ctx, charges, now)
-	v.Store = r.local
+	local := fallback{r}
+	v, err = local.Reserve(ctx, charges, now)
+	v.Store = local
 	return v, err
 }
 
@@ -350,14 +358,22 @@ func (r *Redis) Adjust(ctx context.Context, charges []Charge, now time.Time) err
 	if len(charges) == 0 {
 		return nil
 	}
-	keys, args := r.args(charges, now)
-	ctx, cancel := r.callContext(ctx)
-	defer cancel()
-	if err := adjustScript.Run(ctx, r.client, keys, args...).Err(); err != nil {
+	if err := r.adjust(ctx, charges, now); err != nil {
 		r.failures.Add(err)
+		if unsent(err) {
+			r.owed.add(charges, now, true)
+		}
 		return fmt.Errorf("redis state: %w", err)
 	}
 	return nil
+}
+
+// adjust runs the adjust script on charges.
+func (r *Redis) adjust(ctx context.Context, charges []Charge, now time.Time) error {
+	keys, args := r.args(charges, now)
+	ctx, cancel := r.callContext(ctx)
+	defer cancel()
+	return adjustScript.Run(ctx, r.client, keys, args...).Err()
 }
 
 // callContext bounds a call by the timeout. It does not end with the

@@ -53,8 +53,9 @@ type Verdict struct {
 	RetryAfter time.Duration
 	// Store, when not nil, is the store that answered in place of the
 	// one asked, and holds the reservation: a Redis store that cannot
-	// reach Redis reserves on its local store (on_error allow). Settle
-	// or release there; Reserve (the function) does.
+	// reach Redis reserves on its local store (on_error allow), and owes
+	// Redis what it takes there. Settle or release there; Reserve (the
+	// function) does.
 	Store Store
 	// Unavailable is true when the store could not be asked and its
 	// policy denies (on_error deny); Denied is then 0 and means nothing.
