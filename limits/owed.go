@@ -29,6 +29,7 @@ type owed struct {
 
 type debt struct {
 	counter Counter
+	slot    string // a concurrency counter's: the slot given back
 	amount  float64
 	stamp   time.Time
 }
@@ -46,13 +47,17 @@ func (o *owed) add(charges []Charge, now time.Time, withSlots bool) {
 		if o.debts == nil {
 			o.debts = make(map[string]*debt)
 		}
-		d := o.debts[ch.Counter.Key]
+		key := ch.Counter.Key
+		if ch.Slot != "" {
+			key += "\x00" + ch.Slot // each slot is its own
+		}
+		d := o.debts[key]
 		if d == nil {
 			d = &debt{}
-			o.debts[ch.Counter.Key] = d
+			o.debts[key] = d
 		}
 		d.amount = d.at(now) + ch.Amount
-		d.counter, d.stamp = ch.Counter, now
+		d.counter, d.slot, d.stamp = ch.Counter, ch.Slot, now
 	}
 	o.n.Store(int32(len(o.debts)))
 }
@@ -84,7 +89,7 @@ func (o *owed) take(now time.Time) []Charge {
 	out := make([]Charge, 0, len(o.debts))
 	for key, d := range o.debts {
 		if a := d.at(now); a != 0 {
-			out = append(out, Charge{Counter: d.counter, Amount: a})
+			out = append(out, Charge{Counter: d.counter, Amount: a, Slot: d.slot})
 		}
 		delete(o.debts, key)
 	}

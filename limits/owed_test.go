@@ -63,6 +63,11 @@ func TestRedisOwedAfterOutage(t *testing.T) {
 	}
 	for _, ch := range s.Charges(nil, a, now) {
 		got, err := c.HGet(ctx, DefaultRedisPrefix+ch.Counter.Key, "v").Float64()
+		if ch.Kind == MaxConcurrent {
+			var n int64
+			n, err = c.ZCard(ctx, DefaultRedisPrefix+ch.Counter.Key+slotSuffix).Result()
+			got = float64(n)
+		}
 		if err != nil {
 			t.Fatalf("%s: %v", ch.Counter.Key, err)
 		}

@@ -2,10 +2,13 @@ package limits
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"net/url"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -23,10 +26,12 @@ import (
 // A counter is a hash (value, stamp) at Prefix+Key, and every write
 // gives it a TTL, relative so that Redis' clock does not matter either,
 // and no key lives forever: a calendar counter until its window ends, a
-// draining counter until it has drained empty, each plus a minute; a
-// counter that does neither (concurrency) ConcurrencyTTL after its last
-// write, so that the slots of a crashed instance free themselves once
-// the counter is left alone that long.
+// draining counter until it has drained empty, each plus a minute. A
+// counter that does neither (concurrency) is a sorted set at
+// Prefix+Key+"|slots" of the slots of the requests under way, each held
+// for at most ConcurrencyTTL (its lease), so that the slots of a crashed
+// instance free themselves however busy the counter is; the key lives
+// as long as its newest lease.
 //
 // A call is bounded by Timeout alone, not by the caller's context: a
 // release after the client went away must still reach Redis.
@@ -54,7 +59,9 @@ type Redis struct {
 	timeout  time.Duration
 	onError  OnError
 	local    Store
-	idleMs   string // ConcurrencyTTL in ms
+	idleMs   string        // ConcurrencyTTL in ms
+	id       string        // this store's prefix of slot names
+	slots    atomic.Uint64 // slots named
 	failures *Failures
 	owed     owed // what Redis has not been told yet
 }
@@ -114,8 +121,9 @@ type RedisOptions struct {
 	OnError OnError
 	// Prefix starts every key; default "llm_route:".
 	Prefix string
-	// ConcurrencyTTL is how long a counter that neither drains nor
-	// expires (max_concurrent) lives after its last write; default 10m.
+	// ConcurrencyTTL is the longest a request holds its slot on a
+	// counter that neither drains nor expires (max_concurrent): a
+	// request under way longer no longer counts; default 10m.
 	ConcurrencyTTL time.Duration
 	// Local is the store reserved on when Redis cannot be reached and
 	// OnError is allow; default a new Memory.
@@ -193,6 +201,7 @@ func NewRedis(o RedisOptions) (*Redis, error) {
 		onError:  o.OnError,
 		local:    o.Local,
 		idleMs:   strconv.FormatInt(o.ConcurrencyTTL.Milliseconds(), 10),
+		id:       instanceID(),
 		failures: NewFailures(o.Logger, o.LogInterval, "redis state: call failed", zap.String("on_error", o.OnError.String())),
 	}, nil
 }
@@ -222,16 +231,26 @@ func (r *Redis) Ping(ctx context.Context) error {
 }
 
 // The scripts. ARGV[1] is now (unix ms), ARGV[2] the TTL margin of
-// calendar and draining counters (ms), ARGV[3] the TTL of the others
-// (ms); then four per key: limit, rate (per second), expires (unix ms; 0:
-// never), amount. level and put do what level and Memory.add do; a
-// counter at 0 is deleted, as it reads as a missing one. Numbers go back
-// as strings: Redis truncates a Lua number in a reply to an integer.
+// calendar and draining counters (ms), ARGV[3] the lease of a slot (ms);
+// then five per key: limit, rate (per second), expires (unix ms; 0:
+// never), amount, and the slot ("" but on a concurrency counter). level
+// and put do what level and Memory.add do; a counter at 0 is deleted, as
+// it reads as a missing one. A concurrency counter is a sorted set of
+// slots scored by the end of their lease instead: its level is the
+// number of slots whose lease has not ended, a positive amount takes the
+// slot, a negative one gives it back. Numbers go back as strings: Redis
+// truncates a Lua number in a reply to an integer.
 const luaCommon = `
 local now, margin, idle = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
-local function arg(i, j) return tonumber(ARGV[3 + (i - 1) * 4 + j]) end
+local function arg(i, j) return tonumber(ARGV[3 + (i - 1) * 5 + j]) end
+local function slot(i) return ARGV[3 + (i - 1) * 5 + 5] end
 local function fmt(x) return string.format('%.17g', x) end
-local function level(key, rate, expires)
+local function slots(key)
+	redis.call('ZREMRANGEBYSCORE', key, '-inf', string.format('%.0f', now))
+	return redis.call('ZCARD', key)
+end
+local function level(key, rate, expires, s)
+	if s ~= '' then return slots(key) end
 	if expires > 0 and now >= expires then return 0 end
 	local h = redis.call('HMGET', key, 'v', 's')
 	local v, s = tonumber(h[1]), tonumber(h[2])
@@ -262,8 +281,18 @@ local function put(key, v, rate, expires)
 	return v
 end
 local function add(i)
-	local rate, expires = arg(i, 2), arg(i, 3)
-	return put(KEYS[i], level(KEYS[i], rate, expires) + arg(i, 4), rate, expires)
+	local rate, expires, s = arg(i, 2), arg(i, 3), slot(i)
+	if s ~= '' then
+		slots(KEYS[i])
+		if arg(i, 4) > 0 then
+			redis.call('ZADD', KEYS[i], string.format('%.0f', now + idle), s)
+			redis.call('PEXPIRE', KEYS[i], string.format('%.0f', idle))
+		else
+			redis.call('ZREM', KEYS[i], s)
+		end
+		return redis.call('ZCARD', KEYS[i])
+	end
+	return put(KEYS[i], level(KEYS[i], rate, expires, '') + arg(i, 4), rate, expires)
 end
 `
 
@@ -273,7 +302,7 @@ var reserveScript = redis.NewScript(luaCommon + `
 local denied = {0}
 for i = 1, #KEYS do
 	local limit, amount = arg(i, 1), arg(i, 4)
-	local v = level(KEYS[i], arg(i, 2), arg(i, 3))
+	local v = level(KEYS[i], arg(i, 2), arg(i, 3), slot(i))
 	if not (v <= 0 or v + amount <= limit) then
 		denied[#denied + 1] = i - 1
 		denied[#denied + 1] = fmt(v)
@@ -312,6 +341,7 @@ func (r *Redis) Reserve(ctx context.Context, charges []Charge, now time.Time) (V
 }
 
 func (r *Redis) reserve(ctx context.Context, charges []Charge, now time.Time) (Verdict, error) {
+	r.takeSlots(charges)
 	keys, args := r.args(charges, now)
 	ctx, cancel := r.callContext(ctx)
 	defer cancel()
@@ -386,19 +416,52 @@ func (r *Redis) callContext(ctx context.Context) (context.Context, context.Cance
 // args returns the scripts' KEYS and ARGV for charges at now.
 func (r *Redis) args(charges []Charge, now time.Time) ([]string, []any) {
 	keys := make([]string, len(charges))
-	args := make([]any, 3, 3+4*len(charges))
+	args := make([]any, 3, 3+5*len(charges))
 	args[0], args[1], args[2] = strconv.FormatInt(now.UnixMilli(), 10), ttlMargin, r.idleMs
 	for i, ch := range charges {
 		c := ch.Counter
-		keys[i] = r.prefix + c.Key
+		keys[i] = r.key(c)
 		var expires int64
 		if !c.Expires.IsZero() {
 			expires = c.Expires.UnixMilli()
 		}
 		args = append(args, formatFloat(c.Limit), formatFloat(c.Rate),
-			strconv.FormatInt(expires, 10), formatFloat(ch.Amount))
+			strconv.FormatInt(expires, 10), formatFloat(ch.Amount), ch.Slot)
 	}
 	return keys, args
+}
+
+// slotted reports whether a counter holds slots: it neither drains nor
+// expires (concurrency).
+func slotted(c Counter) bool { return c.Rate == 0 && c.Expires.IsZero() }
+
+// slotSuffix ends the key of a counter of slots, a sorted set: apart from
+// the hash an older version kept at the counter's key.
+const slotSuffix = "|slots"
+
+// key is the Redis key of a counter.
+func (r *Redis) key(c Counter) string {
+	if slotted(c) {
+		return r.prefix + c.Key + slotSuffix
+	}
+	return r.prefix + c.Key
+}
+
+// takeSlots names a slot for each charge on a counter of slots: unique
+// to this reservation, so that its release gives back its own slot.
+func (r *Redis) takeSlots(charges []Charge) {
+	for i := range charges {
+		if slotted(charges[i].Counter) {
+			charges[i].Slot = r.id + strconv.FormatUint(r.slots.Add(1), 36)
+		}
+	}
+}
+
+// instanceID names a store's slots apart from every other store's.
+func instanceID() string {
+	var b [6]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:]) + ":"
 }
 
 func formatFloat(f float64) string { return strconv.FormatFloat(f, 'g', -1, 64) }

@@ -38,6 +38,9 @@ type Charge struct {
 	// Left is set by a successful Reserve: the room left on the counter
 	// after the reservation.
 	Left float64
+	// Slot is set by a shared store's Reserve on a concurrency counter:
+	// the slot the reservation holds, which its settlement gives back.
+	Slot string
 }
 
 // Verdict is the answer to a reservation.
