@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net/url"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -60,10 +61,15 @@ type Redis struct {
 	onError  OnError
 	local    Store
 	idleMs   string        // ConcurrencyTTL in ms
+	lease    time.Duration // ConcurrencyTTL
 	id       string        // this store's prefix of slot names
 	slots    atomic.Uint64 // slots named
 	failures *Failures
 	owed     owed // what Redis has not been told yet
+
+	held      atomic.Int64 // reservations held on Redis, not yet settled
+	closing   atomic.Bool  // CloseWhenSettled was called
+	closeOnce sync.Once
 }
 
 // OnError is what a Redis store does when Redis cannot be reached.
@@ -201,6 +207,7 @@ func NewRedis(o RedisOptions) (*Redis, error) {
 		onError:  o.OnError,
 		local:    o.Local,
 		idleMs:   strconv.FormatInt(o.ConcurrencyTTL.Milliseconds(), 10),
+		lease:    o.ConcurrencyTTL,
 		id:       instanceID(),
 		failures: NewFailures(o.Logger, o.LogInterval, "redis state: call failed", zap.String("on_error", o.OnError.String())),
 	}, nil
@@ -208,6 +215,31 @@ func NewRedis(o RedisOptions) (*Redis, error) {
 
 // Close closes the connections to Redis.
 func (r *Redis) Close() error { return r.client.Close() }
+
+// CloseWhenSettled closes the connections to Redis once every
+// reservation held on Redis has been settled or released, or after
+// ConcurrencyTTL at the latest, and returns at once: a config reload
+// that drops the store must not strand the requests still under way,
+// whose settlements would fail and leave their amounts (and their
+// slots) on the fleet's counters.
+func (r *Redis) CloseWhenSettled() {
+	r.closing.Store(true)
+	if r.held.Load() == 0 {
+		r.closeNow()
+		return
+	}
+	time.AfterFunc(r.lease, r.closeNow)
+}
+
+func (r *Redis) closeNow() { r.closeOnce.Do(func() { _ = r.client.Close() }) }
+
+// settled notes that a reservation held on Redis was settled or
+// released.
+func (r *Redis) settled() {
+	if r.held.Add(-1) == 0 && r.closing.Load() {
+		r.closeNow()
+	}
+}
 
 // Client returns the go-redis client, for other state kept in the same
 // Redis: its calls are bounded by Timeout (connecting included) and are
@@ -327,6 +359,9 @@ func (r *Redis) Reserve(ctx context.Context, charges []Charge, now time.Time) (V
 	}
 	v, err := r.reserve(ctx, charges, now)
 	if err == nil {
+		if v.OK {
+			r.held.Add(1)
+		}
 		r.pay(ctx, now)
 		return v, nil
 	}
@@ -388,6 +423,7 @@ func (r *Redis) Adjust(ctx context.Context, charges []Charge, now time.Time) err
 	if len(charges) == 0 {
 		return nil
 	}
+	defer r.settled()
 	if err := r.adjust(ctx, charges, now); err != nil {
 		r.failures.Add(err)
 		if unsent(err) {

@@ -72,3 +72,35 @@ func TestRedisSlotsOfACrashedGatewayExpire(t *testing.T) {
 		t.Fatal("releasing a slot that is not held freed another")
 	}
 }
+
+// A store dropped by a config reload (its settings changed) closes only
+// once the reservations it holds on Redis have settled: the requests
+// still under way must give back their amounts and their slots, which a
+// closed client could not.
+func TestRedisCloseWhenSettled(t *testing.T) {
+	srv := redistest.Start(t)
+	r := newRedis(t, RedisOptions{URL: srv.URL(), Timeout: 10 * time.Second, OnError: OnErrorDeny})
+	s := NewSubject("model:m", Limits{MaxConcurrent: 3, DailyRequests: 10}, time.UTC)
+	now := time.Date(2026, 12, 4, 12, 0, 0, 0, time.UTC)
+	res, v := reserve(t, r, s, Amount{Requests: 1}, now)
+	if !v.OK || v.Store != nil {
+		t.Fatalf("%+v, want reserved on Redis", v)
+	}
+	r.CloseWhenSettled()
+	if err := res.Release(ctx, now); err != nil {
+		t.Fatalf("releasing after the store was dropped: %v", err)
+	}
+	c := client(t, srv)
+	if n, err := c.Exists(ctx, DefaultRedisPrefix+"model:m|max_concurrent"+slotSuffix, DefaultRedisPrefix+"model:m|daily_requests|2026-12-04").Result(); err != nil || n != 0 {
+		t.Fatalf("%d counters left on Redis (%v), want none", n, err)
+	}
+	if err := r.Ping(ctx); err == nil {
+		t.Error("the client is still open once everything settled")
+	}
+	// With nothing held it closes at once.
+	idle := newRedis(t, RedisOptions{URL: srv.URL(), Timeout: 10 * time.Second})
+	idle.CloseWhenSettled()
+	if err := idle.Ping(ctx); err == nil {
+		t.Error("an idle store did not close")
+	}
+}
