@@ -79,7 +79,7 @@ func (h *Handler) admit(ctx context.Context, req *strategies.Request, p *plan, c
 		subjects[1] = p.rt.subject
 	}
 	subjects[2], subjects[3] = m.subject, h.provSubject[c.Provider.Name]
-	a := estimate(req, m, h.sentOutputCap(req, p, c))
+	a := estimate(req, m, h.sentOutputCap(req, p, c)*choices(req, p, c))
 	res := limits.NewReservation()
 	for _, s := range subjects {
 		if s != nil {
@@ -109,6 +109,15 @@ func (h *Handler) admit(ctx context.Context, req *strategies.Request, p *plan, c
 	}
 	res.Free()
 	return nil, d
+}
+
+// choices is how many answers the body sent to c asks for (OpenAI's
+// `n`), each of which may take the whole output cap; at least 1.
+func choices(req *strategies.Request, p *plan, c *strategies.Candidate) int64 {
+	if n, ok := sentField(req, p, c, "n"); ok && n > 1 {
+		return n
+	}
+	return 1
 }
 
 // estimate is what a request may take at most on model m: one request,

@@ -113,3 +113,45 @@ func TestContextFitUsesClampedOutput(t *testing.T) {
 		}
 	}
 }
+
+// A request for n answers reserves the output cap n times: each answer
+// may take all of it, and the provider bills them all.
+func TestReservationCountsEveryChoice(t *testing.T) {
+	a := newUpstream(t, answer(200, okChat))
+	h := maxOutputGateway(t, a)
+	for _, tc := range []struct {
+		name, model, extra string
+		want               int64 // output reserved
+	}{
+		{"one", "big", `,"max_tokens":10`, 10},
+		{"n 4", "big", `,"max_tokens":10,"n":4`, 40},
+		{"n 1", "big", `,"max_tokens":10,"n":1`, 10},
+		{"n 3 clamped by max_output", "small", `,"max_tokens":1000,"n":3`, 150},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			body := `{"model":"` + tc.model + `","messages":[{"role":"user","content":"hi"}]` + tc.extra + `}`
+			req, rerr := parseRequest([]byte(body), "model", 64)
+			if rerr != nil {
+				t.Fatal(rerr.msg)
+			}
+			req.Endpoint = "/chat/completions"
+			p, rerr := h.resolve(httptest.NewRequest("POST", "/", nil), req, nil)
+			if rerr != nil {
+				t.Fatal(rerr.msg)
+			}
+			now := time.Now()
+			res, d := h.admit(context.Background(), req, p, &p.candidates[0], now)
+			if d != nil || res == nil {
+				t.Fatalf("not admitted: %+v", d)
+			}
+			defer func() { _ = res.Release(context.Background(), now) }()
+			for _, ch := range res.Charges {
+				if ch.Kind == limits.TPM {
+					if want := float64(int64(req.PromptTokens) + tc.want); ch.Amount != want {
+						t.Errorf("reserved %v tokens, want %v (the prompt's %d + %d)", ch.Amount, want, req.PromptTokens, tc.want)
+					}
+				}
+			}
+		})
+	}
+}
