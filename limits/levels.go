@@ -21,7 +21,7 @@ func (m *Memory) Levels(_ context.Context, counters []Counter, now time.Time) ([
 	defer m.mu.Unlock()
 	out := make([]float64, len(counters))
 	for i, c := range counters {
-		out[i] = m.level(c, now)
+		out[i], _ = m.level(c, now)
 	}
 	return out, nil
 }

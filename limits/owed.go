@@ -29,19 +29,27 @@ type owed struct {
 
 type debt struct {
 	counter Counter
-	slot    string // a concurrency counter's: the slot given back
+	slot    string  // a concurrency counter's: the slot given back
+	held    float64 // the change of what the counter holds (see Charge.Held)
 	amount  float64
 	stamp   time.Time
 }
 
-// add notes the charges' amounts as owed, those of concurrency counters
-// only when withSlots (a local reservation's slots are the local
-// store's alone).
-func (o *owed) add(charges []Charge, now time.Time, withSlots bool) {
+// add notes the charges' amounts as owed: those of adjustments of
+// reservations held on Redis when onRedis, with their slots and what
+// they held; else those of the local store, but for its slots and what
+// it holds, which are its own.
+func (o *owed) add(charges []Charge, now time.Time, onRedis bool) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	for _, ch := range charges {
-		if ch.Kind == MaxConcurrent && !withSlots || ch.Amount == 0 {
+		if !onRedis {
+			if ch.Kind == MaxConcurrent {
+				continue
+			}
+			ch.Held = 0
+		}
+		if ch.Amount == 0 && ch.Held == 0 {
 			continue
 		}
 		if o.debts == nil {
@@ -57,6 +65,7 @@ func (o *owed) add(charges []Charge, now time.Time, withSlots bool) {
 			o.debts[key] = d
 		}
 		d.amount = d.at(now) + ch.Amount
+		d.held += ch.Held
 		d.counter, d.slot, d.stamp = ch.Counter, ch.Slot, now
 	}
 	o.n.Store(int32(len(o.debts)))
@@ -88,8 +97,9 @@ func (o *owed) take(now time.Time) []Charge {
 	defer o.mu.Unlock()
 	out := make([]Charge, 0, len(o.debts))
 	for key, d := range o.debts {
-		if a := d.at(now); a != 0 {
-			out = append(out, Charge{Counter: d.counter, Amount: a, Slot: d.slot})
+		over := !d.counter.Expires.IsZero() && !now.Before(d.counter.Expires)
+		if a := d.at(now); !over && (a != 0 || d.held != 0) {
+			out = append(out, Charge{Counter: d.counter, Amount: a, Slot: d.slot, Held: d.held})
 		}
 		delete(o.debts, key)
 	}

@@ -75,6 +75,15 @@ func TestRedisOwedAfterOutage(t *testing.T) {
 			t.Errorf("%s on Redis = %v, want %v", ch.Kind, got, want[ch.Kind])
 		}
 	}
+	// What requests under way hold: the last one's reservation alone
+	// (the held one's settlement took its own off).
+	budget := s.Charges(nil, a, now)[2]
+	if budget.Kind != DailyBudget {
+		t.Fatalf("charge 2 is %v", budget.Kind)
+	}
+	if got, err := c.HGet(ctx, DefaultRedisPrefix+budget.Counter.Key, "h").Float64(); err != nil || math.Abs(got-0.5) > 1e-9 {
+		t.Errorf("daily_budget held on Redis = %v (%v), want 0.5", got, err)
+	}
 	// Paid once: the next reservations send nothing more.
 	if err := last.Release(ctx, now); err != nil {
 		t.Fatal(err)

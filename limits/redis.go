@@ -264,8 +264,9 @@ func (r *Redis) Ping(ctx context.Context) error {
 
 // The scripts. ARGV[1] is now (unix ms), ARGV[2] the TTL margin of
 // calendar and draining counters (ms), ARGV[3] the lease of a slot (ms);
-// then five per key: limit, rate (per second), expires (unix ms; 0:
-// never), amount, and the slot ("" but on a concurrency counter). level
+// then six per key: limit, rate (per second), expires (unix ms; 0:
+// never), amount, the slot ("" but on a concurrency counter), and the
+// change of the amount held for requests under way (field h). level
 // and put do what level and Memory.add do; a counter at 0 is deleted, as
 // it reads as a missing one. A concurrency counter is a sorted set of
 // slots scored by the end of their lease instead: its level is the
@@ -274,24 +275,24 @@ func (r *Redis) Ping(ctx context.Context) error {
 // truncates a Lua number in a reply to an integer.
 const luaCommon = `
 local now, margin, idle = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
-local function arg(i, j) return tonumber(ARGV[3 + (i - 1) * 5 + j]) end
-local function slot(i) return ARGV[3 + (i - 1) * 5 + 5] end
+local function arg(i, j) return tonumber(ARGV[3 + (i - 1) * 6 + j]) end
+local function slot(i) return ARGV[3 + (i - 1) * 6 + 5] end
 local function fmt(x) return string.format('%.17g', x) end
 local function slots(key)
 	redis.call('ZREMRANGEBYSCORE', key, '-inf', string.format('%.0f', now))
 	return redis.call('ZCARD', key)
 end
-local function level(key, rate, expires, s)
-	if s ~= '' then return slots(key) end
-	if expires > 0 and now >= expires then return 0 end
-	local h = redis.call('HMGET', key, 'v', 's')
-	local v, s = tonumber(h[1]), tonumber(h[2])
-	if not v then return 0 end
+local function level(key, rate, expires, slot)
+	if slot ~= '' then return slots(key), 0 end
+	if expires > 0 and now >= expires then return 0, 0 end
+	local h = redis.call('HMGET', key, 'v', 's', 'h')
+	local v, s, held = tonumber(h[1]), tonumber(h[2]), tonumber(h[3]) or 0
+	if not v then return 0, 0 end
 	if rate > 0 and s and now > s then v = v - rate * ((now - s) / 1000) end
-	if v > 0 then return v end
-	return 0
+	if v > 0 then return v, held end
+	return 0, held
 end
-local function put(key, v, rate, expires)
+local function put(key, v, held, rate, expires)
 	if not (v > 0) then
 		redis.call('DEL', key)
 		return 0
@@ -308,7 +309,7 @@ local function put(key, v, rate, expires)
 		local d = math.ceil(v / rate * 1000) + margin
 		if not ttl or d < ttl then ttl = d end
 	end
-	redis.call('HSET', key, 'v', fmt(v), 's', string.format('%.0f', now))
+	redis.call('HSET', key, 'v', fmt(v), 's', string.format('%.0f', now), 'h', fmt(math.max(held, 0)))
 	redis.call('PEXPIRE', key, string.format('%.0f', ttl or idle))
 	return v
 end
@@ -324,20 +325,22 @@ local function add(i)
 		end
 		return redis.call('ZCARD', KEYS[i])
 	end
-	return put(KEYS[i], level(KEYS[i], rate, expires, '') + arg(i, 4), rate, expires)
+	local v, held = level(KEYS[i], rate, expires, '')
+	return put(KEYS[i], v + arg(i, 4), held + arg(i, 6), rate, expires)
 end
 `
 
 // reserveScript returns {1, value after, ...} when every counter had
-// room, or {0, index, level, index, level, ...} for those that had not.
+// room, or {0, index, level, held, ...} for those that had not.
 var reserveScript = redis.NewScript(luaCommon + `
 local denied = {0}
 for i = 1, #KEYS do
 	local limit, amount = arg(i, 1), arg(i, 4)
-	local v = level(KEYS[i], arg(i, 2), arg(i, 3), slot(i))
+	local v, held = level(KEYS[i], arg(i, 2), arg(i, 3), slot(i))
 	if not (v <= 0 or v + amount <= limit) then
 		denied[#denied + 1] = i - 1
 		denied[#denied + 1] = fmt(v)
+		denied[#denied + 1] = fmt(held)
 	end
 end
 if #denied > 1 then return denied end
@@ -377,7 +380,7 @@ func (r *Redis) Reserve(ctx context.Context, charges []Charge, now time.Time) (V
 
 func (r *Redis) reserve(ctx context.Context, charges []Charge, now time.Time) (Verdict, error) {
 	r.takeSlots(charges)
-	keys, args := r.args(charges, now)
+	keys, args := r.args(charges, now, true)
 	ctx, cancel := r.callContext(ctx)
 	defer cancel()
 	res, err := reserveScript.Run(ctx, r.client, keys, args...).Slice()
@@ -398,16 +401,17 @@ func (r *Redis) reserve(ctx context.Context, charges []Charge, now time.Time) (V
 			charges[i].Left = charges[i].Counter.Limit - v
 		}
 		return Verdict{OK: true}, nil
-	case ok == 0 && len(res) >= 3 && len(res)%2 == 1:
+	case ok == 0 && len(res) >= 4 && len(res)%3 == 1:
 		denied := Verdict{Denied: -1}
-		for j := 1; j < len(res); j += 2 {
+		for j := 1; j < len(res); j += 3 {
 			i, _ := res[j].(int64)
 			v, err := parseFloat(res[j+1])
-			if err != nil || i < 0 || int(i) >= len(charges) {
+			held, herr := parseFloat(res[j+2])
+			if err != nil || herr != nil || i < 0 || int(i) >= len(charges) {
 				return Verdict{}, bad
 			}
 			ch := charges[i]
-			_, wait := room(ch.Counter, v, ch.Amount, now)
+			_, wait := room(ch.Counter, v, held, ch.Amount, now)
 			denied.deny(int(i), wait)
 		}
 		return denied, nil
@@ -436,7 +440,7 @@ func (r *Redis) Adjust(ctx context.Context, charges []Charge, now time.Time) err
 
 // adjust runs the adjust script on charges.
 func (r *Redis) adjust(ctx context.Context, charges []Charge, now time.Time) error {
-	keys, args := r.args(charges, now)
+	keys, args := r.args(charges, now, false)
 	ctx, cancel := r.callContext(ctx)
 	defer cancel()
 	return adjustScript.Run(ctx, r.client, keys, args...).Err()
@@ -449,10 +453,11 @@ func (r *Redis) callContext(ctx context.Context) (context.Context, context.Cance
 	return context.WithTimeout(context.WithoutCancel(ctx), r.timeout)
 }
 
-// args returns the scripts' KEYS and ARGV for charges at now.
-func (r *Redis) args(charges []Charge, now time.Time) ([]string, []any) {
+// args returns the scripts' KEYS and ARGV for charges at now, reserved
+// or adjusted.
+func (r *Redis) args(charges []Charge, now time.Time, reserving bool) ([]string, []any) {
 	keys := make([]string, len(charges))
-	args := make([]any, 3, 3+5*len(charges))
+	args := make([]any, 3, 3+6*len(charges))
 	args[0], args[1], args[2] = strconv.FormatInt(now.UnixMilli(), 10), ttlMargin, r.idleMs
 	for i, ch := range charges {
 		c := ch.Counter
@@ -461,8 +466,12 @@ func (r *Redis) args(charges []Charge, now time.Time) ([]string, []any) {
 		if !c.Expires.IsZero() {
 			expires = c.Expires.UnixMilli()
 		}
+		held := ch.Held
+		if reserving {
+			held = holds(ch)
+		}
 		args = append(args, formatFloat(c.Limit), formatFloat(c.Rate),
-			strconv.FormatInt(expires, 10), formatFloat(ch.Amount), ch.Slot)
+			strconv.FormatInt(expires, 10), formatFloat(ch.Amount), ch.Slot, formatFloat(held))
 	}
 	return keys, args
 }
