@@ -79,7 +79,11 @@ func (h *Handler) admit(ctx context.Context, req *strategies.Request, p *plan, c
 		subjects[1] = p.rt.subject
 	}
 	subjects[2], subjects[3] = m.subject, h.provSubject[c.Provider.Name]
-	a := estimate(req, m, h.sentOutputCap(req, p, c)*choices(req, p, c))
+	var out int64
+	if generates(req.Endpoint) {
+		out = h.sentOutputCap(req, p, c) * choices(req, p, c)
+	}
+	a := estimate(req, m, out)
 	res := limits.NewReservation()
 	for _, s := range subjects {
 		if s != nil {
@@ -109,6 +113,17 @@ func (h *Handler) admit(ctx context.Context, req *strategies.Request, p *plan, c
 	}
 	res.Free()
 	return nil, d
+}
+
+// generates reports whether answers to an endpoint may hold generated
+// tokens, which a reservation covers up to the output cap: not an
+// embedding, a moderation or a rerank, whose usage is their input.
+func generates(endpoint string) bool {
+	switch endpoint {
+	case "/embeddings", "/moderations", "/rerank":
+		return false
+	}
+	return true
 }
 
 // choices is how many answers the body sent to c asks for (OpenAI's

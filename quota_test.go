@@ -3,6 +3,7 @@ package llmroute
 import (
 	"context"
 	"net/http/httptest"
+	"strings"
 	"testing"
 	"time"
 
@@ -115,7 +116,8 @@ func TestContextFitUsesClampedOutput(t *testing.T) {
 }
 
 // A request for n answers reserves the output cap n times: each answer
-// may take all of it, and the provider bills them all.
+// may take all of it, and the provider bills them all. An embedding
+// reserves no output at all: it has none.
 func TestReservationCountsEveryChoice(t *testing.T) {
 	a := newUpstream(t, answer(200, okChat))
 	h := maxOutputGateway(t, a)
@@ -123,6 +125,7 @@ func TestReservationCountsEveryChoice(t *testing.T) {
 		name, model, extra string
 		want               int64 // output reserved
 	}{
+		{"embeddings: no output", "big", `,"input":"some text"`, 0},
 		{"one", "big", `,"max_tokens":10`, 10},
 		{"n 4", "big", `,"max_tokens":10,"n":4`, 40},
 		{"n 1", "big", `,"max_tokens":10,"n":1`, 10},
@@ -130,11 +133,15 @@ func TestReservationCountsEveryChoice(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			body := `{"model":"` + tc.model + `","messages":[{"role":"user","content":"hi"}]` + tc.extra + `}`
+			endpoint := "/chat/completions"
+			if strings.Contains(tc.name, "embeddings") {
+				body, endpoint = `{"model":"`+tc.model+`"`+tc.extra+`}`, "/embeddings"
+			}
 			req, rerr := parseRequest([]byte(body), "model", 64)
 			if rerr != nil {
 				t.Fatal(rerr.msg)
 			}
-			req.Endpoint = "/chat/completions"
+			req.Endpoint = endpoint
 			p, rerr := h.resolve(httptest.NewRequest("POST", "/", nil), req, nil)
 			if rerr != nil {
 				t.Fatal(rerr.msg)
