@@ -122,3 +122,53 @@ func TestOwedFollowsItsCounter(t *testing.T) {
 		t.Errorf("owed after the drain and the window's end: %v", left)
 	}
 }
+
+// A reservation that timed out on an open connection may still have run
+// on Redis: what the local store takes in its place is then not owed to
+// Redis, which would count the request twice.
+func TestRedisTimedOutReservationNotOwed(t *testing.T) {
+	srv := redistest.Start(t)
+	link := srv.Link(t)
+	local := NewMemory()
+	// Long enough for a loaded machine; the stall alone must exceed it.
+	r := newRedis(t, RedisOptions{URL: link.URL(), Timeout: 2 * time.Second, OnError: OnErrorAllow, Local: local})
+	s := NewSubject("key:team", Limits{DailyRequests: 100}, time.UTC)
+	now := time.Date(2026, 12, 4, 12, 0, 0, 0, time.UTC)
+	a := Amount{Requests: 1}
+	key := DefaultRedisPrefix + s.Charges(nil, a, now)[0].Counter.Key
+	c := client(t, srv)
+	count := func() float64 {
+		v, err := c.HGet(ctx, key, "v").Float64()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return v
+	}
+
+	if _, v := reserve(t, r, s, a, now); !v.OK || v.Store != nil {
+		t.Fatalf("first: %+v, want reserved on Redis", v)
+	}
+	link.Stall()
+	res, v := reserve(t, r, s, a, now)
+	if !v.OK || v.Store != Store(local) {
+		t.Fatalf("stalled: %+v, want reserved on the local store alone", v)
+	}
+	if err := res.Settle(ctx, a, now); err != nil {
+		t.Fatal(err)
+	}
+	link.Resume()
+	// The stalled script reaches Redis after all, and runs.
+	deadline := time.Now().Add(time.Minute)
+	for count() != 2 {
+		if time.Now().After(deadline) {
+			t.Fatalf("the stalled reservation never ran: %v on Redis", count())
+		}
+		time.Sleep(10 * time.Millisecond) // a poll interval, not a timing assumption
+	}
+	if _, v := reserve(t, r, s, a, now); !v.OK || v.Store != nil {
+		t.Fatalf("after: %+v, want reserved on Redis", v)
+	}
+	if got := count(); got != 3 {
+		t.Errorf("%v requests on Redis, want 3: the timed-out one counted once", got)
+	}
+}

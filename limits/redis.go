@@ -42,12 +42,12 @@ import (
 // still apply, and the Verdict's Store says so; deny answers not OK. Each
 // such error is counted (Errors) and logged at most once per LogInterval.
 // A Redis error on Adjust is counted, logged and returned. What the local
-// store took meanwhile (concurrency aside), and an adjustment that
-// certainly did not reach Redis (no connection), are owed to Redis and
-// sent after the next reservation it answers (see owed); an adjustment
-// lost to a timeout on an open connection is not sent again, as Redis
-// may have run it: its counter then keeps the amount until it drains or
-// its key expires.
+// store took in place of a reservation that certainly did not reach
+// Redis (no connection; concurrency aside), and an adjustment that did
+// not either, are owed to Redis and sent after the next reservation it
+// answers (see owed). A call lost to a timeout on an open connection is
+// not owed, as Redis may have run it: its counter then keeps the amount
+// until it drains or its key expires.
 //
 // A single Redis (or a primary) only: the keys of one reservation may
 // lie in different slots of a Redis Cluster.
@@ -372,7 +372,13 @@ func (r *Redis) Reserve(ctx context.Context, charges []Charge, now time.Time) (V
 	if r.onError == OnErrorDeny {
 		return Verdict{RetryAfter: unavailableWait, Unavailable: true}, nil
 	}
-	local := fallback{r}
+	// What the local store takes is owed to Redis, unless the script
+	// may have run there all the same (a timeout on an open
+	// connection): then Redis may hold the reservation already.
+	var local Store = r.local
+	if unsent(err) {
+		local = fallback{r}
+	}
 	v, err = local.Reserve(ctx, charges, now)
 	v.Store = local
 	return v, err

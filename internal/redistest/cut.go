@@ -1,7 +1,6 @@
 package redistest
 
 import (
-	"io"
 	"net"
 	"sync"
 	"testing"
@@ -19,6 +18,7 @@ type Link struct {
 	mu    sync.Mutex
 	l     net.Listener
 	conns map[net.Conn]struct{}
+	gate  chan struct{} // while stalled: closed by Resume
 }
 
 // Link starts a relay to the server.
@@ -101,11 +101,54 @@ func (k *Link) track(l net.Listener, a, b net.Conn) bool {
 }
 
 func (k *Link) pipe(dst, src net.Conn) {
-	_, _ = io.Copy(dst, src)
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := src.Read(buf)
+		if n > 0 {
+			k.wait()
+			if _, werr := dst.Write(buf[:n]); werr != nil {
+				break
+			}
+		}
+		if err != nil {
+			break
+		}
+	}
 	_ = dst.Close()
 	_ = src.Close()
 	k.mu.Lock()
 	delete(k.conns, dst)
 	delete(k.conns, src)
 	k.mu.Unlock()
+}
+
+// Stall holds what the relay's connections send, in both directions,
+// until Resume, the connections staying open: a Redis that stopped
+// answering. What was held is then delivered.
+func (k *Link) Stall() {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.gate == nil {
+		k.gate = make(chan struct{})
+	}
+}
+
+// Resume delivers what Stall held, and what follows.
+func (k *Link) Resume() {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.gate != nil {
+		close(k.gate)
+		k.gate = nil
+	}
+}
+
+// wait blocks while the relay is stalled.
+func (k *Link) wait() {
+	k.mu.Lock()
+	gate := k.gate
+	k.mu.Unlock()
+	if gate != nil {
+		<-gate
+	}
 }
