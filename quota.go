@@ -57,9 +57,27 @@ func (h *Handler) provisionLimits() error {
 
 // denial is why an attempt was not admitted.
 type denial struct {
-	kind       limits.Kind
-	subject    string
-	retryAfter time.Duration
+	kind        limits.Kind
+	subject     string
+	retryAfter  time.Duration
+	unavailable bool // the shared state could not be asked (on_error deny)
+}
+
+// limit names what turned the attempt away, for the reason and the
+// record: a limit, or state_unavailable.
+func (d *denial) limit() string {
+	if d.unavailable {
+		return "state_unavailable"
+	}
+	return d.kind.String()
+}
+
+// String says what turned the attempt away, for the client.
+func (d *denial) String() string {
+	if d.unavailable {
+		return "the shared state cannot be reached (on_error deny)"
+	}
+	return d.kind.String() + " of " + d.subject
 }
 
 // admit reserves what an attempt on c may take of every limit that
@@ -101,7 +119,7 @@ func (h *Handler) admit(ctx context.Context, req *strategies.Request, p *plan, c
 		// The store's on_error policy speaks through its verdict; an
 		// error it still returns admits the request.
 	case v.Unavailable:
-		d = &denial{kind: res.Charges[0].Kind, subject: "the shared state (unreachable)", retryAfter: v.RetryAfter}
+		d = &denial{retryAfter: v.RetryAfter, unavailable: true}
 	case !v.OK:
 		ch := res.Charges[v.Denied]
 		d = &denial{kind: ch.Kind, subject: limits.SubjectOf(ch.Counter), retryAfter: v.RetryAfter}

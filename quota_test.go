@@ -162,3 +162,25 @@ func TestReservationCountsEveryChoice(t *testing.T) {
 		})
 	}
 }
+
+// With on_error deny and Redis out of reach, the 429 says so: the reason
+// and the message name the shared state, not a limit that had room.
+func TestUnreachableStateDenialSaysSo(t *testing.T) {
+	a := newUpstream(t, answer(200, okChat))
+	h := mustLoadHandler(t, `{
+		"state": {"backend": "redis", "url": "redis://127.0.0.1:1", "on_error": "deny"},
+		"providers": [{"name": "a", "api_key": "key-a", "proxy": `+gatewayProxy(a.addr())+`}],
+		"models": [{"name": "m", "providers": ["a"], "rpm": 100}]
+	}`)
+	rec, _, _, _ := serveGateway(t, h, "POST", "/v1/chat/completions", `{"model":"m","messages":[{"role":"user","content":"hi"}]}`)
+	if rec.Code != 429 {
+		t.Fatalf("status %d: %s", rec.Code, rec.Body)
+	}
+	if reason := rec.Header().Get("X-Llm-Route-Reason"); !strings.Contains(reason, "quota=state_unavailable") {
+		t.Errorf("reason %q, want quota=state_unavailable", reason)
+	}
+	msg := gjson.Get(rec.Body.String(), "error.message").String()
+	if strings.Contains(msg, "rpm") || !strings.Contains(msg, "shared state cannot be reached") {
+		t.Errorf("message %q, want the shared state named, not rpm", msg)
+	}
+}
