@@ -338,7 +338,7 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, req *strategies.
 		case outcomeQuota:
 			if exhausted == nil {
 				exhausted = next.denial
-				p.reason += " quota=" + next.denial.kind.String()
+				p.reason += " quota=" + next.denial.limit()
 			} else if next.denial.retryAfter < exhausted.retryAfter {
 				exhausted.retryAfter = next.denial.retryAfter
 			}
@@ -376,7 +376,7 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, req *strategies.
 		setRouted(w.Header(), p, nil, attempts)
 		w.Header().Set("Retry-After", retryAfterSeconds(exhausted.retryAfter))
 		writeError(w, req.Endpoint, http.StatusTooManyRequests, "all_quotas_exhausted",
-			fmt.Sprintf("every candidate is over a limit (first: %s of %s); retry after %s", exhausted.kind, exhausted.subject, retryAfterSeconds(exhausted.retryAfter)+"s"))
+			fmt.Sprintf("every candidate is over a limit (first: %s); retry after %s", exhausted, retryAfterSeconds(exhausted.retryAfter)+"s"))
 		return nil
 	}
 	answered := c // (nil: no call was made)

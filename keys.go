@@ -81,7 +81,9 @@ func (h *Handler) provisionKeys(ctx caddy.Context) error {
 // clientSecret returns the credential a client sent: a bearer token, or
 // the value of x-api-key, api-key or x-goog-api-key.
 func clientSecret(r *http.Request) string {
-	if v, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer "); ok {
+	// The scheme is case-insensitive (RFC 9110 §11.1): "bearer" is a
+	// bearer token too.
+	if scheme, v, ok := strings.Cut(strings.TrimSpace(r.Header.Get("Authorization")), " "); ok && strings.EqualFold(scheme, "Bearer") {
 		return strings.TrimSpace(v)
 	}
 	for _, name := range []string{"X-Api-Key", "Api-Key", "X-Goog-Api-Key"} {

@@ -57,9 +57,27 @@ func (h *Handler) provisionLimits() error {
 
 // denial is why an attempt was not admitted.
 type denial struct {
-	kind       limits.Kind
-	subject    string
-	retryAfter time.Duration
+	kind        limits.Kind
+	subject     string
+	retryAfter  time.Duration
+	unavailable bool // the shared state could not be asked (on_error deny)
+}
+
+// limit names what turned the attempt away, for the reason and the
+// record: a limit, or state_unavailable.
+func (d *denial) limit() string {
+	if d.unavailable {
+		return "state_unavailable"
+	}
+	return d.kind.String()
+}
+
+// String says what turned the attempt away, for the client.
+func (d *denial) String() string {
+	if d.unavailable {
+		return "the shared state cannot be reached (on_error deny)"
+	}
+	return d.kind.String() + " of " + d.subject
 }
 
 // admit reserves what an attempt on c may take of every limit that
@@ -79,7 +97,11 @@ func (h *Handler) admit(ctx context.Context, req *strategies.Request, p *plan, c
 		subjects[1] = p.rt.subject
 	}
 	subjects[2], subjects[3] = m.subject, h.provSubject[c.Provider.Name]
-	a := estimate(req, m, h.sentOutputCap(req, p, c))
+	var out int64
+	if generates(req.Endpoint) {
+		out = h.sentOutputCap(req, p, c) * choices(req, p, c)
+	}
+	a := estimate(req, m, out)
 	res := limits.NewReservation()
 	for _, s := range subjects {
 		if s != nil {
@@ -97,7 +119,7 @@ func (h *Handler) admit(ctx context.Context, req *strategies.Request, p *plan, c
 		// The store's on_error policy speaks through its verdict; an
 		// error it still returns admits the request.
 	case v.Unavailable:
-		d = &denial{kind: res.Charges[0].Kind, subject: "the shared state (unreachable)", retryAfter: v.RetryAfter}
+		d = &denial{retryAfter: v.RetryAfter, unavailable: true}
 	case !v.OK:
 		ch := res.Charges[v.Denied]
 		d = &denial{kind: ch.Kind, subject: limits.SubjectOf(ch.Counter), retryAfter: v.RetryAfter}
@@ -109,6 +131,26 @@ func (h *Handler) admit(ctx context.Context, req *strategies.Request, p *plan, c
 	}
 	res.Free()
 	return nil, d
+}
+
+// generates reports whether answers to an endpoint may hold generated
+// tokens, which a reservation covers up to the output cap: not an
+// embedding, a moderation or a rerank, whose usage is their input.
+func generates(endpoint string) bool {
+	switch endpoint {
+	case "/embeddings", "/moderations", "/rerank":
+		return false
+	}
+	return true
+}
+
+// choices is how many answers the body sent to c asks for (OpenAI's
+// `n`), each of which may take the whole output cap; at least 1.
+func choices(req *strategies.Request, p *plan, c *strategies.Candidate) int64 {
+	if n, ok := sentField(req, p, c, "n"); ok && n > 1 {
+		return n
+	}
+	return 1
 }
 
 // estimate is what a request may take at most on model m: one request,

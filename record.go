@@ -233,7 +233,7 @@ func (rec *record) attempt(c *strategies.Candidate, res *attemptResult) {
 		a.firstByte = res.firstByte.Sub(res.called)
 	}
 	if res.denial != nil {
-		a.limit = res.denial.kind.String()
+		a.limit = res.denial.limit()
 	}
 	rec.mu.Lock()
 	if rec.attempts == nil {

@@ -147,10 +147,12 @@ type pooledRedis struct {
 	shared *upstreams.Shared
 }
 
-// Destruct implements caddy.Destructor.
+// Destruct implements caddy.Destructor. The connections close once the
+// requests still under way on the old config have settled.
 func (p *pooledRedis) Destruct() error {
 	p.shared.Close()
-	return p.Close()
+	p.CloseWhenSettled()
+	return nil
 }
 
 // closeStore releases what openRedis and openStore took.

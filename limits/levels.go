@@ -2,7 +2,10 @@ package limits
 
 import (
 	"context"
+	"strconv"
 	"time"
+
+	"github.com/redis/go-redis/v9"
 )
 
 // Reader is a Store whose counters can be read without changing them,
@@ -18,7 +21,7 @@ func (m *Memory) Levels(_ context.Context, counters []Counter, now time.Time) ([
 	defer m.mu.Unlock()
 	out := make([]float64, len(counters))
 	for i, c := range counters {
-		out[i] = m.level(c, now)
+		out[i], _ = m.level(c, now)
 	}
 	return out, nil
 }
@@ -31,7 +34,11 @@ func (r *Redis) Levels(ctx context.Context, counters []Counter, now time.Time) (
 	defer cancel()
 	pipe := r.client.Pipeline()
 	for _, c := range counters {
-		pipe.HMGet(ctx, r.prefix+c.Key, "v", "s")
+		if slotted(c) {
+			pipe.ZCount(ctx, r.key(c), "("+strconv.FormatInt(now.UnixMilli(), 10), "+inf")
+		} else {
+			pipe.HMGet(ctx, r.key(c), "v", "s")
+		}
 	}
 	cmds, err := pipe.Exec(ctx)
 	if err != nil {
@@ -43,6 +50,10 @@ func (r *Redis) Levels(ctx context.Context, counters []Counter, now time.Time) (
 	}
 	out := make([]float64, len(counters))
 	for i, cmd := range cmds {
+		if n, ok := cmd.(*redis.IntCmd); ok {
+			out[i] = float64(n.Val())
+			continue
+		}
 		vals := cmd.(interface{ Val() []any }).Val()
 		if len(vals) != 2 || vals[0] == nil {
 			continue

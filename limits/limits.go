@@ -93,6 +93,18 @@ func (l *Limits) Validate() error {
 	return nil
 }
 
+// settles reports whether a reservation on a limit of kind k usually
+// gives back part of its amount when it settles: tokens and spend are
+// reserved at their most and settled on the usage, while a request is a
+// request (and a concurrency slot is given back whole).
+func (k Kind) settles() bool {
+	switch k {
+	case TPM, DailyTokens, DailyBudget, MonthlyBudget:
+		return true
+	}
+	return false
+}
+
 // Amount is what a request takes of its subjects' limits.
 type Amount struct {
 	Requests float64

@@ -118,8 +118,12 @@ func testMonthlyBudget(t *testing.T, m Store) {
 	if err := r.Settle(ctx, Amount{Cost: 0.3}, now); err != nil {
 		t.Fatal(err)
 	}
-	if _, v := reserve(t, m, s, Amount{Cost: 0.7}, now); !v.OK {
+	r, v = reserve(t, m, s, Amount{Cost: 0.7}, now)
+	if !v.OK {
 		t.Fatal("0.3 + 0.7 within a budget of 1 denied")
+	}
+	if err := r.Settle(ctx, Amount{Cost: 0.7}, now); err != nil {
+		t.Fatal(err)
 	}
 	_, v = reserve(t, m, s, Amount{Cost: 0.01}, now)
 	if v.OK || v.RetryAfter != 48*time.Hour {
@@ -161,8 +165,12 @@ func testLeakyBucket(t *testing.T, m Store) {
 	}
 	// One request larger than the whole limit passes on an empty bucket.
 	big := NewSubject("provider:big", Limits{TPM: 100}, time.UTC)
-	if _, v := reserve(t, m, big, Amount{Tokens: 5000}, now); !v.OK {
+	r, v = reserve(t, m, big, Amount{Tokens: 5000}, now)
+	if !v.OK {
 		t.Fatal("an oversized request on an empty bucket denied")
+	}
+	if err := r.Settle(ctx, Amount{Tokens: 5000}, now); err != nil {
+		t.Fatal(err)
 	}
 	// 5000 + 1 - 100 tokens must drain at 100 a minute.
 	if _, v := reserve(t, m, big, Amount{Tokens: 1}, now); v.OK || v.RetryAfter != 4901*600*time.Millisecond {
@@ -298,4 +306,73 @@ func reserveCharges(ctx context.Context, st Store, charges []Charge, now time.Ti
 		return nil, v, err
 	}
 	return r, v, nil
+}
+
+func TestRetryAfterWaitsForEveryLimit(t *testing.T) { eachStore(t, testRetryAfterWaitsForEveryLimit) }
+
+// A request that several full counters turn away may retry when all of
+// them have room, not when the first of them does: here the rpm bucket
+// has room again in a second, the day only at midnight.
+func testRetryAfterWaitsForEveryLimit(t *testing.T, m Store) {
+	s := NewSubject("model:m", Limits{RPM: 2, DailyRequests: 2}, time.UTC)
+	now := time.Date(2026, 12, 4, 23, 0, 0, 0, time.UTC)
+	for range 2 {
+		if _, v := reserve(t, m, s, Amount{Requests: 1}, now); !v.OK {
+			t.Fatal("denied within the limits")
+		}
+	}
+	// rpm (first) is full with 2 of 2, and so is the day.
+	_, v := reserve(t, m, s, Amount{Requests: 1}, now)
+	if v.OK || v.Denied != 0 || v.RetryAfter != time.Hour {
+		t.Fatalf("verdict %+v, want denied first by rpm, retry after 1h (midnight)", v)
+	}
+	// Once the bucket drained, the day alone denies, with the same wait.
+	_, v = reserve(t, m, s, Amount{Requests: 1}, now.Add(time.Minute))
+	if v.OK || v.Denied != 1 || v.RetryAfter != 59*time.Minute {
+		t.Fatalf("verdict %+v, want denied by daily_requests, retry after 59m", v)
+	}
+}
+
+func TestRetryAfterCountsWhatSettles(t *testing.T) { eachStore(t, testRetryAfterCountsWhatSettles) }
+
+// A counter full only because of the reservations of requests under way
+// has room again as soon as they settle on their usage (usually far less
+// than the output cap they reserved): Retry-After is short, not the
+// window's end or a long drain. Requests, which a settlement does not
+// give back, still wait for the window.
+func testRetryAfterCountsWhatSettles(t *testing.T, m Store) {
+	now := time.Date(2026, 12, 4, 23, 0, 0, 0, time.UTC)
+	s := NewSubject("key:k", Limits{DailyTokens: 10000, TPM: 5000, DailyRequests: 2}, time.UTC)
+	a := Amount{Requests: 1, Tokens: 4100}
+	underWay, v := reserve(t, m, s, a, now)
+	if !v.OK {
+		t.Fatal("first denied")
+	}
+	// tpm: 4100 held of 5000; a second 4100 would wait 38.4s for the
+	// drain, but fits once the first settles.
+	_, v = reserve(t, m, s, a, now)
+	if v.OK || v.RetryAfter != time.Second {
+		t.Fatalf("behind a request under way: %+v, want denied for 1s", v)
+	}
+	if err := underWay.Settle(ctx, Amount{Requests: 1, Tokens: 100}, now); err != nil {
+		t.Fatal(err)
+	}
+	// Settled on its usage, it holds nothing: the second passes.
+	second, v := reserve(t, m, s, a, now)
+	if !v.OK {
+		t.Fatalf("after the settlement: %+v", v)
+	}
+	// daily_requests: 2 of 2, which no settlement gives back: midnight.
+	_, v = reserve(t, m, s, Amount{Requests: 1, Tokens: 1}, now)
+	if v.OK || v.RetryAfter != time.Hour {
+		t.Fatalf("out of requests: %+v, want denied until midnight (1h)", v)
+	}
+	// Settled on all it reserved, the tokens wait for their drain.
+	if err := second.Settle(ctx, Amount{Requests: 1, Tokens: 4100}, now); err != nil {
+		t.Fatal(err)
+	}
+	_, v = reserve(t, m, NewSubject("key:k", Limits{TPM: 5000}, time.UTC), a, now)
+	if want := time.Duration((4200.0 + 4100 - 5000) / (5000.0 / 60) * float64(time.Second)); v.OK || absDur(v.RetryAfter-want) > time.Millisecond {
+		t.Fatalf("behind settled usage: %+v, want denied for the drain, %v", v, want)
+	}
 }

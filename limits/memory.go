@@ -19,6 +19,7 @@ type Memory struct {
 
 type cell struct {
 	value   float64
+	held    float64 // reserved by requests under way (of kinds that settle)
 	stamp   time.Time
 	expires time.Time
 	rate    float64
@@ -36,14 +37,18 @@ func (m *Memory) Reserve(_ context.Context, charges []Charge, now time.Time) (Ve
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.maybeSweep(now)
+	denied := Verdict{Denied: -1}
 	for i, ch := range charges {
-		v := m.level(ch.Counter, now)
-		if ok, wait := room(ch.Counter, v, ch.Amount, now); !ok {
-			return Verdict{Denied: i, RetryAfter: wait}, nil
+		v, held := m.level(ch.Counter, now)
+		if ok, wait := room(ch.Counter, v, held, ch.Amount, now); !ok {
+			denied.deny(i, wait)
 		}
 	}
+	if denied.Denied >= 0 {
+		return denied, nil
+	}
 	for i := range charges {
-		charges[i].Left = charges[i].Counter.Limit - m.add(charges[i], now)
+		charges[i].Left = charges[i].Counter.Limit - m.add(charges[i], holds(charges[i]), now)
 	}
 	return Verdict{OK: true}, nil
 }
@@ -53,28 +58,30 @@ func (m *Memory) Adjust(_ context.Context, charges []Charge, now time.Time) erro
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	for _, ch := range charges {
-		m.add(ch, now)
+		m.add(ch, ch.Held, now)
 	}
 	return nil
 }
 
-// level is the counter's value at now.
-func (m *Memory) level(c Counter, now time.Time) float64 {
+// level is the counter's value at now, and what of it requests under
+// way hold.
+func (m *Memory) level(c Counter, now time.Time) (float64, float64) {
 	if cl := m.cells[c.Key]; cl != nil {
-		return level(c, cl.value, cl.stamp, now)
+		return level(c, cl.value, cl.stamp, now), cl.held
 	}
-	return 0
+	return 0, 0
 }
 
-// add adds the charge to its counter and returns the new value; m.mu is
-// held.
-func (m *Memory) add(ch Charge, now time.Time) float64 {
+// add adds the charge to its counter, and held to what requests under
+// way hold of it, and returns the new value; m.mu is held.
+func (m *Memory) add(ch Charge, held float64, now time.Time) float64 {
 	cl := m.cells[ch.Counter.Key]
 	if cl == nil {
 		cl = new(cell)
 		m.cells[ch.Counter.Key] = cl
 	}
 	cl.value = max(level(ch.Counter, cl.value, cl.stamp, now)+ch.Amount, 0)
+	cl.held = max(cl.held+held, 0)
 	cl.stamp, cl.expires, cl.rate = now, ch.Counter.Expires, ch.Counter.Rate
 	return cl.value
 }

@@ -2,10 +2,14 @@ package limits
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"net/url"
 	"strconv"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -23,10 +27,12 @@ import (
 // A counter is a hash (value, stamp) at Prefix+Key, and every write
 // gives it a TTL, relative so that Redis' clock does not matter either,
 // and no key lives forever: a calendar counter until its window ends, a
-// draining counter until it has drained empty, each plus a minute; a
-// counter that does neither (concurrency) ConcurrencyTTL after its last
-// write, so that the slots of a crashed instance free themselves once
-// the counter is left alone that long.
+// draining counter until it has drained empty, each plus a minute. A
+// counter that does neither (concurrency) is a sorted set at
+// Prefix+Key+"|slots" of the slots of the requests under way, each held
+// for at most ConcurrencyTTL (its lease), so that the slots of a crashed
+// instance free themselves however busy the counter is; the key lives
+// as long as its newest lease.
 //
 // A call is bounded by Timeout alone, not by the caller's context: a
 // release after the client went away must still reach Redis.
@@ -35,8 +41,13 @@ import (
 // (the default) reserves on the local store instead, so the local limits
 // still apply, and the Verdict's Store says so; deny answers not OK. Each
 // such error is counted (Errors) and logged at most once per LogInterval.
-// A Redis error on Adjust is counted, logged and returned: the Redis
-// counter then keeps the amount until it drains or its key expires.
+// A Redis error on Adjust is counted, logged and returned. What the local
+// store took in place of a reservation that certainly did not reach
+// Redis (no connection; concurrency aside), and an adjustment that did
+// not either, are owed to Redis and sent after the next reservation it
+// answers (see owed). A call lost to a timeout on an open connection is
+// not owed, as Redis may have run it: its counter then keeps the amount
+// until it drains or its key expires.
 //
 // A single Redis (or a primary) only: the keys of one reservation may
 // lie in different slots of a Redis Cluster.
@@ -49,8 +60,16 @@ type Redis struct {
 	timeout  time.Duration
 	onError  OnError
 	local    Store
-	idleMs   string // ConcurrencyTTL in ms
+	idleMs   string        // ConcurrencyTTL in ms
+	lease    time.Duration // ConcurrencyTTL
+	id       string        // this store's prefix of slot names
+	slots    atomic.Uint64 // slots named
 	failures *Failures
+	owed     owed // what Redis has not been told yet
+
+	held      atomic.Int64 // reservations held on Redis, not yet settled
+	closing   atomic.Bool  // CloseWhenSettled was called
+	closeOnce sync.Once
 }
 
 // OnError is what a Redis store does when Redis cannot be reached.
@@ -108,8 +127,9 @@ type RedisOptions struct {
 	OnError OnError
 	// Prefix starts every key; default "llm_route:".
 	Prefix string
-	// ConcurrencyTTL is how long a counter that neither drains nor
-	// expires (max_concurrent) lives after its last write; default 10m.
+	// ConcurrencyTTL is the longest a request holds its slot on a
+	// counter that neither drains nor expires (max_concurrent): a
+	// request under way longer no longer counts; default 10m.
 	ConcurrencyTTL time.Duration
 	// Local is the store reserved on when Redis cannot be reached and
 	// OnError is allow; default a new Memory.
@@ -187,12 +207,39 @@ func NewRedis(o RedisOptions) (*Redis, error) {
 		onError:  o.OnError,
 		local:    o.Local,
 		idleMs:   strconv.FormatInt(o.ConcurrencyTTL.Milliseconds(), 10),
+		lease:    o.ConcurrencyTTL,
+		id:       instanceID(),
 		failures: NewFailures(o.Logger, o.LogInterval, "redis state: call failed", zap.String("on_error", o.OnError.String())),
 	}, nil
 }
 
 // Close closes the connections to Redis.
 func (r *Redis) Close() error { return r.client.Close() }
+
+// CloseWhenSettled closes the connections to Redis once every
+// reservation held on Redis has been settled or released, or after
+// ConcurrencyTTL at the latest, and returns at once: a config reload
+// that drops the store must not strand the requests still under way,
+// whose settlements would fail and leave their amounts (and their
+// slots) on the fleet's counters.
+func (r *Redis) CloseWhenSettled() {
+	r.closing.Store(true)
+	if r.held.Load() == 0 {
+		r.closeNow()
+		return
+	}
+	time.AfterFunc(r.lease, r.closeNow)
+}
+
+func (r *Redis) closeNow() { r.closeOnce.Do(func() { _ = r.client.Close() }) }
+
+// settled notes that a reservation held on Redis was settled or
+// released.
+func (r *Redis) settled() {
+	if r.held.Add(-1) == 0 && r.closing.Load() {
+		r.closeNow()
+	}
+}
 
 // Client returns the go-redis client, for other state kept in the same
 // Redis: its calls are bounded by Timeout (connecting included) and are
@@ -216,25 +263,36 @@ func (r *Redis) Ping(ctx context.Context) error {
 }
 
 // The scripts. ARGV[1] is now (unix ms), ARGV[2] the TTL margin of
-// calendar and draining counters (ms), ARGV[3] the TTL of the others
-// (ms); then four per key: limit, rate (per second), expires (unix ms; 0:
-// never), amount. level and put do what level and Memory.add do; a
-// counter at 0 is deleted, as it reads as a missing one. Numbers go back
-// as strings: Redis truncates a Lua number in a reply to an integer.
+// calendar and draining counters (ms), ARGV[3] the lease of a slot (ms);
+// then six per key: limit, rate (per second), expires (unix ms; 0:
+// never), amount, the slot ("" but on a concurrency counter), and the
+// change of the amount held for requests under way (field h). level
+// and put do what level and Memory.add do; a counter at 0 is deleted, as
+// it reads as a missing one. A concurrency counter is a sorted set of
+// slots scored by the end of their lease instead: its level is the
+// number of slots whose lease has not ended, a positive amount takes the
+// slot, a negative one gives it back. Numbers go back as strings: Redis
+// truncates a Lua number in a reply to an integer.
 const luaCommon = `
 local now, margin, idle = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
-local function arg(i, j) return tonumber(ARGV[3 + (i - 1) * 4 + j]) end
+local function arg(i, j) return tonumber(ARGV[3 + (i - 1) * 6 + j]) end
+local function slot(i) return ARGV[3 + (i - 1) * 6 + 5] end
 local function fmt(x) return string.format('%.17g', x) end
-local function level(key, rate, expires)
-	if expires > 0 and now >= expires then return 0 end
-	local h = redis.call('HMGET', key, 'v', 's')
-	local v, s = tonumber(h[1]), tonumber(h[2])
-	if not v then return 0 end
-	if rate > 0 and s and now > s then v = v - rate * ((now - s) / 1000) end
-	if v > 0 then return v end
-	return 0
+local function slots(key)
+	redis.call('ZREMRANGEBYSCORE', key, '-inf', string.format('%.0f', now))
+	return redis.call('ZCARD', key)
 end
-local function put(key, v, rate, expires)
+local function level(key, rate, expires, slot)
+	if slot ~= '' then return slots(key), 0 end
+	if expires > 0 and now >= expires then return 0, 0 end
+	local h = redis.call('HMGET', key, 'v', 's', 'h')
+	local v, s, held = tonumber(h[1]), tonumber(h[2]), tonumber(h[3]) or 0
+	if not v then return 0, 0 end
+	if rate > 0 and s and now > s then v = v - rate * ((now - s) / 1000) end
+	if v > 0 then return v, held end
+	return 0, held
+end
+local function put(key, v, held, rate, expires)
 	if not (v > 0) then
 		redis.call('DEL', key)
 		return 0
@@ -251,26 +309,41 @@ local function put(key, v, rate, expires)
 		local d = math.ceil(v / rate * 1000) + margin
 		if not ttl or d < ttl then ttl = d end
 	end
-	redis.call('HSET', key, 'v', fmt(v), 's', string.format('%.0f', now))
+	redis.call('HSET', key, 'v', fmt(v), 's', string.format('%.0f', now), 'h', fmt(math.max(held, 0)))
 	redis.call('PEXPIRE', key, string.format('%.0f', ttl or idle))
 	return v
 end
 local function add(i)
-	local rate, expires = arg(i, 2), arg(i, 3)
-	return put(KEYS[i], level(KEYS[i], rate, expires) + arg(i, 4), rate, expires)
+	local rate, expires, s = arg(i, 2), arg(i, 3), slot(i)
+	if s ~= '' then
+		slots(KEYS[i])
+		if arg(i, 4) > 0 then
+			redis.call('ZADD', KEYS[i], string.format('%.0f', now + idle), s)
+			redis.call('PEXPIRE', KEYS[i], string.format('%.0f', idle))
+		else
+			redis.call('ZREM', KEYS[i], s)
+		end
+		return redis.call('ZCARD', KEYS[i])
+	end
+	local v, held = level(KEYS[i], rate, expires, '')
+	return put(KEYS[i], v + arg(i, 4), held + arg(i, 6), rate, expires)
 end
 `
 
 // reserveScript returns {1, value after, ...} when every counter had
-// room, or {0, index, level} for the first that had not.
+// room, or {0, index, level, held, ...} for those that had not.
 var reserveScript = redis.NewScript(luaCommon + `
+local denied = {0}
 for i = 1, #KEYS do
 	local limit, amount = arg(i, 1), arg(i, 4)
-	local v = level(KEYS[i], arg(i, 2), arg(i, 3))
+	local v, held = level(KEYS[i], arg(i, 2), arg(i, 3), slot(i))
 	if not (v <= 0 or v + amount <= limit) then
-		return {0, i - 1, fmt(v)}
+		denied[#denied + 1] = i - 1
+		denied[#denied + 1] = fmt(v)
+		denied[#denied + 1] = fmt(held)
 	end
 end
+if #denied > 1 then return denied end
 local out = {1}
 for i = 1, #KEYS do out[i + 1] = fmt(add(i)) end
 return out
@@ -289,19 +362,31 @@ func (r *Redis) Reserve(ctx context.Context, charges []Charge, now time.Time) (V
 	}
 	v, err := r.reserve(ctx, charges, now)
 	if err == nil {
+		if v.OK {
+			r.held.Add(1)
+		}
+		r.pay(ctx, now)
 		return v, nil
 	}
 	r.failures.Add(err)
 	if r.onError == OnErrorDeny {
 		return Verdict{RetryAfter: unavailableWait, Unavailable: true}, nil
 	}
-	v, err = r.local.Reserve(ctx, charges, now)
-	v.Store = r.local
+	// What the local store takes is owed to Redis, unless the script
+	// may have run there all the same (a timeout on an open
+	// connection): then Redis may hold the reservation already.
+	var local Store = r.local
+	if unsent(err) {
+		local = fallback{r}
+	}
+	v, err = local.Reserve(ctx, charges, now)
+	v.Store = local
 	return v, err
 }
 
 func (r *Redis) reserve(ctx context.Context, charges []Charge, now time.Time) (Verdict, error) {
-	keys, args := r.args(charges, now)
+	r.takeSlots(charges)
+	keys, args := r.args(charges, now, true)
 	ctx, cancel := r.callContext(ctx)
 	defer cancel()
 	res, err := reserveScript.Run(ctx, r.client, keys, args...).Slice()
@@ -322,15 +407,20 @@ func (r *Redis) reserve(ctx context.Context, charges []Charge, now time.Time) (V
 			charges[i].Left = charges[i].Counter.Limit - v
 		}
 		return Verdict{OK: true}, nil
-	case ok == 0 && len(res) == 3:
-		i, _ := res[1].(int64)
-		v, err := parseFloat(res[2])
-		if err != nil || i < 0 || int(i) >= len(charges) {
-			return Verdict{}, bad
+	case ok == 0 && len(res) >= 4 && len(res)%3 == 1:
+		denied := Verdict{Denied: -1}
+		for j := 1; j < len(res); j += 3 {
+			i, _ := res[j].(int64)
+			v, err := parseFloat(res[j+1])
+			held, herr := parseFloat(res[j+2])
+			if err != nil || herr != nil || i < 0 || int(i) >= len(charges) {
+				return Verdict{}, bad
+			}
+			ch := charges[i]
+			_, wait := room(ch.Counter, v, held, ch.Amount, now)
+			denied.deny(int(i), wait)
 		}
-		ch := charges[i]
-		_, wait := room(ch.Counter, v, ch.Amount, now)
-		return Verdict{Denied: int(i), RetryAfter: wait}, nil
+		return denied, nil
 	}
 	return Verdict{}, bad
 }
@@ -343,14 +433,23 @@ func (r *Redis) Adjust(ctx context.Context, charges []Charge, now time.Time) err
 	if len(charges) == 0 {
 		return nil
 	}
-	keys, args := r.args(charges, now)
-	ctx, cancel := r.callContext(ctx)
-	defer cancel()
-	if err := adjustScript.Run(ctx, r.client, keys, args...).Err(); err != nil {
+	defer r.settled()
+	if err := r.adjust(ctx, charges, now); err != nil {
 		r.failures.Add(err)
+		if unsent(err) {
+			r.owed.add(charges, now, true)
+		}
 		return fmt.Errorf("redis state: %w", err)
 	}
 	return nil
+}
+
+// adjust runs the adjust script on charges.
+func (r *Redis) adjust(ctx context.Context, charges []Charge, now time.Time) error {
+	keys, args := r.args(charges, now, false)
+	ctx, cancel := r.callContext(ctx)
+	defer cancel()
+	return adjustScript.Run(ctx, r.client, keys, args...).Err()
 }
 
 // callContext bounds a call by the timeout. It does not end with the
@@ -360,22 +459,60 @@ func (r *Redis) callContext(ctx context.Context) (context.Context, context.Cance
 	return context.WithTimeout(context.WithoutCancel(ctx), r.timeout)
 }
 
-// args returns the scripts' KEYS and ARGV for charges at now.
-func (r *Redis) args(charges []Charge, now time.Time) ([]string, []any) {
+// args returns the scripts' KEYS and ARGV for charges at now, reserved
+// or adjusted.
+func (r *Redis) args(charges []Charge, now time.Time, reserving bool) ([]string, []any) {
 	keys := make([]string, len(charges))
-	args := make([]any, 3, 3+4*len(charges))
+	args := make([]any, 3, 3+6*len(charges))
 	args[0], args[1], args[2] = strconv.FormatInt(now.UnixMilli(), 10), ttlMargin, r.idleMs
 	for i, ch := range charges {
 		c := ch.Counter
-		keys[i] = r.prefix + c.Key
+		keys[i] = r.key(c)
 		var expires int64
 		if !c.Expires.IsZero() {
 			expires = c.Expires.UnixMilli()
 		}
+		held := ch.Held
+		if reserving {
+			held = holds(ch)
+		}
 		args = append(args, formatFloat(c.Limit), formatFloat(c.Rate),
-			strconv.FormatInt(expires, 10), formatFloat(ch.Amount))
+			strconv.FormatInt(expires, 10), formatFloat(ch.Amount), ch.Slot, formatFloat(held))
 	}
 	return keys, args
+}
+
+// slotted reports whether a counter holds slots: it neither drains nor
+// expires (concurrency).
+func slotted(c Counter) bool { return c.Rate == 0 && c.Expires.IsZero() }
+
+// slotSuffix ends the key of a counter of slots, a sorted set: apart from
+// the hash an older version kept at the counter's key.
+const slotSuffix = "|slots"
+
+// key is the Redis key of a counter.
+func (r *Redis) key(c Counter) string {
+	if slotted(c) {
+		return r.prefix + c.Key + slotSuffix
+	}
+	return r.prefix + c.Key
+}
+
+// takeSlots names a slot for each charge on a counter of slots: unique
+// to this reservation, so that its release gives back its own slot.
+func (r *Redis) takeSlots(charges []Charge) {
+	for i := range charges {
+		if slotted(charges[i].Counter) {
+			charges[i].Slot = r.id + strconv.FormatUint(r.slots.Add(1), 36)
+		}
+	}
+}
+
+// instanceID names a store's slots apart from every other store's.
+func instanceID() string {
+	var b [6]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:]) + ":"
 }
 
 func formatFloat(f float64) string { return strconv.FormatFloat(f, 'g', -1, 64) }

@@ -466,7 +466,7 @@ func testRedisDown(t *testing.T, policy OnError, midTest bool) {
 			}
 			switch policy {
 			case OnErrorAllow:
-				if a.v.Store != Store(local) {
+				if a.v.Store != Store(fallback{r}) {
 					t.Errorf("answered by %v, want the local store", a.v.Store)
 				}
 				if a.v.OK {

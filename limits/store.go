@@ -38,6 +38,14 @@ type Charge struct {
 	// Left is set by a successful Reserve: the room left on the counter
 	// after the reservation.
 	Left float64
+	// Slot is set by a shared store's Reserve on a concurrency counter:
+	// the slot the reservation holds, which its settlement gives back.
+	Slot string
+	// Held is, in an adjustment, the change of the amount the counter
+	// holds for reservations not settled yet: minus what a settling
+	// reservation reserved. Reserve holds the amount of a charge whose
+	// kind settles on usage (see Kind.settles) by itself.
+	Held float64
 }
 
 // Verdict is the answer to a reservation.
@@ -46,14 +54,17 @@ type Verdict struct {
 	OK bool
 	// Denied is the index of the first charge without room when not OK.
 	Denied int
-	// RetryAfter is when the denied counter will have room for its
-	// charge: its window's end, the time it takes to drain, or (for a
-	// counter that neither drains nor expires) a short wait.
+	// RetryAfter is when every counter without room will have room for
+	// its charge (the longest of their waits): a window's end, the time
+	// it takes to drain, or a short wait for a counter that neither
+	// drains nor expires, or that has room but for what requests under
+	// way hold (see room).
 	RetryAfter time.Duration
 	// Store, when not nil, is the store that answered in place of the
 	// one asked, and holds the reservation: a Redis store that cannot
-	// reach Redis reserves on its local store (on_error allow). Settle
-	// or release there; Reserve (the function) does.
+	// reach Redis reserves on its local store (on_error allow), and owes
+	// Redis what it takes there. Settle or release there; Reserve (the
+	// function) does.
 	Store Store
 	// Unavailable is true when the store could not be asked and its
 	// policy denies (on_error deny); Denied is then 0 and means nothing.
@@ -75,6 +86,15 @@ type Store interface {
 	Adjust(ctx context.Context, charges []Charge, now time.Time) error
 }
 
+// deny notes that charge i has no room for wait: the first such charge
+// is the one denied, and the verdict waits for the longest.
+func (v *Verdict) deny(i int, wait time.Duration) {
+	if v.Denied < 0 {
+		v.Denied = i
+	}
+	v.RetryAfter = max(v.RetryAfter, wait)
+}
+
 // busyWait is the Retry-After of a counter that neither drains nor
 // expires (concurrency): room comes when a request ends.
 const busyWait = time.Second
@@ -91,21 +111,39 @@ func level(c Counter, value float64, stamp, now time.Time) float64 {
 	return max(value, 0)
 }
 
-// room reports whether amount fits on a counter holding value, and if
-// not, how long until it will.
-func room(c Counter, value, amount float64, now time.Time) (bool, time.Duration) {
+// room reports whether amount fits on a counter holding value, of which
+// held is reserved by requests under way, and if not, how long until it
+// will: a drain, the window's end, or, when it would fit but for what
+// the requests under way reserved (they settle on their usage, usually
+// less), a short wait.
+func room(c Counter, value, held, amount float64, now time.Time) (bool, time.Duration) {
 	if value <= 0 || value+amount <= c.Limit {
 		return true, 0
 	}
+	var wait time.Duration
 	switch {
 	case c.Rate > 0:
 		over := value + amount - c.Limit
 		if over > value { // only an empty bucket takes it
 			over = value
 		}
-		return false, time.Duration(over / c.Rate * float64(time.Second))
+		wait = time.Duration(over / c.Rate * float64(time.Second))
 	case !c.Expires.IsZero():
-		return false, c.Expires.Sub(now)
+		wait = c.Expires.Sub(now)
+	default:
+		return false, busyWait
 	}
-	return false, busyWait
+	if used := value - held; held > 0 && (used <= 0 || used+amount <= c.Limit) {
+		wait = min(wait, busyWait)
+	}
+	return false, wait
+}
+
+// holds is what a reservation's charge adds to its counter's held
+// amount.
+func holds(ch Charge) float64 {
+	if ch.Kind.settles() {
+		return ch.Amount
+	}
+	return 0
 }

@@ -152,6 +152,7 @@ func (r *Reservation) adjust(ctx context.Context, now time.Time, delta func(Char
 		return nil
 	}
 	for i := range r.Charges {
+		r.Charges[i].Held = -holds(r.Charges[i])
 		r.Charges[i].Amount = delta(r.Charges[i])
 	}
 	err := r.Store.Adjust(ctx, r.Charges, now)

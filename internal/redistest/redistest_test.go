@@ -67,3 +67,33 @@ func TestMissingBinary(t *testing.T) {
 		}
 	}
 }
+
+// A cut link refuses connections and ends the open ones; restored, it
+// reaches the same server again.
+func TestLink(t *testing.T) {
+	s := Start(t)
+	k := s.Link(t)
+	ping := func() error {
+		probe := &Server{Addr: k.Addr}
+		return probe.Ping()
+	}
+	if err := ping(); err != nil {
+		t.Fatal(err)
+	}
+	open, err := net.Dial("tcp", k.Addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer open.Close()
+	k.Cut()
+	if _, err := net.Dial("tcp", k.Addr); err == nil {
+		t.Fatal("a cut link accepted a connection")
+	}
+	if _, err := open.Read(make([]byte, 1)); err == nil {
+		t.Fatal("an open connection read through a cut link")
+	}
+	k.Restore(t)
+	if err := ping(); err != nil {
+		t.Fatalf("after Restore: %v", err)
+	}
+}
