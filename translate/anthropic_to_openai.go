@@ -372,10 +372,11 @@ type chatToMessagesResp struct {
 	id      string // raw JSON
 	model   string // raw JSON
 	open    blockKind
-	index   int   // index of the open content block
-	next    int   // index of the next content block
-	tool    int64 // chat index of the open tool call
-	tools   bool  // the answer has tool calls
+	index   int    // index of the open content block
+	next    int    // index of the next content block
+	tool    int64  // chat index of the open tool call
+	toolID  string // its id
+	tools   bool   // the answer has tool calls
 	stop    string
 	usage   Usage
 }
@@ -579,10 +580,11 @@ func (x *chatToMessagesResp) Event(dst, data []byte) ([]byte, error) {
 	d.Get("tool_calls").ForEach(func(_, c gjson.Result) bool {
 		idx := c.Get("index").Int()
 		// A new call has an id (some servers repeat it in every delta
-		// of the same call).
-		if id := c.Get("id"); id.Str != "" && (x.open != blockTool || idx != x.tool) {
+		// of the same call, others leave the index out, so that every
+		// call has index 0: another id is another call).
+		if id := c.Get("id"); id.Str != "" && (x.open != blockTool || idx != x.tool || id.Str != x.toolID) {
 			x.closeBlock(&w)
-			x.tool = idx
+			x.tool, x.toolID = idx, id.Str
 			x.tools = true
 			x.openBlock(&w, blockTool, func(w *jsonw) {
 				w.kstr("type", "tool_use")
