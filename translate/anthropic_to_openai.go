@@ -422,10 +422,18 @@ func (x *chatToMessagesResp) Response(body []byte) ([]byte, error) {
 		}
 	}
 	var err error
+	finish := choice.Get("finish_reason").Str
 	calls := msg.Get("tool_calls")
 	calls.ForEach(func(_, c gjson.Result) bool {
 		var input string
 		if input, err = toolInput(c.Get("function.arguments")); err != nil {
+			if finish == "length" {
+				// The output limit cut the call short: the answer is
+				// still the client's (stop_reason max_tokens says it was
+				// cut), less the call no one could run.
+				err = nil
+				return true
+			}
 			return false
 		}
 		w.open('{')
@@ -440,7 +448,7 @@ func (x *chatToMessagesResp) Response(body []byte) ([]byte, error) {
 		return nil, err
 	}
 	w.close(']')
-	stop := stopReason(choice.Get("finish_reason").Str)
+	stop := stopReason(finish)
 	if calls.Get("0").Exists() && stop == "end_turn" {
 		stop = "tool_use" // a forced tool call ends with "stop" at OpenAI
 	}
