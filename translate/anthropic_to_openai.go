@@ -501,8 +501,24 @@ func writeAnthropicErrorDetail(w *jsonw, status int, e gjson.Result) {
 	}
 	w.open('{')
 	w.kstr("type", ErrorType(status))
-	w.kraw("message", strRaw(msg))
+	if status == 400 && contextLengthOpenAI(e, msg.Str) && !strings.HasPrefix(msg.Str, "prompt is too long") {
+		// Anthropic's wording of a prompt longer than the context
+		// window, which Messages clients test for (to compact the
+		// conversation, say)
+		w.kstr("message", "prompt is too long: "+msg.Str)
+	} else {
+		w.kraw("message", strRaw(msg))
+	}
 	w.close('}')
+}
+
+// contextLengthOpenAI reports whether an OpenAI-format error says the
+// prompt is longer than the model's context window: OpenAI's code
+// context_length_exceeded, or the message that OpenAI, vLLM and others
+// give ("This model's maximum context length is 8192 tokens. …").
+func contextLengthOpenAI(e gjson.Result, msg string) bool {
+	return e.Get("code").Str == "context_length_exceeded" ||
+		strings.Contains(strings.ToLower(msg), "maximum context length")
 }
 
 // Event translates one chat completion chunk to Messages events.
