@@ -397,6 +397,8 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, req *strategies.
 			zap.String("route", p.route), zap.String("model", c.Model), zap.String("provider", c.Provider.Name), zap.Error(res.err))
 		if res.aw != nil && res.aw.stream && !res.aw.terminated {
 			writeStreamError(w, req.Endpoint, res.aw, res.err)
+		} else {
+			sp.sendWithheld() // (the stream ended with an error event)
 		}
 		panic(http.ErrAbortHandler)
 	}
