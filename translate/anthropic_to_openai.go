@@ -562,7 +562,7 @@ func (x *chatToMessagesResp) Event(dst, data []byte) ([]byte, error) {
 	if present(c.err) {
 		x.event(&w, "error", func(w *jsonw) {
 			w.key("error")
-			writeAnthropicErrorDetail(w, 500, c.err)
+			writeAnthropicErrorDetail(w, cmp.Or(ErrorStatus(c.err), 500), c.err)
 		})
 		return w.b, nil
 	}
