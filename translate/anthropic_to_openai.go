@@ -377,6 +377,7 @@ type chatToMessagesResp struct {
 	tool    int64  // chat index of the open tool call
 	toolID  string // its id
 	tools   bool   // the answer has tool calls
+	refused bool   // the answer has a refusal
 	stop    string
 	usage   Usage
 }
@@ -451,6 +452,9 @@ func (x *chatToMessagesResp) Response(body []byte) ([]byte, error) {
 	stop := stopReason(finish)
 	if calls.Get("0").Exists() && stop == "end_turn" {
 		stop = "tool_use" // a forced tool call ends with "stop" at OpenAI
+	}
+	if r := msg.Get("refusal"); r.Type == gjson.String && r.Str != "" && stop == "end_turn" {
+		stop = "refusal" // the model declined: OpenAI says so in refusal, with finish_reason stop
 	}
 	w.kstr("stop_reason", stop)
 	w.kraw("stop_sequence", "null")
@@ -588,6 +592,7 @@ func (x *chatToMessagesResp) Event(dst, data []byte) ([]byte, error) {
 		if t.Type != gjson.String || t.Str == "" {
 			continue
 		}
+		x.refused = x.refused || k == "refusal"
 		if x.open != blockText {
 			x.closeBlock(&w)
 			x.openBlock(&w, blockText, func(w *jsonw) {
@@ -637,6 +642,9 @@ func (x *chatToMessagesResp) Event(dst, data []byte) ([]byte, error) {
 		if x.tools && x.stop == "end_turn" {
 			// A forced tool call ends with "stop" at OpenAI.
 			x.stop = "tool_use"
+		}
+		if x.refused && x.stop == "end_turn" {
+			x.stop = "refusal"
 		}
 	}
 	return w.b, nil
