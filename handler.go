@@ -468,6 +468,7 @@ func (h *Handler) attempt(w http.ResponseWriter, r *http.Request, req *strategie
 		var translated []byte
 		if translated, tr, err = pair.Request(body.bytes(), translate.Options{
 			DefaultMaxTokens: c.Provider.DefaultMaxTokens, MaxTokensField: c.Provider.MaxTokensField,
+			NoStreamUsage: !c.Provider.StreamUsageOn(),
 		}); err != nil {
 			msg := fmt.Sprintf("%s (model %s at provider %s)", err.Error(), c.Model, c.Provider.Name)
 			return attemptResult{outcome: outcomeUnfit, status: http.StatusBadRequest,

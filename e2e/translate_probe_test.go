@@ -31,6 +31,7 @@ type script struct {
 	status int
 	whole  string
 	stream []string
+	strict bool // refuse stream_options with a 400, as some servers do
 }
 
 // scriptedUpstream answers every request with the script whose name is
@@ -47,6 +48,12 @@ func scriptedUpstream(t *testing.T, scripts map[string]script) *httptest.Server 
 		}
 		if sc == nil {
 			http.Error(w, "no script", http.StatusTeapot)
+			return
+		}
+		if sc.strict && gjson.GetBytes(body, "stream_options").Exists() {
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(http.StatusBadRequest)
+			_, _ = io.WriteString(w, `{"error":{"message":"Unrecognized request argument supplied: stream_options","type":"invalid_request_error","param":null,"code":null}}`)
 			return
 		}
 		if !gjson.GetBytes(body, "stream").Bool() {
@@ -167,6 +174,10 @@ func probeOAScripts() map[string]script {
 			`{"id":"call_paris","type":"function","function":{"name":"get_weather","arguments":"{\"city\":\"Paris\",\"days\":1,\"unit\":\"celsius\"}"}},` +
 			`{"id":"call_rome","type":"function","function":{"name":"get_weather","arguments":"{\"city\":\"Ro"}}]},` +
 			`"logprobs":null,"finish_reason":"length"}],"usage":{"prompt_tokens":80,"completion_tokens":40,"total_tokens":120}}`},
+		"strict": {strict: true, stream: []string{
+			chunk(`{"role":"assistant","content":"Strict "}`, "null"),
+			chunk(`{"content":"servers answer too."}`, `"stop"`),
+			"data: [DONE]"}},
 		"toolong": {status: 400, whole: `{"error":{"message":"This model's maximum context length is 8192 tokens. However, your messages resulted in 9000 tokens.","type":"invalid_request_error","param":"messages","code":"context_length_exceeded"}}`},
 		"midstream": {stream: []string{
 			chunk(`{"role":"assistant","content":""}`, "null"),
@@ -185,6 +196,10 @@ func startProbe(t *testing.T) {
 			format anthropic
 		}
 		provider scripted-oa %s
+		provider scripted-strict %[2]s {
+			stream_usage off
+		}
+		model s-strict scripted-strict
 		model s-ant scripted-ant {
 			upstream_name claude-probe
 		}
@@ -445,5 +460,16 @@ func TestMidStreamErrorReachesClient(t *testing.T) {
 				t.Errorf("the SDK got %q, events %v and error %v; want the partial text and the upstream's error", antText(s.Msg), s.Types, s.Err)
 			}
 		})
+	}
+}
+
+// TestTranslateStreamUsageOff: a provider whose server refuses
+// stream_options (stream_usage off) serves a Messages client's stream:
+// the translated request does not ask for the usage chunk either.
+func TestTranslateStreamUsageOff(t *testing.T) {
+	startProbe(t)
+	s := antAccumulate(t, antClient(t), messageParams("s-strict", probePrompt("strict")))
+	if s.Err != nil || antText(s.Msg) != "Strict servers answer too." || s.Msg.StopReason != "end_turn" {
+		t.Errorf("got %q (%s), error %v; want the strict server's answer", antText(s.Msg), s.Msg.StopReason, s.Err)
 	}
 }

@@ -98,7 +98,9 @@ func (messagesToChatReq) Request(body []byte, opt Options) ([]byte, Exchange, er
 	}
 	if req.Get("stream").Bool() {
 		w.kraw("stream", "true")
-		w.kraw("stream_options", `{"include_usage":true}`)
+		if !opt.NoStreamUsage {
+			w.kraw("stream_options", `{"include_usage":true}`)
+		}
 	}
 	w.close('}')
 	return w.b, x, nil

@@ -119,6 +119,11 @@ type Options struct {
 	// max_tokens (the default, which every compatible server reads) or
 	// max_completion_tokens (which OpenAI's reasoning models require).
 	MaxTokensField string
+	// NoStreamUsage leaves stream_options out of translated Chat
+	// Completions stream requests, for a server that refuses the field
+	// (the provider's stream_usage off): the stream's usage is then what
+	// the server reports unasked, often none.
+	NoStreamUsage bool
 }
 
 // DefaultMaxTokens is used when Options.DefaultMaxTokens is zero.
