@@ -182,7 +182,7 @@ func chatMessages(w *jsonw, msgs gjson.Result) error {
 			b := add("user")
 			b.open('{')
 			b.kstr("type", "tool_result")
-			b.kraw("tool_use_id", strRaw(m.Get("tool_call_id")))
+			b.kraw("tool_use_id", toolUseID(m.Get("tool_call_id")))
 			if c := m.Get("content"); c.Type == gjson.String {
 				b.kraw("content", c.Raw)
 			} else if c.IsArray() {
@@ -357,13 +357,35 @@ func toolUses(w *jsonw, calls gjson.Result) error {
 		}
 		w.open('{')
 		w.kstr("type", "tool_use")
-		w.kraw("id", strRaw(c.Get("id")))
+		w.kraw("id", toolUseID(c.Get("id")))
 		w.kraw("name", strRaw(c.Get("function.name")))
 		w.kraw("input", input)
 		w.close('}')
 		return true
 	})
 	return err
+}
+
+// toolUseID returns a tool call's id (raw JSON) as the Messages API
+// takes it: letters, digits, _ and - only. Ids of other servers
+// (functions.get_weather:0, call_0.1) reach Claude models when a
+// conversation moves between providers; each character outside the set
+// becomes _, the same in the call and in its result, so the two still
+// match.
+func toolUseID(v gjson.Result) string {
+	id := v.Str
+	valid := func(r rune) bool {
+		return r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '_' || r == '-'
+	}
+	if v.Type != gjson.String || strings.IndexFunc(id, func(r rune) bool { return !valid(r) }) < 0 {
+		return strRaw(v)
+	}
+	return string(appendString(nil, strings.Map(func(r rune) rune {
+		if valid(r) {
+			return r
+		}
+		return '_'
+	}, id)))
 }
 
 // chatTools writes function tools as Messages tools.
