@@ -653,8 +653,20 @@ func (x *messagesToChat) Event(dst, data []byte) ([]byte, error) {
 				x.chunk(&w, "", func(w *jsonw) { w.kraw("content", t.Raw) })
 			}
 		case "tool_use":
+			// Anthropic starts a call with an empty input and streams
+			// it; a server that sends it whole here sends no deltas.
+			input := ""
+			if in := b.Get("input"); in.IsObject() {
+				in.ForEach(func(_, _ gjson.Result) bool {
+					input = in.Raw // (it has a member)
+					return false
+				})
+			}
 			if x.jsonTool && b.Get("name").Str == jsonToolName {
 				kind = blockJSON
+				if input != "" {
+					x.chunk(&w, "", func(w *jsonw) { w.kstr("content", input) })
+				}
 				break
 			}
 			kind = blockTool
@@ -668,7 +680,7 @@ func (x *messagesToChat) Event(dst, data []byte) ([]byte, error) {
 				w.key("function")
 				w.open('{')
 				w.kraw("name", strRaw(b.Get("name")))
-				w.kstr("arguments", "")
+				w.kstr("arguments", input)
 				w.close('}')
 				w.close('}')
 				w.close(']')
