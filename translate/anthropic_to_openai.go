@@ -24,7 +24,9 @@ func (messagesToChatReq) Request(body []byte, opt Options) ([]byte, Exchange, er
 			return nil, nil, unsupported("%s cannot be served by an OpenAI-compatible provider", k)
 		}
 	}
-	x := &chatToMessagesResp{}
+	// The answer names the model that served it; one that does not
+	// is named by the model it was asked of.
+	x := &chatToMessagesResp{model: strRaw(req.Get("model"))}
 
 	w := jsonw{b: make([]byte, 0, len(body)+len(body)/4+128)}
 	w.open('{')
@@ -413,7 +415,7 @@ func (x *chatToMessagesResp) Response(body []byte) ([]byte, error) {
 	w.kraw("id", strRaw(resp.Get("id")))
 	w.kstr("type", "message")
 	w.kstr("role", "assistant")
-	w.kraw("model", strRaw(resp.Get("model")))
+	w.kraw("model", x.modelOf(resp.Get("model")))
 	w.key("content")
 	w.open('[')
 	for _, k := range []string{"content", "refusal"} {
@@ -584,7 +586,7 @@ func (x *chatToMessagesResp) Event(dst, data []byte) ([]byte, error) {
 			x.id = strRaw(c.id)
 		}
 		if c.model.Str != "" {
-			x.model = strRaw(c.model)
+			x.model = x.modelOf(c.model)
 		}
 		x.start(&w)
 	}
@@ -650,6 +652,15 @@ func (x *chatToMessagesResp) Event(dst, data []byte) ([]byte, error) {
 		}
 	}
 	return w.b, nil
+}
+
+// modelOf returns the model an answer names (raw JSON), or the one the
+// request named when the answer names none.
+func (x *chatToMessagesResp) modelOf(v gjson.Result) string {
+	if v.Type == gjson.String && v.Str != "" {
+		return v.Raw
+	}
+	return cmp.Or(x.model, `""`)
 }
 
 // start writes message_start once.

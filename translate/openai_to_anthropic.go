@@ -25,6 +25,7 @@ func (chatToMessages) Request(body []byte, opt Options) ([]byte, Exchange, error
 		return nil, nil, err
 	}
 	x := &messagesToChat{
+		model:        strRaw(req.Get("model")), // until the answer names the model that served it
 		includeUsage: req.Get("stream_options.include_usage").Bool(),
 		created:      now().Unix(),
 	}
@@ -545,7 +546,7 @@ func (x *messagesToChat) Response(body []byte) ([]byte, error) {
 	w.kraw("id", strRaw(msg.Get("id")))
 	w.kstr("object", "chat.completion")
 	w.kint("created", x.created)
-	w.kraw("model", strRaw(msg.Get("model")))
+	w.kraw("model", x.modelOf(msg.Get("model")))
 	w.key("choices")
 	w.open('[')
 	w.open('{')
@@ -633,7 +634,7 @@ func (x *messagesToChat) Event(dst, data []byte) ([]byte, error) {
 	switch ev.Get("type").Str {
 	case "message_start":
 		m := ev.Get("message")
-		x.id, x.model = strRaw(m.Get("id")), strRaw(m.Get("model"))
+		x.id, x.model = strRaw(m.Get("id")), x.modelOf(m.Get("model"))
 		x.usage.ReadAnthropic(m.Get("usage"))
 		x.chunk(&w, "", func(w *jsonw) {
 			w.kstr("role", "assistant")
@@ -754,6 +755,15 @@ func (x *messagesToChat) Event(dst, data []byte) ([]byte, error) {
 		w.b = append(w.b, "\n\n"...)
 	}
 	return w.b, nil
+}
+
+// modelOf returns the model an answer names (raw JSON), or the one the
+// request named when the answer names none.
+func (x *messagesToChat) modelOf(v gjson.Result) string {
+	if v.Type == gjson.String && v.Str != "" {
+		return v.Raw
+	}
+	return cmp.Or(x.model, `""`)
 }
 
 // chunkHead writes the fields every chunk starts with.
