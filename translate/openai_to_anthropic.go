@@ -2,9 +2,12 @@ package translate
 
 import (
 	"cmp"
+	"strconv"
 	"strings"
+	"unicode"
 
 	"github.com/tidwall/gjson"
+	"github.com/tidwall/sjson"
 )
 
 // chatToMessages serves OpenAI Chat Completions clients from Anthropic
@@ -168,7 +171,8 @@ func chatMessages(w *jsonw, msgs gjson.Result) error {
 		}
 		return &turns[len(turns)-1].blocks
 	}
-	msgs.ForEach(func(_, m gjson.Result) bool {
+	final := msgs.Get("#").Int() - 1
+	msgs.ForEach(func(i, m gjson.Result) bool {
 		switch role := m.Get("role").Str; role {
 		case "system", "developer":
 			err = textBlocks(&system, m.Get("content"), false)
@@ -176,7 +180,11 @@ func chatMessages(w *jsonw, msgs gjson.Result) error {
 			err = textBlocks(add("user"), m.Get("content"), true)
 		case "assistant":
 			b := add("assistant")
-			if err = textBlocks(b, m.Get("content"), false); err == nil {
+			content := m.Get("content")
+			if i.Int() == final && !m.Get("tool_calls.0").Exists() {
+				content = trimPrefill(content)
+			}
+			if err = textBlocks(b, content, false); err == nil {
 				err = toolUses(b, m.Get("tool_calls"))
 			}
 		case "tool":
@@ -239,6 +247,42 @@ func chatMessages(w *jsonw, msgs gjson.Result) error {
 	}
 	w.close(']')
 	return nil
+}
+
+// trimPrefill returns the content of a final assistant message (a
+// prefill, which the answer continues) without the whitespace it ends
+// with: the Messages API refuses a final assistant turn that ends with
+// whitespace, which Chat Completions servers take.
+func trimPrefill(content gjson.Result) gjson.Result {
+	trim := func(s string) string { return strings.TrimRightFunc(s, unicode.IsSpace) }
+	switch {
+	case content.Type == gjson.String:
+		if t := trim(content.Str); t != content.Str {
+			return gjson.Parse(string(appendString(nil, t)))
+		}
+	case content.IsArray():
+		// The last text part, and those before it that are only
+		// whitespace (left out as empty once trimmed).
+		out := content.Raw
+		parts := content.Array()
+		for i := len(parts) - 1; i >= 0; i-- {
+			typ := parts[i].Get("type").Str
+			if typ != "text" && typ != "refusal" {
+				break
+			}
+			t := parts[i].Get(typ).Str
+			if trim(t) != t {
+				if set, err := sjson.Set(out, strconv.Itoa(i)+"."+typ, trim(t)); err == nil {
+					out = set
+				}
+			}
+			if trim(t) != "" {
+				break
+			}
+		}
+		return gjson.Parse(out)
+	}
+	return content
 }
 
 // strRaw returns v's raw JSON when it is a string, else "". Values
