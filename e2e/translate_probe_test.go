@@ -10,7 +10,9 @@ import (
 	"testing"
 
 	"github.com/anthropics/anthropic-sdk-go"
+	antoption "github.com/anthropics/anthropic-sdk-go/option"
 	"github.com/openai/openai-go/v3"
+	oaoption "github.com/openai/openai-go/v3/option"
 	"github.com/tidwall/gjson"
 )
 
@@ -32,6 +34,7 @@ type script struct {
 	whole  string
 	stream []string
 	strict bool // refuse stream_options with a 400, as some servers do
+	header map[string]string
 }
 
 // scriptedUpstream answers every request with the script whose name is
@@ -56,7 +59,10 @@ func scriptedUpstream(t *testing.T, scripts map[string]script) *httptest.Server 
 			_, _ = io.WriteString(w, `{"error":{"message":"Unrecognized request argument supplied: stream_options","type":"invalid_request_error","param":null,"code":null}}`)
 			return
 		}
-		if !gjson.GetBytes(body, "stream").Bool() {
+		for k, v := range sc.header {
+			w.Header().Set(k, v)
+		}
+		if !gjson.GetBytes(body, "stream").Bool() || sc.status >= 400 {
 			w.Header().Set("Content-Type", "application/json")
 			w.WriteHeader(max(sc.status, 200))
 			_, _ = io.WriteString(w, sc.whole)
@@ -93,6 +99,34 @@ const (
 		`{"id":"call_rome","type":"function","function":{"name":"get_weather","arguments":"{\"city\":\"Rome\",\"days\":2,\"unit\":\"celsius\"}"}}]},` +
 		`"logprobs":null,"finish_reason":"tool_calls"}],"usage":{"prompt_tokens":80,"completion_tokens":40,"total_tokens":120,"prompt_tokens_details":{"cached_tokens":30}}}`
 )
+
+// probeErrors are the error answers each scripted upstream gives, in
+// its own format, by status: the script "err<status>".
+var probeErrors = []struct {
+	status          int
+	antType, oaType string // the error's type in each format
+	oaCode          string
+}{
+	{400, "invalid_request_error", "invalid_request_error", "invalid_value"},
+	{401, "authentication_error", "invalid_request_error", "invalid_api_key"},
+	{404, "not_found_error", "invalid_request_error", "model_not_found"},
+	{413, "request_too_large", "invalid_request_error", ""},
+	{429, "rate_limit_error", "requests", "rate_limit_exceeded"},
+	{500, "api_error", "server_error", ""},
+	{529, "overloaded_error", "server_error", ""},
+}
+
+func addErrorScripts(scripts map[string]script, ant bool) {
+	for _, e := range probeErrors {
+		var body string
+		if ant {
+			body = fmt.Sprintf(`{"type":"error","error":{"type":%q,"message":"scripted %d"},"request_id":"req_1"}`, e.antType, e.status)
+		} else {
+			body = fmt.Sprintf(`{"error":{"message":"scripted %d","type":%q,"param":null,"code":%q}}`, e.status, e.oaType, e.oaCode)
+		}
+		scripts[fmt.Sprintf("err%d", e.status)] = script{status: e.status, whole: body, header: map[string]string{"Retry-After": "17"}}
+	}
+}
 
 func probeAntScripts() map[string]script {
 	start := `{"type":"message_start","message":{"id":"msg_probe1","type":"message","role":"assistant","model":"claude-probe-1","content":[],"stop_reason":null,"stop_sequence":null,"usage":{"input_tokens":50,"cache_read_input_tokens":20,"cache_creation_input_tokens":10,"output_tokens":1}}}`
@@ -189,8 +223,11 @@ func probeOAScripts() map[string]script {
 // startProbe starts the default configuration plus the models s-ant and
 // s-oa, served by the scripted upstreams of each format.
 func startProbe(t *testing.T) {
-	ant := scriptedUpstream(t, probeAntScripts())
-	oa := scriptedUpstream(t, probeOAScripts())
+	antScripts, oaScripts := probeAntScripts(), probeOAScripts()
+	addErrorScripts(antScripts, true)
+	addErrorScripts(oaScripts, false)
+	ant := scriptedUpstream(t, antScripts)
+	oa := scriptedUpstream(t, oaScripts)
 	start(t, withDefaults(fmt.Sprintf(`
 		provider scripted-ant %s {
 			format anthropic
@@ -471,5 +508,52 @@ func TestTranslateStreamUsageOff(t *testing.T) {
 	s := antAccumulate(t, antClient(t), messageParams("s-strict", probePrompt("strict")))
 	if s.Err != nil || antText(s.Msg) != "Strict servers answer too." || s.Msg.StopReason != "end_turn" {
 		t.Errorf("got %q (%s), error %v; want the strict server's answer", antText(s.Msg), s.Msg.StopReason, s.Err)
+	}
+}
+
+// TestTranslateProbeErrors: an upstream error of each status reaches the
+// client of the other format in its own shape, with the same status and
+// the provider's Retry-After, streamed or not.
+func TestTranslateProbeErrors(t *testing.T) {
+	startProbe(t)
+	oc, ac := oaClient(t, oaoption.WithMaxRetries(0)), antClient(t, antoption.WithMaxRetries(0))
+	for _, e := range probeErrors {
+		for _, stream := range []bool{false, true} {
+			name := fmt.Sprintf("%d stream=%v", e.status, stream)
+			prompt := probePrompt(fmt.Sprintf("err%d", e.status))
+			t.Run("openai client "+name, func(t *testing.T) {
+				var err error
+				if stream {
+					err = oaAccumulate(t, oc, chatParams("s-ant", prompt)).Err
+				} else {
+					_, err = oc.Chat.Completions.New(ctxT(t), chatParams("s-ant", prompt))
+				}
+				var oerr *openai.Error
+				if !asError(err, &oerr) {
+					t.Fatalf("got %v, want an *openai.Error", err)
+				}
+				if oerr.StatusCode != e.status || oerr.Type != e.antType || oerr.Message != fmt.Sprintf("scripted %d", e.status) ||
+					oerr.Response.Header.Get("Retry-After") != "17" {
+					t.Errorf("status %d Retry-After %q body %s", oerr.StatusCode, oerr.Response.Header.Get("Retry-After"), oerr.RawJSON())
+				}
+			})
+			t.Run("anthropic client "+name, func(t *testing.T) {
+				var err error
+				if stream {
+					err = antAccumulate(t, ac, messageParams("s-oa", prompt)).Err
+				} else {
+					_, err = ac.Messages.New(ctxT(t), messageParams("s-oa", prompt))
+				}
+				var aerr *anthropic.Error
+				if !asError(err, &aerr) {
+					t.Fatalf("got %v, want an *anthropic.Error", err)
+				}
+				raw := aerr.RawJSON()
+				if aerr.StatusCode != e.status || gjson.Get(raw, "type").Str != "error" || gjson.Get(raw, "error.type").Str != e.antType ||
+					gjson.Get(raw, "error.message").Str != fmt.Sprintf("scripted %d", e.status) || aerr.Response.Header.Get("Retry-After") != "17" {
+					t.Errorf("status %d Retry-After %q body %s", aerr.StatusCode, aerr.Response.Header.Get("Retry-After"), raw)
+				}
+			})
+		}
 	}
 }
