@@ -168,6 +168,18 @@ func probeAntScripts() map[string]script {
 				`{"type":"content_block_stop","index":0}`,
 				`{"type":"message_delta","delta":{"stop_reason":"stop_sequence","stop_sequence":"4"},"usage":{"output_tokens":8}}`,
 				`{"type":"message_stop"}`)},
+		// a response_format answer: the forced json_response tool
+		"json": {
+			whole: `{"id":"msg_probe3","type":"message","role":"assistant","model":"claude-probe-1","content":[{"type":"tool_use","id":"toolu_json","name":"json_response","input":{"city":"Paris","days":[1,2]}}],"stop_reason":"tool_use","stop_sequence":null,"usage":{"input_tokens":30,"output_tokens":12}}`,
+			stream: events(
+				`{"type":"message_start","message":{"id":"msg_probe3","type":"message","role":"assistant","model":"claude-probe-1","content":[],"stop_reason":null,"stop_sequence":null,"usage":{"input_tokens":30,"output_tokens":1}}}`,
+				`{"type":"content_block_start","index":0,"content_block":{"type":"tool_use","id":"toolu_json","name":"json_response","input":{}}}`,
+				`{"type":"content_block_delta","index":0,"delta":{"type":"input_json_delta","partial_json":""}}`,
+				`{"type":"content_block_delta","index":0,"delta":{"type":"input_json_delta","partial_json":"{\"city\": \"Paris\", "}}`,
+				`{"type":"content_block_delta","index":0,"delta":{"type":"input_json_delta","partial_json":"\"days\": [1, 2]}"}}`,
+				`{"type":"content_block_stop","index":0}`,
+				`{"type":"message_delta","delta":{"stop_reason":"tool_use","stop_sequence":null},"usage":{"output_tokens":12}}`,
+				`{"type":"message_stop"}`)},
 		"midstream": {stream: events(start,
 			`{"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}}`,
 			`{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"Partial answer"}}`,
@@ -332,6 +344,26 @@ func TestTranslateProbeOpenAIClient(t *testing.T) {
 		for _, c := range []openai.ChatCompletionChoice{whole.Choices[0], s.choice(t)} {
 			if c.FinishReason != "stop" || c.Message.Content != "1, 2, 3, " {
 				t.Errorf("finish %q content %q, want stop and the text", c.FinishReason, c.Message.Content)
+			}
+		}
+	})
+
+	t.Run("response_format json_schema, whole and streamed", func(t *testing.T) {
+		p := chatParams("s-ant", probePrompt("json"))
+		p.ResponseFormat = openai.ChatCompletionNewParamsResponseFormatUnion{OfJSONSchema: &openai.ResponseFormatJSONSchemaParam{
+			JSONSchema: openai.ResponseFormatJSONSchemaJSONSchemaParam{Name: "forecast", Schema: map[string]any{"type": "object"}},
+		}}
+		whole, err := oc.Chat.Completions.New(ctxT(t), p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s := oaAccumulate(t, oc, p)
+		if s.Err != nil {
+			t.Fatal(s.Err)
+		}
+		for _, c := range []openai.ChatCompletionChoice{whole.Choices[0], s.choice(t)} {
+			if c.FinishReason != "stop" || len(c.Message.ToolCalls) != 0 || !sameJSON(c.Message.Content, `{"city":"Paris","days":[1,2]}`) {
+				t.Errorf("finish %q, %d tool calls, content %q: want the JSON as content", c.FinishReason, len(c.Message.ToolCalls), c.Message.Content)
 			}
 		}
 	})
