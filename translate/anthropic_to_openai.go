@@ -612,10 +612,14 @@ func (x *chatToMessagesResp) Event(dst, data []byte) ([]byte, error) {
 	var err error
 	d.Get("tool_calls").ForEach(func(_, c gjson.Result) bool {
 		idx := c.Get("index").Int()
-		// A new call has an id (some servers repeat it in every delta
-		// of the same call, others leave the index out, so that every
-		// call has index 0: another id is another call).
-		if id := c.Get("id"); id.Str != "" && (x.open != blockTool || idx != x.tool || id.Str != x.toolID) {
+		// A new call has an id. Some servers repeat it in every delta
+		// of the same call, some change it in the deltas after the
+		// first (which name no function); others leave the index out,
+		// so that every call has index 0: another id with a function's
+		// name is another call.
+		id := c.Get("id")
+		another := id.Str != x.toolID && c.Get("function.name").Str != ""
+		if id.Str != "" && (x.open != blockTool || idx != x.tool || another) {
 			x.closeBlock(&w)
 			x.tool, x.toolID = idx, id.Str
 			x.tools = true
