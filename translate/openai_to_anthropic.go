@@ -87,13 +87,8 @@ func (chatToMessages) Request(body []byte, opt Options) ([]byte, Exchange, error
 		}
 	}
 
-	if stop := req.Get("stop"); stop.Type == gjson.String {
-		w.key("stop_sequences")
-		w.open('[')
-		w.raw(stop.Raw)
-		w.close(']')
-	} else if stop.IsArray() && stop.Get("0").Exists() {
-		w.kraw("stop_sequences", stop.Raw)
+	if err := stopSequences(&w, req.Get("stop")); err != nil {
+		return nil, nil, err
 	}
 	if t := req.Get("temperature"); present(t) {
 		if t.Num > 1 {
@@ -120,6 +115,38 @@ func (chatToMessages) Request(body []byte, opt Options) ([]byte, Exchange, error
 	}
 	w.close('}')
 	return w.b, x, nil
+}
+
+// stopSequences writes stop (a string or an array of them) as
+// stop_sequences. The Messages API refuses empty stop sequences and those
+// made only of whitespace: an empty one, which stops nothing, is left
+// out; one of whitespace ("\n" for one line), which would change the
+// answer if left out, cannot be served.
+func stopSequences(w *jsonw, stop gjson.Result) error {
+	var seqs []gjson.Result
+	switch {
+	case stop.Type == gjson.String:
+		seqs = []gjson.Result{stop}
+	case stop.IsArray():
+		seqs = stop.Array()
+	}
+	var out jsonw
+	for _, seq := range seqs {
+		switch {
+		case seq.Type != gjson.String || seq.Str == "":
+			continue
+		case strings.TrimSpace(seq.Str) == "":
+			return unsupported("the stop sequence %s is only whitespace, which Anthropic providers refuse", seq.Raw)
+		}
+		out.raw(seq.Raw)
+	}
+	if len(out.b) > 0 {
+		w.key("stop_sequences")
+		w.open('[')
+		w.raw(string(out.b))
+		w.close(']')
+	}
+	return nil
 }
 
 // refuseChat rejects Chat Completions features the Messages API cannot
