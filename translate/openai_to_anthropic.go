@@ -331,12 +331,14 @@ func rawOr(v gjson.Result, def string) string {
 }
 
 // textBlocks writes the content blocks of a chat message's content: a
-// string, or an array of parts. Empty text is left out (the Messages API
-// refuses empty text blocks). Images are allowed only where the Messages
-// API takes them (user turns).
+// string, or an array of parts. Text that is empty or only whitespace
+// (the "\n\n" some models answer before their tool calls) is left out:
+// the Messages API refuses empty text blocks, and a message whose text is
+// only whitespace. Images are allowed only where the Messages API takes
+// them (user turns).
 func textBlocks(w *jsonw, content gjson.Result, images bool) error {
 	if content.Type == gjson.String {
-		if content.Str != "" {
+		if strings.TrimSpace(content.Str) != "" {
 			writeTextBlock(w, content.Raw, gjson.Result{})
 		}
 		return nil
@@ -348,7 +350,7 @@ func textBlocks(w *jsonw, content gjson.Result, images bool) error {
 	content.ForEach(func(_, part gjson.Result) bool {
 		switch typ := part.Get("type").Str; typ {
 		case "text", "refusal":
-			if t := part.Get(typ); t.Str != "" {
+			if t := part.Get(typ); strings.TrimSpace(t.Str) != "" {
 				writeTextBlock(w, t.Raw, part.Get("cache_control"))
 			}
 		case "image_url":
