@@ -154,7 +154,9 @@ func joinText(content gjson.Result, where string) (string, error) {
 }
 
 // userMessages writes a user turn: its tool results first, each as a
-// tool message, then the rest of its content as a user message.
+// tool message, then the rest of its content as a user message. Tool
+// messages take text only: the images of a tool result (a screenshot, an
+// image file read) go in the user message, where they came in the turn.
 func userMessages(w *jsonw, content gjson.Result) error {
 	if content.Type == gjson.String {
 		w.open('{')
@@ -173,7 +175,11 @@ func userMessages(w *jsonw, content gjson.Result) error {
 	content.ForEach(func(_, b gjson.Result) bool {
 		switch typ := b.Get("type").Str; typ {
 		case "tool_result":
-			err = toolMessage(w, b)
+			var images int
+			if images, err = toolMessage(w, b, &parts); images > 0 {
+				n += images
+				only = ""
+			}
 		case "text":
 			n++
 			only = strRaw(b.Get("text"))
@@ -209,16 +215,34 @@ func userMessages(w *jsonw, content gjson.Result) error {
 	return nil
 }
 
-// toolMessage writes a tool_result block as a tool message.
-func toolMessage(w *jsonw, b gjson.Result) error {
+// toolMessage writes a tool_result block as a tool message, and the
+// images of its content as image parts to images, returning how many.
+func toolMessage(w *jsonw, b gjson.Result, images *jsonw) (int, error) {
 	content := b.Get("content")
 	text := content.Raw
+	n := 0
 	if content.IsArray() {
-		t, err := joinText(content, "tool result")
+		var sb strings.Builder
+		var err error
+		content.ForEach(func(_, c gjson.Result) bool {
+			switch typ := c.Get("type").Str; typ {
+			case "text":
+				if sb.Len() > 0 {
+					sb.WriteByte('\n')
+				}
+				sb.WriteString(c.Get("text").Str)
+			case "image":
+				n++
+				err = imagePart(images, c.Get("source"))
+			default:
+				err = unsupported("%s blocks in a tool result cannot be served by an OpenAI-compatible provider", typ)
+			}
+			return err == nil
+		})
 		if err != nil {
-			return err
+			return n, err
 		}
-		text = string(appendString(nil, t))
+		text = string(appendString(nil, sb.String()))
 	} else if content.Type != gjson.String {
 		text = `""`
 	}
@@ -232,7 +256,7 @@ func toolMessage(w *jsonw, b gjson.Result) error {
 	w.kraw("tool_call_id", strRaw(b.Get("tool_use_id")))
 	w.kraw("content", text)
 	w.close('}')
-	return nil
+	return n, nil
 }
 
 // imagePart writes an image block's source as an image_url part.
