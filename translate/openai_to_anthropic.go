@@ -224,7 +224,7 @@ func chatMessages(w *jsonw, msgs gjson.Result) error {
 			} else if c.IsArray() {
 				b.key("content")
 				b.open('[')
-				err = textBlocks(b, c, false)
+				err = textBlocks(b, c, true) // (Anthropic takes images in tool results)
 				b.close(']')
 			}
 			b.close('}')
