@@ -198,7 +198,15 @@ func chatMessages(w *jsonw, msgs gjson.Result) error {
 		}
 		return &turns[len(turns)-1].blocks
 	}
-	final := msgs.Get("#").Int() - 1
+	// The final message, as the Messages API sees it: system messages
+	// go to the system prompt.
+	final := int64(-1)
+	msgs.ForEach(func(i, m gjson.Result) bool {
+		if r := m.Get("role").Str; r != "system" && r != "developer" {
+			final = i.Int()
+		}
+		return true
+	})
 	msgs.ForEach(func(i, m gjson.Result) bool {
 		switch role := m.Get("role").Str; role {
 		case "system", "developer":
