@@ -339,14 +339,17 @@ func rawOr(v gjson.Result, def string) string {
 }
 
 // textBlocks writes the content blocks of a chat message's content: a
-// string, or an array of parts. Text that is empty or only whitespace
-// (the "\n\n" some models answer before their tool calls) is left out:
-// the Messages API refuses empty text blocks, and a message whose text is
-// only whitespace. Images are allowed only where the Messages API takes
-// them (user turns).
-func textBlocks(w *jsonw, content gjson.Result, images bool) error {
+// string, or an array of parts. Empty text is left out (the Messages API
+// refuses empty text blocks). So is text that is only whitespace (the
+// "\n\n" some models answer before their tool calls) in system and
+// assistant messages: the Messages API refuses a message whose text is
+// only whitespace. A user's (or a tool's) is kept, as leaving out a user's
+// whole message would change the conversation. Images are allowed only
+// where the Messages API takes them: user turns, tool results.
+func textBlocks(w *jsonw, content gjson.Result, user bool) error {
+	blank := func(s string) bool { return s == "" || !user && strings.TrimSpace(s) == "" }
 	if content.Type == gjson.String {
-		if strings.TrimSpace(content.Str) != "" {
+		if !blank(content.Str) {
 			writeTextBlock(w, content.Raw, gjson.Result{})
 		}
 		return nil
@@ -358,11 +361,11 @@ func textBlocks(w *jsonw, content gjson.Result, images bool) error {
 	content.ForEach(func(_, part gjson.Result) bool {
 		switch typ := part.Get("type").Str; typ {
 		case "text", "refusal":
-			if t := part.Get(typ); strings.TrimSpace(t.Str) != "" {
+			if t := part.Get(typ); !blank(t.Str) {
 				writeTextBlock(w, t.Raw, part.Get("cache_control"))
 			}
 		case "image_url":
-			if !images {
+			if !user {
 				err = unsupported("images are only accepted in user messages by Anthropic providers")
 				break
 			}
