@@ -227,13 +227,19 @@ func chatMessages(w *jsonw, msgs gjson.Result) error {
 			b.open('{')
 			b.kstr("type", "tool_result")
 			b.kraw("tool_use_id", toolUseID(m.Get("tool_call_id")))
-			if c := m.Get("content"); c.Type == gjson.String {
+			// A tool with no output: Anthropic refuses empty content
+			// but takes a tool_result without it.
+			if c := m.Get("content"); c.Type == gjson.String && c.Str != "" {
 				b.kraw("content", c.Raw)
 			} else if c.IsArray() {
-				b.key("content")
-				b.open('[')
-				err = textBlocks(b, c, true) // (Anthropic takes images in tool results)
-				b.close(']')
+				var parts jsonw
+				err = textBlocks(&parts, c, true) // (Anthropic takes images in tool results)
+				if len(parts.b) > 0 {
+					b.key("content")
+					b.open('[')
+					b.raw(string(parts.b))
+					b.close(']')
+				}
 			}
 			b.close('}')
 		case "":
