@@ -397,6 +397,8 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, req *strategies.
 			zap.String("route", p.route), zap.String("model", c.Model), zap.String("provider", c.Provider.Name), zap.Error(res.err))
 		if res.aw != nil && res.aw.stream && !res.aw.terminated {
 			writeStreamError(w, req.Endpoint, res.aw, res.err)
+		} else {
+			sp.sendWithheld() // (the stream ended with an error event)
 		}
 		panic(http.ErrAbortHandler)
 	}
@@ -466,6 +468,7 @@ func (h *Handler) attempt(w http.ResponseWriter, r *http.Request, req *strategie
 		var translated []byte
 		if translated, tr, err = pair.Request(body.bytes(), translate.Options{
 			DefaultMaxTokens: c.Provider.DefaultMaxTokens, MaxTokensField: c.Provider.MaxTokensField,
+			NoStreamUsage: !c.Provider.StreamUsageOn(),
 		}); err != nil {
 			msg := fmt.Sprintf("%s (model %s at provider %s)", err.Error(), c.Model, c.Provider.Name)
 			return attemptResult{outcome: outcomeUnfit, status: http.StatusBadRequest,

@@ -81,8 +81,9 @@ type splice struct {
 	heldText         strings.Builder
 	mergedOpenedText bool // messages: the continuation's first text block merged into the open one
 	kept             keptState
-	notStream        bool // the attempt under way answered with something else than a stream
-	plain            bool // the first answer is no event stream: passed on as it comes
+	notStream        bool   // the attempt under way answered with something else than a stream
+	plain            bool   // the first answer is no event stream: passed on as it comes
+	withheld         []byte // the last error event held back for a continuation: the client's if none finishes the answer
 }
 
 // keptState is what a continuation's held events may change of the
@@ -286,6 +287,7 @@ func (sp *splice) event(ev []byte) ([]byte, error) {
 	f := readEvent(data)
 	if f.isError() {
 		if sp.rescue && !sp.done && !sp.finished {
+			sp.withheld = bytes.Clone(ev)
 			return nil, errMidStreamError
 		}
 		return ev, nil
@@ -543,6 +545,17 @@ func (sp *splice) committing(aw *attemptWriter) {
 	if sp != nil && sp.continuations > 0 {
 		sp.notStream = !aw.stream
 	}
+}
+
+// sendWithheld ends the client's stream with the error event an
+// attempt ended with, held back for a continuation that did not finish
+// the answer.
+func (sp *splice) sendWithheld() {
+	if sp == nil || sp.withheld == nil {
+		return
+	}
+	_, _ = sp.w.Write(sp.withheld)
+	_ = http.NewResponseController(sp.w).Flush()
 }
 
 // rescuing reports whether the attempt under way continues a broken

@@ -500,31 +500,8 @@ func errorEventAnswer(events []byte) (int, []byte) {
 			}
 		}
 	}
-	ev := gjson.ParseBytes(body)
-	if c := ev.Get("error.code"); c.Type == gjson.Number && c.Int() >= 400 && c.Int() <= 599 {
-		return int(c.Int()), body
-	}
-	for _, typ := range []string{ev.Get("error.type").Str, ev.Get("error.code").Str} {
-		switch typ {
-		case "invalid_request_error":
-			return http.StatusBadRequest, body
-		case "authentication_error", "invalid_api_key":
-			return http.StatusUnauthorized, body
-		case "permission_error":
-			return http.StatusForbidden, body
-		case "not_found_error":
-			return http.StatusNotFound, body
-		case "request_too_large":
-			return http.StatusRequestEntityTooLarge, body
-		case "rate_limit_error", "rate_limit_exceeded":
-			return http.StatusTooManyRequests, body
-		case "overloaded_error":
-			return 529, body
-		case "api_error", "server_error":
-			return http.StatusInternalServerError, body
-		case "timeout_error":
-			return http.StatusGatewayTimeout, body
-		}
+	if status := translate.ErrorStatus(gjson.ParseBytes(body).Get("error")); status != 0 {
+		return status, body
 	}
 	return http.StatusBadGateway, body
 }

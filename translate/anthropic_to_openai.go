@@ -24,7 +24,9 @@ func (messagesToChatReq) Request(body []byte, opt Options) ([]byte, Exchange, er
 			return nil, nil, unsupported("%s cannot be served by an OpenAI-compatible provider", k)
 		}
 	}
-	x := &chatToMessagesResp{}
+	// The answer names the model that served it; one that does not
+	// is named by the model it was asked of.
+	x := &chatToMessagesResp{model: strRaw(req.Get("model"))}
 
 	w := jsonw{b: make([]byte, 0, len(body)+len(body)/4+128)}
 	w.open('{')
@@ -98,7 +100,9 @@ func (messagesToChatReq) Request(body []byte, opt Options) ([]byte, Exchange, er
 	}
 	if req.Get("stream").Bool() {
 		w.kraw("stream", "true")
-		w.kraw("stream_options", `{"include_usage":true}`)
+		if !opt.NoStreamUsage {
+			w.kraw("stream_options", `{"include_usage":true}`)
+		}
 	}
 	w.close('}')
 	return w.b, x, nil
@@ -150,7 +154,9 @@ func joinText(content gjson.Result, where string) (string, error) {
 }
 
 // userMessages writes a user turn: its tool results first, each as a
-// tool message, then the rest of its content as a user message.
+// tool message, then the rest of its content as a user message. Tool
+// messages take text only: the images of a tool result (a screenshot, an
+// image file read) go in the user message, where they came in the turn.
 func userMessages(w *jsonw, content gjson.Result) error {
 	if content.Type == gjson.String {
 		w.open('{')
@@ -169,7 +175,11 @@ func userMessages(w *jsonw, content gjson.Result) error {
 	content.ForEach(func(_, b gjson.Result) bool {
 		switch typ := b.Get("type").Str; typ {
 		case "tool_result":
-			err = toolMessage(w, b)
+			var images int
+			if images, err = toolMessage(w, b, &parts); images > 0 {
+				n += images
+				only = ""
+			}
 		case "text":
 			n++
 			only = strRaw(b.Get("text"))
@@ -205,16 +215,34 @@ func userMessages(w *jsonw, content gjson.Result) error {
 	return nil
 }
 
-// toolMessage writes a tool_result block as a tool message.
-func toolMessage(w *jsonw, b gjson.Result) error {
+// toolMessage writes a tool_result block as a tool message, and the
+// images of its content as image parts to images, returning how many.
+func toolMessage(w *jsonw, b gjson.Result, images *jsonw) (int, error) {
 	content := b.Get("content")
 	text := content.Raw
+	n := 0
 	if content.IsArray() {
-		t, err := joinText(content, "tool result")
+		var sb strings.Builder
+		var err error
+		content.ForEach(func(_, c gjson.Result) bool {
+			switch typ := c.Get("type").Str; typ {
+			case "text":
+				if sb.Len() > 0 {
+					sb.WriteByte('\n')
+				}
+				sb.WriteString(c.Get("text").Str)
+			case "image":
+				n++
+				err = imagePart(images, c.Get("source"))
+			default:
+				err = unsupported("%s blocks in a tool result cannot be served by an OpenAI-compatible provider", typ)
+			}
+			return err == nil
+		})
 		if err != nil {
-			return err
+			return n, err
 		}
-		text = string(appendString(nil, t))
+		text = string(appendString(nil, sb.String()))
 	} else if content.Type != gjson.String {
 		text = `""`
 	}
@@ -228,7 +256,7 @@ func toolMessage(w *jsonw, b gjson.Result) error {
 	w.kraw("tool_call_id", strRaw(b.Get("tool_use_id")))
 	w.kraw("content", text)
 	w.close('}')
-	return nil
+	return n, nil
 }
 
 // imagePart writes an image block's source as an image_url part.
@@ -372,10 +400,12 @@ type chatToMessagesResp struct {
 	id      string // raw JSON
 	model   string // raw JSON
 	open    blockKind
-	index   int   // index of the open content block
-	next    int   // index of the next content block
-	tool    int64 // chat index of the open tool call
-	tools   bool  // the answer has tool calls
+	index   int    // index of the open content block
+	next    int    // index of the next content block
+	tool    int64  // chat index of the open tool call
+	toolID  string // its id
+	tools   bool   // the answer has tool calls
+	refused bool   // the answer has a refusal
 	stop    string
 	usage   Usage
 }
@@ -409,7 +439,7 @@ func (x *chatToMessagesResp) Response(body []byte) ([]byte, error) {
 	w.kraw("id", strRaw(resp.Get("id")))
 	w.kstr("type", "message")
 	w.kstr("role", "assistant")
-	w.kraw("model", strRaw(resp.Get("model")))
+	w.kraw("model", x.modelOf(resp.Get("model")))
 	w.key("content")
 	w.open('[')
 	for _, k := range []string{"content", "refusal"} {
@@ -421,10 +451,18 @@ func (x *chatToMessagesResp) Response(body []byte) ([]byte, error) {
 		}
 	}
 	var err error
+	finish := choice.Get("finish_reason").Str
 	calls := msg.Get("tool_calls")
 	calls.ForEach(func(_, c gjson.Result) bool {
 		var input string
 		if input, err = toolInput(c.Get("function.arguments")); err != nil {
+			if finish == "length" {
+				// The output limit cut the call short: the answer is
+				// still the client's (stop_reason max_tokens says it was
+				// cut), less the call no one could run.
+				err = nil
+				return true
+			}
 			return false
 		}
 		w.open('{')
@@ -439,9 +477,12 @@ func (x *chatToMessagesResp) Response(body []byte) ([]byte, error) {
 		return nil, err
 	}
 	w.close(']')
-	stop := stopReason(choice.Get("finish_reason").Str)
+	stop := stopReason(finish)
 	if calls.Get("0").Exists() && stop == "end_turn" {
 		stop = "tool_use" // a forced tool call ends with "stop" at OpenAI
+	}
+	if r := msg.Get("refusal"); r.Type == gjson.String && r.Str != "" && stop == "end_turn" {
+		stop = "refusal" // the model declined: OpenAI says so in refusal, with finish_reason stop
 	}
 	w.kstr("stop_reason", stop)
 	w.kraw("stop_sequence", "null")
@@ -492,8 +533,24 @@ func writeAnthropicErrorDetail(w *jsonw, status int, e gjson.Result) {
 	}
 	w.open('{')
 	w.kstr("type", ErrorType(status))
-	w.kraw("message", strRaw(msg))
+	if status == 400 && contextLengthOpenAI(e, msg.Str) && !strings.HasPrefix(msg.Str, "prompt is too long") {
+		// Anthropic's wording of a prompt longer than the context
+		// window, which Messages clients test for (to compact the
+		// conversation, say)
+		w.kstr("message", "prompt is too long: "+msg.Str)
+	} else {
+		w.kraw("message", strRaw(msg))
+	}
 	w.close('}')
+}
+
+// contextLengthOpenAI reports whether an OpenAI-format error says the
+// prompt is longer than the model's context window: OpenAI's code
+// context_length_exceeded, or the message that OpenAI, vLLM and others
+// give ("This model's maximum context length is 8192 tokens. …").
+func contextLengthOpenAI(e gjson.Result, msg string) bool {
+	return e.Get("code").Str == "context_length_exceeded" ||
+		strings.Contains(strings.ToLower(msg), "maximum context length")
 }
 
 // Event translates one chat completion chunk to Messages events.
@@ -537,7 +594,7 @@ func (x *chatToMessagesResp) Event(dst, data []byte) ([]byte, error) {
 	if present(c.err) {
 		x.event(&w, "error", func(w *jsonw) {
 			w.key("error")
-			writeAnthropicErrorDetail(w, 500, c.err)
+			writeAnthropicErrorDetail(w, cmp.Or(ErrorStatus(c.err), 500), c.err)
 		})
 		return w.b, nil
 	}
@@ -553,7 +610,7 @@ func (x *chatToMessagesResp) Event(dst, data []byte) ([]byte, error) {
 			x.id = strRaw(c.id)
 		}
 		if c.model.Str != "" {
-			x.model = strRaw(c.model)
+			x.model = x.modelOf(c.model)
 		}
 		x.start(&w)
 	}
@@ -563,6 +620,7 @@ func (x *chatToMessagesResp) Event(dst, data []byte) ([]byte, error) {
 		if t.Type != gjson.String || t.Str == "" {
 			continue
 		}
+		x.refused = x.refused || k == "refusal"
 		if x.open != blockText {
 			x.closeBlock(&w)
 			x.openBlock(&w, blockText, func(w *jsonw) {
@@ -578,11 +636,16 @@ func (x *chatToMessagesResp) Event(dst, data []byte) ([]byte, error) {
 	var err error
 	d.Get("tool_calls").ForEach(func(_, c gjson.Result) bool {
 		idx := c.Get("index").Int()
-		// A new call has an id (some servers repeat it in every delta
-		// of the same call).
-		if id := c.Get("id"); id.Str != "" && (x.open != blockTool || idx != x.tool) {
+		// A new call has an id. Some servers repeat it in every delta
+		// of the same call, some change it in the deltas after the
+		// first (which name no function); others leave the index out,
+		// so that every call has index 0: another id with a function's
+		// name is another call.
+		id := c.Get("id")
+		another := id.Str != x.toolID && c.Get("function.name").Str != ""
+		if id.Str != "" && (x.open != blockTool || idx != x.tool || another) {
 			x.closeBlock(&w)
-			x.tool = idx
+			x.tool, x.toolID = idx, id.Str
 			x.tools = true
 			x.openBlock(&w, blockTool, func(w *jsonw) {
 				w.kstr("type", "tool_use")
@@ -612,8 +675,20 @@ func (x *chatToMessagesResp) Event(dst, data []byte) ([]byte, error) {
 			// A forced tool call ends with "stop" at OpenAI.
 			x.stop = "tool_use"
 		}
+		if x.refused && x.stop == "end_turn" {
+			x.stop = "refusal"
+		}
 	}
 	return w.b, nil
+}
+
+// modelOf returns the model an answer names (raw JSON), or the one the
+// request named when the answer names none.
+func (x *chatToMessagesResp) modelOf(v gjson.Result) string {
+	if v.Type == gjson.String && v.Str != "" {
+		return v.Raw
+	}
+	return cmp.Or(x.model, `""`)
 }
 
 // start writes message_start once.

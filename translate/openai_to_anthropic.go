@@ -2,9 +2,12 @@ package translate
 
 import (
 	"cmp"
+	"strconv"
 	"strings"
+	"unicode"
 
 	"github.com/tidwall/gjson"
+	"github.com/tidwall/sjson"
 )
 
 // chatToMessages serves OpenAI Chat Completions clients from Anthropic
@@ -25,6 +28,7 @@ func (chatToMessages) Request(body []byte, opt Options) ([]byte, Exchange, error
 		return nil, nil, err
 	}
 	x := &messagesToChat{
+		model:        strRaw(req.Get("model")), // until the answer names the model that served it
 		includeUsage: req.Get("stream_options.include_usage").Bool(),
 		created:      now().Unix(),
 	}
@@ -83,13 +87,8 @@ func (chatToMessages) Request(body []byte, opt Options) ([]byte, Exchange, error
 		}
 	}
 
-	if stop := req.Get("stop"); stop.Type == gjson.String {
-		w.key("stop_sequences")
-		w.open('[')
-		w.raw(stop.Raw)
-		w.close(']')
-	} else if stop.IsArray() && stop.Get("0").Exists() {
-		w.kraw("stop_sequences", stop.Raw)
+	if err := stopSequences(&w, req.Get("stop")); err != nil {
+		return nil, nil, err
 	}
 	if t := req.Get("temperature"); present(t) {
 		if t.Num > 1 {
@@ -116,6 +115,38 @@ func (chatToMessages) Request(body []byte, opt Options) ([]byte, Exchange, error
 	}
 	w.close('}')
 	return w.b, x, nil
+}
+
+// stopSequences writes stop (a string or an array of them) as
+// stop_sequences. The Messages API refuses empty stop sequences and those
+// made only of whitespace: an empty one, which stops nothing, is left
+// out; one of whitespace ("\n" for one line), which would change the
+// answer if left out, cannot be served.
+func stopSequences(w *jsonw, stop gjson.Result) error {
+	var seqs []gjson.Result
+	switch {
+	case stop.Type == gjson.String:
+		seqs = []gjson.Result{stop}
+	case stop.IsArray():
+		seqs = stop.Array()
+	}
+	var out jsonw
+	for _, seq := range seqs {
+		switch {
+		case seq.Type != gjson.String || seq.Str == "":
+			continue
+		case strings.TrimSpace(seq.Str) == "":
+			return unsupported("the stop sequence %s is only whitespace, which Anthropic providers refuse", seq.Raw)
+		}
+		out.raw(seq.Raw)
+	}
+	if len(out.b) > 0 {
+		w.key("stop_sequences")
+		w.open('[')
+		w.raw(string(out.b))
+		w.close(']')
+	}
+	return nil
 }
 
 // refuseChat rejects Chat Completions features the Messages API cannot
@@ -167,7 +198,16 @@ func chatMessages(w *jsonw, msgs gjson.Result) error {
 		}
 		return &turns[len(turns)-1].blocks
 	}
-	msgs.ForEach(func(_, m gjson.Result) bool {
+	// The final message, as the Messages API sees it: system messages
+	// go to the system prompt.
+	final := int64(-1)
+	msgs.ForEach(func(i, m gjson.Result) bool {
+		if r := m.Get("role").Str; r != "system" && r != "developer" {
+			final = i.Int()
+		}
+		return true
+	})
+	msgs.ForEach(func(i, m gjson.Result) bool {
 		switch role := m.Get("role").Str; role {
 		case "system", "developer":
 			err = textBlocks(&system, m.Get("content"), false)
@@ -175,21 +215,31 @@ func chatMessages(w *jsonw, msgs gjson.Result) error {
 			err = textBlocks(add("user"), m.Get("content"), true)
 		case "assistant":
 			b := add("assistant")
-			if err = textBlocks(b, m.Get("content"), false); err == nil {
+			content := m.Get("content")
+			if i.Int() == final && !m.Get("tool_calls.0").Exists() {
+				content = trimPrefill(content)
+			}
+			if err = textBlocks(b, content, false); err == nil {
 				err = toolUses(b, m.Get("tool_calls"))
 			}
 		case "tool":
 			b := add("user")
 			b.open('{')
 			b.kstr("type", "tool_result")
-			b.kraw("tool_use_id", strRaw(m.Get("tool_call_id")))
-			if c := m.Get("content"); c.Type == gjson.String {
+			b.kraw("tool_use_id", toolUseID(m.Get("tool_call_id")))
+			// A tool with no output: Anthropic refuses empty content
+			// but takes a tool_result without it.
+			if c := m.Get("content"); c.Type == gjson.String && c.Str != "" {
 				b.kraw("content", c.Raw)
 			} else if c.IsArray() {
-				b.key("content")
-				b.open('[')
-				err = textBlocks(b, c, false)
-				b.close(']')
+				var parts jsonw
+				err = textBlocks(&parts, c, true) // (Anthropic takes images in tool results)
+				if len(parts.b) > 0 {
+					b.key("content")
+					b.open('[')
+					b.raw(string(parts.b))
+					b.close(']')
+				}
 			}
 			b.close('}')
 		case "":
@@ -240,6 +290,42 @@ func chatMessages(w *jsonw, msgs gjson.Result) error {
 	return nil
 }
 
+// trimPrefill returns the content of a final assistant message (a
+// prefill, which the answer continues) without the whitespace it ends
+// with: the Messages API refuses a final assistant turn that ends with
+// whitespace, which Chat Completions servers take.
+func trimPrefill(content gjson.Result) gjson.Result {
+	trim := func(s string) string { return strings.TrimRightFunc(s, unicode.IsSpace) }
+	switch {
+	case content.Type == gjson.String:
+		if t := trim(content.Str); t != content.Str {
+			return gjson.Parse(string(appendString(nil, t)))
+		}
+	case content.IsArray():
+		// The last text part, and those before it that are only
+		// whitespace (left out as empty once trimmed).
+		out := content.Raw
+		parts := content.Array()
+		for i := len(parts) - 1; i >= 0; i-- {
+			typ := parts[i].Get("type").Str
+			if typ != "text" && typ != "refusal" {
+				break
+			}
+			t := parts[i].Get(typ).Str
+			if trim(t) != t {
+				if set, err := sjson.Set(out, strconv.Itoa(i)+"."+typ, trim(t)); err == nil {
+					out = set
+				}
+			}
+			if trim(t) != "" {
+				break
+			}
+		}
+		return gjson.Parse(out)
+	}
+	return content
+}
+
 // strRaw returns v's raw JSON when it is a string, else "". Values
 // copied into the other format as strings go through it, so nothing but
 // a string (never an object spanning lines) lands there.
@@ -260,11 +346,16 @@ func rawOr(v gjson.Result, def string) string {
 
 // textBlocks writes the content blocks of a chat message's content: a
 // string, or an array of parts. Empty text is left out (the Messages API
-// refuses empty text blocks). Images are allowed only where the Messages
-// API takes them (user turns).
-func textBlocks(w *jsonw, content gjson.Result, images bool) error {
+// refuses empty text blocks). So is text that is only whitespace (the
+// "\n\n" some models answer before their tool calls) in system and
+// assistant messages: the Messages API refuses a message whose text is
+// only whitespace. A user's (or a tool's) is kept, as leaving out a user's
+// whole message would change the conversation. Images are allowed only
+// where the Messages API takes them: user turns, tool results.
+func textBlocks(w *jsonw, content gjson.Result, user bool) error {
+	blank := func(s string) bool { return s == "" || !user && strings.TrimSpace(s) == "" }
 	if content.Type == gjson.String {
-		if content.Str != "" {
+		if !blank(content.Str) {
 			writeTextBlock(w, content.Raw, gjson.Result{})
 		}
 		return nil
@@ -276,11 +367,11 @@ func textBlocks(w *jsonw, content gjson.Result, images bool) error {
 	content.ForEach(func(_, part gjson.Result) bool {
 		switch typ := part.Get("type").Str; typ {
 		case "text", "refusal":
-			if t := part.Get(typ); t.Str != "" {
+			if t := part.Get(typ); !blank(t.Str) {
 				writeTextBlock(w, t.Raw, part.Get("cache_control"))
 			}
 		case "image_url":
-			if !images {
+			if !user {
 				err = unsupported("images are only accepted in user messages by Anthropic providers")
 				break
 			}
@@ -357,13 +448,35 @@ func toolUses(w *jsonw, calls gjson.Result) error {
 		}
 		w.open('{')
 		w.kstr("type", "tool_use")
-		w.kraw("id", strRaw(c.Get("id")))
+		w.kraw("id", toolUseID(c.Get("id")))
 		w.kraw("name", strRaw(c.Get("function.name")))
 		w.kraw("input", input)
 		w.close('}')
 		return true
 	})
 	return err
+}
+
+// toolUseID returns a tool call's id (raw JSON) as the Messages API
+// takes it: letters, digits, _ and - only. Ids of other servers
+// (functions.get_weather:0, call_0.1) reach Claude models when a
+// conversation moves between providers; each character outside the set
+// becomes _, the same in the call and in its result, so the two still
+// match.
+func toolUseID(v gjson.Result) string {
+	id := v.Str
+	valid := func(r rune) bool {
+		return r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '_' || r == '-'
+	}
+	if v.Type != gjson.String || strings.IndexFunc(id, func(r rune) bool { return !valid(r) }) < 0 {
+		return strRaw(v)
+	}
+	return string(appendString(nil, strings.Map(func(r rune) rune {
+		if valid(r) {
+			return r
+		}
+		return '_'
+	}, id)))
 }
 
 // chatTools writes function tools as Messages tools.
@@ -523,7 +636,7 @@ func (x *messagesToChat) Response(body []byte) ([]byte, error) {
 	w.kraw("id", strRaw(msg.Get("id")))
 	w.kstr("object", "chat.completion")
 	w.kint("created", x.created)
-	w.kraw("model", strRaw(msg.Get("model")))
+	w.kraw("model", x.modelOf(msg.Get("model")))
 	w.key("choices")
 	w.open('[')
 	w.open('{')
@@ -611,7 +724,7 @@ func (x *messagesToChat) Event(dst, data []byte) ([]byte, error) {
 	switch ev.Get("type").Str {
 	case "message_start":
 		m := ev.Get("message")
-		x.id, x.model = strRaw(m.Get("id")), strRaw(m.Get("model"))
+		x.id, x.model = strRaw(m.Get("id")), x.modelOf(m.Get("model"))
 		x.usage.ReadAnthropic(m.Get("usage"))
 		x.chunk(&w, "", func(w *jsonw) {
 			w.kstr("role", "assistant")
@@ -631,8 +744,20 @@ func (x *messagesToChat) Event(dst, data []byte) ([]byte, error) {
 				x.chunk(&w, "", func(w *jsonw) { w.kraw("content", t.Raw) })
 			}
 		case "tool_use":
+			// Anthropic starts a call with an empty input and streams
+			// it; a server that sends it whole here sends no deltas.
+			input := ""
+			if in := b.Get("input"); in.IsObject() {
+				in.ForEach(func(_, _ gjson.Result) bool {
+					input = in.Raw // (it has a member)
+					return false
+				})
+			}
 			if x.jsonTool && b.Get("name").Str == jsonToolName {
 				kind = blockJSON
+				if input != "" {
+					x.chunk(&w, "", func(w *jsonw) { w.kstr("content", input) })
+				}
 				break
 			}
 			kind = blockTool
@@ -646,7 +771,7 @@ func (x *messagesToChat) Event(dst, data []byte) ([]byte, error) {
 				w.key("function")
 				w.open('{')
 				w.kraw("name", strRaw(b.Get("name")))
-				w.kstr("arguments", "")
+				w.kstr("arguments", input)
 				w.close('}')
 				w.close('}')
 				w.close(']')
@@ -720,6 +845,15 @@ func (x *messagesToChat) Event(dst, data []byte) ([]byte, error) {
 		w.b = append(w.b, "\n\n"...)
 	}
 	return w.b, nil
+}
+
+// modelOf returns the model an answer names (raw JSON), or the one the
+// request named when the answer names none.
+func (x *messagesToChat) modelOf(v gjson.Result) string {
+	if v.Type == gjson.String && v.Str != "" {
+		return v.Raw
+	}
+	return cmp.Or(x.model, `""`)
 }
 
 // chunkHead writes the fields every chunk starts with.

@@ -65,6 +65,39 @@ func ErrorType(status int) string {
 	return "invalid_request_error"
 }
 
+// ErrorStatus returns the HTTP status an error object (the error member
+// of either API's error body or stream event) stands for: its numeric
+// code (vLLM's), or its type or code in either API's vocabulary; 0 when
+// it says none.
+func ErrorStatus(e gjson.Result) int {
+	if c := e.Get("code"); c.Type == gjson.Number && c.Int() >= 400 && c.Int() <= 599 {
+		return int(c.Int())
+	}
+	for _, typ := range []string{e.Get("type").Str, e.Get("code").Str} {
+		switch typ {
+		case "invalid_request_error":
+			return 400
+		case "authentication_error", "invalid_api_key":
+			return 401
+		case "permission_error":
+			return 403
+		case "not_found_error":
+			return 404
+		case "request_too_large":
+			return 413
+		case "rate_limit_error", "rate_limit_exceeded":
+			return 429
+		case "overloaded_error":
+			return 529
+		case "api_error", "server_error":
+			return 500
+		case "timeout_error":
+			return 504
+		}
+	}
+	return 0
+}
+
 // ClientAPI names the API of a client endpoint, or "" when requests to
 // that endpoint cannot be translated.
 func ClientAPI(endpoint string) string {
@@ -86,6 +119,11 @@ type Options struct {
 	// max_tokens (the default, which every compatible server reads) or
 	// max_completion_tokens (which OpenAI's reasoning models require).
 	MaxTokensField string
+	// NoStreamUsage leaves stream_options out of translated Chat
+	// Completions stream requests, for a server that refuses the field
+	// (the provider's stream_usage off): the stream's usage is then what
+	// the server reports unasked, often none.
+	NoStreamUsage bool
 }
 
 // DefaultMaxTokens is used when Options.DefaultMaxTokens is zero.

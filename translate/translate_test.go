@@ -254,6 +254,20 @@ func TestMaxTokensFieldOption(t *testing.T) {
 	}
 }
 
+func TestNoStreamUsageOption(t *testing.T) {
+	p := Lookup(Anthropic, OpenAI)
+	req := []byte(`{"model":"m","max_tokens":300,"stream":true,"messages":[{"role":"user","content":"hi"}]}`)
+	for _, off := range []bool{false, true} {
+		out, _, err := p.Request(req, Options{NoStreamUsage: off})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if asked := gjson.GetBytes(out, "stream_options.include_usage").Bool(); asked == off || !gjson.GetBytes(out, "stream").Bool() {
+			t.Errorf("NoStreamUsage %v: %s", off, out)
+		}
+	}
+}
+
 func TestErrorType(t *testing.T) {
 	for _, tc := range []struct {
 		status int
