@@ -2,10 +2,8 @@ package e2e
 
 import (
 	"fmt"
-	"io"
 	"net/http"
 	"runtime"
-	"strings"
 	"testing"
 	"time"
 
@@ -80,19 +78,12 @@ func TestReloadHygiene(t *testing.T) {
 	// would count as goroutines.
 	hc := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}, Timeout: 30 * time.Second}
 	load := func(v int) {
-		req, err := http.NewRequest(http.MethodPost, adminURL+"/load", strings.NewReader(hygieneSetup(v).caddyfile()))
-		if err != nil {
-			t.Fatal(err)
-		}
-		req.Header.Set("Content-Type", "text/caddyfile")
-		resp, err := hc.Do(req)
+		status, body, err := postLoad(ctxT(t), hc, hygieneSetup(v).caddyfile())
 		if err != nil {
 			t.Fatalf("load %d: %v", v, err)
 		}
-		body, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		if resp.StatusCode != http.StatusOK {
-			t.Fatalf("load %d: %d %s", v, resp.StatusCode, body)
+		if status != http.StatusOK {
+			t.Fatalf("load %d: %d %s", v, status, body)
 		}
 	}
 	load(1)

@@ -257,18 +257,12 @@ func restart(t *testing.T) {
 func unload(t *testing.T) {
 	t.Helper()
 	const empty = "{\n\tskip_install_trust\n\tadmin localhost:2999\n\thttp_port 9080\n\thttps_port 9443\n\tgrace_period 1ns\n}\n"
-	req, err := http.NewRequestWithContext(ctxT(t), http.MethodPost, adminURL+"/load", strings.NewReader(empty))
-	if err != nil {
-		t.Fatal(err)
-	}
-	req.Header.Set("Content-Type", "text/caddyfile")
-	resp, err := newHTTPClient(t).Do(req)
+	status, body, err := postLoad(ctxT(t), newHTTPClient(t), empty)
 	if err != nil {
 		return // no Caddy running yet
 	}
-	defer resp.Body.Close()
-	if body, _ := io.ReadAll(resp.Body); resp.StatusCode != http.StatusOK {
-		t.Fatalf("unloading the configuration: %d %s", resp.StatusCode, body)
+	if status != http.StatusOK {
+		t.Fatalf("unloading the configuration: %d %s", status, body)
 	}
 	if n := len(upstreams.Pairs()); n != 0 {
 		t.Fatalf("%d provider+model pairs still held after unloading", n)
@@ -337,6 +331,32 @@ func newHTTPClientWith(t *testing.T, noKeepAlive bool) *http.Client {
 	}
 	t.Cleanup(tr.CloseIdleConnections)
 	return &http.Client{Transport: dialRetry{tr}, Timeout: 15 * time.Second}
+}
+
+// postLoad posts a Caddyfile to the admin API's /load and returns the
+// answer. Every load replaces Caddy's admin server too, and the old one's
+// socket (SO_REUSEPORT) closes just after the load returns: a connection
+// the kernel had queued on it is reset, and its POST gets no answer. A
+// POST without an answer is sent again: loading the same config twice is
+// a no-op ("config is unchanged", 200), so this hides no failure.
+func postLoad(ctx context.Context, hc *http.Client, caddyfile string) (int, []byte, error) {
+	for try := 0; ; try++ {
+		req, err := http.NewRequestWithContext(ctx, http.MethodPost, adminURL+"/load", strings.NewReader(caddyfile))
+		if err != nil {
+			return 0, nil, err
+		}
+		req.Header.Set("Content-Type", "text/caddyfile")
+		resp, err := hc.Do(req)
+		if err != nil {
+			if try == 4 || ctx.Err() != nil {
+				return 0, nil, err
+			}
+			continue
+		}
+		body, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		return resp.StatusCode, body, err
+	}
 }
 
 // dialRetry resends a request whose connection could not be opened.

@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"fmt"
-	"io"
 	"net/http"
 	"path/filepath"
 	"strings"
@@ -39,19 +38,12 @@ func reloadSetup(version int, accessLog string) setup {
 
 func loadConfig(t *testing.T, s setup) {
 	t.Helper()
-	req, err := http.NewRequestWithContext(ctxT(t), http.MethodPost, adminURL+"/load", strings.NewReader(s.caddyfile()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	req.Header.Set("Content-Type", "text/caddyfile")
-	resp, err := newHTTPClient(t).Do(req)
+	status, body, err := postLoad(ctxT(t), newHTTPClient(t), s.caddyfile())
 	if err != nil {
 		t.Fatalf("POST /load: %v", err)
 	}
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(resp.Body)
-	if resp.StatusCode != http.StatusOK {
-		t.Fatalf("POST /load: %d %s", resp.StatusCode, body)
+	if status != http.StatusOK {
+		t.Fatalf("POST /load: %d %s", status, body)
 	}
 }
 
