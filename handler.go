@@ -12,6 +12,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -498,48 +499,34 @@ func (h *Handler) attempt(w http.ResponseWriter, r *http.Request, req *strategie
 	up.Header.Del("Content-Length")
 	c.Provider.PrepareRequest(up, endpoint, c.UpstreamModel, h.forward, repl)
 
-	firstByte := time.AfterFunc(time.Duration(h.FirstByteTimeout), func() { cancel(errFirstByteTimeout) })
-	defer firstByte.Stop()
-	var idle *time.Timer
-	defer func() {
-		if idle != nil {
-			idle.Stop()
-		}
-	}()
+	// The attempt's state and its writer, in one allocation.
+	run := &attemptRun{aw: attemptWriter{ctx: ctx, w: w, header: make(http.Header)},
+		h: h, p: p, c: c, n: n, w: w, sp: sp, cancel: cancel, idle: time.Duration(h.StreamIdleTimeout)}
+	run.timer = time.AfterFunc(time.Duration(h.FirstByteTimeout), run.expire)
+	defer run.timer.Stop()
 
 	start := time.Now()
 	reservation, denied := h.admit(r.Context(), req, p, c, start)
 	if denied != nil {
 		return attemptResult{outcome: outcomeQuota, denial: denied}
 	}
-	var firstByteAt time.Time
+	run.reservation = reservation
 	res := attemptResult{probe: c.Pair.Start(start), reservation: reservation}
-	defer func() { h.finish(c, req, res, start, firstByteAt); h.learn(p, req, c, res, start) }()
+	defer func() { h.finish(c, req, res, start, run.firstByteAt); h.learn(p, req, c, res, start) }()
 
-	aw := newAttemptWriter(ctx, w)
+	aw := &run.aw
 	aw.tr, aw.dropUsage, aw.wants = tr, askUsage, wantsWhole
 	if req.Stream {
 		aw.wants = wantsStream
 	}
 	aw.refuses = h.fallsBackOnRefusal(p, c)
-	aw.onStart = func(aw *attemptWriter) {
-		firstByte.Stop()
-		firstByteAt = time.Now()
-		idleTimeout := time.Duration(h.StreamIdleTimeout)
-		idle = time.AfterFunc(idleTimeout, func() { cancel(errStreamIdle) })
-		aw.onWrite = func() { idle.Reset(idleTimeout) }
-	}
-	aw.onCommit = func(aw *attemptWriter) {
-		sp.committing(aw)
-		setRouted(w.Header(), p, c, n)
-		setRateHeaders(w.Header(), reservation)
-	}
+	aw.hooks = run
 
 	res.called = time.Now()
 	err, aborted := serveProxy(c.Provider.Proxy(), aw, up)
 	sp = spliceOf(w) // (a hedged call reaches the client's splice only once it won)
 	res.aw, res.err = aw, err
-	res.upstream, res.firstByte = time.Since(res.called), firstByteAt
+	res.upstream, res.firstByte = time.Since(res.called), run.firstByteAt
 
 	if aw.committed {
 		// (A JSON answer passed on as it came may turn out cut short.)
@@ -631,6 +618,63 @@ func (h *Handler) attempt(w http.ResponseWriter, r *http.Request, req *strategie
 		res.err = errors.New("upstream closed the connection before answering")
 	}
 	return res
+}
+
+// attemptRun is one attempt's state that its writer's hooks need: one
+// timer, for the first byte and then for a silent stream, and what the
+// answer's headers say.
+type attemptRun struct {
+	aw          attemptWriter
+	h           *Handler
+	p           *plan
+	c           *strategies.Candidate
+	n           int                 // the attempt's number
+	w           http.ResponseWriter // the client's (or a hedge's gate)
+	sp          *splice             // the client's splice as the attempt began
+	reservation *limits.Reservation
+	cancel      context.CancelCauseFunc
+	// timer cancels the attempt when no first byte came within
+	// first_byte_timeout, then (streaming) when the answer is silent for
+	// idle.
+	timer       *time.Timer
+	idle        time.Duration
+	streaming   atomic.Bool
+	firstByteAt time.Time
+}
+
+// expire is the timer's: the attempt's time ran out.
+func (run *attemptRun) expire() {
+	if run.streaming.Load() {
+		run.cancel(errStreamIdle)
+	} else {
+		run.cancel(errFirstByteTimeout)
+	}
+}
+
+// started implements attemptHooks: the timer now watches for silence,
+// unless it ran out for the first byte already (then the attempt is
+// cancelled for that).
+func (run *attemptRun) started(*attemptWriter) {
+	stopped := run.timer.Stop()
+	run.firstByteAt = time.Now()
+	if stopped {
+		run.streaming.Store(true)
+		run.timer.Reset(run.idle)
+	}
+}
+
+// wrote implements attemptHooks: the answer is not silent.
+func (run *attemptRun) wrote() {
+	if run.streaming.Load() {
+		run.timer.Reset(run.idle)
+	}
+}
+
+// committing implements attemptHooks: the answer's headers.
+func (run *attemptRun) committing(aw *attemptWriter) {
+	run.sp.committing(aw)
+	setRouted(run.w.Header(), run.p, run.c, run.n)
+	setRateHeaders(run.w.Header(), run.reservation)
 }
 
 // finish reports a finished attempt to the pair's state: its health (a

@@ -99,15 +99,9 @@ type attemptWriter struct {
 	// like one that cannot be translated.
 	wants answerKind
 
-	// onStart runs once, on the first body byte of a good answer (for an
-	// event stream, at its first event with data, a held preamble's
-	// included).
-	onStart func(aw *attemptWriter)
-	// onCommit runs once, just before the real header is written.
-	onCommit func(aw *attemptWriter)
-	// onWrite runs on every body write after commit; for an event
-	// stream, on every data line (comments and keep-alives do not count).
-	onWrite func()
+	// hooks is told of the answer's start, its commit and its writes
+	// (nil: nobody is).
+	hooks attemptHooks
 
 	started      bool      // the first body byte of a good answer arrived
 	stream       bool      // the response is an event stream
@@ -122,13 +116,28 @@ type attemptWriter struct {
 	heldError    bool            // a held stream has had an error event
 	heldRefuse   bool            // a held stream has had a refusal, with refuses
 	heldPreamble bool            // a held stream has had events that only open it, with refuses (preamble)
-	begun        bool            // onStart ran
+	begun        bool            // the hooks were told the answer started
 	usageChunk   bool            // a data line of the event under way is a usage-only chunk
 	streamErr    error           // why the writer stopped the stream itself
 	reported     translate.Usage // the usage objects read so far
 	usage        Usage           // reported, in the placeholders' terms
 	tail         []byte          // last bytes of a non-stream body
 	size         int64           // body bytes passed through
+}
+
+// attemptHooks is what an attempt does at the turning points of its
+// writer (attemptRun, handler.go).
+type attemptHooks interface {
+	// started runs once, on the first body byte of a good answer (for
+	// an event stream, at its first event with data, a held preamble's
+	// included).
+	started(aw *attemptWriter)
+	// committing runs once, just before the real header is written.
+	committing(aw *attemptWriter)
+	// wrote runs, once started, on every body write; for an event
+	// stream, on every data line (comments and keep-alives do not
+	// count).
+	wrote()
 }
 
 // answerKind is the kind of answer a request asked for.
@@ -181,8 +190,8 @@ func (aw *attemptWriter) Write(p []byte) (int, error) {
 			return 0, err
 		}
 	}
-	if aw.onWrite != nil && !aw.stream {
-		aw.onWrite() // (a stream's, at each data line: inspectLine)
+	if aw.hooks != nil && aw.begun && !aw.stream {
+		aw.hooks.wrote() // (a stream's, at each data line: inspectLine)
 	}
 	if !aw.committed && !aw.stream {
 		switch {
@@ -276,12 +285,12 @@ func (aw *attemptWriter) openStream() error {
 	return nil
 }
 
-// begin runs onStart, once: the answer has begun.
+// begin tells the hooks, once, that the answer has begun.
 func (aw *attemptWriter) begin() {
 	if !aw.begun {
 		aw.begun = true
-		if aw.onStart != nil {
-			aw.onStart(aw)
+		if aw.hooks != nil {
+			aw.hooks.started(aw)
 		}
 	}
 }
@@ -308,8 +317,8 @@ func (aw *attemptWriter) commit() {
 	for k, v := range aw.header {
 		dst[k] = v
 	}
-	if aw.onCommit != nil {
-		aw.onCommit(aw)
+	if aw.hooks != nil {
+		aw.hooks.committing(aw)
 	}
 	aw.w.WriteHeader(aw.status)
 }
@@ -669,8 +678,8 @@ func (aw *attemptWriter) inspectLine(line []byte) bool {
 			aw.heldData = true
 		}
 	}
-	if len(data) > 0 && aw.onWrite != nil && !keepAlive(data) {
-		aw.onWrite()
+	if len(data) > 0 && aw.hooks != nil && aw.begun && !keepAlive(data) {
+		aw.hooks.wrote()
 	}
 	return aw.inspectData(data)
 }
