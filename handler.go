@@ -208,7 +208,7 @@ func readBody(w http.ResponseWriter, r *http.Request, limit int64, timeout time.
 }
 
 func readAll(r *http.Request, limit int64) ([]byte, *bodyLease, error) {
-	lr := io.LimitReader(r.Body, limit+1)
+	lr := &io.LimitedReader{R: r.Body, N: limit + 1} // (fill's, on the stack)
 	n := 4 << 10
 	if r.ContentLength >= 0 && r.ContentLength <= limit {
 		// The announced length, and a byte more to see the end.
@@ -262,7 +262,7 @@ func readAll(r *http.Request, limit int64) ([]byte, *bodyLease, error) {
 // fill reads into b until it is full (nil) or r ends (io.EOF). Unlike
 // io.ReadFull, it tells the end of r from a body cut short, which
 // net/http reports as io.ErrUnexpectedEOF.
-func fill(r io.Reader, b []byte) (int, error) {
+func fill(r *io.LimitedReader, b []byte) (int, error) {
 	m := 0
 	for m < len(b) {
 		k, err := r.Read(b[m:])
@@ -405,11 +405,12 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, req *strategies.
 	// Every attempt failed, or the last one failed in a way the client
 	// must see: answer with the last upstream error.
 	if res.outcome == outcomeRetry {
-		status, err := res.status, res.err
+		// (Copies, so that the loop's variables stay off the heap.)
+		status, err, model, provider, n := res.status, res.err, c.Model, c.Provider.Name, attempts
 		h.noTarget(w, func() {
 			h.logger.Warn("no target could answer",
-				zap.String("route", p.route), zap.String("model", c.Model), zap.String("provider", c.Provider.Name),
-				zap.Int("attempts", attempts), zap.Int("status", status), zap.Error(err))
+				zap.String("route", p.route), zap.String("model", model), zap.String("provider", provider),
+				zap.Int("attempts", n), zap.Int("status", status), zap.Error(err))
 		})
 	}
 	setRouted(w.Header(), p, answered, attempts)

@@ -106,6 +106,7 @@ type attemptWriter struct {
 	started      bool      // the first body byte of a good answer arrived
 	stream       bool      // the response is an event stream
 	json         *jsonScan // where a JSON answer is, to tell whether it ended (nil: not JSON)
+	jsonState    jsonScan  // what json points to (the writer holds it)
 	body         []byte    // a whole body waiting for translation, or to be whole
 	pending      []byte
 	scanned      int             // bytes of pending already inspected as complete lines
@@ -248,7 +249,7 @@ func (aw *attemptWriter) start() error {
 		return aw.streamErr
 	}
 	if isJSON(ct) {
-		aw.json = new(jsonScan)
+		aw.json = &aw.jsonState
 	}
 	aw.begin()
 	if aw.tr == nil && aw.json == nil {
