@@ -641,6 +641,7 @@ type attemptRun struct {
 	idle        time.Duration
 	streaming   atomic.Bool
 	firstByteAt time.Time
+	routed      [5]string // the values of the answer's X-LLM-* headers
 }
 
 // expire is the timer's: the attempt's time ran out.
@@ -674,7 +675,7 @@ func (run *attemptRun) wrote() {
 // committing implements attemptHooks: the answer's headers.
 func (run *attemptRun) committing(aw *attemptWriter) {
 	run.sp.committing(aw)
-	setRouted(run.w.Header(), run.p, run.c, run.n)
+	setRoutedIn(run.w.Header(), run.p, run.c, run.n, &run.routed) // (once: a writer commits once)
 	setRateHeaders(run.w.Header(), run.reservation)
 }
 
@@ -738,9 +739,15 @@ func (h *Handler) countTokens(w http.ResponseWriter, req *strategies.Request, p 
 // attempt of plan p. Without c (a refusal before any call: every
 // candidate over a limit or unfit) it names no model or provider.
 func setRouted(hdr http.Header, p *plan, c *strategies.Candidate, n int) {
+	setRoutedIn(hdr, p, c, n, new([5]string))
+}
+
+// setRoutedIn is setRouted with the headers' values kept in v, which
+// must not change afterwards.
+func setRoutedIn(hdr http.Header, p *plan, c *strategies.Candidate, n int, v *[5]string) {
 	// As hdr.Set would, with the keys in canonical form already and the
-	// values in one allocation.
-	v := &[5]string{"", "", p.route, strconv.Itoa(n), p.reason}
+	// values in one array.
+	*v = [5]string{"", "", p.route, strconv.Itoa(n), p.reason}
 	if c != nil {
 		v[0], v[1] = c.Model, c.Provider.Name
 	}
