@@ -354,17 +354,21 @@ func (aw *attemptWriter) finish() error {
 			return errRefusal
 		}
 		out := aw.body
+		var usage gjson.Result
 		if aw.tr != nil {
 			var err error
 			if out, err = aw.tr.Response(aw.body); err != nil {
 				aw.streamErr = err
 				return err
 			}
+			usage = gjson.GetBytes(aw.body, "usage")
 		} else if jsonscan.Check(out, math.MaxInt) != jsonscan.Valid {
 			aw.streamErr = errCutShort
 			return errCutShort
+		} else {
+			usage = inPlace(jsonscan.Lookup(aw.body, "usage")) // (valid JSON, read in place)
 		}
-		aw.readUsage((*translate.Usage).Read, gjson.GetBytes(aw.body, "usage"))
+		aw.readUsage((*translate.Usage).Read, usage)
 		aw.header.Set("Content-Length", strconv.Itoa(len(out)))
 		aw.commit()
 		n, _ := aw.w.Write(out)
