@@ -818,7 +818,13 @@ func matchesStatus(status int, list []int) bool {
 // ({llm.*}, placeholders.go) and access log fields; c is the candidate
 // that answered, nil when no call was made.
 func (h *Handler) setPlaceholders(r *http.Request, p *plan, c *strategies.Candidate, attempts int, usage Usage) {
-	v := &placeholderValues{route: p.route, reason: p.reason, attempts: attempts, usage: usage}
+	var v *placeholderValues
+	if p.rec != nil {
+		v = p.rec.placeholders.fresh()
+	} else {
+		v = new(placeholderValues)
+	}
+	*v = placeholderValues{route: p.route, reason: p.reason, attempts: attempts, usage: usage}
 	if c != nil {
 		v.model, v.provider = c.Model, c.Provider.Name
 	}
