@@ -502,7 +502,7 @@ func (h *Handler) attempt(w http.ResponseWriter, r *http.Request, req *strategie
 
 	// The attempt's state and its writer, in one allocation.
 	run := &attemptRun{aw: attemptWriter{ctx: ctx, w: w, header: make(http.Header)},
-		h: h, p: p, c: c, n: n, w: w, sp: sp, cancel: cancel, idle: time.Duration(h.StreamIdleTimeout)}
+		p: p, c: c, n: n, w: w, sp: sp, cancel: cancel, idle: time.Duration(h.StreamIdleTimeout)}
 	run.timer = time.AfterFunc(time.Duration(h.FirstByteTimeout), run.expire)
 	defer run.timer.Stop()
 
@@ -626,7 +626,6 @@ func (h *Handler) attempt(w http.ResponseWriter, r *http.Request, req *strategie
 // answer's headers say.
 type attemptRun struct {
 	aw          attemptWriter
-	h           *Handler
 	p           *plan
 	c           *strategies.Candidate
 	n           int                 // the attempt's number
