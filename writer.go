@@ -841,9 +841,10 @@ func (f *eventFields) isError() bool {
 }
 
 // usageOnly reports whether an OpenAI stream event is the usage chunk:
-// no choices, a usage object.
+// no choices, a usage object. (The usage is looked at first: most
+// chunks have none, and finding choices' first element parses it.)
 func (f *eventFields) usageOnly() bool {
-	return f.choices.IsArray() && !f.choices.Get("0").Exists() && f.usage.IsObject()
+	return f.usage.IsObject() && f.choices.IsArray() && !f.choices.Get("0").Exists()
 }
 
 // readUsage reads a usage object with one of translate.Usage's readers
