@@ -380,3 +380,28 @@ func BenchmarkObserve(b *testing.B) {
 		observe(rec, now.Add(3*time.Millisecond))
 	}
 }
+
+// BenchmarkRateHeaders is the x-ratelimit-* headers of an answer whose
+// model has an rpm and a tpm limit.
+func BenchmarkRateHeaders(b *testing.B) {
+	h := mustLoadHandler(b, `{
+		"providers": [{"name": "a", "proxy": `+proxyTo("127.0.0.1:1")+`}],
+		"models": [{"name": "m", "providers": ["a"], "rpm": 1000000000000, "tpm": 1000000000000}]
+	}`)
+	req := &strategies.Request{Model: "m", Endpoint: "/chat/completions", MaxTokens: 256, PromptTokens: 100}
+	p := &plan{route: "m"}
+	c := newCandidate(h.models["m"], h.models["m"].serving[0], nil)
+	res, d := h.admit(context.Background(), req, p, &c, time.Now())
+	if d != nil || res == nil {
+		b.Fatal("not admitted")
+	}
+	hdr := make(http.Header)
+	b.ReportAllocs()
+	for b.Loop() {
+		clear(hdr)
+		setRateHeaders(hdr, res)
+	}
+	if len(hdr) != 4 {
+		b.Fatalf("headers %v", hdr)
+	}
+}
