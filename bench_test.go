@@ -356,3 +356,52 @@ func BenchmarkServeStream(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkObserve is the metrics of one finished request: one model,
+// one attempt that answered with usage.
+func BenchmarkObserve(b *testing.B) {
+	h := mustLoadHandler(b, `{
+		"providers": [{"name": "a", "proxy": `+proxyTo("127.0.0.1:1")+`}],
+		"models": [{"name": "small", "providers": ["a"], "input_price": 0.15, "output_price": 0.6}]
+	}`)
+	req := &strategies.Request{Model: "small", Endpoint: "/chat/completions"}
+	p, rerr := h.resolve(httptest.NewRequest(http.MethodPost, "/v1/chat/completions", nil), req, nil)
+	if rerr != nil {
+		b.Fatal(rerr.msg)
+	}
+	aw := newAttemptWriter(context.Background(), discardWriter{http.Header{}})
+	aw.usage = Usage{PromptTokens: 300, CompletionTokens: 7}
+	now := time.Now()
+	rec := &record{h: h, status: http.StatusOK, start: now, read: now, decided: now}
+	rec.decide(req, p)
+	rec.attempt(&p.candidates[0], &attemptResult{outcome: outcomeDone, aw: aw, called: now, firstByte: now.Add(time.Millisecond), upstream: 2 * time.Millisecond})
+	b.ReportAllocs()
+	for b.Loop() {
+		observe(rec, now.Add(3*time.Millisecond))
+	}
+}
+
+// BenchmarkRateHeaders is the x-ratelimit-* headers of an answer whose
+// model has an rpm and a tpm limit.
+func BenchmarkRateHeaders(b *testing.B) {
+	h := mustLoadHandler(b, `{
+		"providers": [{"name": "a", "proxy": `+proxyTo("127.0.0.1:1")+`}],
+		"models": [{"name": "m", "providers": ["a"], "rpm": 1000000000000, "tpm": 1000000000000}]
+	}`)
+	req := &strategies.Request{Model: "m", Endpoint: "/chat/completions", MaxTokens: 256, PromptTokens: 100}
+	p := &plan{route: "m"}
+	c := newCandidate(h.models["m"], h.models["m"].serving[0], nil)
+	res, d := h.admit(context.Background(), req, p, &c, time.Now())
+	if d != nil || res == nil {
+		b.Fatal("not admitted")
+	}
+	hdr := make(http.Header)
+	b.ReportAllocs()
+	for b.Loop() {
+		clear(hdr)
+		setRateHeaders(hdr, res)
+	}
+	if len(hdr) != 4 {
+		b.Fatalf("headers %v", hdr)
+	}
+}

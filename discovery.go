@@ -303,6 +303,7 @@ func (h *Handler) newDiscovered(id string) *Model {
 		}
 	}
 	m.UpstreamName = id
+	m.self = []*Target{{Model: id}}
 	return m
 }
 

@@ -63,9 +63,10 @@ back across them before the first byte reaches the client.
     first event past those that only open it, which must not be a
     refusal; JSON to a stream request, or a stream to
     another, fails at once), so a failed attempt leaves no trace on the
-    response and the next candidate can be tried. Its callbacks
-    tell the attempt when the answer starts (stop the first-byte timer,
-    start the idle timer) and when it commits (set the routing headers).
+    response and the next candidate can be tried. Its hooks (the
+    attempt's attemptRun) are told when the answer starts (the attempt's
+    timer turns from the first byte to the idle stream) and when it
+    commits (set the routing headers).
     Once committed it passes bytes through, checks every stream event,
     translates events for the client and reads the usage.
 
@@ -132,7 +133,8 @@ what it reserved on the answer's usage (settle).
 What happened to a request is its record (record.go): begun in
 ServeHTTP, told of the plan and of every attempt by serve, and
 emitted once when ServeHTTP returns, into the Prometheus metrics
-(metrics.go), the dashboard's ring (dashboard.go) and, with
+(metrics.go; series.go holds the series each route, model and provider
+writes), the dashboard's ring (dashboard.go) and, with
 decision_log, the log http.handlers.llm_route.decisions. Feedback
 on an answer (feedback.go) joins it there by X-LLM-Request-Id.
 

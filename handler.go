@@ -12,6 +12,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -207,7 +208,7 @@ func readBody(w http.ResponseWriter, r *http.Request, limit int64, timeout time.
 }
 
 func readAll(r *http.Request, limit int64) ([]byte, *bodyLease, error) {
-	lr := io.LimitReader(r.Body, limit+1)
+	lr := &io.LimitedReader{R: r.Body, N: limit + 1} // (fill's, on the stack)
 	n := 4 << 10
 	if r.ContentLength >= 0 && r.ContentLength <= limit {
 		// The announced length, and a byte more to see the end.
@@ -261,7 +262,7 @@ func readAll(r *http.Request, limit int64) ([]byte, *bodyLease, error) {
 // fill reads into b until it is full (nil) or r ends (io.EOF). Unlike
 // io.ReadFull, it tells the end of r from a body cut short, which
 // net/http reports as io.ErrUnexpectedEOF.
-func fill(r io.Reader, b []byte) (int, error) {
+func fill(r *io.LimitedReader, b []byte) (int, error) {
 	m := 0
 	for m < len(b) {
 		k, err := r.Read(b[m:])
@@ -406,11 +407,12 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, req *strategies.
 	// Every attempt failed, or the last one failed in a way the client
 	// must see: answer with the last upstream error.
 	if res.outcome == outcomeRetry {
-		status, err := res.status, res.err
+		// (Copies, so that the loop's variables stay off the heap.)
+		status, err, model, provider, n := res.status, res.err, c.Model, c.Provider.Name, attempts
 		h.noTarget(w, func() {
 			h.logger.Warn("no target could answer",
-				zap.String("route", p.route), zap.String("model", c.Model), zap.String("provider", c.Provider.Name),
-				zap.Int("attempts", attempts), zap.Int("status", status), zap.Error(err))
+				zap.String("route", p.route), zap.String("model", model), zap.String("provider", provider),
+				zap.Int("attempts", n), zap.Int("status", status), zap.Error(err))
 		})
 	}
 	setRouted(w.Header(), p, answered, attempts)
@@ -501,48 +503,34 @@ func (h *Handler) attempt(w http.ResponseWriter, r *http.Request, req *strategie
 	up.Header.Del("Content-Length")
 	c.Provider.PrepareRequest(up, endpoint, c.UpstreamModel, h.forward, repl)
 
-	firstByte := time.AfterFunc(time.Duration(h.FirstByteTimeout), func() { cancel(errFirstByteTimeout) })
-	defer firstByte.Stop()
-	var idle *time.Timer
-	defer func() {
-		if idle != nil {
-			idle.Stop()
-		}
-	}()
+	// The attempt's state and its writer, in one allocation.
+	run := &attemptRun{aw: attemptWriter{ctx: ctx, w: w, header: make(http.Header)},
+		p: p, c: c, n: n, w: w, sp: sp, cancel: cancel, idle: time.Duration(h.StreamIdleTimeout)}
+	run.timer = time.AfterFunc(time.Duration(h.FirstByteTimeout), run.expire)
+	defer run.timer.Stop()
 
 	start := time.Now()
 	reservation, denied := h.admit(r.Context(), req, p, c, start)
 	if denied != nil {
 		return attemptResult{outcome: outcomeQuota, denial: denied}
 	}
-	var firstByteAt time.Time
+	run.reservation = reservation
 	res := attemptResult{probe: c.Pair.Start(start), reservation: reservation}
-	defer func() { h.finish(c, req, res, start, firstByteAt); h.learn(p, req, c, res, start) }()
+	defer func() { h.finish(c, req, res, start, run.firstByteAt); h.learn(p, req, c, res, start) }()
 
-	aw := newAttemptWriter(ctx, w)
+	aw := &run.aw
 	aw.tr, aw.dropUsage, aw.wants = tr, askUsage, wantsWhole
 	if req.Stream {
 		aw.wants = wantsStream
 	}
 	aw.refuses = h.fallsBackOnRefusal(p, c)
-	aw.onStart = func(aw *attemptWriter) {
-		firstByte.Stop()
-		firstByteAt = time.Now()
-		idleTimeout := time.Duration(h.StreamIdleTimeout)
-		idle = time.AfterFunc(idleTimeout, func() { cancel(errStreamIdle) })
-		aw.onWrite = func() { idle.Reset(idleTimeout) }
-	}
-	aw.onCommit = func(aw *attemptWriter) {
-		sp.committing(aw)
-		setRouted(w.Header(), p, c, n)
-		setRateHeaders(w.Header(), reservation)
-	}
+	aw.hooks = run
 
 	res.called = time.Now()
 	err, aborted := serveProxy(c.Provider.Proxy(), aw, up)
 	sp = spliceOf(w) // (a hedged call reaches the client's splice only once it won)
 	res.aw, res.err = aw, err
-	res.upstream, res.firstByte = time.Since(res.called), firstByteAt
+	res.upstream, res.firstByte = time.Since(res.called), run.firstByteAt
 
 	if aw.committed {
 		// (A JSON answer passed on as it came may turn out cut short.)
@@ -636,6 +624,63 @@ func (h *Handler) attempt(w http.ResponseWriter, r *http.Request, req *strategie
 	return res
 }
 
+// attemptRun is one attempt's state that its writer's hooks need: one
+// timer, for the first byte and then for a silent stream, and what the
+// answer's headers say.
+type attemptRun struct {
+	aw          attemptWriter
+	p           *plan
+	c           *strategies.Candidate
+	n           int                 // the attempt's number
+	w           http.ResponseWriter // the client's (or a hedge's gate)
+	sp          *splice             // the client's splice as the attempt began
+	reservation *limits.Reservation
+	cancel      context.CancelCauseFunc
+	// timer cancels the attempt when no first byte came within
+	// first_byte_timeout, then (streaming) when the answer is silent for
+	// idle.
+	timer       *time.Timer
+	idle        time.Duration
+	streaming   atomic.Bool
+	firstByteAt time.Time
+	routed      [5]string // the values of the answer's X-LLM-* headers
+}
+
+// expire is the timer's: the attempt's time ran out.
+func (run *attemptRun) expire() {
+	if run.streaming.Load() {
+		run.cancel(errStreamIdle)
+	} else {
+		run.cancel(errFirstByteTimeout)
+	}
+}
+
+// started implements attemptHooks: the timer now watches for silence,
+// unless it ran out for the first byte already (then the attempt is
+// cancelled for that).
+func (run *attemptRun) started(*attemptWriter) {
+	stopped := run.timer.Stop()
+	run.firstByteAt = time.Now()
+	if stopped {
+		run.streaming.Store(true)
+		run.timer.Reset(run.idle)
+	}
+}
+
+// wrote implements attemptHooks: the answer is not silent.
+func (run *attemptRun) wrote() {
+	if run.streaming.Load() {
+		run.timer.Reset(run.idle)
+	}
+}
+
+// committing implements attemptHooks: the answer's headers.
+func (run *attemptRun) committing(aw *attemptWriter) {
+	run.sp.committing(aw)
+	setRoutedIn(run.w.Header(), run.p, run.c, run.n, &run.routed) // (once: a writer commits once)
+	setRateHeaders(run.w.Header(), run.reservation)
+}
+
 // finish reports a finished attempt to the pair's state: its health (a
 // success closes the circuit, a failure counts toward a cooldown, and a
 // 429's Retry-After starts one) and, unless it says nothing of the
@@ -696,9 +741,15 @@ func (h *Handler) countTokens(w http.ResponseWriter, req *strategies.Request, p 
 // attempt of plan p. Without c (a refusal before any call: every
 // candidate over a limit or unfit) it names no model or provider.
 func setRouted(hdr http.Header, p *plan, c *strategies.Candidate, n int) {
+	setRoutedIn(hdr, p, c, n, new([5]string))
+}
+
+// setRoutedIn is setRouted with the headers' values kept in v, which
+// must not change afterwards.
+func setRoutedIn(hdr http.Header, p *plan, c *strategies.Candidate, n int, v *[5]string) {
 	// As hdr.Set would, with the keys in canonical form already and the
-	// values in one allocation.
-	v := &[5]string{"", "", p.route, strconv.Itoa(n), p.reason}
+	// values in one array.
+	*v = [5]string{"", "", p.route, strconv.Itoa(n), p.reason}
 	if c != nil {
 		v[0], v[1] = c.Model, c.Provider.Name
 	}
@@ -769,7 +820,13 @@ func matchesStatus(status int, list []int) bool {
 // ({llm.*}, placeholders.go) and access log fields; c is the candidate
 // that answered, nil when no call was made.
 func (h *Handler) setPlaceholders(r *http.Request, p *plan, c *strategies.Candidate, attempts int, usage Usage) {
-	v := &placeholderValues{route: p.route, reason: p.reason, attempts: attempts, usage: usage}
+	var v *placeholderValues
+	if p.rec != nil {
+		v = p.rec.placeholders.fresh()
+	} else {
+		v = new(placeholderValues)
+	}
+	*v = placeholderValues{route: p.route, reason: p.reason, attempts: attempts, usage: usage}
 	if c != nil {
 		v.model, v.provider = c.Model, c.Provider.Name
 	}

@@ -243,8 +243,7 @@ func (g *hedgeGate) Flush() {
 // answered the client, or its error is the answer, done is true and
 // serve returns err; otherwise res is the attempt's, as h.attempt
 // returns it.
-func (h *Handler) attemptHedged(w http.ResponseWriter, r *http.Request, req *strategies.Request, p *plan, i, n int, repl *caddy.Replacer) (res attemptResult, done bool, err error) {
-	c := &p.candidates[i]
+func (h *Handler) attemptHedged(w http.ResponseWriter, r *http.Request, req *strategies.Request, p *plan, i, n int, repl *caddy.Replacer) (attemptResult, bool, error) {
 	var hg *Hedge
 	if p.rt != nil {
 		hg = p.rt.Hedge
@@ -252,8 +251,16 @@ func (h *Handler) attemptHedged(w http.ResponseWriter, r *http.Request, req *str
 	if hg == nil || i == len(p.candidates)-1 || spliceOf(w).rescuing() {
 		// (A continuation of a broken stream is not hedged: the stream
 		// has started.)
-		return h.attempt(w, r, req, p, c, n, repl), false, nil
+		return h.attempt(w, r, req, p, &p.candidates[i], n, repl), false, nil
 	}
+	return h.hedged(w, r, req, p, i, n, repl, hg)
+}
+
+// hedged is attemptHedged with a hedge (its results are shared with the
+// calls' goroutines, so they live on the heap: attemptHedged does not
+// pay for that when the route has no hedge).
+func (h *Handler) hedged(w http.ResponseWriter, r *http.Request, req *strategies.Request, p *plan, i, n int, repl *caddy.Replacer, hg *Hedge) (res attemptResult, done bool, err error) {
+	c := &p.candidates[i]
 	if n == 1 {
 		hg.deposit()
 	}

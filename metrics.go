@@ -125,7 +125,15 @@ func observe(rec *record, end time.Time) {
 	if chosen != nil {
 		model, provider = chosen.c.Model, chosen.c.Provider.Name
 	}
-	m.requests.WithLabelValues(route, model, provider, statusLabel(rec.status)).Inc()
+	set := seriesFor(seriesKey{route, model, provider})
+	// setOf is the set of an attempt's model and provider.
+	setOf := func(a *attemptRecord) *seriesSet {
+		if a.c.Model == model && a.c.Provider.Name == provider {
+			return set
+		}
+		return seriesFor(seriesKey{route, a.c.Model, a.c.Provider.Name})
+	}
+	set.request(rec.status).Inc()
 	// Tokens and cost go to the model and provider of each call that
 	// used them: a rescue, a cascade or a consensus makes several.
 	for i := range rec.attempts {
@@ -134,34 +142,35 @@ func observe(rec *record, end time.Time) {
 			continue
 		}
 		u := a.aw.usage
-		model, provider := a.c.Model, a.c.Provider.Name
+		s := setOf(a)
 		if u.PromptTokens > 0 {
-			m.tokens.WithLabelValues(route, model, provider, "input").Add(float64(u.PromptTokens))
+			s.token(0).Add(float64(u.PromptTokens))
 		}
 		if u.CompletionTokens > 0 {
-			m.tokens.WithLabelValues(route, model, provider, "output").Add(float64(u.CompletionTokens))
+			s.token(1).Add(float64(u.CompletionTokens))
 		}
 		if cost, priced := rec.attemptCost(a); priced && cost > 0 {
-			m.cost.WithLabelValues(route, model, provider).Add(cost)
+			s.costs().Add(cost)
 		}
 	}
 	if rec.p == nil {
 		return
 	}
 	if !rec.read.IsZero() {
-		m.decision.WithLabelValues(route).Observe(rec.decided.Sub(rec.read).Seconds())
+		set.decided().Observe(rec.decided.Sub(rec.read).Seconds())
 	}
 	for i := range rec.attempts {
 		a := &rec.attempts[i]
 		am, ap := a.c.Model, a.c.Provider.Name
 		called := a.cause != causeQuota && a.cause != causeUnfit
 		if called {
-			m.attempts.WithLabelValues(am, ap, a.cause.String()).Inc()
+			s := setOf(a)
+			s.attempt(a.cause).Inc()
 			if a.upstream > 0 {
-				m.upstream.WithLabelValues(am, ap).Observe(a.upstream.Seconds())
+				s.upstreams().Observe(a.upstream.Seconds())
 			}
 			if a.firstByte > 0 {
-				m.ttft.WithLabelValues(am, ap).Observe(a.firstByte.Seconds())
+				s.ttfts().Observe(a.firstByte.Seconds())
 			}
 		}
 		if i < len(rec.attempts)-1 && rec.attempts[i+1].retry == 0 && a.cause != causeOK && a.cause != causeHedged && a.cause != causeGone {
@@ -174,7 +183,7 @@ func observe(rec *record, end time.Time) {
 		}
 	}
 	if chosen != nil {
-		m.overhead.WithLabelValues(route).Observe(rec.overhead(end).Seconds())
+		set.overheads().Observe(rec.overhead(end).Seconds())
 	}
 	// Pairs cooling down that the plan put behind healthy candidates and
 	// that were not reached.

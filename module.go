@@ -291,6 +291,10 @@ type Model struct {
 	// serving holds, for each of Providers in order, the provider and
 	// the live state of the pair.
 	serving []serving
+
+	// self is the model as the one target of a request that names it
+	// (read only).
+	self []*Target
 }
 
 // serving is one provider of a model and the state of the pair.
@@ -479,6 +483,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 			return fmt.Errorf("model %s defined twice", m.Name)
 		}
 		h.models[m.Name] = m
+		m.self = []*Target{{Model: m.Name}}
 		// The state of each provider+model pair outlives this config:
 		// it is taken from the pool here and released in Cleanup.
 		// (Unknown providers are Validate's to report.)

@@ -19,6 +19,11 @@ import (
 // abandoned attempt may still read the replacer when they are.
 type placeholders struct {
 	v atomic.Pointer[placeholderValues]
+
+	// first holds the values set first (most requests set them once),
+	// taken by one caller only.
+	first      placeholderValues
+	firstTaken atomic.Bool
 }
 
 // placeholderValues are the values of one request's placeholders.
@@ -32,6 +37,16 @@ type placeholderValues struct {
 // register adds p to repl's providers.
 func (p *placeholders) register(repl *caddy.Replacer) {
 	repl.Map(p.get)
+}
+
+// fresh returns values to fill in and then set: first for the first
+// caller, then new ones (values once set are never changed, since they
+// may be read at any time).
+func (p *placeholders) fresh() *placeholderValues {
+	if p.firstTaken.CompareAndSwap(false, true) {
+		return &p.first
+	}
+	return new(placeholderValues)
 }
 
 // set publishes v.

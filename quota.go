@@ -367,13 +367,10 @@ func setRateHeaders(hdr http.Header, res *limits.Reservation) {
 	if res == nil {
 		return
 	}
-	for _, kind := range []struct {
-		kind   limits.Kind
-		suffix string
-	}{{limits.RPM, "requests"}, {limits.TPM, "tokens"}} {
+	for k, kind := range [2]limits.Kind{limits.RPM, limits.TPM} {
 		best := -1
 		for i, ch := range res.Charges {
-			if ch.Kind == kind.kind && (best < 0 || ch.Left < res.Charges[best].Left) {
+			if ch.Kind == kind && (best < 0 || ch.Left < res.Charges[best].Left) {
 				best = i
 			}
 		}
@@ -381,9 +378,18 @@ func setRateHeaders(hdr http.Header, res *limits.Reservation) {
 			continue
 		}
 		ch := res.Charges[best]
-		hdr.Set("X-Ratelimit-Limit-"+kind.suffix, strconv.FormatInt(int64(ch.Counter.Limit), 10))
-		hdr.Set("X-Ratelimit-Remaining-"+kind.suffix, strconv.FormatInt(max(int64(ch.Left), 0), 10))
+		// As hdr.Set would, with the keys in canonical form already and
+		// the two values in one array.
+		v := &[2]string{strconv.FormatInt(int64(ch.Counter.Limit), 10), strconv.FormatInt(max(int64(ch.Left), 0), 10)}
+		hdr[rateKeys[k][0]], hdr[rateKeys[k][1]] = v[0:1:1], v[1:2:2]
 	}
+}
+
+// rateKeys are the canonical names of the headers setRateHeaders sets:
+// the limit and the room left, of requests and of tokens per minute.
+var rateKeys = [2][2]string{
+	{http.CanonicalHeaderKey("X-Ratelimit-Limit-requests"), http.CanonicalHeaderKey("X-Ratelimit-Remaining-requests")},
+	{http.CanonicalHeaderKey("X-Ratelimit-Limit-tokens"), http.CanonicalHeaderKey("X-Ratelimit-Remaining-tokens")},
 }
 
 // retryAfterSeconds is a Retry-After value: whole seconds, at least 1.

@@ -37,6 +37,9 @@ type plan struct {
 	// the body is not pooled: each attempt's body holds it until the
 	// attempt ends.
 	lease *bodyLease
+	// candBuf holds the first healthy candidates (no allocation of
+	// their own for one or two).
+	candBuf [2]strategies.Candidate
 }
 
 // resolve turns the request into a plan: it finds the targets of the
@@ -82,7 +85,7 @@ func (h *Handler) resolve(r *http.Request, req *strategies.Request, key *ClientK
 	// follow in configured order as a last resort, so at least one
 	// candidate is always tried.
 	now := time.Now()
-	var healthy, cooling []strategies.Candidate
+	healthy, cooling := p.candBuf[:0], []strategies.Candidate(nil)
 	var why string
 	for _, t := range targets {
 		m := h.model(t.Model)
@@ -246,8 +249,8 @@ func (h *Handler) targetsFor(name string) (*Route, []*Target, *requestError) {
 	if rt, ok := h.routes[name]; ok {
 		return rt, rt.Targets, nil
 	}
-	if h.model(name) != nil {
-		return nil, []*Target{{Model: name}}, nil
+	if m := h.model(name); m != nil {
+		return nil, m.self, nil
 	}
 	if prov, model, ok := strings.Cut(name, "/"); ok && h.providers[prov] != nil {
 		m := h.model(model)

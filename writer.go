@@ -99,19 +99,14 @@ type attemptWriter struct {
 	// like one that cannot be translated.
 	wants answerKind
 
-	// onStart runs once, on the first body byte of a good answer (for an
-	// event stream, at its first event with data, a held preamble's
-	// included).
-	onStart func(aw *attemptWriter)
-	// onCommit runs once, just before the real header is written.
-	onCommit func(aw *attemptWriter)
-	// onWrite runs on every body write after commit; for an event
-	// stream, on every data line (comments and keep-alives do not count).
-	onWrite func()
+	// hooks is told of the answer's start, its commit and its writes
+	// (nil: nobody is).
+	hooks attemptHooks
 
 	started      bool      // the first body byte of a good answer arrived
 	stream       bool      // the response is an event stream
 	json         *jsonScan // where a JSON answer is, to tell whether it ended (nil: not JSON)
+	jsonState    jsonScan  // what json points to (the writer holds it)
 	body         []byte    // a whole body waiting for translation, or to be whole
 	pending      []byte
 	scanned      int             // bytes of pending already inspected as complete lines
@@ -122,13 +117,28 @@ type attemptWriter struct {
 	heldError    bool            // a held stream has had an error event
 	heldRefuse   bool            // a held stream has had a refusal, with refuses
 	heldPreamble bool            // a held stream has had events that only open it, with refuses (preamble)
-	begun        bool            // onStart ran
+	begun        bool            // the hooks were told the answer started
 	usageChunk   bool            // a data line of the event under way is a usage-only chunk
 	streamErr    error           // why the writer stopped the stream itself
 	reported     translate.Usage // the usage objects read so far
 	usage        Usage           // reported, in the placeholders' terms
 	tail         []byte          // last bytes of a non-stream body
 	size         int64           // body bytes passed through
+}
+
+// attemptHooks is what an attempt does at the turning points of its
+// writer (attemptRun, handler.go).
+type attemptHooks interface {
+	// started runs once, on the first body byte of a good answer (for
+	// an event stream, at its first event with data, a held preamble's
+	// included).
+	started(aw *attemptWriter)
+	// committing runs once, just before the real header is written.
+	committing(aw *attemptWriter)
+	// wrote runs, once started, on every body write; for an event
+	// stream, on every data line (comments and keep-alives do not
+	// count).
+	wrote()
 }
 
 // answerKind is the kind of answer a request asked for.
@@ -181,8 +191,8 @@ func (aw *attemptWriter) Write(p []byte) (int, error) {
 			return 0, err
 		}
 	}
-	if aw.onWrite != nil && !aw.stream {
-		aw.onWrite() // (a stream's, at each data line: inspectLine)
+	if aw.hooks != nil && aw.begun && !aw.stream {
+		aw.hooks.wrote() // (a stream's, at each data line: inspectLine)
 	}
 	if !aw.committed && !aw.stream {
 		switch {
@@ -239,7 +249,7 @@ func (aw *attemptWriter) start() error {
 		return aw.streamErr
 	}
 	if isJSON(ct) {
-		aw.json = new(jsonScan)
+		aw.json = &aw.jsonState
 	}
 	aw.begin()
 	if aw.tr == nil && aw.json == nil {
@@ -276,12 +286,12 @@ func (aw *attemptWriter) openStream() error {
 	return nil
 }
 
-// begin runs onStart, once: the answer has begun.
+// begin tells the hooks, once, that the answer has begun.
 func (aw *attemptWriter) begin() {
 	if !aw.begun {
 		aw.begun = true
-		if aw.onStart != nil {
-			aw.onStart(aw)
+		if aw.hooks != nil {
+			aw.hooks.started(aw)
 		}
 	}
 }
@@ -308,8 +318,8 @@ func (aw *attemptWriter) commit() {
 	for k, v := range aw.header {
 		dst[k] = v
 	}
-	if aw.onCommit != nil {
-		aw.onCommit(aw)
+	if aw.hooks != nil {
+		aw.hooks.committing(aw)
 	}
 	aw.w.WriteHeader(aw.status)
 }
@@ -344,17 +354,21 @@ func (aw *attemptWriter) finish() error {
 			return errRefusal
 		}
 		out := aw.body
+		var usage gjson.Result
 		if aw.tr != nil {
 			var err error
 			if out, err = aw.tr.Response(aw.body); err != nil {
 				aw.streamErr = err
 				return err
 			}
+			usage = gjson.GetBytes(aw.body, "usage")
 		} else if jsonscan.Check(out, math.MaxInt) != jsonscan.Valid {
 			aw.streamErr = errCutShort
 			return errCutShort
+		} else {
+			usage = inPlace(jsonscan.Lookup(aw.body, "usage")) // (valid JSON, read in place)
 		}
-		aw.readUsage((*translate.Usage).Read, gjson.GetBytes(aw.body, "usage"))
+		aw.readUsage((*translate.Usage).Read, usage)
 		aw.header.Set("Content-Length", strconv.Itoa(len(out)))
 		aw.commit()
 		n, _ := aw.w.Write(out)
@@ -646,8 +660,8 @@ func (aw *attemptWriter) inspectLine(line []byte) bool {
 			aw.heldData = true
 		}
 	}
-	if len(data) > 0 && aw.onWrite != nil && !keepAlive(data) {
-		aw.onWrite()
+	if len(data) > 0 && aw.hooks != nil && aw.begun && !keepAlive(data) {
+		aw.hooks.wrote()
 	}
 	return aw.inspectData(data)
 }
@@ -804,9 +818,10 @@ func (f *eventFields) isError() bool {
 }
 
 // usageOnly reports whether an OpenAI stream event is the usage chunk:
-// no choices, a usage object.
+// no choices, a usage object. (The usage is looked at first: most
+// chunks have none, and finding choices' first element parses it.)
 func (f *eventFields) usageOnly() bool {
-	return f.choices.IsArray() && !f.choices.Get("0").Exists() && f.usage.IsObject()
+	return f.usage.IsObject() && f.choices.IsArray() && !f.choices.Get("0").Exists()
 }
 
 // readUsage reads a usage object with one of translate.Usage's readers

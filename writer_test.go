@@ -46,12 +46,29 @@ func untouched(t *testing.T, rec *httptest.ResponseRecorder) {
 	}
 }
 
+// hookFuncs are an attempt writer's hooks, as functions (nil: nothing).
+type hookFuncs struct{ start, commit func(*attemptWriter) }
+
+func (f hookFuncs) started(aw *attemptWriter) {
+	if f.start != nil {
+		f.start(aw)
+	}
+}
+
+func (f hookFuncs) committing(aw *attemptWriter) {
+	if f.commit != nil {
+		f.commit(aw)
+	}
+}
+
+func (hookFuncs) wrote() {}
+
 func TestAttemptWriterErrorStatus(t *testing.T) {
 	for _, status := range []int{400, 401, 404, 429, 500, 502, 503, 529} {
 		rec := newRecorder()
 		aw := newTestWriter(rec)
 		committed := false
-		aw.onCommit = func(*attemptWriter) { committed = true }
+		aw.hooks = hookFuncs{commit: func(*attemptWriter) { committed = true }}
 		aw.Header().Set("Content-Type", "application/json")
 		aw.Header().Set("Retry-After", "7")
 		aw.Header().Set("Set-Cookie", "upstream=secret")
@@ -99,10 +116,10 @@ func TestAttemptWriterHoldsStatusUntilFirstByte(t *testing.T) {
 	rec := newRecorder()
 	aw := newTestWriter(rec)
 	commits := 0
-	aw.onCommit = func(aw *attemptWriter) {
+	aw.hooks = hookFuncs{commit: func(aw *attemptWriter) {
 		commits++
 		rec.Header().Set("X-From-Commit", "1")
-	}
+	}}
 	aw.Header().Set("Content-Type", "text/plain") // (JSON is held until whole)
 	aw.Header().Set("X-Upstream", "a")
 	aw.WriteHeader(http.StatusContinue) // 1xx is dropped
@@ -428,7 +445,7 @@ func TestAttemptWriterHoldsStreamUntilFirstEvent(t *testing.T) {
 			rec := newRecorder()
 			aw := newTestWriter(rec)
 			started := 0
-			aw.onStart = func(*attemptWriter) { started++ }
+			aw.hooks = hookFuncs{start: func(*attemptWriter) { started++ }}
 			aw.Header().Set("Content-Type", "text/event-stream")
 			aw.WriteHeader(http.StatusOK)
 			var err error
@@ -810,7 +827,7 @@ func TestAttemptWriterHoldsPreamble(t *testing.T) {
 			aw := newTestWriter(rec)
 			aw.refuses = tc.refuses
 			starts := 0
-			aw.onStart = func(*attemptWriter) { starts++ }
+			aw.hooks = hookFuncs{start: func(*attemptWriter) { starts++ }}
 			aw.Header().Set("Content-Type", "text/event-stream")
 			aw.WriteHeader(http.StatusOK)
 			if _, err := aw.Write([]byte(role)); err != nil {
