@@ -12,6 +12,7 @@ import (
 	"go/ast"
 	"go/parser"
 	"go/token"
+	"maps"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -552,6 +553,78 @@ func TestReadmeAdminPaths(t *testing.T) {
 	for path := range documented {
 		if !served[path] {
 			t.Errorf("README.md names the admin path %s, which the admin API does not serve", path)
+		}
+	}
+}
+
+// blockWords are the first words of the lines of a Caddyfile block.
+func blockWords(text string) map[string]bool {
+	set := map[string]bool{}
+	for _, l := range strings.Split(stripComments(text), "\n") {
+		if f := strings.Fields(l); len(f) > 0 {
+			set[f[0]] = true
+		}
+	}
+	return set
+}
+
+// TestReadmeBlocksComplete checks that the README's syntax of a block
+// lists every subdirective its parser reads: llm_route's grammar (with its
+// provider, model, route, key, state and decision_log blocks), llm_mock's,
+// the dashboard's, and each strategy's example block.
+func TestReadmeBlocksComplete(t *testing.T) {
+	find := func(first, second string) readmeBlock {
+		t.Helper()
+		for _, b := range readmeBlocks(t) {
+			f := strings.Fields(strings.SplitN(strings.TrimSpace(stripComments(b.text)), "\n", 2)[0])
+			if b.lang == "caddyfile" && len(f) > 0 && f[0] == first && (second == "" || len(f) > 1 && f[1] == second) {
+				return b
+			}
+		}
+		t.Fatalf("README.md has no caddyfile block starting with %q %q", first, second)
+		return readmeBlock{}
+	}
+	union := func(sets ...map[string]bool) map[string]bool {
+		u := map[string]bool{}
+		for _, s := range sets {
+			for k := range s {
+				u[k] = true
+			}
+		}
+		return u
+	}
+	labels := func(file, fn string) map[string]bool {
+		_, set := caseLabels(t, file, fn)
+		return set
+	}
+	provider := map[string]bool{}
+	_, cases := caddyfileWords(t, "upstreams")
+	for w := range cases {
+		provider[w] = true
+	}
+	checks := []struct {
+		block readmeBlock
+		want  map[string]bool
+	}{
+		{find("llm_route", "[<matcher>]"), union(
+			labels("caddyfile.go", "UnmarshalCaddyfile"), labels("caddyfile.go", "parseModel"),
+			labels("caddyfile.go", "parseRoute"), labels("caddyfile.go", "parseKey"),
+			labels("state.go", "unmarshalState"), labels("record.go", "unmarshalDecisionLog"), provider)},
+		{find("llm_mock", ""), labels("mock/caddyfile.go", "UnmarshalCaddyfile")},
+		{find("example.com", ""), labels("dashboard.go", "UnmarshalCaddyfile")},
+		{find("strategy", "rules"), labels("strategies/rules_caddyfile.go", "UnmarshalCaddyfile")},
+		{find("strategy", "difficulty"), labels("strategies/difficulty_caddyfile.go", "UnmarshalCaddyfile")},
+		{find("strategy", "classifier"), labels("strategies/classifier.go", "UnmarshalCaddyfile")},
+		{find("strategy", "adaptive"), labels("strategies/adaptive_caddyfile.go", "UnmarshalCaddyfile")},
+		{find("strategy", "cascade"), union(labels("strategies/cascade.go", "UnmarshalCaddyfile"), labels("strategies/answer.go", "unmarshalJudge"))},
+		{find("strategy", "consensus"), labels("strategies/consensus.go", "UnmarshalCaddyfile")},
+	}
+	for _, c := range checks {
+		have := blockWords(c.block.text)
+		for _, w := range slices.Sorted(maps.Keys(c.want)) {
+			if !have[w] {
+				t.Errorf("README.md:%d: the block does not list %q, which its parser reads", c.block.line, w)
+			}
 		}
 	}
 }
