@@ -20,10 +20,15 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/caddy-llm-route/llmroute/limits"
+	"github.com/caddy-llm-route/llmroute/translate"
+	"github.com/caddy-llm-route/llmroute/upstreams"
 )
 
 // readmeBlock is a fenced code block of README.md.
@@ -627,4 +632,99 @@ func TestReadmeBlocksComplete(t *testing.T) {
 			}
 		}
 	}
+}
+
+// TestReadmeDefaults checks the defaults the llm_route syntax block
+// gives (`# …; default 5m`) against the values a handler is provisioned
+// with, and the defaults of other blocks against the code's constants.
+func TestReadmeDefaults(t *testing.T) {
+	grammar := ""
+	for _, b := range readmeBlocks(t) {
+		if isSyntaxBlock(b) && firstWord(b.text) == "llm_route" {
+			grammar = b.text
+		}
+	}
+	if grammar == "" {
+		t.Fatal("README.md has no llm_route syntax block")
+	}
+	documented := map[string]string{}
+	re := regexp.MustCompile(`^\s*([a-z_]+)\b[^#]*#.*?\bdefault:? ([^;,(]+?)\s*(?:[;,(]|$)`)
+	for _, l := range strings.Split(grammar, "\n") {
+		if m := re.FindStringSubmatch(l); m != nil {
+			documented[m[1]] = m[2]
+		}
+	}
+	dashboard := ""
+	for _, b := range readmeBlocks(t) {
+		if strings.Contains(b.text, "llm_route_dashboard {") {
+			dashboard = b.text
+		}
+	}
+	for _, l := range strings.Split(dashboard, "\n") {
+		if m := re.FindStringSubmatch(l); m != nil {
+			documented["dashboard "+m[1]] = m[2]
+		}
+	}
+
+	h := mustLoadHandler(t, `{}`)
+	dur := func(d caddy.Duration) string { return time.Duration(d).String() }
+	statuses := func(codes []int) string {
+		var s []string
+		for _, c := range codes {
+			if c < 10 {
+				s = append(s, strconv.Itoa(c)+"xx")
+			} else {
+				s = append(s, strconv.Itoa(c))
+			}
+		}
+		return strings.Join(s, " ")
+	}
+	want := map[string]string{
+		"max_body":            strconv.FormatInt(h.MaxBody>>20, 10) + "MiB",
+		"max_depth":           strconv.Itoa(h.MaxDepth),
+		"first_byte_timeout":  dur(h.FirstByteTimeout),
+		"stream_idle_timeout": dur(h.StreamIdleTimeout),
+		"read_body_timeout":   dur(h.ReadBodyTimeout),
+		"retry_on":            statuses(h.RetryOn),
+		"retries":             strconv.Itoa(h.Retries),
+		"max_retry_wait":      strconv.Itoa(int(h.MaxRetryWait)),
+		"cooldown":            dur(h.Cooldown),
+		"fail_threshold":      strconv.Itoa(h.FailThreshold),
+		"probe_interval":      dur(h.ProbeInterval),
+		"ramp":                dur(h.Ramp),
+		"timeout":             limits.DefaultRedisTimeout.String(),
+		"prefix":              limits.DefaultRedisPrefix,
+		"sync_interval":       upstreams.DefaultSyncInterval.String(),
+		"models_refresh":      upstreams.DefaultModelsRefresh.String(),
+		"models_timeout":      upstreams.DefaultModelsTimeout.String(),
+		"default_max_tokens":  strconv.Itoa(translate.DefaultMaxTokens),
+		"prompt_bytes":        "0",
+		"dashboard records":   strconv.Itoa(mustProvisionDashboard(t).Records),
+		"dashboard refresh":   dur(mustProvisionDashboard(t).Refresh),
+	}
+	for name, w := range want {
+		doc, ok := documented[name]
+		if !ok {
+			t.Errorf("README.md's syntax block gives no default for %s (the code's is %s)", name, w)
+			continue
+		}
+		if d, err := caddy.ParseDuration(doc); err == nil && !strings.ContainsAny(w, "MiB") {
+			if wd, err := time.ParseDuration(w); err == nil && d == wd {
+				continue
+			}
+		}
+		if doc != w {
+			t.Errorf("README.md says %s defaults to %q, the code's default is %q", name, doc, w)
+		}
+	}
+}
+
+func mustProvisionDashboard(t *testing.T) *Dashboard {
+	t.Helper()
+	d := new(Dashboard)
+	if err := d.Provision(caddy.Context{}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = d.Cleanup() })
+	return d
 }
