@@ -9,6 +9,7 @@ package llmroute
 
 import (
 	"encoding/json"
+	"fmt"
 	"go/ast"
 	"go/parser"
 	"go/token"
@@ -727,4 +728,93 @@ func mustProvisionDashboard(t *testing.T) *Dashboard {
 	}
 	t.Cleanup(func() { _ = d.Cleanup() })
 	return d
+}
+
+// TestReadmeErrorCodes checks that every error code llm_route writes
+// (writeError, errorBody, badRequest, a requestError's code) is named in
+// the README, and that every code of the README's table of errors is one
+// the code writes.
+func TestReadmeErrorCodes(t *testing.T) {
+	data, err := os.ReadFile("README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	readme := string(data)
+	codeArg := map[string]int{"writeError": 3, "errorBody": 2, "badRequest": 0}
+	sent, literals := map[string]bool{}, map[string]bool{}
+	lit := func(e ast.Expr) (string, bool) {
+		l, ok := e.(*ast.BasicLit)
+		if !ok || l.Kind != token.STRING {
+			return "", false
+		}
+		s, err := strconv.Unquote(l.Value)
+		return s, err == nil
+	}
+	files, _ := filepath.Glob("*.go")
+	for _, file := range files {
+		if strings.HasSuffix(file, "_test.go") {
+			continue
+		}
+		f, err := parser.ParseFile(token.NewFileSet(), file, nil, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ast.Inspect(f, func(n ast.Node) bool {
+			switch n := n.(type) {
+			case *ast.BasicLit:
+				if s, ok := lit(n); ok {
+					literals[s] = true
+				}
+			case *ast.CallExpr:
+				if id, ok := n.Fun.(*ast.Ident); ok {
+					if i, ok := codeArg[id.Name]; ok && i < len(n.Args) {
+						if s, ok := lit(n.Args[i]); ok {
+							sent[s] = true
+						}
+					}
+				}
+			case *ast.CompositeLit:
+				if id, ok := n.Type.(*ast.Ident); ok && id.Name == "requestError" {
+					for _, e := range n.Elts {
+						if kv, ok := e.(*ast.KeyValueExpr); ok && fmt.Sprint(kv.Key) == "code" {
+							if s, ok := lit(kv.Value); ok {
+								sent[s] = true
+							}
+						}
+					}
+				}
+			case *ast.AssignStmt:
+				for i, l := range n.Lhs {
+					if id, ok := l.(*ast.Ident); ok && id.Name == "code" && i < len(n.Rhs) {
+						if s, ok := lit(n.Rhs[i]); ok {
+							sent[s] = true
+						}
+					}
+				}
+			}
+			return true
+		})
+	}
+	if len(sent) < 15 {
+		t.Fatalf("found only %d error codes in the code: %v", len(sent), sent)
+	}
+	for _, c := range slices.Sorted(maps.Keys(sent)) {
+		if !strings.Contains(readme, "`"+c+"`") {
+			t.Errorf("llm_route writes the error code %q, which README.md does not name", c)
+		}
+	}
+	start := strings.Index(readme, "| status | code | when |")
+	if start < 0 {
+		t.Fatal("README.md has no table of errors")
+	}
+	table := readme[start:]
+	table = table[:strings.Index(table, "\n\n")]
+	for _, row := range strings.Split(table, "\n")[2:] {
+		cells := strings.Split(row, "|")
+		for _, m := range regexp.MustCompile("`([a-z_]+)`").FindAllStringSubmatch(cells[2], -1) {
+			if !literals[m[1]] {
+				t.Errorf("README.md's table of errors lists %q, which llm_route never writes", m[1])
+			}
+		}
+	}
 }
