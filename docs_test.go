@@ -818,3 +818,50 @@ func TestReadmeErrorCodes(t *testing.T) {
 		}
 	}
 }
+
+// TestReadmeLogFields checks that every field of the records llm_route
+// writes into the decision log (decisions and feedback) and the access
+// log is named in the README.
+func TestReadmeLogFields(t *testing.T) {
+	data, err := os.ReadFile("README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	readme := string(data)
+	fields := map[string]bool{}
+	for _, file := range []string{"record.go", "placeholders.go", "feedback.go"} {
+		f, err := parser.ParseFile(token.NewFileSet(), file, nil, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ast.Inspect(f, func(n ast.Node) bool {
+			if fd, ok := n.(*ast.FuncDecl); ok {
+				// The records' fields, not the debug lines.
+				return fd.Name.Name == "MarshalLogObject" || fd.Name.Name == "serveFeedback"
+			}
+			call, ok := n.(*ast.CallExpr)
+			if !ok || len(call.Args) == 0 {
+				return true
+			}
+			sel, ok := call.Fun.(*ast.SelectorExpr)
+			if !ok {
+				return true
+			}
+			x, _ := sel.X.(*ast.Ident)
+			logging := x != nil && x.Name == "zap" || strings.HasPrefix(sel.Sel.Name, "Add")
+			if l, ok := call.Args[0].(*ast.BasicLit); ok && l.Kind == token.STRING && logging {
+				s, _ := strconv.Unquote(l.Value)
+				fields[s] = true
+			}
+			return true
+		})
+	}
+	if len(fields) < 30 {
+		t.Fatalf("found only %d log fields: %v", len(fields), fields)
+	}
+	for _, f := range slices.Sorted(maps.Keys(fields)) {
+		if !strings.Contains(readme, "`"+f+"`") && !strings.Contains(readme, `"`+f+`"`) {
+			t.Errorf("llm_route logs the field %q, which README.md does not name", f)
+		}
+	}
+}
