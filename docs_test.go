@@ -28,6 +28,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/caddy-llm-route/llmroute/limits"
+	"github.com/caddy-llm-route/llmroute/strategies"
 	"github.com/caddy-llm-route/llmroute/translate"
 	"github.com/caddy-llm-route/llmroute/upstreams"
 )
@@ -862,6 +863,43 @@ func TestReadmeLogFields(t *testing.T) {
 	for _, f := range slices.Sorted(maps.Keys(fields)) {
 		if !strings.Contains(readme, "`"+f+"`") && !strings.Contains(readme, `"`+f+`"`) {
 			t.Errorf("llm_route logs the field %q, which README.md does not name", f)
+		}
+	}
+}
+
+// TestReadmeStrategies checks the README's table of strategies against
+// the strategy modules registered.
+func TestReadmeStrategies(t *testing.T) {
+	data, err := os.ReadFile("README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	readme := string(data)
+	start := strings.Index(readme, "| strategy | options | orders by |")
+	if start < 0 {
+		t.Fatal("README.md has no table of strategies")
+	}
+	table := readme[start:]
+	table = table[:strings.Index(table, "\n\n")]
+	documented := map[string]bool{}
+	for _, row := range strings.Split(table, "\n")[2:] {
+		for _, m := range regexp.MustCompile("`([a-z_]+)`").FindAllStringSubmatch(strings.Split(row, "|")[1], -1) {
+			documented[m[1]] = true
+		}
+	}
+	registered := map[string]bool{}
+	for _, m := range caddy.GetModules(strategies.Namespace) {
+		registered[m.ID.Name()] = true
+		if !documented[m.ID.Name()] {
+			t.Errorf("strategy %s is not in README.md's table", m.ID.Name())
+		}
+	}
+	if len(registered) < 10 {
+		t.Fatalf("found only %d strategies", len(registered))
+	}
+	for name := range documented {
+		if !registered[name] {
+			t.Errorf("README.md's table lists the strategy %s, which is not registered", name)
 		}
 	}
 }
