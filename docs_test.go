@@ -640,6 +640,11 @@ func TestReadmeBlocksComplete(t *testing.T) {
 // gives (`# …; default 5m`) against the values a handler is provisioned
 // with, and the defaults of other blocks against the code's constants.
 func TestReadmeDefaults(t *testing.T) {
+	data, err := os.ReadFile("README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	readme := string(data)
 	grammar := ""
 	for _, b := range readmeBlocks(t) {
 		if isSyntaxBlock(b) && firstWord(b.text) == "llm_route" {
@@ -669,6 +674,12 @@ func TestReadmeDefaults(t *testing.T) {
 	}
 
 	h := mustLoadHandler(t, `{}`)
+	if i := strings.Index(readme, "Higress model-router's list"); i < 0 {
+		t.Error("README.md does not list the default enable_on_path_suffix")
+	} else if span := regexp.MustCompile("`([^`]+)`").FindStringSubmatch(readme[i:]); span == nil ||
+		strings.Join(strings.Fields(span[1]), " ") != strings.Join(h.EnableOnPathSuffix, " ") {
+		t.Errorf("README.md's default enable_on_path_suffix is %q, the code's %q", span, h.EnableOnPathSuffix)
+	}
 	dur := func(d caddy.Duration) string { return time.Duration(d).String() }
 	statuses := func(codes []int) string {
 		var s []string
