@@ -16,6 +16,7 @@ import (
 	"maps"
 	"os"
 	"path/filepath"
+	"reflect"
 	"regexp"
 	"slices"
 	"strconv"
@@ -911,6 +912,46 @@ func TestReadmeStrategies(t *testing.T) {
 	for name := range documented {
 		if !registered[name] {
 			t.Errorf("README.md's table lists the strategy %s, which is not registered", name)
+		}
+	}
+}
+
+// TestReadmeAdminFields checks that every field of the admin API's
+// answers (the admin* types of admin.go) is named in the README.
+func TestReadmeAdminFields(t *testing.T) {
+	data, err := os.ReadFile("README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	readme := string(data)
+	f, err := parser.ParseFile(token.NewFileSet(), "admin.go", nil, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tags := map[string]bool{}
+	ast.Inspect(f, func(n ast.Node) bool {
+		ts, ok := n.(*ast.TypeSpec)
+		if !ok || !strings.HasPrefix(ts.Name.Name, "admin") {
+			return true
+		}
+		ast.Inspect(ts, func(n ast.Node) bool {
+			if field, ok := n.(*ast.Field); ok && field.Tag != nil {
+				tag, _ := strconv.Unquote(field.Tag.Value)
+				name, _, _ := strings.Cut(reflect.StructTag(tag).Get("json"), ",")
+				if name != "" && name != "-" {
+					tags[name] = true
+				}
+			}
+			return true
+		})
+		return false
+	})
+	if len(tags) < 30 {
+		t.Fatalf("found only %d fields in admin.go: %v", len(tags), tags)
+	}
+	for _, tag := range slices.Sorted(maps.Keys(tags)) {
+		if !strings.Contains(readme, `"`+tag+`"`) && !strings.Contains(readme, "`"+tag+"`") {
+			t.Errorf("the admin API answers with the field %q, which README.md does not name", tag)
 		}
 	}
 }
