@@ -955,3 +955,32 @@ func TestReadmeAdminFields(t *testing.T) {
 		}
 	}
 }
+
+// TestCaddyfileZeroRefused holds the README's promise on zero values: a
+// 0 written in the Caddyfile where the JSON config would read it as the
+// default (or as no limit) is refused, not silently taken for that.
+func TestCaddyfileZeroRefused(t *testing.T) {
+	for _, body := range []string{
+		"max_body 0", "max_depth 0", "fail_threshold 0",
+		"first_byte_timeout 0", "stream_idle_timeout 0", "read_body_timeout 0", "max_retry_wait 0",
+		"cooldown 0", "probe_interval 0", "ramp 0",
+		"provider p http://127.0.0.1:1 {\n\tdefault_max_tokens 0\n}",
+		"provider p http://127.0.0.1:1 {\n\tmodels auto\n\tmodels_refresh 0\n}",
+		"provider p http://127.0.0.1:1 {\n\tmodels auto\n\tmodels_timeout 0s\n}",
+		"provider p http://127.0.0.1:1 {\n\trpm 0\n}",
+		"state redis redis://127.0.0.1:1 {\n\ttimeout 0\n}",
+		"state redis redis://127.0.0.1:1 {\n\tsync_interval 0s\n}",
+		"model m p {\n\tbudget 0 day\n}",
+		"route r m {\n\tstrategy consensus {\n\t\tvoters 0\n\t}\n}",
+	} {
+		if _, err := adaptSite(body); err == nil || !strings.Contains(err.Error(), "0 is not allowed") {
+			t.Errorf("%q: got %v, want a refusal of the 0", body, err)
+		}
+	}
+	for _, body := range []string{"records 0", "refresh 0"} {
+		cfg := ":8080 {\n\tllm_route_dashboard {\n\t\t" + body + "\n\t}\n}\n"
+		if _, _, err := caddyconfig.GetAdapter("caddyfile").Adapt([]byte(cfg), nil); err == nil || !strings.Contains(err.Error(), "0 is not allowed") {
+			t.Errorf("llm_route_dashboard %q: got %v, want a refusal of the 0", body, err)
+		}
+	}
+}
