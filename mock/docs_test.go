@@ -79,3 +79,46 @@ func TestReadmeFaults(t *testing.T) {
 		}
 	}
 }
+
+// TestReadmeMockDefaults checks the defaults of README.md's llm_mock
+// syntax block against the mock's.
+func TestReadmeMockDefaults(t *testing.T) {
+	data, err := os.ReadFile("../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	readme := string(data)
+	start := strings.Index(readme, "```caddyfile\nllm_mock {")
+	if start < 0 {
+		t.Fatal("README.md has no llm_mock syntax block")
+	}
+	block := readme[start:]
+	block = block[:strings.Index(block, "\n```\n")]
+	want := map[string]string{
+		"text":         `"` + DefaultText + `"`,
+		"fault_header": DefaultFaultHeader,
+		"ttft_tail":    "10",
+		"prefill":      PrefillContinue,
+	}
+	re := regexp.MustCompile(`^\s*([a-z_]+)\b[^#]*#.*?\bdefault:? ([^;,]+?)\s*(?:[;,]|$)`)
+	found := map[string]bool{}
+	for _, l := range strings.Split(block, "\n") {
+		m := re.FindStringSubmatch(l)
+		if m == nil {
+			continue
+		}
+		w, ok := want[m[1]]
+		if !ok {
+			continue
+		}
+		found[m[1]] = true
+		if m[2] != w {
+			t.Errorf("README.md says %s defaults to %s, the mock's default is %s", m[1], m[2], w)
+		}
+	}
+	for name := range want {
+		if !found[name] {
+			t.Errorf("README.md's llm_mock block gives no default for %s", name)
+		}
+	}
+}
