@@ -247,7 +247,7 @@ func TestReadmeJSONConfig(t *testing.T) {
 // case labels (the subdirectives and keywords a parser switches on).
 func caddyfileWords(t *testing.T, dirs ...string) (all, cases map[string]bool) {
 	t.Helper()
-	parsers := regexp.MustCompile(`(?i)caddyfile|^unmarshal|^parse(Route|Model|Key|Hedge|Rule|Dashboard)|^Set$|^statusArgs$|^onOffArg$`)
+	parsers := regexp.MustCompile(`^(UnmarshalCaddyfile|unmarshalCaddyfile|parseCaddyfile|unmarshalState|unmarshalJudge|unmarshalDecisionLog|UnmarshalLimit|Set|parseRoute|parseModel|parseKey|parseHedge|parseRule|parseRuleAction|parseRuleCondition|parseRuleConditionBlock|parseRuleField|parseDashboard|statusArgs|onOffArg)$`)
 	ident := regexp.MustCompile(`^[$a-z][a-z0-9_]*$`)
 	all, cases = map[string]bool{}, map[string]bool{}
 	fset := token.NewFileSet()
