@@ -984,3 +984,27 @@ func TestCaddyfileZeroRefused(t *testing.T) {
 		}
 	}
 }
+
+// TestReadmeModules checks that every Caddy module of llm_route (and of
+// llm_mock) is named in the README.
+func TestReadmeModules(t *testing.T) {
+	data, err := os.ReadFile("README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	readme := string(data)
+	n := 0
+	for _, id := range caddy.Modules() {
+		if !strings.Contains(id, "llm") || strings.Contains(id, "_test") { // (tests register modules of their own)
+			continue
+		}
+		n++
+		ns := caddy.ModuleID(id).Namespace()
+		if !strings.Contains(readme, "`"+id+"`") && !(ns == strategies.Namespace && strings.Contains(readme, "`"+ns+".*`")) {
+			t.Errorf("the module %s is not named in README.md", id)
+		}
+	}
+	if n < 5 {
+		t.Fatalf("found only %d llm modules", n)
+	}
+}
