@@ -894,9 +894,34 @@ func TestReadmeStrategies(t *testing.T) {
 	table := readme[start:]
 	table = table[:strings.Index(table, "\n\n")]
 	documented := map[string]bool{}
+	options := map[string]string{} // strategy: its options cell
 	for _, row := range strings.Split(table, "\n")[2:] {
-		for _, m := range regexp.MustCompile("`([a-z_]+)`").FindAllStringSubmatch(strings.Split(row, "|")[1], -1) {
+		cells := strings.Split(row, "|")
+		for _, m := range regexp.MustCompile("`([a-z_]+)`").FindAllStringSubmatch(cells[1], -1) {
 			documented[m[1]] = true
+			options[m[1]] = cells[2]
+		}
+	}
+	// The options of the strategies the table describes in full (the
+	// others have a block of their own below it, see
+	// TestReadmeBlocksComplete).
+	for name, parser := range map[string][2]string{
+		"balanced":           {"strategies/balanced.go", "UnmarshalCaddyfile"},
+		"cheapest":           {"strategies/cheapest.go", "UnmarshalCaddyfile"},
+		"lowest_latency":     {"strategies/measured.go", "unmarshalCaddyfile"},
+		"highest_throughput": {"strategies/measured.go", "unmarshalCaddyfile"},
+		"fallback":           {"strategies/fallback.go", "UnmarshalCaddyfile"},
+		"random":             {"strategies/random.go", "UnmarshalCaddyfile"},
+		"round_robin":        {"strategies/round_robin.go", "UnmarshalCaddyfile"},
+		"weighted":           {"strategies/weighted.go", "UnmarshalCaddyfile"},
+		"least_busy":         {"strategies/least_busy.go", "UnmarshalCaddyfile"},
+		"best_quality":       {"strategies/best_quality.go", "UnmarshalCaddyfile"},
+	} {
+		_, labels := caseLabels(t, parser[0], parser[1])
+		for _, o := range slices.Sorted(maps.Keys(labels)) {
+			if !strings.Contains(options[name], "`"+o+"`") {
+				t.Errorf("README.md's table of strategies does not list %s's option %s", name, o)
+			}
 		}
 	}
 	registered := map[string]bool{}
