@@ -346,6 +346,9 @@ func (d *Dashboard) UnmarshalCaddyfile(disp *caddyfile.Dispenser) error {
 			if err != nil {
 				return disp.Errf("records: %v", err)
 			}
+			if n == 0 {
+				return errZero(disp, "records")
+			}
 			d.Records = n
 		case "refresh":
 			if !disp.NextArg() {
@@ -354,6 +357,9 @@ func (d *Dashboard) UnmarshalCaddyfile(disp *caddyfile.Dispenser) error {
 			v, err := caddy.ParseDuration(disp.Val())
 			if err != nil {
 				return disp.Errf("refresh: %v", err)
+			}
+			if v == 0 {
+				return errZero(disp, "refresh")
 			}
 			d.Refresh = caddy.Duration(v)
 		default:

@@ -208,11 +208,17 @@ func unmarshalState(d *caddyfile.Dispenser) (*State, error) {
 			if err != nil {
 				return nil, d.Errf("state: invalid timeout %q", v)
 			}
+			if dur == 0 {
+				return nil, errZero(d, "timeout")
+			}
 			s.Timeout = caddy.Duration(dur)
 		case "sync_interval":
 			dur, err := caddy.ParseDuration(v)
 			if err != nil {
 				return nil, d.Errf("state: invalid sync_interval %q", v)
+			}
+			if dur == 0 {
+				return nil, errZero(d, "sync_interval")
 			}
 			s.SyncInterval = caddy.Duration(dur)
 		default:

@@ -606,6 +606,10 @@ func (p *Provider) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				if err != nil {
 					return pd.Errf("provider %s: invalid %s %q", p.Name, dir, args[0])
 				}
+				if dur == 0 {
+					// JSON reads 0 as "not set", the default.
+					return pd.Errf("provider %s: %s 0 is not allowed (leave it out for the default)", p.Name, dir)
+				}
 				if dir == "models_refresh" {
 					p.ModelsRefresh = caddy.Duration(dur)
 				} else {
