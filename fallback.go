@@ -198,11 +198,18 @@ func (h *Handler) retryWait(res *attemptResult, tries int, now time.Time) (time.
 
 // retry tries candidate c again, after a wait, while its failure allows
 // (retryWait) and the client is still there. Each retry is an attempt:
-// again makes the nth attempt, the try-th retry (and records it).
-func (h *Handler) retry(ctx context.Context, res *attemptResult, attempts *int, again func(n, try int) attemptResult) {
+// again makes the nth attempt, the try-th retry (and records it). A
+// client that goes away during the wait ends the loop there (res is
+// then gone, as an attempt cut off by it would be): no other target is
+// called for it.
+func (h *Handler) retry(r *http.Request, res *attemptResult, attempts *int, again func(n, try int) attemptResult) {
 	for tries := 1; ; tries++ {
 		wait, ok := h.retryWait(res, tries, time.Now())
-		if !ok || !sleepCtx(ctx, wait) {
+		if !ok {
+			return
+		}
+		if !sleepCtx(r.Context(), wait) {
+			endGone(r, res)
 			return
 		}
 		next := again(*attempts+1, tries)

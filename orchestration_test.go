@@ -1,0 +1,96 @@
+package llmroute
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"go.uber.org/zap/zaptest/observer"
+)
+
+// recordedAttempts serves body on h and returns the error ServeHTTP
+// returned and its record's attempts as provider/cause.
+func recordedAttempts(t *testing.T, h *Handler, ctx context.Context, body string) (error, []string) {
+	t.Helper()
+	core, logs := observer.New(zapcore.DebugLevel)
+	h.logger = zap.New(core)
+	h.decisions = h.logger.Named("decisions")
+	rec := httptest.NewRecorder()
+	r := httptest.NewRequestWithContext(ctx, "POST", "http://gateway.example/v1/chat/completions", strings.NewReader(body))
+	r = caddyhttp.PrepareRequest(r, caddy.NewReplacer(), rec, &caddyhttp.Server{})
+	err := h.ServeHTTP(rec, r, noNext)
+	entries := logs.FilterLoggerName("decisions").FilterMessage("decision").All()
+	if len(entries) != 1 {
+		t.Fatalf("%d decision records", len(entries))
+	}
+	atts, _ := entries[0].ContextMap()["attempts"].([]any)
+	var got []string
+	for _, at := range atts {
+		m, _ := at.(map[string]any)
+		got = append(got, fmt.Sprintf("%v/%v", m["provider"], m["cause"]))
+	}
+	return err, got
+}
+
+// A client that goes away while the gateway waits out a 429's
+// Retry-After (or a retry's backoff) ends the request there: no further
+// target is "called" for it (an attempt the record, the metrics, the
+// limits and the pair's state would count), and the answer is the
+// client's leaving.
+func TestRetryWaitClientGone(t *testing.T) {
+	for _, tc := range []struct {
+		name, extra string
+		fail        func(http.ResponseWriter, *http.Request)
+		cause       string
+	}{
+		{"retry-after", `"max_retry_wait": "1m",`,
+			answer(429, `{"error":{"message":"slow down"}}`, "Retry-After", "50"), "429"},
+		{"backoff", `"retries": 10,`,
+			answer(503, `{"error":{"message":"busy"}}`), "5xx"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			a := newUpstream(t, tc.fail)
+			b := newUpstream(t, answer(200, okChat))
+			h := gateway(t, a, b, b, `"decision_log": {},`+tc.extra)
+			// The client leaves once a's attempt is over and the gateway
+			// waits to try it again (the 429's 50s, or the fourth try's
+			// backoff of 400-800ms).
+			tries := 1
+			if tc.cause == "5xx" {
+				tries = 4
+			}
+			pa := pairOf(t, h, "m", "a")
+			go func() {
+				for a.requests() < tries || pa.Snapshot().InFlight != 0 {
+					time.Sleep(time.Millisecond)
+				}
+				cancel()
+			}()
+			err, got := recordedAttempts(t, h, ctx, `{"model":"m","messages":[{"role":"user","content":"hi"}]}`)
+			var he caddyhttp.HandlerError
+			if !errors.As(err, &he) || he.StatusCode != 499 {
+				t.Errorf("error = %v, want a 499 handler error", err)
+			}
+			for _, g := range got {
+				if !strings.HasPrefix(g, "a/") {
+					t.Errorf("attempts %v: a target was called after the client left", got)
+					break
+				}
+			}
+			if b.requests() != 0 {
+				t.Errorf("b got %d requests", b.requests())
+			}
+		})
+	}
+}
