@@ -7,11 +7,13 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"github.com/tidwall/gjson"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
@@ -92,5 +94,65 @@ func TestRetryWaitClientGone(t *testing.T) {
 				t.Errorf("b got %d requests", b.requests())
 			}
 		})
+	}
+}
+
+// A cascade escalates up its tiers: a tier cooling down (kept last by
+// resolve, as a last resort) is no tier above the others. While the
+// cheap tier cools down, the premium tier is the top one and its answer
+// is final, unchecked; the cooling cheap model is asked only when no
+// healthy tier could answer at all, and never replaces a better model's
+// answer with its own unchecked one.
+func TestCascadeCoolingTierLast(t *testing.T) {
+	chat := func(text string) string {
+		return `{"id":"c","object":"chat.completion","choices":[{"index":0,"message":{"role":"assistant","content":"` + text + `"},"finish_reason":"stop"}],"usage":{"prompt_tokens":1,"completion_tokens":1,"total_tokens":2}}`
+	}
+	cheap := newUpstream(t, answer(200, chat("A long enough answer from the cheap model.")))
+	var premiumDown atomic.Bool
+	premium := newUpstream(t, func(w http.ResponseWriter, r *http.Request) {
+		if premiumDown.Load() {
+			answer(503, `{"error":{"message":"down"}}`)(w, r)
+			return
+		}
+		answer(200, chat("42"))(w, r)
+	})
+	h := mustLoadHandler(t, `{
+		"providers": [
+			{"name": "a", "api_key": "k", "proxy": `+gatewayProxy(cheap.addr())+`},
+			{"name": "b", "api_key": "k", "proxy": `+gatewayProxy(premium.addr())+`}
+		],
+		"models": [
+			{"name": "cheap", "providers": ["a"], "quality": 0.3, "input_price": 0.1, "output_price": 0.1},
+			{"name": "premium", "providers": ["b"], "quality": 0.9, "input_price": 5, "output_price": 5}
+		],
+		"routes": [
+			{"name": "tiered", "targets": [{"model": "cheap"}, {"model": "premium"}], "strategy": {"name": "cascade", "min_length": 20}}
+		]
+	}`)
+	const ask = `{"model":"tiered","messages":[{"role":"user","content":"6 times 7?"}]}`
+	// Healthy: the cheap tier first, and the premium tier's short answer
+	// is final.
+	rec, _, _, _ := serveGateway(t, h, "POST", "/v1/chat/completions", ask)
+	if got := rec.Header().Get(HeaderCascade); got != "cheap:ok" {
+		t.Fatalf("healthy: %s %q", HeaderCascade, got)
+	}
+
+	coolDown(pairOf(t, h, "cheap", "a"), time.Minute)
+	rec, _, _, _ = serveGateway(t, h, "POST", "/v1/chat/completions", ask)
+	if got := rec.Header().Get(HeaderCascade); rec.Code != http.StatusOK || got != "premium:final" {
+		t.Errorf("cheap tier cooling: status %d, %s %q, want premium:final", rec.Code, HeaderCascade, got)
+	}
+	if got := gjson.GetBytes(rec.Body.Bytes(), "choices.0.message.content").Str; got != "42" {
+		t.Errorf("cheap tier cooling: the answer is %q, want the premium tier's", got)
+	}
+	if cheap.requests() != 1 {
+		t.Errorf("the cooling cheap tier was called %d times in all, want once (while healthy)", cheap.requests())
+	}
+
+	// With the premium tier failing, the cooling tier is the last resort.
+	premiumDown.Store(true)
+	rec, _, _, _ = serveGateway(t, h, "POST", "/v1/chat/completions", ask)
+	if got := rec.Header().Get(HeaderCascade); rec.Code != http.StatusOK || got != "premium:status=503 > cheap:final" {
+		t.Errorf("premium failing: status %d, %s %q", rec.Code, HeaderCascade, got)
 	}
 }
