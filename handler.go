@@ -456,7 +456,11 @@ func (h *Handler) attempt(w http.ResponseWriter, r *http.Request, req *strategie
 			return attemptResult{outcome: outcomeUnfit}
 		}
 	}
-	body, err := rewriteBody(src, h.ModelKey, c.UpstreamModel, h.ClientModels, c.Params, p.params, h.clampOutput(req, p, c), usageParam)
+	clamp := h.clampOutput(req, p, c)
+	if sp.rescuing() {
+		clamp = sp.outputLeft(req, p, c, clamp) // (rescue.go)
+	}
+	body, err := rewriteBody(src, h.ModelKey, c.UpstreamModel, h.ClientModels, c.Params, p.params, clamp, usageParam)
 	if err != nil {
 		return attemptResult{outcome: outcomeFinal, status: http.StatusBadRequest, body: errorBody(req.Endpoint, 400, "invalid_request", "could not rewrite the request body")}
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -154,5 +155,44 @@ func TestCascadeCoolingTierLast(t *testing.T) {
 	rec, _, _, _ = serveGateway(t, h, "POST", "/v1/chat/completions", ask)
 	if got := rec.Header().Get(HeaderCascade); rec.Code != http.StatusOK || got != "premium:status=503 > cheap:final" {
 		t.Errorf("premium failing: status %d, %s %q", rec.Code, HeaderCascade, got)
+	}
+}
+
+// A rescued stream keeps the client's output cap: the continuation is
+// asked for what is left of max_tokens (max_completion_tokens,
+// max_output_tokens) once the text already sent is counted, so the
+// spliced answer is no longer than the client allowed. Before, each
+// continuation got the whole cap again.
+func TestRescueKeepsOutputCap(t *testing.T) {
+	chunk := "data: {\"id\":\"c1\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"word \"}}]}\n\n"
+	a := newUpstream(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		w.WriteHeader(200)
+		for range 4 {
+			_, _ = io.WriteString(w, chunk)
+		}
+		w.(http.Flusher).Flush()
+		panic(http.ErrAbortHandler) // drop the connection mid-stream
+	})
+	b := newUpstream(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		w.WriteHeader(200)
+		_, _ = io.WriteString(w, "data: {\"id\":\"c2\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"end.\"},\"finish_reason\":\"length\"}]}\n\ndata: [DONE]\n\n")
+	})
+	h := gateway(t, a, b, b, "")
+	for _, tc := range []struct{ field, body string }{
+		{"max_tokens", `"max_tokens":10`},
+		{"max_completion_tokens", `"max_completion_tokens":10`},
+	} {
+		body := `{"model":"m","stream":true,` + tc.body + `,"messages":[{"role":"user","content":"Count."}]}`
+		rec, _, _, aborted := serveGateway(t, h, "POST", "/v1/chat/completions", body)
+		if aborted || !strings.Contains(rec.Body.String(), "end.") {
+			t.Fatalf("%s: not rescued (aborted %v): %s", tc.field, aborted, rec.Body.String())
+		}
+		cont := b.body(b.requests() - 1)
+		left := gjson.Get(cont, tc.field)
+		if !left.Exists() || left.Int() < 1 || left.Int() > 10-4 {
+			t.Errorf("%s: the continuation asked for %s=%s; 4 of 10 tokens were sent already (%s)", tc.field, tc.field, left.Raw, cont)
+		}
 	}
 }
