@@ -579,7 +579,7 @@ func (h *Handler) attempt(w http.ResponseWriter, r *http.Request, req *strategie
 			}
 		}
 		if sp != nil && sp.err != nil {
-			res.err = sp.err
+			res.err, res.kind = sp.err, sp.failureKind() // (rescue.go)
 		}
 		res.outcome = outcomeBroken
 		return res

@@ -196,3 +196,48 @@ func TestRescueKeepsOutputCap(t *testing.T) {
 		}
 	}
 }
+
+// A continuation that restarts the answer instead of continuing it
+// fails the rescue, not the provider: the pair (which answers ordinary
+// requests well, and was only asked for something its API does not do,
+// such as a prefill OpenAI ignores) does not count it toward a
+// cooldown. Before, a few rescues took a healthy provider out of
+// rotation for every request.
+func TestRescueRestartNotPairFailure(t *testing.T) {
+	chunk := func(text string) string {
+		return "data: {\"id\":\"c1\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"" + text + "\"}}]}\n\n"
+	}
+	a := newUpstream(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		w.WriteHeader(200)
+		for _, word := range []string{"Once ", "upon ", "a ", "time "} {
+			_, _ = io.WriteString(w, chunk(word))
+		}
+		w.(http.Flusher).Flush()
+		panic(http.ErrAbortHandler) // drop the connection mid-stream
+	})
+	// b ignores the prefill and starts the answer again.
+	b := newUpstream(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		w.WriteHeader(200)
+		for _, word := range []string{"Once ", "upon ", "a ", "time ", "there ", "was ", "a ", "king."} {
+			_, _ = io.WriteString(w, chunk(word))
+		}
+		_, _ = io.WriteString(w, "data: {\"id\":\"c1\",\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}]}\n\ndata: [DONE]\n\n")
+	})
+	h := gateway(t, a, b, b, `"fail_threshold": 1,`)
+	_, _, _, aborted := serveGateway(t, h, "POST", "/v1/chat/completions",
+		`{"model":"m","stream":true,"messages":[{"role":"user","content":"Tell a story."}]}`)
+	if !aborted {
+		t.Fatal("the restarted continuation was taken as a rescue")
+	}
+	if b.requests() != 1 {
+		t.Fatalf("b got %d requests, want the continuation", b.requests())
+	}
+	if !pairOf(t, h, "m", "b").Available(time.Now()) {
+		t.Error("b cools down for a continuation that restarted")
+	}
+	if pairOf(t, h, "m", "a").Available(time.Now()) {
+		t.Error("a, whose stream broke, does not cool down (fail_threshold 1)")
+	}
+}

@@ -28,6 +28,20 @@ var (
 	errNotStream      = errors.New("the continuation is not an event stream")
 )
 
+// kindRestarted is the kind of a continuation's failure that restarted
+// the answer: the continuation method's fault (a prefill the API
+// ignores), not the pair's, so it does not count toward a cooldown.
+const kindRestarted = "restarted"
+
+// failureKind is the kind of the failure the splice stopped the attempt
+// under way for: kindRestarted for a restart, else "" (the pair's).
+func (sp *splice) failureKind() string {
+	if errors.Is(sp.err, errRestarted) {
+		return kindRestarted
+	}
+	return ""
+}
+
 // restartProbe is how much of the text already sent a continuation's
 // opening is compared with, to tell a restart from a continuation.
 const restartProbe = 16
