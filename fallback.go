@@ -184,7 +184,7 @@ func (h *Handler) retryWait(res *attemptResult, tries int, now time.Time) (time.
 		if res.header == nil || h.MaxRetryWait <= 0 || tries > 1 {
 			return 0, false
 		}
-		wait := upstreams.RetryAfter(res.header, now)
+		wait := upstreams.RetryAfterAsked(res.header, now)
 		return wait, wait > 0 && wait <= time.Duration(h.MaxRetryWait)
 	}
 	transient := res.status >= 500 && res.body != nil ||

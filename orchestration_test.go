@@ -241,3 +241,28 @@ func TestRescueRestartNotPairFailure(t *testing.T) {
 		t.Error("a, whose stream broke, does not cool down (fail_threshold 1)")
 	}
 }
+
+// A 429 is retried on the same target only when the wait it asks for
+// is at most max_retry_wait: the wait as asked, not as capped for a
+// cooldown (10m). An hour asked under a max_retry_wait of 30m moves on;
+// before, it was waited out for 10m and retried, against the
+// provider's word.
+func TestRetryWaitAsked(t *testing.T) {
+	h := &Handler{MaxRetryWait: caddy.Duration(30 * time.Minute)}
+	now := time.Now()
+	for _, tc := range []struct {
+		name, header, value string
+		want                bool
+	}{
+		{"an hour", "Retry-After", "3600", false},
+		{"an hour as a date", "Retry-After", now.Add(time.Hour).UTC().Format(http.TimeFormat), false},
+		{"an hour in ms", "Retry-After-Ms", "3600000", false},
+		{"20 minutes", "Retry-After", "1200", true},
+	} {
+		res := &attemptResult{outcome: outcomeRetry, status: 429, body: []byte(`{}`), header: http.Header{}}
+		res.header.Set(tc.header, tc.value)
+		if d, ok := h.retryWait(res, 1, now); ok != tc.want {
+			t.Errorf("%s: retried %v after %v, want %v", tc.name, ok, d, tc.want)
+		}
+	}
+}
