@@ -23,8 +23,14 @@ import (
 // The tiers escalate from the healthy ones: the last healthy tier is the
 // top one, whose answer is final. A tier cooling down (kept last by
 // resolve) is no tier above them: it is asked only when no tier before
-// it could answer at all, and its answer is then final too.
+// it could answer at all, and its answer is then final too. The cooling
+// tiers (left in the route's order by resolve) go by cost among
+// themselves, so that a cascade whose tiers all cool down still
+// escalates from the cheapest.
 func (h *Handler) cascade(w http.ResponseWriter, r *http.Request, req *strategies.Request, p *plan, s *strategies.Cascade) error {
+	if end := p.healthy + p.cooling; p.cooling > 1 && end <= len(p.candidates) {
+		s.Select(req, p.candidates[p.healthy:end])
+	}
 	tiers := modelsOf(p.candidates)
 	top := len(tiers) - 1
 	if n := len(modelsOf(p.candidates[:p.healthy])); n > 0 {

@@ -266,3 +266,34 @@ func TestRetryWaitAsked(t *testing.T) {
 		}
 	}
 }
+
+// With every tier cooling down (resolve keeps them all, in the route's
+// order, as a last resort), the cascade still escalates from the
+// cheapest: a route that lists its premium model first does not get the
+// premium answer checked and replaced by the cheap model's, unchecked.
+func TestCascadeAllCoolingByCost(t *testing.T) {
+	chat := func(text string) string {
+		return `{"id":"c","object":"chat.completion","choices":[{"index":0,"message":{"role":"assistant","content":"` + text + `"},"finish_reason":"stop"}],"usage":{"prompt_tokens":1,"completion_tokens":1,"total_tokens":2}}`
+	}
+	cheap := newUpstream(t, answer(200, chat("A long enough answer from the cheap model.")))
+	premium := newUpstream(t, answer(200, chat("42")))
+	h := mustLoadHandler(t, `{
+		"providers": [
+			{"name": "a", "api_key": "k", "proxy": `+gatewayProxy(cheap.addr())+`},
+			{"name": "b", "api_key": "k", "proxy": `+gatewayProxy(premium.addr())+`}
+		],
+		"models": [
+			{"name": "cheap", "providers": ["a"], "quality": 0.3, "input_price": 0.1, "output_price": 0.1},
+			{"name": "premium", "providers": ["b"], "quality": 0.9, "input_price": 5, "output_price": 5}
+		],
+		"routes": [
+			{"name": "tiered", "targets": [{"model": "premium"}, {"model": "cheap"}], "strategy": {"name": "cascade", "min_length": 20}}
+		]
+	}`)
+	coolDown(pairOf(t, h, "cheap", "a"), time.Minute)
+	coolDown(pairOf(t, h, "premium", "b"), time.Minute)
+	rec, _, _, _ := serveGateway(t, h, "POST", "/v1/chat/completions", `{"model":"tiered","messages":[{"role":"user","content":"6 times 7?"}]}`)
+	if got := rec.Header().Get(HeaderCascade); rec.Code != http.StatusOK || got != "cheap:ok" {
+		t.Errorf("every tier cooling: status %d, %s %q, want cheap:ok", rec.Code, HeaderCascade, got)
+	}
+}
