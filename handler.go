@@ -318,7 +318,7 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, req *strategies.
 	if sp != nil {
 		out = sp
 	}
-	for i := range p.candidates {
+	for i := 0; i < len(p.candidates); i++ { // (rescueNext may add continuers)
 		if esc.skips(&p.candidates[i]) {
 			continue
 		}

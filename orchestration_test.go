@@ -297,3 +297,60 @@ func TestCascadeAllCoolingByCost(t *testing.T) {
 		t.Errorf("every tier cooling: status %d, %s %q, want cheap:ok", rec.Code, HeaderCascade, got)
 	}
 }
+
+// A hedged stream whose hedge answered and then broke is continued by
+// the primary's candidate when the hedge's loop has no candidate left:
+// the primary was only slow (its call was cancelled when the hedge won),
+// and a slow continuation beats the honest error. Before, a route of
+// two candidates ended such a stream with the error event.
+func TestHedgeBrokenContinuedByPrimary(t *testing.T) {
+	chunk := func(text string) string {
+		return "data: {\"id\":\"c1\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"" + text + "\"}}]}\n\n"
+	}
+	var p1calls atomic.Int32
+	p1 := newUpstream(t, func(w http.ResponseWriter, r *http.Request) {
+		if p1calls.Add(1) == 1 {
+			<-r.Context().Done() // slow: the hedge wins, and this call is cancelled
+			return
+		}
+		w.Header().Set("Content-Type", "text/event-stream")
+		w.WriteHeader(200)
+		_, _ = io.WriteString(w, chunk("a king.")+"data: {\"id\":\"c9\",\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}]}\n\ndata: [DONE]\n\n")
+	})
+	p2 := newUpstream(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		w.WriteHeader(200)
+		for _, word := range []string{"Once ", "upon ", "a ", "time ", "there ", "was "} {
+			_, _ = io.WriteString(w, chunk(word))
+		}
+		w.(http.Flusher).Flush()
+		panic(http.ErrAbortHandler) // drop the connection mid-stream
+	})
+	h := hedgedHandler(t, p1, p2, "")
+	rec, _, _, aborted := serveGateway(t, h, "POST", "/v1/chat/completions",
+		`{"model":"hedged","stream":true,"messages":[{"role":"user","content":"Tell a story."}]}`)
+	if aborted {
+		t.Fatalf("the broken hedge was not continued: %s", rec.Body.String())
+	}
+	if got := rec.Header().Get(HeaderHedged); got != "hedge" {
+		t.Errorf("%s %q, want hedge", HeaderHedged, got)
+	}
+	var text strings.Builder
+	for _, ev := range strings.Split(rec.Body.String(), "\n\n") {
+		if d, ok := strings.CutPrefix(ev, "data: "); ok && d != "[DONE]" {
+			text.WriteString(gjson.Get(d, "choices.0.delta.content").Str)
+		}
+	}
+	if got := text.String(); got != "Once upon a time there was a king." {
+		t.Errorf("the client got %q", got)
+	}
+	if !strings.HasSuffix(rec.Body.String(), "data: [DONE]\n\n") {
+		t.Errorf("the stream does not end with [DONE]: %s", rec.Body.String())
+	}
+	if n := p1calls.Load(); n != 2 {
+		t.Fatalf("p1 got %d calls, want the primary's and the continuation", n)
+	}
+	if got := gjson.Get(p1.body(1), "messages.1.content").Str; got != "Once upon a time there was" {
+		t.Errorf("the continuation's prefill is %q", got)
+	}
+}

@@ -751,6 +751,11 @@ func (h *Handler) rescueNext(sp *splice, p *plan, c *strategies.Candidate, res *
 	}
 	switch res.outcome {
 	case outcomeBroken:
+		if !more && len(p.continuers) > 0 && sp.rescue {
+			// The loop's own candidates are tried: those that only
+			// continue come next.
+			p.candidates, p.continuers, more = append(p.candidates, p.continuers...), nil, true
+		}
 		if !more || !sp.broken() {
 			return false
 		}
