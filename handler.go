@@ -348,7 +348,7 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, req *strategies.
 		c, res = &p.candidates[i], next
 		attempts++
 		if !sp.rescuing() {
-			h.retry(r, &res, &attempts, func(n, try int) attemptResult {
+			h.retry(r, c.Pair, &res, &attempts, func(n, try int) attemptResult {
 				next := h.attempt(out, r, req, p, c, n, repl)
 				next.retry = try
 				p.rec.attempt(c, &next)

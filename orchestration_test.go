@@ -57,7 +57,7 @@ func TestRetryWaitClientGone(t *testing.T) {
 	}{
 		{"retry-after", `"max_retry_wait": "1m",`,
 			answer(429, `{"error":{"message":"slow down"}}`, "Retry-After", "50"), "429"},
-		{"backoff", `"retries": 10,`,
+		{"backoff", `"retries": 10, "fail_threshold": 1000,`,
 			answer(503, `{"error":{"message":"busy"}}`), "5xx"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -352,5 +352,27 @@ func TestHedgeBrokenContinuedByPrimary(t *testing.T) {
 	}
 	if got := gjson.Get(p1.body(1), "messages.1.content").Str; got != "Once upon a time there was" {
 		t.Errorf("the continuation's prefill is %q", got)
+	}
+}
+
+// Retries do not go through an open circuit: once a target's failures
+// make it cool down (fail_threshold reached, or a half-open probe that
+// failed), it is not tried again for the request; the loop moves on.
+// Before, `retries` sent every retry to the pair its failure had just
+// taken out of rotation: a failed probe was followed by n more calls,
+// so a pair let "one probe" through got n+1.
+func TestRetryStopsAtCooldown(t *testing.T) {
+	a := newUpstream(t, answer(503, `{"error":{"message":"down"}}`))
+	b := newUpstream(t, answer(200, okChat))
+	h := gateway(t, a, b, b, `"retries": 3, "fail_threshold": 2, "cooldown": "1m",`)
+	rec, _, _, _ := serveGateway(t, h, "POST", "/v1/chat/completions", `{"model":"m","messages":[{"role":"user","content":"hi"}]}`)
+	if rec.Code != http.StatusOK || rec.Header().Get(HeaderProvider) != "b" {
+		t.Fatalf("status %d from %q", rec.Code, rec.Header().Get(HeaderProvider))
+	}
+	if n := a.requests(); n != 2 {
+		t.Errorf("a got %d calls; its second failure opened its cooldown (fail_threshold 2), want 2", n)
+	}
+	if pairOf(t, h, "m", "a").Available(time.Now()) {
+		t.Error("a is not cooling down")
 	}
 }
