@@ -19,8 +19,23 @@ import (
 // X-LLM-Cascade header shows each tier's model and its outcome:
 //
 //	cheap:length,short > mid:judge=0.40 > premium:final
+//
+// The tiers escalate from the healthy ones: the last healthy tier is the
+// top one, whose answer is final. A tier cooling down (kept last by
+// resolve) is no tier above them: it is asked only when no tier before
+// it could answer at all, and its answer is then final too. The cooling
+// tiers (left in the route's order by resolve) go by cost among
+// themselves, so that a cascade whose tiers all cool down still
+// escalates from the cheapest.
 func (h *Handler) cascade(w http.ResponseWriter, r *http.Request, req *strategies.Request, p *plan, s *strategies.Cascade) error {
+	if end := p.healthy + p.cooling; p.cooling > 1 && end <= len(p.candidates) {
+		s.Select(req, p.candidates[p.healthy:end])
+	}
 	tiers := modelsOf(p.candidates)
+	top := len(tiers) - 1
+	if n := len(modelsOf(p.candidates[:p.healthy])); n > 0 {
+		top = n - 1
+	}
 	var steps []string
 	var total Usage
 	calls := 0
@@ -44,7 +59,7 @@ func (h *Handler) cascade(w http.ResponseWriter, r *http.Request, req *strategie
 			}
 			continue
 		}
-		if i == len(tiers)-1 {
+		if i >= top {
 			steps = append(steps, name+":final")
 			chosen = &c
 			break

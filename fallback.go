@@ -184,7 +184,7 @@ func (h *Handler) retryWait(res *attemptResult, tries int, now time.Time) (time.
 		if res.header == nil || h.MaxRetryWait <= 0 || tries > 1 {
 			return 0, false
 		}
-		wait := upstreams.RetryAfter(res.header, now)
+		wait := upstreams.RetryAfterAsked(res.header, now)
 		return wait, wait > 0 && wait <= time.Duration(h.MaxRetryWait)
 	}
 	transient := res.status >= 500 && res.body != nil ||
@@ -196,13 +196,27 @@ func (h *Handler) retryWait(res *attemptResult, tries int, now time.Time) (time.
 	return d/2 + rand.N(d/2+1), true
 }
 
-// retry tries candidate c again, after a wait, while its failure allows
-// (retryWait) and the client is still there. Each retry is an attempt:
-// again makes the nth attempt, the try-th retry (and records it).
-func (h *Handler) retry(ctx context.Context, res *attemptResult, attempts *int, again func(n, try int) attemptResult) {
+// retry tries a candidate (whose state is pair) again, after a wait,
+// while its failure allows (retryWait), the client is still there and
+// the pair is not cooling down: a cooldown its failures opened (the
+// fail_threshold reached, a half-open probe that failed) is an open
+// circuit, which a retry does not go through; the loop moves on (a
+// 429's Retry-After cooldown has run out by the end of its wait). Each
+// retry is an attempt: again makes the nth attempt, the try-th retry
+// (and records it). A client that goes away during the wait ends the
+// loop there (res is then gone, as an attempt cut off by it would be):
+// no other target is called for it.
+func (h *Handler) retry(r *http.Request, pair upstreams.Pair, res *attemptResult, attempts *int, again func(n, try int) attemptResult) {
 	for tries := 1; ; tries++ {
 		wait, ok := h.retryWait(res, tries, time.Now())
-		if !ok || !sleepCtx(ctx, wait) {
+		if !ok {
+			return
+		}
+		if !sleepCtx(r.Context(), wait) {
+			endGone(r, res)
+			return
+		}
+		if pair.CooldownUntil().After(time.Now()) {
 			return
 		}
 		next := again(*attempts+1, tries)

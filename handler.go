@@ -319,7 +319,7 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, req *strategies.
 	if sp != nil {
 		out = sp
 	}
-	for i := range p.candidates {
+	for i := 0; i < len(p.candidates); i++ { // (rescueNext may add continuers)
 		if esc.skips(&p.candidates[i]) {
 			continue
 		}
@@ -349,7 +349,7 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, req *strategies.
 		c, res = &p.candidates[i], next
 		attempts++
 		if !sp.rescuing() {
-			h.retry(r.Context(), &res, &attempts, func(n, try int) attemptResult {
+			h.retry(r, c.Pair, &res, &attempts, func(n, try int) attemptResult {
 				next := h.attempt(out, r, req, p, c, n, repl)
 				next.retry = try
 				p.rec.attempt(c, &next)
@@ -460,7 +460,11 @@ func (h *Handler) attempt(w http.ResponseWriter, r *http.Request, req *strategie
 			return attemptResult{outcome: outcomeUnfit}
 		}
 	}
-	body, err := rewriteBody(src, h.ModelKey, c.UpstreamModel, h.ClientModels, c.Params, p.params, h.clampOutput(req, p, c), usageParam)
+	clamp := h.clampOutput(req, p, c)
+	if sp.rescuing() {
+		clamp = sp.outputLeft(req, p, c, clamp) // (rescue.go)
+	}
+	body, err := rewriteBody(src, h.ModelKey, c.UpstreamModel, h.ClientModels, c.Params, p.params, clamp, usageParam)
 	if err != nil {
 		return attemptResult{outcome: outcomeFinal, status: http.StatusBadRequest, body: errorBody(req.Endpoint, 400, "invalid_request", "could not rewrite the request body")}
 	}
@@ -566,7 +570,7 @@ func (h *Handler) attempt(w http.ResponseWriter, r *http.Request, req *strategie
 			}
 		}
 		if sp != nil && sp.err != nil {
-			res.err = sp.err
+			res.err, res.kind = sp.err, sp.failureKind() // (rescue.go)
 		}
 		res.outcome = outcomeBroken
 		return res

@@ -319,6 +319,10 @@ func (h *Handler) hedged(w http.ResponseWriter, r *http.Request, req *strategies
 	sp := *p
 	sp.candidates = slices.Clone(p.candidates[i+1:])
 	sp.calls = n // the hedge's calls are counted on from the primary's
+	// A stream the hedge answered that breaks may be continued by the
+	// primary's candidate too (only slow, and cancelled when the hedge
+	// won), once the hedge's own candidates are tried.
+	sp.continuers = append([]strategies.Candidate{*c}, p.continuers...)
 	hr := r.Clone(hctx)
 	served := spawn(func() { err = h.serve(hedge, hr, req, &sp) }, stop)
 

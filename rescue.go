@@ -2,9 +2,12 @@ package llmroute
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"net/http"
+	"strconv"
 	"strings"
 
 	"github.com/tidwall/gjson"
@@ -13,6 +16,7 @@ import (
 
 	"github.com/caddy-llm-route/llmroute/internal/jsonscan"
 	"github.com/caddy-llm-route/llmroute/strategies"
+	"github.com/caddy-llm-route/llmroute/tokens"
 	"github.com/caddy-llm-route/llmroute/translate"
 	"github.com/caddy-llm-route/llmroute/upstreams"
 )
@@ -23,6 +27,20 @@ var (
 	errRestarted      = errors.New("the continuation restarted the answer instead of continuing it")
 	errNotStream      = errors.New("the continuation is not an event stream")
 )
+
+// kindRestarted is the kind of a continuation's failure that restarted
+// the answer: the continuation method's fault (a prefill the API
+// ignores), not the pair's, so it does not count toward a cooldown.
+const kindRestarted = "restarted"
+
+// failureKind is the kind of the failure the splice stopped the attempt
+// under way for: kindRestarted for a restart, else "" (the pair's).
+func (sp *splice) failureKind() string {
+	if errors.Is(sp.err, errRestarted) {
+		return kindRestarted
+	}
+	return ""
+}
 
 // restartProbe is how much of the text already sent a continuation's
 // opening is compared with, to tell a restart from a continuation.
@@ -74,6 +92,8 @@ type splice struct {
 	continuations    int // continuations begun
 	checkedRestart   bool
 	deltas           int64 // content and tool call deltas of the attempt under way
+	sentDeltas       int64 // text deltas the client got, of every call
+	heldDeltas       int64 // text deltas of held events
 	trim             string
 	base             string      // the text sent when the continuation began, trimmed
 	blocks           map[int]int // messages: the continuation's block index → the client's
@@ -318,7 +338,7 @@ func (sp *splice) chunk(ev []byte, j gjson.Result, f *eventFields) ([]byte, erro
 		sp.deltas++
 	}
 	if sp.continuations == 0 {
-		sp.sent.WriteString(text)
+		sp.sendText(text)
 		return ev, nil
 	}
 	data := []byte(j.Raw)
@@ -429,7 +449,7 @@ func (sp *splice) messagesEvent(name []byte, ev []byte, j gjson.Result) ([]byte,
 			sp.deltas++
 		}
 		if !cont {
-			sp.sent.WriteString(text)
+			sp.sendText(text)
 			return ev, nil
 		}
 		if t := sp.cut(text); t != text {
@@ -494,13 +514,16 @@ func (sp *splice) cut(text string) string {
 func (sp *splice) pass(ev []byte, text string, end bool) ([]byte, error) {
 	if sp.checkedRestart {
 		if sp.continuations > 0 {
-			sp.sent.WriteString(text)
+			sp.sendText(text)
 			sp.finished = sp.finished || end
 		}
 		return ev, nil
 	}
 	sp.held = append(sp.held, ev...)
 	sp.heldText.WriteString(text)
+	if text != "" {
+		sp.heldDeltas++
+	}
 	opening := strings.TrimLeft(sp.heldText.String(), " \t\r\n")
 	need := min(len(sp.base), restartProbe)
 	if len(opening) < need && !end {
@@ -512,10 +535,55 @@ func (sp *splice) pass(ev []byte, text string, end bool) ([]byte, error) {
 	sp.checkedRestart = true
 	sp.finished = sp.finished || end
 	sp.sent.WriteString(sp.heldText.String())
+	sp.sentDeltas += sp.heldDeltas
 	out := sp.held
-	sp.held = nil
+	sp.held, sp.heldDeltas = nil, 0
 	sp.heldText.Reset()
 	return out, nil
+}
+
+// sendText notes text that goes to the client.
+func (sp *splice) sendText(text string) {
+	if text != "" {
+		sp.sent.WriteString(text)
+		sp.sentDeltas++
+	}
+}
+
+// outputLeft returns a continuation's output caps: each cap field the
+// body sent to c sets (clamp, the model's max_output clamp, over the
+// strategy's, the target's and the client's values, in rewriteBody's
+// order) lowered by the output the client has been sent already, so
+// that the spliced answer is no longer than the client allowed. The
+// output sent is the larger of the text deltas and the gateway's
+// estimate of their text; a continuation is asked for one token at
+// least.
+func (sp *splice) outputLeft(req *strategies.Request, p *plan, c *strategies.Candidate, clamp map[string]json.RawMessage) map[string]json.RawMessage {
+	used := max(sp.sentDeltas, int64(tokens.Estimate(sp.sent.String())))
+	if used == 0 {
+		return clamp
+	}
+	var out map[string]json.RawMessage
+	for _, field := range outputCapFields {
+		n, ok := sentField(req, p, c, field)
+		if raw, set := clamp[field]; set {
+			n, ok = gjson.ParseBytes(raw).Int(), true
+		}
+		if !ok {
+			continue
+		}
+		if out == nil {
+			out = maps.Clone(clamp)
+			if out == nil {
+				out = make(map[string]json.RawMessage, 1)
+			}
+		}
+		out[field] = json.RawMessage(strconv.FormatInt(max(n-used, 1), 10))
+	}
+	if out == nil {
+		return clamp
+	}
+	return out
 }
 
 // broken is told that the attempt under way failed after its first
@@ -528,7 +596,7 @@ func (sp *splice) broken() bool {
 	if !sp.checkedRestart {
 		k := sp.kept
 		sp.next, sp.open, sp.finished, sp.done, sp.tools = k.next, k.open, k.finished, k.done, k.tools
-		sp.held = nil
+		sp.held, sp.heldDeltas = nil, 0
 		sp.heldText.Reset()
 		sp.checkedRestart = true
 	}
@@ -573,7 +641,7 @@ func (sp *splice) carry(aw *attemptWriter) {
 	sp.carried = aw
 	sp.continuations++
 	sp.err = nil
-	sp.buf, sp.held, sp.deltas = nil, nil, 0
+	sp.buf, sp.held, sp.deltas, sp.heldDeltas = nil, nil, 0, 0
 	sp.heldText.Reset()
 	text := sp.sent.String()
 	sp.base = strings.TrimSpace(text)
@@ -696,6 +764,11 @@ func (h *Handler) rescueNext(sp *splice, p *plan, c *strategies.Candidate, res *
 	}
 	switch res.outcome {
 	case outcomeBroken:
+		if !more && len(p.continuers) > 0 && sp.rescue {
+			// The loop's own candidates are tried: those that only
+			// continue come next.
+			p.candidates, p.continuers, more = append(p.candidates, p.continuers...), nil, true
+		}
 		if !more || !sp.broken() {
 			return false
 		}

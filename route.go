@@ -33,6 +33,9 @@ type plan struct {
 	// calls made for the request before this plan's attempt loop began
 	// (a hedge's loop counts on from its primary's).
 	calls int
+	// continuers may continue a broken stream once the candidates are
+	// tried (a hedge's loop: its primary's candidate; rescueNext).
+	continuers []strategies.Candidate
 	// lease is the lease of the client body's pooled buffer, nil when
 	// the body is not pooled: each attempt's body holds it until the
 	// attempt ends.

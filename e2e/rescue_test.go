@@ -323,7 +323,8 @@ func TestStreamWithoutTerminator(t *testing.T) {
 
 // When no candidate can continue (it refuses the prefill, restarts the
 // answer, or rescue is off), the client gets the honest error event; a
-// restart is a failed attempt, and the next candidate may continue.
+// restart is a failed attempt (not the pair's failure), and the next
+// candidate may continue.
 func TestRescueRefused(t *testing.T) {
 	start(t, rescueSetup())
 	oc := oaClient(t)
@@ -348,9 +349,11 @@ func TestRescueRefused(t *testing.T) {
 		if got := s.Acc.Choices[0].Message.Content; got != rescueText {
 			t.Errorf("accumulated %q, want %q (the restart left out)", got, rescueText)
 		}
-		// the restart counts as a failure of the restarting mock
-		if info := pairInfo(t, "restarter", "restarted-then-beta"); info.Stats.ErrorRate == 0 {
-			t.Errorf("the restart was not recorded as a failure: %+v", info.Stats)
+		// the restart fails the rescue, not the restarting mock: its
+		// continuation method does not suit it, it is not down (as with
+		// a refused prefill), so it neither cools down nor errs
+		if info := pairInfo(t, "restarter", "restarted-then-beta"); info.Stats.ErrorRate != 0 || !info.CooldownUntil.IsZero() {
+			t.Errorf("the restart counted against the restarting pair: %+v", info)
 		}
 	})
 }

@@ -1,6 +1,7 @@
 package mock
 
 import (
+	"bytes"
 	"fmt"
 	"net/http"
 	"slices"
@@ -24,6 +25,7 @@ const (
 	faultNoAnswer       = "no_answer"
 	faultSlowFirstToken = "slow_first_token"
 	faultCut            = "cut"
+	faultCutMid         = "cut_mid"
 	faultStall          = "stall"
 	faultMalformed      = "malformed"
 	faultNoDone         = "no_done"
@@ -39,6 +41,7 @@ var faultKeys = map[string][]string{
 	faultNoAnswer:       nil,
 	faultSlowFirstToken: {"delay"},
 	faultCut:            {"after"},
+	faultCutMid:         {"after"},
 	faultStall:          {"after"},
 	faultMalformed:      {"after"},
 	faultNoDone:         nil,
@@ -195,6 +198,7 @@ type faultPlan struct {
 	noAnswer        bool          // never answer
 	firstTokenDelay time.Duration // extra wait before the first token
 	cutAfter        int           // abort after this many content chunks; -1 = off
+	cutMidAfter     int           // abort inside the next content chunk after this many; -1 = off
 	stallAfter      int           // block after this many content chunks; -1 = off
 	malformedAfter  int           // inject a broken event after this many content chunks; -1 = off
 	noDone          bool          // leave out the stream terminator
@@ -203,7 +207,7 @@ type faultPlan struct {
 
 // newFaultPlan combines faults into a plan.
 func newFaultPlan(faults []fault) faultPlan {
-	p := faultPlan{cutAfter: -1, stallAfter: -1, malformedAfter: -1, errorEventAfter: -1}
+	p := faultPlan{cutAfter: -1, cutMidAfter: -1, stallAfter: -1, malformedAfter: -1, errorEventAfter: -1}
 	for i := range faults {
 		f := &faults[i]
 		switch f.kind {
@@ -217,6 +221,8 @@ func newFaultPlan(faults []fault) faultPlan {
 			p.firstTokenDelay = f.delay
 		case faultCut:
 			p.cutAfter = f.after
+		case faultCutMid:
+			p.cutMidAfter = f.after
 		case faultStall:
 			p.stallAfter = f.after
 		case faultMalformed:
@@ -232,7 +238,7 @@ func newFaultPlan(faults []fault) faultPlan {
 
 // breaksBody reports whether the plan damages a non-streamed body.
 func (p faultPlan) breaksBody() bool {
-	return p.cutAfter >= 0 || p.stallAfter >= 0 || p.malformedAfter >= 0 || p.errorEventAfter >= 0
+	return p.cutAfter >= 0 || p.cutMidAfter >= 0 || p.stallAfter >= 0 || p.malformedAfter >= 0 || p.errorEventAfter >= 0
 }
 
 // activeFaults returns the faults that apply to r: configured faults
@@ -296,4 +302,24 @@ func (f *fault) setRetryHeaders(hdr http.Header) {
 		at := time.Now().Add(time.Duration(f.retryAfterDate) * time.Second)
 		hdr.Set("Retry-After", at.UTC().Format(http.TimeFormat))
 	}
+}
+
+// midEvent is where cut_mid breaks an event: inside the first character
+// of its data that takes several bytes in UTF-8 (after its first byte),
+// else in the middle of its data line; never at the end of a line.
+func midEvent(ev []byte) int {
+	data := bytes.Index(ev, []byte("data:"))
+	if data < 0 {
+		return len(ev) / 2
+	}
+	for i := data; i < len(ev); i++ {
+		if ev[i] >= 0xC0 {
+			return i + 1
+		}
+	}
+	end := bytes.IndexByte(ev[data:], '\n')
+	if end < 0 {
+		end = len(ev) - data
+	}
+	return data + end/2
 }

@@ -35,6 +35,9 @@
 //   - no_answer: never respond; wait until the client gives up.
 //   - slow_first_token (delay, default 5s): hold back the first token.
 //   - cut (after, default 2): abort the connection after some content chunks.
+//   - cut_mid (after, default 2): abort the connection in the middle of
+//     the next content chunk, after some: inside its first character of
+//     several bytes in UTF-8, else in the middle of its data line.
 //   - stall (after, default 2): stop sending after some content chunks.
 //   - malformed (after, default 2): send an invalid event after some content chunks.
 //   - no_done: leave out the stream terminator.
@@ -429,6 +432,12 @@ func (h *Handler) serveStream(w http.ResponseWriter, r *http.Request, rp *reply,
 			return nil
 		}
 		if hit(plan.cutAfter) {
+			panic(http.ErrAbortHandler)
+		}
+		if plan.cutMidAfter == i && i < len(s.content) {
+			ev := s.content[i].bytes()
+			_, _ = w.Write(ev[:midEvent(ev)])
+			flush(w)
 			panic(http.ErrAbortHandler)
 		}
 		if hit(plan.errorEventAfter) {

@@ -10,9 +10,18 @@ import (
 // RetryAfter reads how long a provider asked the client to wait:
 // `retry-after-ms` (milliseconds), or `Retry-After` as seconds or as an
 // HTTP-date. It returns 0 when the response says nothing usable.
+// A cooldown it starts is at most MaxCooldown.
 func RetryAfter(h http.Header, now time.Time) time.Duration {
+	return min(MaxCooldown, RetryAfterAsked(h, now))
+}
+
+// RetryAfterAsked is RetryAfter as the provider asked it, not capped at
+// MaxCooldown (at most about 11 days): what a wait on the same target
+// is judged by, as a provider asking for an hour must not be retried
+// after ten minutes.
+func RetryAfterAsked(h http.Header, now time.Time) time.Duration {
 	if d, ok := RetryAfterMs(h); ok {
-		return min(MaxCooldown, d)
+		return d
 	}
 	v := strings.TrimSpace(h.Get("Retry-After"))
 	if v == "" {
@@ -22,11 +31,11 @@ func RetryAfter(h http.Header, now time.Time) time.Duration {
 		if !(s > 0) { // also NaN
 			return 0
 		}
-		return min(MaxCooldown, time.Duration(min(s, 1e6)*float64(time.Second)))
+		return time.Duration(min(s, 1e6) * float64(time.Second))
 	}
 	if t, err := http.ParseTime(v); err == nil {
 		if d := t.Sub(now); d > 0 {
-			return min(d, MaxCooldown)
+			return min(d, 1e6*time.Second)
 		}
 	}
 	return 0
