@@ -190,7 +190,7 @@ func observe(rec *record, end time.Time) {
 	if rec.p.healthy > 0 {
 		for _, c := range rec.candidates {
 			if c.cooling && !rec.tried(c) {
-				m.fallbacks.WithLabelValues(c.model, c.provider, "cooldown").Inc()
+				m.fallbacks.WithLabelValues(c.model, c.provider, causeCooldown.String()).Inc()
 			}
 		}
 	}
