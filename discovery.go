@@ -38,6 +38,10 @@ import (
 // fetched again as soon as the config has started (Caddy's "started"
 // event), and a failure of the fetch at provision is only a debug
 // message: the fetch after the start says whether the provider is down.
+// On a reload the previous config still listens when the new one has
+// started (Caddy stops it just after, and its sockets share the port), so
+// the list is fetched once more when a previous handler has been cleaned
+// up (handlerRetired): by then its config has stopped serving.
 
 // modelLists holds the last model list of each discovering provider,
 // by its identity, across configurations.
@@ -143,7 +147,7 @@ func (h *Handler) startDiscovery(ctx caddy.Context) {
 			d.registered[[2]string{s.provider.Name, m.UpstreamName}] = true
 		}
 	}
-	started := configStarted(ctx)
+	started, retired := configStarted(ctx), handlerRetired()
 	for _, p := range provs {
 		v, _, _ := modelLists.LoadOrNew(p.Identity(), func() (caddy.Destructor, error) { return new(modelList), nil })
 		d.lists[p.Name] = v.(*modelList)
@@ -167,15 +171,16 @@ func (h *Handler) startDiscovery(ctx caddy.Context) {
 	d.cancel = cancel
 	for i, p := range provs {
 		d.wg.Add(1)
-		go d.refresh(loopCtx, p, failed[i], started)
+		go d.refresh(loopCtx, p, failed[i], started, retired)
 	}
 }
 
 // refresh fetches p's list once the config has started (when started
-// closes; nil if that is not known), then every refresh interval until
-// ctx ends. After a failed fetch it tries again sooner: in 1s, then
-// twice as long each time, up to the interval.
-func (d *discovery) refresh(ctx context.Context, p *upstreams.Provider, failed bool, started <-chan struct{}) {
+// closes; nil if that is not known) and once more when a handler of an
+// earlier config has been cleaned up (retired closes), then every refresh
+// interval until ctx ends. After a failed fetch it tries again sooner: in
+// 1s, then twice as long each time, up to the interval.
+func (d *discovery) refresh(ctx context.Context, p *upstreams.Provider, failed bool, started, retired <-chan struct{}) {
 	defer d.wg.Done()
 	interval, retry := p.RefreshInterval(), min(retryFirst, p.RefreshInterval())
 	wait := interval
@@ -190,6 +195,8 @@ func (d *discovery) refresh(ctx context.Context, p *upstreams.Provider, failed b
 			return
 		case <-started:
 			started = nil
+		case <-retired:
+			retired = nil
 		case <-t.C:
 		}
 		// (A list shared with another config's provider of the same
@@ -338,6 +345,30 @@ func validTemplate(m *Model) error {
 		return fmt.Errorf("model %s: a pattern sets defaults for discovered models, which take their providers and names from the lists: no providers or upstream_name", m.Name)
 	}
 	return nil
+}
+
+// retirement is closed, and replaced by a new channel, each time a
+// handler is cleaned up.
+var retirement = struct {
+	mu sync.Mutex
+	c  chan struct{}
+}{c: make(chan struct{})}
+
+// handlerRetired returns a channel closed when the next handler is
+// cleaned up.
+func handlerRetired() <-chan struct{} {
+	retirement.mu.Lock()
+	defer retirement.mu.Unlock()
+	return retirement.c
+}
+
+// retire tells those waiting on handlerRetired that a handler was
+// cleaned up.
+func retire() {
+	retirement.mu.Lock()
+	defer retirement.mu.Unlock()
+	close(retirement.c)
+	retirement.c = make(chan struct{})
 }
 
 // configStarted returns a channel closed once the config that ctx

@@ -565,6 +565,7 @@ func (h *Handler) Cleanup() error {
 	}
 	h.closeStore()
 	h.releaseQuotaSeries()
+	retire()
 	return nil
 }
 
