@@ -99,14 +99,17 @@ func TestDashboardInBrowser(t *testing.T) {
 	if err := chromedp.Do(ctx, chromedp.Navigate(pageURL), chromedp.WaitVisible(chromedp.CSS(row))); err != nil {
 		t.Fatalf("the page did not show request %s: %v", fallbackID, err)
 	}
-	attempts, err := chromedp.Run(ctx, chromedp.Text(chromedp.CSS(row+" td.attempts")))
+	// The row's cells, read in one go in the page: each refresh renders
+	// the table anew, so a node found by one query may be gone by the
+	// next.
+	cells, err := chromedp.Run(ctx, chromedp.Poll[[]string](fmt.Sprintf(`(() => {
+		const r = document.querySelector(%q);
+		return r && [r.querySelector("td.attempts").innerText, r.querySelector("td:nth-child(5)").innerText];
+	})()`, row), chromedp.WithPollingInterval(20*time.Millisecond)))
 	if err != nil {
 		t.Fatal(err)
 	}
-	provider, err := chromedp.Run(ctx, chromedp.Text(chromedp.CSS(row+" td:nth-child(5)")))
-	if err != nil {
-		t.Fatal(err)
-	}
+	attempts, provider := cells[0], cells[1]
 	if attempts != "chat@alpha:5xx chat@beta:ok" || provider != "beta" {
 		t.Errorf("decision row: provider %q attempts %q", provider, attempts)
 	}
@@ -142,19 +145,19 @@ func TestDashboardInBrowser(t *testing.T) {
 		chromedp.WithPollingInterval(50*time.Millisecond), chromedp.WithPollingTimeout(60*time.Second))); err != nil {
 		t.Fatalf("the charts did not plot the traffic: %v", err)
 	}
-	tokens, err := chromedp.Run(ctx, chromedp.AttributeValue(chromedp.CSS("#chart-tokens"), "data-max"))
+	tokens, err := chromedp.Run(ctx, chromedp.Evaluate[string](`document.querySelector("#chart-tokens").getAttribute("data-max")`))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if v, _ := strconv.ParseFloat(tokens.Value, 64); v <= 0 {
-		t.Errorf("the tokens chart has no data (max %q) after answers with usage", tokens.Value)
+	if v, _ := strconv.ParseFloat(tokens, 64); v <= 0 {
+		t.Errorf("the tokens chart has no data (max %q) after answers with usage", tokens)
 	}
-	cost, err := chromedp.Run(ctx, chromedp.AttributeValue(chromedp.CSS("#chart-cost"), "data-max"))
+	cost, err := chromedp.Run(ctx, chromedp.Evaluate[string](`document.querySelector("#chart-cost").getAttribute("data-max")`))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if v, _ := strconv.ParseFloat(cost.Value, 64); v <= 0 {
-		t.Errorf("the cost chart has no data (max %q) after priced answers", cost.Value)
+	if v, _ := strconv.ParseFloat(cost, 64); v <= 0 {
+		t.Errorf("the cost chart has no data (max %q) after priced answers", cost)
 	}
 	if err := chromedp.Do(ctx, chromedp.WaitVisible(chromedp.CSS(`#models tr[data-model="chat@alpha"]`)),
 		chromedp.WaitVisible(chromedp.CSS(`#pairs tbody tr`))); err != nil {
