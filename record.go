@@ -143,6 +143,12 @@ type record struct {
 
 	placeholders placeholders // {llm.*}
 
+	// refusal is the error code of a request refused before routing,
+	// refusedModel the model it asked for and refusedKey its key, when
+	// known (the decision log's error, requested and key).
+	refusal, refusedModel string
+	refusedKey            *ClientKey
+
 	// answered is the model and provider whose answer went out, when
 	// the answer took several calls (cascade, consensus): chosen names
 	// it rather than the last call.
@@ -203,6 +209,20 @@ func (rec *record) Unwrap() http.ResponseWriter { return rec.ResponseWriter }
 
 // bodyRead notes the end of reading the request body.
 func (rec *record) bodyRead() { rec.read = time.Now() }
+
+// refuse notes why the request is refused before routing: the error
+// code of its answer, the model asked for (req, when the body was
+// parsed) and the client key, when known, which {llm.key} and the
+// access log's llm_key then name.
+func (rec *record) refuse(r *http.Request, req *strategies.Request, key *ClientKey, code string) {
+	rec.refusal, rec.refusedKey = code, key
+	if req != nil {
+		rec.refusedModel = truncate(req.Model, 128)
+	}
+	if key != nil {
+		rec.h.setPlaceholders(r, &plan{key: key, rec: rec}, nil, 0, Usage{})
+	}
+}
 
 // decide notes the plan made for the request.
 func (rec *record) decide(req *strategies.Request, p *plan) {
@@ -431,6 +451,14 @@ func (f recordFields) MarshalLogObject(enc zapcore.ObjectEncoder) error {
 		}))
 		if n := rec.h.DecisionLog.PromptBytes; n > 0 && rec.req.LastUser != "" {
 			enc.AddString("prompt", truncateBytes(rec.req.LastUser, n))
+		}
+	} else if rec.refusal != "" {
+		enc.AddString("error", rec.refusal)
+		if rec.refusedModel != "" {
+			enc.AddString("requested", rec.refusedModel)
+		}
+		if rec.refusedKey != nil {
+			enc.AddString("key", rec.refusedKey.Name)
 		}
 	}
 	calls := 0
