@@ -171,7 +171,7 @@ func observe(rec *record, end time.Time) {
 				s.ttfts().Observe(a.firstByte.Seconds())
 			}
 		}
-		if i < len(rec.attempts)-1 && rec.attempts[i+1].retry == 0 && a.cause != causeOK && a.cause != causeHedged && a.cause != causeGone {
+		if next := rec.nextInLane(i); next != nil && next.retry == 0 && a.cause != causeOK && a.cause != causeHedged && a.cause != causeGone {
 			// (not when the next is a retry of the same target, nor for
 			// a call that answered: the other calls of a cascade or a
 			// consensus, and its judge's, are no fallbacks; nor for a
@@ -192,6 +192,18 @@ func observe(rec *record, end time.Time) {
 			}
 		}
 	}
+}
+
+// nextInLane returns the attempt after the i-th in its lane, nil when
+// it is the lane's last: a voter's call that failed while the other
+// voters' calls went on passed over no one.
+func (rec *record) nextInLane(i int) *attemptRecord {
+	for j := i + 1; j < len(rec.attempts); j++ {
+		if rec.attempts[j].lane == rec.attempts[i].lane {
+			return &rec.attempts[j]
+		}
+	}
+	return nil
 }
 
 // tried reports whether the candidate was attempted (or turned away by

@@ -109,6 +109,7 @@ type attemptRecord struct {
 	called    time.Time     // when the provider's reverse proxy got the request; zero: no call
 	upstream  time.Duration // inside the provider's reverse proxy
 	firstByte time.Duration // from the upstream call to its first byte; 0: none
+	lane      int           // the plan's lane (plan.inLane)
 	aw        *attemptWriter
 }
 
@@ -240,12 +241,23 @@ func (rec *record) decide(req *strategies.Request, p *plan) {
 	}
 }
 
-// attempt notes what the attempt loop got from candidate c.
-func (rec *record) attempt(c *strategies.Candidate, res *attemptResult) {
+// inLane returns a copy of p for one of the calls a request makes at
+// once, each for an answer of its own (a consensus's voters and
+// judges): its attempts are a lane of their own in the record, so that
+// a call that failed with nothing after it in its lane is no fallback,
+// whichever call of the others ended after it.
+func (p *plan) inLane(lane int) *plan {
+	lp := *p
+	lp.lane = lane
+	return &lp
+}
+
+// attempt notes what the attempt loop of plan p got from candidate c.
+func (rec *record) attempt(p *plan, c *strategies.Candidate, res *attemptResult) {
 	if rec == nil {
 		return
 	}
-	a := attemptRecord{c: c, cause: causeOf(res), aw: res.aw, called: res.called, upstream: res.upstream, retry: res.retry}
+	a := attemptRecord{c: c, lane: p.lane, cause: causeOf(res), aw: res.aw, called: res.called, upstream: res.upstream, retry: res.retry}
 	if res.body != nil {
 		a.status = res.status
 	}
