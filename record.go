@@ -144,8 +144,8 @@ type record struct {
 
 	placeholders placeholders // {llm.*}
 
-	// refusal is the error code of a request refused before routing,
-	// refusedModel the model it asked for and refusedKey its key, when
+	// refusal is the error code of an error answer the gateway made
+	// itself (noteError), refusedModel the model it asked for and refusedKey its key, when
 	// known (the decision log's error, requested and key).
 	refusal, refusedModel string
 	refusedKey            *ClientKey
@@ -210,6 +210,14 @@ func (rec *record) Unwrap() http.ResponseWriter { return rec.ResponseWriter }
 
 // bodyRead notes the end of reading the request body.
 func (rec *record) bodyRead() { rec.read = time.Now() }
+
+// noteError notes in the request's record (w, when it is one) the code
+// of the error answer the gateway makes itself.
+func noteError(w http.ResponseWriter, code string) {
+	if rec, ok := w.(*record); ok && rec.refusal == "" {
+		rec.refusal = code
+	}
+}
 
 // refuse notes why the request is refused before routing: the error
 // code of its answer, the model asked for (req, when the body was
@@ -436,6 +444,9 @@ func (f recordFields) MarshalLogObject(enc zapcore.ObjectEncoder) error {
 	enc.AddString("request_id", rec.id)
 	enc.AddString("endpoint", truncate(rec.endpoint, 64))
 	enc.AddInt("status", rec.status)
+	if rec.refusal != "" {
+		enc.AddString("error", rec.refusal)
+	}
 	if rec.p != nil {
 		p := rec.p
 		enc.AddString("requested", truncate(rec.req.Model, 128))
@@ -465,7 +476,6 @@ func (f recordFields) MarshalLogObject(enc zapcore.ObjectEncoder) error {
 			enc.AddString("prompt", truncateBytes(rec.req.LastUser, n))
 		}
 	} else if rec.refusal != "" {
-		enc.AddString("error", rec.refusal)
 		if rec.refusedModel != "" {
 			enc.AddString("requested", rec.refusedModel)
 		}

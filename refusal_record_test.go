@@ -11,7 +11,7 @@ import (
 )
 
 // A request refused before routing gets a record that says why: the
-// error code of its answer, the model it asked for and, when its key
+// error code of its answer (a 401's too), the model it asked for and, when its key
 // was known (a 403), the key's name, also in {llm.key}; never the
 // secret.
 func TestRecordOfRefusal(t *testing.T) {
@@ -48,8 +48,8 @@ func TestRecordOfRefusal(t *testing.T) {
 		}
 		if c.status == 401 {
 			// (refused before the body is read: no model, no key)
-			if _, ok := f["key"]; ok {
-				t.Errorf("401: record names a key: %v", f)
+			if _, ok := f["key"]; ok || f["error"] != c.code {
+				t.Errorf("401: record %v, want error %s and no key", f, c.code)
 			}
 			continue
 		}
