@@ -211,3 +211,38 @@ func TestFallbackCauses(t *testing.T) {
 		}
 	}
 }
+
+// Two handlers with a subject of the same label (two sites, each with a
+// model dup-m) give one series, the least room, and the registry
+// gathers without a duplicate.
+func TestQuotaSeriesOfTwoHandlers(t *testing.T) {
+	u := newUpstream(t, answer(200, okChat))
+	cfg := func(rpm string) string {
+		return `{"providers": [{"name": "dup-p", "api_key": "k", "proxy": ` + gatewayProxy(u.addr()) + `}],
+			"models": [{"name": "dup-m", "providers": ["dup-p"], "rpm": ` + rpm + `}]}`
+	}
+	a, b := mustLoadHandler(t, cfg("10")), mustLoadHandler(t, cfg("20"))
+	t.Cleanup(func() { _ = a.Cleanup(); _ = b.Cleanup() })
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(metrics.quotaLeft)
+	families, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, f := range families {
+		for _, m := range f.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "subject" && l.GetValue() == "model:dup-m" {
+					n++
+					if v := m.GetGauge().GetValue(); v != 10 {
+						t.Errorf("model:dup-m rpm %v, want the least room 10", v)
+					}
+				}
+			}
+		}
+	}
+	if n != 1 {
+		t.Errorf("%d series of model:dup-m, want 1", n)
+	}
+}
