@@ -260,23 +260,17 @@ func (qc quotaCollector) Collect(ch chan<- prometheus.Metric) {
 
 // quotaRoom calls emit with the room left at now on each limit of h's
 // subjects (client keys, models, discovered models, providers, routes),
-// labelled as llm_route_quota_remaining labels them. A store that
-// cannot be read reports nothing.
+// as the admin API reads it, labelled as llm_route_quota_remaining
+// labels them. A store that cannot be read reports nothing more.
 func (h *Handler) quotaRoom(ctx context.Context, now time.Time, emit func(subject, limit string, room float64)) {
-	r, ok := h.quotas.(limits.Reader)
-	if !ok {
-		return
-	}
-	var labels []string
-	var charges []limits.Charge
+	q := &quotaReader{h: h, ctx: ctx, now: now}
 	add := func(label string, s *limits.Subject) {
-		if s == nil {
-			return
+		items := q.of(s)
+		if q.err != nil {
+			return // (no figure rather than a wrong one)
 		}
-		n := len(charges)
-		charges = s.Charges(charges, limits.Amount{}, now)
-		for range charges[n:] {
-			labels = append(labels, label)
+		for _, it := range items {
+			emit(label, it.Limit, it.Remaining)
 		}
 	}
 	for _, k := range h.keys {
@@ -301,24 +295,6 @@ func (h *Handler) quotaRoom(ctx context.Context, now time.Time, emit func(subjec
 		if rt.subject != nil {
 			add(rt.subject.Name(), rt.subject)
 		}
-	}
-	if len(charges) == 0 {
-		return
-	}
-	counters := make([]limits.Counter, len(charges))
-	for i, ch := range charges {
-		counters[i] = ch.Counter
-	}
-	levels, err := r.Levels(ctx, counters, now)
-	if err != nil {
-		return // (a shared store out of reach: no figure rather than a wrong one)
-	}
-	for i, ch := range charges {
-		var used float64
-		if i < len(levels) {
-			used = levels[i]
-		}
-		emit(labels[i], ch.Kind.String(), max(ch.Counter.Limit-used, 0))
 	}
 }
 
