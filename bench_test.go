@@ -374,7 +374,7 @@ func BenchmarkObserve(b *testing.B) {
 	now := time.Now()
 	rec := &record{h: h, status: http.StatusOK, start: now, read: now, decided: now}
 	rec.decide(req, p)
-	rec.attempt(&p.candidates[0], &attemptResult{outcome: outcomeDone, aw: aw, called: now, firstByte: now.Add(time.Millisecond), upstream: 2 * time.Millisecond})
+	rec.attempt(p, &p.candidates[0], &attemptResult{outcome: outcomeDone, aw: aw, called: now, firstByte: now.Add(time.Millisecond), upstream: 2 * time.Millisecond})
 	b.ReportAllocs()
 	for b.Loop() {
 		observe(rec, now.Add(3*time.Millisecond))

@@ -30,7 +30,7 @@ func (h *Handler) consensus(w http.ResponseWriter, r *http.Request, req *strateg
 	cr := r.WithContext(ctx)
 	tasks := make([]*task, len(voters))
 	for i := range voters {
-		tasks[i] = spawn(func() { calls[i] = h.call(cr, req, p, voters[i]) }, stop)
+		tasks[i] = spawn(func() { calls[i] = h.call(cr, req, p.inLane(i+1), voters[i]) }, stop)
 	}
 	h.waitAll(tasks)
 	if r.Context().Err() != nil {
@@ -77,7 +77,7 @@ func (h *Handler) consensus(w http.ResponseWriter, r *http.Request, req *strateg
 		for i, c := range answered {
 			tasks = append(tasks, spawn(func() {
 				var ok bool
-				if scores[i], ok, judged[i] = h.judge(cr, req, p, s.Judge, c.answer); !ok {
+				if scores[i], ok, judged[i] = h.judge(cr, req, p.inLane(len(voters)+1+i), s.Judge, c.answer); !ok {
 					scores[i] = -1
 				}
 			}, stop))

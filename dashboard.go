@@ -191,7 +191,7 @@ type modelStats struct {
 	Model        string             `json:"model"`
 	Provider     string             `json:"provider"`
 	Requests     float64            `json:"requests"`
-	Errors       float64            `json:"errors"`
+	Errors       float64            `json:"errors"` // answers of status 400 and up but 499 (the client left)
 	InputTokens  float64            `json:"input_tokens"`
 	OutputTokens float64            `json:"output_tokens"`
 	Cost         float64            `json:"cost_usd"`
@@ -281,7 +281,9 @@ func modelTotals() []*modelStats {
 			switch f.GetName() {
 			case "llm_route_requests_total":
 				s.Requests += v
-				if st, _ := strconv.Atoi(labels["status"]); st >= 400 {
+				// (499: the client went away, no failure of the
+				// model's or the provider's)
+				if st, _ := strconv.Atoi(labels["status"]); st >= 400 && st != 499 {
 					s.Errors += v
 				}
 			case "llm_route_tokens_total":

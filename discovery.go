@@ -304,7 +304,6 @@ func (h *Handler) newDiscovered(id string) *Model {
 			m.Name, m.Providers, m.serving = id, nil, nil
 			if !m.Limits.Empty() {
 				m.subject = limits.NewSubject("model:"+id, m.Limits, h.resetLoc)
-				h.takeSeriesOf(m.subject)
 			}
 			break
 		}

@@ -36,6 +36,7 @@ func errorBody(endpoint string, status int, code, msg string) []byte {
 
 // writeError answers with an error body in the client's API shape.
 func writeError(w http.ResponseWriter, endpoint string, status int, code, msg string) {
+	noteError(w, code)
 	writeJSON(w, status, errorBody(endpoint, status, code, msg))
 }
 

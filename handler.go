@@ -157,6 +157,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 			return goneAfterStart(rec, h.serve(w, r, req, p))
 		}
 	}
+	rec.refuse(r, req, key, rerr.code)
 	writeError(w, endpoint, rerr.status, rerr.code, rerr.msg)
 	return nil
 }
@@ -327,7 +328,7 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, req *strategies.
 		if hedged {
 			return err // the hedge (the rest of the candidates) answered
 		}
-		p.rec.attempt(&p.candidates[i], &next)
+		p.rec.attempt(p, &p.candidates[i], &next)
 		switch next.outcome {
 		case outcomeUnfit:
 			// Skipped without calling it: kept only to explain a
@@ -352,7 +353,7 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, req *strategies.
 			h.retry(r, c.Pair, &res, &attempts, func(n, try int) attemptResult {
 				next := h.attempt(out, r, req, p, c, n, repl)
 				next.retry = try
-				p.rec.attempt(c, &next)
+				p.rec.attempt(p, c, &next)
 				return next
 			})
 		}

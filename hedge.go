@@ -341,7 +341,7 @@ func (h *Handler) hedged(w http.ResponseWriter, r *http.Request, req *strategies
 	}
 	// The hedge answered, or the primary failed and the hedge is the
 	// rest of the loop. The primary's call is part of the record.
-	p.rec.attempt(c, &res)
+	p.rec.attempt(p, c, &res)
 	// (A stream the hedge answered that broke for good aborts the
 	// response here.)
 	h.raise(served.wait())

@@ -1,11 +1,9 @@
 package llmroute
 
 import (
+	"context"
 	"errors"
 	"strconv"
-	"strings"
-	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -31,7 +29,7 @@ var metrics = struct {
 	ttft        *prometheus.HistogramVec
 	upstream    *prometheus.HistogramVec
 	overhead    *prometheus.HistogramVec
-	quotaLeft   *prometheus.GaugeVec
+	quotaLeft   prometheus.Collector
 	pairs       prometheus.Collector
 	all         []prometheus.Collector
 	own         *prometheus.Registry // the dashboard reads these metrics here
@@ -69,9 +67,9 @@ func init() {
 	m.overhead = prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: ns, Name: "overhead_seconds",
 		Help:    "Time the gateway added to a request: from the end of reading its body to the end, minus the time during which a call to a provider was under way (calls made in parallel count once).",
 		Buckets: prometheus.ExponentialBuckets(1e-5, 4, 10)}, []string{"route"})
-	m.quotaLeft = prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: ns, Name: "quota_remaining",
-		Help: "Room left on a limit after the last reservation on it, by subject (key:, route:, model:, provider: and a name) and limit."},
-		[]string{"subject", "limit"})
+	m.quotaLeft = quotaCollector{desc: prometheus.NewDesc(ns+"_quota_remaining",
+		"Room left on a limit now, by subject (key:, route:, model:, provider: and a name) and limit.",
+		[]string{"subject", "limit"}, nil)}
 	m.pairs = pairCollector{
 		cooling: prometheus.NewDesc(ns+"_cooldown_remaining_seconds",
 			"Time left of a provider+model pair's cooldown; 0 when it may be called.", []string{"provider", "model"}, nil),
@@ -173,7 +171,7 @@ func observe(rec *record, end time.Time) {
 				s.ttfts().Observe(a.firstByte.Seconds())
 			}
 		}
-		if i < len(rec.attempts)-1 && rec.attempts[i+1].retry == 0 && a.cause != causeOK && a.cause != causeHedged && a.cause != causeGone {
+		if next := rec.nextInLane(i); next != nil && next.retry == 0 && a.cause != causeOK && a.cause != causeHedged && a.cause != causeGone {
 			// (not when the next is a retry of the same target, nor for
 			// a call that answered: the other calls of a cascade or a
 			// consensus, and its judge's, are no fallbacks; nor for a
@@ -196,6 +194,18 @@ func observe(rec *record, end time.Time) {
 	}
 }
 
+// nextInLane returns the attempt after the i-th in its lane, nil when
+// it is the lane's last: a voter's call that failed while the other
+// voters' calls went on passed over no one.
+func (rec *record) nextInLane(i int) *attemptRecord {
+	for j := i + 1; j < len(rec.attempts); j++ {
+		if rec.attempts[j].lane == rec.attempts[i].lane {
+			return &rec.attempts[j]
+		}
+	}
+	return nil
+}
+
 // tried reports whether the candidate was attempted (or turned away by
 // a limit).
 func (rec *record) tried(c candidateRecord) bool {
@@ -207,118 +217,85 @@ func (rec *record) tried(c candidateRecord) bool {
 	return false
 }
 
-// quotaLeft sets the room left on each limit a reservation charged,
-// when it is made (admit: a reservation is recycled once settled). A
-// provider's subject is labelled by providerSubjectLabel.
-func quotaLeft(res *limits.Reservation, provider string) {
-	for _, ch := range res.Charges {
-		subject := limits.SubjectOf(ch.Counter)
-		if strings.HasPrefix(subject, "provider:") {
-			subject = providerSubjectLabel(provider)
-		}
-		metrics.quotaLeft.WithLabelValues(subject, ch.Kind.String()).Set(max(ch.Left, 0))
-	}
-}
-
 // providerSubjectLabel is the subject label of a provider's limits: its
 // name (the subject's own name is a digest of its identity, which labels
 // should not carry).
 func providerSubjectLabel(name string) string { return "provider:" + name }
 
-// quotaSeries holds the llm_route_quota_remaining series that the live
-// configurations have limits for: an entry per subject, limit and the
-// limit's value, taken by each handler with that limit when it is
-// provisioned and released in its Cleanup. When the last handler with
-// it goes (a reload removed the limit, or changed its value, which the
-// room left was reckoned on), its series goes: a new value's series
-// comes back with its first reservation.
-var quotaSeries = caddy.NewUsagePool()
+// quotaCollector reports the room left on the limits of the live
+// handlers, read from their stores when the metrics are gathered: a
+// window that reset or a bucket that drained shows at once, with no
+// request needed, and a limit a reload removed is gone with its
+// handler. Subjects of the same label and limit in two handlers (two
+// sites each with a model gpt-4o) are reported as one: the least room.
+type quotaCollector struct{ desc *prometheus.Desc }
 
-// quotaSeriesOf is a series' entry in quotaSeries.
-type quotaSeriesOf struct{ subject, limit string }
+// Describe implements prometheus.Collector.
+func (qc quotaCollector) Describe(ch chan<- *prometheus.Desc) { ch <- qc.desc }
 
-// Destruct implements caddy.Destructor: it deletes the series.
-func (q quotaSeriesOf) Destruct() error {
-	metrics.quotaLeft.DeleteLabelValues(q.subject, q.limit)
-	return nil
+// Collect implements prometheus.Collector.
+func (qc quotaCollector) Collect(ch chan<- prometheus.Metric) {
+	type key struct{ subject, limit string }
+	left := map[key]float64{}
+	var order []key
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	now := time.Now()
+	hs, _ := liveHandlers()
+	for _, h := range hs {
+		h.quotaRoom(ctx, now, func(subject, limit string, room float64) {
+			k := key{subject, limit}
+			if old, ok := left[k]; !ok {
+				order = append(order, k)
+			} else if old < room {
+				return
+			}
+			left[k] = room
+		})
+	}
+	for _, k := range order {
+		ch <- prometheus.MustNewConstMetric(qc.desc, prometheus.GaugeValue, left[k], k.subject, k.limit)
+	}
 }
 
-// takeQuotaSeries takes the entries of h's limits in quotaSeries.
-func (h *Handler) takeQuotaSeries() {
-	h.series = &seriesHold{keys: make(map[string]bool)}
+// quotaRoom calls emit with the room left at now on each limit of h's
+// subjects (client keys, models, discovered models, providers, routes),
+// as the admin API reads it, labelled as llm_route_quota_remaining
+// labels them. A store that cannot be read reports nothing more.
+func (h *Handler) quotaRoom(ctx context.Context, now time.Time, emit func(subject, limit string, room float64)) {
+	q := &quotaReader{h: h, ctx: ctx, now: now}
+	add := func(label string, s *limits.Subject) {
+		items := q.of(s)
+		if q.err != nil {
+			return // (no figure rather than a wrong one)
+		}
+		for _, it := range items {
+			emit(label, it.Limit, it.Remaining)
+		}
+	}
 	for _, k := range h.keys {
-		h.takeSeriesOf(k.subject)
+		if k.subject != nil {
+			add(k.subject.Name(), k.subject)
+		}
 	}
 	for _, m := range h.Models {
-		h.takeSeriesOf(m.subject)
+		if m.subject != nil && !isTemplate(m) {
+			add(m.subject.Name(), m.subject)
+		}
+	}
+	for _, m := range h.discoveredModels() {
+		if m.subject != nil {
+			add(m.subject.Name(), m.subject)
+		}
 	}
 	for name, s := range h.provSubject {
-		h.takeSeries(providerSubjectLabel(name), s)
+		add(providerSubjectLabel(name), s)
 	}
-	for _, r := range h.Routes {
-		h.takeSeriesOf(r.subject)
-	}
-}
-
-// takeSeriesOf takes the entries of a subject's limits, if it has any,
-// under the subject's own name.
-func (h *Handler) takeSeriesOf(s *limits.Subject) {
-	if s != nil {
-		h.takeSeries(s.Name(), s)
-	}
-}
-
-// seriesHold is what a handler holds of quotaSeries: an entry per key,
-// until it releases them all. Discovery adds to it as it finds models.
-type seriesHold struct {
-	mu   sync.Mutex
-	keys map[string]bool
-	// gone: the entries were released. Admissions read it without the
-	// lock: a request still in flight after its handler's Cleanup sets
-	// no series (it would outlive the config).
-	gone atomic.Bool
-}
-
-// seriesLive reports whether h still holds its series.
-func (h *Handler) seriesLive() bool { return h.series != nil && !h.series.gone.Load() }
-
-// takeSeries takes the entries of the limits of s, labelled subject,
-// once per handler (models that discovery finds again and again take
-// theirs as they come), until the handler released its entries.
-func (h *Handler) takeSeries(subject string, s *limits.Subject) {
-	hold := h.series
-	if hold == nil {
-		return // (not provisioned)
-	}
-	hold.mu.Lock()
-	defer hold.mu.Unlock()
-	if hold.gone.Load() {
-		return
-	}
-	for _, ch := range s.Charges(nil, limits.Amount{}, time.Now()) {
-		q := quotaSeriesOf{subject, ch.Kind.String()}
-		key := q.subject + "|" + q.limit + "|" + strconv.FormatFloat(ch.Counter.Limit, 'g', -1, 64)
-		if hold.keys[key] {
-			continue
+	for _, rt := range h.Routes {
+		if rt.subject != nil {
+			add(rt.subject.Name(), rt.subject)
 		}
-		_, _, _ = quotaSeries.LoadOrNew(key, func() (caddy.Destructor, error) { return q, nil })
-		hold.keys[key] = true
 	}
-}
-
-// releaseQuotaSeries releases what takeSeries took, for good.
-func (h *Handler) releaseQuotaSeries() {
-	hold := h.series
-	if hold == nil {
-		return // (never provisioned)
-	}
-	hold.mu.Lock()
-	defer hold.mu.Unlock()
-	for key := range hold.keys {
-		_, _ = quotaSeries.Delete(key)
-	}
-	hold.keys = nil
-	hold.gone.Store(true)
 }
 
 // pairCollector reports the state of the provider+model pairs in use,

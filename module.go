@@ -232,7 +232,6 @@ type Handler struct {
 	redisKey    string                     // its key in redisClients
 	shared      *upstreams.Shared          // shares the pairs' state through redis, if configured
 	provSubject map[string]*limits.Subject // by provider name
-	series      *seriesHold                // its entries in quotaSeries (metrics.go)
 	cleaned     int32                      // set by the first Cleanup
 	needsPrompt bool                       // a token or spend limit needs the prompt estimate
 
@@ -564,7 +563,6 @@ func (h *Handler) Cleanup() error {
 		}
 	}
 	h.closeStore()
-	h.releaseQuotaSeries()
 	retire()
 	return nil
 }

@@ -265,6 +265,7 @@ func (h *Handler) judge(r *http.Request, req *strategies.Request, p *plan, j *st
 		return 0, false, call{status: rerr.status}
 	}
 	jp.rec = p.rec // the judge's calls are the request's: its record counts them
+	jp.lane = p.lane
 	jc = h.call(r, jreq, jp, jp.candidates)
 	if !jc.ok() {
 		return 0, false, jc

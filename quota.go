@@ -48,7 +48,6 @@ func (h *Handler) provisionLimits() error {
 	for _, r := range h.Routes {
 		r.subject = subject("route:"+r.Name, r.Limits)
 	}
-	h.takeQuotaSeries()
 	if !limited {
 		return nil
 	}
@@ -124,9 +123,6 @@ func (h *Handler) admit(ctx context.Context, req *strategies.Request, p *plan, c
 		ch := res.Charges[v.Denied]
 		d = &denial{kind: ch.Kind, subject: limits.SubjectOf(ch.Counter), retryAfter: v.RetryAfter}
 	default:
-		if h.seriesLive() {
-			quotaLeft(res, c.Provider.Name)
-		}
 		return res, nil
 	}
 	res.Free()

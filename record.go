@@ -109,6 +109,7 @@ type attemptRecord struct {
 	called    time.Time     // when the provider's reverse proxy got the request; zero: no call
 	upstream  time.Duration // inside the provider's reverse proxy
 	firstByte time.Duration // from the upstream call to its first byte; 0: none
+	lane      int           // the plan's lane (plan.inLane)
 	aw        *attemptWriter
 }
 
@@ -142,6 +143,12 @@ type record struct {
 	attempts   []attemptRecord
 
 	placeholders placeholders // {llm.*}
+
+	// refusal is the error code of an error answer the gateway made
+	// itself (noteError), refusedModel the model it asked for and refusedKey its key, when
+	// known (the decision log's error, requested and key).
+	refusal, refusedModel string
+	refusedKey            *ClientKey
 
 	// answered is the model and provider whose answer went out, when
 	// the answer took several calls (cascade, consensus): chosen names
@@ -204,6 +211,28 @@ func (rec *record) Unwrap() http.ResponseWriter { return rec.ResponseWriter }
 // bodyRead notes the end of reading the request body.
 func (rec *record) bodyRead() { rec.read = time.Now() }
 
+// noteError notes in the request's record (w, when it is one) the code
+// of the error answer the gateway makes itself.
+func noteError(w http.ResponseWriter, code string) {
+	if rec, ok := w.(*record); ok && rec.refusal == "" {
+		rec.refusal = code
+	}
+}
+
+// refuse notes why the request is refused before routing: the error
+// code of its answer, the model asked for (req, when the body was
+// parsed) and the client key, when known, which {llm.key} and the
+// access log's llm_key then name.
+func (rec *record) refuse(r *http.Request, req *strategies.Request, key *ClientKey, code string) {
+	rec.refusal, rec.refusedKey = code, key
+	if req != nil {
+		rec.refusedModel = truncate(req.Model, 128)
+	}
+	if key != nil {
+		rec.h.setPlaceholders(r, &plan{key: key, rec: rec}, nil, 0, Usage{})
+	}
+}
+
 // decide notes the plan made for the request.
 func (rec *record) decide(req *strategies.Request, p *plan) {
 	rec.decided = time.Now()
@@ -220,12 +249,23 @@ func (rec *record) decide(req *strategies.Request, p *plan) {
 	}
 }
 
-// attempt notes what the attempt loop got from candidate c.
-func (rec *record) attempt(c *strategies.Candidate, res *attemptResult) {
+// inLane returns a copy of p for one of the calls a request makes at
+// once, each for an answer of its own (a consensus's voters and
+// judges): its attempts are a lane of their own in the record, so that
+// a call that failed with nothing after it in its lane is no fallback,
+// whichever call of the others ended after it.
+func (p *plan) inLane(lane int) *plan {
+	lp := *p
+	lp.lane = lane
+	return &lp
+}
+
+// attempt notes what the attempt loop of plan p got from candidate c.
+func (rec *record) attempt(p *plan, c *strategies.Candidate, res *attemptResult) {
 	if rec == nil {
 		return
 	}
-	a := attemptRecord{c: c, cause: causeOf(res), aw: res.aw, called: res.called, upstream: res.upstream, retry: res.retry}
+	a := attemptRecord{c: c, lane: p.lane, cause: causeOf(res), aw: res.aw, called: res.called, upstream: res.upstream, retry: res.retry}
 	if res.body != nil {
 		a.status = res.status
 	}
@@ -404,6 +444,9 @@ func (f recordFields) MarshalLogObject(enc zapcore.ObjectEncoder) error {
 	enc.AddString("request_id", rec.id)
 	enc.AddString("endpoint", truncate(rec.endpoint, 64))
 	enc.AddInt("status", rec.status)
+	if rec.refusal != "" {
+		enc.AddString("error", rec.refusal)
+	}
 	if rec.p != nil {
 		p := rec.p
 		enc.AddString("requested", truncate(rec.req.Model, 128))
@@ -431,6 +474,13 @@ func (f recordFields) MarshalLogObject(enc zapcore.ObjectEncoder) error {
 		}))
 		if n := rec.h.DecisionLog.PromptBytes; n > 0 && rec.req.LastUser != "" {
 			enc.AddString("prompt", truncateBytes(rec.req.LastUser, n))
+		}
+	} else if rec.refusal != "" {
+		if rec.refusedModel != "" {
+			enc.AddString("requested", rec.refusedModel)
+		}
+		if rec.refusedKey != nil {
+			enc.AddString("key", rec.refusedKey.Name)
 		}
 	}
 	calls := 0

@@ -185,7 +185,7 @@ func BenchmarkRecord(b *testing.B) {
 		rec := &record{ResponseWriter: w, h: h, endpoint: req.Endpoint, start: now, id: "id"}
 		rec.bodyRead()
 		rec.decide(req, p)
-		rec.attempt(&p.candidates[0], &res)
+		rec.attempt(p, &p.candidates[0], &res)
 		h.finishRecord(rec)
 	}
 }

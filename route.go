@@ -16,6 +16,7 @@ import (
 // the order to try, and why.
 type plan struct {
 	route      string
+	lane       int        // the calls made at once for one answer each have their own (record.go)
 	rt         *Route     // the route, if the model field named one
 	key        *ClientKey // the client's key, if keys are configured
 	candidates []strategies.Candidate
