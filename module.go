@@ -6,6 +6,7 @@ import (
 	"math"
 	"net/http"
 	"slices"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -813,11 +814,20 @@ func nonNegative(v float64) bool {
 }
 
 // validStatuses checks retry_on: statuses 100 to 599, or a status class
-// 1 to 5 (5 stands for 5xx).
+// 1 to 5 (5 stands for 5xx). Only an error status (4xx, 5xx) fails an
+// attempt, so a lower one could never move on: it is refused rather
+// than accepted to do nothing.
 func validStatuses(codes []int) error {
 	for _, c := range codes {
 		if !(c >= 1 && c <= 5 || c >= 100 && c <= 599) {
 			return fmt.Errorf("retry_on: invalid status %d (want 100 to 599, or a class 1 to 5, written 5xx in the Caddyfile)", c)
+		}
+		if c <= 3 || c >= 100 && c < 400 {
+			name := strconv.Itoa(c)
+			if c <= 3 {
+				name += "xx"
+			}
+			return fmt.Errorf("retry_on: %s is not an error status; only a 4xx or 5xx answer moves on to the next target", name)
 		}
 	}
 	return nil
