@@ -121,6 +121,9 @@ func TestCaddyfileErrors(t *testing.T) {
 		{"api_key with two arguments", "provider a https://a.example.com {\n\tapi_key k1 k2\n}", "provider a: api_key needs exactly one argument"},
 		{"base_path with a block", "provider a https://a.example.com {\n\tbase_path /v1 {\n\t\tx\n\t}\n}", "provider a: base_path takes no block"},
 		{"upstreams with different paths", "provider a https://a.example.com/v1 https://b.example.com/v2", `provider a: upstream URLs have different paths "/v1" and "/v2"`},
+		{"upstream URL with a path but no scheme", "provider a api.example.com/v1", `provider a: upstream "api.example.com/v1" has a path but no scheme: write https://api.example.com/v1`},
+		{"upstream URL with credentials", "provider a https://user:s3cret@a.example.com", `provider a: upstream "https://user:xxxxx@a.example.com" has credentials in its URL, which reverse_proxy would drop`},
+		{"base_path unlike the URL's path", "provider a https://a.example.com/v2 {\n\tbase_path /v1\n}", "provider a: base_path /v1 and the upstream URL's path /v2 differ; keep one"},
 		{"header with one argument", "provider a https://a.example.com {\n\theader X-Foo\n}", "provider a: header needs a field and a value"},
 		{"default_max_tokens zero", "provider a https://a.example.com {\n\tdefault_max_tokens 0\n}", "provider a: default_max_tokens 0 is not allowed"},
 		{"default_max_tokens not a number", "provider a https://a.example.com {\n\tdefault_max_tokens lots\n}", `provider a: default_max_tokens must be an integer, not "lots"`},
@@ -533,6 +536,7 @@ func TestValueErrorsCaddyfileAndJSON(t *testing.T) {
 			withProvider(`"models": [{"name": "gpt-*", "capabilities": ["vison"]}]`),
 			`model gpt-*: unknown capability "vison"`,
 		},
+		{"upstream dial with a path", "provider a {\n\tto api.example.com/v1\n}", `{"providers": [{"name": "a", "proxy": ` + proxyTo("api.example.com/v1:80") + `}]}`, `provider a: upstream dial address "api.example.com/v1:80" holds a path`},
 		{"retries above the cap", "retries 100", `{"retries": 100}`, "retries: 100 is more than 10"},
 		{"path suffix without slash", "enable_on_path_suffix chat/completions", `{"enable_on_path_suffix": ["chat/completions"]}`, `"chat/completions" must start with '/'`},
 	} {
