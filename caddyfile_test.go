@@ -537,6 +537,18 @@ func TestValueErrorsCaddyfileAndJSON(t *testing.T) {
 			`model gpt-*: unknown capability "vison"`,
 		},
 		{"upstream dial with a path", "provider a {\n\tto api.example.com/v1\n}", `{"providers": [{"name": "a", "proxy": ` + proxyTo("api.example.com/v1:80") + `}]}`, `provider a: upstream dial address "api.example.com/v1:80" holds a path`},
+		{
+			"weight without the weighted strategy",
+			prov + "model m a\nroute r {\n\ttarget m {\n\t\tweight 3\n\t}\n\tstrategy cheapest\n}",
+			withRoute(`{"name": "r", "targets": [{"model": "m", "weight": 3}], "strategy": {"name": "cheapest"}}`),
+			"route r: target m has a weight, which only the weighted strategy reads: add strategy weighted",
+		},
+		{
+			"weight on a route without a strategy",
+			prov + "model m a\nroute r {\n\ttarget m {\n\t\tweight 3\n\t}\n}",
+			withRoute(`{"name": "r", "targets": [{"model": "m", "weight": 3}]}`),
+			"route r: target m has a weight, which only the weighted strategy reads",
+		},
 		{"retries above the cap", "retries 100", `{"retries": 100}`, "retries: 100 is more than 10"},
 		{"path suffix without slash", "enable_on_path_suffix chat/completions", `{"enable_on_path_suffix": ["chat/completions"]}`, `"chat/completions" must start with '/'`},
 	} {

@@ -711,6 +711,11 @@ func (h *Handler) Validate() error {
 			if t.Weight != nil && !nonNegative(*t.Weight) {
 				return fmt.Errorf("route %s: target %s: weight must not be negative", r.Name, t.Model)
 			}
+			// Only the weighted strategy reads weights (or one a client
+			// picks by strategy_header): elsewhere one would do nothing.
+			if _, weighted := r.strategy.(*strategies.Weighted); t.Weight != nil && !weighted && h.StrategyHeader == "" {
+				return fmt.Errorf("route %s: target %s has a weight, which only the weighted strategy reads: add strategy weighted to the route, or remove the weight", r.Name, t.Model)
+			}
 			m, ok := h.models[t.Model]
 			if !ok {
 				return fmt.Errorf("route %s: unknown model %q", r.Name, t.Model)
