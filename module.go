@@ -502,6 +502,9 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		if r == nil {
 			return fmt.Errorf("null route")
 		}
+		if slices.Contains(r.Targets, nil) {
+			return fmt.Errorf("route %s: null target", r.Name)
+		}
 		if _, dup := h.routes[r.Name]; dup {
 			return fmt.Errorf("route %s defined twice", r.Name)
 		}
