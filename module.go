@@ -598,6 +598,22 @@ func (h *Handler) Validate() error {
 			return fmt.Errorf("%s must not be negative", f.name)
 		}
 	}
+	for _, f := range []struct {
+		name  string
+		value caddy.Duration
+	}{
+		{"first_byte_timeout", h.FirstByteTimeout},
+		{"stream_idle_timeout", h.StreamIdleTimeout},
+		{"read_body_timeout", h.ReadBodyTimeout},
+		{"cooldown", h.Cooldown},
+		{"probe_interval", h.ProbeInterval},
+		{"ramp", h.Ramp},
+		{"max_retry_wait", h.MaxRetryWait},
+	} {
+		if err := validDuration(f.name, f.value); err != nil {
+			return err
+		}
+	}
 	if h.Retries > maxRetries {
 		return fmt.Errorf("retries: %d is more than %d", h.Retries, maxRetries)
 	}
