@@ -9,7 +9,9 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"net"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"slices"
 	"strconv"
@@ -212,6 +214,10 @@ func (p *Provider) Provision(ctx caddy.Context) error {
 	if err != nil {
 		return fmt.Errorf("provider %s: %v", p.Name, err)
 	}
+	if addr := plainRemote(rp); addr != "" && p.APIKey != "" {
+		ctx.Logger().Warn("provider api_key goes over plain HTTP to a remote host: write the upstream as https://… if the API is served over TLS (an upstream without a scheme is http://, port 80)",
+			zap.String("provider", p.Name), zap.String("upstream", addr))
+	}
 	p.stateKey = p.identity(rp)
 	rp.TransportRaw, err = ModuleJSON(&AuthTransport{
 		Format: p.Format, APIKey: p.APIKey, TransportRaw: rp.TransportRaw,
@@ -275,6 +281,35 @@ func (p *Provider) decodeProxy() (*reverseproxy.Handler, error) {
 		}
 	}
 	return rp, nil
+}
+
+// plainRemote returns an upstream that the proxy reaches over plain HTTP
+// and that looks remote: a host name with a dot, or a public IP address.
+// Loopback, private addresses and single-label names (a container's
+// service name) are taken for a network of the operator's own.
+func plainRemote(rp *reverseproxy.Handler) string {
+	if gjson.GetBytes(rp.TransportRaw, "tls").Exists() {
+		return ""
+	}
+	for _, u := range rp.Upstreams {
+		if strings.Contains(u.Dial, "{") || strings.HasPrefix(u.Dial, "unix/") {
+			continue
+		}
+		host, _, err := net.SplitHostPort(u.Dial)
+		if err != nil {
+			continue
+		}
+		if ip, err := netip.ParseAddr(host); err == nil {
+			if !ip.IsLoopback() && !ip.IsPrivate() && !ip.IsLinkLocalUnicast() && !ip.IsUnspecified() {
+				return u.Dial
+			}
+			continue
+		}
+		if strings.Contains(strings.TrimSuffix(host, "."), ".") && !strings.HasSuffix(host, ".localhost") && !strings.HasSuffix(host, ".internal") && !strings.HasSuffix(host, ".local") {
+			return u.Dial
+		}
+	}
+	return ""
 }
 
 // identity is the provider's state key: the explicit state_key, or a
