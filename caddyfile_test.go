@@ -552,6 +552,12 @@ func TestValueErrorsCaddyfileAndJSON(t *testing.T) {
 		{"cooldown in nanoseconds", "cooldown 30ns", `{"cooldown": 30}`, `cooldown: 30ns is less than a millisecond; a JSON number is in nanoseconds: write a duration string such as "30s"`},
 		{"first_byte_timeout in nanoseconds", "first_byte_timeout 5ns", `{"first_byte_timeout": 5}`, "first_byte_timeout: 5ns is less than a millisecond"},
 		{"max_retry_wait in microseconds", "max_retry_wait 999us", `{"max_retry_wait": 999000}`, "max_retry_wait: 999µs is less than a millisecond"},
+		{
+			"pattern without a discovering provider",
+			prov + "model gpt-* {\n\tprice 1 2\n}",
+			withProvider(`"models": [{"name": "gpt-*", "input_price": 1, "output_price": 2}]`),
+			"model gpt-*: a pattern sets defaults for discovered models, and no provider discovers any: add models auto",
+		},
 		{"retries above the cap", "retries 100", `{"retries": 100}`, "retries: 100 is more than 10"},
 		{"path suffix without slash", "enable_on_path_suffix chat/completions", `{"enable_on_path_suffix": ["chat/completions"]}`, `"chat/completions" must start with '/'`},
 	} {

@@ -752,6 +752,13 @@ func (h *Handler) Validate() error {
 			}
 		}
 	}
+	if !slices.ContainsFunc(h.Providers, (*upstreams.Provider).Discovers) {
+		for _, m := range h.Models {
+			if isTemplate(m) {
+				return fmt.Errorf("model %s: a pattern sets defaults for discovered models, and no provider discovers any: add models auto to a provider, or name the model", m.Name)
+			}
+		}
+	}
 	for _, name := range h.ForwardHeaders {
 		if err := validHeaderName("forward_headers", name); err != nil {
 			return err
