@@ -558,6 +558,18 @@ func TestValueErrorsCaddyfileAndJSON(t *testing.T) {
 			withProvider(`"models": [{"name": "gpt-*", "input_price": 1, "output_price": 2}]`),
 			"model gpt-*: a pattern sets defaults for discovered models, and no provider discovers any: add models auto",
 		},
+		{
+			"model named like a provider/model pin",
+			prov + "model m a\nmodel a/m a",
+			withProvider(model[:len(model)-1] + `, {"name": "a/m", "providers": ["a"]}]`),
+			"model a/m: the name reads as provider a's model m (provider/model), and would take those requests",
+		},
+		{
+			"route named like a provider/model pin",
+			prov + "model m a\nroute a/m m",
+			withRoute(`{"name": "a/m", "targets": [{"model": "m"}]}`),
+			"route a/m: the name reads as provider a's model m",
+		},
 		{"retries above the cap", "retries 100", `{"retries": 100}`, "retries: 100 is more than 10"},
 		{"path suffix without slash", "enable_on_path_suffix chat/completions", `{"enable_on_path_suffix": ["chat/completions"]}`, `"chat/completions" must start with '/'`},
 	} {

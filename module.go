@@ -681,6 +681,9 @@ func (h *Handler) Validate() error {
 		if err := m.Limits.Validate(); err != nil {
 			return fmt.Errorf("model %s: %v", m.Name, err)
 		}
+		if err := h.validPinName("model", m.Name); err != nil {
+			return err
+		}
 		for _, pn := range m.Providers {
 			// Azure puts the deployment (the upstream name) into the path.
 			if h.providers[pn].Format == upstreams.FormatAzure && strings.ContainsAny(m.UpstreamName, "/?#\\%") {
@@ -694,6 +697,9 @@ func (h *Handler) Validate() error {
 		}
 		if _, clash := h.models[r.Name]; clash {
 			return fmt.Errorf("route %s has the name of a model", r.Name)
+		}
+		if err := h.validPinName("route", r.Name); err != nil {
+			return err
 		}
 		if len(r.Targets) == 0 {
 			return fmt.Errorf("route %s: no target", r.Name)

@@ -147,3 +147,18 @@ func validDuration(name string, d caddy.Duration) error {
 	}
 	return nil
 }
+
+// validPinName refuses a model or route name that reads as a
+// provider/model request naming a provider and one of its models: the
+// name, resolved first, would take that request, and the client could
+// no longer pin the provider.
+func (h *Handler) validPinName(kind, name string) error {
+	prov, model, ok := strings.Cut(name, "/")
+	if !ok || h.providers[prov] == nil {
+		return nil
+	}
+	if m := h.models[model]; m != nil && slices.Contains(m.Providers, prov) {
+		return fmt.Errorf("%s %s: the name reads as provider %s's model %s (provider/model), and would take those requests: rename it", kind, name, prov, model)
+	}
+	return nil
+}
