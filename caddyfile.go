@@ -268,8 +268,14 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			}
 			h.FallbackOn = append(h.FallbackOn, args...)
 		case "provider":
+			seg := d.NewFromNextSegment()
+			if err := misplacedInProvider(seg); err != nil {
+				return err
+			}
+			seg.Reset()
+			seg.Next()
 			p := new(upstreams.Provider)
-			if err := p.UnmarshalCaddyfile(d); err != nil {
+			if err := p.UnmarshalCaddyfile(seg); err != nil {
 				return err
 			}
 			h.Providers = append(h.Providers, p)
@@ -286,7 +292,7 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			}
 			h.Routes = append(h.Routes, r)
 		default:
-			return d.Errf("unrecognized subdirective: %s", d.Val())
+			return unrecognized(d, "llm_route", "", d.Val())
 		}
 	}
 	return nil
@@ -372,7 +378,7 @@ func parseModel(d *caddyfile.Dispenser) (*Model, error) {
 				}
 				continue
 			}
-			return nil, d.Errf("model %s: unrecognized subdirective: %s", m.Name, d.Val())
+			return nil, unrecognized(d, "model", "model "+m.Name+": ", d.Val())
 		}
 	}
 	return m, nil
@@ -495,7 +501,7 @@ func parseRoute(d *caddyfile.Dispenser) (*Route, error) {
 				}
 				continue
 			}
-			return nil, d.Errf("route %s: unrecognized subdirective: %s", r.Name, d.Val())
+			return nil, unrecognized(d, "route", "route "+r.Name+": ", d.Val())
 		}
 	}
 	return r, nil
@@ -550,7 +556,7 @@ func parseKey(d *caddyfile.Dispenser) (*ClientKey, error) {
 				}
 				continue
 			}
-			return nil, d.Errf("key %s: unrecognized subdirective: %s", k.Name, d.Val())
+			return nil, unrecognized(d, "key", "key "+k.Name+": ", d.Val())
 		}
 	}
 	return k, nil

@@ -114,6 +114,15 @@ func TestCaddyfileErrors(t *testing.T) {
 		{"model_key without argument", "model_key", "wrong argument count"},
 		{"enable_on_path_suffix without argument", "enable_on_path_suffix", "wrong argument count"},
 
+		// An unknown subdirective says where it belongs, or what it may be.
+		{"handler option in a provider", "provider a https://a.example.com {\n\tcooldown 5s\n}", "provider a: unrecognized subdirective: cooldown (cooldown belongs in the llm_route block itself), at Caddyfile:4"},
+		{"route option in a model", prov + "model m a {\n\tretry_on 500\n}", "model m: unrecognized subdirective: retry_on (retry_on belongs in the llm_route block itself or a route block)"},
+		{"model option at the top", "price 1 2", "unrecognized subdirective: price (price belongs in a model block)"},
+		{"limit at the top", "rpm 5", "unrecognized subdirective: rpm (rpm is a limit: it belongs in a provider, model, route or key block)"},
+		{"misspelled option", "cooldwn 5s", "unrecognized subdirective: cooldwn (did you mean cooldown?)"},
+		{"misspelled route option", prov + "model m a\nroute r m {\n\tstratgy cheapest\n}", "route r: unrecognized subdirective: stratgy (did you mean strategy?)"},
+		{"key option in a route", prov + "model m a\nroute r m {\n\tsecret x\n}", "route r: unrecognized subdirective: secret (secret belongs in a key block)"},
+		{"unknown option, no hint", "frobnicate 1", "unrecognized subdirective: frobnicate, at"},
 		{"provider without name", "provider", "provider needs a name"},
 		{"provider with a block but no name", "provider {\n\tformat openai\n}", "provider needs a name"},
 		{"provider name on the next line", "provider\na https://a.example.com", "provider needs a name"},
