@@ -579,6 +579,7 @@ func TestValueErrorsCaddyfileAndJSON(t *testing.T) {
 			withRoute(`{"name": "a/m", "targets": [{"model": "m"}]}`),
 			"route a/m: the name reads as provider a's model m",
 		},
+		{"max_retry_wait without 429 in retry_on", "retry_on 5xx\nmax_retry_wait 10s", `{"retry_on": [5], "max_retry_wait": "10s"}`, "max_retry_wait waits out a 429, and neither retry_on nor a route's lists 429"},
 		{"retries above the cap", "retries 100", `{"retries": 100}`, "retries: 100 is more than 10"},
 		{"path suffix without slash", "enable_on_path_suffix chat/completions", `{"enable_on_path_suffix": ["chat/completions"]}`, `"chat/completions" must start with '/'`},
 	} {

@@ -617,6 +617,9 @@ func (h *Handler) Validate() error {
 	if h.Retries > maxRetries {
 		return fmt.Errorf("retries: %d is more than %d", h.Retries, maxRetries)
 	}
+	if h.MaxRetryWait > 0 && !h.retriesOn(http.StatusTooManyRequests) {
+		return fmt.Errorf("max_retry_wait waits out a 429, and neither retry_on nor a route's lists 429 (or 4xx): add 429 to retry_on, or remove max_retry_wait")
+	}
 	if h.MaxBody > 1<<40 {
 		return fmt.Errorf("max_body: %d bytes is more than 1 TiB", h.MaxBody)
 	}

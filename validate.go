@@ -162,3 +162,12 @@ func (h *Handler) validPinName(kind, name string) error {
 	}
 	return nil
 }
+
+// retriesOn reports whether a status moves on under the handler's
+// retry_on or any route's.
+func (h *Handler) retriesOn(status int) bool {
+	if matchesStatus(status, h.RetryOn) {
+		return true
+	}
+	return slices.ContainsFunc(h.Routes, func(r *Route) bool { return matchesStatus(status, r.RetryOn) })
+}
