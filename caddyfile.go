@@ -486,9 +486,12 @@ func parseRoute(d *caddyfile.Dispenser) (*Route, error) {
 				return nil, d.ArgErr()
 			}
 			name := d.Val()
-			mod, err := caddyfile.UnmarshalModule(d, strategies.Namespace+"."+name)
+			seg := d.NextSegment()
+			sd := caddyfile.NewDispenser(seg)
+			sd.Next()
+			mod, err := caddyfile.UnmarshalModule(sd, strategies.Namespace+"."+name)
 			if err != nil {
-				return nil, fmt.Errorf("route %s: strategy %s: %w", r.Name, name, err)
+				return nil, fmt.Errorf("route %s: strategy %s: %w%s", r.Name, name, err, strategyOptionHint(name, seg))
 			}
 			r.StrategyRaw, err = upstreams.ModuleJSON(mod, "name", name)
 			if err != nil {

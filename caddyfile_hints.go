@@ -5,9 +5,11 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 
 	"github.com/caddy-llm-route/llmroute/limits"
+	"github.com/caddy-llm-route/llmroute/strategies"
 )
 
 // This file makes "unrecognized subdirective" errors of the llm_route
@@ -126,4 +128,49 @@ func editDistance(a, b string) int {
 		prev, cur = cur, prev
 	}
 	return prev[len(b)]
+}
+
+// strategyOptionHint names the strategies that take the option a
+// strategy block (seg: the strategy's name, arguments and block) has
+// but the strategy refused as unrecognized: an option written for
+// another strategy ("threshold" under cheapest). Each strategy's own
+// parser is asked, so that no list of options is kept here.
+func strategyOptionHint(name string, seg caddyfile.Segment) string {
+	d := caddyfile.NewDispenser(seg)
+	d.Next()
+	d.RemainingArgs()
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		if d.Nesting() != 1 {
+			continue
+		}
+		line := append([]string{d.Val()}, d.RemainingArgs()...)
+		if strategyTakes(name, line) {
+			continue
+		}
+		var others []string
+		for _, mi := range caddy.GetModules(strategies.Namespace) {
+			if other := mi.ID.Name(); other != name && strategyTakes(other, line) {
+				others = append(others, other)
+			}
+		}
+		if len(others) == 0 {
+			return ""
+		}
+		return fmt.Sprintf(" (%s is an option of strategy %s)", line[0], strings.Join(others, ", "))
+	}
+	return ""
+}
+
+// strategyTakes reports whether the named strategy's Caddyfile parser
+// knows the option line (its name and arguments) at the top of its block.
+func strategyTakes(name string, line []string) bool {
+	toks := []caddyfile.Token{{Text: name}, {Text: "{"}}
+	for _, a := range line {
+		toks = append(toks, caddyfile.Token{Text: a, Line: 1})
+	}
+	toks = append(toks, caddyfile.Token{Text: "}", Line: 2})
+	d := caddyfile.NewDispenser(toks)
+	d.Next()
+	_, err := caddyfile.UnmarshalModule(d, strategies.Namespace+"."+name)
+	return err == nil || !strings.Contains(err.Error(), "unrecognized")
 }

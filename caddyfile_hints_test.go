@@ -39,3 +39,20 @@ func TestSubdirectiveHintTypo(t *testing.T) {
 		}
 	}
 }
+
+func TestStrategyOptionHint(t *testing.T) {
+	const prov = "provider a https://a.example.com\nmodel m a\n"
+	for _, tc := range []struct{ body, want string }{
+		{prov + "route r m {\n\tstrategy cheapest {\n\t\tmin_length 20\n\t}\n}", "route r: strategy cheapest: unrecognized subdirective: min_length, at Caddyfile:7 (min_length is an option of strategy cascade)"},
+		{prov + "route r m {\n\tstrategy cheapest {\n\t\texpected_output 100\n\t\tvoters 3\n\t}\n}", "(voters is an option of strategy consensus)"},
+		{prov + "route r m {\n\tstrategy fallback {\n\t\tfrobnicate\n\t}\n}", "unrecognized subdirective: frobnicate, at Caddyfile:7"},
+	} {
+		_, err := adaptSite(tc.body)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("error %v, want one containing %q", err, tc.want)
+		}
+		if strings.HasSuffix(tc.want, ":7") && strings.Contains(err.Error(), "is an option of") {
+			t.Errorf("error %v names a strategy for an option none has", err)
+		}
+	}
+}
