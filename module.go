@@ -505,6 +505,9 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		if slices.Contains(r.Targets, nil) {
 			return fmt.Errorf("route %s: null target", r.Name)
 		}
+		if string(r.StrategyRaw) == "null" {
+			r.StrategyRaw = nil // JSON null, as for every other field: not set
+		}
 		if _, dup := h.routes[r.Name]; dup {
 			return fmt.Errorf("route %s defined twice", r.Name)
 		}

@@ -429,6 +429,10 @@ func TestValidate(t *testing.T) {
 			wantErr: "null model",
 		},
 		{
+			name:   "null strategy: the default",
+			config: `{"providers": [{"name": "a", "proxy": ` + proxyTo("127.0.0.1:1") + `}], "models": [{"name": "m", "providers": ["a"]}], "routes": [{"name": "r", "targets": [{"model": "m"}], "strategy": null, "hedge": null}]}`,
+		},
+		{
 			name:    "null target",
 			config:  `{"providers": [{"name": "a", "proxy": ` + proxyTo("127.0.0.1:1") + `}], "models": [{"name": "m", "providers": ["a"]}], "routes": [{"name": "r", "targets": [{"model": "m"}, null]}]}`,
 			wantErr: "route r: null target",
