@@ -268,8 +268,14 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			}
 			h.FallbackOn = append(h.FallbackOn, args...)
 		case "provider":
+			seg := d.NewFromNextSegment()
+			if err := misplacedInProvider(seg); err != nil {
+				return err
+			}
+			seg.Reset()
+			seg.Next()
 			p := new(upstreams.Provider)
-			if err := p.UnmarshalCaddyfile(d); err != nil {
+			if err := p.UnmarshalCaddyfile(seg); err != nil {
 				return err
 			}
 			h.Providers = append(h.Providers, p)
@@ -286,7 +292,7 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			}
 			h.Routes = append(h.Routes, r)
 		default:
-			return d.Errf("unrecognized subdirective: %s", d.Val())
+			return unrecognized(d, "llm_route", "", d.Val())
 		}
 	}
 	return nil
@@ -372,7 +378,7 @@ func parseModel(d *caddyfile.Dispenser) (*Model, error) {
 				}
 				continue
 			}
-			return nil, d.Errf("model %s: unrecognized subdirective: %s", m.Name, d.Val())
+			return nil, unrecognized(d, "model", "model "+m.Name+": ", d.Val())
 		}
 	}
 	return m, nil
@@ -480,9 +486,12 @@ func parseRoute(d *caddyfile.Dispenser) (*Route, error) {
 				return nil, d.ArgErr()
 			}
 			name := d.Val()
-			mod, err := caddyfile.UnmarshalModule(d, strategies.Namespace+"."+name)
+			seg := d.NextSegment()
+			sd := caddyfile.NewDispenser(seg)
+			sd.Next()
+			mod, err := caddyfile.UnmarshalModule(sd, strategies.Namespace+"."+name)
 			if err != nil {
-				return nil, fmt.Errorf("route %s: strategy %s: %w", r.Name, name, err)
+				return nil, fmt.Errorf("route %s: strategy %s: %w%s", r.Name, name, err, strategyOptionHint(name, seg))
 			}
 			r.StrategyRaw, err = upstreams.ModuleJSON(mod, "name", name)
 			if err != nil {
@@ -495,7 +504,7 @@ func parseRoute(d *caddyfile.Dispenser) (*Route, error) {
 				}
 				continue
 			}
-			return nil, d.Errf("route %s: unrecognized subdirective: %s", r.Name, d.Val())
+			return nil, unrecognized(d, "route", "route "+r.Name+": ", d.Val())
 		}
 	}
 	return r, nil
@@ -550,7 +559,7 @@ func parseKey(d *caddyfile.Dispenser) (*ClientKey, error) {
 				}
 				continue
 			}
-			return nil, d.Errf("key %s: unrecognized subdirective: %s", k.Name, d.Val())
+			return nil, unrecognized(d, "key", "key "+k.Name+": ", d.Val())
 		}
 	}
 	return k, nil

@@ -128,6 +128,11 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		writeError(w, endpoint, http.StatusRequestTimeout, "request_timeout", fmt.Sprintf("the request body did not arrive within %s", time.Duration(h.ReadBodyTimeout)))
 		return nil
 	}
+	if mbe := (*http.MaxBytesError)(nil); errors.As(err, &mbe) {
+		// a limit set ahead of llm_route, such as request_body's max_size
+		writeError(w, endpoint, http.StatusRequestEntityTooLarge, "request_too_large", fmt.Sprintf("request body is larger than %d bytes", mbe.Limit))
+		return nil
+	}
 	if err != nil {
 		writeError(w, endpoint, http.StatusBadRequest, "body_read_error", "could not read the request body")
 		return nil

@@ -6,6 +6,7 @@ import (
 	"math"
 	"net/http"
 	"slices"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -500,6 +501,12 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		if r == nil {
 			return fmt.Errorf("null route")
 		}
+		if slices.Contains(r.Targets, nil) {
+			return fmt.Errorf("route %s: null target", r.Name)
+		}
+		if string(r.StrategyRaw) == "null" {
+			r.StrategyRaw = nil // JSON null, as for every other field: not set
+		}
 		if _, dup := h.routes[r.Name]; dup {
 			return fmt.Errorf("route %s defined twice", r.Name)
 		}
@@ -592,8 +599,27 @@ func (h *Handler) Validate() error {
 			return fmt.Errorf("%s must not be negative", f.name)
 		}
 	}
+	for _, f := range []struct {
+		name  string
+		value caddy.Duration
+	}{
+		{"first_byte_timeout", h.FirstByteTimeout},
+		{"stream_idle_timeout", h.StreamIdleTimeout},
+		{"read_body_timeout", h.ReadBodyTimeout},
+		{"cooldown", h.Cooldown},
+		{"probe_interval", h.ProbeInterval},
+		{"ramp", h.Ramp},
+		{"max_retry_wait", h.MaxRetryWait},
+	} {
+		if err := validDuration(f.name, f.value); err != nil {
+			return err
+		}
+	}
 	if h.Retries > maxRetries {
 		return fmt.Errorf("retries: %d is more than %d", h.Retries, maxRetries)
+	}
+	if h.MaxRetryWait > 0 && !h.retriesOn(http.StatusTooManyRequests) {
+		return fmt.Errorf("max_retry_wait waits out a 429, and neither retry_on nor a route's lists 429 (or 4xx): add 429 to retry_on, or remove max_retry_wait")
 	}
 	if h.MaxBody > 1<<40 {
 		return fmt.Errorf("max_body: %d bytes is more than 1 TiB", h.MaxBody)
@@ -659,6 +685,9 @@ func (h *Handler) Validate() error {
 		if err := m.Limits.Validate(); err != nil {
 			return fmt.Errorf("model %s: %v", m.Name, err)
 		}
+		if err := h.validPinName("model", m.Name); err != nil {
+			return err
+		}
 		for _, pn := range m.Providers {
 			// Azure puts the deployment (the upstream name) into the path.
 			if h.providers[pn].Format == upstreams.FormatAzure && strings.ContainsAny(m.UpstreamName, "/?#\\%") {
@@ -672,6 +701,9 @@ func (h *Handler) Validate() error {
 		}
 		if _, clash := h.models[r.Name]; clash {
 			return fmt.Errorf("route %s has the name of a model", r.Name)
+		}
+		if err := h.validPinName("route", r.Name); err != nil {
+			return err
 		}
 		if len(r.Targets) == 0 {
 			return fmt.Errorf("route %s: no target", r.Name)
@@ -708,6 +740,11 @@ func (h *Handler) Validate() error {
 			if t.Weight != nil && !nonNegative(*t.Weight) {
 				return fmt.Errorf("route %s: target %s: weight must not be negative", r.Name, t.Model)
 			}
+			// Only the weighted strategy reads weights (or one a client
+			// picks by strategy_header): elsewhere one would do nothing.
+			if _, weighted := r.strategy.(*strategies.Weighted); t.Weight != nil && !weighted && h.StrategyHeader == "" {
+				return fmt.Errorf("route %s: target %s has a weight, which only the weighted strategy reads: add strategy weighted to the route, or remove the weight", r.Name, t.Model)
+			}
 			m, ok := h.models[t.Model]
 			if !ok {
 				return fmt.Errorf("route %s: unknown model %q", r.Name, t.Model)
@@ -722,6 +759,13 @@ func (h *Handler) Validate() error {
 				if !json.Valid(v) {
 					return fmt.Errorf("route %s: target %s: parameter %s is not valid JSON", r.Name, t.Model, path)
 				}
+			}
+		}
+	}
+	if !slices.ContainsFunc(h.Providers, (*upstreams.Provider).Discovers) {
+		for _, m := range h.Models {
+			if isTemplate(m) {
+				return fmt.Errorf("model %s: a pattern sets defaults for discovered models, and no provider discovers any: add models auto to a provider, or name the model", m.Name)
 			}
 		}
 	}
@@ -811,11 +855,20 @@ func nonNegative(v float64) bool {
 }
 
 // validStatuses checks retry_on: statuses 100 to 599, or a status class
-// 1 to 5 (5 stands for 5xx).
+// 1 to 5 (5 stands for 5xx). Only an error status (4xx, 5xx) fails an
+// attempt, so a lower one could never move on: it is refused rather
+// than accepted to do nothing.
 func validStatuses(codes []int) error {
 	for _, c := range codes {
 		if !(c >= 1 && c <= 5 || c >= 100 && c <= 599) {
 			return fmt.Errorf("retry_on: invalid status %d (want 100 to 599, or a class 1 to 5, written 5xx in the Caddyfile)", c)
+		}
+		if c <= 3 || c >= 100 && c < 400 {
+			name := strconv.Itoa(c)
+			if c <= 3 {
+				name += "xx"
+			}
+			return fmt.Errorf("retry_on: %s is not an error status; only a 4xx or 5xx answer moves on to the next target", name)
 		}
 	}
 	return nil

@@ -428,6 +428,20 @@ func TestValidate(t *testing.T) {
 			config:  `{"models": [null]}`,
 			wantErr: "null model",
 		},
+		{
+			name:   "null strategy: the default",
+			config: `{"providers": [{"name": "a", "proxy": ` + proxyTo("127.0.0.1:1") + `}], "models": [{"name": "m", "providers": ["a"]}], "routes": [{"name": "r", "targets": [{"model": "m"}], "strategy": null, "hedge": null}]}`,
+		},
+		{
+			name:    "null target",
+			config:  `{"providers": [{"name": "a", "proxy": ` + proxyTo("127.0.0.1:1") + `}], "models": [{"name": "m", "providers": ["a"]}], "routes": [{"name": "r", "targets": [{"model": "m"}, null]}]}`,
+			wantErr: "route r: null target",
+		},
+		{
+			name:    "null target of a route with a strategy",
+			config:  `{"providers": [{"name": "a", "proxy": ` + proxyTo("127.0.0.1:1") + `}], "models": [{"name": "m", "providers": ["a"]}], "routes": [{"name": "r", "targets": [null], "strategy": {"name": "cheapest"}}]}`,
+			wantErr: "route r: null target",
+		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := loadHandler(t, tc.config)

@@ -5,6 +5,9 @@ import (
 	"net/http"
 	"slices"
 	"strings"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
 
 	"github.com/caddy-llm-route/llmroute/strategies"
 	"github.com/caddy-llm-route/llmroute/upstreams"
@@ -132,4 +135,39 @@ func validCapabilities(caps []string) error {
 		}
 	}
 	return nil
+}
+
+// validDuration refuses a duration under a millisecond, which none of
+// the handler's settings can mean: in JSON a bare number is nanoseconds,
+// so "cooldown": 30 meant for seconds would be 30ns (a first_byte_timeout
+// of 30ns fails every request). 0 is the default and passes.
+func validDuration(name string, d caddy.Duration) error {
+	if d > 0 && time.Duration(d) < time.Millisecond {
+		return fmt.Errorf("%s: %v is less than a millisecond; a JSON number is in nanoseconds: write a duration string such as \"30s\"", name, time.Duration(d))
+	}
+	return nil
+}
+
+// validPinName refuses a model or route name that reads as a
+// provider/model request naming a provider and one of its models: the
+// name, resolved first, would take that request, and the client could
+// no longer pin the provider.
+func (h *Handler) validPinName(kind, name string) error {
+	prov, model, ok := strings.Cut(name, "/")
+	if !ok || h.providers[prov] == nil {
+		return nil
+	}
+	if m := h.models[model]; m != nil && slices.Contains(m.Providers, prov) {
+		return fmt.Errorf("%s %s: the name reads as provider %s's model %s (provider/model), and would take those requests: rename it", kind, name, prov, model)
+	}
+	return nil
+}
+
+// retriesOn reports whether a status moves on under the handler's
+// retry_on or any route's.
+func (h *Handler) retriesOn(status int) bool {
+	if matchesStatus(status, h.RetryOn) {
+		return true
+	}
+	return slices.ContainsFunc(h.Routes, func(r *Route) bool { return matchesStatus(status, r.RetryOn) })
 }

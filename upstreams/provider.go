@@ -9,7 +9,9 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"net"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"slices"
 	"strconv"
@@ -212,6 +214,10 @@ func (p *Provider) Provision(ctx caddy.Context) error {
 	if err != nil {
 		return fmt.Errorf("provider %s: %v", p.Name, err)
 	}
+	if addr := plainRemote(rp); addr != "" && p.APIKey != "" {
+		ctx.Logger().Warn("provider api_key goes over plain HTTP to a remote host: write the upstream as https://… if the API is served over TLS (an upstream without a scheme is http://, port 80)",
+			zap.String("provider", p.Name), zap.String("upstream", addr))
+	}
 	p.stateKey = p.identity(rp)
 	rp.TransportRaw, err = ModuleJSON(&AuthTransport{
 		Format: p.Format, APIKey: p.APIKey, TransportRaw: rp.TransportRaw,
@@ -277,6 +283,35 @@ func (p *Provider) decodeProxy() (*reverseproxy.Handler, error) {
 	return rp, nil
 }
 
+// plainRemote returns an upstream that the proxy reaches over plain HTTP
+// and that looks remote: a host name with a dot, or a public IP address.
+// Loopback, private addresses and single-label names (a container's
+// service name) are taken for a network of the operator's own.
+func plainRemote(rp *reverseproxy.Handler) string {
+	if gjson.GetBytes(rp.TransportRaw, "tls").Exists() {
+		return ""
+	}
+	for _, u := range rp.Upstreams {
+		if strings.Contains(u.Dial, "{") || strings.HasPrefix(u.Dial, "unix/") {
+			continue
+		}
+		host, _, err := net.SplitHostPort(u.Dial)
+		if err != nil {
+			continue
+		}
+		if ip, err := netip.ParseAddr(host); err == nil {
+			if !ip.IsLoopback() && !ip.IsPrivate() && !ip.IsLinkLocalUnicast() && !ip.IsUnspecified() {
+				return u.Dial
+			}
+			continue
+		}
+		if strings.Contains(strings.TrimSuffix(host, "."), ".") && !strings.HasSuffix(host, ".localhost") && !strings.HasSuffix(host, ".internal") && !strings.HasSuffix(host, ".local") {
+			return u.Dial
+		}
+	}
+	return ""
+}
+
 // identity is the provider's state key: the explicit state_key, or a
 // digest of what makes the provider a different account or endpoint.
 func (p *Provider) identity(rp *reverseproxy.Handler) string {
@@ -320,6 +355,18 @@ func (p *Provider) Validate() error {
 	}
 	if p.Continuation == ContinueFinalMessage && p.Format == FormatAnthropic {
 		return fmt.Errorf("provider %s: continuation continue_final_message is for OpenAI-compatible servers; anthropic providers continue a prefill", p.Name)
+	}
+	if p.proxy != nil {
+		for _, u := range p.proxy.Upstreams {
+			if strings.Contains(u.Dial, "{") {
+				continue // a placeholder, resolved per request
+			}
+			// "network/host:port": a "network" that looks like a host
+			// name is one whose path follows it (api.openai.com/v1:80)
+			if network, _, ok := strings.Cut(u.Dial, "/"); ok && (strings.ContainsAny(network, ".:") || network == "localhost") {
+				return fmt.Errorf("provider %s: upstream dial address %q holds a path, which is no part of a host name: dial the host and port, and put the path in base_path", p.Name, u.Dial)
+			}
+		}
 	}
 	switch p.MaxTokensField {
 	case "", "max_tokens", "max_completion_tokens":
@@ -497,6 +544,26 @@ var providerDirectives = map[string]bool{
 //
 // A path in the upstream URLs becomes the base path; all upstream URLs of
 // a provider must share it.
+// checkUpstreamURL refuses what reverse_proxy would accept and get wrong
+// in an upstream URL: credentials, which it drops (the upstream then
+// gets none), and a path without a scheme, which it takes for part of
+// the host name (api.openai.com/v1 would dial "api.openai.com/v1:80").
+func checkUpstreamURL(s string) error {
+	if strings.Contains(s, "{") {
+		return nil // a placeholder, resolved later
+	}
+	if !strings.Contains(s, "://") {
+		if host, path, ok := strings.Cut(s, "/"); ok && host != "unix" && host != "" {
+			return fmt.Errorf("upstream %q has a path but no scheme: write https://%s/%s (or http://)", s, host, path)
+		}
+		return nil
+	}
+	if u, err := url.Parse(s); err == nil && u.User != nil {
+		return fmt.Errorf("upstream %q has credentials in its URL, which reverse_proxy would drop: use api_key, or header Authorization", u.Redacted())
+	}
+	return nil
+}
+
 func (p *Provider) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	// Collect the provider's segment so that URL tokens can be adjusted
 	// and our own subdirectives removed before reverse_proxy reads it.
@@ -510,6 +577,9 @@ func (p *Provider) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	}
 	p.Name = toks[1].Text
 	for i := 2; i < len(toks) && toks[i].Line == toks[0].Line && toks[i].Text != "{"; i++ {
+		if err := checkUpstreamURL(toks[i].Text); err != nil {
+			return d.Errf("provider %s: %v", p.Name, err)
+		}
 		u, err := url.Parse(toks[i].Text)
 		if err != nil || u.Host == "" {
 			continue // let reverse_proxy parse and report it
@@ -525,6 +595,7 @@ func (p *Provider) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		toks[i].Text = u.String()
 	}
 
+	urlPath := p.BasePath
 	pd := caddyfile.NewDispenser(toks)
 	pd.Next() // provider
 	pd.Next() // name
@@ -576,6 +647,9 @@ func (p *Provider) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			case "api_key":
 				p.APIKey = args[0]
 			case "base_path":
+				if urlPath != "" && strings.TrimSuffix(args[0], "/") != urlPath {
+					return pd.Errf("provider %s: base_path %s and the upstream URL's path %s differ; keep one", p.Name, args[0], urlPath)
+				}
 				p.BasePath = args[0]
 			case "api_version":
 				p.APIVersion = args[0]
