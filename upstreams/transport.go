@@ -85,6 +85,9 @@ func (t *AuthTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	for _, h := range accountHeaders {
 		delete(resp.Header, h)
 	}
+	if err := unreadableEncoding(resp); err != nil {
+		return nil, err
+	}
 	if len(key) < minScrubbed {
 		return resp, nil
 	}
@@ -93,6 +96,29 @@ func (t *AuthTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		resp.Body = newScrubReader(resp.Body, key, func() { scrubHeader(resp.Trailer, key) })
 	}
 	return resp, nil
+}
+
+// unreadableEncoding refuses an answer whose body is still encoded: the
+// inner transport asks for gzip itself and decompresses it, so any
+// Content-Encoding left is one nobody asked for (deflate, br, …). The
+// gateway could neither check such a body nor scrub a key from it, and a
+// client that decodes it would read what the upstream reflected.
+func unreadableEncoding(resp *http.Response) error {
+	ce := strings.TrimSpace(resp.Header.Get("Content-Encoding"))
+	if ce == "" || strings.EqualFold(ce, "identity") {
+		return nil
+	}
+	if resp.Body != nil {
+		resp.Body.Close()
+	}
+	return fmt.Errorf("upstream answered with Content-Encoding %q, which was not asked for", truncate(ce, 32))
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "…"
 }
 
 // accountHeaders describe the operator's account at the provider, not
