@@ -10,6 +10,7 @@ import (
 	"maps"
 	"net/http"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -528,6 +529,7 @@ func (h *Handler) attempt(w http.ResponseWriter, r *http.Request, req *strategie
 		aw.wants = wantsStream
 	}
 	aw.refuses = h.fallsBackOnRefusal(p, c)
+	aw.apiOnly = slices.Contains(knownEndpoints, req.Endpoint)
 	aw.hooks = run
 
 	res.called = time.Now()

@@ -76,3 +76,47 @@ func TestUnrequestedEncodingRefused(t *testing.T) {
 		})
 	}
 }
+
+// A 200 whose body is an HTML page (a captive portal, a proxy's error
+// page) or a redirect once passed on to the client as the answer, and
+// counted as a success. On the API's endpoints only JSON or an event
+// stream is an answer: anything else fails the attempt and the next
+// candidate serves the request.
+func TestNonAPIAnswerFallsBack(t *testing.T) {
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch {
+		case strings.HasPrefix(r.URL.Path, "/html/"):
+			w.Header().Set("Content-Type", "text/html; charset=utf-8")
+			fmt.Fprint(w, "<html><body>Please log in to the network</body></html>")
+		case strings.HasPrefix(r.URL.Path, "/redirect/"):
+			w.Header().Set("Location", "http://127.0.0.1:9/elsewhere")
+			w.WriteHeader(http.StatusTemporaryRedirect)
+		case strings.HasPrefix(r.URL.Path, "/empty/"):
+			w.WriteHeader(http.StatusOK)
+		default:
+			w.Header().Set("Content-Type", "application/json")
+			fmt.Fprint(w, `{"id":"x","object":"chat.completion","choices":[{"index":0,"message":{"role":"assistant","content":"plain answer"},"finish_reason":"stop"}]}`)
+		}
+	}))
+	t.Cleanup(up.Close)
+	route := ""
+	for _, p := range []string{"html", "redirect", "empty", "ok"} {
+		route += fmt.Sprintf("\t\tprovider %[1]s %[2]s/%[1]s/v1\n\t\tmodel %[1]s %[1]s\n\t\troute r-%[1]s %[1]s ok\n", p, up.URL)
+	}
+	start(t, setup{Mocks: []mockSite{}, Route: route})
+	hc := newHTTPClient(t)
+	hc.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+	for _, model := range []string{"html", "redirect", "empty"} {
+		t.Run(model, func(t *testing.T) {
+			res := post(t, hc, "/v1/chat/completions", chatBody("r-"+model))
+			if res.Status != http.StatusOK || res.Header.Get("X-Llm-Model") != "ok" || res.json("choices.0.message.content") != "plain answer" {
+				t.Errorf("status %d from %q, want 200 from the next candidate (ok): %s", res.Status, res.Header.Get("X-Llm-Model"), res.Body)
+			}
+			// Alone, the model's answer is an error in the API's shape.
+			res = post(t, hc, "/v1/chat/completions", chatBody(model))
+			if res.Status != http.StatusBadGateway || res.json("error.code") != "upstream_invalid_response" || res.Header.Get("Location") != "" {
+				t.Errorf("alone: status %d, want 502 upstream_invalid_response: %v %s", res.Status, res.Header, res.Body)
+			}
+		})
+	}
+}
