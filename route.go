@@ -77,7 +77,7 @@ func (h *Handler) resolve(r *http.Request, req *strategies.Request, key *ClientK
 	// Reading the messages costs time on long prompts, so it is done only
 	// when a strategy, a filter or a token or spend limit will look at
 	// them.
-	strategy := h.strategyFor(r, rt)
+	strategy := h.strategyFor(r, rt, key)
 	p.strategy = strategy
 	_, blind := strategy.(strategies.PromptBlind)
 	if (strategy != nil && !blind) || h.needsPrompt || h.filtersApply(rt, targets, req) {
@@ -268,11 +268,13 @@ func (h *Handler) targetsFor(name string) (*Route, []*Target, *requestError) {
 }
 
 // strategyFor returns the strategy ordering a route's candidates: the one
-// the client's hint header names, if enabled and known, else the route's.
-func (h *Handler) strategyFor(r *http.Request, rt *Route) strategies.Strategy {
+// the client's hint header names, if enabled, known and a route the
+// client's key may ask for (a strategy may call models of its own, as a
+// cascade's judge), else the route's.
+func (h *Handler) strategyFor(r *http.Request, rt *Route, key *ClientKey) strategies.Strategy {
 	if h.StrategyHeader != "" {
 		if hint := r.Header.Get(h.StrategyHeader); hint != "" {
-			if other, ok := h.routes[hint]; ok && other.strategy != nil {
+			if other, ok := h.routes[hint]; ok && other.strategy != nil && key.permits(hint) {
 				return other.strategy
 			}
 		}

@@ -7,7 +7,9 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"strings"
+	"sync"
 	"testing"
 )
 
@@ -118,5 +120,67 @@ func TestNonAPIAnswerFallsBack(t *testing.T) {
 				t.Errorf("alone: status %d, want 502 upstream_invalid_response: %v %s", res.Status, res.Header, res.Body)
 			}
 		})
+	}
+}
+
+// strategy_header let a client borrow the strategy of any route, even one
+// its key may not ask for: a key limited to a fallback route named a
+// cascade route in the header, and the cascade's judge, a model the key
+// may not use, was called (and billed). A hint naming a route the key
+// may not use is ignored now, like one naming no route.
+func TestStrategyHintHonoursKeyModels(t *testing.T) {
+	t.Setenv("LLMROUTE_NARROW", "sk-narrow-"+randomHex(8))
+	t.Setenv("LLMROUTE_WIDE", "sk-wide-"+randomHex(8))
+	var mu sync.Mutex
+	calls := map[string]int{}
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		model := jsonPath(b, "model")
+		mu.Lock()
+		calls[model]++
+		mu.Unlock()
+		w.Header().Set("Content-Type", "application/json")
+		fmt.Fprint(w, `{"id":"x","object":"chat.completion","choices":[{"index":0,"message":{"role":"assistant","content":"Score: 9 for `+model+`"},"finish_reason":"stop"}]}`)
+	}))
+	t.Cleanup(up.Close)
+	start(t, setup{Mocks: []mockSite{}, Route: fmt.Sprintf(`
+		strategy_header X-LLM-Strategy
+		key narrow {
+			secret {env.LLMROUTE_NARROW}
+			models pair
+		}
+		key wide {
+			secret {env.LLMROUTE_WIDE}
+		}
+		provider up %s
+		model cheap up
+		model mid up
+		model judge up
+		route pair cheap mid
+		route graded {
+			models cheap mid
+			strategy cascade {
+				judge judge
+			}
+		}`, up.URL)})
+	hc := newHTTPClient(t)
+	ask := func(env string) rawResponse {
+		return post(t, hc, "/v1/chat/completions", chatBody("pair"),
+			"Authorization", "Bearer "+os.Getenv(env), "X-LLM-Strategy", "graded")
+	}
+	res := ask("LLMROUTE_NARROW")
+	mu.Lock()
+	judged := calls["judge"]
+	mu.Unlock()
+	if res.Status != http.StatusOK || judged != 0 {
+		t.Errorf("key limited to pair: status %d, the judge called %d times, want 200 and never: %s", res.Status, judged, res.Body)
+	}
+	// A key that may use the route borrows its strategy.
+	res = ask("LLMROUTE_WIDE")
+	mu.Lock()
+	judged = calls["judge"]
+	mu.Unlock()
+	if res.Status != http.StatusOK || judged != 1 || res.Header.Get("X-Llm-Cascade") == "" {
+		t.Errorf("key with every model: status %d, cascade %q, the judge called %d times, want once: %s", res.Status, res.Header.Get("X-Llm-Cascade"), judged, res.Body)
 	}
 }
