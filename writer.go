@@ -323,6 +323,9 @@ func (aw *attemptWriter) commit() {
 	}
 	dst := aw.w.Header()
 	for k, v := range aw.header {
+		if strings.HasPrefix(k, "X-Llm-") {
+			continue // the gateway's own (an upstream's would pass for them)
+		}
 		dst[k] = v
 	}
 	if aw.hooks != nil {

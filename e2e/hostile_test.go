@@ -184,3 +184,34 @@ func TestStrategyHintHonoursKeyModels(t *testing.T) {
 		t.Errorf("key with every model: status %d, cascade %q, the judge called %d times, want once: %s", res.Status, res.Header.Get("X-Llm-Cascade"), judged, res.Body)
 	}
 }
+
+// The X-LLM-* response headers are the gateway's account of what it did
+// (which tiers a cascade tried, whether a hedge won, the request's id
+// for feedback); an upstream's headers of that name once went to the
+// client beside them, so a provider could claim a cascade or a hedge
+// that never happened. The gateway's namespace is its own.
+func TestUpstreamCannotForgeRoutingHeaders(t *testing.T) {
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		for _, name := range []string{"X-Llm-Cascade", "X-Llm-Hedged", "X-Llm-Consensus", "X-Llm-Request-Id", "X-Llm-Model", "X-Llm-Anything"} {
+			w.Header().Set(name, "forged")
+		}
+		w.Header().Set("Content-Type", "application/json")
+		fmt.Fprint(w, `{"id":"x","object":"chat.completion","choices":[{"index":0,"message":{"role":"assistant","content":"plain answer"},"finish_reason":"stop"}]}`)
+	}))
+	t.Cleanup(up.Close)
+	start(t, setup{Mocks: []mockSite{}, Route: fmt.Sprintf("\t\tprovider up %s\n\t\tmodel m up\n", up.URL)})
+	res := post(t, newHTTPClient(t), "/v1/chat/completions", chatBody("m"))
+	if res.Status != http.StatusOK {
+		t.Fatalf("status %d: %s", res.Status, res.Body)
+	}
+	for name, vals := range res.Header {
+		for _, v := range vals {
+			if strings.Contains(v, "forged") {
+				t.Errorf("the upstream's %s: %s reached the client", name, v)
+			}
+		}
+	}
+	if res.Header.Get("X-Llm-Model") != "m" || res.Header.Get("X-Llm-Request-Id") == "" {
+		t.Errorf("the gateway's own headers are missing: %v", res.Header)
+	}
+}
