@@ -139,7 +139,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	}
 	rec.bodyRead()
 	req, rerr := parseRequest(body, h.ModelKey, h.MaxDepth)
-	if rerr == nil && !key.permits(req.Model) {
+	if rerr == nil && !h.permits(key, req.Model) {
 		rerr = &requestError{status: http.StatusForbidden, code: "model_not_allowed",
 			msg: fmt.Sprintf("this API key may not use the model %q", truncate(req.Model, 128))}
 	}

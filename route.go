@@ -221,7 +221,7 @@ func (h *Handler) withClientModels(body []byte, targets []*Target, key *ClientKe
 			rerr = badRequest("invalid_models", "\"models\" lists more than %d models", limit)
 		case slices.Contains(names, name):
 			rerr = badRequest("invalid_models", "\"models\" lists %q more than once", truncate(name, 128))
-		case !key.permits(name):
+		case !h.permits(key, name):
 			rerr = &requestError{status: http.StatusForbidden, code: "model_not_allowed",
 				msg: fmt.Sprintf("this API key may not use the model %q", truncate(name, 128))}
 		}
@@ -274,7 +274,7 @@ func (h *Handler) targetsFor(name string) (*Route, []*Target, *requestError) {
 func (h *Handler) strategyFor(r *http.Request, rt *Route, key *ClientKey) strategies.Strategy {
 	if h.StrategyHeader != "" {
 		if hint := r.Header.Get(h.StrategyHeader); hint != "" {
-			if other, ok := h.routes[hint]; ok && other.strategy != nil && key.permits(hint) {
+			if other, ok := h.routes[hint]; ok && other.strategy != nil && h.permits(key, hint) {
 				return other.strategy
 			}
 		}

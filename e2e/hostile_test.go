@@ -215,3 +215,55 @@ func TestUpstreamCannotForgeRoutingHeaders(t *testing.T) {
 		t.Errorf("the gateway's own headers are missing: %v", res.Header)
 	}
 }
+
+// A key's models judge a provider/model request by its model; that rule
+// once applied to any name with a slash, so a key allowed "llama" reached
+// a registered (or discovered) model named "meta/llama", "meta" being no
+// provider. Only a name that resolves as provider/model is judged by its
+// model part.
+func TestKeyModelsSlashedName(t *testing.T) {
+	t.Setenv("LLMROUTE_NARROW", "sk-narrow-"+randomHex(8))
+	var mu sync.Mutex
+	calls := map[string]int{}
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		mu.Lock()
+		calls[jsonPath(b, "model")]++
+		mu.Unlock()
+		w.Header().Set("Content-Type", "application/json")
+		fmt.Fprint(w, `{"id":"x","object":"chat.completion","choices":[{"index":0,"message":{"role":"assistant","content":"plain answer"},"finish_reason":"stop"}]}`)
+	}))
+	t.Cleanup(up.Close)
+	start(t, setup{Mocks: []mockSite{}, Route: fmt.Sprintf(`
+		client_models
+		key narrow {
+			secret {env.LLMROUTE_NARROW}
+			models llama
+		}
+		provider up %s
+		model llama up
+		model meta/llama up {
+			price 30 60
+		}`, up.URL)})
+	hc := newHTTPClient(t)
+	auth := []string{"Authorization", "Bearer " + os.Getenv("LLMROUTE_NARROW")}
+	for _, body := range [][]byte{chatBody("meta/llama"), chatBody("llama", `"models":["meta/llama"]`)} {
+		res := post(t, hc, "/v1/chat/completions", body, auth...)
+		if res.Status != http.StatusForbidden || res.json("error.code") != "model_not_allowed" {
+			t.Errorf("%s: status %d, want 403 model_not_allowed: %s", body, res.Status, res.Body)
+		}
+	}
+	// provider/model still works for a model the key may use.
+	if res := post(t, hc, "/v1/chat/completions", chatBody("up/llama"), auth...); res.Status != http.StatusOK {
+		t.Errorf("up/llama: status %d: %s", res.Status, res.Body)
+	}
+	res := do(t, hc, http.MethodGet, gatewayURL+"/v1/models", nil, 0, auth...)
+	if strings.Contains(string(res.Body), "meta/llama") {
+		t.Errorf("the model list shows the key meta/llama: %s", res.Body)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if calls["meta/llama"] != 0 {
+		t.Errorf("meta/llama was called %d times", calls["meta/llama"])
+	}
+}
