@@ -506,7 +506,7 @@ func (h *Handler) attempt(w http.ResponseWriter, r *http.Request, req *strategie
 	defer sent.close()
 	up.TransferEncoding = nil
 	up.Header.Del("Content-Length")
-	c.Provider.PrepareRequest(up, endpoint, c.UpstreamModel, h.forward, repl)
+	c.Provider.PrepareRequest(up, endpoint, c.UpstreamModel, h.forward)
 
 	// The attempt's state and its writer, in one allocation.
 	run := &attemptRun{aw: attemptWriter{ctx: ctx, w: w, header: make(http.Header)},

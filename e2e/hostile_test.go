@@ -10,6 +10,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 )
 
@@ -265,5 +266,58 @@ func TestKeyModelsSlashedName(t *testing.T) {
 	defer mu.Unlock()
 	if calls["meta/llama"] != 0 {
 		t.Errorf("meta/llama was called %d times", calls["meta/llama"])
+	}
+}
+
+// A provider's extra headers carry secrets too (a gateway service's key
+// in `header X-Portkey-Api-Key {env.…}`): they were set above
+// reverse_proxy's logging, so its debug log showed them in clear, and an
+// upstream reflecting one passed it to the client. They are added with
+// the key now, below the logging, and scrubbed from answers like it.
+func TestProviderHeaderSecretsKept(t *testing.T) {
+	extra := "pk-canary-header-" + randomHex(12)
+	t.Setenv("LLMROUTE_EXTRA", extra)
+	var got atomic.Value
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		v := r.Header.Get("X-Portkey-Api-Key")
+		got.Store(v + "|" + r.Header.Get("X-Team"))
+		w.Header().Set("X-Echo", v)
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusUnauthorized)
+		fmt.Fprintf(w, `{"error":{"message":"bad portkey key %s"}}`, v)
+	}))
+	t.Cleanup(up.Close)
+	caddyLog := t.TempDir() + "/caddy.log"
+	start(t, setup{
+		Global: fmt.Sprintf("\tlog {\n\t\toutput file %s\n\t\tlevel DEBUG\n\t}", caddyLog),
+		Mocks:  []mockSite{},
+		Route: fmt.Sprintf(`
+		provider up %s {
+			header X-Portkey-Api-Key {env.LLMROUTE_EXTRA}
+			header X-Team blue
+		}
+		model m up`, up.URL),
+	})
+	res := post(t, newHTTPClient(t), "/v1/chat/completions", chatBody("m"))
+	if res.Status != http.StatusUnauthorized {
+		t.Errorf("status %d, want the upstream's 401: %s", res.Status, res.Body)
+	}
+	if v, _ := got.Load().(string); v != extra+"|blue" {
+		t.Errorf("the upstream got the headers %q, want %q", v, extra+"|blue")
+	}
+	var seen strings.Builder
+	_ = res.Header.Write(&seen)
+	seen.Write(res.Body)
+	logs, err := os.ReadFile(caddyLog)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(logs), "upstream roundtrip") {
+		t.Errorf("the debug log holds no upstream round trip")
+	}
+	for name, text := range map[string]string{"client response": seen.String(), "debug log": string(logs)} {
+		if i := strings.Index(text, extra); i >= 0 {
+			t.Errorf("the header's secret is in the %s: …%s…", name, text[max(0, i-200):min(len(text), i+60)])
+		}
 	}
 }
