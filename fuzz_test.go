@@ -14,7 +14,6 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/caddyserver/caddy/v2"
 	"github.com/tidwall/gjson"
 	"github.com/tidwall/sjson"
 
@@ -374,14 +373,13 @@ func FuzzPathCheck(f *testing.F) {
 		f.Add(seed)
 	}
 	p := &upstreams.Provider{Name: "p", Format: upstreams.FormatOpenAI, BasePath: "/v1/restricted"}
-	repl := caddy.NewReplacer()
 	f.Fuzz(func(t *testing.T, target string) {
 		u, err := url.ParseRequestURI(target)
 		if err != nil || !safePath(u.Path) {
 			return
 		}
 		r := &http.Request{Method: "POST", URL: u, Header: http.Header{}}
-		p.PrepareRequest(r, endpointFor(u.Path, "*"), "m", nil, repl)
+		p.PrepareRequest(r, endpointFor(u.Path, "*"), "m", nil)
 		sent := r.URL.EscapedPath()
 		for _, read := range []func(string) string{
 			func(s string) string { return s },

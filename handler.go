@@ -10,6 +10,7 @@ import (
 	"maps"
 	"net/http"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -143,7 +144,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	}
 	rec.bodyRead()
 	req, rerr := parseRequest(body, h.ModelKey, h.MaxDepth)
-	if rerr == nil && !key.permits(req.Model) {
+	if rerr == nil && !h.permits(key, req.Model) {
 		rerr = &requestError{status: http.StatusForbidden, code: "model_not_allowed",
 			msg: fmt.Sprintf("this API key may not use the model %q", truncate(req.Model, 128))}
 	}
@@ -511,7 +512,7 @@ func (h *Handler) attempt(w http.ResponseWriter, r *http.Request, req *strategie
 	defer sent.close()
 	up.TransferEncoding = nil
 	up.Header.Del("Content-Length")
-	c.Provider.PrepareRequest(up, endpoint, c.UpstreamModel, h.forward, repl)
+	c.Provider.PrepareRequest(up, endpoint, c.UpstreamModel, h.forward)
 
 	// The attempt's state and its writer, in one allocation.
 	run := &attemptRun{aw: attemptWriter{ctx: ctx, w: w, header: make(http.Header)},
@@ -534,6 +535,7 @@ func (h *Handler) attempt(w http.ResponseWriter, r *http.Request, req *strategie
 		aw.wants = wantsStream
 	}
 	aw.refuses = h.fallsBackOnRefusal(p, c)
+	aw.apiOnly = slices.Contains(knownEndpoints, req.Endpoint)
 	aw.hooks = run
 
 	res.called = time.Now()

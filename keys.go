@@ -121,14 +121,19 @@ func (h *Handler) authenticate(r *http.Request) (*ClientKey, *requestError) {
 	return found, nil
 }
 
-// permits reports whether the key may ask for model (as the client sent
-// it). A provider/model request is judged by its model.
-func (k *ClientKey) permits(model string) bool {
-	if k == nil || len(k.Models) == 0 || slices.Contains(k.Models, model) {
+// permits reports whether key may ask for name (as the client sent it).
+// A provider/model request is judged by its model, but only a name that
+// resolves as one (targetsFor): a route or model whose own name holds a
+// slash ("meta/llama", a discovered id) is judged by that name.
+func (h *Handler) permits(key *ClientKey, name string) bool {
+	if key == nil || len(key.Models) == 0 || slices.Contains(key.Models, name) {
 		return true
 	}
-	if _, m, ok := strings.Cut(model, "/"); ok {
-		return slices.Contains(k.Models, m)
+	if _, ok := h.routes[name]; ok || h.model(name) != nil {
+		return false
+	}
+	if prov, m, ok := strings.Cut(name, "/"); ok && h.providers[prov] != nil {
+		return slices.Contains(key.Models, m)
 	}
 	return false
 }

@@ -141,7 +141,7 @@ func (h *Handler) listedModels(key *ClientKey) []string {
 	var names []string
 	seen := make(map[string]bool)
 	add := func(n string) {
-		if !seen[n] && key.permits(n) {
+		if !seen[n] && h.permits(key, n) {
 			seen[n] = true
 			names = append(names, n)
 		}

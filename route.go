@@ -78,7 +78,7 @@ func (h *Handler) resolve(r *http.Request, req *strategies.Request, key *ClientK
 	// Reading the messages costs time on long prompts, so it is done only
 	// when a strategy, a filter or a token or spend limit will look at
 	// them.
-	strategy := h.strategyFor(r, rt)
+	strategy := h.strategyFor(r, rt, key)
 	p.strategy = strategy
 	_, blind := strategy.(strategies.PromptBlind)
 	if (strategy != nil && !blind) || h.needsPrompt || h.filtersApply(rt, targets, req) {
@@ -222,7 +222,7 @@ func (h *Handler) withClientModels(body []byte, targets []*Target, key *ClientKe
 			rerr = badRequest("invalid_models", "\"models\" lists more than %d models", limit)
 		case slices.Contains(names, name):
 			rerr = badRequest("invalid_models", "\"models\" lists %q more than once", truncate(name, 128))
-		case !key.permits(name):
+		case !h.permits(key, name):
 			rerr = &requestError{status: http.StatusForbidden, code: "model_not_allowed",
 				msg: fmt.Sprintf("this API key may not use the model %q", truncate(name, 128))}
 		}
@@ -269,11 +269,13 @@ func (h *Handler) targetsFor(name string) (*Route, []*Target, *requestError) {
 }
 
 // strategyFor returns the strategy ordering a route's candidates: the one
-// the client's hint header names, if enabled and known, else the route's.
-func (h *Handler) strategyFor(r *http.Request, rt *Route) strategies.Strategy {
+// the client's hint header names, if enabled, known and a route the
+// client's key may ask for (a strategy may call models of its own, as a
+// cascade's judge), else the route's.
+func (h *Handler) strategyFor(r *http.Request, rt *Route, key *ClientKey) strategies.Strategy {
 	if h.StrategyHeader != "" {
 		if hint := r.Header.Get(h.StrategyHeader); hint != "" {
-			if other, ok := h.routes[hint]; ok && other.strategy != nil {
+			if other, ok := h.routes[hint]; ok && other.strategy != nil && h.permits(key, hint) {
 				return other.strategy
 			}
 		}

@@ -27,6 +27,7 @@ var (
 	errRefusal        = errors.New("upstream answer ended with a content-policy refusal")
 	errJSONToStream   = errors.New("upstream answered a stream request with JSON")
 	errStreamToJSON   = errors.New("upstream answered a request that is no stream with an event stream")
+	errNotAnAnswer    = errors.New("upstream answer is neither JSON nor an event stream (a redirect, a page or nothing)")
 )
 
 const (
@@ -98,6 +99,10 @@ type attemptWriter struct {
 	// (errJSONToStream, errStreamToJSON): it fails at its first byte,
 	// like one that cannot be translated.
 	wants answerKind
+	// apiOnly: the endpoint is one of the API's (knownEndpoints), which
+	// answer with JSON or an event stream and nothing else. A redirect, a
+	// page or an empty body is no answer (errNotAnAnswer).
+	apiOnly bool
 
 	// hooks is told of the answer's start, its commit and its writes
 	// (nil: nobody is).
@@ -242,6 +247,8 @@ func (aw *attemptWriter) start() error {
 		aw.streamErr = errJSONToStream
 	case aw.wants == wantsWhole && aw.stream:
 		aw.streamErr = errStreamToJSON
+	case aw.apiOnly && (aw.status >= 300 || !aw.stream && !isJSON(ct)):
+		aw.streamErr = errNotAnAnswer
 	case aw.stream:
 		return nil
 	}
@@ -316,6 +323,9 @@ func (aw *attemptWriter) commit() {
 	}
 	dst := aw.w.Header()
 	for k, v := range aw.header {
+		if strings.HasPrefix(k, "X-Llm-") {
+			continue // the gateway's own (an upstream's would pass for them)
+		}
 		dst[k] = v
 	}
 	if aw.hooks != nil {
@@ -382,6 +392,10 @@ func (aw *attemptWriter) finish() error {
 			if isStream(ct) {
 				aw.streamErr = errNoEvent
 			}
+			return aw.streamErr
+		}
+		if aw.apiOnly {
+			aw.streamErr = errNotAnAnswer
 			return aw.streamErr
 		}
 		aw.commit()

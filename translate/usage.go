@@ -38,7 +38,7 @@ func (u *Usage) ReadAnthropic(v gjson.Result) {
 		{"cache_creation_input_tokens", &u.CacheWrite},
 	} {
 		if x := v.Get(f.name); x.Exists() {
-			*f.to = max(0, x.Int())
+			*f.to = tokenCount(x)
 		}
 	}
 }
@@ -60,15 +60,33 @@ func (u *Usage) ReadOpenAI(v gjson.Result) {
 		return
 	}
 	if prompt := v.Get("prompt_tokens"); prompt.Exists() {
-		p := max(0, prompt.Int())
-		read := min(max(0, v.Get("prompt_tokens_details.cached_tokens").Int()), p)
-		write := min(max(0, v.Get("cache_creation_input_tokens").Int()), p-read)
-		*u = Usage{Input: p - read - write, Output: max(0, v.Get("completion_tokens").Int()), CacheRead: read, CacheWrite: write}
+		p := tokenCount(prompt)
+		read := min(tokenCount(v.Get("prompt_tokens_details.cached_tokens")), p)
+		write := min(tokenCount(v.Get("cache_creation_input_tokens")), p-read)
+		*u = Usage{Input: p - read - write, Output: tokenCount(v.Get("completion_tokens")), CacheRead: read, CacheWrite: write}
 		return
 	}
-	p := max(0, v.Get("input_tokens").Int())
-	read := min(max(0, v.Get("input_tokens_details.cached_tokens").Int()), p)
-	*u = Usage{Input: p - read, Output: max(0, v.Get("output_tokens").Int()), CacheRead: read}
+	p := tokenCount(v.Get("input_tokens"))
+	read := min(tokenCount(v.Get("input_tokens_details.cached_tokens")), p)
+	*u = Usage{Input: p - read, Output: tokenCount(v.Get("output_tokens")), CacheRead: read}
+}
+
+// maxTokenCount bounds every count an upstream reports: far above any
+// call's, and low enough that the sums of a request's counts (its fields,
+// its calls) and their prices cannot wrap.
+const maxTokenCount = 1 << 32
+
+// tokenCount reads a count as 0..maxTokenCount: a negative one (or one
+// that is no number) as 0, one beyond the bound (however large, even
+// past int64) as the bound.
+func tokenCount(v gjson.Result) int64 {
+	switch f := v.Float(); {
+	case !(f > 0):
+		return 0
+	case f >= maxTokenCount:
+		return maxTokenCount
+	}
+	return v.Int()
 }
 
 // Read reads a usage object of any API: Anthropic's has input_tokens and

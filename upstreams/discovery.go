@@ -127,11 +127,6 @@ func (p *Provider) getModels(ctx context.Context, after string) ([]byte, error) 
 		req.Header.Set("anthropic-version", p.APIVersion)
 	}
 	repl := caddy.NewReplacer()
-	for name, vals := range p.Headers {
-		for _, v := range vals {
-			req.Header.Add(name, repl.ReplaceKnown(v, ""))
-		}
-	}
 	w := &capturedResponse{header: make(http.Header)}
 	req = caddyhttp.PrepareRequest(req, repl, w, &caddyhttp.Server{})
 	err = p.proxy.ServeHTTP(w, req, caddyhttp.HandlerFunc(func(http.ResponseWriter, *http.Request) error { return nil }))

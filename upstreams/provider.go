@@ -220,7 +220,7 @@ func (p *Provider) Provision(ctx caddy.Context) error {
 	}
 	p.stateKey = p.identity(rp)
 	rp.TransportRaw, err = ModuleJSON(&AuthTransport{
-		Format: p.Format, APIKey: p.APIKey, TransportRaw: rp.TransportRaw,
+		Format: p.Format, APIKey: p.APIKey, Headers: p.Headers, TransportRaw: rp.TransportRaw,
 	}, "protocol", "llm_auth")
 	if err != nil {
 		return fmt.Errorf("provider %s: %v", p.Name, err)
@@ -470,7 +470,7 @@ func (p *Provider) Available() bool {
 //
 // upstreamModel is the registry's upstream name for the model; it is
 // operator configuration, never client input.
-func (p *Provider) PrepareRequest(r *http.Request, endpoint, upstreamModel string, forward []string, repl *caddy.Replacer) {
+func (p *Provider) PrepareRequest(r *http.Request, endpoint, upstreamModel string, forward []string) {
 	for name := range r.Header {
 		if !slices.Contains(forwardedHeaders[""], name) && !slices.Contains(forwardedHeaders[p.Format], name) &&
 			!slices.Contains(forward, name) && !(p.ForwardClientAuth && CredentialHeader(name)) {
@@ -501,12 +501,6 @@ func (p *Provider) PrepareRequest(r *http.Request, endpoint, upstreamModel strin
 	r.URL.RawPath = ""
 	r.URL.RawQuery = query.Encode()
 	r.RequestURI = ""
-	for name, vals := range p.Headers {
-		r.Header.Del(name)
-		for _, v := range vals {
-			r.Header.Add(name, repl.ReplaceKnown(v, ""))
-		}
-	}
 }
 
 // providerDirectives are the subdirectives of a provider block that

@@ -173,7 +173,7 @@ func TestPrepareRequest(t *testing.T) {
 				r.Header.Set(k, v)
 			}
 			p := tc.provider
-			p.PrepareRequest(r, tc.endpoint, tc.model, []string{"X-Named"}, caddy.NewReplacer())
+			p.PrepareRequest(r, tc.endpoint, tc.model, []string{"X-Named"})
 			if got := r.URL.RequestURI(); got != tc.wantURI {
 				t.Errorf("request URI = %q, want %q", got, tc.wantURI)
 			}
@@ -194,31 +194,37 @@ func TestPrepareRequest(t *testing.T) {
 func TestPrepareRequestAzureDeploymentEscaping(t *testing.T) {
 	p := Provider{Format: FormatAzure, BasePath: "/openai", APIVersion: "2024-10-21"}
 	r := httptest.NewRequest(http.MethodPost, "/v1/chat/completions", nil)
-	p.PrepareRequest(r, "/chat/completions", "my deployment:1", nil, caddy.NewReplacer())
+	p.PrepareRequest(r, "/chat/completions", "my deployment:1", nil)
 	if got, want := r.URL.EscapedPath(), "/openai/deployments/my%20deployment:1/chat/completions"; got != want {
 		t.Errorf("escaped path = %q, want %q", got, want)
 	}
 }
 
-func TestPrepareRequestExtraHeaders(t *testing.T) {
+// The provider's extra headers are set by its transport, with the key
+// (below reverse_proxy's logging), placeholders resolved per request.
+func TestAuthTransportExtraHeaders(t *testing.T) {
 	t.Setenv("LLMROUTE_TEST_TEAM", "blue")
-	p := Provider{
-		Format:   FormatOpenAI,
-		BasePath: "/v1",
-		Headers: http.Header{
-			"Http-Referer":  {"https://example.com"},
-			"X-Team":        {"{env.LLMROUTE_TEST_TEAM}"},
-			"X-Request":     {"{custom.id}"},
-			"X-Unknown":     {"{no.such.placeholder}"},
-			"X-Multi":       {"a", "b"},
-			"X-Overwritten": {"provider"},
-		},
+	headers := http.Header{
+		"Http-Referer":  {"https://example.com"},
+		"X-Team":        {"{env.LLMROUTE_TEST_TEAM}"},
+		"X-Request":     {"{custom.id}"},
+		"X-Unknown":     {"{no.such.placeholder}"},
+		"X-Multi":       {"a", "b"},
+		"X-Overwritten": {"provider"},
 	}
+	var sent http.Header
+	tr := &AuthTransport{Format: FormatOpenAI, Headers: headers, inner: roundTripFunc(func(r *http.Request) (*http.Response, error) {
+		sent = r.Header
+		return &http.Response{StatusCode: 200, Header: http.Header{}, Body: http.NoBody}, nil
+	})}
 	repl := caddy.NewReplacer()
 	repl.Set("custom.id", "req-42")
 	r := httptest.NewRequest(http.MethodPost, "/v1/chat/completions", nil)
+	r = r.WithContext(context.WithValue(r.Context(), caddy.ReplacerCtxKey, repl))
 	r.Header.Set("X-Overwritten", "client")
-	p.PrepareRequest(r, "/chat/completions", "m", nil, repl)
+	if _, err := tr.RoundTrip(r); err != nil {
+		t.Fatal(err)
+	}
 	for k, want := range map[string][]string{
 		"Http-Referer":  {"https://example.com"},
 		"X-Team":        {"blue"},
@@ -227,13 +233,16 @@ func TestPrepareRequestExtraHeaders(t *testing.T) {
 		"X-Multi":       {"a", "b"},
 		"X-Overwritten": {"provider"},
 	} {
-		if got := r.Header.Values(k); !reflect.DeepEqual(got, want) {
+		if got := sent.Values(k); !reflect.DeepEqual(got, want) {
 			t.Errorf("header %s = %q, want %q", k, got, want)
 		}
 	}
-	// The provider's config is not changed by placeholders.
-	if p.Headers.Get("X-Team") != "{env.LLMROUTE_TEST_TEAM}" {
-		t.Error("PrepareRequest changed the provider's headers")
+	// Neither the request the proxy logs nor the config is changed.
+	if r.Header.Get("X-Overwritten") != "client" || r.Header.Get("X-Team") != "" {
+		t.Errorf("the transport changed the proxy's request: %v", r.Header)
+	}
+	if headers.Get("X-Team") != "{env.LLMROUTE_TEST_TEAM}" {
+		t.Error("the transport changed the provider's headers")
 	}
 }
 
@@ -510,7 +519,7 @@ func TestProviderAuthEndToEnd(t *testing.T) {
 			r.Header.Set("Authorization", "Bearer client-key")
 			r.Header.Set("X-Api-Key", "client-key")
 			r = caddyhttp.PrepareRequest(r, repl, rec, &caddyhttp.Server{})
-			p.PrepareRequest(r, tc.endpoint, tc.model, nil, repl)
+			p.PrepareRequest(r, tc.endpoint, tc.model, nil)
 			next := caddyhttp.HandlerFunc(func(http.ResponseWriter, *http.Request) error { return nil })
 			if err := p.Proxy().ServeHTTP(rec, r, next); err != nil {
 				t.Fatalf("proxy: %v", err)

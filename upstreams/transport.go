@@ -33,6 +33,11 @@ type AuthTransport struct {
 	// resolved for each request.
 	APIKey string `json:"api_key,omitempty"`
 
+	// The provider's extra headers, set here with the credential (so no
+	// log shows them either). Values may hold placeholders; a value
+	// resolved from one is a secret, scrubbed from answers like the key.
+	Headers http.Header `json:"headers,omitempty"`
+
 	// The transport that carries the requests. Default: http.
 	TransportRaw json.RawMessage `json:"transport,omitempty" caddy:"namespace=http.reverse_proxy.transport inline_key=protocol"`
 
@@ -62,22 +67,39 @@ func (t *AuthTransport) Provision(ctx caddy.Context) error {
 
 // RoundTrip implements http.RoundTripper.
 func (t *AuthTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	repl, ok := req.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
+	if !ok {
+		repl = caddy.NewReplacer()
+	}
 	key := t.APIKey
 	if strings.Contains(key, "{") {
-		repl, ok := req.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
-		if !ok {
-			repl = caddy.NewReplacer()
-		}
 		key = repl.ReplaceKnown(key, "")
 	}
-	if key == "" {
+	if key == "" && len(t.Headers) == 0 {
 		return t.inner.RoundTrip(req)
 	}
 	out := new(http.Request)
 	*out = *req
 	out.Header = req.Header.Clone()
-	name, value := authHeader(t.Format, key)
-	out.Header.Set(name, value)
+	var secrets []string // what the answer must not carry back
+	if key != "" {
+		name, value := authHeader(t.Format, key)
+		out.Header.Set(name, value)
+		secrets = append(secrets, key)
+	}
+	for name, vals := range t.Headers {
+		out.Header.Del(name)
+		for _, v := range vals {
+			resolved := v
+			if strings.Contains(v, "{") {
+				resolved = repl.ReplaceKnown(v, "")
+				if resolved != v {
+					secrets = append(secrets, resolved)
+				}
+			}
+			out.Header.Add(name, resolved)
+		}
+	}
 	resp, err := t.inner.RoundTrip(out)
 	if err != nil {
 		return resp, err
@@ -85,14 +107,42 @@ func (t *AuthTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	for _, h := range accountHeaders {
 		delete(resp.Header, h)
 	}
-	if len(key) < minScrubbed {
-		return resp, nil
+	if err := unreadableEncoding(resp); err != nil {
+		return nil, err
 	}
-	scrubHeader(resp.Header, key)
-	if resp.Body != nil {
-		resp.Body = newScrubReader(resp.Body, key, func() { scrubHeader(resp.Trailer, key) })
+	for _, secret := range secrets {
+		if len(secret) < minScrubbed {
+			continue
+		}
+		scrubHeader(resp.Header, secret)
+		if resp.Body != nil {
+			resp.Body = newScrubReader(resp.Body, secret, func() { scrubHeader(resp.Trailer, secret) })
+		}
 	}
 	return resp, nil
+}
+
+// unreadableEncoding refuses an answer whose body is still encoded: the
+// inner transport asks for gzip itself and decompresses it, so any
+// Content-Encoding left is one nobody asked for (deflate, br, …). The
+// gateway could neither check such a body nor scrub a key from it, and a
+// client that decodes it would read what the upstream reflected.
+func unreadableEncoding(resp *http.Response) error {
+	ce := strings.TrimSpace(resp.Header.Get("Content-Encoding"))
+	if ce == "" || strings.EqualFold(ce, "identity") {
+		return nil
+	}
+	if resp.Body != nil {
+		resp.Body.Close()
+	}
+	return fmt.Errorf("upstream answered with Content-Encoding %q, which was not asked for", truncate(ce, 32))
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "…"
 }
 
 // accountHeaders describe the operator's account at the provider, not
