@@ -94,6 +94,8 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		return next.ServeHTTP(w, r)
 	}
 	endpoint := endpointFor(r.URL.Path, matched)
+	atomic.AddInt64(&h.requests, 1)
+	defer h.requestDone()
 	// The body's buffer is released last, once everything deferred
 	// below is done with the request.
 	var lease *bodyLease

@@ -234,6 +234,8 @@ type Handler struct {
 	shared      *upstreams.Shared          // shares the pairs' state through redis, if configured
 	provSubject map[string]*limits.Subject // by provider name
 	cleaned     int32                      // set by the first Cleanup
+	requests    int64                      // requests under way (ServeHTTP), atomic
+	released    int32                      // set when the store is released (releaseStore)
 	needsPrompt bool                       // a token or spend limit needs the prompt estimate
 
 	templates   []*Model   // registry entries for discovered models (names with '*')
@@ -569,7 +571,9 @@ func (h *Handler) Cleanup() error {
 			upstreams.ReleasePair(s.provider, m.UpstreamName, h.shared)
 		}
 	}
-	h.closeStore()
+	if atomic.LoadInt64(&h.requests) == 0 {
+		h.releaseStore()
+	}
 	retire()
 	return nil
 }

@@ -3,6 +3,7 @@ package llmroute
 import (
 	"crypto/sha256"
 	"fmt"
+	"sync/atomic"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -156,6 +157,25 @@ func (p *pooledRedis) Destruct() error {
 }
 
 // closeStore releases what openRedis and openStore took.
+// releaseStore lets go of the handler's limit store once, when the
+// handler has been cleaned up and its last request has ended (whichever
+// comes last): a request of a replaced config may still reserve on it (a
+// retry after a 429's wait, the next candidate, a rescue), so the Redis
+// client of settings a reload changed must stay open until then.
+func (h *Handler) releaseStore() {
+	if atomic.CompareAndSwapInt32(&h.released, 0, 1) {
+		h.closeStore()
+	}
+}
+
+// requestDone notes the end of a request; the last one of a handler that
+// has been cleaned up releases its store.
+func (h *Handler) requestDone() {
+	if atomic.AddInt64(&h.requests, -1) == 0 && atomic.LoadInt32(&h.cleaned) == 1 {
+		h.releaseStore()
+	}
+}
+
 func (h *Handler) closeStore() {
 	if h.redisKey != "" {
 		_, _ = redisClients.Delete(h.redisKey)

@@ -360,12 +360,18 @@ func (r *Redis) Reserve(ctx context.Context, charges []Charge, now time.Time) (V
 	if len(charges) == 0 {
 		return Verdict{OK: true}, nil
 	}
+	// Counted as held before the script runs, so that a close waiting
+	// for the reservations held (CloseWhenSettled) cannot come between
+	// the script's success and the count.
+	r.held.Add(1)
 	v, err := r.reserve(ctx, charges, now)
 	if err == nil {
-		if v.OK {
-			r.held.Add(1)
-		}
 		r.pay(ctx, now)
+	}
+	if err != nil || !v.OK {
+		r.settled()
+	}
+	if err == nil {
 		return v, nil
 	}
 	r.failures.Add(err)
