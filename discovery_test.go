@@ -159,3 +159,30 @@ func TestDiscoveryKeepsRegisteredUpstreamNames(t *testing.T) {
 		t.Errorf("large: %+v", l)
 	}
 }
+
+// A discovered id shaped like provider/model ("p/large", an aggregator's
+// name for a model) does not take the place of that pin when provider p
+// serves large: the request goes to p, and a key allowed large may ask
+// for it. An id whose prefix serves no such model stays a model.
+func TestDiscoveredIDDoesNotShadowPin(t *testing.T) {
+	_, addrP := newListServer(t, `{"data":[]}`)
+	_, addrR := newListServer(t, `{"data":[{"id":"p/large"},{"id":"p/other"}]}`)
+	h := mustLoadHandler(t, `{"providers": [
+		{"name": "p", "proxy": `+proxyTo(addrP)+`},
+		{"name": "router", "models": "auto", "models_refresh": "1h", "proxy": `+proxyTo(addrR)+`}],
+		"models": [{"name": "large", "providers": ["p"]}]}`)
+	if h.model("p/large") == nil || h.model("p/other") == nil {
+		t.Fatalf("not discovered: %v", h.discoveredModels())
+	}
+	rt, targets, rerr := h.targetsFor("p/large")
+	if rerr != nil || rt != nil || len(targets) != 1 || targets[0].Provider != "p" || targets[0].Model != "large" {
+		t.Fatalf("p/large resolves to %+v %v, want large pinned to p", targets, rerr)
+	}
+	if _, targets, rerr := h.targetsFor("p/other"); rerr != nil || len(targets) != 1 || targets[0].Model != "p/other" {
+		t.Errorf("p/other resolves to %+v %v, want the discovered model", targets, rerr)
+	}
+	key := &ClientKey{Name: "k", Models: []string{"large"}}
+	if !h.permits(key, "p/large") || h.permits(key, "p/other") {
+		t.Errorf("a key allowed large: p/large %v, p/other %v", h.permits(key, "p/large"), h.permits(key, "p/other"))
+	}
+}

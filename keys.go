@@ -122,18 +122,14 @@ func (h *Handler) authenticate(r *http.Request) (*ClientKey, *requestError) {
 }
 
 // permits reports whether key may ask for name (as the client sent it).
-// A provider/model request is judged by its model, but only a name that
-// resolves as one (targetsFor): a route or model whose own name holds a
-// slash ("meta/llama", a discovered id) is judged by that name.
+// A provider/model request (pin) is judged by its model; any other name,
+// a discovered id with a slash ("meta/llama") included, by itself.
 func (h *Handler) permits(key *ClientKey, name string) bool {
 	if key == nil || len(key.Models) == 0 || slices.Contains(key.Models, name) {
 		return true
 	}
-	if _, ok := h.routes[name]; ok || h.model(name) != nil {
-		return false
-	}
-	if prov, m, ok := strings.Cut(name, "/"); ok && h.providers[prov] != nil {
-		return slices.Contains(key.Models, m)
+	if _, model, ok := h.pin(name); ok {
+		return slices.Contains(key.Models, model)
 	}
 	return false
 }

@@ -247,25 +247,40 @@ func (h *Handler) withClientModels(body []byte, targets []*Target, key *ClientKe
 	return targets, nil
 }
 
-// targetsFor resolves a model name: a route (returned too), a registered
-// model, or provider/model.
+// targetsFor resolves a model name: a route (returned too), a model
+// pinned to a provider (provider/model), or a registered model.
 func (h *Handler) targetsFor(name string) (*Route, []*Target, *requestError) {
 	if rt, ok := h.routes[name]; ok {
 		return rt, rt.Targets, nil
+	}
+	if prov, model, ok := h.pin(name); ok {
+		return nil, []*Target{{Model: model, Provider: prov}}, nil
 	}
 	if m := h.model(name); m != nil {
 		return nil, m.self, nil
 	}
 	if prov, model, ok := strings.Cut(name, "/"); ok && h.providers[prov] != nil {
-		m := h.model(model)
-		if m == nil || !slices.Contains(m.Providers, prov) {
-			return nil, nil, &requestError{status: http.StatusNotFound, code: "model_not_found",
-				msg: fmt.Sprintf("model %q is not served by provider %q", truncate(model, 128), prov)}
-		}
-		return nil, []*Target{{Model: model, Provider: prov}}, nil
+		return nil, nil, &requestError{status: http.StatusNotFound, code: "model_not_found",
+			msg: fmt.Sprintf("model %q is not served by provider %q", truncate(model, 128), prov)}
 	}
 	return nil, nil, &requestError{status: http.StatusNotFound, code: "model_not_found",
 		msg: fmt.Sprintf("model %q does not exist", truncate(name, 128))}
+}
+
+// pin splits a provider/model name whose provider serves that model: a
+// request for it goes to that provider alone. A configured model or route
+// cannot be named so (Validate), and a discovered id of that shape (an
+// aggregator's "openai/gpt-4o") does not take the pin's place.
+func (h *Handler) pin(name string) (prov, model string, ok bool) {
+	prov, model, ok = strings.Cut(name, "/")
+	if !ok || h.providers[prov] == nil {
+		return "", "", false
+	}
+	m := h.model(model)
+	if m == nil || !slices.Contains(m.Providers, prov) {
+		return "", "", false
+	}
+	return prov, model, true
 }
 
 // strategyFor returns the strategy ordering a route's candidates: the one
