@@ -10,6 +10,7 @@ import (
 
 	"github.com/caddy-llm-route/llmroute/limits"
 	"github.com/caddy-llm-route/llmroute/strategies"
+	"github.com/caddy-llm-route/llmroute/upstreams"
 )
 
 // This file makes "unrecognized subdirective" errors of the llm_route
@@ -29,9 +30,7 @@ var blockDirectives = map[string][]string{
 		"read_body_timeout", "retry_on", "max_attempts", "retries", "max_retry_wait",
 		"fallback_on", "rescue", "cooldown", "fail_threshold", "probe_interval", "ramp",
 		"reset_tz", "state", "decision_log", "feedback_path", "key", "provider", "model", "route"},
-	"provider": {"format", "api_key", "base_path", "api_version", "header",
-		"forward_client_auth", "default_max_tokens", "max_tokens_field", "state_key",
-		"stream_usage", "models", "models_refresh", "models_timeout", "continuation"},
+	"provider": upstreams.ProviderDirectives,
 	"model": {"provider", "upstream_name", "price", "quality", "context", "capabilities",
 		"cache_price", "max_output"},
 	"route": {"models", "target", "strategy", "fallback", "max_price", "retry_on", "rescue",

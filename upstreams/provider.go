@@ -503,15 +503,12 @@ func (p *Provider) PrepareRequest(r *http.Request, endpoint, upstreamModel strin
 	r.RequestURI = ""
 }
 
-// providerDirectives are the subdirectives of a provider block that
-// llm_route reads itself; every other one belongs to reverse_proxy.
-var providerDirectives = map[string]bool{
-	"format": true, "api_key": true, "base_path": true, "api_version": true,
-	"header": true, "forward_client_auth": true, "default_max_tokens": true,
-	"max_tokens_field": true, "state_key": true, "stream_usage": true,
-	"models": true, "models_refresh": true, "models_timeout": true,
-	"continuation": true,
-}
+// ProviderDirectives are the subdirectives of a provider block that
+// llm_route reads itself (limits aside); every other one belongs to
+// reverse_proxy.
+var ProviderDirectives = []string{"format", "api_key", "base_path", "api_version",
+	"header", "forward_client_auth", "default_max_tokens", "max_tokens_field", "state_key",
+	"stream_usage", "models", "models_refresh", "models_timeout", "continuation"}
 
 // UnmarshalCaddyfile sets up the provider from Caddyfile tokens. The
 // dispenser must be positioned on the `provider` token. Syntax:
@@ -596,7 +593,7 @@ func (p *Provider) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	pd.DeleteN(1)
 	pd.RemainingArgs()
 	for nesting := pd.Nesting(); pd.NextBlock(nesting); {
-		if pd.Nesting() != 1 || !providerDirectives[pd.Val()] && !limits.Directives[pd.Val()] {
+		if pd.Nesting() != 1 || !slices.Contains(ProviderDirectives, pd.Val()) && !limits.Directives[pd.Val()] {
 			if pd.Val() == "handle_response" {
 				return pd.Errf("provider %s: handle_response is not supported in a provider block", p.Name)
 			}
