@@ -562,6 +562,19 @@ func TestValueErrorsCaddyfileAndJSON(t *testing.T) {
 		{"first_byte_timeout in nanoseconds", "first_byte_timeout 5ns", `{"first_byte_timeout": 5}`, "first_byte_timeout: 5ns is less than a millisecond"},
 		{"max_retry_wait in microseconds", "max_retry_wait 999us", `{"max_retry_wait": 999000}`, "max_retry_wait: 999µs is less than a millisecond"},
 		{
+			"models_refresh in nanoseconds",
+			"provider a https://a.example.com {\n\tmodels auto\n\tmodels_refresh 300ns\n}",
+			provider(`"models": "auto", "models_refresh": 300`),
+			"provider a: models_refresh: 300ns is less than a millisecond",
+		},
+		{"state timeout in nanoseconds", "state memory {\n\ttimeout 50ns\n}", `{"state": {"backend": "memory", "timeout": 50}}`, "state: timeout: 50ns is less than a millisecond"},
+		{
+			"hedge delay in nanoseconds",
+			prov + "model m a\nroute r {\n\tmodels m\n\thedge 300ns\n}",
+			withRoute(`{"name": "r", "targets": [{"model": "m"}], "hedge": {"delay": 300}}`),
+			"hedge: delay: 300ns is less than a millisecond",
+		},
+		{
 			"pattern without a discovering provider",
 			prov + "model gpt-* {\n\tprice 1 2\n}",
 			withProvider(`"models": [{"name": "gpt-*", "input_price": 1, "output_price": 2}]`),

@@ -16,6 +16,7 @@ import (
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 
 	"github.com/caddy-llm-route/llmroute/strategies"
+	"github.com/caddy-llm-route/llmroute/upstreams"
 )
 
 // Hedge asks the rest of a route's candidates in parallel when the
@@ -55,6 +56,9 @@ var errHedgeLost = errors.New("another call answered first")
 func (hg *Hedge) Validate() error {
 	if hg.Delay < 0 {
 		return fmt.Errorf("hedge: delay must not be negative")
+	}
+	if err := upstreams.ValidDuration("hedge: delay", hg.Delay); err != nil {
+		return err
 	}
 	if hg.Adaptive != "" && hg.Adaptive != "p95" {
 		return fmt.Errorf("hedge: unknown adaptive delay %q (want p95)", hg.Adaptive)

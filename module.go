@@ -615,7 +615,7 @@ func (h *Handler) Validate() error {
 		{"ramp", h.Ramp},
 		{"max_retry_wait", h.MaxRetryWait},
 	} {
-		if err := validDuration(f.name, f.value); err != nil {
+		if err := upstreams.ValidDuration(f.name, f.value); err != nil {
 			return err
 		}
 	}

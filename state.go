@@ -72,6 +72,14 @@ func (s *State) Validate() error {
 	if s.SyncInterval < 0 {
 		return fmt.Errorf("state: sync_interval must not be negative")
 	}
+	for _, d := range []struct {
+		name string
+		v    caddy.Duration
+	}{{"state: timeout", s.Timeout}, {"state: sync_interval", s.SyncInterval}} {
+		if err := upstreams.ValidDuration(d.name, d.v); err != nil {
+			return err
+		}
+	}
 	return nil
 }
 

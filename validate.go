@@ -5,9 +5,6 @@ import (
 	"net/http"
 	"slices"
 	"strings"
-	"time"
-
-	"github.com/caddyserver/caddy/v2"
 
 	"github.com/caddy-llm-route/llmroute/strategies"
 	"github.com/caddy-llm-route/llmroute/upstreams"
@@ -133,17 +130,6 @@ func validCapabilities(caps []string) error {
 		if !slices.Contains(knownCapabilities, c) {
 			return fmt.Errorf("unknown capability %q (want %s)", c, strings.Join(knownCapabilities, ", "))
 		}
-	}
-	return nil
-}
-
-// validDuration refuses a duration under a millisecond, which none of
-// the handler's settings can mean: in JSON a bare number is nanoseconds,
-// so "cooldown": 30 meant for seconds would be 30ns (a first_byte_timeout
-// of 30ns fails every request). 0 is the default and passes.
-func validDuration(name string, d caddy.Duration) error {
-	if d > 0 && time.Duration(d) < time.Millisecond {
-		return fmt.Errorf("%s: %v is less than a millisecond; a JSON number is in nanoseconds: write a duration string such as \"30s\"", name, time.Duration(d))
 	}
 	return nil
 }

@@ -16,6 +16,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
@@ -333,6 +334,14 @@ func (p *Provider) identity(rp *reverseproxy.Handler) string {
 func (p *Provider) Validate() error {
 	if p.Name == "" {
 		return fmt.Errorf("provider without a name")
+	}
+	for _, d := range []struct {
+		name string
+		v    caddy.Duration
+	}{{"models_refresh", p.ModelsRefresh}, {"models_timeout", p.ModelsTimeout}} {
+		if err := ValidDuration(d.name, d.v); err != nil {
+			return fmt.Errorf("provider %s: %v", p.Name, err)
+		}
 	}
 	if err := p.Limits.Validate(); err != nil {
 		return fmt.Errorf("provider %s: %v", p.Name, err)
@@ -706,3 +715,15 @@ var (
 	_ caddy.Validator       = (*Provider)(nil)
 	_ caddyfile.Unmarshaler = (*Provider)(nil)
 )
+
+// ValidDuration refuses a duration under a millisecond, which none of
+// llm_route's settings can mean: in JSON a bare number is nanoseconds,
+// so "cooldown": 30 meant for seconds would be 30ns (a first_byte_timeout
+// of 30ns fails every request, a models_refresh of 300ns fetches without
+// a pause). 0 is the default and passes.
+func ValidDuration(name string, d caddy.Duration) error {
+	if d > 0 && time.Duration(d) < time.Millisecond {
+		return fmt.Errorf("%s: %v is less than a millisecond; a JSON number is in nanoseconds: write a duration string such as \"30s\"", name, time.Duration(d))
+	}
+	return nil
+}
