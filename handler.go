@@ -517,8 +517,8 @@ func (h *Handler) attempt(w http.ResponseWriter, r *http.Request, req *strategie
 	c.Provider.PrepareRequest(up, endpoint, c.UpstreamModel, h.forward)
 
 	// The attempt's state and its writer, in one allocation.
-	run := &attemptRun{aw: attemptWriter{ctx: ctx, w: w, header: make(http.Header)},
-		p: p, c: c, n: n, w: w, sp: sp, cancel: cancel, idle: time.Duration(h.StreamIdleTimeout)}
+	run := &attemptRun{p: p, c: c, n: n, w: w, sp: sp, cancel: cancel, idle: time.Duration(h.StreamIdleTimeout)}
+	run.aw.init(ctx, w)
 	run.timer = time.AfterFunc(time.Duration(h.FirstByteTimeout), run.expire)
 	defer run.timer.Stop()
 

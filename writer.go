@@ -155,8 +155,9 @@ const (
 	wantsWhole                    // a whole answer, not a stream
 )
 
-func newAttemptWriter(ctx context.Context, w http.ResponseWriter) *attemptWriter {
-	return &attemptWriter{ctx: ctx, w: w, header: make(http.Header)}
+// init sets aw up as an attempt's writer to w.
+func (aw *attemptWriter) init(ctx context.Context, w http.ResponseWriter) {
+	aw.ctx, aw.w, aw.header = ctx, w, make(http.Header)
 }
 
 // Header returns the attempt's own header map.

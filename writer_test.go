@@ -865,3 +865,10 @@ func TestAttemptWriterHoldsPreamble(t *testing.T) {
 		t.Error("keepAlive tells Anthropic's ping from other events wrongly")
 	}
 }
+
+// newAttemptWriter returns an attempt's writer to w.
+func newAttemptWriter(ctx context.Context, w http.ResponseWriter) *attemptWriter {
+	aw := new(attemptWriter)
+	aw.init(ctx, w)
+	return aw
+}
