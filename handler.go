@@ -165,7 +165,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 			return goneAfterStart(rec, h.serve(w, r, req, p))
 		}
 	}
-	rec.refuse(r, req, key, rerr.code)
+	rec.refuse(r, req, key)
 	writeError(w, endpoint, rerr.status, rerr.code, rerr.msg)
 	return nil
 }

@@ -219,12 +219,12 @@ func noteError(w http.ResponseWriter, code string) {
 	}
 }
 
-// refuse notes why the request is refused before routing: the error
-// code of its answer, the model asked for (req, when the body was
-// parsed) and the client key, when known, which {llm.key} and the
-// access log's llm_key then name.
-func (rec *record) refuse(r *http.Request, req *strategies.Request, key *ClientKey, code string) {
-	rec.refusal, rec.refusedKey = code, key
+// refuse notes what is known of a request refused before routing (the
+// error code of its answer is writeError's to note): the model asked for
+// (req, when the body was parsed) and the client key, when known, which
+// {llm.key} and the access log's llm_key then name.
+func (rec *record) refuse(r *http.Request, req *strategies.Request, key *ClientKey) {
+	rec.refusedKey = key
 	if req != nil {
 		rec.refusedModel = truncate(req.Model, 128)
 	}
